@@ -1,0 +1,21 @@
+"""Model layer: TransformerBridge loading, tvlens checkpoints, tiny HF models."""
+
+from tvlens.models.checkpoints import Checkpoint, list_checkpoints, resolve_checkpoint
+from tvlens.models.hf import ARCHITECTURES, build_hf_model, save_hf_model
+from tvlens.models.loading import ModelSpec, TVModel, default_device, load_checkpoints, load_model
+from tvlens.models.tokenizer import build_word_tokenizer
+
+__all__ = [
+    "ARCHITECTURES",
+    "Checkpoint",
+    "ModelSpec",
+    "TVModel",
+    "build_hf_model",
+    "build_word_tokenizer",
+    "default_device",
+    "list_checkpoints",
+    "load_checkpoints",
+    "load_model",
+    "resolve_checkpoint",
+    "save_hf_model",
+]

@@ -1,0 +1,86 @@
+"""Small HF causal LMs built from a config (random weights), for training and tests.
+
+tvlens trains its own models as HF models saved as HF folders (DESIGN.md section 5): one
+loading path (``boot_transformers``) for everything, an exact KV cache, and peft baselines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+)
+
+Architecture = Literal["gpt2", "llama", "neox"]
+ARCHITECTURES: tuple[str, ...] = ("gpt2", "llama", "neox")
+
+
+def build_hf_model(
+    arch: Architecture,
+    vocab_size: int,
+    n_layers: int = 2,
+    d_model: int = 64,
+    n_heads: int = 4,
+    n_ctx: int = 128,
+    n_kv_heads: int | None = None,
+    d_mlp: int | None = None,
+    seed: int = 0,
+    bos_token_id: int = 1,
+    pad_token_id: int = 0,
+) -> PreTrainedModel:
+    """A randomly initialised causal LM with no dropout, in eval mode.
+
+    ``n_kv_heads`` < ``n_heads`` gives grouped-query attention (llama only).
+    """
+    if d_model % n_heads:
+        raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}.")
+    d_mlp = d_mlp or 4 * d_model
+    common = {"vocab_size": vocab_size, "bos_token_id": bos_token_id,
+              "eos_token_id": bos_token_id, "pad_token_id": pad_token_id}
+    if arch == "gpt2":
+        cfg = GPT2Config(
+            n_positions=n_ctx, n_embd=d_model, n_layer=n_layers, n_head=n_heads,
+            n_inner=d_mlp, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common,
+        )
+        cls = GPT2LMHeadModel
+    elif arch == "llama":
+        kv = n_kv_heads or n_heads
+        if n_heads % kv:
+            raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={kv}.")
+        cfg = LlamaConfig(
+            hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, num_key_value_heads=kv,
+            max_position_embeddings=n_ctx, tie_word_embeddings=False, **common,
+        )
+        cls = LlamaForCausalLM
+    elif arch == "neox":
+        cfg = GPTNeoXConfig(
+            hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, max_position_embeddings=n_ctx,
+            hidden_dropout=0.0, attention_dropout=0.0, rotary_pct=0.25, **common,
+        )
+        cls = GPTNeoXForCausalLM
+    else:
+        raise ValueError(f"Unknown architecture {arch!r}; use one of {ARCHITECTURES}.")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(cfg)
+    return model.eval()
+
+
+def save_hf_model(model: PreTrainedModel, tokenizer, folder: str | Path) -> Path:
+    """``save_pretrained`` model and tokenizer side by side (what ``boot_transformers`` reads)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder

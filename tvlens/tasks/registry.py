@@ -1,0 +1,41 @@
+"""Suites by name, so that the CLI and saved runs can rebuild them from a small spec."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tvlens.errors import UnknownTaskError
+from tvlens.tasks.core import TaskSuite
+from tvlens.tasks.synthetic import bitwise_suite, latent_mapping_suite, list_suite
+from tvlens.tasks.words import word_suite
+
+_SUITES: dict[str, Callable[..., TaskSuite]] = {
+    "latent": latent_mapping_suite,
+    "bitwise": bitwise_suite,
+    "lists": list_suite,
+    "words": word_suite,
+}
+
+
+def available_suites() -> list[str]:
+    return sorted(_SUITES)
+
+
+def get_suite(name: str, **kwargs: Any) -> TaskSuite:
+    """A suite by registered name (``latent``, ``bitwise``, ``lists``, ``words``), or a folder
+    of ``{task}.json`` files. ``kwargs`` go to the suite's generator (e.g. ``seed=1``).
+    ``get_suite(**suite.spec)`` rebuilds a suite from its spec.
+    """
+    if name in _SUITES:
+        try:
+            return _SUITES[name](**kwargs)
+        except TypeError as e:
+            raise TypeError(f"Bad arguments for suite {name!r}: {e}") from None
+    if Path(name).is_dir():
+        return TaskSuite.load(name)
+    raise UnknownTaskError(
+        f"Unknown suite {name!r}. Use one of {', '.join(available_suites())}, "
+        "or a folder of {task}.json files."
+    )
