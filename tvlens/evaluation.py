@@ -1,0 +1,145 @@
+"""ICL accuracy per task: first answer token, and greedy exact match for multi-token answers.
+
+Exact match is computed by teacher forcing in one forward pass: greedy decoding reproduces the
+answer ``a_1..a_m`` exactly when, for every ``j``, the argmax after ``prompt + a_<j`` is ``a_j``
+(the first wrong argmax is where greedy decoding would leave the answer). So one pass over
+``prompt + answer`` gives the same verdict as generating ``m`` tokens one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from tvlens.tasks.core import Task, TaskSuite
+from tvlens.tasks.prompts import (
+    PaddingSide,
+    PromptBatch,
+    PromptTemplate,
+    sample_prompts,
+    tokenize_prompts,
+)
+
+
+@dataclass(frozen=True)
+class TaskAccuracy:
+    task: str
+    first_token: float
+    exact_match: float
+    n: int
+
+
+@dataclass(frozen=True)
+class ICLEvaluation:
+    """Accuracies per task at ``k`` demonstrations."""
+
+    k: int
+    template: str
+    tasks: dict[str, TaskAccuracy]
+
+    @property
+    def mean_first_token(self) -> float:
+        return float(np.mean([t.first_token for t in self.tasks.values()]))
+
+    @property
+    def mean_exact_match(self) -> float:
+        return float(np.mean([t.exact_match for t in self.tasks.values()]))
+
+    def first_token(self) -> dict[str, float]:
+        return {n: t.first_token for n, t in self.tasks.items()}
+
+    def to_dict(self) -> dict:
+        return {
+            "k": self.k,
+            "template": self.template,
+            "mean_first_token": self.mean_first_token,
+            "mean_exact_match": self.mean_exact_match,
+            "tasks": {n: asdict(t) for n, t in self.tasks.items()},
+        }
+
+
+def model_logits(model: Any, batch: PromptBatch) -> Float[Tensor, "batch pos d_vocab"]:
+    """Logits of a tvlens model, a bridge or a plain HF causal LM on a padded batch."""
+    out = model(batch.tokens, attention_mask=batch.attention_mask)
+    return out.logits if hasattr(out, "logits") else out
+
+
+@torch.no_grad()
+def answer_correctness(
+    model: Any, batch: PromptBatch
+) -> tuple[Bool[Tensor, " batch"], Bool[Tensor, " batch"]]:
+    """(first answer token correct, whole answer correct under greedy decoding) per row.
+
+    ``batch`` must be built with ``include_answer=True``.
+    """
+    if not batch.include_answer:
+        raise ValueError("answer_correctness needs a batch built with include_answer=True.")
+    logits = model_logits(model, batch)
+    pred = logits.argmax(-1)
+    first = torch.empty(len(batch), dtype=torch.bool)
+    exact = torch.empty(len(batch), dtype=torch.bool)
+    for i, ans in enumerate(batch.answer_ids):
+        q = int(batch.query_pos[i])
+        # The logit at position p predicts token p+1: answer token j is predicted at q + j.
+        got = pred[i, q : q + len(ans)].cpu()
+        want = torch.tensor(ans)
+        first[i] = bool(got[0] == want[0])
+        exact[i] = bool(torch.equal(got, want))
+    return first, exact
+
+
+def evaluate_prompts(
+    model: Any,
+    prompts: Sequence,
+    tokenizer: Any | None = None,
+    batch_size: int = 64,
+    padding_side: PaddingSide = "left",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Correctness arrays (first token, exact match) for a list of prompts."""
+    firsts, exacts = [], []
+    tok_src = tokenizer if tokenizer is not None else model
+    device = getattr(model, "device", None)
+    for start in range(0, len(prompts), batch_size):
+        batch = tokenize_prompts(
+            prompts[start : start + batch_size], tok_src, padding_side=padding_side,
+            include_answer=True, device=device,
+        )
+        f, e = answer_correctness(model, batch)
+        firsts.append(f.numpy())
+        exacts.append(e.numpy())
+    return np.concatenate(firsts), np.concatenate(exacts)
+
+
+def evaluate_icl(
+    model: Any,
+    tasks: TaskSuite | Task | Sequence[Task],
+    k: int = 5,
+    n_prompts: int = 64,
+    seed: int = 0,
+    template: str | PromptTemplate = "arrow",
+    tokenizer: Any | None = None,
+    batch_size: int = 64,
+    padding_side: PaddingSide = "left",
+) -> ICLEvaluation:
+    """ICL accuracy of ``model`` on each task with ``k`` demonstrations.
+
+    Args:
+        model: A ``TVModel``, a ``TransformerBridge``, or an HF causal LM (then pass
+            ``tokenizer``).
+        tasks: A suite, a task, or a list of tasks.
+        n_prompts: Prompts per task (each query used once when the task is large enough).
+    """
+    task_list = [tasks] if isinstance(tasks, Task) else list(tasks)
+    results = {}
+    for ti, task in enumerate(task_list):
+        prompts = sample_prompts(task, k, n_prompts, seed=seed + 1000 * ti, template=template)
+        f, e = evaluate_prompts(model, prompts, tokenizer, batch_size, padding_side)
+        results[task.name] = TaskAccuracy(task.name, float(f.mean()), float(e.mean()), len(f))
+    tname = template if isinstance(template, str) else template.name
+    return ICLEvaluation(k=k, template=tname, tasks=results)

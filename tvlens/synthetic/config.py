@@ -1,0 +1,98 @@
+"""Training configurations and presets for tvlens's own ICL models."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from tvlens.errors import TVLensError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a synthetic training run (saved as ``config.json``).
+
+    The model is an HF causal LM (``arch``) trained from scratch on ICL prompts of the task
+    suite ``suite`` (a :func:`tvlens.tasks.get_suite` spec), with the loss on every answer
+    token (the demonstrations' and the query's).
+    """
+
+    # model
+    arch: str = "gpt2"
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    n_kv_heads: int | None = None
+    d_mlp: int | None = None
+    n_ctx: int = 64
+    # data
+    suite: dict = field(default_factory=lambda: {"name": "latent", "n_tasks": 8,
+                                                 "n_symbols": 32, "seed": 0})
+    k: int = 5
+    template: str = "arrow"
+    # optimisation
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    seed: int = 0
+    # checkpoints and evaluation
+    n_checkpoints: int = 20
+    first_checkpoint: int = 10
+    eval_prompts: int = 64
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise TVLensError(f"steps must be >= 1, got {self.steps}.")
+        if self.k < 1:
+            raise TVLensError(f"k must be >= 1 for ICL training, got {self.k}.")
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TVLensError(f"Unknown training option(s) {unknown}; valid: {sorted(names)}.")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # Seconds on a laptop CPU: for tests and the tiny notebook run.
+    "tiny": TrainConfig(
+        n_layers=2, d_model=32, n_heads=2, n_ctx=32,
+        suite={"name": "latent", "n_tasks": 3, "n_symbols": 8, "seed": 0},
+        k=3, steps=60, batch_size=32, lr=3e-3, warmup_steps=5,
+        n_checkpoints=4, first_checkpoint=10, eval_prompts=16, log_every=5,
+    ),
+    # The embedded default (DESIGN.md section 4): sharp ICL emergence in ~2 min on 2 CPU cores.
+    "default": TrainConfig(),
+    # A larger model and a mixed suite for a GPU.
+    "gpu": TrainConfig(
+        n_layers=8, d_model=256, n_heads=8, n_ctx=128,
+        suite={"name": "latent", "n_tasks": 32, "n_symbols": 64, "seed": 0},
+        k=8, steps=6000, batch_size=256, lr=5e-4, warmup_steps=200,
+        n_checkpoints=30, eval_prompts=128,
+    ),
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise TVLensError(f"Unknown preset {name!r}; use one of {sorted(PRESETS)}.")
+    return PRESETS[name]
+
+
+def checkpoint_steps(cfg: TrainConfig) -> list[int]:
+    """Log-spaced steps from ``first_checkpoint`` to ``steps`` (always included), like
+    Pythia's early checkpoints: dense where learning is fast."""
+    import numpy as np
+
+    first = min(cfg.first_checkpoint, cfg.steps)
+    n = max(cfg.n_checkpoints, 1)
+    raw = np.geomspace(first, cfg.steps, n) if n > 1 else np.array([cfg.steps])
+    return sorted({int(round(s)) for s in raw} | {cfg.steps})

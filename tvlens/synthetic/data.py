@@ -1,0 +1,112 @@
+"""Training batches of ICL prompts with the loss on every answer token.
+
+Batch ``s`` is drawn from ``numpy.random.default_rng([seed, s])``: a function of the step
+alone, so a resumed run sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from tvlens.errors import PromptError
+from tvlens.tasks.core import Example, TaskSuite
+from tvlens.tasks.prompts import ICLPrompt, get_template
+
+IGNORE = -100
+
+
+@dataclass
+class TrainBatch:
+    input_ids: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    labels: Int[Tensor, "batch pos"]  # next-token targets aligned with input_ids (HF style)
+    # answer_start[i, j]: position of the first token of answer j (j = k is the query's).
+    answer_start: Int[Tensor, "batch n_answers"]
+    task_index: Int[Tensor, " batch"]
+    is_answer: Bool[Tensor, "batch pos"]
+
+    def to(self, device: str | torch.device) -> TrainBatch:
+        return TrainBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+class ICLBatcher:
+    """Makes padded training batches of ``k``-shot prompts from a suite, word-tokenized."""
+
+    def __init__(self, suite: TaskSuite, tokenizer: Any, k: int, template: str = "arrow",
+                 n_ctx: int | None = None):
+        self.suite = suite
+        self.tok = tokenizer
+        self.k = k
+        self.template = get_template(template)
+        self.n_ctx = n_ctx
+        self._cache: dict[str, list[int]] = {}
+        for t in suite:
+            if len(t) < k + 1:
+                raise PromptError(
+                    f"Task {t.name!r} has {len(t)} examples; k={k} needs at least {k + 1}."
+                )
+
+    def encode(self, text: str) -> list[int]:
+        ids = self._cache.get(text)
+        if ids is None:
+            ids = list(self.tok(text, add_special_tokens=False)["input_ids"])
+            self._cache[text] = ids
+        return ids
+
+    def prompt(self, task_i: int, idx: np.ndarray, rng: np.random.Generator) -> ICLPrompt:
+        task = self.suite.tasks[task_i]
+        exs = [task.examples[int(i)] for i in idx]
+        if task.random_outputs:
+            pool = task.outputs
+            exs = [Example(e.input, pool[int(rng.integers(len(pool)))]) for e in exs]
+        return ICLPrompt(task.name, tuple(exs[:-1]), exs[-1], self.template)
+
+    def encode_prompt(self, p: ICLPrompt) -> tuple[list[int], list[bool], list[int]]:
+        """(token ids with BOS, is-answer flags, start position of each answer)."""
+        ids = [self.tok.bos_token_id]
+        flags = [False]
+        starts = []
+        for text, is_ans in self.template.segments(p.demonstrations, p.query):
+            seg = self.encode(text)
+            if is_ans:
+                starts.append(len(ids))
+            ids.extend(seg)
+            flags.extend([is_ans] * len(seg))
+        return ids, flags, starts
+
+    def batch(self, step: int, batch_size: int, seed: int) -> TrainBatch:
+        rng = np.random.default_rng([seed, step])
+        task_idx = rng.integers(0, len(self.suite), size=batch_size)
+        rows = []
+        for ti in task_idx:
+            n = len(self.suite.tasks[int(ti)])
+            idx = rng.choice(n, size=self.k + 1, replace=False)
+            rows.append(self.encode_prompt(self.prompt(int(ti), idx, rng)))
+        return self.collate(rows, task_idx)
+
+    def collate(self, rows, task_idx) -> TrainBatch:
+        width = max(len(r[0]) for r in rows)
+        if self.n_ctx is not None and width > self.n_ctx:
+            raise PromptError(
+                f"Training prompts are {width} tokens, longer than n_ctx={self.n_ctx}: "
+                "raise n_ctx or lower k."
+            )
+        pad = self.tok.pad_token_id
+        b = len(rows)
+        ids = torch.full((b, width), pad, dtype=torch.long)
+        mask = torch.zeros((b, width), dtype=torch.long)
+        is_ans = torch.zeros((b, width), dtype=torch.bool)
+        starts = torch.zeros((b, self.k + 1), dtype=torch.long)
+        for i, (r, f, s) in enumerate(rows):  # right padding: positions stay 0..len-1
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+            is_ans[i, : len(r)] = torch.tensor(f)
+            starts[i] = torch.tensor(s)
+        labels = torch.where(is_ans, ids, torch.full_like(ids, IGNORE))
+        return TrainBatch(ids, mask, labels, starts, torch.as_tensor(task_idx), is_ans)
