@@ -107,8 +107,11 @@ def evaluate_prompts(
     device = getattr(model, "device", None)
     for start in range(0, len(prompts), batch_size):
         batch = tokenize_prompts(
-            prompts[start : start + batch_size], tok_src, padding_side=padding_side,
-            include_answer=True, device=device,
+            prompts[start : start + batch_size],
+            tok_src,
+            padding_side=padding_side,
+            include_answer=True,
+            device=device,
         )
         f, e = answer_correctness(model, batch)
         firsts.append(f.numpy())

@@ -80,9 +80,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
     return sorted(out, key=lambda c: c.step)
 
 
-def resolve_checkpoint(
-    run_dir: str | Path, revision: str | int | None = None
-) -> Checkpoint:
+def resolve_checkpoint(run_dir: str | Path, revision: str | int | None = None) -> Checkpoint:
     """The checkpoint of a run named by ``revision``: ``None``/``"final"``/``"main"`` (last),
     ``"step750"``, ``750``, or a negative index (``-1`` last, ``-2`` the one before...)."""
     ckpts = list_checkpoints(run_dir)

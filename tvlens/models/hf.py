@@ -6,6 +6,7 @@ loading path (``boot_transformers``) for everything, an exact KV cache, and peft
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -44,12 +45,23 @@ def build_hf_model(
     if d_model % n_heads:
         raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}.")
     d_mlp = d_mlp or 4 * d_model
-    common = {"vocab_size": vocab_size, "bos_token_id": bos_token_id,
-              "eos_token_id": bos_token_id, "pad_token_id": pad_token_id}
+    common = {
+        "vocab_size": vocab_size,
+        "bos_token_id": bos_token_id,
+        "eos_token_id": bos_token_id,
+        "pad_token_id": pad_token_id,
+    }
     if arch == "gpt2":
         cfg = GPT2Config(
-            n_positions=n_ctx, n_embd=d_model, n_layer=n_layers, n_head=n_heads,
-            n_inner=d_mlp, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common,
+            n_positions=n_ctx,
+            n_embd=d_model,
+            n_layer=n_layers,
+            n_head=n_heads,
+            n_inner=d_mlp,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **common,
         )
         cls = GPT2LMHeadModel
     elif arch == "llama":
@@ -57,16 +69,27 @@ def build_hf_model(
         if n_heads % kv:
             raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={kv}.")
         cfg = LlamaConfig(
-            hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layers,
-            num_attention_heads=n_heads, num_key_value_heads=kv,
-            max_position_embeddings=n_ctx, tie_word_embeddings=False, **common,
+            hidden_size=d_model,
+            intermediate_size=d_mlp,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            num_key_value_heads=kv,
+            max_position_embeddings=n_ctx,
+            tie_word_embeddings=False,
+            **common,
         )
         cls = LlamaForCausalLM
     elif arch == "neox":
         cfg = GPTNeoXConfig(
-            hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layers,
-            num_attention_heads=n_heads, max_position_embeddings=n_ctx,
-            hidden_dropout=0.0, attention_dropout=0.0, rotary_pct=0.25, **common,
+            hidden_size=d_model,
+            intermediate_size=d_mlp,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            max_position_embeddings=n_ctx,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+            rotary_pct=0.25,
+            **common,
         )
         cls = GPTNeoXForCausalLM
     else:
@@ -84,3 +107,18 @@ def save_hf_model(model: PreTrainedModel, tokenizer, folder: str | Path) -> Path
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@contextmanager
+def quiet_transformers():
+    """Silence transformers' per-call progress bars ("Loading weights", "Writing model
+    shards"): with a checkpoint every few seconds they would drown tvlens's own bar."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()

@@ -20,12 +20,16 @@ from torch import Tensor
 
 from tvlens.errors import CheckpointError, LayerError, ModelLoadError
 from tvlens.models.checkpoints import is_run_dir, resolve_checkpoint, validate_checkpoint
+from tvlens.models.hf import quiet_transformers
 
 ResidPoint = Literal["pre", "mid", "post"]
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
 }
 
 
@@ -207,13 +211,16 @@ class TVModel:
         return einops.einsum(z, W, "... h dh, h dh d -> ... h d")
 
     # ------------------------------------------------------------------ tokens and forward
-    def to_tokens(self, text: str | list[str], prepend_bos: bool | None = None) -> Int[Tensor, "batch pos"]:
+    def to_tokens(
+        self, text: str | list[str], prepend_bos: bool | None = None
+    ) -> Int[Tensor, "batch pos"]:
         """Token ids of one text or several (right-padded), with BOS per the model's convention."""
         texts = [text] if isinstance(text, str) else list(text)
         bos = self.prepend_bos if prepend_bos is None else prepend_bos
         tok = self.tokenizer
         rows = [
-            ([tok.bos_token_id] if bos else []) + list(tok(t, add_special_tokens=False)["input_ids"])
+            ([tok.bos_token_id] if bos else [])
+            + list(tok(t, add_special_tokens=False)["input_ids"])
             for t in texts
         ]
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -346,8 +353,10 @@ def load_model(
                 "training run, or an HF hub name."
             )
         if checkpoint_value is not None or checkpoint_index is not None:
-            raise ValueError("checkpoint_value/checkpoint_index are for hub models; "
-                             "for a tvlens run use revision='step<N>'.")
+            raise ValueError(
+                "checkpoint_value/checkpoint_index are for hub models; "
+                "for a tvlens run use revision='step<N>'."
+            )
         run_revision = None
         if is_run_dir(path):
             ckpt = resolve_checkpoint(path, revision)
@@ -361,15 +370,18 @@ def load_model(
                     "(save_pretrained), a tvlens checkpoint, or a tvlens run folder."
                 )
             if revision is not None:
-                raise ValueError(f"revision= applies to hub models and tvlens runs, not to "
-                                 f"the plain folder {name!r}.")
+                raise ValueError(
+                    f"revision= applies to hub models and tvlens runs, not to "
+                    f"the plain folder {name!r}."
+                )
             folder, source = path, "folder"
         if source == "tvlens":
             info = json.loads((folder / "tvlens.json").read_text())
             extra = {"step": info.get("step"), "train_info": info}
         try:
-            bridge = TransformerBridge.boot_transformers(str(folder), **kwargs)
-        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            with quiet_transformers():
+                bridge = TransformerBridge.boot_transformers(str(folder), **kwargs)
+        except Exception as e:  # safetensors, json, torch... all mean the same thing here
             raise CheckpointError(
                 f"Could not load the model in {str(folder)!r}: it is incomplete or corrupt "
                 f"({type(e).__name__}: {str(e)[:300]})."
@@ -393,8 +405,12 @@ def load_model(
                 + f": {str(e).splitlines()[0][:300]}. Check the name, or that it is in the "
                 "local HF cache when offline (HF_HUB_OFFLINE=1)."
             ) from e
-        source, spec_name, spec_rev, spec_path = "hub", name, (
-            str(revision) if revision is not None else None), None
+        source, spec_name, spec_rev, spec_path = (
+            "hub",
+            name,
+            (str(revision) if revision is not None else None),
+            None,
+        )
     bridge.eval()
     if bridge.tokenizer is None:
         raise ModelLoadError(f"Model {name!r} came without a tokenizer; save one beside it.")
@@ -402,9 +418,7 @@ def load_model(
     return TVModel(bridge, spec, prepend_bos=prepend_bos)
 
 
-def load_checkpoints(
-    run_dir: str | Path, steps: list[int] | None = None, **kwargs: Any
-):
+def load_checkpoints(run_dir: str | Path, steps: list[int] | None = None, **kwargs: Any):
     """Yield ``(step, TVModel)`` for each checkpoint of a tvlens run (all, or ``steps``),
     oldest first, loading one at a time."""
     from tvlens.models.checkpoints import list_checkpoints

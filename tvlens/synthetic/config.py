@@ -23,15 +23,16 @@ class TrainConfig:
     d_model: int = 128
     n_heads: int = 4
     n_kv_heads: int | None = None
-    d_mlp: int | None = None
+    d_mlp: int | None = 256
     n_ctx: int = 64
     # data
-    suite: dict = field(default_factory=lambda: {"name": "latent", "n_tasks": 8,
-                                                 "n_symbols": 32, "seed": 0})
+    suite: dict = field(
+        default_factory=lambda: {"name": "latent", "n_tasks": 8, "n_symbols": 32, "seed": 0}
+    )
     k: int = 5
     template: str = "arrow"
     # optimisation
-    steps: int = 1500
+    steps: int = 1200
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -39,7 +40,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     # checkpoints and evaluation
-    n_checkpoints: int = 20
+    n_checkpoints: int = 24
     first_checkpoint: int = 10
     eval_prompts: int = 64
     log_every: int = 10
@@ -64,19 +65,38 @@ class TrainConfig:
 PRESETS: dict[str, TrainConfig] = {
     # Seconds on a laptop CPU: for tests and the tiny notebook run.
     "tiny": TrainConfig(
-        n_layers=2, d_model=32, n_heads=2, n_ctx=32,
-        suite={"name": "latent", "n_tasks": 3, "n_symbols": 8, "seed": 0},
-        k=3, steps=60, batch_size=32, lr=3e-3, warmup_steps=5,
-        n_checkpoints=4, first_checkpoint=10, eval_prompts=16, log_every=5,
+        n_layers=2,
+        d_model=64,
+        n_heads=4,
+        d_mlp=128,
+        n_ctx=32,
+        suite={"name": "latent", "n_tasks": 4, "n_symbols": 8, "seed": 0},
+        k=4,
+        steps=450,
+        batch_size=64,
+        lr=2e-3,
+        warmup_steps=10,
+        n_checkpoints=6,
+        first_checkpoint=10,
+        eval_prompts=16,
+        log_every=10,
     ),
     # The embedded default (DESIGN.md section 4): sharp ICL emergence in ~2 min on 2 CPU cores.
     "default": TrainConfig(),
-    # A larger model and a mixed suite for a GPU.
+    # A larger model, 32 tasks of 64 symbols, 8 demonstrations: for a GPU.
     "gpu": TrainConfig(
-        n_layers=8, d_model=256, n_heads=8, n_ctx=128,
+        n_layers=8,
+        d_model=256,
+        n_heads=8,
+        n_ctx=128,
         suite={"name": "latent", "n_tasks": 32, "n_symbols": 64, "seed": 0},
-        k=8, steps=6000, batch_size=256, lr=5e-4, warmup_steps=200,
-        n_checkpoints=30, eval_prompts=128,
+        k=8,
+        steps=6000,
+        batch_size=256,
+        lr=5e-4,
+        warmup_steps=200,
+        n_checkpoints=30,
+        eval_prompts=128,
     ),
 }
 

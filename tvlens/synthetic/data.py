@@ -38,8 +38,14 @@ class TrainBatch:
 class ICLBatcher:
     """Makes padded training batches of ``k``-shot prompts from a suite, word-tokenized."""
 
-    def __init__(self, suite: TaskSuite, tokenizer: Any, k: int, template: str = "arrow",
-                 n_ctx: int | None = None):
+    def __init__(
+        self,
+        suite: TaskSuite,
+        tokenizer: Any,
+        k: int,
+        template: str = "arrow",
+        n_ctx: int | None = None,
+    ):
         self.suite = suite
         self.tok = tokenizer
         self.k = k

@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import einops
 import numpy as np
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float, Int
 from safetensors.torch import load_file
+from torch import Tensor
 from tqdm.auto import tqdm
 
 import tvlens
@@ -37,7 +40,7 @@ from tvlens.models.checkpoints import (
     write_atomically,
     write_json_atomically,
 )
-from tvlens.models.hf import build_hf_model
+from tvlens.models.hf import build_hf_model, quiet_transformers
 from tvlens.models.loading import default_device
 from tvlens.models.tokenizer import build_word_tokenizer
 from tvlens.synthetic.config import TrainConfig, checkpoint_steps, get_preset
@@ -87,6 +90,17 @@ def _eval_batch(batcher: ICLBatcher, cfg: TrainConfig) -> TrainBatch:
     return batcher.collate(rows, np.array(tidx))
 
 
+def answer_loss(
+    logits: Float[Tensor, "batch pos vocab"], labels: Int[Tensor, "batch pos"]
+) -> Float[Tensor, ""]:
+    """Mean next-token cross-entropy over the answer tokens (labels != -100)."""
+    return F.cross_entropy(
+        einops.rearrange(logits[:, :-1], "b p v -> (b p) v"),
+        einops.rearrange(labels[:, 1:], "b p -> (b p)"),
+        ignore_index=-100,
+    )
+
+
 @torch.no_grad()
 def evaluate_checkpoint(model, batch: TrainBatch, task_names: list[str]) -> dict[str, Any]:
     """Loss on answer tokens, query accuracy per task, and accuracy at each demonstration
@@ -96,10 +110,7 @@ def evaluate_checkpoint(model, batch: TrainBatch, task_names: list[str]) -> dict
     model.eval()
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     model.train(was_training)
-    pred_logits = logits[:, :-1]
-    targets = batch.labels[:, 1:]
-    loss = F.cross_entropy(pred_logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           ignore_index=-100)
+    loss = answer_loss(logits, batch.labels)
     pred = logits.argmax(-1)
     rows = torch.arange(batch.input_ids.shape[0], device=pred.device)[:, None]
     starts = batch.answer_start
@@ -114,21 +125,38 @@ def evaluate_checkpoint(model, batch: TrainBatch, task_names: list[str]) -> dict
     }
 
 
-def _save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler,
-                     cfg: TrainConfig, preset: str | None) -> Checkpoint:
+def _save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model,
+    tokenizer,
+    optimizer,
+    scheduler,
+    cfg: TrainConfig,
+    preset: str | None,
+) -> Checkpoint:
     final = run_dir / "checkpoints" / checkpoint_name(step)
     info = {
-        "tvlens": tvlens.__version__, "step": step, "preset": preset,
-        "suite": cfg.suite, "k": cfg.k, "template": cfg.template, "arch": cfg.arch,
+        "tvlens": tvlens.__version__,
+        "step": step,
+        "preset": preset,
+        "suite": cfg.suite,
+        "k": cfg.k,
+        "template": cfg.template,
+        "arch": cfg.arch,
     }
 
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
+        with quiet_transformers():
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "tvlens.json").write_text(json.dumps(info, indent=2) + "\n")
         torch.save(
-            {"step": step, "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict()},
+            {
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+            },
             tmp / STATE_FILE,
         )
 
@@ -195,9 +223,17 @@ def train_synthetic(
     tokenizer = build_word_tokenizer(run_vocabulary(cfg, suite))
     batcher = ICLBatcher(suite, tokenizer, cfg.k, cfg.template, n_ctx=cfg.n_ctx)
     model = build_hf_model(
-        cfg.arch, len(tokenizer), n_layers=cfg.n_layers, d_model=cfg.d_model,
-        n_heads=cfg.n_heads, n_ctx=cfg.n_ctx, n_kv_heads=cfg.n_kv_heads, d_mlp=cfg.d_mlp,
-        seed=cfg.seed, bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
+        cfg.arch,
+        len(tokenizer),
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        n_ctx=cfg.n_ctx,
+        n_kv_heads=cfg.n_kv_heads,
+        d_mlp=cfg.d_mlp,
+        seed=cfg.seed,
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     ).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
@@ -214,61 +250,78 @@ def train_synthetic(
                 raise CheckpointError(
                     f"Checkpoint {str(last.path)!r} has no {STATE_FILE}: cannot resume from it."
                 )
-            model.load_state_dict(load_file(str(last.path / "model.safetensors"),
-                                            device=str(device)), strict=False)
+            model.load_state_dict(
+                load_file(str(last.path / "model.safetensors"), device=str(device)), strict=False
+            )
             if hasattr(model, "tie_weights"):
                 model.tie_weights()
             state = torch.load(state_path, map_location=device, weights_only=False)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             start_step = int(state["step"])
-            old = json.loads((run_dir / "metrics.json").read_text()) if (
-                run_dir / "metrics.json").is_file() else metrics
+            old = (
+                json.loads((run_dir / "metrics.json").read_text())
+                if (run_dir / "metrics.json").is_file()
+                else metrics
+            )
             metrics = {
                 "checkpoints": [c for c in old.get("checkpoints", []) if c["step"] <= start_step],
                 "train_loss": [x for x in old.get("train_loss", []) if x[0] <= start_step],
             }
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(run_dir / "config.json", {
-            "tvlens": tvlens.__version__, "preset": preset_name, "config": cfg.to_dict(),
-            "vocab_size": len(tokenizer), "device": str(device),
-        })
+        write_json_atomically(
+            run_dir / "config.json",
+            {
+                "tvlens": tvlens.__version__,
+                "preset": preset_name,
+                "config": cfg.to_dict(),
+                "vocab_size": len(tokenizer),
+                "device": str(device),
+            },
+        )
 
     save_at = set(checkpoint_steps(cfg))
     eval_batch = _eval_batch(batcher, cfg).to(device)
     names = suite.names
     model.train()
-    bar = tqdm(range(start_step + 1, cfg.steps + 1), initial=start_step, total=cfg.steps,
-               desc=f"train {run_dir.name}", disable=not progress)
+    bar = tqdm(
+        range(start_step + 1, cfg.steps + 1),
+        initial=start_step,
+        total=cfg.steps,
+        desc=f"train {run_dir.name}",
+        disable=not progress,
+    )
     running: list[float] = []
     completed = True
     for step in bar:
         batch = batcher.batch(step, cfg.batch_size, cfg.seed).to(device)
-        out_ = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                     labels=batch.labels)
-        loss = out_.loss
-        if not math.isfinite(float(loss)):
-            raise TVLensError(f"Loss became {float(loss)} at step {step}: lower the lr.")
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        loss = answer_loss(logits, batch.labels)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TVLensError(f"Loss became {loss_value} at step {step}: lower the lr.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
-        running.append(float(loss))
+        running.append(loss_value)
         if step % cfg.log_every == 0:
             metrics["train_loss"].append([step, float(np.mean(running))])
             running = []
         if step in save_at:
             ev = evaluate_checkpoint(model, eval_batch, names)
             metrics["checkpoints"].append({"step": step, **ev})
-            _save_checkpoint(run_dir, step, model, tokenizer, optimizer, scheduler, cfg,
-                             preset_name)
+            _save_checkpoint(
+                run_dir, step, model, tokenizer, optimizer, scheduler, cfg, preset_name
+            )
             write_json_atomically(run_dir / "metrics.json", metrics)
             bar.set_postfix(loss=f"{ev['loss']:.3f}", icl_acc=f"{ev['mean_icl_accuracy']:.2f}")
         if stop_after is not None and step >= stop_after and step < cfg.steps:
             completed = False
             break
     bar.close()
-    return TrainResult(run_dir, cfg, list_checkpoints(run_dir), metrics, completed,
-                       time.time() - t0)
+    return TrainResult(
+        run_dir, cfg, list_checkpoints(run_dir), metrics, completed, time.time() - t0
+    )

@@ -208,9 +208,7 @@ class TaskSuite:
             raise UnknownTaskError(f"Suite folder {str(directory)!r} does not exist.")
         files = sorted(directory.glob("*.json"))
         if not files:
-            raise EmptyTaskError(
-                f"Suite folder {str(directory)!r} holds no *.json task files."
-            )
+            raise EmptyTaskError(f"Suite folder {str(directory)!r} holds no *.json task files.")
         return cls(
             name=name or directory.name,
             tasks=tuple(Task.from_json(f) for f in files),

@@ -159,9 +159,7 @@ def sample_prompts(
     _check_k(task, k, 0 if queries is not None else 1)
     rng = np.random.default_rng(seed)
     q_order = (
-        rng.permutation(len(qtask))[:n]
-        if n <= len(qtask)
-        else rng.integers(0, len(qtask), size=n)
+        rng.permutation(len(qtask))[:n] if n <= len(qtask) else rng.integers(0, len(qtask), size=n)
     )
     prompts = []
     for qi in q_order:
@@ -254,8 +252,9 @@ class PromptBatch:
 
     def require_single_token(self) -> None:
         """Raise :class:`PromptError` naming the prompts whose answer is several tokens."""
-        bad = [(p.answer, a) for p, a in zip(self.prompts, self.answer_ids, strict=True)
-               if len(a) != 1]
+        bad = [
+            (p.answer, a) for p, a in zip(self.prompts, self.answer_ids, strict=True) if len(a) != 1
+        ]
         if bad:
             raise PromptError(
                 f"{len(bad)} answer(s) are more than one token (e.g. {bad[0][0]!r} -> ids "

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install tvlens into ./.venv on a fresh machine (CPU build of torch, no CUDA wheels).
+#   bash install.sh          package + test dependencies
+#   bash install.sh --png    also Chromium, which plotly/kaleido need to write PNG figures
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=".venv/bin/pip"
+# torch first and pinned: an unpinned torch (asked for by transformer-lens) pulls the CUDA
+# build (GBs). 2.13.0 is the CPU build this kind of machine ships; set TORCH_SPEC to change it.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  "$PIP" install -q "${TORCH_SPEC:-torch==2.13.0}"
+fi
+"$PIP" install -q -e ".[dev]"
+if [ "${1:-}" = "--png" ]; then
+  if ! command -v chromium >/dev/null && ! command -v google-chrome >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+        || echo "warning: could not install chromium; figures will be HTML only" >&2
+    else
+      echo "warning: no Chrome/Chromium found; figures will be HTML only" >&2
+    fi
+  fi
+fi

@@ -1,0 +1,99 @@
+"""Shared fixtures: tiny random HF models saved to temp folders and loaded through
+``tvlens.models.load_model`` (the real offline ``TransformerBridge.boot_transformers`` path).
+
+The jaxtyping import hook is installed before anything imports tvlens, so every jaxtyping
+annotation in tvlens is checked by beartype while the tests run.
+"""
+# ruff: noqa: E402
+
+from jaxtyping import install_import_hook
+
+_hook = install_import_hook("tvlens", "beartype.beartype")
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import PreTrainedModel
+
+from tvlens.models import (
+    TVModel,
+    build_hf_model,
+    build_word_tokenizer,
+    load_model,
+    save_hf_model,
+)
+from tvlens.tasks import Task, synthetic_vocabulary
+
+ARCHS = ("gpt2", "llama", "neox")
+# Grouped-query attention for llama: 4 query heads share 2 key/value heads.
+ARCH_KWARGS: dict[str, dict] = {"gpt2": {}, "llama": {"n_kv_heads": 2}, "neox": {}}
+TINY_SIZE = {"n_layers": 3, "d_model": 32, "n_heads": 4, "n_ctx": 64}
+
+# Word-tokenizer ids (build_word_tokenizer): <pad>=0 <bos>=1 <unk>=2 ->=3 \n=4 Q:=5 A:=6,
+# then these words in order: a=7 b=8 c=9 d=10 e=11 f=12 g=13 h=14 x=15 y=16.
+LETTERS = ("a", "b", "c", "d", "e", "f", "g", "h", "x", "y")
+
+# Symbols s0..s7 and 3-bit numbers, for the synthetic task families.
+SYMBOL_WORDS = tuple(synthetic_vocabulary(n_symbols=8, n_bits=3))
+
+
+@dataclass(frozen=True)
+class Tiny:
+    """A tiny random HF model, the folder it was saved to, and the same model loaded."""
+
+    arch: str
+    hf: PreTrainedModel
+    model: TVModel
+    folder: Path
+    tokenizer: Any
+    built: dict = field(default_factory=dict)
+
+
+@pytest.fixture(scope="session")
+def letters_tokenizer():
+    return build_word_tokenizer(LETTERS)
+
+
+@pytest.fixture(scope="session")
+def symbol_tokenizer():
+    return build_word_tokenizer(SYMBOL_WORDS)
+
+
+@pytest.fixture(scope="session")
+def letters_task() -> Task:
+    return Task.from_pairs(
+        "letters", [("a", "b"), ("c", "d"), ("e", "f"), ("g", "h"), ("x", "y"), ("b", "a")]
+    )
+
+
+@pytest.fixture(scope="session")
+def make_tiny(tmp_path_factory):
+    """``make(name, arch, tokenizer, edit=None, **sizes) -> Tiny``, cached by ``name``.
+
+    ``edit(hf_model)`` may change the weights (under ``no_grad``) before saving.
+    """
+    cache: dict[str, Tiny] = {}
+
+    def make(name: str, arch: str, tokenizer, edit=None, **sizes) -> Tiny:
+        if name in cache:
+            return cache[name]
+        built = {**TINY_SIZE, **ARCH_KWARGS[arch], **sizes}
+        hf = build_hf_model(arch, len(tokenizer), seed=0, **built)
+        if edit is not None:
+            with torch.no_grad():
+                edit(hf)
+        folder = save_hf_model(hf, tokenizer, tmp_path_factory.mktemp(f"model-{name}"))
+        tiny = Tiny(arch, hf.eval(), load_model(folder, device="cpu"), folder, tokenizer, built)
+        cache[name] = tiny
+        return tiny
+
+    return make
+
+
+@pytest.fixture(scope="session", params=ARCHS)
+def tiny(request, make_tiny, letters_tokenizer) -> Tiny:
+    """One tiny model per architecture over the letters vocabulary."""
+    return make_tiny(request.param, request.param, letters_tokenizer)

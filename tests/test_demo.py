@@ -1,0 +1,54 @@
+"""The demo on the tiny preset, and the quickstart notebook executed end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from tvlens.demo import run_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_writes_figures_report_and_json(tmp_path):
+    res = run_demo(
+        tmp_path / "figures", tmp_path / "run", preset="tiny", device="cpu", progress=False
+    )
+    figs = tmp_path / "figures"
+    for name in ["icl_over_checkpoints", "accuracy_by_demo"]:
+        assert (figs / f"{name}.html").stat().st_size > 1000
+    report = (figs / "README.md").read_text()
+    assert "icl_over_checkpoints.png" in report and "accuracy_by_demo.png" in report
+    summary = json.loads((figs / "demo.json").read_text())
+    assert summary["preset"] == "tiny"
+    assert summary["checkpoint_steps"][-1] == summary["config"]["steps"]
+    assert 0.0 <= summary["final_icl_evaluation"]["mean_first_token"] <= 1.0
+    # A second call reuses the finished run instead of training again.
+    mtime = (tmp_path / "run" / "metrics.json").stat().st_mtime_ns
+    run_demo(figs, tmp_path / "run", preset="tiny", device="cpu", progress=False)
+    assert (tmp_path / "run" / "metrics.json").stat().st_mtime_ns == mtime
+    assert res.summary["config"]["steps"] == summary["config"]["steps"]
+
+
+@pytest.mark.parametrize("name", ["01_quickstart.ipynb"])
+def test_notebook_runs(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("TVLENS_NOTEBOOK_PRESET", "tiny")
+    monkeypatch.setenv("TVLENS_NOTEBOOK_RUN_DIR", str(tmp_path))
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    errors = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
+    assert not errors
+    assert os.listdir(tmp_path / "tiny" / "checkpoints")

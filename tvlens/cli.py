@@ -1,0 +1,183 @@
+"""``tvlens`` command line: a thin layer over the public functions (same arguments)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tvlens.errors import TVLensError
+
+app = typer.Typer(
+    help="tvlens: task vectors, task encoding and patching on TransformerLens 4.x.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def demo(
+    figures_dir: Annotated[Path, typer.Option(help="Where figures and the report go.")] = Path(
+        "figures"
+    ),
+    run_dir: Annotated[Path, typer.Option(help="Training run to reuse or create.")] = Path(
+        "runs/default"
+    ),
+    preset: Annotated[str, typer.Option(help="Training preset: tiny, default, gpu.")] = "default",
+    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu (default: best).")] = None,
+    retrain: Annotated[bool, typer.Option(help="Delete the run and train again.")] = False,
+) -> None:
+    """Train (or reuse) the default synthetic ICL model and write the demo figures."""
+    from tvlens.demo import run_demo
+
+    try:
+        res = run_demo(figures_dir, run_dir, preset=preset, device=device, retrain=retrain)
+    except TVLensError as e:
+        _fail(e)
+    s = res.summary
+    typer.echo(f"run: {res.run_dir}  figures: {res.figures_dir}  ({s['seconds']} s)")
+    typer.echo(
+        f"ICL accuracy 0.9 first reached at step {s['first_step_with_icl_accuracy_0.9']};"
+        f" final accuracy {s['final_icl_evaluation']['mean_first_token']:.3f}"
+    )
+    for name, f in res.figures.items():
+        typer.echo(f"  {name}: {f.png or f.html}")
+
+
+@app.command("train-synthetic")
+def train_synthetic_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder to write.")],
+    preset: Annotated[str, typer.Option(help="tiny, default or gpu.")] = "default",
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Override the preset's steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the preset's seed.")] = None,
+    suite: Annotated[
+        str | None,
+        typer.Option(help='Suite spec as JSON, e.g. \'{"name": "bitwise", "n_bits": 3}\'.'),
+    ] = None,
+    arch: Annotated[str | None, typer.Option(help="gpt2, llama or neox.")] = None,
+) -> None:
+    """Train a small transformer from scratch on synthetic ICL tasks, with checkpoints."""
+    from tvlens.synthetic import train_synthetic
+
+    try:
+        suite_spec = json.loads(suite) if suite else None
+        res = train_synthetic(
+            out,
+            preset=preset,
+            resume=resume,
+            device=device,
+            steps=steps,
+            seed=seed,
+            suite=suite_spec,
+            arch=arch,
+        )
+    except (TVLensError, json.JSONDecodeError) as e:
+        _fail(e)
+    last = res.metrics["checkpoints"][-1] if res.metrics["checkpoints"] else {}
+    typer.echo(
+        f"{len(res.checkpoints)} checkpoints in {res.run_dir} ({res.seconds:.0f} s); "
+        f"final loss {last.get('loss', float('nan')):.3f}, "
+        f"ICL accuracy {last.get('mean_icl_accuracy', float('nan')):.3f}"
+    )
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Option(help="HF name, model folder or tvlens run.")],
+    suite: Annotated[
+        str | None, typer.Option(help="Suite name or folder (default: the model's training suite).")
+    ] = None,
+    revision: Annotated[str | None, typer.Option(help="Revision / checkpoint (step750).")] = None,
+    k: Annotated[int, typer.Option(help="Demonstrations per prompt.")] = 5,
+    n_prompts: Annotated[int, typer.Option(help="Prompts per task.")] = 64,
+    template: Annotated[str, typer.Option(help="arrow or qa.")] = "arrow",
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str | None, typer.Option()] = None,
+    out: Annotated[Path | None, typer.Option(help="Write results JSON here.")] = None,
+) -> None:
+    """ICL accuracy (first token and exact match) per task."""
+    from tvlens.evaluation import evaluate_icl
+    from tvlens.models import load_model
+    from tvlens.tasks import get_suite
+
+    try:
+        m = load_model(model, revision=revision, device=device)
+        s = get_suite(suite) if suite else m.training_suite()
+        if s is None:
+            raise TVLensError("This model has no training suite on record: pass --suite.")
+        res = evaluate_icl(m, s, k=k, n_prompts=n_prompts, seed=seed, template=template)
+    except TVLensError as e:
+        _fail(e)
+    for name, t in res.tasks.items():
+        typer.echo(
+            f"{name:24s} first-token {t.first_token:.3f}  exact {t.exact_match:.3f}  (n={t.n})"
+        )
+    typer.echo(
+        f"{'mean':24s} first-token {res.mean_first_token:.3f}  exact {res.mean_exact_match:.3f}"
+    )
+    if out is not None:
+        from tvlens.plotting import write_json
+
+        write_json(out, {"model": m.spec.to_dict(), **res.to_dict()})
+
+
+@app.command()
+def suites(
+    name: Annotated[str | None, typer.Argument(help="Show the tasks of this suite.")] = None,
+) -> None:
+    """List the built-in task suites, or the tasks of one."""
+    from tvlens.tasks import available_suites, get_suite
+
+    try:
+        for sname in [name] if name else available_suites():
+            s = get_suite(sname)
+            typer.echo(f"{sname}: {s.description}")
+            for t in s:
+                ex = t.examples[0]
+                typer.echo(
+                    f"  {t.name:18s} {len(t):5d} examples  e.g. {ex.input!r} -> {ex.output!r}"
+                )
+    except TVLensError as e:
+        _fail(e)
+
+
+@app.command()
+def info(
+    model: Annotated[str, typer.Option(help="HF name, model folder or tvlens run.")],
+    revision: Annotated[str | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Describe a model: sizes, hook names, checkpoints of a tvlens run."""
+    from tvlens.models import load_model
+    from tvlens.models.checkpoints import is_run_dir, list_checkpoints
+
+    try:
+        m = load_model(model, revision=revision, device=device)
+    except TVLensError as e:
+        _fail(e)
+    typer.echo(repr(m))
+    typer.echo(json.dumps(m.spec.to_dict(), indent=2))
+    typer.echo(
+        f"residual hooks: {m.resid_hook(0)} .. {m.resid_hook(-1)}; "
+        f"heads: {m.z_hook(0)} [batch pos head d_head]"
+    )
+    if is_run_dir(model):
+        typer.echo("checkpoints: " + ", ".join(c.revision for c in list_checkpoints(model)))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
