@@ -4,7 +4,13 @@
 The jaxtyping import hook is installed before anything imports tvlens, so every jaxtyping
 annotation in tvlens is checked by beartype while the tests run.
 """
+
 # ruff: noqa: E402
+import os
+
+# No hub at test time: fail fast instead of retrying the network for 40 s.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from jaxtyping import install_import_hook
 
@@ -26,6 +32,10 @@ from tvlens.models import (
     save_hf_model,
 )
 from tvlens.tasks import Task, synthetic_vocabulary
+
+# Tiny models run thousands of small matmuls: one intra-op thread is as fast when the CPU is
+# idle and avoids a 100x slowdown (OpenMP spin-waits) when another process shares the 2 cores.
+torch.set_num_threads(1)
 
 ARCHS = ("gpt2", "llama", "neox")
 # Grouped-query attention for llama: 4 query heads share 2 key/value heads.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tvlens.evaluation import answer_correctness, evaluate_icl, evaluate_prompts
+from tvlens.evaluation import answer_correctness, evaluate_icl, evaluate_prompts, model_logits
 from tvlens.tasks import Example, Task, list_suite, sample_prompts, tokenize_prompts
 
 X_ID = 15  # "x" in the letters vocabulary (see conftest.LETTERS)
@@ -69,6 +69,19 @@ def test_evaluate_icl_on_plain_hf_model(x_model):
     assert ev_hf.tasks["half"].first_token == 1.0
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_plain_hf_model_logits_follow_padding(tiny, side, request):
+    """model_logits on the plain HF model equals the loaded model at every query position."""
+    letters = Task.from_pairs("letters", [(w, w) for w in LETTERS8])
+    prompts = sample_prompts(letters, k=3, n=2) + sample_prompts(letters, k=0, n=2)
+    batch = tokenize_prompts(prompts, tiny.tokenizer, padding_side=side)
+    rows = torch.arange(len(batch))
+    with torch.no_grad():
+        hf = model_logits(tiny.hf, batch)[rows, batch.query_pos]
+        tv = model_logits(tiny.model, batch)[rows, batch.query_pos]
+    torch.testing.assert_close(hf, tv, atol=1e-5, rtol=0)
+
+
 def test_answer_correctness_needs_answers(x_model):
     batch = tokenize_prompts(sample_prompts(ALWAYS_X, 2, 2), x_model.model)
     with pytest.raises(ValueError, match="include_answer=True"):
@@ -93,39 +106,40 @@ def _greedy(hf, prompt_ids: list[int], n: int) -> list[int]:
 def test_exact_match_equals_greedy_decoding(symbol_model):
     """Teacher-forced verdicts (one padded forward pass) equal a manual greedy decoding loop."""
     model, hf, tok = symbol_model.model, symbol_model.hf, symbol_model.tokenizer
-    copy = list_suite(n_symbols=8, min_len=2, max_len=4, n_examples=30, seed=0)["copy"]
-    prompts = sample_prompts(copy, k=2, n=30, seed=0)
+    copy = list_suite(n_symbols=8, min_len=2, max_len=4, n_examples=24, seed=0)["copy"]
+    prompts = sample_prompts(copy, k=2, n=24, seed=0)
     words = {i: w for w, i in tok.get_vocab().items() if i >= 7}  # not specials / template
 
     # Besides the task's own answers, ask for the model's greedy continuation (all correct)
     # and for that continuation with its last token changed (first token right, rest wrong).
-    cases = list(prompts)
+    # Each case: (prompt, greedy continuation as long as its answer).
+    cases = []
     for p in prompts:
         one = tokenize_prompts([p], model)
         g = _greedy(hf, one.tokens[0].tolist(), len(one.answer_ids[0]))
+        cases.append((p, g))
         if all(i in words for i in g):
             own = [words[i] for i in g]
             wrong = [*own[:-1], "s0" if own[-1] != "s0" else "s1"]
-            cases.append(p.with_query(Example(p.query.input, " ".join(own))))
-            cases.append(p.with_query(Example(p.query.input, " ".join(wrong))))
-    order = np.random.default_rng(0).permutation(len(cases))
-    cases = [cases[i] for i in order]
+            cases.append((p.with_query(Example(p.query.input, " ".join(own))), g))
+            cases.append((p.with_query(Example(p.query.input, " ".join(wrong))), g))
+    cases = [cases[i] for i in np.random.default_rng(0).permutation(len(cases))]
 
     want_first, want_exact = [], []
-    for p in cases:
-        one = tokenize_prompts([p], model)
-        answer = list(one.answer_ids[0])
-        assert len(answer) > 1
-        g = _greedy(hf, one.tokens[0].tolist(), len(answer))
+    for p, g in cases:
+        answer = list(tokenize_prompts([p], model).answer_ids[0])
+        assert len(answer) == len(g) > 1
         want_first.append(g[0] == answer[0])
         want_exact.append(g == answer)
     want_first, want_exact = np.array(want_first), np.array(want_exact)
     # The cases mix all three outcomes: exact, first token only, and wrong from the start.
-    assert want_exact.sum() >= 10
-    assert (want_first & ~want_exact).sum() >= 10
-    assert (~want_first).sum() >= 10
+    assert want_exact.sum() >= 8
+    assert (want_first & ~want_exact).sum() >= 8
+    assert (~want_first).sum() >= 8
 
     for side in ("left", "right"):
-        first, exact = evaluate_prompts(model, cases, batch_size=16, padding_side=side)
+        first, exact = evaluate_prompts(
+            model, [p for p, _ in cases], batch_size=16, padding_side=side
+        )
         np.testing.assert_array_equal(first, want_first)
         np.testing.assert_array_equal(exact, want_exact)

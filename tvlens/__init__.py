@@ -8,6 +8,7 @@ from tvlens.errors import (  # noqa: E402
     LayerError,
     ModelLoadError,
     PromptError,
+    TaskFormatError,
     TVLensError,
     UnknownTaskError,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "LayerError",
     "ModelLoadError",
     "PromptError",
+    "TaskFormatError",
     "TVLensError",
     "UnknownTaskError",
     "__version__",

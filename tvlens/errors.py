@@ -23,6 +23,10 @@ class EmptyTaskError(TVLensError, ValueError):
     """A task with no examples, or too few for what was asked."""
 
 
+class TaskFormatError(TVLensError, ValueError):
+    """A task file that is not the ``[{"input": ..., "output": ...}]`` format."""
+
+
 class PromptError(TVLensError, ValueError):
     """A prompt that cannot be built or run (too long, multi-token answer, ...)."""
 

@@ -66,7 +66,12 @@ class ICLEvaluation:
 
 def model_logits(model: Any, batch: PromptBatch) -> Float[Tensor, "batch pos d_vocab"]:
     """Logits of a tvlens model, a bridge or a plain HF causal LM on a padded batch."""
-    out = model(batch.tokens, attention_mask=batch.attention_mask)
+    if hasattr(model, "bridge") or hasattr(model, "cfg"):  # tvlens model or bridge
+        return model(batch.tokens, attention_mask=batch.attention_mask)
+    # A plain HF model does not derive positions from the mask: under left padding GPT-2's
+    # absolute positions would be shifted. Pass them explicitly, as the bridge does.
+    pos = (batch.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(batch.tokens, attention_mask=batch.attention_mask, position_ids=pos)
     return out.logits if hasattr(out, "logits") else out
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from jaxtyping import TypeCheckError
 
-from tvlens.errors import LayerError
+from tvlens.errors import LayerError, TVLensError
 from tvlens.models import TVModel, load_model
 
 ATOL = 1e-5
@@ -114,6 +114,27 @@ def test_head_outputs_of_one_head_is_its_slice(tiny, tv_cache):
     only_head_2[..., 2, :] = z[..., 2, :]
     full = model.head_outputs(z, 1)
     torch.testing.assert_close(model.head_outputs(only_head_2, 1).sum(-2), full[..., 2, :])
+
+
+def test_hook_names_exist_on_the_model(tiny, request):
+    """Every hook name TVModel hands out exists on the bridge (or is refused with a tvlens
+    error): a name that does not exist only fails later, inside TransformerLens."""
+    model = tiny.model
+    names = set(model.bridge.hook_dict)
+    for layer in range(model.n_layers):
+        wanted = [
+            model.z_hook(layer),
+            model.attn_out_hook(layer),
+            model.mlp_out_hook(layer),
+        ]
+        for where in ("pre", "post", "mid"):
+            try:
+                wanted.append(model.resid_hook(layer, where))
+            except TVLensError:
+                pass
+        missing = [n for n in wanted if n not in names]
+        assert not missing, missing
+    assert model.resid_hooks("post") == [f"blocks.{i}.hook_resid_post" for i in range(3)]
 
 
 def test_check_layer(tiny):

@@ -22,7 +22,7 @@ def test_checkpoint_steps_are_log_spaced_and_end_at_final():
     cfg = get_preset("default")
     steps = checkpoint_steps(cfg)
     assert steps[0] == cfg.first_checkpoint and steps[-1] == cfg.steps
-    gaps = [b - a for a, b in zip(steps, steps[1:])]
+    gaps = [b - a for a, b in zip(steps[:-1], steps[1:], strict=True)]
     assert gaps == sorted(gaps), "log spacing: gaps grow"
     assert len(steps) == len(set(steps))
 

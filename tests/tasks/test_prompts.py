@@ -2,6 +2,7 @@
 
 import inspect
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -127,6 +128,15 @@ def test_include_answer_puts_answer_after_query(letters_tokenizer, side):
     else:
         assert batch.tokens[2].tolist() == [1, 11, 3, 12] + [0] * 10
         assert batch.query_pos.tolist() == [10, 12, 2]
+
+
+def test_prompt_batch_fields_are_shape_checked(letters_tokenizer):
+    """With the jaxtyping hook (conftest), PromptBatch's shapes must agree with each other."""
+    batch = tokenize_prompts(PROMPTS, letters_tokenizer)
+    with pytest.raises(TypeCheckError, match="query_pos"):
+        replace(batch, query_pos=torch.zeros(2, dtype=torch.long))  # 2 rows, not 3
+    with pytest.raises(TypeCheckError, match="attention_mask"):
+        replace(batch, attention_mask=batch.attention_mask[:, :-1])  # one column short
 
 
 def test_select_keeps_rows(letters_tokenizer):

@@ -66,7 +66,9 @@ def validate_checkpoint(path: str | Path) -> Path:
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
-    """Complete checkpoints of a run, oldest first (temporary folders are ignored)."""
+    """Checkpoints of a run, oldest first. Temporary folders of an interrupted write are
+    ignored; a ``step-N`` folder that is incomplete is listed (and fails validation when
+    loaded) rather than silently skipped, so damage is reported, not hidden."""
     root = Path(run_dir) / CKPT_DIR
     if not root.is_dir():
         raise CheckpointError(

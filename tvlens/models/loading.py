@@ -9,6 +9,7 @@ One path for everything: an HF hub name (with ``revision=`` or Pythia-style
 from __future__ import annotations
 
 import json
+import operator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -150,7 +151,11 @@ class TVModel:
     def check_layer(self, layer: int, allow_n_layers: bool = False) -> int:
         """A valid layer index (negative counts from the end) or :class:`LayerError`."""
         hi = self.n_layers + (1 if allow_n_layers else 0)
-        if not isinstance(layer, int) or not -hi <= layer < hi:
+        try:
+            layer = operator.index(layer)  # numpy integers (e.g. from argmax) are fine
+        except TypeError:
+            layer = None
+        if layer is None or not -hi <= layer < hi:
             raise LayerError(
                 f"Layer {layer!r} is out of range for {self.name} with {self.n_layers} layers: "
                 f"use 0..{hi - 1} (or negative indices from the end)."
@@ -158,7 +163,11 @@ class TVModel:
         return layer % hi
 
     def check_head(self, head: int) -> int:
-        if not isinstance(head, int) or not 0 <= head < self.n_heads:
+        try:
+            head = operator.index(head)
+        except TypeError:
+            head = None
+        if head is None or not 0 <= head < self.n_heads:
             raise LayerError(
                 f"Head {head!r} is out of range for {self.name} with {self.n_heads} heads per "
                 f"layer: use 0..{self.n_heads - 1}."
@@ -170,7 +179,19 @@ class TVModel:
         ``mid``: after its attention, ``post``: leaving it)."""
         if where not in ("pre", "mid", "post"):
             raise ValueError(f"where must be 'pre', 'mid' or 'post', got {where!r}.")
-        return f"blocks.{self.check_layer(layer)}.hook_resid_{where}"
+        name = f"blocks.{self.check_layer(layer)}.hook_resid_{where}"
+        if name not in self.bridge.hook_dict:
+            raise LayerError(
+                f"{self.name} has no hook {name!r}"
+                + (
+                    " (attention and MLP run in parallel, so there is no residual stream"
+                    " between them)"
+                    if where == "mid"
+                    else ""
+                )
+                + ": use where='pre' or 'post'."
+            )
+        return name
 
     def resid_hooks(self, where: ResidPoint = "post") -> list[str]:
         return [self.resid_hook(layer, where) for layer in range(self.n_layers)]
@@ -376,7 +397,15 @@ def load_model(
                 )
             folder, source = path, "folder"
         if source == "tvlens":
-            info = json.loads((folder / "tvlens.json").read_text())
+            try:
+                info = json.loads((folder / "tvlens.json").read_text())
+            except (json.JSONDecodeError, OSError, UnicodeDecodeError) as e:
+                raise CheckpointError(
+                    f"{str(folder / 'tvlens.json')!r} is corrupt ({e}); rewrite the checkpoint "
+                    "(resume the run) or delete it."
+                ) from None
+            if not isinstance(info, dict):
+                raise CheckpointError(f"{str(folder / 'tvlens.json')!r} is not a JSON object.")
             extra = {"step": info.get("step"), "train_info": info}
         try:
             with quiet_transformers():

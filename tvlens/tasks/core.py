@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tvlens.errors import EmptyTaskError, UnknownTaskError
+from tvlens.errors import EmptyTaskError, TaskFormatError, UnknownTaskError
 
 
 @dataclass(frozen=True)
@@ -128,11 +128,11 @@ class Task:
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
-            raise ValueError(f"Task file {str(path)!r} is not valid JSON: {e}") from None
+            raise TaskFormatError(f"Task file {str(path)!r} is not valid JSON: {e}") from None
         if not isinstance(rows, list) or not all(
             isinstance(r, dict) and "input" in r and "output" in r for r in rows
         ):
-            raise ValueError(
+            raise TaskFormatError(
                 f"Task file {str(path)!r} must be a JSON list of "
                 '{"input": ..., "output": ...} objects.'
             )

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tvlens.errors import EmptyTaskError
+from tvlens.errors import EmptyTaskError, UnknownTaskError
 from tvlens.tasks.core import Task, TaskSuite
 
 BITWISE_OPS: dict[str, callable] = {
@@ -81,7 +81,7 @@ def bitwise_suite(
     ops = tuple(ops)
     unknown = [o for o in ops if o not in BITWISE_OPS]
     if unknown:
-        raise EmptyTaskError(f"Unknown bitwise ops {unknown}; choose from {list(BITWISE_OPS)}.")
+        raise UnknownTaskError(f"Unknown bitwise ops {unknown}; choose from {list(BITWISE_OPS)}.")
     if not 1 <= n_bits <= 8:
         raise ValueError(f"n_bits must be in 1..8, got {n_bits}.")
     rng = np.random.default_rng(seed)
@@ -124,7 +124,7 @@ def list_suite(
     ops = tuple(ops)
     unknown = [o for o in ops if o not in LIST_OPS]
     if unknown:
-        raise EmptyTaskError(f"Unknown list ops {unknown}; choose from {list(LIST_OPS)}.")
+        raise UnknownTaskError(f"Unknown list ops {unknown}; choose from {list(LIST_OPS)}.")
     if not 1 <= min_len <= max_len:
         raise ValueError(f"Need 1 <= min_len <= max_len, got {min_len}, {max_len}.")
     syms = symbols(n_symbols)
