@@ -107,3 +107,17 @@ def make_tiny(tmp_path_factory):
 def tiny(request, make_tiny, letters_tokenizer) -> Tiny:
     """One tiny model per architecture over the letters vocabulary."""
     return make_tiny(request.param, request.param, letters_tokenizer)
+
+
+def _sharpen(hf) -> None:
+    """Every weight matrix ×10: attention patterns and logits far from uniform, so that patches
+    move probabilities by 1e-2 rather than 1e-5 (a 1e-5 tolerance then means something)."""
+    for p in hf.parameters():
+        if p.ndim == 2:
+            p.mul_(10.0)
+
+
+@pytest.fixture(scope="session", params=ARCHS)
+def sharp(request, make_tiny, letters_tokenizer) -> Tiny:
+    """One tiny model per architecture with large weights (see ``_sharpen``)."""
+    return make_tiny(f"sharp-{request.param}", request.param, letters_tokenizer, edit=_sharpen)

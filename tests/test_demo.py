@@ -35,7 +35,7 @@ def test_demo_writes_figures_report_and_json(tmp_path):
     assert res.summary["config"]["steps"] == summary["config"]["steps"]
 
 
-@pytest.mark.parametrize("name", ["01_quickstart.ipynb"])
+@pytest.mark.parametrize("name", ["01_quickstart.ipynb", "02_task_vectors.ipynb"])
 def test_notebook_runs(name, tmp_path, monkeypatch):
     monkeypatch.setenv("TVLENS_NOTEBOOK_PRESET", "tiny")
     monkeypatch.setenv("TVLENS_NOTEBOOK_RUN_DIR", str(tmp_path))

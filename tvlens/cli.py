@@ -132,6 +132,46 @@ def eval_cmd(
 
 
 @app.command()
+def vectors(
+    model: Annotated[str, typer.Option(help="HF name, model folder or tvlens run.")],
+    out: Annotated[Path, typer.Option(help="Folder for results.json, vectors and figures.")],
+    method: Annotated[str, typer.Option(help="hendel, fv or both.")] = "hendel",
+    suite: Annotated[
+        str | None, typer.Option(help="Suite name or folder (default: the model's training suite).")
+    ] = None,
+    revision: Annotated[str | None, typer.Option(help="Revision / checkpoint.")] = None,
+    k: Annotated[int | None, typer.Option(help="Demonstrations (default: the model's).")] = None,
+    n_extract: Annotated[int, typer.Option(help="Prompts to extract each vector from.")] = 32,
+    top_k_heads: Annotated[int, typer.Option(help="Heads in a function vector.")] = 10,
+    fv_scale: Annotated[float, typer.Option(help="Scale of the added function vector.")] = 1.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Extract task vectors (Hendel) or function vectors (Todd), sweep layers, and report
+    zero-shot / ICL / vector accuracy on held-out queries."""
+    from tvlens.injection import format_table, run_task_vectors, summary_table
+
+    try:
+        rep = run_task_vectors(
+            model,
+            out,
+            suite=suite,
+            method=method,
+            revision=revision,
+            device=device,
+            k=k,
+            n_extract=n_extract,
+            top_k_heads=top_k_heads,
+            fv_scale=fv_scale,
+            seed=seed,
+        )
+    except TVLensError as e:
+        _fail(e)
+    typer.echo(format_table(summary_table(rep)))
+    typer.echo(f"wrote {out / 'results.json'}")
+
+
+@app.command()
 def suites(
     name: Annotated[str | None, typer.Argument(help="Show the tasks of this suite.")] = None,
 ) -> None:

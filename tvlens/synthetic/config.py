@@ -32,13 +32,19 @@ class TrainConfig:
     k: int = 5
     template: str = "arrow"
     # optimisation
-    steps: int = 1200
+    steps: int = 1400
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
     grad_clip: float = 1.0
     seed: int = 0
+    # Task-vector prompting loss (Yang et al. 2025, "Task vectors in in-context learning:
+    # emergence, formation, and benefits"): the residual after block ``tv_loss_layer`` at the
+    # query of each ICL prompt is written into the zero-shot prompt of the same query, whose
+    # answer is then also trained (weight ``tv_loss_weight``). 0 turns it off.
+    tv_loss_weight: float = 0.0
+    tv_loss_layer: int | None = None  # default: n_layers // 2
     # checkpoints and evaluation
     n_checkpoints: int = 24
     first_checkpoint: int = 10
@@ -48,6 +54,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise TVLensError(f"steps must be >= 1, got {self.steps}.")
+        if self.tv_loss_layer is not None and not 0 <= self.tv_loss_layer < self.n_layers - 1:
+            raise TVLensError(
+                f"tv_loss_layer must be in 0..{self.n_layers - 2} (a block before the last), "
+                f"got {self.tv_loss_layer}."
+            )
         if self.k < 1:
             raise TVLensError(f"k must be >= 1 for ICL training, got {self.k}.")
 

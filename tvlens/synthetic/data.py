@@ -30,6 +30,11 @@ class TrainBatch:
     answer_start: Int[Tensor, "batch n_answers"]
     task_index: Int[Tensor, " batch"]
     is_answer: Bool[Tensor, "batch pos"]
+    # The same queries as zero-shot prompts ``<bos> x ->`` (left-padded) and their first
+    # answer token: what the task-vector auxiliary loss writes a vector into.
+    zs_input_ids: Int[Tensor, "batch zpos"]
+    zs_attention_mask: Int[Tensor, "batch zpos"]
+    zs_answer: Int[Tensor, " batch"]
 
     def to(self, device: str | torch.device) -> TrainBatch:
         return TrainBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
@@ -73,18 +78,20 @@ class ICLBatcher:
             exs = [Example(e.input, pool[int(rng.integers(len(pool)))]) for e in exs]
         return ICLPrompt(task.name, tuple(exs[:-1]), exs[-1], self.template)
 
-    def encode_prompt(self, p: ICLPrompt) -> tuple[list[int], list[bool], list[int]]:
-        """(token ids with BOS, is-answer flags, start position of each answer)."""
+    def encode_prompt(self, p: ICLPrompt) -> tuple[list[int], list[bool], list[int], list[int]]:
+        """(token ids with BOS, is-answer flags, start of each answer, zero-shot query ids)."""
         ids = [self.tok.bos_token_id]
         flags = [False]
         starts = []
-        for text, is_ans in self.template.segments(p.demonstrations, p.query):
+        segments = self.template.segments(p.demonstrations, p.query)
+        for text, is_ans in segments:
             seg = self.encode(text)
             if is_ans:
                 starts.append(len(ids))
             ids.extend(seg)
             flags.extend([is_ans] * len(seg))
-        return ids, flags, starts
+        zero_shot = [self.tok.bos_token_id, *self.encode(segments[-2][0])]
+        return ids, flags, starts, zero_shot
 
     def batch(self, step: int, batch_size: int, seed: int) -> TrainBatch:
         rng = np.random.default_rng([seed, step])
@@ -109,10 +116,19 @@ class ICLBatcher:
         mask = torch.zeros((b, width), dtype=torch.long)
         is_ans = torch.zeros((b, width), dtype=torch.bool)
         starts = torch.zeros((b, self.k + 1), dtype=torch.long)
-        for i, (r, f, s) in enumerate(rows):  # right padding: positions stay 0..len-1
+        for i, (r, f, s, _) in enumerate(rows):  # right padding: positions stay 0..len-1
             ids[i, : len(r)] = torch.tensor(r)
             mask[i, : len(r)] = 1
             is_ans[i, : len(r)] = torch.tensor(f)
             starts[i] = torch.tensor(s)
         labels = torch.where(is_ans, ids, torch.full_like(ids, IGNORE))
-        return TrainBatch(ids, mask, labels, starts, torch.as_tensor(task_idx), is_ans)
+        zwidth = max(len(r[3]) for r in rows)
+        zs = torch.full((b, zwidth), pad, dtype=torch.long)
+        zmask = torch.zeros((b, zwidth), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding: the query is the last column
+            zs[i, zwidth - len(r[3]) :] = torch.tensor(r[3])
+            zmask[i, zwidth - len(r[3]) :] = 1
+        zs_answer = ids[torch.arange(b), starts[:, -1]]
+        return TrainBatch(
+            ids, mask, labels, starts, torch.as_tensor(task_idx), is_ans, zs, zmask, zs_answer
+        )

@@ -71,6 +71,50 @@ def run_vocabulary(cfg: TrainConfig, suite) -> list[str]:
     return synthetic_vocabulary(n_symbols=n_sym, n_bits=5, extra_words=sorted(suite.words()))
 
 
+def decoder_blocks(model) -> torch.nn.ModuleList:
+    """The list of transformer blocks of an HF causal LM (gpt2: ``h``; llama/neox: ``layers``)."""
+    base = model.base_model
+    for name in ("h", "layers"):
+        blocks = getattr(base, name, None)
+        if isinstance(blocks, torch.nn.ModuleList):
+            return blocks
+    raise TVLensError(f"Cannot find the decoder blocks of {type(model).__name__}.")
+
+
+def same_task_partner(task_index: Tensor) -> Tensor:
+    """For each row, another row of the same task (the next one of that task, cyclically);
+    a row alone with its task is its own partner."""
+    partner = torch.arange(len(task_index), device=task_index.device)
+    for t in task_index.unique():
+        rows = (task_index == t).nonzero().flatten()
+        partner[rows] = rows.roll(-1)
+    return partner
+
+
+def tv_prompting_loss(model, batch: TrainBatch, hidden: tuple, layer: int) -> Tensor:
+    """Cross-entropy of zero-shot prompts whose last-token residual after block ``layer`` is
+    replaced by the one of *another* ICL prompt of the same task (a dummy query, as in Hendel
+    et al.): the vector must carry the task, and the query must be read from its own token.
+    Gradients flow into both runs."""
+    rows = same_task_partner(batch.task_index)
+    query_pos = batch.answer_start[:, -1] - 1
+    vec = hidden[layer + 1][rows, query_pos[rows]]  # hidden[0] is the embedding output
+
+    def replace_last(module, args, output):
+        hs = output[0] if isinstance(output, tuple) else output
+        hs = torch.cat([hs[:, :-1], vec[:, None].to(hs.dtype)], dim=1)
+        return (hs, *output[1:]) if isinstance(output, tuple) else hs
+
+    handle = decoder_blocks(model)[layer].register_forward_hook(replace_last)
+    try:
+        mask = batch.zs_attention_mask
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=batch.zs_input_ids, attention_mask=mask, position_ids=pos).logits
+    finally:
+        handle.remove()
+    return F.cross_entropy(logits[:, -1], batch.zs_answer)
+
+
 def _lr_lambda(cfg: TrainConfig):
     def f(step: int) -> float:  # linear warm-up, then constant (DESIGN.md 4 uses constant lr)
         return min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
@@ -296,8 +340,17 @@ def train_synthetic(
     completed = True
     for step in bar:
         batch = batcher.batch(step, cfg.batch_size, cfg.seed).to(device)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        loss = answer_loss(logits, batch.labels)
+        out_ = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            output_hidden_states=cfg.tv_loss_weight > 0,
+        )
+        loss = answer_loss(out_.logits, batch.labels)
+        if cfg.tv_loss_weight > 0:
+            tv_layer = cfg.tv_loss_layer if cfg.tv_loss_layer is not None else cfg.n_layers // 2
+            loss = loss + cfg.tv_loss_weight * tv_prompting_loss(
+                model, batch, out_.hidden_states, tv_layer
+            )
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise TVLensError(f"Loss became {loss_value} at step {step}: lower the lr.")

@@ -1,0 +1,150 @@
+"""Function vectors (Todd et al. 2023): heads ranked by average indirect effect (AIE), and the
+sum of the top heads' mean outputs written into the residual stream.
+
+AIE of head (l, h): on prompts whose demonstration labels are shuffled, replace the head's
+last-token output (``hook_z``) by its mean over clean prompts; AIE is the gain in probability
+of the correct answer's first token, averaged over prompts. All heads are measured by
+:func:`tvlens.patching.last_token_logits`: the prefix runs once and each head's patch
+recomputes only the last token, with many heads' copies along the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import einops
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from tvlens.extraction.residual import _template, activations_at_positions
+from tvlens.extraction.vectors import TaskVector
+from tvlens.models.loading import TVModel
+from tvlens.patching.last_token import chunks, last_token_logits, run_prefix
+from tvlens.tasks.core import Task
+from tvlens.tasks.prompts import (
+    PromptBatch,
+    PromptTemplate,
+    sample_prompts,
+    shuffled_label_variants,
+    tokenize_prompts,
+)
+
+
+@dataclass
+class HeadTable:
+    """AIE of every head, ``aie[layer, head]``, and the ranking."""
+
+    aie: Float[Tensor, "layer head"]
+    task: str
+
+    def ranked(self) -> list[tuple[int, int, float]]:
+        """``(layer, head, aie)`` from the largest AIE down."""
+        n_heads = self.aie.shape[1]
+        order = torch.argsort(self.aie.flatten(), descending=True)
+        return [(int(i) // n_heads, int(i) % n_heads, float(self.aie.flatten()[i])) for i in order]
+
+    def top(self, k: int) -> list[tuple[int, int]]:
+        return [(layer, head) for layer, head, _ in self.ranked()[:k]]
+
+    def to_rows(self) -> list[dict]:
+        return [
+            {"rank": r + 1, "layer": layer, "head": head, "aie": aie}
+            for r, (layer, head, aie) in enumerate(self.ranked())
+        ]
+
+
+@torch.no_grad()
+def mean_head_outputs(model: TVModel, batch: PromptBatch) -> Float[Tensor, "layer head d_head"]:
+    """Mean over prompts of every head's ``hook_z`` at the query position, in one pass."""
+    names = [model.z_hook(x) for x in range(model.n_layers)]
+    acts = activations_at_positions(model, batch, names)
+    return torch.stack([acts[n].mean(0) for n in names])
+
+
+def answer_probability(
+    logits: Float[Tensor, "batch copies d_vocab"], answer: Tensor
+) -> Float[Tensor, "batch copies"]:
+    probs = torch.softmax(logits.float(), dim=-1)
+    idx = einops.repeat(answer, "b -> b c 1", c=logits.shape[1])
+    return probs.gather(-1, idx)[..., 0]
+
+
+@torch.no_grad()
+def head_aie(
+    model: TVModel,
+    corrupted: PromptBatch,
+    head_means: Float[Tensor, "layer head d_head"],
+    max_batch: int = 1024,
+) -> Float[Tensor, "layer head"]:
+    """AIE of every head on ``corrupted`` (left-padded) prompts, patching each head's last-token
+    ``hook_z`` to ``head_means[layer, head]``. ``max_batch`` bounds prompts × copies per pass."""
+    L, H = model.n_layers, model.n_heads
+    state = run_prefix(model, corrupted)
+    answer = corrupted.answer_first
+    base = answer_probability(last_token_logits(model, state), answer)[:, 0]
+    comps = [(layer, head) for layer in range(L) for head in range(H)]
+    aie = torch.zeros(L * H)
+    per_pass = max(1, max_batch // len(corrupted))
+    for part in chunks(len(comps), per_pass):
+        chunk = [comps[i] for i in part]
+        by_layer: dict[int, list[tuple[int, int]]] = {}
+        for c, (layer, head) in enumerate(chunk):
+            by_layer.setdefault(layer, []).append((c, head))
+
+        def make(layer: int, items: list[tuple[int, int]]):
+            cs = torch.tensor([c for c, _ in items])
+            hs = torch.tensor([h for _, h in items])
+
+            def patch(z: Tensor) -> Tensor:  # z: [batch, copies, 1, head, d_head]
+                z[:, cs, 0, hs] = head_means[layer, hs].to(z.dtype)
+                return z
+
+            return patch
+
+        patches = [(model.z_hook(layer), make(layer, items)) for layer, items in by_layer.items()]
+        logits = last_token_logits(model, state, copies=len(chunk), patches=patches)
+        gain = answer_probability(logits, answer) - base[:, None]
+        aie[list(part)] = gain.mean(0).cpu()
+    return einops.rearrange(aie, "(l h) -> l h", l=L, h=H)
+
+
+def function_vector(
+    model: TVModel,
+    task: Task,
+    k: int = 10,
+    n_prompts: int = 32,
+    top_k: int = 10,
+    seed: int = 0,
+    template: str | PromptTemplate | None = None,
+    max_batch: int = 1024,
+) -> tuple[TaskVector, HeadTable]:
+    """The function vector of ``task`` and the table of heads by AIE.
+
+    The vector is ``sum over the top_k heads of head_means[l, h] @ W_O[l, h]`` (no bias); its
+    ``layers`` holds the default injection layer ``n_layers // 3`` (choose it with a sweep).
+    """
+    tmpl = _template(model, template)
+    prompts = sample_prompts(task, k, n_prompts, seed=seed, template=tmpl)
+    clean = tokenize_prompts(prompts, model, padding_side="left")
+    corrupted = tokenize_prompts(
+        shuffled_label_variants(prompts, seed=seed + 1), model, padding_side="left"
+    )
+    means = mean_head_outputs(model, clean)
+    table = HeadTable(head_aie(model, corrupted, means, max_batch=max_batch), task.name)
+    top = table.top(min(top_k, model.n_layers * model.n_heads))
+    fv = torch.zeros(model.d_model, device=means.device, dtype=means.dtype)
+    with torch.no_grad():
+        for layer, head in top:
+            fv += model.head_outputs(means[layer], layer)[head]
+    tv = TaskVector(
+        vectors=fv[None],
+        layers=(model.n_layers // 3,),
+        model_name=model.spec.name,
+        revision=model.spec.revision,
+        task=task.name,
+        method="fv",
+        n_prompts=n_prompts,
+        info={"k": k, "top_k": top_k, "heads": [list(x) for x in top], "seed": seed},
+    )
+    return tv, table

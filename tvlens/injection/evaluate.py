@@ -1,0 +1,282 @@
+"""Task vectors end to end: extract on a train split, choose the layer on a dev split, report
+accuracy on a test split next to zero-shot and ICL accuracy on the same test queries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tvlens.evaluation import evaluate_prompts
+from tvlens.extraction.function_vectors import HeadTable, function_vector
+from tvlens.extraction.residual import _template, hendel_task_vector
+from tvlens.extraction.vectors import TaskVector
+from tvlens.injection.sweep import layer_sweep_correct
+from tvlens.models.loading import TVModel
+from tvlens.tasks.core import Task, TaskSuite
+from tvlens.tasks.prompts import sample_prompts
+
+Method = Literal["hendel", "fv"]
+
+
+@dataclass
+class MethodResult:
+    method: str
+    best_layer: int
+    task_vector: float  # test accuracy at best_layer
+    recovered: float  # task_vector / icl (0 when icl is 0)
+    dev_by_layer: list[float]
+    test_by_layer: list[float]
+
+
+@dataclass
+class TaskResult:
+    task: str
+    zero_shot: float
+    icl: float
+    n_test: int
+    methods: dict[str, MethodResult] = field(default_factory=dict)
+
+
+@dataclass
+class VectorReport:
+    model: dict
+    config: dict
+    tasks: dict[str, TaskResult]
+    vectors: dict[str, dict[str, TaskVector]] = field(default_factory=dict)  # method -> task
+    heads: dict[str, HeadTable] = field(default_factory=dict)  # task -> FV head table
+
+    def mean(self, key: str, method: str | None = None) -> float:
+        vals = []
+        for t in self.tasks.values():
+            vals.append(getattr(t.methods[method], key) if method else getattr(t, key))
+        return float(np.mean(vals))
+
+    def to_dict(self, primary: str | None = None) -> dict:
+        """``{"tasks": {task: {zero_shot, icl, task_vector, best_layer, recovered, methods}}}``;
+        the top-level ``task_vector`` keys are those of ``primary`` (default: first method)."""
+        methods = list(next(iter(self.tasks.values())).methods)
+        primary = primary or methods[0]
+        tasks = {}
+        for name, t in self.tasks.items():
+            m = t.methods[primary]
+            tasks[name] = {
+                "zero_shot": t.zero_shot,
+                "icl": t.icl,
+                "task_vector": m.task_vector,
+                "best_layer": m.best_layer,
+                "recovered": m.recovered,
+                "n_test": t.n_test,
+                "methods": {k: asdict(v) for k, v in t.methods.items()},
+            }
+        summary = {"zero_shot": self.mean("zero_shot"), "icl": self.mean("icl")}
+        for meth in methods:
+            summary[meth] = {
+                "task_vector": self.mean("task_vector", meth),
+                "recovered": self.mean("recovered", meth),
+                "recovered_of_means": self.mean("task_vector", meth) / max(self.mean("icl"), 1e-12),
+            }
+        return {
+            "model": self.model,
+            "config": self.config,
+            "primary_method": primary,
+            "summary": summary,
+            "tasks": tasks,
+            "heads": {t: h.to_rows()[:20] for t, h in self.heads.items()},
+        }
+
+
+def evaluate_task_vectors(
+    model: TVModel,
+    suite: TaskSuite | list[Task],
+    methods: tuple[str, ...] = ("hendel", "fv"),
+    k: int | None = None,
+    n_extract: int = 32,
+    top_k_heads: int = 10,
+    fv_scale: float = 1.0,
+    split: tuple[float, float, float] = (0.5, 0.2, 0.3),
+    seed: int = 0,
+    template: str | None = None,
+    max_batch: int = 1024,
+    progress: bool = True,
+) -> VectorReport:
+    """Zero-shot, ICL and task-vector accuracy per task (first answer token, test split).
+
+    For each task: split into train / dev / test; ``hendel``: the mean residual after every
+    layer of ``k``-shot train prompts, written (``replace``) at the last token of zero-shot
+    prompts; ``fv``: the function vector, added (``fv_scale``) at each layer. The layer is
+    chosen on dev queries and accuracy is reported on test queries. ICL accuracy uses the
+    same test queries with ``k`` demonstrations from the train split.
+    """
+    unknown = set(methods) - {"hendel", "fv"}
+    if unknown:
+        raise ValueError(f"Unknown method(s) {sorted(unknown)}; use 'hendel' and/or 'fv'.")
+    k = k if k is not None else int(model.spec.train_info.get("k", 5))
+    tmpl = _template(model, template)
+    tasks = list(suite)
+    layers = list(range(model.n_layers))
+    report = VectorReport(
+        model=model.spec.to_dict(),
+        config={
+            "methods": list(methods),
+            "k": k,
+            "n_extract": n_extract,
+            "top_k_heads": top_k_heads,
+            "fv_scale": fv_scale,
+            "split": list(split),
+            "seed": seed,
+            "template": tmpl if isinstance(tmpl, str) else tmpl.name,
+        },
+        tasks={},
+        vectors={m: {} for m in methods},
+    )
+    for ti, task in enumerate(tqdm(tasks, desc="task vectors", disable=not progress)):
+        train, dev, test = task.split(split, seed=seed + ti)
+        s = seed + 1000 * ti
+        zs_dev = sample_prompts(train, 0, len(dev), seed=s, template=tmpl, queries=dev)
+        zs_test = sample_prompts(train, 0, len(test), seed=s + 1, template=tmpl, queries=test)
+        icl_test = sample_prompts(train, k, len(test), seed=s + 2, template=tmpl, queries=test)
+        zero = float(evaluate_prompts(model, zs_test)[0].mean())
+        icl = float(evaluate_prompts(model, icl_test)[0].mean())
+        res = TaskResult(task.name, zero, icl, len(test))
+        for method in methods:
+            if method == "hendel":
+                tv = hendel_task_vector(model, train, k, n_extract, seed=s + 3, template=tmpl)
+                vecs, mode, scale = tv.vectors, "replace", 1.0
+            else:
+                tv, table = function_vector(
+                    model,
+                    train,
+                    k,
+                    n_extract,
+                    top_k_heads,
+                    seed=s + 3,
+                    template=tmpl,
+                    max_batch=max_batch,
+                )
+                report.heads[task.name] = table
+                vecs, mode, scale = tv.vectors.expand(len(layers), -1), "add", fv_scale
+            dev_c = layer_sweep_correct(model, zs_dev, vecs, layers, mode, scale, max_batch)
+            test_c = layer_sweep_correct(model, zs_test, vecs, layers, mode, scale, max_batch)
+            dev_acc = dev_c.float().mean(0)
+            best = int(torch.argmax(dev_acc))  # first layer among ties
+            test_acc = test_c.float().mean(0)
+            tv_acc = float(test_acc[best])
+            if method == "fv":
+                tv.layers = (best,)
+            tv.info.update({"best_layer": best, "mode": mode, "scale": scale})
+            report.vectors[method][task.name] = tv
+            res.methods[method] = MethodResult(
+                method,
+                best,
+                tv_acc,
+                tv_acc / icl if icl > 0 else 0.0,
+                [float(x) for x in dev_acc],
+                [float(x) for x in test_acc],
+            )
+        report.tasks[task.name] = res
+    return report
+
+
+def save_report(report: VectorReport, out: str | Path, primary: str | None = None) -> Path:
+    """``out/results.json`` and ``out/vectors/{method}/{task}.safetensors``."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for method, by_task in report.vectors.items():
+        for task, tv in by_task.items():
+            tv.save(out / "vectors" / method / f"{task}.safetensors")
+    path = out / "results.json"
+    path.write_text(json.dumps(report.to_dict(primary), indent=2) + "\n")
+    return path
+
+
+def summary_table(report: VectorReport) -> list[dict[str, Any]]:
+    """One row per task (and a mean row) with zero-shot, ICL and each method's accuracy."""
+    rows = []
+    for name, t in report.tasks.items():
+        row = {"task": name, "zero_shot": t.zero_shot, "icl": t.icl}
+        for m, r in t.methods.items():
+            row[f"{m}"] = r.task_vector
+            row[f"{m}_layer"] = r.best_layer
+        rows.append(row)
+    mean = {"task": "mean"}
+    for key in rows[0]:
+        if key != "task" and not key.endswith("_layer"):
+            mean[key] = float(np.mean([r[key] for r in rows]))
+    rows.append(mean)
+    return rows
+
+
+def run_task_vectors(
+    model: TVModel | str,
+    out: str | Path,
+    suite: TaskSuite | str | None = None,
+    method: str = "hendel",
+    revision: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    **kwargs: Any,
+) -> VectorReport:
+    """What ``tvlens vectors`` runs: evaluate, then write ``out/results.json``, the vectors
+    (``out/vectors/{method}/{task}.safetensors``), ``out/table.md``, ``out/config.json`` and the
+    figures ``out/layer_sweep.{html,png}`` (and ``out/head_aie.{html,png}`` for FV).
+
+    ``method``: ``hendel``, ``fv`` or ``both``; ``suite`` defaults to the suite the model was
+    trained on; ``kwargs`` go to :func:`evaluate_task_vectors`.
+    """
+    import json
+
+    from tvlens.errors import TVLensError
+    from tvlens.models.loading import load_model
+    from tvlens.plotting import plot_head_aie, plot_layer_sweep, save_figure
+    from tvlens.tasks.registry import get_suite
+
+    if isinstance(model, str):
+        model = load_model(model, revision=revision, device=device)
+    if suite is None:
+        suite = model.training_suite()
+        if suite is None:
+            raise TVLensError(f"{model.name} has no training suite on record: pass a suite.")
+    elif isinstance(suite, str):
+        suite = get_suite(suite)
+    if method not in ("hendel", "fv", "both"):
+        raise TVLensError(f"Unknown method {method!r}: use hendel, fv or both.")
+    methods = ("hendel", "fv") if method == "both" else (method,)
+    report = evaluate_task_vectors(model, suite, methods=methods, progress=progress, **kwargs)
+    out = Path(out)
+    save_report(report, out, primary=methods[0])
+    data = report.to_dict(methods[0])
+    (out / "config.json").write_text(
+        json.dumps(
+            {"model": model.spec.to_dict(), "suite": getattr(suite, "spec", {}), **report.config},
+            indent=2,
+        )
+        + "\n"
+    )
+    (out / "table.md").write_text(format_table(summary_table(report)))
+    save_figure(plot_layer_sweep(data), out / "layer_sweep")
+    if report.heads:
+        mean_aie = torch.stack([h.aie for h in report.heads.values()]).mean(0)
+        save_figure(
+            plot_head_aie(mean_aie, "Function-vector heads: AIE averaged over tasks"),
+            out / "head_aie",
+        )
+    return report
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of :func:`summary_table` rows."""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        cells = [
+            f"{r.get(k):.3f}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

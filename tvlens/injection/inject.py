@@ -1,0 +1,109 @@
+"""Write a vector into the residual stream: ``replace`` (Hendel) or ``add`` with a scale (FV,
+ATV), at the last token, at given positions, or everywhere.
+
+:func:`inject` is a context manager over the bridge's ``hooks``: the hook is removed when the
+block exits, also when it exits with an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from tvlens.extraction.vectors import TaskVector, VectorMismatchError
+from tvlens.models.loading import ResidPoint, TVModel
+
+Mode = Literal["replace", "add"]
+Positions = Literal["last", "all"] | Int[Tensor, " batch"]
+
+
+def _resolve(model: TVModel, vector: TaskVector | Tensor, layer: int | None) -> tuple[Tensor, int]:
+    if isinstance(vector, TaskVector):
+        vector.check_compatible(model, strict_name=False)
+        if layer is None:
+            if len(vector.layers) != 1:
+                raise VectorMismatchError(
+                    f"This vector has layers {vector.layers}: pass layer=... to choose one."
+                )
+            layer = vector.layers[0]
+        # One vector (a function vector, or one selected layer) can go into any layer; a
+        # per-layer set gives the vector read at that layer.
+        vec = vector.vectors[0] if len(vector.layers) == 1 else vector.at(layer)
+        return vec, model.check_layer(layer)
+    if layer is None:
+        raise ValueError("Pass layer=... to inject a plain tensor.")
+    if vector.shape[-1] != model.d_model:
+        raise VectorMismatchError(
+            f"Vector has size {vector.shape[-1]} but {model.name} has d_model={model.d_model}."
+        )
+    return vector, model.check_layer(layer)
+
+
+def injection_hook(
+    vector: Float[Tensor, "*batch d_model"],
+    mode: Mode = "replace",
+    scale: float = 1.0,
+    positions: Positions = "last",
+):
+    """The hook function: ``vector`` is ``[d_model]`` or one per row ``[batch, d_model]``."""
+    if mode not in ("replace", "add"):
+        raise ValueError(f"mode must be 'replace' or 'add', got {mode!r}.")
+
+    def hook(act: Tensor, hook: Any = None) -> Tensor:
+        v = vector.to(act.device, act.dtype)
+        if isinstance(positions, str) and positions == "all":
+            idx = (slice(None), slice(None))
+            v = v[:, None] if v.ndim == 2 else v
+        elif isinstance(positions, str) and positions == "last":
+            idx = (slice(None), -1)
+        else:
+            pos = positions.to(act.device)
+            if pos.shape[0] != act.shape[0]:
+                raise VectorMismatchError(
+                    f"positions has {pos.shape[0]} rows but the batch has {act.shape[0]}."
+                )
+            idx = (torch.arange(act.shape[0], device=act.device), pos)
+        act = act.clone()
+        if mode == "replace":
+            act[idx] = v.expand_as(act[idx])
+        else:
+            act[idx] = act[idx] + scale * v
+        return act
+
+    return hook
+
+
+@contextmanager
+def inject(
+    model: TVModel,
+    vector: TaskVector | Float[Tensor, "*batch d_model"],
+    layer: int | None = None,
+    mode: Mode = "replace",
+    scale: float = 1.0,
+    positions: Positions = "last",
+    where: ResidPoint = "post",
+) -> Iterator[TVModel]:
+    """Inject ``vector`` into the residual stream at ``layer`` while the block runs.
+
+    Args:
+        vector: A :class:`TaskVector` (its layer is used unless ``layer`` is given) or a
+            tensor ``[d_model]`` (or ``[batch, d_model]``, one per prompt).
+        layer: Block whose output (``where="post"``) or input (``"pre"``) is written.
+        mode: ``"replace"`` overwrites (Hendel et al.); ``"add"`` adds ``scale * vector``.
+        positions: ``"last"`` (the last column: the query under left padding), ``"all"``, or
+            a position per row (e.g. ``batch.query_pos`` under right padding).
+
+    Example::
+
+        with inject(model, tv, layer=2):
+            logits = model(batch.tokens, attention_mask=batch.attention_mask)
+    """
+    vec, layer = _resolve(model, vector, layer)
+    name = model.resid_hook(layer, where)
+    with model.bridge.hooks(fwd_hooks=[(name, injection_hook(vec, mode, scale, positions))]):
+        yield model

@@ -1,0 +1,130 @@
+"""Patches at the last position only, at a fraction of a forward pass each.
+
+A patch at the last token cannot change anything at earlier positions, so the prefix (every
+token but the last) is run once and its keys/values kept (the HF cache the bridge returns with
+``return_type="logits_and_cache"``). Each patched copy then recomputes the last token alone,
+with many copies laid along the batch. This is what function-vector AIE (one copy per head)
+and task-vector layer sweeps (one copy per layer) need.
+
+Requires left padding (the last column is every row's query) and a model with an HF KV cache
+(every HF model tvlens loads; DESIGN.md section 5).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import einops
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from tvlens.errors import PromptError
+from tvlens.tasks.prompts import PromptBatch
+
+# A patch receives the hooked activation of the last token viewed as [batch, copies, ...]
+# (copies of each prompt side by side) and returns it (modified in place or new).
+CopyPatch = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class PrefixState:
+    """The keys/values of every token but the last, for one left-padded batch."""
+
+    cache: Any
+    last_tokens: Int[Tensor, "batch 1"]
+    attention_mask: Int[Tensor, "batch pos"]
+
+    @property
+    def batch_size(self) -> int:
+        return self.last_tokens.shape[0]
+
+
+def _require_left_padded(batch: PromptBatch) -> None:
+    if batch.include_answer:
+        raise PromptError("Last-token patching needs prompts without appended answers.")
+    last = batch.tokens.shape[1] - 1
+    if not bool((batch.query_pos == last).all()):
+        raise PromptError(
+            "Last-token patching needs every query at the last column: tokenize with "
+            "padding_side='left'."
+        )
+
+
+@torch.no_grad()
+def run_prefix(model: Any, batch: PromptBatch) -> PrefixState:
+    """Run all tokens but the last once and keep their KV cache."""
+    _require_left_padded(batch)
+    if batch.tokens.shape[1] < 2:
+        raise PromptError("Prompts need at least two tokens (a prefix and a last token).")
+    bridge = getattr(model, "bridge", model)
+    _, cache = bridge(
+        batch.tokens[:, :-1],
+        attention_mask=batch.attention_mask[:, :-1],
+        return_type="logits_and_cache",
+    )
+    if cache is None:
+        raise PromptError(
+            "This model returned no KV cache (a native TransformerBridge model?); last-token "
+            "patching needs an HF model behind the bridge."
+        )
+    # An empty cache would let the last token run without its context: a wrong number, not
+    # an error. Seen with transformers 5.24 behind TransformerLens 4.3 (pyproject pins <5.24).
+    if cache.get_seq_length() != batch.tokens.shape[1] - 1:
+        raise RuntimeError(
+            f"The KV cache holds {cache.get_seq_length()} positions, expected "
+            f"{batch.tokens.shape[1] - 1}: this transformers/TransformerLens pair does not "
+            "fill the cache through the bridge (install transformers<5.24)."
+        )
+    return PrefixState(cache, batch.tokens[:, -1:], batch.attention_mask)
+
+
+def _expanded_cache(state: PrefixState, copies: int) -> Any:
+    cache = copy.copy(state.cache)
+    # Shallow-copy the per-layer containers: HF's update() replaces their tensors with
+    # concatenations, so the prefix tensors themselves are never modified.
+    if hasattr(cache, "layers"):
+        cache.layers = [copy.copy(layer) for layer in cache.layers]
+    else:  # pragma: no cover - older transformers
+        cache = copy.deepcopy(state.cache)
+    if copies > 1:
+        cache.batch_repeat_interleave(copies)
+    return cache
+
+
+@torch.no_grad()
+def last_token_logits(
+    model: Any,
+    state: PrefixState,
+    copies: int = 1,
+    patches: Sequence[tuple[str, CopyPatch]] = (),
+) -> Float[Tensor, "batch copies d_vocab"]:
+    """Logits at the last position for ``copies`` copies of each prompt, with ``patches``
+    (hook name, function on ``[batch, copies, 1, ...]``) applied to the last token."""
+    bridge = getattr(model, "bridge", model)
+    b = state.batch_size
+
+    def wrap(fn: CopyPatch) -> Callable:
+        def hook(act: Tensor, hook: Any) -> Tensor:
+            view = einops.rearrange(act, "(b c) ... -> b c ...", b=b, c=copies)
+            out = fn(view)
+            return einops.rearrange(out, "b c ... -> (b c) ...")
+
+        return hook
+
+    cache = _expanded_cache(state, copies)
+    tokens = state.last_tokens.repeat_interleave(copies, dim=0)
+    mask = state.attention_mask.repeat_interleave(copies, dim=0)
+    with bridge.hooks(fwd_hooks=[(name, wrap(fn)) for name, fn in patches]):
+        logits = bridge(tokens, attention_mask=mask, past_key_values=cache)
+    return einops.rearrange(logits[:, -1], "(b c) v -> b c v", b=b, c=copies)
+
+
+def chunks(n: int, size: int) -> Iterator[range]:
+    """``range(n)`` in consecutive pieces of at most ``size``."""
+    size = max(int(size), 1)
+    for start in range(0, n, size):
+        yield range(start, min(start + size, n))
