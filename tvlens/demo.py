@@ -102,12 +102,7 @@ def run_demo(
         model, suite, k=cfg["k"], n_prompts=64, seed=1, template=cfg["template"]
     )
     # Task vectors (Hendel) and function vectors (Todd) of the final checkpoint.
-    # k demonstrations come from each task's train split (half the task): on the tiny preset's
-    # 8-example tasks that caps k below the training k, and the report records the k used.
-    split = (0.5, 0.2, 0.3)
-    n_train = min(len(t.split(split)[0]) for t in suite)
-    report = evaluate_task_vectors(model, suite, methods=("hendel", "fv"), split=split,
-                                   k=min(cfg["k"], n_train - 1), progress=progress)
+    report = evaluate_task_vectors(model, suite, methods=("hendel", "fv"), progress=progress)
     save_report(report, run_dir / "task_vectors")
     tv_data = report.to_dict("hendel")
     res.figures["layer_sweep"] = save_figure(plot_layer_sweep(tv_data), figures_dir / "layer_sweep")

@@ -122,6 +122,7 @@ class TaskVector:
         if not meta:
             raise TVLensError(f"{str(path)!r} has no tvlens metadata: not a saved TaskVector.")
         meta.pop("d_model", None)
+        meta["layers"] = tuple(meta["layers"])
         vec = load_file(str(path))["vectors"]
         if device is None and model is not None:
             device = getattr(model, "device", None)

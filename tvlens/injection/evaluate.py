@@ -39,6 +39,7 @@ class TaskResult:
     zero_shot: float
     icl: float
     n_test: int
+    k: int
     methods: dict[str, MethodResult] = field(default_factory=dict)
 
 
@@ -115,7 +116,8 @@ def evaluate_task_vectors(
     unknown = set(methods) - {"hendel", "fv"}
     if unknown:
         raise ValueError(f"Unknown method(s) {sorted(unknown)}; use 'hendel' and/or 'fv'.")
-    k = k if k is not None else int(model.spec.train_info.get("k", 5))
+    k_given = k is not None
+    k = k if k_given else int(model.spec.train_info.get("k", 5))
     tmpl = _template(model, template)
     tasks = list(suite)
     layers = list(range(model.n_layers))
@@ -136,22 +138,26 @@ def evaluate_task_vectors(
     )
     for ti, task in enumerate(tqdm(tasks, desc="task vectors", disable=not progress)):
         train, dev, test = task.split(split, seed=seed + ti)
+        # The default k (the model's training k) is capped by the train split, which holds
+        # the demonstrations and the extraction queries; an explicit k that does not fit is an
+        # error (raised by sample_prompts).
+        k_task = k if k_given else min(k, len(train) - 1)
         s = seed + 1000 * ti
         zs_dev = sample_prompts(train, 0, len(dev), seed=s, template=tmpl, queries=dev)
         zs_test = sample_prompts(train, 0, len(test), seed=s + 1, template=tmpl, queries=test)
-        icl_test = sample_prompts(train, k, len(test), seed=s + 2, template=tmpl, queries=test)
+        icl_test = sample_prompts(train, k_task, len(test), seed=s + 2, template=tmpl, queries=test)
         zero = float(evaluate_prompts(model, zs_test)[0].mean())
         icl = float(evaluate_prompts(model, icl_test)[0].mean())
-        res = TaskResult(task.name, zero, icl, len(test))
+        res = TaskResult(task.name, zero, icl, len(test), k_task)
         for method in methods:
             if method == "hendel":
-                tv = hendel_task_vector(model, train, k, n_extract, seed=s + 3, template=tmpl)
+                tv = hendel_task_vector(model, train, k_task, n_extract, seed=s + 3, template=tmpl)
                 vecs, mode, scale = tv.vectors, "replace", 1.0
             else:
                 tv, table = function_vector(
                     model,
                     train,
-                    k,
+                    k_task,
                     n_extract,
                     top_k_heads,
                     seed=s + 3,

@@ -13,6 +13,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from tvlens.errors import PromptError
+from tvlens.extraction.vectors import VectorMismatchError
 from tvlens.injection.inject import Mode
 from tvlens.models.loading import TVModel
 from tvlens.patching.last_token import chunks, last_token_logits, run_prefix
@@ -32,9 +33,11 @@ def layer_sweep_logits(
     """Last-token logits of ``prompts`` with ``vectors[i]`` written at the last token after
     block ``layers[i]`` (``replace`` or ``add`` with ``scale``), for every ``i``."""
     if len(vectors) != len(layers):
-        raise ValueError(f"{len(vectors)} vectors for {len(layers)} layers.")
+        raise VectorMismatchError(f"{len(vectors)} vectors for {len(layers)} layers.")
     if vectors.shape[-1] != model.d_model:
-        raise ValueError(f"vectors have size {vectors.shape[-1]}, model d_model={model.d_model}.")
+        raise VectorMismatchError(
+            f"vectors have size {vectors.shape[-1]}, but {model.name} has d_model={model.d_model}."
+        )
     if mode not in ("replace", "add"):
         raise ValueError(f"mode must be 'replace' or 'add', got {mode!r}.")
     layers = [model.check_layer(x) for x in layers]
