@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from tvlens.extraction import head_aie, mean_head_outputs, residual_at_query
-from tvlens.injection import inject, layer_sweep_logits
+from tvlens.injection import layer_sweep_logits
 from tvlens.models import load_model
+from tvlens.patching.reference import reference_head_aie, reference_layer_sweep
 from tvlens.tasks import sample_prompts, tokenize_prompts
 from tvlens.tasks.prompts import shuffled_label_variants
 
@@ -58,40 +59,6 @@ def timed(
             sync(device)
             times[name].append(time.perf_counter() - start)
     return {name: (statistics.median(times[name]), out[name]) for name in fns}
-
-
-@torch.no_grad()
-def reference_aie(model, corrupted, head_means) -> torch.Tensor:
-    """One full forward pass per head with its last-token z set to its mean."""
-    rows = torch.arange(len(corrupted), device=corrupted.tokens.device)
-
-    def p_answer():
-        logits = model(corrupted.tokens, attention_mask=corrupted.attention_mask)
-        return torch.softmax(logits[:, -1].float(), -1)[rows, corrupted.answer_first]
-
-    base = p_answer()
-    aie = torch.zeros(model.n_layers, model.n_heads)
-    for layer in range(model.n_layers):
-        for head in range(model.n_heads):
-
-            def fn(z, hook, layer=layer, head=head):
-                z = z.clone()
-                z[:, -1, head] = head_means[layer, head].to(z.dtype)
-                return z
-
-            with model.hooks(fwd_hooks=[(model.z_hook(layer), fn)]):
-                aie[layer, head] = (p_answer() - base).mean().cpu()
-    return aie
-
-
-@torch.no_grad()
-def reference_sweep(model, batch, vectors, layers, mode) -> torch.Tensor:
-    """One full forward pass per layer with ``inject``; last-token logits [batch, layer, vocab]."""
-    out = []
-    for v, layer in zip(vectors, layers, strict=True):
-        with inject(model, v, layer=layer, mode=mode):
-            out.append(model(batch.tokens, attention_mask=batch.attention_mask)[:, -1])
-    return torch.stack(out, dim=1)
 
 
 def load(args) -> tuple[object, str]:
@@ -194,7 +161,7 @@ def main() -> None:
     got = timed(
         {
             "aie": lambda: head_aie(model, corrupted, means),
-            "ref": lambda: reference_aie(model, corrupted, means),
+            "ref": lambda: reference_head_aie(model, corrupted, means),
         },
         args.repeats,
         device,
@@ -226,7 +193,7 @@ def main() -> None:
                 "sweep": lambda ps=ps, mode=mode: layer_sweep_logits(
                     model, ps, vecs, layers, mode=mode
                 ),
-                "ref": lambda b=b, mode=mode: reference_sweep(model, b, vecs, layers, mode),
+                "ref": lambda b=b, mode=mode: reference_layer_sweep(model, b, vecs, layers, mode),
             },
             args.repeats,
             device,

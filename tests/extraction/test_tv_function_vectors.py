@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tvlens.extraction import HeadTable, function_vector, head_aie, mean_head_outputs
+from tvlens.patching.reference import reference_head_aie
 from tvlens.tasks import sample_prompts, tokenize_prompts
 from tvlens.tasks.prompts import shuffled_label_variants
 
@@ -28,28 +29,8 @@ def _last_z(model, batch):
 
 
 def _reference_aie(model, corrupted, head_means):
-    """One head at a time: a full forward pass of the corrupted prompts with that head's
-    last-token z set to its mean; AIE = mean gain in P(first answer token)."""
-    rows = torch.arange(len(corrupted))
-
-    def p_answer():
-        with torch.no_grad():
-            logits = model(corrupted.tokens, attention_mask=corrupted.attention_mask)
-        return torch.softmax(logits[:, -1].float(), -1)[rows, corrupted.answer_first]
-
-    base = p_answer()
-    aie = torch.zeros(model.n_layers, model.n_heads)
-    for layer in range(model.n_layers):
-        for head in range(model.n_heads):
-
-            def fn(z, hook, layer=layer, head=head):
-                z = z.clone()
-                z[:, -1, head] = head_means[layer, head]
-                return z
-
-            with model.hooks(fwd_hooks=[(model.z_hook(layer), fn)]):
-                aie[layer, head] = (p_answer() - base).mean()
-    return aie
+    """One head at a time, full forward passes (tvlens.patching.reference)."""
+    return reference_head_aie(model, corrupted, head_means)
 
 
 def test_mean_head_outputs_equal_cache(sharp, prompts):

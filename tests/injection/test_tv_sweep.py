@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from tvlens.injection import inject, layer_sweep_correct, layer_sweep_logits
+from tvlens.injection import layer_sweep_correct, layer_sweep_logits
+from tvlens.patching.reference import reference_layer_sweep
 from tvlens.tasks import sample_prompts, tokenize_prompts
 
 
@@ -17,11 +18,7 @@ def prompts(letters_task):
 
 def _reference(model, prompts, vectors, layers, mode, scale):
     batch = tokenize_prompts(prompts, model, padding_side="left")
-    out = []
-    for v, layer in zip(vectors, layers, strict=True):
-        with inject(model, v, layer=layer, mode=mode, scale=scale), torch.no_grad():
-            out.append(model(batch.tokens, attention_mask=batch.attention_mask)[:, -1])
-    return torch.stack(out, dim=1)
+    return reference_layer_sweep(model, batch, vectors, layers, mode, scale)
 
 
 @pytest.mark.parametrize(("mode", "scale"), [("replace", 1.0), ("add", 2.0)])

@@ -35,8 +35,11 @@ def test_loss_equals_bridge_injection_of_the_partner_vector(tmp_path):
     batch = ICLBatcher(suite, tok, cfg.k, cfg.template, n_ctx=cfg.n_ctx).batch(3, 16, seed=0)
     layer = 0
     with torch.no_grad():
-        out = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                 output_hidden_states=True)
+        out = hf(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            output_hidden_states=True,
+        )
         got = tv_prompting_loss(hf, batch, out.hidden_states, layer)
         partner = same_task_partner(batch.task_index)
         qpos = batch.answer_start[:, -1] - 1
@@ -53,8 +56,9 @@ def test_loss_equals_bridge_injection_of_the_partner_vector(tmp_path):
 
 
 def test_training_with_tv_loss_resumes_exactly(tmp_path):
-    kw = dict(preset="tiny", steps=24, device="cpu", progress=False, tv_loss_weight=0.5,
-              tv_loss_layer=0)
+    kw = dict(
+        preset="tiny", steps=24, device="cpu", progress=False, tv_loss_weight=0.5, tv_loss_layer=0
+    )
     full = train_synthetic(tmp_path / "full", **kw)
     train_synthetic(tmp_path / "part", stop_after=13, **kw)
     resumed = train_synthetic(tmp_path / "part", resume=True, **kw)
