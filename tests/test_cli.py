@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from tvlens.cli import app
 
 runner = CliRunner()
-COMMANDS = ["demo", "train-synthetic", "eval", "suites", "info"]
+COMMANDS = ["demo", "train-synthetic", "eval", "vectors", "suites", "info"]
 
 
 def test_top_level_help_lists_commands():
@@ -41,22 +41,10 @@ def test_unknown_suite_is_a_one_line_error():
     assert "Traceback" not in res.output
 
 
-def test_train_eval_info_on_tiny(tmp_path):
+def test_train_eval_info_vectors_on_tiny(tmp_path):
     run = tmp_path / "run"
-    res = runner.invoke(
-        app,
-        [
-            "train-synthetic",
-            "--out",
-            str(run),
-            "--preset",
-            "tiny",
-            "--steps",
-            "15",
-            "--device",
-            "cpu",
-        ],
-    )
+    train = ["train-synthetic", "--out", str(run), "--preset", "tiny", "--steps", "15"]
+    res = runner.invoke(app, [*train, "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert (run / "metrics.json").is_file()
     out = tmp_path / "eval.json"
@@ -83,21 +71,47 @@ def test_train_eval_info_on_tiny(tmp_path):
     res = runner.invoke(app, ["info", "--model", str(run), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "step15" in res.output and "blocks.0.hook_resid_post" in res.output
-    # A second run into the same folder without --resume is refused with a clear message.
+    vec_dir = tmp_path / "vectors"
     res = runner.invoke(
         app,
         [
-            "train-synthetic",
-            "--out",
+            "vectors",
+            "--model",
             str(run),
-            "--preset",
-            "tiny",
-            "--steps",
-            "15",
+            "--out",
+            str(vec_dir),
+            "--method",
+            "both",
+            "--k",
+            "2",
+            "--n-extract",
+            "4",
             "--device",
             "cpu",
         ],
     )
+    assert res.exit_code == 0, res.output
+    results = json.loads((vec_dir / "results.json").read_text())
+    assert set(results["tasks"]) == set(data["tasks"])
+    assert (vec_dir / "vectors" / "fv" / "latent_0.safetensors").is_file()
+    assert "| mean |" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "vectors",
+            "--model",
+            str(run),
+            "--out",
+            str(vec_dir),
+            "--method",
+            "nope",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert res.exit_code == 2 and "Unknown method" in res.output
+    # A second run into the same folder without --resume is refused with a clear message.
+    res = runner.invoke(app, [*train, "--device", "cpu"])
     assert res.exit_code == 2 and "--resume" in res.output
 
 
