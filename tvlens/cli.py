@@ -65,6 +65,12 @@ def train_synthetic_cmd(
         typer.Option(help='Suite spec as JSON, e.g. \'{"name": "bitwise", "n_bits": 3}\'.'),
     ] = None,
     arch: Annotated[str | None, typer.Option(help="gpt2, llama or neox.")] = None,
+    tv_loss_weight: Annotated[
+        float | None, typer.Option(help="Weight of the task-vector prompting loss (0: off).")
+    ] = None,
+    tv_loss_layer: Annotated[
+        int | None, typer.Option(help="Block whose output carries the task vector for that loss.")
+    ] = None,
 ) -> None:
     """Train a small transformer from scratch on synthetic ICL tasks, with checkpoints."""
     from tvlens.synthetic import train_synthetic
@@ -80,6 +86,8 @@ def train_synthetic_cmd(
             seed=seed,
             suite=suite_spec,
             arch=arch,
+            tv_loss_weight=tv_loss_weight,
+            tv_loss_layer=tv_loss_layer,
         )
     except (TVLensError, json.JSONDecodeError) as e:
         _fail(e)
