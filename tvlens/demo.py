@@ -132,6 +132,7 @@ def run_demo(
             "table": table,
         },
         "seconds": round(time.time() - t0, 1),
+        "trained_in_this_run": state != "complete",
     }
     write_json(figures_dir / "demo.json", res.summary)
     _write_report(res, ck)
@@ -152,7 +153,14 @@ def _write_report(res: DemoResult, ck: list[dict]) -> None:
         f"Model: {cfg['arch']} with {cfg['n_layers']} layers, d_model {cfg['d_model']}, "
         f"{cfg['n_heads']} heads, trained from scratch on the `{cfg['suite']['name']}` suite "
         f"({', '.join(f'{a}={b}' for a, b in cfg['suite'].items() if a != 'name')}), "
-        f"{k} demonstrations per prompt, {cfg['steps']} steps; checkpoints at "
+        f"{k} demonstrations per prompt, {cfg['steps']} steps"
+        + (
+            f", with the task-vector prompting loss (weight {cfg['tv_loss_weight']}, block "
+            f"{cfg['tv_loss_layer']}; see the project README)"
+            if cfg.get("tv_loss_weight")
+            else ""
+        )
+        + "; checkpoints at "
         f"{', '.join(str(x) for x in s['checkpoint_steps'])}.",
         "",
         "## icl_over_checkpoints.png",
