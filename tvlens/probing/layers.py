@@ -1,0 +1,90 @@
+"""Task decodability at every layer of a model, from one forward pass per prompt batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tvlens.extraction.residual import _template, residual_at_query
+from tvlens.models.loading import TVModel
+from tvlens.probing.measures import probe_accuracy, separability, task_decodability
+from tvlens.tasks.core import TaskSuite
+from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
+from tvlens.tasks.synthetic import null_task
+
+
+@dataclass
+class LayerTD:
+    """TD (and optional probe accuracy and separability) per layer, for one model."""
+
+    layers: list[int]
+    td: list[float]
+    per_task: list[dict[str, float]]
+    separability: list[float]
+    probe: list[float] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    n_prompts: int = 0
+    k: int = 0
+
+    @property
+    def peak_layer(self) -> int:
+        """The task-encoding layer: where TD is highest (first among ties)."""
+        return self.layers[int(np.argmax(self.td))]
+
+    def to_dict(self) -> dict:
+        return {
+            "layers": self.layers,
+            "td": self.td,
+            "per_task": self.per_task,
+            "separability": self.separability,
+            "probe": self.probe,
+            "tasks": self.tasks,
+            "n_prompts": self.n_prompts,
+            "k": self.k,
+            "peak_layer": self.peak_layer,
+        }
+
+
+def td_by_layer(
+    model: TVModel,
+    suite: TaskSuite,
+    k: int | None = None,
+    n_prompts: int = 100,
+    seed: int = 0,
+    template: str | None = None,
+    include_null: bool = True,
+    knn_k: int = 10,
+    probe: bool = False,
+    batch_size: int = 64,
+) -> LayerTD:
+    """TD at every layer over the last-query-token states of ``n_prompts`` prompts per task,
+    pooled over ``suite`` plus the Null task (Han et al. 2025)."""
+    k = k if k is not None else int(model.spec.train_info.get("k", 5))
+    tmpl = _template(model, template)
+    tasks = list(suite) + ([null_task(suite)] if include_null else [])
+    prompts, labels = [], []
+    for i, task in enumerate(tasks):
+        ps = sample_prompts(task, k, n_prompts, seed=seed + 1000 * i, template=tmpl)
+        prompts += ps
+        labels += [task.name] * len(ps)
+    batch = tokenize_prompts(prompts, model, padding_side="left")
+    hidden = residual_at_query(model, batch, batch_size=batch_size)  # [layer, n, d]
+    out = LayerTD(
+        list(range(model.n_layers)),
+        [],
+        [],
+        [],
+        tasks=[t.name for t in tasks],
+        n_prompts=n_prompts,
+        k=k,
+    )
+    for layer in out.layers:
+        h = hidden[layer]
+        td = task_decodability(h, labels, k=knn_k)
+        out.td.append(td.overall)
+        out.per_task.append(td.per_task)
+        out.separability.append(separability(h, labels))
+        if probe:
+            out.probe.append(probe_accuracy(h, labels, seed=seed))
+    return out
