@@ -180,6 +180,56 @@ def vectors(
 
 
 @app.command()
+def probe(
+    model: Annotated[str, typer.Option(help="tvlens run, HF name or model folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for td.json and figures.")],
+    revisions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--revision",
+            help="A checkpoint to probe (repeat; default: every checkpoint of a tvlens run).",
+        ),
+    ] = None,
+    suite: Annotated[
+        str | None, typer.Option(help="Suite name or folder (default: the model's training suite).")
+    ] = None,
+    k: Annotated[int | None, typer.Option(help="Demonstrations (default: the model's).")] = None,
+    n_prompts: Annotated[int, typer.Option(help="Prompts per task.")] = 100,
+    linear_probe: Annotated[bool, typer.Option(help="Also a linear probe per layer.")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Task decodability (leave-one-out 10-NN, Null task included) at every layer of every
+    checkpoint, against ICL accuracy."""
+    from tvlens.probing import run_probe
+
+    try:
+        series = run_probe(
+            model,
+            out,
+            revisions=revisions or None,
+            suite=suite,
+            k=k,
+            n_prompts=n_prompts,
+            probe=linear_probe,
+            seed=seed,
+            device=device,
+        )
+    except TVLensError as e:
+        _fail(e)
+    for rev, r in zip(series.revisions, series.by_checkpoint, strict=True):
+        typer.echo(
+            f"{rev:>12s}  TD by layer "
+            + " ".join(f"{x:.2f}" for x in r.td)
+            + f"  (peak layer {r.peak_layer})"
+        )
+    pooled = series.correlations()["pooled"]
+    if pooled["pearson_r"] is not None:
+        typer.echo(f"TD vs accuracy: r = {pooled['pearson_r']:.2f}, R2 = {pooled['r2']:.2f}")
+    typer.echo(f"wrote {out / 'td.json'}")
+
+
+@app.command()
 def suites(
     name: Annotated[str | None, typer.Argument(help="Show the tasks of this suite.")] = None,
 ) -> None:

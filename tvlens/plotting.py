@@ -210,3 +210,90 @@ def plot_head_aie(aie, title: str = "Average indirect effect per head") -> go.Fi
     fig.update_xaxes(title_text="head")
     fig.update_layout(title=title, template="plotly_white")
     return fig
+
+
+def plot_td_by_layer(td: dict, title: str = "Task decodability by layer") -> go.Figure:
+    """TD per layer, one line per checkpoint (``td.json`` of ``tvlens probe``)."""
+    fig = go.Figure()
+    ck = td["checkpoints"]
+    for i, c in enumerate(ck):
+        last = i == len(ck) - 1
+        fig.add_trace(
+            go.Scatter(
+                x=c["layers"],
+                y=c["td"],
+                name=c["revision"],
+                mode="lines+markers",
+                line={
+                    "width": 3 if last else 1.2,
+                    "color": f"rgba(31,119,180,{0.25 + 0.75 * (i + 1) / len(ck):.2f})",
+                },
+            )
+        )
+    chance = 1 / len(ck[0]["tasks"])
+    fig.add_hline(y=chance, line_dash="dot", annotation_text="chance")
+    fig.update_xaxes(title_text="layer", tickmode="array", tickvals=ck[0]["layers"])
+    fig.update_yaxes(title_text="TD (leave-one-out 10-NN accuracy)", range=[0, 1.02])
+    fig.update_layout(title=title, template="plotly_white")
+    return fig
+
+
+def plot_td_heatmap(td: dict, title: str = "Task decodability: layers × checkpoints") -> go.Figure:
+    fig = go.Figure(
+        go.Heatmap(
+            z=td["td"],
+            x=td["revisions"],
+            y=[f"L{layer}" for layer in td["layers"]],
+            colorscale="Viridis",
+            zmin=0,
+            zmax=1,
+            colorbar={"title": "TD"},
+        )
+    )
+    fig.update_xaxes(title_text="checkpoint")
+    fig.update_yaxes(title_text="layer")
+    fig.update_layout(title=title, template="plotly_white")
+    return fig
+
+
+def plot_td_vs_accuracy(td: dict, title: str = "TD against ICL accuracy") -> go.Figure:
+    """One point per (task, checkpoint): TD at that checkpoint's peak layer vs accuracy."""
+    fig = go.Figure()
+    ck = td["checkpoints"]
+    for i, c in enumerate(ck):
+        peak = c["layers"].index(c["peak_layer"])
+        tasks = list(c["accuracy"])
+        fig.add_trace(
+            go.Scatter(
+                x=[c["per_task"][peak][t] for t in tasks],
+                y=[c["accuracy"][t] for t in tasks],
+                text=tasks,
+                mode="markers",
+                name=c["revision"],
+                marker={"size": 9, "color": PALETTE[i % len(PALETTE)]},
+            )
+        )
+    pooled = td["correlations"]["pooled"]
+    fig.update_xaxes(title_text="TD at the peak layer", range=[0, 1.02])
+    fig.update_yaxes(title_text="ICL accuracy", range=[0, 1.02])
+    if pooled["pearson_r"] is not None:  # undefined when every accuracy is equal
+        title = f"{title} (pooled r = {pooled['pearson_r']:.2f}, R² = {pooled['r2']:.2f})"
+    fig.update_layout(title=title, template="plotly_white")
+    return fig
+
+
+def plot_projection(xy, labels, title: str = "Last-query-token states (PCA)") -> go.Figure:
+    fig = go.Figure()
+    for i, name in enumerate(dict.fromkeys(labels)):
+        pts = [p for p, lab in zip(xy, labels, strict=True) if lab == name]
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in pts],
+                y=[p[1] for p in pts],
+                name=name,
+                mode="markers",
+                marker={"size": 6, "color": PALETTE[i % len(PALETTE)]},
+            )
+        )
+    fig.update_layout(title=title, template="plotly_white", xaxis_title="PC 1", yaxis_title="PC 2")
+    return fig

@@ -9,8 +9,20 @@ from tvlens.probing.measures import (
     separability,
     task_decodability,
 )
+from tvlens.probing.series import (
+    TDSeries,
+    correlation,
+    run_probe,
+    save_series,
+    td_over_checkpoints,
+)
 
 __all__ = [
+    "TDSeries",
+    "correlation",
+    "run_probe",
+    "save_series",
+    "td_over_checkpoints",
     "LayerTD",
     "td_by_layer",
     "TDResult",

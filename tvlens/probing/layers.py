@@ -8,7 +8,12 @@ import numpy as np
 
 from tvlens.extraction.residual import _template, residual_at_query
 from tvlens.models.loading import TVModel
-from tvlens.probing.measures import probe_accuracy, separability, task_decodability
+from tvlens.probing.measures import (
+    probe_accuracy,
+    project_2d,
+    separability,
+    task_decodability,
+)
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
 from tvlens.tasks.synthetic import null_task
@@ -26,6 +31,9 @@ class LayerTD:
     tasks: list[str] = field(default_factory=list)
     n_prompts: int = 0
     k: int = 0
+    # 2-D PCA of the points at the peak layer, and their task labels (for scatter plots).
+    projection: list[list[float]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
 
     @property
     def peak_layer(self) -> int:
@@ -87,4 +95,6 @@ def td_by_layer(
         out.separability.append(separability(h, labels))
         if probe:
             out.probe.append(probe_accuracy(h, labels, seed=seed))
+    out.projection = project_2d(hidden[out.peak_layer]).tolist()
+    out.labels = labels
     return out

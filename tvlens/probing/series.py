@@ -1,0 +1,178 @@
+"""Task decodability over a checkpoint series (layers × checkpoints), against ICL accuracy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from tqdm.auto import tqdm
+
+from tvlens.errors import TVLensError
+from tvlens.evaluation import evaluate_icl
+from tvlens.models.checkpoints import is_run_dir, list_checkpoints
+from tvlens.models.loading import TVModel, load_model
+from tvlens.probing.layers import LayerTD, td_by_layer
+from tvlens.tasks.core import TaskSuite
+
+
+def correlation(x: Sequence[float | int], y: Sequence[float | int]) -> dict[str, Any]:
+    """Pearson r and R² of a least-squares line (None when undefined: fewer than 3 points or
+    a constant side, e.g. every task at accuracy 1.0)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {"pearson_r": None, "r2": None, "n": len(x)}
+    r = float(stats.pearsonr(x, y)[0])
+    return {"pearson_r": r, "r2": r * r, "n": len(x)}
+
+
+@dataclass
+class TDSeries:
+    """TD per layer and checkpoint, and ICL accuracy per task and checkpoint."""
+
+    model: str
+    revisions: list[str]
+    steps: list[int | None]
+    by_checkpoint: list[LayerTD]
+    accuracy: list[dict[str, float]]  # per checkpoint: task -> ICL accuracy
+    config: dict = field(default_factory=dict)
+
+    @property
+    def table(self) -> np.ndarray:
+        """``[layer, checkpoint]`` TD."""
+        return np.array([r.td for r in self.by_checkpoint]).T
+
+    def per_task_at_peak(self, i: int) -> dict[str, float]:
+        r = self.by_checkpoint[i]
+        return r.per_task[r.layers.index(r.peak_layer)]
+
+    def correlations(self) -> dict[str, Any]:
+        """TD (per task, at each checkpoint's peak layer) against ICL accuracy: across tasks at
+        each checkpoint, across checkpoints for each task, and pooled."""
+        tasks = list(self.accuracy[0])
+        out: dict[str, Any] = {"per_checkpoint": [], "per_task": {}}
+        xs, ys = [], []
+        for i, acc in enumerate(self.accuracy):
+            td = self.per_task_at_peak(i)
+            x = [td[t] for t in tasks]
+            y = [acc[t] for t in tasks]
+            xs += x
+            ys += y
+            out["per_checkpoint"].append({"revision": self.revisions[i], **correlation(x, y)})
+        for t in tasks:
+            x = [self.per_task_at_peak(i)[t] for i in range(len(self.accuracy))]
+            y = [acc[t] for acc in self.accuracy]
+            out["per_task"][t] = correlation(x, y)
+        out["pooled"] = correlation(xs, ys)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "config": self.config,
+            "revisions": self.revisions,
+            "steps": self.steps,
+            "layers": self.by_checkpoint[0].layers,
+            "td": self.table.tolist(),
+            "checkpoints": [
+                {"revision": rev, "step": st, **r.to_dict(), "accuracy": acc}
+                for rev, st, r, acc in zip(
+                    self.revisions, self.steps, self.by_checkpoint, self.accuracy, strict=True
+                )
+            ],
+            "correlations": self.correlations(),
+        }
+
+
+def td_over_checkpoints(
+    model: str | Path,
+    revisions: Sequence[str | int] | None = None,
+    suite: TaskSuite | None = None,
+    k: int | None = None,
+    n_prompts: int = 100,
+    seed: int = 0,
+    probe: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    **load_kwargs: Any,
+) -> TDSeries:
+    """TD at every layer of every checkpoint, with ICL accuracy on the same tasks.
+
+    ``model`` is a tvlens run (all its checkpoints by default) or an HF name / folder with
+    ``revisions`` (e.g. Pythia's ``["step1000", "step143000"]``). The suite defaults to the
+    one a tvlens model was trained on.
+    """
+    name = str(model)
+    if revisions is None:
+        if not is_run_dir(name):
+            raise TVLensError(f"{name!r} is not a tvlens run: pass revisions=[...].")
+        revisions = [c.revision for c in list_checkpoints(name)]
+    revisions = list(revisions)
+    if not revisions:
+        raise TVLensError("No revisions to probe.")
+    results, accs, steps = [], [], []
+    cfg: dict[str, Any] = {}
+    for rev in tqdm(revisions, desc="checkpoints", disable=not progress):
+        m: TVModel = load_model(name, revision=rev, device=device, **load_kwargs)
+        s = suite or m.training_suite()
+        if s is None:
+            raise TVLensError(f"{name!r} has no training suite on record: pass suite=.")
+        kk = k if k is not None else int(m.spec.train_info.get("k", 5))
+        r = td_by_layer(m, s, k=kk, n_prompts=n_prompts, seed=seed, probe=probe)
+        ev = evaluate_icl(m, s, k=kk, n_prompts=n_prompts, seed=seed + 1)
+        results.append(r)
+        accs.append(ev.first_token())
+        steps.append(m.spec.step)
+        cfg = {"k": kk, "n_prompts": n_prompts, "seed": seed, "suite": s.spec, "probe": probe}
+    return TDSeries(name, [str(r) for r in revisions], steps, results, accs, cfg)
+
+
+def save_series(series: TDSeries, out: str | Path) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "td.json"
+    path.write_text(json.dumps(series.to_dict(), indent=2) + "\n")
+    return path
+
+
+def run_probe(
+    model: str | Path,
+    out: str | Path,
+    revisions: Sequence[str | int] | None = None,
+    suite: TaskSuite | str | None = None,
+    progress: bool = True,
+    **kwargs: Any,
+) -> TDSeries:
+    """What ``tvlens probe`` runs: :func:`td_over_checkpoints`, then ``out/td.json`` and the
+    figures ``td_by_layer``, ``td_heatmap``, ``td_vs_accuracy`` and ``projection`` (the last
+    checkpoint's peak layer), as HTML and PNG."""
+    from tvlens.plotting import (
+        plot_projection,
+        plot_td_by_layer,
+        plot_td_heatmap,
+        plot_td_vs_accuracy,
+        save_figure,
+    )
+    from tvlens.tasks.registry import get_suite
+
+    if isinstance(suite, str):
+        suite = get_suite(suite)
+    series = td_over_checkpoints(model, revisions, suite=suite, progress=progress, **kwargs)
+    out = Path(out)
+    save_series(series, out)
+    data = series.to_dict()
+    save_figure(plot_td_by_layer(data), out / "td_by_layer")
+    save_figure(plot_td_heatmap(data), out / "td_heatmap")
+    save_figure(plot_td_vs_accuracy(data), out / "td_vs_accuracy")
+    last = series.by_checkpoint[-1]
+    save_figure(
+        plot_projection(
+            last.projection, last.labels, f"Layer {last.peak_layer} at {series.revisions[-1]} (PCA)"
+        ),
+        out / "projection",
+    )
+    return series
