@@ -35,8 +35,8 @@ from tvlens.plotting import (
     save_figure,
     write_json,
 )
-from tvlens.synthetic.config import checkpoint_steps, get_preset
-from tvlens.synthetic.train import train_synthetic
+from tvlens.synthetic.config import get_preset
+from tvlens.synthetic.train import load_run_config, train_synthetic
 
 
 @dataclass
@@ -49,19 +49,18 @@ class DemoResult:
 
 def _run_state(run_dir: Path, preset: str) -> str:
     """'missing', 'stale', 'complete' (all checkpoints of the preset) or 'partial'."""
-    if not (run_dir / "config.json").is_file():
+    cfg = load_run_config(run_dir)
+    if cfg is None:
         return "missing"
-    cfg = json.loads((run_dir / "config.json").read_text())
     if cfg.get("preset") != preset:
         raise TVLensError(
             f"{str(run_dir)!r} holds a run of preset {cfg.get('preset')!r}, not {preset!r}: "
             "pass another --run-dir or --retrain."
         )
-    if cfg.get("config") != json.loads(json.dumps(get_preset(preset).to_dict())):
+    if cfg.get("config") != get_preset(preset).to_dict():
         return "stale"  # the preset changed since this run was made: train it again
-    want = checkpoint_steps(get_preset(preset))
     have = [c.step for c in list_checkpoints(run_dir)]
-    return "complete" if have and have[-1] == want[-1] else "partial"
+    return "complete" if have and have[-1] == get_preset(preset).steps else "partial"
 
 
 def run_demo(
@@ -84,7 +83,7 @@ def run_demo(
             run_dir, preset=preset, resume=state == "partial", device=device, progress=progress
         )
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    config = json.loads((run_dir / "config.json").read_text())
+    config = load_run_config(run_dir)
     res = DemoResult(run_dir, figures_dir)
 
     res.figures["icl_over_checkpoints"] = save_figure(

@@ -20,7 +20,7 @@ from torch import Tensor
 from tvlens.extraction.residual import _template, activations_at_positions
 from tvlens.extraction.vectors import TaskVector
 from tvlens.models.loading import TVModel
-from tvlens.patching.last_token import chunks, last_token_logits, run_prefix
+from tvlens.patching.last_token import last_token_logits, run_prefix, sweep_components
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import (
     PromptBatch,
@@ -84,28 +84,16 @@ def head_aie(
     answer = corrupted.answer_first
     base = answer_probability(last_token_logits(model, state), answer)[:, 0]
     comps = [(layer, head) for layer in range(L) for head in range(H)]
-    aie = torch.zeros(L * H)
-    per_pass = max(1, max_batch // len(corrupted))
-    for part in chunks(len(comps), per_pass):
-        chunk = [comps[i] for i in part]
-        by_layer: dict[int, list[tuple[int, int]]] = {}
-        for c, (layer, head) in enumerate(chunk):
-            by_layer.setdefault(layer, []).append((c, head))
 
-        def make(layer: int, items: list[tuple[int, int]]):
-            cs = torch.tensor([c for c, _ in items])
-            hs = torch.tensor([h for _, h in items])
+    def write(z: Tensor, cs: Tensor, idx: list[int]) -> Tensor:  # z: [batch, copies, 1, h, dh]
+        layer = comps[idx[0]][0]  # one hook, so one layer
+        hs = torch.tensor([comps[i][1] for i in idx])
+        z[:, cs, 0, hs] = head_means[layer, hs].to(z.dtype)
+        return z
 
-            def patch(z: Tensor) -> Tensor:  # z: [batch, copies, 1, head, d_head]
-                z[:, cs, 0, hs] = head_means[layer, hs].to(z.dtype)
-                return z
-
-            return patch
-
-        patches = [(model.z_hook(layer), make(layer, items)) for layer, items in by_layer.items()]
-        logits = last_token_logits(model, state, copies=len(chunk), patches=patches)
-        gain = answer_probability(logits, answer) - base[:, None]
-        aie[list(part)] = gain.mean(0).cpu()
+    names = [model.z_hook(layer) for layer, _ in comps]
+    logits = sweep_components(model, state, names, write, max_batch)
+    aie = (answer_probability(logits, answer) - base[:, None]).mean(0).cpu()
     return einops.rearrange(aie, "(l h) -> l h", l=L, h=H)
 
 

@@ -44,6 +44,17 @@ def _resolve(model: TVModel, vector: TaskVector | Tensor, layer: int | None) -> 
     return vector, model.check_layer(layer)
 
 
+def check_mode(mode: str) -> None:
+    if mode not in ("replace", "add"):
+        raise ValueError(f"mode must be 'replace' or 'add', got {mode!r}.")
+
+
+def write_vector(current: Tensor, vector: Tensor, mode: Mode, scale: float = 1.0) -> Tensor:
+    """The new value of ``current``: ``vector`` (``replace``) or ``current + scale * vector``."""
+    vector = vector.to(current.dtype)
+    return vector.expand_as(current) if mode == "replace" else current + scale * vector
+
+
 def injection_hook(
     vector: Float[Tensor, "*batch d_model"],
     mode: Mode = "replace",
@@ -51,8 +62,7 @@ def injection_hook(
     positions: Positions = "last",
 ):
     """The hook function: ``vector`` is ``[d_model]`` or one per row ``[batch, d_model]``."""
-    if mode not in ("replace", "add"):
-        raise ValueError(f"mode must be 'replace' or 'add', got {mode!r}.")
+    check_mode(mode)
 
     def hook(act: Tensor, hook: Any = None) -> Tensor:
         v = vector.to(act.device, act.dtype)
@@ -69,10 +79,7 @@ def injection_hook(
                 )
             idx = (torch.arange(act.shape[0], device=act.device), pos)
         act = act.clone()
-        if mode == "replace":
-            act[idx] = v.expand_as(act[idx])
-        else:
-            act[idx] = act[idx] + scale * v
+        act[idx] = write_vector(act[idx], v, mode, scale)
         return act
 
     return hook

@@ -12,12 +12,11 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from tvlens.errors import PromptError
 from tvlens.extraction.vectors import VectorMismatchError
-from tvlens.injection.inject import Mode
+from tvlens.injection.inject import Mode, check_mode, write_vector
 from tvlens.models.loading import TVModel
-from tvlens.patching.last_token import chunks, last_token_logits, run_prefix
-from tvlens.tasks.prompts import ICLPrompt, tokenize_prompts
+from tvlens.patching.last_token import run_prefix, sweep_components
+from tvlens.tasks.prompts import ICLPrompt, PromptBatch, tokenize_prompts
 
 
 @torch.no_grad()
@@ -32,45 +31,36 @@ def layer_sweep_logits(
 ) -> Float[Tensor, "batch n d_vocab"]:
     """Last-token logits of ``prompts`` with ``vectors[i]`` written at the last token after
     block ``layers[i]`` (``replace`` or ``add`` with ``scale``), for every ``i``."""
+    batch = tokenize_prompts(prompts, model, padding_side="left")
+    return _sweep(model, batch, vectors, layers, mode, scale, max_batch)
+
+
+def _sweep(
+    model: TVModel,
+    batch: PromptBatch,
+    vectors: Tensor,
+    layers: Sequence[int],
+    mode: Mode,
+    scale: float,
+    max_batch: int,
+) -> Tensor:
     if len(vectors) != len(layers):
         raise VectorMismatchError(f"{len(vectors)} vectors for {len(layers)} layers.")
     if vectors.shape[-1] != model.d_model:
         raise VectorMismatchError(
             f"vectors have size {vectors.shape[-1]}, but {model.name} has d_model={model.d_model}."
         )
-    if mode not in ("replace", "add"):
-        raise ValueError(f"mode must be 'replace' or 'add', got {mode!r}.")
+    check_mode(mode)
     layers = [model.check_layer(x) for x in layers]
-    batch = tokenize_prompts(prompts, model, padding_side="left")
-    if batch.tokens.shape[1] < 2:
-        raise PromptError("Prompts need at least 2 tokens for a layer sweep.")
     state = run_prefix(model, batch)
     vecs = vectors.to(model.device, model.dtype)
-    out = []
-    for part in chunks(len(layers), max(1, max_batch // len(batch))):
-        by_layer: dict[int, list[int]] = {}
-        for c, i in enumerate(part):
-            by_layer.setdefault(layers[i], []).append(c)
 
-        def make(copies: list[int], idx: list[int]):
-            cs = torch.tensor(copies)
-            v = vecs[idx]
+    def write(act: Tensor, cs: Tensor, idx: list[int]) -> Tensor:  # [batch, copies, 1, d]
+        act[:, cs, 0] = write_vector(act[:, cs, 0], vecs[idx], mode, scale)
+        return act
 
-            def patch(act: Tensor) -> Tensor:  # [batch, copies, 1, d_model]
-                if mode == "replace":
-                    act[:, cs, 0] = v.to(act.dtype)
-                else:
-                    act[:, cs, 0] = act[:, cs, 0] + scale * v.to(act.dtype)
-                return act
-
-            return patch
-
-        patches = []
-        for layer, copies in by_layer.items():
-            idx = [part[c] for c in copies]
-            patches.append((model.resid_hook(layer, "post"), make(copies, idx)))
-        out.append(last_token_logits(model, state, copies=len(part), patches=patches))
-    return torch.cat(out, dim=1)
+    names = [model.resid_hook(layer, "post") for layer in layers]
+    return sweep_components(model, state, names, write, max_batch)
 
 
 def layer_sweep_correct(
@@ -83,6 +73,6 @@ def layer_sweep_correct(
     max_batch: int = 1024,
 ) -> Bool[Tensor, "batch n"]:
     """Whether the first answer token is the argmax, per prompt and per swept layer."""
-    logits = layer_sweep_logits(model, prompts, vectors, layers, mode, scale, max_batch)
-    batch_answers = tokenize_prompts(prompts, model, padding_side="left").answer_first
-    return logits.argmax(-1).cpu() == batch_answers.cpu()[:, None]
+    batch = tokenize_prompts(prompts, model, padding_side="left")
+    logits = _sweep(model, batch, vectors, layers, mode, scale, max_batch)
+    return logits.argmax(-1).cpu() == batch.answer_first.cpu()[:, None]

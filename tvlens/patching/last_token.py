@@ -86,10 +86,7 @@ def _expanded_cache(state: PrefixState, copies: int) -> Any:
     cache = copy.copy(state.cache)
     # Shallow-copy the per-layer containers: HF's update() replaces their tensors with
     # concatenations, so the prefix tensors themselves are never modified.
-    if hasattr(cache, "layers"):
-        cache.layers = [copy.copy(layer) for layer in cache.layers]
-    else:  # pragma: no cover - older transformers
-        cache = copy.deepcopy(state.cache)
+    cache.layers = [copy.copy(layer) for layer in cache.layers]
     if copies > 1:
         cache.batch_repeat_interleave(copies)
     return cache
@@ -121,6 +118,38 @@ def last_token_logits(
     with bridge.hooks(fwd_hooks=[(name, wrap(fn)) for name, fn in patches]):
         logits = bridge(tokens, attention_mask=mask, past_key_values=cache)
     return einops.rearrange(logits[:, -1], "(b c) v -> b c v", b=b, c=copies)
+
+
+# Writes components ``idx`` (all on one hook) into copies ``cs`` of the last-token
+# activation viewed as ``[batch, copies, 1, ...]``, and returns it.
+ComponentWrite = Callable[[Tensor, Tensor, list[int]], Tensor]
+
+
+@torch.no_grad()
+def sweep_components(
+    model: Any,
+    state: PrefixState,
+    hook_names: Sequence[str],
+    write: ComponentWrite,
+    max_batch: int = 1024,
+) -> Float[Tensor, "batch n d_vocab"]:
+    """Last-token logits with one patched copy per component ``i`` (hooked at
+    ``hook_names[i]``), many copies per pass: ``max_batch`` bounds prompts × copies."""
+    out = []
+    for part in chunks(len(hook_names), max_batch // state.batch_size):
+        by_hook: dict[str, tuple[list[int], list[int]]] = {}
+        for c, i in enumerate(part):
+            copies, idx = by_hook.setdefault(hook_names[i], ([], []))
+            copies.append(c)
+            idx.append(i)
+
+        def patch_for(copies: list[int], idx: list[int]) -> CopyPatch:
+            cs = torch.tensor(copies)
+            return lambda act: write(act, cs, idx)
+
+        patches = [(name, patch_for(c, i)) for name, (c, i) in by_hook.items()]
+        out.append(last_token_logits(model, state, copies=len(part), patches=patches))
+    return torch.cat(out, dim=1)
 
 
 def chunks(n: int, size: int) -> Iterator[range]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -70,7 +71,9 @@ class TrainConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As written to ``config.json`` (JSON types: tuples become lists), so that it
+        compares equal to a run's saved config."""
+        return json.loads(json.dumps(asdict(self)))
 
 
 PRESETS: dict[str, TrainConfig] = {

@@ -212,7 +212,8 @@ def _save_checkpoint(
     return Checkpoint(step, final)
 
 
-def _load_run_config(run_dir: Path) -> dict | None:
+def load_run_config(run_dir: Path) -> dict | None:
+    """A run folder's ``config.json`` (None when there is none yet)."""
     p = run_dir / "config.json"
     if not p.is_file():
         return None
@@ -247,7 +248,7 @@ def train_synthetic(
     run_dir = Path(out)
     cfg = (config or get_preset(preset)).with_overrides(**overrides)
     preset_name = None if config is not None else preset
-    existing = _load_run_config(run_dir)
+    existing = load_run_config(run_dir)
     start_step = 0
     if existing is not None:
         if not resume:
@@ -255,7 +256,7 @@ def train_synthetic(
                 f"{str(run_dir)!r} already holds a training run. Pass resume=True "
                 "(--resume) to continue it, or choose another output folder."
             )
-        if existing.get("config") != json.loads(json.dumps(cfg.to_dict())):
+        if existing.get("config") != cfg.to_dict():
             raise TVLensError(
                 f"The run in {str(run_dir)!r} was started with a different configuration; "
                 "resume with the same preset and options, or use another output folder."
