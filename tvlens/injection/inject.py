@@ -49,7 +49,12 @@ def check_mode(mode: str) -> None:
         raise ValueError(f"mode must be 'replace' or 'add', got {mode!r}.")
 
 
-def write_vector(current: Tensor, vector: Tensor, mode: Mode, scale: float = 1.0) -> Tensor:
+def write_vector(
+    current: Float[Tensor, "*rows d_model"],
+    vector: Float[Tensor, "*vrows d_model"],
+    mode: Mode,
+    scale: float = 1.0,
+) -> Float[Tensor, "*rows d_model"]:
     """The new value of ``current``: ``vector`` (``replace``) or ``current + scale * vector``."""
     vector = vector.to(current.dtype)
     return vector.expand_as(current) if mode == "replace" else current + scale * vector

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import silhouette_score
@@ -53,7 +53,9 @@ class TDResult:
     n: int
 
 
-def loo_knn_predict(X: Float[np.ndarray, "n d"], y: np.ndarray, k: int = 10) -> np.ndarray:
+def loo_knn_predict(
+    X: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"], k: int = 10
+) -> Int[np.ndarray, " n"]:
     """Leave-one-out kNN predictions (uniform majority vote, ties to the smallest label, as
     scikit-learn's ``KNeighborsClassifier``)."""
     n = len(X)

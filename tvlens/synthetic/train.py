@@ -81,7 +81,7 @@ def decoder_blocks(model) -> torch.nn.ModuleList:
     raise TVLensError(f"Cannot find the decoder blocks of {type(model).__name__}.")
 
 
-def same_task_partner(task_index: Tensor) -> Tensor:
+def same_task_partner(task_index: Int[Tensor, " batch"]) -> Int[Tensor, " batch"]:
     """For each row, another row of the same task (the next one of that task, cyclically);
     a row alone with its task is its own partner."""
     partner = torch.arange(len(task_index), device=task_index.device)
@@ -91,7 +91,7 @@ def same_task_partner(task_index: Tensor) -> Tensor:
     return partner
 
 
-def tv_prompting_loss(model, batch: TrainBatch, hidden: tuple, layer: int) -> Tensor:
+def tv_prompting_loss(model, batch: TrainBatch, hidden: tuple, layer: int) -> Float[Tensor, ""]:
     """Cross-entropy of zero-shot prompts whose last-token residual after block ``layer`` is
     replaced by the one of *another* ICL prompt of the same task (a dummy query, as in Hendel
     et al.): the vector must carry the task, and the query must be read from its own token.
