@@ -1,6 +1,35 @@
-"""Activation patching. Today: last-token patching on a cached prefix (used by function-vector
-AIE and task-vector layer sweeps)."""
+"""Activation patching: residual / attention / MLP / head patching that recomputes only what each
+patch can change (:mod:`~tvlens.patching.exact`), attribution patching
+(:mod:`~tvlens.patching.attribution`), and last-token patching on a cached prefix
+(:mod:`~tvlens.patching.last_token`, used by task-vector layer sweeps)."""
 
+from tvlens.patching.exact import (
+    COMPONENTS,
+    POSITIONS,
+    PatchResult,
+    component_hook,
+    patch,
+    position_labels,
+)
 from tvlens.patching.last_token import PrefixState, chunks, last_token_logits, run_prefix
+from tvlens.patching.metrics import AnswerProb, LogitDiff, Metric
+from tvlens.patching.resume import cache_prefix, resume, skipped_blocks
 
-__all__ = ["PrefixState", "chunks", "last_token_logits", "run_prefix"]
+__all__ = [
+    "COMPONENTS",
+    "POSITIONS",
+    "AnswerProb",
+    "LogitDiff",
+    "Metric",
+    "PatchResult",
+    "PrefixState",
+    "cache_prefix",
+    "chunks",
+    "component_hook",
+    "last_token_logits",
+    "patch",
+    "position_labels",
+    "resume",
+    "run_prefix",
+    "skipped_blocks",
+]

@@ -1,0 +1,96 @@
+"""Metrics for patching: a function of the patched run's logits ``[batch, pos, d_vocab]`` that
+returns a scalar, as in TransformerLens's ``patching`` module.
+
+A metric with ``last_only = True`` reads only the last position; the patching engine then hands
+it ``[batch, 1, d_vocab]`` and never assembles full-length logits for it. A plain function is
+given the full logits (positions a patch cannot change are taken from the corrupted run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from tvlens.errors import PromptError
+from tvlens.tasks.prompts import PromptBatch
+
+Metric = Callable[[Tensor], Tensor]
+
+
+def _last_column_is_query(batch: PromptBatch) -> bool:
+    return bool((batch.query_pos == batch.tokens.shape[1] - 1).all())
+
+
+def _at(
+    logits: Float[Tensor, "batch pos d_vocab"], pos: Int[Tensor, " batch"] | None
+) -> Float[Tensor, "batch d_vocab"]:
+    if pos is None:
+        return logits[:, -1]
+    return logits[torch.arange(logits.shape[0], device=logits.device), pos]
+
+
+@dataclass
+class LogitDiff:
+    """Mean over prompts of ``logit[correct] - logit[wrong]`` at ``pos`` (the last position
+    when ``pos`` is None)."""
+
+    correct: Int[Tensor, " batch"]
+    wrong: Int[Tensor, " batch"]
+    pos: Int[Tensor, " batch"] | None = None
+    name: str = "logit_diff"
+
+    @property
+    def last_only(self) -> bool:
+        return self.pos is None
+
+    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
+        lg = _at(logits, self.pos).float()
+        rows = torch.arange(lg.shape[0], device=lg.device)
+        return (lg[rows, self.correct] - lg[rows, self.wrong]).mean()
+
+    @classmethod
+    def from_batches(cls, clean: PromptBatch, corrupted: PromptBatch) -> LogitDiff:
+        """Clean answer minus the corrupted prompts' answer (first tokens), at the query."""
+        _require_answers(clean)
+        _require_answers(corrupted)
+        pos = None if _last_column_is_query(clean) else clean.query_pos
+        return cls(clean.answer_first, corrupted.answer_first, pos)
+
+
+@dataclass
+class AnswerProb:
+    """Mean over prompts of the probability of ``answer`` (first tokens) at ``pos``."""
+
+    answer: Int[Tensor, " batch"]
+    pos: Int[Tensor, " batch"] | None = None
+    name: str = "answer_prob"
+
+    @property
+    def last_only(self) -> bool:
+        return self.pos is None
+
+    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
+        probs = torch.softmax(_at(logits, self.pos).float(), dim=-1)
+        return probs[torch.arange(probs.shape[0], device=probs.device), self.answer].mean()
+
+    @classmethod
+    def from_batch(cls, batch: PromptBatch) -> AnswerProb:
+        _require_answers(batch)
+        pos = None if _last_column_is_query(batch) else batch.query_pos
+        return cls(batch.answer_first, pos)
+
+
+def _require_answers(batch: PromptBatch) -> None:
+    if batch.include_answer:
+        raise PromptError(
+            "Patching metrics read the prediction at the query: tokenize the prompts without "
+            "their answers (include_answer=False)."
+        )
+
+
+def metric_name(metric: Metric) -> str:
+    return getattr(metric, "name", None) or getattr(metric, "__name__", type(metric).__name__)

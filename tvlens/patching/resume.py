@@ -1,0 +1,140 @@
+"""Resume a forward pass from block ``k`` on cached activations, computing only what a patch
+at layer ``k`` (from position ``p`` on) can change.
+
+TransformerBridge's ``start_at_layer`` swaps a residual into block ``k`` but still runs blocks
+``0..k-1`` (measured: 10.3 ms vs 10.4 ms for a full pass on the default model). Here those
+blocks are swapped for an identity for the duration of the call, so the pass really starts at
+block ``k`` (default model, 32 prompts x 23 tokens: 10.2, 7.5, 5.1, 2.9 ms from blocks 0-3).
+HF still builds masks, positions and rotary embeddings, and every hook of blocks ``>= k``
+fires, so hook-based patches and TransformerLens hooks work as in a full pass.
+
+Positions before ``p`` cannot change either (causal attention): their keys/values come from
+the corrupted run's HF cache, cut at ``p``, and only positions ``p..`` are recomputed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens.utilities import get_offset_position_ids
+
+
+class _Identity(nn.Module):
+    """Stands in for a skipped HF block: returns its hidden states unchanged."""
+
+    def forward(self, hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        return hidden_states
+
+
+def bridge_of(model: Any) -> Any:
+    return getattr(model, "bridge", model)
+
+
+@contextlib.contextmanager
+def skipped_blocks(model: Any, n: int) -> Iterator[None]:
+    """Blocks ``0..n-1`` do nothing inside the context (restored on exit, also on errors)."""
+    blocks = bridge_of(model).blocks
+    saved = [blocks[i]._modules["_original_component"] for i in range(n)]
+    try:
+        for i in range(n):
+            blocks[i]._modules["_original_component"] = _Identity()
+        yield
+    finally:
+        for i, module in enumerate(saved):
+            blocks[i]._modules["_original_component"] = module
+
+
+def cache_prefix(cache: Any, p: int, copies: int = 1) -> Any:
+    """The HF cache cut to its first ``p`` positions, each row repeated ``copies`` times
+    (rows of a copy adjacent), as a new object: ``cache`` itself is left as it was."""
+    out = copy.copy(cache)
+    out.layers = [copy.copy(layer) for layer in cache.layers]
+    for layer in out.layers:
+        keys, values = layer.keys[..., :p, :], layer.values[..., :p, :]
+        if copies > 1:
+            keys = keys.repeat_interleave(copies, dim=0)
+            values = values.repeat_interleave(copies, dim=0)
+        layer.keys, layer.values = keys, values
+    return out
+
+
+def resume(
+    model: Any,
+    resid: Float[Tensor, "batch new_pos d_model"],
+    layer: int,
+    attention_mask: Int[Tensor, "batch pos"],
+    past: Any = None,
+) -> Float[Tensor, "batch new_pos d_vocab"]:
+    """Logits of a pass that starts with ``resid`` entering block ``layer``.
+
+    ``resid`` holds the last ``new_pos`` positions; ``past`` (an HF cache of the first
+    ``pos - new_pos`` positions, e.g. from :func:`cache_prefix`) holds the rest, or is None
+    when ``new_pos == pos``. Hooks active on the model fire for blocks ``>= layer``.
+    """
+    bridge = bridge_of(model)
+    n_past = attention_mask.shape[1] - resid.shape[1]
+    if n_past and (past is None or past.get_seq_length() != n_past):
+        have = None if past is None else past.get_seq_length()
+        raise ValueError(f"resume needs a cache of {n_past} positions, got {have}.")
+    kwargs: dict[str, Any] = {"past_key_values": past} if n_past else {}
+    positions = mask_positions(bridge, attention_mask)
+    if positions is not None:
+        kwargs["position_ids"] = positions[:, n_past:]
+    with skipped_blocks(bridge, layer):
+        return bridge(resid, start_at_layer=layer, attention_mask=attention_mask, **kwargs)
+
+
+def mask_positions(bridge: Any, attention_mask: Tensor) -> Tensor | None:
+    """The position ids the bridge derives from a padded mask for token input (it derives
+    none for a residual input, so a resumed pass must pass them: without them rotary models
+    were off by 6e-4 under left padding)."""
+    if not bridge._accepts_derived_position_ids():
+        return None
+    mask = attention_mask.long()
+    derived = get_offset_position_ids(0, mask)
+    arange = torch.arange(mask.shape[1], device=mask.device).expand_as(derived)
+    # Rows without a pad before a real token keep arange, as the bridge does.
+    needs = ((derived != arange) & (mask != 0)).any(dim=1, keepdim=True)
+    return torch.where(needs, derived, arange)
+
+
+@torch.no_grad()
+def corrupted_run(
+    model: Any,
+    tokens: Int[Tensor, "batch pos"],
+    attention_mask: Int[Tensor, "batch pos"],
+    hook_names: list[str],
+    keep_cache: bool = True,
+) -> tuple[Float[Tensor, "batch pos d_vocab"], dict[str, Tensor], Any]:
+    """One full pass: logits, the activations at ``hook_names`` and the HF KV cache."""
+    bridge = bridge_of(model)
+    acts: dict[str, Tensor] = {}
+
+    def keeper(name: str):  # keyed by the name asked for: hook.name may be a canonical alias
+        def keep(act: Tensor, hook: Any) -> None:
+            acts[name] = act.detach().clone()
+
+        return keep
+
+    with bridge.hooks(fwd_hooks=[(n, keeper(n)) for n in hook_names]):
+        if keep_cache:
+            logits, cache = bridge(
+                tokens, attention_mask=attention_mask, return_type="logits_and_cache"
+            )
+        else:
+            logits, cache = bridge(tokens, attention_mask=attention_mask), None
+    if keep_cache and (cache is None or cache.get_seq_length() != tokens.shape[1]):
+        # An empty cache would let resumed passes run without their prefix: a wrong number,
+        # not an error (transformers 5.24 behind TransformerLens 4.3; pyproject pins <5.24).
+        raise RuntimeError(
+            "The model returned no usable KV cache (a native TransformerBridge model, or "
+            "transformers>=5.24): patching needs an HF model behind the bridge and "
+            "transformers<5.24."
+        )
+    return logits, acts, cache
