@@ -3,6 +3,7 @@ patch can change (:mod:`~tvlens.patching.exact`), attribution patching
 (:mod:`~tvlens.patching.attribution`), and last-token patching on a cached prefix
 (:mod:`~tvlens.patching.last_token`, used by task-vector layer sweeps)."""
 
+from tvlens.patching.attribution import attribution_patch, rank_correlation
 from tvlens.patching.exact import (
     COMPONENTS,
     POSITIONS,
@@ -23,12 +24,14 @@ __all__ = [
     "Metric",
     "PatchResult",
     "PrefixState",
+    "attribution_patch",
     "cache_prefix",
     "chunks",
     "component_hook",
     "last_token_logits",
     "patch",
     "position_labels",
+    "rank_correlation",
     "resume",
     "run_prefix",
     "skipped_blocks",

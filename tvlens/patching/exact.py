@@ -328,6 +328,7 @@ def patch(
     head_act: HeadAct | str = "z",
     layers: list[int] | None = None,
     source: Literal["clean", "mean", "zero"] | Mapping[str, Tensor] = "clean",
+    method: Literal["exact", "attribution"] | str = "exact",
     max_batch: int = 1024,
     progress: bool = False,
 ) -> PatchResult:
@@ -345,12 +346,23 @@ def patch(
         source: ``clean`` activations, their ``mean`` over prompts (per position; at the
             last position for ``last``), ``zero``, or ``{hook name: activation}``
             broadcastable to the activation (e.g. function-vector head means).
+        method: ``exact`` (patched forward passes) or ``attribution`` (first-order estimate
+            from two forward and one backward pass, :mod:`tvlens.patching.attribution`).
         max_batch: at most this many rows (prompts × copies) per forward pass.
 
     Returns:
         :class:`PatchResult` with ``values`` of shape ``[layer]`` (resid/attn/mlp, all or
         last), ``[layer, pos]`` (each), ``[layer, head]`` or ``[layer, pos, head]`` (heads).
     """
+    if method == "attribution":
+        from tvlens.patching.attribution import attribution_patch
+
+        return attribution_patch(
+            model, clean, corrupted, metric, component, positions,
+            head_act=head_act, layers=layers, source=source,
+        )  # fmt: skip
+    if method != "exact":
+        raise ValueError(f"method must be 'exact' or 'attribution', got {method!r}.")
     if component not in COMPONENTS:
         raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}.")
     if positions not in POSITIONS:

@@ -1,0 +1,145 @@
+"""Attribution patching (Nanda 2023; Syed et al. 2023): the first-order estimate of every patch's
+effect, ``(a_source - a_corrupted) · ∂metric/∂a`` at the corrupted run, for all components at
+once from two forward passes (source, corrupted) and one backward pass.
+
+Results are :class:`~tvlens.patching.exact.PatchResult` objects on the same scale as exact
+patching (corrupted metric + estimated effect), so the two can be compared cell by cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import einops
+import torch
+from torch import Tensor
+
+from tvlens.patching.exact import (
+    COMPONENTS,
+    HEAD_ACTS,
+    POSITIONS,
+    PatchResult,
+    Tokens,
+    _check_last,
+    _check_layers,
+    _check_pair,
+    _metric_value,
+    _source_acts,
+    component_hook,
+    position_labels,
+)
+from tvlens.patching.metrics import Metric, metric_name
+from tvlens.patching.resume import bridge_of
+from tvlens.tasks.prompts import PromptBatch
+
+
+def _corrupted_with_grads(
+    model: Any, corr: Tokens, hooks: list[str], metric: Metric
+) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    """Corrupted logits, activations and ``∂metric/∂activation`` at ``hooks``."""
+    bridge = bridge_of(model)
+    acts: dict[str, Tensor] = {}
+
+    def keeper(name: str):
+        def keep(act: Tensor, hook: Any) -> Tensor:
+            # With frozen weights nothing upstream needs a gradient: start the graph here.
+            if not act.requires_grad:
+                act = act.detach().requires_grad_(True)
+            acts[name] = act
+            return act
+
+        return keep
+
+    with torch.enable_grad(), bridge.hooks(fwd_hooks=[(h, keeper(h)) for h in hooks]):
+        logits = bridge(corr.tokens, attention_mask=corr.attention_mask)
+        value = metric(logits)
+        # autograd.grad, not backward(): no gradients accumulate on the model's weights.
+        grads = torch.autograd.grad(value, [acts[h] for h in hooks], allow_unused=True)
+    out_grads = {
+        h: torch.zeros_like(acts[h]) if g is None else g for h, g in zip(hooks, grads, strict=True)
+    }
+    return logits.detach(), {h: a.detach() for h, a in acts.items()}, out_grads
+
+
+def attribution_patch(
+    model: Any,
+    clean: PromptBatch | Tensor | None,
+    corrupted: PromptBatch | Tensor,
+    metric: Metric,
+    component: str = "heads",
+    positions: str = "all",
+    *,
+    head_act: str = "z",
+    layers: list[int] | None = None,
+    source: Literal["clean", "mean", "zero"] | Mapping[str, Tensor] = "clean",
+) -> PatchResult:
+    """Attribution-patching estimate for the same components, positions and sources as
+    :func:`tvlens.patching.patch` (arguments as there)."""
+    if component not in COMPONENTS:
+        raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}.")
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}.")
+    if head_act not in HEAD_ACTS:
+        raise ValueError(f"head_act must be one of {HEAD_ACTS}, got {head_act!r}.")
+    bridge = bridge_of(model)
+    device = next(bridge.parameters()).device
+    corr = Tokens.of(corrupted, device)
+    cln = None if clean is None else Tokens.of(clean, device)
+    _check_pair(cln, corr, positions)
+    if positions == "last":
+        _check_last(corr)
+    layers = _check_layers(model, layers)
+    hooks = [component_hook(model, component, layer, head_act) for layer in layers]
+
+    corr_logits, corr_acts, grads = _corrupted_with_grads(model, corr, hooks, metric)
+    with torch.no_grad():
+        src, clean_logits = _source_acts(model, source, cln, corr_acts, hooks, positions)
+        rows = []
+        for h in hooks:
+            a, g = corr_acts[h], grads[h]
+            contrib = (src[h] - a) * g  # [batch, pos, d] or [batch, pos, head, d_head]
+            per_pos = einops.reduce(contrib.float(), "b t ... d -> t ...", "sum")
+            if positions == "all":
+                rows.append(per_pos.sum(0))
+            elif positions == "last":
+                rows.append(per_pos[-1])
+            else:
+                rows.append(per_pos)
+        corrupted_metric = _metric_value(metric, corr_logits)
+        values = torch.stack(rows).cpu() + corrupted_metric
+
+    dims: tuple[str, ...] = ("layer",) + (("pos",) if positions == "each" else ())
+    if component == "heads":
+        dims = (*dims, "head")
+    return PatchResult(
+        values=values,
+        dims=dims,
+        component=component,
+        positions=positions,
+        method="attribution",
+        metric=metric_name(metric),
+        clean_metric=float("nan") if clean_logits is None else _metric_value(metric, clean_logits),
+        corrupted_metric=corrupted_metric,
+        layers=layers,
+        pos_labels=position_labels(model, corr.tokens[0]),
+        head_act=head_act if component == "heads" else None,
+        source=source if isinstance(source, str) else "given",
+        model=str(getattr(getattr(model, "spec", None), "name", "")),
+        info={"n_prompts": corr.tokens.shape[0], "n_pos": corr.tokens.shape[1]},
+    )
+
+
+def rank_correlation(exact: PatchResult, estimate: PatchResult) -> float:
+    """Spearman rank correlation of two results' effects over all cells (NaN if undefined)."""
+    from scipy import stats
+
+    if exact.values.shape != estimate.values.shape:
+        raise ValueError(
+            f"Results differ in shape: {tuple(exact.values.shape)} vs "
+            f"{tuple(estimate.values.shape)} (same component, positions and layers needed)."
+        )
+    x, y = exact.effect().flatten().numpy(), estimate.effect().flatten().numpy()
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(stats.spearmanr(x, y).statistic)
