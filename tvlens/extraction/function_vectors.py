@@ -4,15 +4,14 @@ sum of the top heads' mean outputs written into the residual stream.
 AIE of head (l, h): on prompts whose demonstration labels are shuffled, replace the head's
 last-token output (``hook_z``) by its mean over clean prompts; AIE is the gain in probability
 of the correct answer's first token, averaged over prompts. All heads are measured by
-:func:`tvlens.patching.last_token_logits`: the prefix runs once and each head's patch
-recomputes only the last token, with many heads' copies along the batch.
+:func:`tvlens.patching.patch` (causal mediation over heads): the prefix runs once and each
+head's patch recomputes only the last token from its own layer on, many heads per pass.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import einops
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -20,7 +19,7 @@ from torch import Tensor
 from tvlens.extraction.residual import _template, activations_at_positions
 from tvlens.extraction.vectors import TaskVector
 from tvlens.models.loading import TVModel
-from tvlens.patching.last_token import last_token_logits, run_prefix, sweep_components
+from tvlens.patching import AnswerProb, patch
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import (
     PromptBatch,
@@ -62,14 +61,6 @@ def mean_head_outputs(model: TVModel, batch: PromptBatch) -> Float[Tensor, "laye
     return torch.stack([acts[n].mean(0) for n in names])
 
 
-def answer_probability(
-    logits: Float[Tensor, "batch copies d_vocab"], answer: Tensor
-) -> Float[Tensor, "batch copies"]:
-    probs = torch.softmax(logits.float(), dim=-1)
-    idx = einops.repeat(answer, "b -> b c 1", c=logits.shape[1])
-    return probs.gather(-1, idx)[..., 0]
-
-
 @torch.no_grad()
 def head_aie(
     model: TVModel,
@@ -78,23 +69,23 @@ def head_aie(
     max_batch: int = 1024,
 ) -> Float[Tensor, "layer head"]:
     """AIE of every head on ``corrupted`` (left-padded) prompts, patching each head's last-token
-    ``hook_z`` to ``head_means[layer, head]``. ``max_batch`` bounds prompts × copies per pass."""
-    L, H = model.n_layers, model.n_heads
-    state = run_prefix(model, corrupted)
-    answer = corrupted.answer_first
-    base = answer_probability(last_token_logits(model, state), answer)[:, 0]
-    comps = [(layer, head) for layer in range(L) for head in range(H)]
+    ``hook_z`` to ``head_means[layer, head]``. ``max_batch`` bounds prompts × copies per pass.
 
-    def write(z: Tensor, cs: Tensor, idx: list[int]) -> Tensor:  # z: [batch, copies, 1, h, dh]
-        layer = comps[idx[0]][0]  # one hook, so one layer
-        hs = torch.tensor([comps[i][1] for i in idx])
-        z[:, cs, 0, hs] = head_means[layer, hs].to(z.dtype)
-        return z
-
-    names = [model.z_hook(layer) for layer, _ in comps]
-    logits = sweep_components(model, state, names, write, max_batch)
-    aie = (answer_probability(logits, answer) - base[:, None]).mean(0).cpu()
-    return einops.rearrange(aie, "(l h) -> l h", l=L, h=H)
+    One call of :func:`tvlens.patching.patch` (heads, last position, mean source, answer
+    probability): the prefix runs once and each head's copy recomputes one token from its layer.
+    """
+    source = {model.z_hook(layer): head_means[layer] for layer in range(model.n_layers)}
+    result = patch(
+        model,
+        None,
+        corrupted,
+        AnswerProb(corrupted.answer_first),
+        "heads",
+        "last",
+        source=source,
+        max_batch=max_batch,
+    )
+    return result.effect()
 
 
 def function_vector(
