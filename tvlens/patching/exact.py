@@ -31,7 +31,14 @@ from tqdm.auto import tqdm
 
 from tvlens.errors import LayerError, PromptError
 from tvlens.patching.metrics import Metric, metric_name
-from tvlens.patching.resume import bridge_of, cache_prefix, corrupted_run, resume
+from tvlens.patching.resume import (
+    bridge_of,
+    cache_prefix,
+    can_pack,
+    corrupted_run,
+    resume,
+    resume_packed,
+)
 from tvlens.tasks.prompts import PromptBatch
 
 Component = Literal["resid", "attn", "mlp", "heads"]
@@ -193,11 +200,15 @@ def _jobs(
     return jobs
 
 
-def _groups(jobs: list[_Job], per_pass: int) -> Iterator[list[_Job]]:
-    """Jobs that resume at the same layer and position, at most ``per_pass`` at a time."""
-    by_key: dict[tuple[int, int], list[_Job]] = {}
+def _groups(jobs: list[_Job], per_pass: int, merge_layers: bool) -> Iterator[list[_Job]]:
+    """Jobs that resume at the same position (and layer, unless ``merge_layers``), at most
+    ``per_pass`` at a time. A merged group resumes at its lowest layer: a copy's blocks below
+    its own patch recompute the corrupted values, a waste that is cheaper than one more pass
+    when only one token is recomputed (default model, 16 heads at the last position: one pass
+    of 16 copies ran in about half the time of four per-layer passes)."""
+    by_key: dict[tuple[int, ...], list[_Job]] = {}
     for j in jobs:
-        by_key.setdefault((j.layer, j.start), []).append(j)
+        by_key.setdefault((j.start,) if merge_layers else (j.layer, j.start), []).append(j)
     for group in by_key.values():
         for i in range(0, len(group), per_pass):
             yield group[i : i + per_pass]
@@ -404,17 +415,25 @@ def patch(
     jobs = _jobs(model, component, positions, layers, T, n_heads, head_act)
     last_only = bool(getattr(metric, "last_only", False))
     per_pass = max(1, max_batch // B)
-    groups = list(_groups(jobs, per_pass))
+    groups = list(_groups(jobs, per_pass, merge_layers=positions == "last"))
+    pack = positions == "last" and can_pack(model)
     for group in tqdm(groups, desc=f"patch {component}", disable=not progress, leave=False):
-        layer, start, C = group[0].layer, group[0].start, len(group)
+        layer, start, C = min(j.layer for j in group), group[0].start, len(group)
         resid = corr_acts[f"blocks.{layer}.hook_resid_pre"][:, start:]
-        resid = einops.repeat(resid, "b t d -> (b c) t d", c=C)
-        mask = corr.attention_mask.repeat_interleave(C, dim=0)
-        past = cache_prefix(kv, start, C) if start else None
-        fwd_hooks = [(h, _writer(group, h, src[h], start, T, C)) for h in {j.hook for j in group}]
+        layout = "b (c t)" if pack else "(b c) t"
+        hooks_used = sorted({j.hook for j in group})
+        fwd_hooks = [(h, _writer(group, h, src[h], start, T, C, layout)) for h in hooks_used]
         with bridge.hooks(fwd_hooks=fwd_hooks):
-            logits = resume(model, resid, layer, mask, past)
-        logits = einops.rearrange(logits, "(b c) t v -> c b t v", c=C)
+            if pack:  # one token per copy: copies along the positions, prefix cache shared
+                resid = einops.repeat(resid, "b 1 d -> b c d", c=C)
+                prefix = cache_prefix(kv, T - 1)  # a fresh view: HF extends the cache it gets
+                logits = resume_packed(model, resid, layer, corr.attention_mask, prefix)
+            else:
+                resid = einops.repeat(resid, "b t d -> (b c) t d", c=C)
+                mask = corr.attention_mask.repeat_interleave(C, dim=0)
+                past = cache_prefix(kv, start, C) if start else None
+                logits = resume(model, resid, layer, mask, past)
+        logits = einops.rearrange(logits, f"{layout} v -> c b t v", c=C)
         for c, job in enumerate(group):
             lg = logits[c]
             if last_only:
@@ -441,13 +460,16 @@ def patch(
     )
 
 
-def _writer(group: list[_Job], hook: str, src: Tensor, start: int, n_pos: int, copies: int):
-    """Hook writing each copy's source activation into that copy."""
+def _writer(
+    group: list[_Job], hook: str, src: Tensor, start: int, n_pos: int, copies: int, layout: str
+):
+    """Hook writing each copy's source activation into that copy (copies along the batch,
+    ``layout="(b c) t"``, or along the positions, ``"b (c t)"``)."""
     mine = [(c, j) for c, j in enumerate(group) if j.hook == hook]
     s = _at_positions(src, start, n_pos)
 
     def fn(act: Tensor, hook: Any) -> Tensor:
-        act = einops.rearrange(act, "(b c) t ... -> b c t ...", c=copies).clone()
+        act = einops.rearrange(act, f"{layout} ... -> b c t ...", c=copies).clone()
         for c, j in mine:
             t = slice(None) if j.pos is None else slice(j.pos - start, j.pos - start + 1)
             src_t = s if s.shape[1] == 1 else s[:, t]
@@ -455,7 +477,7 @@ def _writer(group: list[_Job], hook: str, src: Tensor, start: int, n_pos: int, c
                 act[:, c, t] = src_t
             else:
                 act[:, c, t, j.head] = src_t[:, :, j.head]
-        return einops.rearrange(act, "b c t ... -> (b c) t ...")
+        return einops.rearrange(act, f"b c t ... -> {layout} ...")
 
     return fn
 
