@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from tvlens.cli import app
 
 runner = CliRunner()
-COMMANDS = ["demo", "train-synthetic", "eval", "vectors", "suites", "info"]
+COMMANDS = ["demo", "train-synthetic", "eval", "vectors", "probe", "patch", "suites", "info"]
 
 
 def test_top_level_help_lists_commands():

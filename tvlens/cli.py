@@ -230,6 +230,67 @@ def probe(
 
 
 @app.command()
+def patch(
+    model: Annotated[str, typer.Option(help="HF name, model folder or tvlens run.")],
+    out: Annotated[Path, typer.Option(help="Folder for patching.json and the heatmap.")],
+    component: Annotated[str, typer.Option(help="resid, attn, mlp or heads.")] = "heads",
+    method: Annotated[str, typer.Option(help="exact, attribution or both.")] = "exact",
+    positions: Annotated[
+        str, typer.Option(help="all (at once), each (one by one) or last (last position).")
+    ] = "all",
+    corruption: Annotated[
+        str, typer.Option(help="shuffled (labels), mean or zero (ablation).")
+    ] = "shuffled",
+    head_act: Annotated[str, typer.Option(help="For heads: z, q, k or v.")] = "z",
+    suite: Annotated[
+        str | None, typer.Option(help="Suite name or folder (default: the model's training suite).")
+    ] = None,
+    task: Annotated[
+        list[str] | None, typer.Option("--task", help="Only this task (repeat for several).")
+    ] = None,
+    revision: Annotated[str | None, typer.Option(help="Revision / checkpoint.")] = None,
+    k: Annotated[int | None, typer.Option(help="Demonstrations (default: the model's).")] = None,
+    n_prompts: Annotated[int, typer.Option(help="Prompts per task.")] = 16,
+    max_batch: Annotated[int, typer.Option(help="Rows (prompts x copies) per pass.")] = 1024,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Activation patching (exact, or attribution patching) of every component, with a heatmap."""
+    from tvlens.patching import run_patching
+
+    try:
+        run = run_patching(
+            model,
+            out,
+            suite=suite,
+            component=component,
+            method=method,
+            positions=positions,
+            corruption=corruption,
+            head_act=head_act,
+            k=k,
+            n_prompts=n_prompts,
+            tasks=task or None,
+            seed=seed,
+            revision=revision,
+            device=device,
+            max_batch=max_batch,
+        )
+    except TVLensError as e:
+        _fail(e)
+    res = run.main
+    typer.echo(
+        f"{res.method} patching, {component} ({positions}): clean {res.clean_metric:.3f}, "
+        f"corrupted {res.corrupted_metric:.3f}; {run.config['n_prompts']} prompts"
+    )
+    for where, effect in res.top(5):
+        typer.echo("  " + " ".join(f"{d}={i}" for d, i in where.items()) + f"  {effect:+.4f}")
+    if run.spearman is not None:
+        typer.echo(f"attribution vs exact: Spearman {run.spearman:.3f}")
+    typer.echo(f"wrote {out / 'patching.json'}")
+
+
+@app.command()
 def suites(
     name: Annotated[str | None, typer.Argument(help="Show the tasks of this suite.")] = None,
 ) -> None:

@@ -12,6 +12,7 @@ from tvlens.patching.exact import (
     patch,
     position_labels,
 )
+from tvlens.patching.experiment import PatchingRun, patching_prompts, run_patching
 from tvlens.patching.last_token import PrefixState, chunks, last_token_logits, run_prefix
 from tvlens.patching.metrics import AnswerProb, LogitDiff, Metric
 from tvlens.patching.resume import cache_prefix, resume, skipped_blocks
@@ -23,6 +24,7 @@ __all__ = [
     "LogitDiff",
     "Metric",
     "PatchResult",
+    "PatchingRun",
     "PrefixState",
     "attribution_patch",
     "cache_prefix",
@@ -30,9 +32,11 @@ __all__ = [
     "component_hook",
     "last_token_logits",
     "patch",
+    "patching_prompts",
     "position_labels",
     "rank_correlation",
     "resume",
+    "run_patching",
     "run_prefix",
     "skipped_blocks",
 ]

@@ -487,4 +487,5 @@ def position_labels(model: Any, tokens: Int[Tensor, " pos"]) -> list[str]:
     tok = getattr(bridge_of(model), "tokenizer", None)
     ids = tokens.tolist()
     words = tok.convert_ids_to_tokens(ids) if tok is not None else [str(i) for i in ids]
-    return [f"{i} {w}" for i, w in enumerate(words)]
+    # Escape whitespace tokens (a bare newline makes an empty tick label).
+    return [f"{i} {w.encode('unicode_escape').decode() or '∅'}" for i, w in enumerate(words)]

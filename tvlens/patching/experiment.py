@@ -1,0 +1,186 @@
+"""Patching experiments on a task suite: what ``tvlens patch`` runs.
+
+Clean prompts are k-shot prompts of the suite's tasks; the corruption is one of
+``shuffled`` (the same prompts with shuffled demonstration labels: which components carry the
+task from the demonstrations, as for function vectors), ``mean`` (each component replaced by
+its mean over the prompts) or ``zero`` (zero ablation). The metric is the probability of the
+clean answer's first token at the query.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tvlens.errors import EmptyTaskError, PromptError, TVLensError
+from tvlens.models.loading import TVModel
+from tvlens.patching.attribution import rank_correlation
+from tvlens.patching.exact import COMPONENTS, POSITIONS, PatchResult, patch
+from tvlens.patching.metrics import AnswerProb
+from tvlens.tasks.core import TaskSuite
+from tvlens.tasks.prompts import (
+    ICLPrompt,
+    PromptBatch,
+    sample_prompts,
+    shuffled_label_variants,
+    tokenize_prompts,
+)
+
+CORRUPTIONS = ("shuffled", "mean", "zero")
+METHODS = ("exact", "attribution", "both")
+
+
+@dataclass
+class PatchingRun:
+    """Results of one ``tvlens patch`` call (``attribution`` and ``spearman`` with ``both``)."""
+
+    exact: PatchResult | None
+    attribution: PatchResult | None
+    config: dict = field(default_factory=dict)
+
+    @property
+    def main(self) -> PatchResult:
+        return self.exact if self.exact is not None else self.attribution  # type: ignore[return-value]
+
+    @property
+    def spearman(self) -> float | None:
+        if self.exact is None or self.attribution is None:
+            return None
+        return rank_correlation(self.exact, self.attribution)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "exact": None if self.exact is None else self.exact.to_dict(),
+            "attribution": None if self.attribution is None else self.attribution.to_dict(),
+            "spearman": self.spearman,
+        }
+
+
+def patching_prompts(
+    model: TVModel,
+    suite: TaskSuite,
+    k: int,
+    n_per_task: int,
+    seed: int = 0,
+    template: str | None = None,
+    tasks: list[str] | None = None,
+) -> tuple[PromptBatch, PromptBatch]:
+    """Clean prompts and their shuffled-label versions, kept to the pairs whose two prompts
+    have the most common token length: no padding, so position ``p`` is the same slot of the
+    template in every row (axis labels read from row 0 hold for all)."""
+    tmpl = template or model.spec.train_info.get("template", "arrow")
+    chosen = [t for t in suite if tasks is None or t.name in tasks]
+    if not chosen:
+        raise EmptyTaskError(
+            f"No task of suite {suite.name!r} matches {tasks}: choose from {suite.names}."
+        )
+    pairs: list[tuple[ICLPrompt, ICLPrompt]] = []
+    for i, task in enumerate(chosen):
+        clean = sample_prompts(task, k, n_per_task, seed=seed + i, template=tmpl)
+        pairs += zip(clean, shuffled_label_variants(clean, seed=seed + 1000 + i), strict=True)
+
+    def n_tokens(p: ICLPrompt) -> int:
+        return int(tokenize_prompts([p], model).tokens.shape[1])
+
+    lengths = [(n_tokens(a), n_tokens(b)) for a, b in pairs]
+    same = [la for la, lb in lengths if la == lb]
+    if not same:
+        raise PromptError("No clean/corrupted prompt pair has equal token lengths.")
+    common = Counter(same).most_common(1)[0][0]
+    keep = [p for p, (la, lb) in zip(pairs, lengths, strict=True) if la == lb == common]
+    clean = tokenize_prompts([a for a, _ in keep], model, padding_side="left")
+    corrupted = tokenize_prompts([b for _, b in keep], model, padding_side="left")
+    return clean, corrupted
+
+
+def run_patching(
+    model: TVModel | str,
+    out: str | Path | None,
+    suite: TaskSuite | str | None = None,
+    component: str = "heads",
+    method: str = "exact",
+    positions: str = "all",
+    corruption: str = "shuffled",
+    head_act: str = "z",
+    k: int | None = None,
+    n_prompts: int = 16,
+    tasks: list[str] | None = None,
+    seed: int = 0,
+    revision: str | None = None,
+    device: str | None = None,
+    max_batch: int = 1024,
+    progress: bool = True,
+) -> PatchingRun:
+    """Patch ``component`` of ``model`` on prompts of ``suite`` (default: its training suite)
+    and, with ``out``, write ``out/patching.json``, ``out/config.json`` and the heatmap
+    ``out/patching_{component}.{html,png}`` (``..._attribution`` too with ``method="both"``).
+    """
+    from tvlens.models.loading import load_model
+    from tvlens.plotting import plot_patching, save_figure
+    from tvlens.tasks.registry import get_suite
+
+    if method not in METHODS:
+        raise TVLensError(f"Unknown method {method!r}: use one of {METHODS}.")
+    if corruption not in CORRUPTIONS:
+        raise TVLensError(f"Unknown corruption {corruption!r}: use one of {CORRUPTIONS}.")
+    if component not in COMPONENTS or positions not in POSITIONS:
+        raise TVLensError(
+            f"component must be one of {COMPONENTS} and positions one of {POSITIONS}; got "
+            f"{component!r}, {positions!r}."
+        )
+    if isinstance(model, str):
+        model = load_model(model, revision=revision, device=device)
+    if suite is None:
+        suite = model.training_suite()
+        if suite is None:
+            raise TVLensError(f"{model.name} has no training suite on record: pass a suite.")
+    elif isinstance(suite, str):
+        suite = get_suite(suite)
+    k = k if k is not None else int(model.spec.train_info.get("k", 5))
+    clean, corrupted = patching_prompts(model, suite, k, n_prompts, seed=seed, tasks=tasks)
+    metric = AnswerProb.from_batch(clean)
+    if corruption == "shuffled":
+        pair: tuple[Any, Any] = (clean, corrupted)
+        source: str = "clean"
+    else:  # ablate each component of the clean run itself
+        pair, source = (clean, clean), corruption
+    config = {
+        "model": model.spec.name,
+        "revision": model.spec.revision,
+        "suite": suite.name,
+        "tasks": tasks,
+        "component": component,
+        "positions": positions,
+        "head_act": head_act,
+        "method": method,
+        "corruption": corruption,
+        "metric": "probability of the clean answer's first token at the query",
+        "k": k,
+        "n_prompts": len(clean),
+        "n_tokens": int(clean.tokens.shape[1]),
+        "seed": seed,
+        "max_batch": max_batch,
+    }
+    kw = {"head_act": head_act, "source": source}
+    exact = attribution = None
+    if method in ("exact", "both"):
+        exact = patch(model, *pair, metric, component, positions, max_batch=max_batch,
+                      progress=progress, **kw)  # fmt: skip
+    if method in ("attribution", "both"):
+        attribution = patch(model, *pair, metric, component, positions, method="attribution",
+                            **kw)  # fmt: skip
+    run = PatchingRun(exact, attribution, config)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "patching.json").write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        for res in (exact, attribution):
+            if res is not None:
+                suffix = "" if res is run.main else f"_{res.method}"
+                save_figure(plot_patching(res), out / f"patching_{component}{suffix}")
+    return run
