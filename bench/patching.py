@@ -166,7 +166,7 @@ def main() -> None:
     ):
         got = timed(
             {
-                m: lambda m=m: patch(
+                m: lambda m=m, component=component, positions=positions: patch(
                     model, clean, corrupted, metric, component, positions, method=m
                 )
                 for m in ("exact", "attribution")
