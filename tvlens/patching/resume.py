@@ -50,6 +50,46 @@ def skipped_blocks(model: Any, n: int) -> Iterator[None]:
             blocks[i]._modules["_original_component"] = module
 
 
+class _Constant(nn.Module):
+    """Stands in for a block's attention: returns a precomputed output."""
+
+    def __init__(self, value: Tensor):
+        super().__init__()
+        self.value = value
+
+    def forward(self, *args: Any, **kwargs: Any) -> tuple[Tensor, None]:
+        return self.value, None
+
+
+def attention_slot(model: Any, layer: int) -> tuple[nn.Module, str] | None:
+    """The HF block of ``layer`` and the name under which it calls its attention, or None for
+    a block layout tvlens does not know (then attention is recomputed, never skipped)."""
+    block = bridge_of(model).blocks[layer]
+    hf_block = block._modules.get("_original_component")
+    attn = getattr(block, "attn", None)
+    if hf_block is None or attn is None:
+        return None
+    names = [n for n, mod in hf_block.named_children() if mod is attn]
+    return (hf_block, names[0]) if len(names) == 1 else None
+
+
+@contextlib.contextmanager
+def fixed_attention(model: Any, layer: int, value: Tensor) -> Iterator[None]:
+    """Block ``layer``'s attention returns ``value`` (its output, bias included) instead of
+    being computed: HF blocks (GPT-2, Llama, NeoX) call ``out, _ = self.attn(...)`` and add
+    ``out`` to the residual, so only the rest of the block runs."""
+    slot = attention_slot(model, layer)
+    if slot is None:
+        raise ValueError(f"Block {layer}'s attention cannot be replaced on this model.")
+    hf_block, name = slot
+    saved = hf_block._modules[name]
+    try:
+        hf_block._modules[name] = _Constant(value)
+        yield
+    finally:
+        hf_block._modules[name] = saved
+
+
 def cache_prefix(cache: Any, p: int, copies: int = 1) -> Any:
     """The HF cache cut to its first ``p`` positions, each row repeated ``copies`` times
     (rows of a copy adjacent), as a new object: ``cache`` itself is left as it was."""
@@ -70,12 +110,15 @@ def resume(
     layer: int,
     attention_mask: Int[Tensor, "batch pos"],
     past: Any = None,
-) -> Float[Tensor, "batch new_pos d_vocab"]:
+    last_only: bool = False,
+) -> Float[Tensor, "batch _ d_vocab"]:
     """Logits of a pass that starts with ``resid`` entering block ``layer``.
 
     ``resid`` holds the last ``new_pos`` positions; ``past`` (an HF cache of the first
     ``pos - new_pos`` positions, e.g. from :func:`cache_prefix`) holds the rest, or is None
     when ``new_pos == pos``. Hooks active on the model fire for blocks ``>= layer``.
+    ``last_only``: unembed the last position only (HF's ``logits_to_keep``; the unembedding
+    of every position dominates a pass of a large-vocabulary model).
     """
     bridge = bridge_of(model)
     n_past = attention_mask.shape[1] - resid.shape[1]
@@ -83,6 +126,8 @@ def resume(
         have = None if past is None else past.get_seq_length()
         raise ValueError(f"resume needs a cache of {n_past} positions, got {have}.")
     kwargs: dict[str, Any] = {"past_key_values": past} if n_past else {}
+    if last_only:
+        kwargs["logits_to_keep"] = 1
     mask = padding_mask(attention_mask)
     positions = None if mask is None else mask_positions(bridge, mask)
     if positions is not None:
@@ -164,8 +209,10 @@ def corrupted_run(
     attention_mask: Int[Tensor, "batch pos"],
     hook_names: list[str],
     keep_cache: bool = True,
-) -> tuple[Float[Tensor, "batch pos d_vocab"], dict[str, Tensor], Any]:
-    """One full pass: logits, the activations at ``hook_names`` and the HF KV cache."""
+    last_only: bool = False,
+) -> tuple[Float[Tensor, "batch _ d_vocab"], dict[str, Tensor], Any]:
+    """One full pass: logits (of the last position only with ``last_only``), the activations
+    at ``hook_names`` and the HF KV cache."""
     bridge = bridge_of(model)
     acts: dict[str, Tensor] = {}
 
@@ -176,11 +223,14 @@ def corrupted_run(
         return keep
 
     mask = padding_mask(attention_mask)
+    kw: dict[str, Any] = {"logits_to_keep": 1} if last_only else {}
     with bridge.hooks(fwd_hooks=[(n, keeper(n)) for n in hook_names]):
         if keep_cache:
-            logits, cache = bridge(tokens, attention_mask=mask, return_type="logits_and_cache")
+            logits, cache = bridge(
+                tokens, attention_mask=mask, return_type="logits_and_cache", **kw
+            )
         else:
-            logits, cache = bridge(tokens, attention_mask=mask), None
+            logits, cache = bridge(tokens, attention_mask=mask, **kw), None
     if keep_cache and (cache is None or cache.get_seq_length() != tokens.shape[1]):
         # An empty cache would let resumed passes run without their prefix: a wrong number,
         # not an error (transformers 5.24 behind TransformerLens 4.3; pyproject pins <5.24).
