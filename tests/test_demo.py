@@ -20,7 +20,7 @@ def test_demo_writes_figures_report_and_json(tmp_path):
         tmp_path / "figures", tmp_path / "run", preset="tiny", device="cpu", progress=False
     )
     figs = tmp_path / "figures"
-    for name in ["icl_over_checkpoints", "accuracy_by_demo"]:
+    for name in ["icl_over_checkpoints", "accuracy_by_demo", "patching_heads", "patching_resid"]:
         assert (figs / f"{name}.html").stat().st_size > 1000
     report = (figs / "README.md").read_text()
     assert "icl_over_checkpoints.png" in report and "accuracy_by_demo.png" in report
@@ -28,6 +28,10 @@ def test_demo_writes_figures_report_and_json(tmp_path):
     assert summary["preset"] == "tiny"
     assert summary["checkpoint_steps"][-1] == summary["config"]["steps"]
     assert 0.0 <= summary["final_icl_evaluation"]["mean_first_token"] <= 1.0
+    assert "patching_heads.png" in report and "Spearman" in report
+    patching = json.loads((figs / "patching.json").read_text())
+    assert patching["heads"]["exact"]["dims"] == ["layer", "head"]
+    assert patching["resid"]["exact"]["dims"] == ["layer", "pos"]
     # A second call reuses the finished run instead of training again.
     mtime = (tmp_path / "run" / "metrics.json").stat().st_mtime_ns
     run_demo(figs, tmp_path / "run", preset="tiny", device="cpu", progress=False)
@@ -35,7 +39,9 @@ def test_demo_writes_figures_report_and_json(tmp_path):
     assert res.summary["config"]["steps"] == summary["config"]["steps"]
 
 
-@pytest.mark.parametrize("name", ["01_quickstart.ipynb", "02_task_vectors.ipynb"])
+@pytest.mark.parametrize(
+    "name", ["01_quickstart.ipynb", "02_task_vectors.ipynb", "04_patching.ipynb"]
+)
 def test_notebook_runs(name, tmp_path, monkeypatch):
     monkeypatch.setenv("TVLENS_NOTEBOOK_PRESET", "tiny")
     monkeypatch.setenv("TVLENS_NOTEBOOK_RUN_DIR", str(tmp_path))
