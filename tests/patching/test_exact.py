@@ -123,13 +123,15 @@ def test_padding_is_invisible(sharp, letters_task):
     clean_b = tokenize_prompts(prompts, model, padding_side="left")
     corr_b = tokenize_prompts(corrupted, model, padding_side="left")
     assert len(set(clean_b.attention_mask.sum(1).tolist())) == 2
-    for component in ("heads", "resid"):
-        batched = patch(model, clean_b, corr_b, AnswerProb.from_batch(clean_b), component, "all")
+    for component, positions in (("heads", "all"), ("resid", "all"), ("heads", "last")):
+        metric = AnswerProb.from_batch(clean_b)
+        batched = patch(model, clean_b, corr_b, metric, component, positions)
         singles = []
         for p, q in zip(prompts, corrupted, strict=True):
             c1 = tokenize_prompts([p], model, padding_side="left")
             q1 = tokenize_prompts([q], model, padding_side="left")
-            singles.append(patch(model, c1, q1, AnswerProb.from_batch(c1), component, "all").values)
+            one = patch(model, c1, q1, AnswerProb.from_batch(c1), component, positions)
+            singles.append(one.values)
         torch.testing.assert_close(batched.values, torch.stack(singles).mean(0), atol=1e-5, rtol=0)
 
 
@@ -177,3 +179,34 @@ def test_bad_input_errors(tiny, pair, letters_task):
     with pytest.raises(PromptError, match="needs clean prompts"):
         patch(model, None, corrupted, metric, "resid", "all")
     assert right[0].tokens.shape == clean.tokens.shape
+
+
+@pytest.mark.parametrize(
+    ("component", "positions"), [("heads", "all"), ("resid", "each"), ("heads", "last")]
+)
+def test_no_hook_or_swapped_module_survives_an_error(sharp, pair, component, positions):
+    """An error inside a patched forward pass (here from a user's hook on the last block, after
+    the clean and corrupted runs) leaves the model exactly as it was: no hook, no skipped
+    block, no replaced attention."""
+    model = sharp.model
+    clean, corrupted = _batches(model, pair)
+    metric = AnswerProb.from_batch(clean)
+    with torch.no_grad():
+        before = model(corrupted.tokens)
+    modules_before = [type(m) for m in model.bridge.modules()]
+    calls = []
+
+    def failing(act, hook):
+        calls.append(1)
+        if len(calls) > 2:
+            raise RuntimeError("hook failed")
+
+    last = f"blocks.{model.n_layers - 1}.hook_resid_post"
+    with pytest.raises(RuntimeError, match="hook failed"):
+        with model.bridge.hooks(fwd_hooks=[(last, failing)]):
+            patch(model, clean, corrupted, metric, component, positions)
+    assert len(calls) == 3
+    assert [type(m) for m in model.bridge.modules()] == modules_before
+    assert all(not hp.fwd_hooks and not hp.bwd_hooks for hp in model.bridge.hook_dict.values())
+    with torch.no_grad():
+        torch.testing.assert_close(model(corrupted.tokens), before, atol=0, rtol=0)
