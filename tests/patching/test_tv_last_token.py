@@ -33,7 +33,7 @@ def test_last_token_logits_equal_full_forward(sharp, mixed_prompts):
     assert logits.shape == (len(batch), 3, model.spec.d_vocab)
     for c in range(3):
         torch.testing.assert_close(logits[:, c], full, atol=1e-4, rtol=0)
-        torch.testing.assert_close(logits[:, c], logits[:, 0], atol=1e-6, rtol=0)
+        torch.testing.assert_close(logits[:, c], logits[:, 0], atol=1e-5, rtol=0)
 
     # Each prompt alone, unpadded, gives the same last-token logits (padding is invisible).
     for i, p in enumerate(mixed_prompts):
@@ -42,7 +42,7 @@ def test_last_token_logits_equal_full_forward(sharp, mixed_prompts):
 
     # The prefix cache is reusable: later calls are not affected by earlier ones.
     again = last_token_logits(model, state, copies=1)
-    torch.testing.assert_close(again[:, 0], logits[:, 0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(again[:, 0], logits[:, 0], atol=1e-5, rtol=0)
     assert state.cache.get_seq_length() == batch.tokens.shape[1] - 1
 
 
@@ -69,7 +69,7 @@ def test_patches_apply_to_their_copy_only(sharp, mixed_prompts):
         copies=3,
         patches=[(model.resid_hook(0), lambda a: a), (model.z_hook(1), lambda z: z.clone())],
     )
-    torch.testing.assert_close(noop, base, atol=1e-6, rtol=0)
+    torch.testing.assert_close(noop, base, atol=1e-5, rtol=0)
 
     v = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
 
@@ -80,8 +80,8 @@ def test_patches_apply_to_their_copy_only(sharp, mixed_prompts):
     patched = last_token_logits(
         model, state, copies=3, patches=[(model.resid_hook(0), add_on_copy_1)]
     )
-    torch.testing.assert_close(patched[:, 0], base[:, 0], atol=1e-6, rtol=0)
-    torch.testing.assert_close(patched[:, 2], base[:, 2], atol=1e-6, rtol=0)
+    torch.testing.assert_close(patched[:, 0], base[:, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(patched[:, 2], base[:, 2], atol=1e-5, rtol=0)
     assert (patched[:, 1] - base[:, 1]).abs().max() > 0.1
     with inject(model, v, layer=0, mode="add", scale=3.0):
         ref = _full_last(model, batch)

@@ -23,6 +23,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tvlens.errors import PromptError
+from tvlens.patching.resume import cache_prefix, can_pack, packed_mask
 from tvlens.tasks.prompts import PromptBatch
 
 # A patch receives the hooked activation of the last token viewed as [batch, copies, ...]
@@ -37,6 +38,7 @@ class PrefixState:
     cache: Any
     last_tokens: Int[Tensor, "batch 1"]
     attention_mask: Int[Tensor, "batch pos"]
+    dtype: torch.dtype = torch.float32
 
     @property
     def batch_size(self) -> int:
@@ -79,7 +81,8 @@ def run_prefix(model: Any, batch: PromptBatch) -> PrefixState:
             f"{batch.tokens.shape[1] - 1}: this transformers/TransformerLens pair does not "
             "fill the cache through the bridge (install transformers<5.24)."
         )
-    return PrefixState(cache, batch.tokens[:, -1:], batch.attention_mask)
+    dtype = next(bridge.parameters()).dtype
+    return PrefixState(cache, batch.tokens[:, -1:], batch.attention_mask, dtype)
 
 
 def _expanded_cache(state: PrefixState, copies: int) -> Any:
@@ -100,22 +103,39 @@ def last_token_logits(
     patches: Sequence[tuple[str, CopyPatch]] = (),
 ) -> Float[Tensor, "batch copies d_vocab"]:
     """Logits at the last position for ``copies`` copies of each prompt, with ``patches``
-    (hook name, function on ``[batch, copies, 1, ...]``) applied to the last token."""
+    (hook name, function on ``[batch, copies, 1, ...]``) applied to the last token.
+
+    The copies sit side by side along the positions of one row, each attending to the shared
+    prefix cache and to itself (:func:`tvlens.patching.resume.packed_mask`), so the prefix's
+    keys/values are not repeated per copy; models whose attention takes no custom mask (flash
+    attention) repeat the cache along the batch instead.
+    """
     bridge = getattr(model, "bridge", model)
     b = state.batch_size
+    pack = can_pack(model)
+    layout = "b c" if pack else "(b c)"
 
     def wrap(fn: CopyPatch) -> Callable:
         def hook(act: Tensor, hook: Any) -> Tensor:
-            view = einops.rearrange(act, "(b c) ... -> b c ...", b=b, c=copies)
+            view = einops.rearrange(act, f"{layout} ... -> b c 1 ...", b=b, c=copies)
             out = fn(view)
-            return einops.rearrange(out, "b c ... -> (b c) ...")
+            return einops.rearrange(out, f"b c 1 ... -> {layout} ...")
 
         return hook
 
-    cache = _expanded_cache(state, copies)
-    tokens = state.last_tokens.repeat_interleave(copies, dim=0)
-    mask = state.attention_mask.repeat_interleave(copies, dim=0)
     with bridge.hooks(fwd_hooks=[(name, wrap(fn)) for name, fn in patches]):
+        if pack:
+            T = state.attention_mask.shape[1]
+            cache = cache_prefix(state.cache, T - 1)
+            mask, positions = packed_mask(bridge, state.attention_mask, copies, state.dtype)
+            tokens = state.last_tokens.expand(b, copies)
+            logits = bridge(
+                tokens, attention_mask=mask, position_ids=positions, past_key_values=cache
+            )
+            return logits
+        cache = _expanded_cache(state, copies)
+        tokens = state.last_tokens.repeat_interleave(copies, dim=0)
+        mask = state.attention_mask.repeat_interleave(copies, dim=0)
         logits = bridge(tokens, attention_mask=mask, past_key_values=cache)
     return einops.rearrange(logits[:, -1], "(b c) v -> b c v", b=b, c=copies)
 

@@ -161,25 +161,36 @@ def resume_packed(
     about 90 MB per sweep on the default model and took most of its time.
     """
     bridge = bridge_of(model)
-    B, T = attention_mask.shape
-    C = resid.shape[1]
+    T = attention_mask.shape[1]
     if past.get_seq_length() != T - 1:
         raise ValueError(f"resume_packed needs a cache of {T - 1} positions.")
-    positions = mask_positions(bridge, attention_mask)
-    last = positions[:, -1:] if positions is not None else torch.full((B, 1), T - 1)
-    allowed = torch.zeros(B, 1, C, T - 1 + C, dtype=torch.bool, device=resid.device)
-    allowed[:, 0, :, : T - 1] = attention_mask[:, None, : T - 1].bool()
-    allowed[:, 0, torch.arange(C), T - 1 + torch.arange(C)] = True
-    mask = torch.zeros(allowed.shape, dtype=resid.dtype, device=resid.device)
-    mask.masked_fill_(~allowed, torch.finfo(resid.dtype).min)
+    mask, positions = packed_mask(bridge, attention_mask, resid.shape[1], resid.dtype)
     with skipped_blocks(bridge, layer):
         return bridge(
             resid,
             start_at_layer=layer,
             attention_mask=mask,
-            position_ids=last.to(resid.device).expand(B, C),
+            position_ids=positions,
             past_key_values=past,
         )
+
+
+def packed_mask(
+    bridge: Any, attention_mask: Int[Tensor, "batch pos"], copies: int, dtype: torch.dtype
+) -> tuple[Float[Tensor, "batch 1 copies _"], Int[Tensor, "batch copies"]]:
+    """Additive 4D mask and position ids for ``copies`` copies of the last token laid along
+    the positions after a cached prefix of ``pos - 1`` tokens: each copy sees the prefix (its
+    unpadded part) and itself, at the last token's position."""
+    B, T = attention_mask.shape
+    device = attention_mask.device
+    positions = mask_positions(bridge, attention_mask)
+    last = positions[:, -1:] if positions is not None else torch.full((B, 1), T - 1)
+    allowed = torch.zeros(B, 1, copies, T - 1 + copies, dtype=torch.bool, device=device)
+    allowed[:, 0, :, : T - 1] = attention_mask[:, None, : T - 1].bool()
+    allowed[:, 0, torch.arange(copies), T - 1 + torch.arange(copies)] = True
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask, last.to(device).expand(B, copies)
 
 
 def padding_mask(attention_mask: Tensor) -> Tensor | None:
