@@ -191,7 +191,6 @@ def main() -> None:
                             n_heads=n_heads, n_ctx=model.spec.n_ctx)  # fmt: skip
         folder = save_hf_model(hf, tok, tempfile.mkdtemp())
         m = load_model(folder, device=args.device)
-        m.spec.train_info = model.spec.train_info
         print(f"  {n_layers} layers x {n_heads} heads:")
         print_rows(compare(m, clean, corrupted, args.repeats, device, CASES[:2]))
     print("(e) growth with prompt length (this model)")

@@ -39,6 +39,7 @@ from tvlens.patching.resume import (
     can_pack,
     corrupted_run,
     fixed_attention,
+    last_position_mlp,
     resume,
     resume_packed,
 )
@@ -446,7 +447,14 @@ def patch(
         if skip_attn:
             value = _patched_attention(model, group, corr_acts, src, start, T, component)
             fixed, fwd_hooks = fixed_attention(model, layer, value), []
-        with fixed, bridge.hooks(fwd_hooks=fwd_hooks):
+        # With a last-position metric, the final MLP need not run at other positions (unless
+        # the patch itself sits on that MLP's output).
+        trim = (
+            last_position_mlp(model)
+            if last_only and not pack and component != "mlp"
+            else contextlib.nullcontext()
+        )
+        with fixed, trim, bridge.hooks(fwd_hooks=fwd_hooks):
             if pack:  # one token per copy: copies along the positions, prefix cache shared
                 resid = einops.repeat(resid, "b 1 d -> b c d", c=C)
                 prefix = cache_prefix(kv, T - 1)  # a fresh view: HF extends the cache it gets

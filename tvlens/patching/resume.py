@@ -90,6 +90,41 @@ def fixed_attention(model: Any, layer: int, value: Tensor) -> Iterator[None]:
         hf_block._modules[name] = saved
 
 
+class _LastPositionOnly(nn.Module):
+    """Runs a position-wise module (an MLP) on the last position only; zeros elsewhere."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        out = torch.zeros_like(x)
+        out[:, -1:] = self.module(x[:, -1:], *args, **kwargs)
+        return out
+
+
+@contextlib.contextmanager
+def last_position_mlp(model: Any) -> Iterator[bool]:
+    """The final block's MLP runs on the last position only (yields whether it could be
+    swapped). Only the last position's logits are read then (``logits_to_keep=1``), and the
+    final MLP is position-wise, so its other positions are wasted work: the MLP took about
+    two thirds of a block's time on the default model."""
+    bridge = bridge_of(model)
+    block = bridge.blocks[len(bridge.blocks) - 1]
+    hf_block = block._modules.get("_original_component")
+    mlp = getattr(block, "mlp", None)
+    names = [] if hf_block is None else [n for n, m in hf_block.named_children() if m is mlp]
+    if len(names) != 1:
+        yield False
+        return
+    saved = hf_block._modules[names[0]]
+    try:
+        hf_block._modules[names[0]] = _LastPositionOnly(saved)
+        yield True
+    finally:
+        hf_block._modules[names[0]] = saved
+
+
 def cache_prefix(cache: Any, p: int, copies: int = 1) -> Any:
     """The HF cache cut to its first ``p`` positions, each row repeated ``copies`` times
     (rows of a copy adjacent), as a new object: ``cache`` itself is left as it was."""
