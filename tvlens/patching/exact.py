@@ -407,7 +407,7 @@ def patch(
     # need not run again (measured: all-position head sweep of the default model 1.3x -> Nx
     # faster than TransformerLens; bench/patching.py).
     skip_attn = (
-        not pack
+        positions != "last"  # last-position groups mix layers
         and (component == "attn" or (component == "heads" and head_act == "z"))
         and all(attention_slot(model, layer) is not None for layer in layers)
     )
