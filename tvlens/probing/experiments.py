@@ -35,7 +35,7 @@ from tvlens.extraction.residual import activations_at_positions
 from tvlens.injection.inject import inject
 from tvlens.models.checkpoints import list_checkpoints, write_json_atomically
 from tvlens.models.loading import TVModel, load_model
-from tvlens.probing.measures import task_decodability
+from tvlens.probing.measures import project_2d, task_decodability
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
 from tvlens.tasks.synthetic import null_task
@@ -215,6 +215,9 @@ class EmergenceResult:
     loss: list[dict[str, float]]
     accuracy: list[dict[str, float]] | None
     config: dict = field(default_factory=dict)
+    # 2-D PCA of the last checkpoint's points at its peak layer, and their labels.
+    projection: list[list[float]] = field(default_factory=list)
+    projection_labels: list[str] = field(default_factory=list)
 
     @property
     def peak_layer(self) -> int:
@@ -296,6 +299,10 @@ def emergence(
             t: family.run(model, t, n_prompts, seed=seed + 1000 * i) for i, t in enumerate(names)
         }
         td, per = _layer_td(outs, knn_k)
+        if c is ckpts[-1]:
+            peak = int(np.argmax(td))
+            res.projection = project_2d(torch.cat([o.hidden[peak] for o in outs.values()])).tolist()
+            res.projection_labels = [t for t, o in outs.items() for _ in range(o.hidden.shape[1])]
         res.steps.append(c.step)
         res.td.append(td)
         res.td_per_task.append(per)
@@ -642,3 +649,112 @@ def _load_trainable(ckpt: Path, family):
         write_atomically(folder, write)
 
     return module, tokenizer, save
+
+
+# ---------------------------------------------------------------------------- runners
+
+
+def series_from_emergence(em: EmergenceResult, model: str = ""):
+    """A :class:`~tvlens.probing.series.TDSeries` view of an emergence result, so that
+    ``td.json`` and the ``tvlens probe`` figures look the same for every family. For the
+    regression family "accuracy" is the explained variance ``1 - MSE / E[y^2]`` of the query
+    prediction (1: perfect, 0: no better than predicting 0)."""
+    from tvlens.probing.layers import LayerTD
+    from tvlens.probing.series import TDSeries
+
+    fam = em.config.get("family", {})
+    scale = float(fam["mixture"]["rank"]) if em.kind == "regression" else 1.0
+    by_ckpt = []
+    for i in range(len(em.steps)):
+        r = LayerTD(
+            list(em.layers),
+            list(em.td[i]),
+            list(em.td_per_task[i]),
+            [],
+            tasks=em.tasks + [NULL],
+            n_prompts=em.config.get("n_prompts", 0),
+            k=fam.get("k", fam.get("n_points", 0)),
+        )
+        if i == len(em.steps) - 1:
+            r.projection, r.labels = em.projection, em.projection_labels
+        by_ckpt.append(r)
+    if em.accuracy is not None:
+        acc = em.accuracy
+    else:
+        acc = [{t: max(0.0, 1.0 - c[t] / scale) for t in em.tasks} for c in em.loss]
+    return TDSeries(
+        model or em.config.get("run", ""),
+        [f"step{s}" for s in em.steps],
+        list(em.steps),
+        by_ckpt,
+        acc,
+        {
+            **em.config,
+            "accuracy": "first token" if em.accuracy else "explained variance 1 - MSE/E[y^2]",
+        },
+    )
+
+
+def run_emergence(
+    run: str | Path,
+    out: str | Path,
+    revisions: Sequence[str | int] | None = None,
+    n_prompts: int = 100,
+    seed: int = 0,
+    perturb_layer: int | None = None,
+    perturb_mode: str = "shift",
+    perturb_prompts: int = 64,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """What ``tvlens emergence`` runs: :func:`emergence` on a run, then (unless
+    ``perturb_layer`` is negative) the perturbation test at an early and the last checkpoint
+    (default layer: the middle one). Writes ``out/emergence.json``, ``out/perturbation.json``,
+    ``out/config.json`` and the figures ``emergence`` and ``perturbation`` (HTML + PNG)."""
+    from tvlens.plotting import plot_emergence, plot_perturbation, save_figure
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    family = family_for_run(run)
+    em = emergence(
+        run, family, revisions=revisions, n_prompts=n_prompts, seed=seed, progress=progress
+    )
+    em_d = em.to_dict()
+    write_json_atomically(out / "emergence.json", em_d)
+    figs = {"emergence": save_figure(plot_emergence(em_d), out / "emergence")}
+    result: dict[str, Any] = {"emergence": em, "figures": figs}
+    if perturb_layer is None or perturb_layer >= 0:
+        n_layers = len(em.layers)
+        layer = n_layers // 2 if perturb_layer is None else perturb_layer
+        # "early": the first checkpoint whose overall TD at that layer is halfway to its final
+        # value (clusters partly formed); "late": the last checkpoint.
+        tds = [row[layer] for row in em.td]
+        half = tds[0] + 0.5 * (tds[-1] - tds[0])
+        early = next(s for s, v in zip(em.steps, tds, strict=True) if v >= half)
+        perts = []
+        for step in dict.fromkeys([early, em.steps[-1]]):
+            model = family.load(run, revision=step)
+            perts.append(
+                perturbation(
+                    model, family, layer, n_prompts=perturb_prompts, seed=seed, mode=perturb_mode
+                )
+            )
+        pd = [p.to_dict() for p in perts]
+        write_json_atomically(out / "perturbation.json", pd)
+        figs["perturbation"] = save_figure(plot_perturbation(pd), out / "perturbation")
+        result["perturbation"] = perts
+    write_json_atomically(
+        out / "config.json",
+        {
+            "run": str(run),
+            "revisions": revisions,
+            "n_prompts": n_prompts,
+            "seed": seed,
+            "perturb_layer": perturb_layer,
+            "perturb_mode": perturb_mode,
+            "perturb_prompts": perturb_prompts,
+            "family": family.describe(),
+            "seconds": round(time.time() - t0, 1),
+        },
+    )
+    return result
