@@ -28,6 +28,13 @@ def test_demo_writes_figures_report_and_json(tmp_path):
     assert summary["preset"] == "tiny"
     assert summary["checkpoint_steps"][-1] == summary["config"]["steps"]
     assert 0.0 <= summary["final_icl_evaluation"]["mean_first_token"] <= 1.0
+    # Task encoding: the layer-wise probe and the emergence figure over a few checkpoints.
+    for name in ["td_by_layer", "emergence"]:
+        assert (figs / f"{name}.html").stat().st_size > 1000
+        assert f"{name}.png" in report
+    te = summary["task_encoding"]
+    assert te["steps"][-1] == summary["config"]["steps"] and len(te["steps"]) <= 6
+    assert len(te["td_by_layer"][-1]) == summary["config"]["n_layers"]
     # A second call reuses the finished run instead of training again.
     mtime = (tmp_path / "run" / "metrics.json").stat().st_mtime_ns
     run_demo(figs, tmp_path / "run", preset="tiny", device="cpu", progress=False)

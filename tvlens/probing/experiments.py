@@ -141,7 +141,7 @@ class RegressionFamily:
     def run(self, model, task: str, n: int, seed: int, patch: Patch = None) -> RunOutput:
         from tvlens.synthetic.regression import query_tokens
 
-        x, y, _ = self.mixture.sample(task, n, self.n_points, seed=seed)
+        x, y, w = self.mixture.sample(task, n, self.n_points, seed=seed)
         tokens = query_tokens(x, y)  # ends at the last query x_p
         tv = model.tvmodel
         names = tv.resid_hooks("post")
@@ -156,7 +156,12 @@ class RegressionFamily:
         with tv.hooks(fwd_hooks=[(nm, keeper(nm)) for nm in names]), _maybe_inject(tv, patch):
             pred = model.predict(tokens)[:, -1].cpu()
         hidden = torch.stack([store[nm] for nm in names]).cpu()
-        return RunOutput(hidden, float(((pred - y[:, -1]) ** 2).mean()), None)
+        # Normalised MSE: squared error over E[y_q^2 | w] = |w|^2 + noise^2 (rank for the Null
+        # task), summed over prompts. 1 = predicting 0; removes most of the sampling noise of
+        # |w|^2, so tasks and checkpoints compare.
+        m = self.mixture
+        expected = (w**2).sum(-1) + m.noise_std**2 if task != NULL else torch.full((n,), m.rank)
+        return RunOutput(hidden, float(((pred - y[:, -1]) ** 2).sum() / expected.sum()), None)
 
     def tvmodel(self, model) -> TVModel:
         return model.tvmodel
@@ -230,15 +235,30 @@ class EmergenceResult:
         return {t: [c[li][t] for c in self.td_per_task] for t in self.tasks}
 
     def onsets(
-        self, td_threshold: float = 0.5, loss_fraction: float = 0.5, layer: int | None = None
+        self,
+        td_threshold: float = 0.5,
+        loss_fraction: float = 0.5,
+        accuracy_threshold: float = 0.5,
+        layer: int | None = None,
     ) -> dict[str, dict[str, int | None]]:
-        """For each task, the first step where its TD (at ``layer``) reaches ``td_threshold``
-        and where its loss falls below ``loss_fraction`` of its first-checkpoint loss."""
+        """For each task, the first step where its TD (at ``layer``) reaches ``td_threshold``,
+        where its loss falls below ``loss_fraction`` of its first-checkpoint loss, and (token
+        suites) where its accuracy reaches ``accuracy_threshold``."""
         tds = self.task_td(layer)
         out = {}
         for t in self.tasks:
             l0 = self.loss[0][t]
+            if self.accuracy is not None:
+                out.setdefault(t, {})["accuracy_step"] = next(
+                    (
+                        s
+                        for s, c in zip(self.steps, self.accuracy, strict=True)
+                        if c[t] >= accuracy_threshold
+                    ),
+                    None,
+                )
             out[t] = {
+                **out.get(t, {}),
                 "td_step": next(
                     (s for s, v in zip(self.steps, tds[t], strict=True) if v >= td_threshold), None
                 ),
@@ -267,6 +287,14 @@ class EmergenceResult:
         d["peak_layer"] = self.peak_layer
         d["onsets"] = self.onsets()
         d["td_vs_neg_loss"] = self.correlation()
+        if self.accuracy is not None:
+            from tvlens.probing.series import correlation
+
+            tds = self.task_td()
+            d["td_vs_accuracy"] = correlation(
+                [v for t in self.tasks for v in tds[t]],
+                [c[t] for t in self.tasks for c in self.accuracy],
+            )
         return d
 
 
@@ -657,13 +685,12 @@ def _load_trainable(ckpt: Path, family):
 def series_from_emergence(em: EmergenceResult, model: str = ""):
     """A :class:`~tvlens.probing.series.TDSeries` view of an emergence result, so that
     ``td.json`` and the ``tvlens probe`` figures look the same for every family. For the
-    regression family "accuracy" is the explained variance ``1 - MSE / E[y^2]`` of the query
+    regression family "accuracy" is the explained variance ``1 - normalised MSE`` of the query
     prediction (1: perfect, 0: no better than predicting 0)."""
     from tvlens.probing.layers import LayerTD
     from tvlens.probing.series import TDSeries
 
     fam = em.config.get("family", {})
-    scale = float(fam["mixture"]["rank"]) if em.kind == "regression" else 1.0
     by_ckpt = []
     for i in range(len(em.steps)):
         r = LayerTD(
@@ -681,7 +708,7 @@ def series_from_emergence(em: EmergenceResult, model: str = ""):
     if em.accuracy is not None:
         acc = em.accuracy
     else:
-        acc = [{t: max(0.0, 1.0 - c[t] / scale) for t in em.tasks} for c in em.loss]
+        acc = [{t: max(0.0, 1.0 - c[t]) for t in em.tasks} for c in em.loss]
     return TDSeries(
         model or em.config.get("run", ""),
         [f"step{s}" for s in em.steps],

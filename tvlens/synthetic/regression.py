@@ -398,17 +398,19 @@ def evaluate_regression(
 ) -> dict[str, Any]:
     """MSE per task over all predicted points and at the last query, and the MSE by
     position (averaged over tasks). Baseline: predicting 0 gives ``rank`` (+ noise)."""
-    task_loss, query_loss, by_pos = {}, {}, []
+    task_loss, query_loss, query_nmse, by_pos = {}, {}, {}, []
     was = getattr(model, "training", False)
     if isinstance(model, nn.Module):
         model.eval()
     for t, name in enumerate(mix.names):
-        x, y, _ = mix.sample(t, n_prompts, n_points, seed=seed + 7919 * t)
+        x, y, w = mix.sample(t, n_prompts, n_points, seed=seed + 7919 * t)
         tokens = interleave(x, y)
         pred = model.predict(tokens) if isinstance(model, RegressionModel) else model(tokens)
         err = (predictions_at_x(pred).cpu() - y) ** 2
         task_loss[name] = float(err.mean())
         query_loss[name] = float(err[:, -1].mean())
+        # Normalised by E[y_q^2 | w]: 1 = predicting 0, comparable across tasks.
+        query_nmse[name] = float(err[:, -1].sum() / ((w**2).sum(-1) + mix.noise_std**2).sum())
         by_pos.append(err.mean(0))
     if isinstance(model, nn.Module):
         model.train(was)
@@ -416,6 +418,7 @@ def evaluate_regression(
         "loss": float(np.mean(list(task_loss.values()))),
         "task_loss": task_loss,
         "query_loss": query_loss,
+        "query_nmse": query_nmse,
         "mse_by_position": [float(v) for v in torch.stack(by_pos).mean(0)],
     }
 
