@@ -121,15 +121,10 @@ def run_demo(
     (figures_dir / "task_vectors.md").write_text(format_table(table))
 
     # Task encoding: TD at every layer and per task over a handful of the run's checkpoints:
-    # the first, and the rest spread over the second half of the (log-spaced) series, where
-    # ICL emerges. The layer-wise probe and the emergence figures.
+    # the first and the last few (the series is log-spaced, so the last few span the second
+    # half of training, where ICL emerges). The layer-wise probe and the emergence figures.
     steps = [c.step for c in list_checkpoints(run_dir)]
-    half = len(steps) // 2
-    n_late = N_PROBE_CHECKPOINTS - 1
-    idx = sorted(
-        {0}
-        | {half + round(i * (len(steps) - 1 - half) / max(n_late - 1, 1)) for i in range(n_late)}
-    )
+    idx = sorted({0} | set(range(max(len(steps) - (N_PROBE_CHECKPOINTS - 1), 0), len(steps))))
     em = emergence(
         run_dir,
         revisions=[steps[i] for i in idx],

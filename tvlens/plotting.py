@@ -352,7 +352,8 @@ def plot_emergence(em: dict, layer: int | None = None, title: str | None = None)
         row=1,
         col=1,
     )
-    fig.update_xaxes(type="log", title_text="training step", row=rows, col=1)
+    fig.update_xaxes(type="log")  # every row: the steps are log-spaced checkpoints
+    fig.update_xaxes(title_text="training step", row=rows, col=1)
     fig.update_yaxes(title_text=f"TD, layer {layer}", range=[0, 1.02], row=1, col=1)
     loss_name = "query CE" if has_acc else "query MSE"
     fig.update_yaxes(title_text=loss_name, row=2, col=1)

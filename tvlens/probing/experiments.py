@@ -731,11 +731,13 @@ def run_emergence(
     perturb_layer: int | None = None,
     perturb_mode: str = "shift",
     perturb_prompts: int = 64,
+    perturb_steps: Sequence[int] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """What ``tvlens emergence`` runs: :func:`emergence` on a run, then (unless
     ``perturb_layer`` is negative) the perturbation test at an early and the last checkpoint
-    (default layer: the middle one). Writes ``out/emergence.json``, ``out/perturbation.json``,
+    (default layer: the middle one; ``perturb_steps`` to choose the checkpoints).
+    Writes ``out/emergence.json``, ``out/perturbation.json``,
     ``out/config.json`` and the figures ``emergence`` and ``perturbation`` (HTML + PNG)."""
     from tvlens.plotting import plot_emergence, plot_perturbation, save_figure
 
@@ -759,7 +761,7 @@ def run_emergence(
         half = tds[0] + 0.5 * (tds[-1] - tds[0])
         early = next(s for s, v in zip(em.steps, tds, strict=True) if v >= half)
         perts = []
-        for step in dict.fromkeys([early, em.steps[-1]]):
+        for step in perturb_steps or dict.fromkeys([early, em.steps[-1]]):
             model = family.load(run, revision=step)
             perts.append(
                 perturbation(
@@ -780,6 +782,7 @@ def run_emergence(
             "perturb_layer": perturb_layer,
             "perturb_mode": perturb_mode,
             "perturb_prompts": perturb_prompts,
+            "perturb_steps": perturb_steps,
             "family": family.describe(),
             "seconds": round(time.time() - t0, 1),
         },
