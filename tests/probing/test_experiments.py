@@ -102,6 +102,8 @@ def test_finetune_first_k_only_changes_first_k_blocks(token_run, tmp_path):
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["steps"] == 3
     with pytest.raises(TVLensError):
         finetune_layers(token_run, fam, tmp_path / "bad", k_layers=0, progress=False)
+    with pytest.raises(TVLensError):
+        family_for_run(tmp_path / "no-run")
 
 
 def test_finetune_regression_family(reg_run, tmp_path):

@@ -178,7 +178,10 @@ def _maybe_inject(model: TVModel, patch: Patch):
 
 def family_for_run(run: str | Path, **kwargs: Any) -> TokenFamily | RegressionFamily:
     """The family a tvlens run was trained on (from its ``config.json``)."""
-    cfg = json.loads((Path(run) / "config.json").read_text())
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise TVLensError(f"{str(run)!r} is not a tvlens training run (no config.json).")
+    cfg = json.loads(path.read_text())
     if cfg.get("family") == "regression":
         from tvlens.synthetic.regression import RegressionMixture
 
