@@ -121,3 +121,26 @@ def test_finetune_regression_family(reg_run, tmp_path):
     row = res.rows[0]
     assert row.accuracy_before is None and row.blocks == [1]
     assert row.loss_after != row.loss_before
+
+
+def test_finetune_lora_first_k_only_changes_first_k_blocks(token_run, tmp_path):
+    fam = TokenFamily(get_suite("latent", n_tasks=2, n_symbols=8, seed=5), k=4)
+    res = finetune_layers(
+        token_run,
+        fam,
+        tmp_path / "ft",
+        k_layers=1,
+        steps=3,
+        n_prompts=12,
+        which=("first",),
+        method="lora",
+        lora_rank=4,
+        progress=False,
+    )
+    assert res.config["method"] == "lora" and res.rows[0].blocks == [0]
+    base = load_file(str(sorted((token_run / "checkpoints").iterdir())[-1] / "model.safetensors"))
+    tuned = load_file(str(tmp_path / "ft" / "first" / "model.safetensors"))
+    changed = [n for n, w in base.items() if not torch.equal(w, tuned[n])]
+    assert changed and all("h.0." in n for n in changed), changed
+    with pytest.raises(TVLensError):
+        finetune_layers(token_run, fam, tmp_path / "bad", method="qlora", progress=False)

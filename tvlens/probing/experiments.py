@@ -565,13 +565,20 @@ def finetune_layers(
     batch_size: int = 32,
     n_prompts: int = 100,
     seed: int = 0,
+    method: str = "full",
+    lora_rank: int = 16,
     progress: bool = True,
 ) -> FinetuneResult:
-    """Fine-tune only the first ``k_layers`` or only the last ``k_layers`` blocks (full
-    fine-tuning of those blocks; everything else frozen) of a checkpoint on ``family``, and
-    report loss, accuracy and TD before and after. Writes ``out/config.json``,
+    """Fine-tune only the first ``k_layers`` or only the last ``k_layers`` blocks of a
+    checkpoint on ``family`` (everything else frozen), and report loss, accuracy and TD
+    before and after. ``method="full"`` trains those blocks' weights; ``"lora"`` trains
+    peft LoRA adapters (rank ``lora_rank``, as the paper's r=16) on their attention and MLP
+    matrices, merged into the weights before saving. Writes ``out/config.json``,
     ``out/metrics.json`` and each tuned model as a loadable folder ``out/{which}/``."""
     from tvlens.synthetic.train import decoder_blocks
+
+    if method not in ("full", "lora"):
+        raise TVLensError(f"method must be 'full' or 'lora', got {method!r}.")
 
     out = Path(out)
     base = family.load(run, revision=revision)
@@ -591,6 +598,8 @@ def finetune_layers(
         "n_prompts": n_prompts,
         "seed": seed,
         "which": list(which),
+        "method": method,
+        "lora_rank": lora_rank if method == "lora" else None,
         "optimizer": "AdamW(weight_decay=0)",
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -607,10 +616,19 @@ def finetune_layers(
         torch.manual_seed(seed)
         for p in trainable.parameters():
             p.requires_grad_(False)
-        blocks = decoder_blocks(trainable.hf if family.kind == "regression" else trainable)
-        params = [p for i in idx for p in blocks[i].parameters()]
-        for p in params:
-            p.requires_grad_(True)
+        reg = family.kind == "regression"
+        hf = trainable.hf if reg else trainable
+        if method == "lora":
+            hf = _with_lora(hf, idx, lora_rank)  # only the adapters require grad
+            if reg:
+                trainable.hf = hf
+            else:
+                trainable = hf
+            params = [p for p in trainable.parameters() if p.requires_grad]
+        else:
+            params = [p for i in idx for p in decoder_blocks(hf)[i].parameters()]
+            for p in params:
+                p.requires_grad_(True)
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         trainable.train()
         for step in tqdm(range(1, steps + 1), desc=f"finetune {w}", disable=not progress):
@@ -619,6 +637,12 @@ def finetune_layers(
             loss.backward()
             opt.step()
         trainable.eval()
+        if method == "lora":  # fold the adapters into the weights: a plain HF folder again
+            merged = hf.merge_and_unload()
+            if reg:
+                trainable.hf = merged
+            else:
+                trainable = merged
         save(trainable, out / w)
         tuned = family.load(out / w)
         loss1, acc1, td1 = _evaluate_family(tuned, family, n_prompts, seed=seed + 1)
@@ -640,6 +664,31 @@ def finetune_layers(
     res = FinetuneResult(family.kind, k_layers, rows, config)
     write_json_atomically(out / "metrics.json", res.to_dict())
     return res
+
+
+LORA_TARGETS = {
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+}
+
+
+def _with_lora(hf, blocks: list[int], rank: int):
+    """``hf`` with peft LoRA adapters on the attention and MLP matrices of ``blocks`` only."""
+    from peft import LoraConfig, get_peft_model
+
+    kind = hf.config.model_type
+    if kind not in LORA_TARGETS:
+        raise TVLensError(f"No LoRA targets known for {kind!r}; use method='full'.")
+    cfg = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=0.0,
+        target_modules=LORA_TARGETS[kind],
+        layers_to_transform=blocks,
+        fan_in_fan_out=kind == "gpt2",  # GPT-2's Conv1D stores weights transposed
+    )
+    return get_peft_model(hf, cfg)
 
 
 def _load_trainable(ckpt: Path, family):
