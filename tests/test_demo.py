@@ -32,6 +32,13 @@ def test_demo_writes_figures_report_and_json(tmp_path):
     patching = json.loads((figs / "patching.json").read_text())
     assert patching["heads"]["exact"]["dims"] == ["layer", "head"]
     assert patching["resid"]["exact"]["dims"] == ["layer", "pos"]
+    # Task encoding: the layer-wise probe and the emergence figure over a few checkpoints.
+    for name in ["td_by_layer", "emergence"]:
+        assert (figs / f"{name}.html").stat().st_size > 1000
+        assert f"{name}.png" in report
+    te = summary["task_encoding"]
+    assert te["steps"][-1] == summary["config"]["steps"] and len(te["steps"]) <= 6
+    assert len(te["td_by_layer"][-1]) == summary["config"]["n_layers"]
     # A second call reuses the finished run instead of training again.
     mtime = (tmp_path / "run" / "metrics.json").stat().st_mtime_ns
     run_demo(figs, tmp_path / "run", preset="tiny", device="cpu", progress=False)

@@ -229,6 +229,79 @@ def probe(
     typer.echo(f"wrote {out / 'td.json'}")
 
 
+@app.command("train-regression")
+def train_regression_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder to write.")],
+    preset: Annotated[str, typer.Option(help="tiny, cpu or paper.")] = "cpu",
+    mixture: Annotated[
+        str | None, typer.Option(help="orthogonal4, orthogonal6 or overlapping8.")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Override the preset's steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the preset's seed.")] = None,
+    arch: Annotated[str | None, typer.Option(help="gpt2 or llama.")] = None,
+) -> None:
+    """Train a read-in/read-out transformer on the sparse-linear-regression mixture
+    (Han et al. 2025), with checkpoints that load through the bridge."""
+    from tvlens.synthetic.regression import train_regression
+
+    try:
+        res = train_regression(
+            out,
+            preset=preset,
+            resume=resume,
+            device=device,
+            steps=steps,
+            seed=seed,
+            mixture=mixture,
+            arch=arch,
+        )
+    except TVLensError as e:
+        _fail(e)
+    last = res.metrics["checkpoints"][-1] if res.metrics["checkpoints"] else {}
+    typer.echo(
+        f"{len(res.checkpoints)} checkpoints in {res.run_dir} ({res.seconds:.0f} s); final MSE "
+        + ", ".join(f"{t} {v:.3f}" for t, v in last.get("query_loss", {}).items())
+    )
+
+
+@app.command()
+def emergence(
+    run: Annotated[Path, typer.Option(help="tvlens run (token suite or regression).")],
+    out: Annotated[Path, typer.Option(help="Folder for JSON and figures.")],
+    n_prompts: Annotated[int, typer.Option(help="Prompts per task.")] = 100,
+    perturb_layer: Annotated[
+        int | None, typer.Option(help="Layer of the perturbation test (-1: skip; default: middle).")
+    ] = None,
+    perturb_mode: Annotated[str, typer.Option(help="shift or replace.")] = "shift",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Task encoding (TD per task, every layer) and decoding (loss) over a run's checkpoints,
+    and the mean-state perturbation test at an early and the last checkpoint."""
+    from tvlens.probing.experiments import run_emergence
+
+    try:
+        res = run_emergence(
+            run,
+            out,
+            n_prompts=n_prompts,
+            seed=seed,
+            perturb_layer=perturb_layer,
+            perturb_mode=perturb_mode,
+        )
+    except TVLensError as e:
+        _fail(e)
+    em = res["emergence"]
+    for s, row in zip(em.steps, em.td, strict=True):
+        typer.echo(f"step {s:>7d}  TD by layer " + " ".join(f"{x:.2f}" for x in row))
+    for t, o in em.onsets().items():
+        typer.echo(f"{t:12s} TD>=0.5 at step {o['td_step']}, loss halved at step {o['loss_step']}")
+    for p in res.get("perturbation", []):
+        typer.echo(f"perturbation step {p.step} layer {p.layer}: {p.summary()}")
+    typer.echo(f"wrote {out / 'emergence.json'}")
+
+
 @app.command()
 def patch(
     model: Annotated[str, typer.Option(help="HF name, model folder or tvlens run.")],

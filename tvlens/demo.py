@@ -29,14 +29,21 @@ from tvlens.models.loading import load_model
 from tvlens.plotting import (
     SavedFigure,
     plot_accuracy_by_demo,
+    plot_emergence,
     plot_head_aie,
     plot_icl_over_checkpoints,
     plot_layer_sweep,
+    plot_td_by_layer,
     save_figure,
     write_json,
 )
+from tvlens.probing.experiments import emergence, series_from_emergence
 from tvlens.synthetic.config import get_preset
 from tvlens.synthetic.train import load_run_config, train_synthetic
+
+# Task decodability in the demo: a handful of checkpoints, 50 prompts per task (seconds).
+N_PROBE_CHECKPOINTS = 6
+N_PROBE_PROMPTS = 50
 
 
 @dataclass
@@ -114,15 +121,35 @@ def run_demo(
     (figures_dir / "task_vectors.md").write_text(format_table(table))
     patching = _patching_figures(model, res, progress)
 
+    # Task encoding: TD at every layer and per task over a handful of the run's checkpoints:
+    # the first and the last few (the series is log-spaced, so the last few span the second
+    # half of training, where ICL emerges). The layer-wise probe and the emergence figures.
+    steps = [c.step for c in list_checkpoints(run_dir)]
+    idx = sorted({0} | set(range(max(len(steps) - (N_PROBE_CHECKPOINTS - 1), 0), len(steps))))
+    em = emergence(
+        run_dir,
+        revisions=[steps[i] for i in idx],
+        n_prompts=N_PROBE_PROMPTS,
+        device=device,
+        progress=progress,
+    )
+    em_d = em.to_dict()
+    write_json(run_dir / "emergence.json", em_d)
+    res.figures["td_by_layer"] = save_figure(
+        plot_td_by_layer(series_from_emergence(em, str(run_dir)).to_dict()),
+        figures_dir / "td_by_layer",
+    )
+    res.figures["emergence"] = save_figure(plot_emergence(em_d), figures_dir / "emergence")
+
     ck = metrics["checkpoints"]
-    emergence = next((c["step"] for c in ck if c["mean_icl_accuracy"] >= 0.9), None)
+    emergence_step = next((c["step"] for c in ck if c["mean_icl_accuracy"] >= 0.9), None)
     res.summary = {
         "run_dir": str(run_dir),
         "preset": preset,
         "config": cfg,
         "model": model.spec.to_dict(),
         "checkpoint_steps": [c["step"] for c in ck],
-        "first_step_with_icl_accuracy_0.9": emergence,
+        "first_step_with_icl_accuracy_0.9": emergence_step,
         "final_icl_accuracy_training_eval": ck[-1]["mean_icl_accuracy"],
         "final_icl_evaluation": final_eval.to_dict(),
         "final_accuracy_by_demo": ck[-1]["accuracy_by_demo"],
@@ -132,6 +159,13 @@ def run_demo(
             "table": table,
         },
         "patching": patching,
+        "task_encoding": {
+            "steps": em.steps,
+            "td_by_layer": em.td,
+            "peak_layer": em.peak_layer,
+            "onsets": em_d["onsets"],
+            "n_prompts": N_PROBE_PROMPTS,
+        },
         "seconds": round(time.time() - t0, 1),
         "trained_in_this_run": state != "complete",
     }
@@ -176,6 +210,8 @@ def _write_report(res: DemoResult, ck: list[dict]) -> None:
     hs = s["task_vectors"]["summary"]["hendel"]
     fs = s["task_vectors"]["summary"]["fv"]
     by_demo = ", ".join(f"{x:.2f}" for x in s["final_accuracy_by_demo"])
+    te = s["task_encoding"]
+    td_last = ", ".join(f"{x:.2f}" for x in te["td_by_layer"][-1])
     lines = [
         "# tvlens demo figures",
         "",
@@ -234,6 +270,22 @@ def _write_report(res: DemoResult, ck: list[dict]) -> None:
         "prompts is replaced by its mean on clean prompts. Per-task table: `task_vectors.md`.",
         "",
         *_patching_report(s["patching"]),
+        "## td_by_layer.png",
+        "![Task decodability by layer](td_by_layer.png)",
+        "",
+        "Task decodability (Han et al. 2025): the residual after each layer at the last query "
+        f"token of {te['n_prompts']} prompts per task plus the Null task (random answers), "
+        "each classified by its 10 nearest other points; one line per checkpoint "
+        f"({', '.join(str(x) for x in te['steps'])}). Final checkpoint by layer: {td_last}; "
+        f"peak layer {te['peak_layer']}.",
+        "",
+        "## emergence.png",
+        "![Encoding and decoding over training](emergence.png)",
+        "",
+        "Per task over the same checkpoints: TD at the peak layer (top; black: all tasks), "
+        "the query loss (middle) and accuracy (bottom): whether encoding (TD) and decoding "
+        "(accuracy) rise together. Numbers: `runs/.../emergence.json`.",
+        "",
     ]
     (res.figures_dir / "README.md").write_text("\n".join(lines))
 

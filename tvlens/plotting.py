@@ -342,3 +342,108 @@ def plot_patching(result: Any, title: str | None = None) -> go.Figure:
     fig.update_xaxes(title_text=xt, type="category", tickangle=-45 if xt == "position" else 0)
     fig.update_layout(title=title, template="plotly_white")
     return fig
+
+
+def plot_emergence(em: dict, layer: int | None = None, title: str | None = None) -> go.Figure:
+    """Encoding and decoding over training (an ``EmergenceResult.to_dict()``): per-task TD at
+    one layer (default: the peak layer) on top, per-task loss below (log-scaled steps), and
+    accuracy at the bottom for token suites."""
+    layer = em["peak_layer"] if layer is None else layer
+    li = em["layers"].index(layer)
+    has_acc = em.get("accuracy") is not None
+    rows = 3 if has_acc else 2
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.06)
+    steps = em["steps"]
+    for i, t in enumerate(em["tasks"]):
+        color = PALETTE[i % len(PALETTE)]
+        common = {"x": steps, "mode": "lines+markers", "legendgroup": t, "marker": {"size": 4}}
+        fig.add_trace(
+            go.Scatter(
+                y=[c[li][t] for c in em["td_per_task"]], name=t, line={"color": color}, **common
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                y=[c[t] for c in em["loss"]],
+                name=t,
+                showlegend=False,
+                line={"color": color},
+                **common,
+            ),
+            row=2,
+            col=1,
+        )
+        if has_acc:
+            fig.add_trace(
+                go.Scatter(
+                    y=[c[t] for c in em["accuracy"]],
+                    name=t,
+                    showlegend=False,
+                    line={"color": color},
+                    **common,
+                ),
+                row=3,
+                col=1,
+            )
+    fig.add_trace(
+        go.Scatter(
+            x=steps,
+            y=[row[li] for row in em["td"]],
+            name="TD (all, incl. Null)",
+            line={"color": "black", "width": 3},
+        ),
+        row=1,
+        col=1,
+    )
+    fig.update_xaxes(type="log")  # every row: the steps are log-spaced checkpoints
+    fig.update_xaxes(title_text="training step", row=rows, col=1)
+    fig.update_yaxes(title_text=f"TD, layer {layer}", range=[0, 1.02], row=1, col=1)
+    loss_name = "query CE" if has_acc else "query MSE"
+    fig.update_yaxes(title_text=loss_name, row=2, col=1)
+    if has_acc:
+        fig.update_yaxes(title_text="accuracy", range=[0, 1.02], row=3, col=1)
+    fig.update_layout(
+        title=title or f"Task encoding (TD) and decoding (loss) over training ({em['kind']})",
+        template="plotly_white",
+        height=300 * rows,
+    )
+    return fig
+
+
+def plot_perturbation(results: list[dict], title: str = "Perturbation: Δ loss") -> go.Figure:
+    """One heatmap per ``PerturbationResult.to_dict()`` (e.g. an early and a late checkpoint):
+    Δ query loss of task A (row) when B's (column) mean state is patched in."""
+    fig = make_subplots(
+        rows=1,
+        cols=len(results),
+        subplot_titles=[
+            f"step {r['step']}, layer {r['layer']} ({r['mode']})"
+            + (f", TD {r['td_at_layer']:.2f}" if r.get("td_at_layer") is not None else "")
+            for r in results
+        ],
+        horizontal_spacing=0.12,
+    )
+    zmax = max(max(abs(v) for row in r["delta_loss"] for v in row) for r in results) or 1.0
+    for j, r in enumerate(results):
+        fig.add_trace(
+            go.Heatmap(
+                z=r["delta_loss"],
+                x=r["tasks"],
+                y=r["tasks"],
+                colorscale="RdBu_r",
+                zmid=0,
+                zmin=-zmax,
+                zmax=zmax,
+                colorbar={"title": "Δ loss"},
+                showscale=j == 0,
+            ),
+            row=1,
+            col=j + 1,
+        )
+        fig.update_yaxes(autorange="reversed", row=1, col=j + 1)
+        fig.update_xaxes(title_text="patched mean of task B", row=1, col=j + 1)
+    fig.update_yaxes(title_text="prompts of task A", row=1, col=1)
+    fig.update_layout(title=title, template="plotly_white")
+    return fig

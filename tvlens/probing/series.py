@@ -131,6 +131,17 @@ def td_over_checkpoints(
     return TDSeries(name, [str(r) for r in revisions], steps, results, accs, cfg)
 
 
+def is_regression_run(path: str | Path) -> bool:
+    """A tvlens run of the sparse-linear-regression family (``tvlens train-regression``)."""
+    cfg = Path(path) / "config.json"
+    if not is_run_dir(path):
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("family") == "regression"
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
 def save_series(series: TDSeries, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +172,22 @@ def run_probe(
 
     if isinstance(suite, str):
         suite = get_suite(suite)
-    series = td_over_checkpoints(model, revisions, suite=suite, progress=progress, **kwargs)
+    if is_regression_run(model):
+        # The regression family has no tokens: same TD (Null task included) from the
+        # experiments module, explained variance in place of accuracy.
+        from tvlens.probing.experiments import emergence, series_from_emergence
+
+        em = emergence(
+            model,
+            revisions=revisions,
+            n_prompts=kwargs.get("n_prompts", 100),
+            seed=kwargs.get("seed", 0),
+            device=kwargs.get("device"),
+            progress=progress,
+        )
+        series = series_from_emergence(em, str(model))
+    else:
+        series = td_over_checkpoints(model, revisions, suite=suite, progress=progress, **kwargs)
     out = Path(out)
     save_series(series, out)
     data = series.to_dict()

@@ -126,9 +126,10 @@ def get_preset(name: str) -> TrainConfig:
     return PRESETS[name]
 
 
-def checkpoint_steps(cfg: TrainConfig) -> list[int]:
+def checkpoint_steps(cfg: Any) -> list[int]:
     """Log-spaced steps from ``first_checkpoint`` to ``steps`` (always included), like
-    Pythia's early checkpoints: dense where learning is fast."""
+    Pythia's early checkpoints: dense where learning is fast. ``cfg``: a :class:`TrainConfig`
+    or any config with those fields (the regression family's ``RegressionConfig``)."""
     import numpy as np
 
     first = min(cfg.first_checkpoint, cfg.steps)
