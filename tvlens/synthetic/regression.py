@@ -42,9 +42,7 @@ from tvlens.errors import CheckpointError, EmptyTaskError, TVLensError
 from tvlens.models.checkpoints import (
     Checkpoint,
     checkpoint_name,
-    clean_temporary,
     list_checkpoints,
-    validate_checkpoint,
     write_atomically,
     write_json_atomically,
 )
@@ -509,25 +507,14 @@ def train_regression(
     """Train a read-in/read-out Llama on the regression mixture; same folder layout,
     atomic checkpoints at log-spaced steps and exact resume as :func:`train_synthetic`."""
     from tvlens.synthetic.config import checkpoint_steps
-    from tvlens.synthetic.train import load_run_config
+    from tvlens.synthetic.train import check_run_folder, restore_run
 
     t0 = time.time()
     run_dir = Path(out)
     cfg = (config or get_regression_preset(preset)).with_overrides(**overrides)
     preset_name = None if config is not None else preset
     mix = cfg.get_mixture()
-    existing = load_run_config(run_dir)
-    if existing is not None:
-        if not resume:
-            raise TVLensError(
-                f"{str(run_dir)!r} already holds a training run. Pass resume=True "
-                "(--resume) to continue it, or choose another output folder."
-            )
-        if existing.get("config") != cfg.to_dict():
-            raise TVLensError(
-                f"The run in {str(run_dir)!r} was started with a different configuration; "
-                "resume with the same preset and options, or use another output folder."
-            )
+    existing = check_run_folder(run_dir, cfg.to_dict(), resume)
     device = device or default_device()
     torch.manual_seed(cfg.seed)
     tokenizer = build_word_tokenizer([])  # the bridge wants one; inputs are vectors
@@ -539,27 +526,17 @@ def train_regression(
     metrics: dict[str, Any] = {"checkpoints": [], "train_loss": []}
     start_step = 0
     if existing is not None:
-        clean_temporary(run_dir)
-        ckpts = list_checkpoints(run_dir)
-        if ckpts:
-            last = validate_checkpoint(ckpts[-1].path)
-            if not (last / STATE_FILE).is_file():
-                raise CheckpointError(f"Checkpoint {str(last)!r} has no {STATE_FILE}.")
-            model.hf.load_state_dict(
-                load_file(str(last / "model.safetensors"), device=str(device)), strict=False
-            )
+
+        def load_weights(ckpt: Path) -> None:
+            weights = load_file(str(ckpt / "model.safetensors"), device=str(device))
+            model.hf.load_state_dict(weights, strict=False)
             if hasattr(model.hf, "tie_weights"):  # GPT-2's lm_head is tied, not saved
                 model.hf.tie_weights()
-            model.read_in.load_state_dict(load_file(str(last / READ_IN_FILE), device=str(device)))
-            state = torch.load(last / STATE_FILE, map_location=device, weights_only=False)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start_step = int(state["step"])
-            old = json.loads((run_dir / "metrics.json").read_text())
-            metrics = {
-                "checkpoints": [c for c in old["checkpoints"] if c["step"] <= start_step],
-                "train_loss": [x for x in old["train_loss"] if x[0] <= start_step],
-            }
+            model.read_in.load_state_dict(load_file(str(ckpt / READ_IN_FILE), device=str(device)))
+
+        start_step, metrics = restore_run(
+            run_dir, load_weights, optimizer, scheduler, device, metrics
+        )
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomically(

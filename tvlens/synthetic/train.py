@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,59 @@ def _save_checkpoint(
     return Checkpoint(step, final)
 
 
+def check_run_folder(run_dir: Path, config: dict, resume: bool) -> dict | None:
+    """The run config already in ``run_dir`` (None for a new run), after checking that it may
+    be continued: ``resume`` asked for, and the same configuration."""
+    existing = load_run_config(run_dir)
+    if existing is not None:
+        if not resume:
+            raise TVLensError(
+                f"{str(run_dir)!r} already holds a training run. Pass resume=True "
+                "(--resume) to continue it, or choose another output folder."
+            )
+        if existing.get("config") != config:
+            raise TVLensError(
+                f"The run in {str(run_dir)!r} was started with a different configuration; "
+                "resume with the same preset and options, or use another output folder."
+            )
+    return existing
+
+
+def restore_run(
+    run_dir: Path,
+    load_weights: Callable[[Path], None],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    device: Any,
+    metrics: dict[str, Any],
+) -> tuple[int, dict[str, Any]]:
+    """Resume a stopped run from its last complete checkpoint: weights (``load_weights``),
+    optimizer and scheduler state; returns the step reached and the metrics up to it (the
+    training loops of the token and regression families share this)."""
+    clean_temporary(run_dir)
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        return 0, metrics
+    last = ckpts[-1].path
+    validate_checkpoint(last)
+    state_path = last / STATE_FILE
+    if not state_path.is_file():
+        raise CheckpointError(
+            f"Checkpoint {str(last)!r} has no {STATE_FILE}: cannot resume from it."
+        )
+    load_weights(last)
+    state = torch.load(state_path, map_location=device, weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    step = int(state["step"])
+    path = run_dir / "metrics.json"
+    old = json.loads(path.read_text()) if path.is_file() else metrics
+    return step, {
+        "checkpoints": [c for c in old.get("checkpoints", []) if c["step"] <= step],
+        "train_loss": [x for x in old.get("train_loss", []) if x[0] <= step],
+    }
+
+
 def load_run_config(run_dir: Path) -> dict | None:
     """A run folder's ``config.json`` (None when there is none yet)."""
     p = run_dir / "config.json"
@@ -248,19 +302,8 @@ def train_synthetic(
     run_dir = Path(out)
     cfg = (config or get_preset(preset)).with_overrides(**overrides)
     preset_name = None if config is not None else preset
-    existing = load_run_config(run_dir)
+    existing = check_run_folder(run_dir, cfg.to_dict(), resume)
     start_step = 0
-    if existing is not None:
-        if not resume:
-            raise TVLensError(
-                f"{str(run_dir)!r} already holds a training run. Pass resume=True "
-                "(--resume) to continue it, or choose another output folder."
-            )
-        if existing.get("config") != cfg.to_dict():
-            raise TVLensError(
-                f"The run in {str(run_dir)!r} was started with a different configuration; "
-                "resume with the same preset and options, or use another output folder."
-            )
     device = device or default_device()
     torch.manual_seed(cfg.seed)
 
@@ -285,34 +328,16 @@ def train_synthetic(
     metrics: dict[str, Any] = {"checkpoints": [], "train_loss": []}
 
     if existing is not None:
-        clean_temporary(run_dir)
-        ckpts = list_checkpoints(run_dir)
-        if ckpts:
-            last = ckpts[-1]
-            validate_checkpoint(last.path)
-            state_path = last.path / STATE_FILE
-            if not state_path.is_file():
-                raise CheckpointError(
-                    f"Checkpoint {str(last.path)!r} has no {STATE_FILE}: cannot resume from it."
-                )
-            model.load_state_dict(
-                load_file(str(last.path / "model.safetensors"), device=str(device)), strict=False
-            )
-            if hasattr(model, "tie_weights"):
+
+        def load_weights(ckpt: Path) -> None:
+            weights = load_file(str(ckpt / "model.safetensors"), device=str(device))
+            model.load_state_dict(weights, strict=False)
+            if hasattr(model, "tie_weights"):  # GPT-2's lm_head is tied, not saved
                 model.tie_weights()
-            state = torch.load(state_path, map_location=device, weights_only=False)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start_step = int(state["step"])
-            old = (
-                json.loads((run_dir / "metrics.json").read_text())
-                if (run_dir / "metrics.json").is_file()
-                else metrics
-            )
-            metrics = {
-                "checkpoints": [c for c in old.get("checkpoints", []) if c["step"] <= start_step],
-                "train_loss": [x for x in old.get("train_loss", []) if x[0] <= start_step],
-            }
+
+        start_step, metrics = restore_run(
+            run_dir, load_weights, optimizer, scheduler, device, metrics
+        )
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomically(
