@@ -49,9 +49,9 @@ from tvlens.models.checkpoints import (
 from tvlens.models.hf import build_hf_model, quiet_transformers
 from tvlens.models.loading import TVModel, default_device, load_model
 from tvlens.models.tokenizer import build_word_tokenizer
+from tvlens.synthetic.train import STATE_FILE, check_run_folder, restore_run
 
 READ_IN_FILE = "read_in.safetensors"
-STATE_FILE = "training_state.pt"
 NULL = "null"
 
 
@@ -507,7 +507,6 @@ def train_regression(
     """Train a read-in/read-out Llama on the regression mixture; same folder layout,
     atomic checkpoints at log-spaced steps and exact resume as :func:`train_synthetic`."""
     from tvlens.synthetic.config import checkpoint_steps
-    from tvlens.synthetic.train import check_run_folder, restore_run
 
     t0 = time.time()
     run_dir = Path(out)
