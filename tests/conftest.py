@@ -121,3 +121,30 @@ def _sharpen(hf) -> None:
 def sharp(request, make_tiny, letters_tokenizer) -> Tiny:
     """One tiny model per architecture with large weights (see ``_sharpen``)."""
     return make_tiny(f"sharp-{request.param}", request.param, letters_tokenizer, edit=_sharpen)
+
+
+@pytest.fixture
+def run_notebook(monkeypatch):
+    """``run(name, run_dir)``: execute ``notebooks/name`` on the tiny fast path (its runs go
+    under ``run_dir``) and fail on any cell error."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    root = Path(__file__).resolve().parents[1]
+
+    def run(name: str, run_dir: Path) -> None:
+        monkeypatch.setenv("TVLENS_NOTEBOOK_PRESET", "tiny")
+        monkeypatch.setenv("TVLENS_NOTEBOOK_RUN_DIR", str(run_dir))
+        nb = nbformat.read(root / "notebooks" / name, as_version=4)
+        resources = {"metadata": {"path": str(run_dir)}}
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources=resources).execute()
+        errors = [
+            o
+            for c in nb.cells
+            if c.cell_type == "code"
+            for o in c.get("outputs", [])
+            if o.get("output_type") == "error"
+        ]
+        assert not errors, errors[0]
+
+    return run

@@ -6,9 +6,7 @@ import json
 import os
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from tvlens.demo import run_demo
 
@@ -49,19 +47,6 @@ def test_demo_writes_figures_report_and_json(tmp_path):
 @pytest.mark.parametrize(
     "name", ["01_quickstart.ipynb", "02_task_vectors.ipynb", "04_patching.ipynb"]
 )
-def test_notebook_runs(name, tmp_path, monkeypatch):
-    monkeypatch.setenv("TVLENS_NOTEBOOK_PRESET", "tiny")
-    monkeypatch.setenv("TVLENS_NOTEBOOK_RUN_DIR", str(tmp_path))
-    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
-    NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
-    errors = [
-        o
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-        if o.get("output_type") == "error"
-    ]
-    assert not errors
+def test_notebook_runs(name, tmp_path, run_notebook):
+    run_notebook(name, tmp_path)
     assert os.listdir(tmp_path / "tiny" / "checkpoints")

@@ -239,18 +239,10 @@ def run_task_vectors(
     import json
 
     from tvlens.errors import TVLensError
-    from tvlens.models.loading import load_model
+    from tvlens.models.loading import model_and_suite
     from tvlens.plotting import plot_head_aie, plot_layer_sweep, save_figure
-    from tvlens.tasks.registry import get_suite
 
-    if isinstance(model, str):
-        model = load_model(model, revision=revision, device=device)
-    if suite is None:
-        suite = model.training_suite()
-        if suite is None:
-            raise TVLensError(f"{model.name} has no training suite on record: pass a suite.")
-    elif isinstance(suite, str):
-        suite = get_suite(suite)
+    model, suite = model_and_suite(model, suite, revision, device)
     if method not in ("hendel", "fv", "both"):
         raise TVLensError(f"Unknown method {method!r}: use hendel, fv or both.")
     methods = ("hendel", "fv") if method == "both" else (method,)

@@ -457,3 +457,26 @@ def load_checkpoints(run_dir: str | Path, steps: list[int] | None = None, **kwar
     for c in list_checkpoints(run_dir):
         if steps is None or c.step in steps:
             yield c.step, load_model(run_dir, revision=c.step, **kwargs)
+
+
+def model_and_suite(
+    model: TVModel | str | Path,
+    suite: Any = None,
+    revision: str | None = None,
+    device: str | None = None,
+) -> tuple[TVModel, Any]:
+    """A loaded model (loading ``model`` when it is a name or folder) and a task suite:
+    ``suite`` itself, the suite of that name or folder, or (None) the suite the model was
+    trained on. What the CLI-level runs (vectors, patching) start from."""
+    from tvlens.errors import TVLensError
+    from tvlens.tasks.registry import get_suite
+
+    if isinstance(model, str | Path):
+        model = load_model(model, revision=revision, device=device)
+    if suite is None:
+        suite = model.training_suite()
+        if suite is None:
+            raise TVLensError(f"{model.name} has no training suite on record: pass a suite.")
+    elif isinstance(suite, str | Path):
+        suite = get_suite(str(suite))
+    return model, suite

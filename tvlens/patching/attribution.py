@@ -16,18 +16,12 @@ import torch
 from torch import Tensor
 
 from tvlens.patching.exact import (
-    COMPONENTS,
-    HEAD_ACTS,
-    POSITIONS,
     PatchResult,
     Tokens,
-    _check_last,
-    _check_layers,
-    _check_pair,
     _metric_value,
     _source_acts,
-    component_hook,
     position_labels,
+    prepare,
 )
 from tvlens.patching.metrics import Metric, metric_name
 from tvlens.patching.resume import bridge_of
@@ -76,21 +70,9 @@ def attribution_patch(
 ) -> PatchResult:
     """Attribution-patching estimate for the same components, positions and sources as
     :func:`tvlens.patching.patch` (arguments as there)."""
-    if component not in COMPONENTS:
-        raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}.")
-    if positions not in POSITIONS:
-        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}.")
-    if head_act not in HEAD_ACTS:
-        raise ValueError(f"head_act must be one of {HEAD_ACTS}, got {head_act!r}.")
-    bridge = bridge_of(model)
-    device = next(bridge.parameters()).device
-    corr = Tokens.of(corrupted, device)
-    cln = None if clean is None else Tokens.of(clean, device)
-    _check_pair(cln, corr, positions)
-    if positions == "last":
-        _check_last(corr)
-    layers = _check_layers(model, layers)
-    hooks = [component_hook(model, component, layer, head_act) for layer in layers]
+    corr, cln, layers, hooks = prepare(
+        model, clean, corrupted, component, positions, head_act, layers
+    )
 
     corr_logits, corr_acts, grads = _corrupted_with_grads(model, corr, hooks, metric)
     with torch.no_grad():

@@ -259,6 +259,38 @@ def _check_last(t: Tokens) -> None:
         )
 
 
+def prepare(
+    model: Any,
+    clean: PromptBatch | Tensor | None,
+    corrupted: PromptBatch | Tensor,
+    component: str,
+    positions: str,
+    head_act: str,
+    layers: list[int] | None,
+) -> tuple[Tokens, Tokens | None, list[int], list[str]]:
+    """Checked inputs of a patching call (exact or attribution): corrupted and clean tokens on
+    the model's device, the layers, and the hook patched at each layer."""
+    if component not in COMPONENTS:
+        raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}.")
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}.")
+    if head_act not in HEAD_ACTS:
+        raise ValueError(f"head_act must be one of {HEAD_ACTS}, got {head_act!r}.")
+    bridge = bridge_of(model)
+    device = next(bridge.parameters()).device
+    corr = Tokens.of(corrupted, device)
+    cln = None if clean is None else Tokens.of(clean, device)
+    _check_pair(cln, corr, positions)
+    if positions == "last":
+        _check_last(corr)
+    layers = _check_layers(model, layers)
+    hooks = [component_hook(model, component, layer, head_act) for layer in layers]
+    for h in hooks:
+        if h not in bridge.hook_dict:
+            raise LayerError(f"This model has no hook {h!r} (component={component!r}).")
+    return corr, cln, layers, hooks
+
+
 # ---------------------------------------------------------------------------- sources
 def _source_acts(
     model: Any,
@@ -379,26 +411,11 @@ def patch(
         )  # fmt: skip
     if method != "exact":
         raise ValueError(f"method must be 'exact' or 'attribution', got {method!r}.")
-    if component not in COMPONENTS:
-        raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}.")
-    if positions not in POSITIONS:
-        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}.")
-    if head_act not in HEAD_ACTS:
-        raise ValueError(f"head_act must be one of {HEAD_ACTS}, got {head_act!r}.")
+    corr, cln, layers, hooks = prepare(
+        model, clean, corrupted, component, positions, head_act, layers
+    )
     bridge = bridge_of(model)
-    device = next(bridge.parameters()).device
-    corr = Tokens.of(corrupted, device)
-    cln = None if clean is None else Tokens.of(clean, device)
-    _check_pair(cln, corr, positions)
-    if positions == "last":
-        _check_last(corr)
-    layers = _check_layers(model, layers)
     B, T = corr.tokens.shape
-
-    hooks = [component_hook(model, component, layer, head_act) for layer in layers]
-    for h in hooks:
-        if h not in bridge.hook_dict:
-            raise LayerError(f"This model has no hook {h!r} (component={component!r}).")
     resid_hooks = [f"blocks.{layer}.hook_resid_pre" for layer in layers]
     need_cache = positions != "all"
     pack = positions == "last" and can_pack(model)

@@ -119,9 +119,8 @@ def run_patching(
     and, with ``out``, write ``out/patching.json``, ``out/config.json`` and the heatmap
     ``out/patching_{component}.{html,png}`` (``..._attribution`` too with ``method="both"``).
     """
-    from tvlens.models.loading import load_model
+    from tvlens.models.loading import model_and_suite
     from tvlens.plotting import plot_patching, save_figure
-    from tvlens.tasks.registry import get_suite
 
     if method not in METHODS:
         raise TVLensError(f"Unknown method {method!r}: use one of {METHODS}.")
@@ -132,14 +131,7 @@ def run_patching(
             f"component must be one of {COMPONENTS} and positions one of {POSITIONS}; got "
             f"{component!r}, {positions!r}."
         )
-    if isinstance(model, str):
-        model = load_model(model, revision=revision, device=device)
-    if suite is None:
-        suite = model.training_suite()
-        if suite is None:
-            raise TVLensError(f"{model.name} has no training suite on record: pass a suite.")
-    elif isinstance(suite, str):
-        suite = get_suite(suite)
+    model, suite = model_and_suite(model, suite, revision, device)
     k = k if k is not None else int(model.spec.train_info.get("k", 5))
     clean, corrupted = patching_prompts(model, suite, k, n_prompts, seed=seed, tasks=tasks)
     metric = AnswerProb.from_batch(clean)
