@@ -49,7 +49,7 @@ from tvlens.models.checkpoints import (
 from tvlens.models.hf import build_hf_model, quiet_transformers
 from tvlens.models.loading import TVModel, default_device, load_model
 from tvlens.models.tokenizer import build_word_tokenizer
-from tvlens.synthetic.train import STATE_FILE, check_run_folder, restore_run
+from tvlens.synthetic.train import STATE_FILE, check_run_folder, optimizer_step, restore_run
 
 READ_IN_FILE = "read_in.safetensors"
 NULL = "null"
@@ -564,15 +564,7 @@ def train_regression(
         tokens, y, _ = regression_batch(mix, step, cfg.batch_size, cfg.n_points, cfg.seed)
         pred = predictions_at_x(model(tokens.to(device)))
         loss = torch.nn.functional.mse_loss(pred, y.to(device))
-        value = loss.item()
-        if not math.isfinite(value):
-            raise TVLensError(f"Loss became {value} at step {step}: lower the lr.")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        running.append(value)
+        running.append(optimizer_step(model, loss, optimizer, scheduler, cfg.grad_clip, step))
         if step % cfg.log_every == 0:
             metrics["train_loss"].append([step, float(np.mean(running))])
             running = []

@@ -213,6 +213,26 @@ def _save_checkpoint(
     return Checkpoint(step, final)
 
 
+def optimizer_step(
+    model: torch.nn.Module,
+    loss: Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    grad_clip: float,
+    step: int,
+) -> float:
+    """One clipped AdamW step on ``loss``; its value, or an error if it is not finite."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise TVLensError(f"Loss became {value} at step {step}: lower the lr.")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return value
+
+
 def check_run_folder(run_dir: Path, config: dict, resume: bool) -> dict | None:
     """The run config already in ``run_dir`` (None for a new run), after checking that it may
     be continued: ``resume`` asked for, and the same configuration."""
@@ -377,15 +397,7 @@ def train_synthetic(
             loss = loss + cfg.tv_loss_weight * tv_prompting_loss(
                 model, batch, out_.hidden_states, tv_layer
             )
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise TVLensError(f"Loss became {loss_value} at step {step}: lower the lr.")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        running.append(loss_value)
+        running.append(optimizer_step(model, loss, optimizer, scheduler, cfg.grad_clip, step))
         if step % cfg.log_every == 0:
             metrics["train_loss"].append([step, float(np.mean(running))])
             running = []
