@@ -99,7 +99,7 @@ def main() -> None:
     if suite is None:
         raise SystemExit(f"{where} has no training suite on record.")
     k = args.k if args.k is not None else int(model.spec.train_info.get("k", 5))
-    tmpl = model.spec.train_info.get("template", "arrow")
+    tmpl = model.template()
     tasks = list(suite)
     per_task = [len(x) for x in np.array_split(np.arange(args.n_prompts), len(tasks))]
     prompts = []

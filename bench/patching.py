@@ -43,7 +43,7 @@ from tvlens.tasks import sample_prompts, shuffled_label_variants, tokenize_promp
 
 def make_pair(model, k: int, n_prompts: int):
     suite = model.training_suite()
-    tmpl = model.spec.train_info.get("template", "arrow")
+    tmpl = model.template()
     tasks = list(suite)
     per_task = [len(x) for x in np.array_split(np.arange(n_prompts), len(tasks))]
     prompts = []

@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tvlens.extraction.residual import _template, activations_at_positions
+from tvlens.extraction.residual import activations_at_positions
 from tvlens.extraction.vectors import TaskVector
 from tvlens.models.loading import TVModel
 from tvlens.patching import AnswerProb, patch
@@ -103,7 +103,7 @@ def function_vector(
     The vector is ``sum over the top_k heads of head_means[l, h] @ W_O[l, h]`` (no bias); its
     ``layers`` holds the default injection layer ``n_layers // 3`` (choose it with a sweep).
     """
-    tmpl = _template(model, template)
+    tmpl = model.template(template)
     prompts = sample_prompts(task, k, n_prompts, seed=seed, template=tmpl)
     clean = tokenize_prompts(prompts, model, padding_side="left")
     corrupted = tokenize_prompts(

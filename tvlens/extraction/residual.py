@@ -81,12 +81,6 @@ def residual_at_query(
     return torch.cat(parts, dim=1)
 
 
-def _template(model: TVModel, template: str | PromptTemplate | None) -> str | PromptTemplate:
-    if template is not None:
-        return template
-    return model.spec.train_info.get("template", "arrow")
-
-
 def per_query_vectors(
     model: TVModel,
     task: Task,
@@ -99,7 +93,7 @@ def per_query_vectors(
 ) -> tuple[Float[Tensor, "layer prompt d_model"], list]:
     """One residual vector per prompt (and per layer) at the query position, with the
     prompts they came from."""
-    prompts = sample_prompts(task, k, n_prompts, seed=seed, template=_template(model, template))
+    prompts = sample_prompts(task, k, n_prompts, seed=seed, template=model.template(template))
     batch = tokenize_prompts(prompts, model, padding_side=padding_side)
     return residual_at_query(model, batch, layers), prompts
 

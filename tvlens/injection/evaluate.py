@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from tvlens.evaluation import evaluate_prompts
 from tvlens.extraction.function_vectors import HeadTable, function_vector
-from tvlens.extraction.residual import _template, hendel_task_vector
+from tvlens.extraction.residual import hendel_task_vector
 from tvlens.extraction.vectors import TaskVector
 from tvlens.injection.sweep import layer_sweep_correct
 from tvlens.models.loading import TVModel
@@ -118,7 +118,7 @@ def evaluate_task_vectors(
         raise ValueError(f"Unknown method(s) {sorted(unknown)}; use 'hendel' and/or 'fv'.")
     k_given = k is not None
     k = k if k_given else int(model.spec.train_info.get("k", 5))
-    tmpl = _template(model, template)
+    tmpl = model.template(template)
     tasks = list(suite)
     layers = list(range(model.n_layers))
     report = VectorReport(

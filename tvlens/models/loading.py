@@ -270,6 +270,13 @@ class TVModel:
         self.bridge.to(device)
         return self
 
+    def template(self, override: Any = None) -> Any:
+        """``override`` if given, else the prompt template the model was trained with
+        (``"arrow"`` for models tvlens did not train)."""
+        if override is not None:
+            return override
+        return self.spec.train_info.get("template", "arrow")
+
     def training_suite(self):
         """The suite a tvlens-trained model was trained on (rebuilt from its spec), or None."""
         info = self.spec.train_info.get("suite")

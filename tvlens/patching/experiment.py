@@ -72,7 +72,7 @@ def patching_prompts(
     """Clean prompts and their shuffled-label versions, kept to the pairs whose two prompts
     have the most common token length: no padding, so position ``p`` is the same slot of the
     template in every row (axis labels read from row 0 hold for all)."""
-    tmpl = template or model.spec.train_info.get("template", "arrow")
+    tmpl = model.template(template)
     chosen = [t for t in suite if tasks is None or t.name in tasks]
     if not chosen:
         raise EmptyTaskError(

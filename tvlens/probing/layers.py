@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tvlens.extraction.residual import _template, residual_at_query
+from tvlens.extraction.residual import residual_at_query
 from tvlens.models.loading import TVModel
 from tvlens.probing.measures import (
     probe_accuracy,
@@ -69,7 +69,7 @@ def td_by_layer(
     """TD at every layer over the last-query-token states of ``n_prompts`` prompts per task,
     pooled over ``suite`` plus the Null task (Han et al. 2025)."""
     k = k if k is not None else int(model.spec.train_info.get("k", 5))
-    tmpl = _template(model, template)
+    tmpl = model.template(template)
     tasks = list(suite) + ([null_task(suite)] if include_null else [])
     prompts, labels = [], []
     for i, task in enumerate(tasks):
