@@ -270,7 +270,15 @@ def corrupted_run(
 
     mask = padding_mask(attention_mask)
     kw: dict[str, Any] = {"logits_to_keep": 1} if last_only else {}
-    with bridge.hooks(fwd_hooks=[(n, keeper(n)) for n in hook_names]):
+    # Only the last position is read after the final MLP (unless a hook sits there).
+    L = len(bridge.blocks) - 1
+    after_mlp = (f"blocks.{L}.hook_mlp_out", f"blocks.{L}.hook_resid_post")
+    trim = (
+        last_position_mlp(bridge)
+        if last_only and not any(n in after_mlp or ".mlp." in n for n in hook_names)
+        else contextlib.nullcontext()
+    )
+    with trim, bridge.hooks(fwd_hooks=[(n, keeper(n)) for n in hook_names]):
         if keep_cache:
             logits, cache = bridge(
                 tokens, attention_mask=mask, return_type="logits_and_cache", **kw
