@@ -10,7 +10,10 @@ tvlens's include its clean and corrupted runs. Prints the median of ``--repeats`
 warm-up; the runs of a comparison interleaved) of:
 
 a. last-position head sweep: ``patch(heads, "last")`` vs ``generic_activation_patch`` over
-   (layer, last pos, head) with TransformerLens's ``layer_pos_head_vector_patch_setter``;
+   (layer, last pos, head) with TransformerLens's ``layer_pos_head_vector_patch_setter`` (the
+   narrowest TransformerLens equivalent: one forward pass per head), and (a') vs
+   ``get_act_patch_attn_head_out_by_pos`` read at the last position (TransformerLens's own
+   function for position-resolved head patching: one forward pass per head and position);
 b. all-position head sweep: ``patch(heads, "all")`` vs ``get_act_patch_attn_head_out_all_pos``;
 c. residual stream per layer x position: ``patch(resid, "each")`` vs ``get_act_patch_resid_pre``;
 d. attribution vs exact patching per component: time ratio and Spearman correlation;
@@ -107,8 +110,14 @@ def ours(component, positions):
     return lambda m, c, x, metric: patch(m, c, x, metric, component, positions)
 
 
+def tl_by_pos_last(model, clean, corrupted, metric):
+    """TransformerLens's own per-position head sweep, read at the last position."""
+    return tl_fn(tl.get_act_patch_attn_head_out_by_pos)(model, clean, corrupted, metric)[:, -1]
+
+
 CASES = [
     ("(a) heads, last position", ours("heads", "last"), tl_last_heads),
+    ("(a') same vs TL's _by_pos[:, -1]", ours("heads", "last"), tl_by_pos_last),
     (
         "(b) heads, all positions",
         ours("heads", "all"),
@@ -192,12 +201,12 @@ def main() -> None:
         folder = save_hf_model(hf, tok, tempfile.mkdtemp())
         m = load_model(folder, device=args.device)
         print(f"  {n_layers} layers x {n_heads} heads:")
-        print_rows(compare(m, clean, corrupted, args.repeats, device, CASES[:2]))
+        print_rows(compare(m, clean, corrupted, args.repeats, device, [CASES[0], CASES[2]]))
     print("(e) growth with prompt length (this model)")
     for kk in (2, k, 2 * k):
         c2, x2 = make_pair(model, kk, args.n_prompts)
         print(f"  k={kk}, {c2.tokens.shape[1]} tokens:")
-        print_rows(compare(model, c2, x2, args.repeats, device, CASES[:2]))
+        print_rows(compare(model, c2, x2, args.repeats, device, [CASES[0], CASES[2]]))
 
 
 if __name__ == "__main__":
