@@ -41,15 +41,18 @@ import tvlens
 from tvlens.errors import CheckpointError, EmptyTaskError, TVLensError
 from tvlens.models.checkpoints import (
     Checkpoint,
-    checkpoint_name,
     list_checkpoints,
-    write_atomically,
     write_json_atomically,
 )
-from tvlens.models.hf import build_hf_model, quiet_transformers
+from tvlens.models.hf import build_hf_model
 from tvlens.models.loading import TVModel, default_device, load_model
 from tvlens.models.tokenizer import build_word_tokenizer
-from tvlens.synthetic.train import STATE_FILE, check_run_folder, optimizer_step, restore_run
+from tvlens.synthetic.train import (
+    check_run_folder,
+    optimizer_step,
+    restore_run,
+    save_checkpoint,
+)
 
 READ_IN_FILE = "read_in.safetensors"
 NULL = "null"
@@ -458,40 +461,22 @@ def _save(
     cfg: RegressionConfig,
     preset: str | None,
 ) -> Checkpoint:
-    final = run_dir / "checkpoints" / checkpoint_name(step)
+    """A regression checkpoint: the token family's checkpoint plus the read-in weights."""
     info = {
-        "tvlens": tvlens.__version__,
         "family": "regression",
-        "step": step,
         "preset": preset,
         "mixture": cfg.get_mixture().to_dict(),
         "n_points": cfg.n_points,
         "arch": cfg.arch,
     }
 
-    def write(tmp: Path) -> None:
-        with quiet_transformers():
-            model.hf.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in model.read_in.state_dict().items()},
-            str(tmp / READ_IN_FILE),
-        )
-        (tmp / "tvlens.json").write_text(json.dumps(info, indent=2) + "\n")
-        torch.save(
-            {
-                "step": step,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-            },
-            tmp / STATE_FILE,
-        )
+    def read_in(folder: Path) -> None:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.read_in.state_dict().items()}
+        save_file(weights, str(folder / READ_IN_FILE))
 
-    write_atomically(final, write)
-    for c in list_checkpoints(run_dir):  # only the newest keeps the optimizer state
-        if c.step != step and (c.path / STATE_FILE).exists():
-            (c.path / STATE_FILE).unlink()
-    return Checkpoint(step, final)
+    return save_checkpoint(
+        run_dir, step, model.hf, tokenizer, optimizer, scheduler, info, extra=read_in
+    )
 
 
 def train_regression(

@@ -170,31 +170,28 @@ def evaluate_checkpoint(model, batch: TrainBatch, task_names: list[str]) -> dict
     }
 
 
-def _save_checkpoint(
+def save_checkpoint(
     run_dir: Path,
     step: int,
-    model,
+    hf_model,
     tokenizer,
     optimizer,
     scheduler,
-    cfg: TrainConfig,
-    preset: str | None,
+    info: dict,
+    extra: Callable[[Path], None] | None = None,
 ) -> Checkpoint:
+    """Write checkpoint ``step`` atomically: the HF folder, ``tvlens.json`` (``info``), the
+    optimizer state, and whatever ``extra(folder)`` adds (the regression read-in). Only the
+    newest checkpoint keeps the optimizer state (it is what resume needs)."""
     final = run_dir / "checkpoints" / checkpoint_name(step)
-    info = {
-        "tvlens": tvlens.__version__,
-        "step": step,
-        "preset": preset,
-        "suite": cfg.suite,
-        "k": cfg.k,
-        "template": cfg.template,
-        "arch": cfg.arch,
-    }
+    info = {"tvlens": tvlens.__version__, "step": step, **info}
 
     def write(tmp: Path) -> None:
         with quiet_transformers():
-            model.save_pretrained(tmp, safe_serialization=True)
+            hf_model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
         (tmp / "tvlens.json").write_text(json.dumps(info, indent=2) + "\n")
         torch.save(
             {
@@ -206,7 +203,6 @@ def _save_checkpoint(
         )
 
     write_atomically(final, write)
-    # Only the newest checkpoint keeps the optimizer state (it is what resume needs).
     for c in list_checkpoints(run_dir):
         if c.step != step and (c.path / STATE_FILE).exists():
             (c.path / STATE_FILE).unlink()
@@ -404,9 +400,9 @@ def train_synthetic(
         if step in save_at:
             ev = evaluate_checkpoint(model, eval_batch, names)
             metrics["checkpoints"].append({"step": step, **ev})
-            _save_checkpoint(
-                run_dir, step, model, tokenizer, optimizer, scheduler, cfg, preset_name
-            )
+            info = {"preset": preset_name, "suite": cfg.suite, "k": cfg.k,
+                    "template": cfg.template, "arch": cfg.arch}  # fmt: skip
+            save_checkpoint(run_dir, step, model, tokenizer, optimizer, scheduler, info)
             write_json_atomically(run_dir / "metrics.json", metrics)
             bar.set_postfix(loss=f"{ev['loss']:.3f}", icl_acc=f"{ev['mean_icl_accuracy']:.2f}")
         if stop_after is not None and step >= stop_after and step < cfg.steps:
