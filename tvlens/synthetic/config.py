@@ -9,8 +9,27 @@ from typing import Any
 from tvlens.errors import TVLensError
 
 
+class RunConfig:
+    """What the training configurations (token and regression families) share: overrides by
+    field name, and the JSON form written to ``config.json``."""
+
+    _kind = "training"  # names the options in errors
+
+    def with_overrides(self, **overrides: Any):
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TVLensError(f"Unknown {self._kind} option(s) {unknown}; valid: {sorted(names)}.")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        """As written to ``config.json`` (JSON types: tuples become lists), so that it
+        compares equal to a run's saved config."""
+        return json.loads(json.dumps(asdict(self)))
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RunConfig):
     """Everything that determines a synthetic training run (saved as ``config.json``).
 
     The model is an HF causal LM (``arch``) trained from scratch on ICL prompts of the task
@@ -62,18 +81,6 @@ class TrainConfig:
             )
         if self.k < 1:
             raise TVLensError(f"k must be >= 1 for ICL training, got {self.k}.")
-
-    def with_overrides(self, **overrides: Any) -> TrainConfig:
-        names = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise TVLensError(f"Unknown training option(s) {unknown}; valid: {sorted(names)}.")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-    def to_dict(self) -> dict:
-        """As written to ``config.json`` (JSON types: tuples become lists), so that it
-        compares equal to a run's saved config."""
-        return json.loads(json.dumps(asdict(self)))
 
 
 PRESETS: dict[str, TrainConfig] = {

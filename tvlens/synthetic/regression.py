@@ -22,10 +22,9 @@ Run folder (as :mod:`tvlens.synthetic.train`)::
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from tvlens.models.checkpoints import (
 from tvlens.models.hf import build_hf_model
 from tvlens.models.loading import TVModel, default_device, load_model
 from tvlens.models.tokenizer import build_word_tokenizer
+from tvlens.synthetic.config import RunConfig, checkpoint_steps
 from tvlens.synthetic.train import (
     check_run_folder,
     optimizer_step,
@@ -172,8 +172,10 @@ def query_tokens(
 
 
 @dataclass(frozen=True)
-class RegressionConfig:
+class RegressionConfig(RunConfig):
     """Everything that determines a regression training run (saved as ``config.json``)."""
+
+    _kind = "regression"
 
     mixture: str | dict = "orthogonal4"
     noise_std: float = 0.1
@@ -220,16 +222,6 @@ class RegressionConfig:
         if base is None:
             base = RegressionMixture(**self.mixture)
         return replace(base, noise_std=self.noise_std)
-
-    def with_overrides(self, **overrides: Any) -> RegressionConfig:
-        names = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise TVLensError(f"Unknown regression option(s) {unknown}; valid: {sorted(names)}.")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
 
     # checkpoint_steps reads these like a TrainConfig
     @property
@@ -491,7 +483,6 @@ def train_regression(
 ) -> RegressionTrainResult:
     """Train a read-in/read-out Llama on the regression mixture; same folder layout,
     atomic checkpoints at log-spaced steps and exact resume as :func:`train_synthetic`."""
-    from tvlens.synthetic.config import checkpoint_steps
 
     t0 = time.time()
     run_dir = Path(out)
