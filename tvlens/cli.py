@@ -18,6 +18,17 @@ app = typer.Typer(
 )
 
 
+# Options several commands share.
+ModelOpt = Annotated[str, typer.Option(help="HF name, model folder or tvlens run.")]
+SuiteOpt = Annotated[
+    str | None, typer.Option(help="Suite name or folder (default: the model's training suite).")
+]
+RevisionOpt = Annotated[str | None, typer.Option(help="Revision / checkpoint.")]
+KOpt = Annotated[int | None, typer.Option(help="Demonstrations (default: the model's).")]
+SeedOpt = Annotated[int, typer.Option()]
+DeviceOpt = Annotated[str | None, typer.Option(help="cuda, mps or cpu (default: best).")]
+
+
 def _fail(e: Exception) -> None:
     typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
@@ -101,16 +112,14 @@ def train_synthetic_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    model: Annotated[str, typer.Option(help="HF name, model folder or tvlens run.")],
-    suite: Annotated[
-        str | None, typer.Option(help="Suite name or folder (default: the model's training suite).")
-    ] = None,
+    model: ModelOpt,
+    suite: SuiteOpt = None,
     revision: Annotated[str | None, typer.Option(help="Revision / checkpoint (step750).")] = None,
     k: Annotated[int, typer.Option(help="Demonstrations per prompt.")] = 5,
     n_prompts: Annotated[int, typer.Option(help="Prompts per task.")] = 64,
     template: Annotated[str, typer.Option(help="arrow or qa.")] = "arrow",
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str | None, typer.Option()] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write results JSON here.")] = None,
 ) -> None:
     """ICL accuracy (first token and exact match) per task."""
@@ -141,19 +150,17 @@ def eval_cmd(
 
 @app.command()
 def vectors(
-    model: Annotated[str, typer.Option(help="HF name, model folder or tvlens run.")],
+    model: ModelOpt,
     out: Annotated[Path, typer.Option(help="Folder for results.json, vectors and figures.")],
     method: Annotated[str, typer.Option(help="hendel, fv or both.")] = "hendel",
-    suite: Annotated[
-        str | None, typer.Option(help="Suite name or folder (default: the model's training suite).")
-    ] = None,
-    revision: Annotated[str | None, typer.Option(help="Revision / checkpoint.")] = None,
-    k: Annotated[int | None, typer.Option(help="Demonstrations (default: the model's).")] = None,
+    suite: SuiteOpt = None,
+    revision: RevisionOpt = None,
+    k: KOpt = None,
     n_extract: Annotated[int, typer.Option(help="Prompts to extract each vector from.")] = 32,
     top_k_heads: Annotated[int, typer.Option(help="Heads in a function vector.")] = 10,
     fv_scale: Annotated[float, typer.Option(help="Scale of the added function vector.")] = 1.0,
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str | None, typer.Option()] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = None,
 ) -> None:
     """Extract task vectors (Hendel) or function vectors (Todd), sweep layers, and report
     zero-shot / ICL / vector accuracy on held-out queries."""
@@ -190,14 +197,12 @@ def probe(
             help="A checkpoint to probe (repeat; default: every checkpoint of a tvlens run).",
         ),
     ] = None,
-    suite: Annotated[
-        str | None, typer.Option(help="Suite name or folder (default: the model's training suite).")
-    ] = None,
-    k: Annotated[int | None, typer.Option(help="Demonstrations (default: the model's).")] = None,
+    suite: SuiteOpt = None,
+    k: KOpt = None,
     n_prompts: Annotated[int, typer.Option(help="Prompts per task.")] = 100,
     linear_probe: Annotated[bool, typer.Option(help="Also a linear probe per layer.")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str | None, typer.Option()] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = None,
 ) -> None:
     """Task decodability (leave-one-out 10-NN, Null task included) at every layer of every
     checkpoint, against ICL accuracy."""
@@ -275,7 +280,7 @@ def emergence(
         int | None, typer.Option(help="Layer of the perturbation test (-1: skip; default: middle).")
     ] = None,
     perturb_mode: Annotated[str, typer.Option(help="shift or replace.")] = "shift",
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: SeedOpt = 0,
 ) -> None:
     """Task encoding (TD per task, every layer) and decoding (loss) over a run's checkpoints,
     and the mean-state perturbation test at an early and the last checkpoint."""
@@ -304,7 +309,7 @@ def emergence(
 
 @app.command()
 def patch(
-    model: Annotated[str, typer.Option(help="HF name, model folder or tvlens run.")],
+    model: ModelOpt,
     out: Annotated[Path, typer.Option(help="Folder for patching.json and the heatmap.")],
     component: Annotated[str, typer.Option(help="resid, attn, mlp or heads.")] = "heads",
     method: Annotated[str, typer.Option(help="exact, attribution or both.")] = "exact",
@@ -315,18 +320,16 @@ def patch(
         str, typer.Option(help="shuffled (labels), mean or zero (ablation).")
     ] = "shuffled",
     head_act: Annotated[str, typer.Option(help="For heads: z, q, k or v.")] = "z",
-    suite: Annotated[
-        str | None, typer.Option(help="Suite name or folder (default: the model's training suite).")
-    ] = None,
+    suite: SuiteOpt = None,
     task: Annotated[
         list[str] | None, typer.Option("--task", help="Only this task (repeat for several).")
     ] = None,
-    revision: Annotated[str | None, typer.Option(help="Revision / checkpoint.")] = None,
-    k: Annotated[int | None, typer.Option(help="Demonstrations (default: the model's).")] = None,
+    revision: RevisionOpt = None,
+    k: KOpt = None,
     n_prompts: Annotated[int, typer.Option(help="Prompts per task.")] = 16,
     max_batch: Annotated[int, typer.Option(help="Rows (prompts x copies) per pass.")] = 1024,
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str | None, typer.Option()] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = None,
 ) -> None:
     """Activation patching (exact, or attribution patching) of every component, with a heatmap."""
     from tvlens.patching import run_patching
@@ -385,9 +388,9 @@ def suites(
 
 @app.command()
 def info(
-    model: Annotated[str, typer.Option(help="HF name, model folder or tvlens run.")],
-    revision: Annotated[str | None, typer.Option()] = None,
-    device: Annotated[str | None, typer.Option()] = None,
+    model: ModelOpt,
+    revision: RevisionOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Describe a model: sizes, hook names, checkpoints of a tvlens run."""
     from tvlens.models import load_model
