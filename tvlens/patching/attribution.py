@@ -20,10 +20,10 @@ from tvlens.patching.exact import (
     Tokens,
     _metric_value,
     _source_acts,
-    position_labels,
+    make_result,
     prepare,
 )
-from tvlens.patching.metrics import Metric, metric_name
+from tvlens.patching.metrics import Metric
 from tvlens.patching.resume import bridge_of
 from tvlens.tasks.prompts import PromptBatch
 
@@ -91,25 +91,11 @@ def attribution_patch(
         corrupted_metric = _metric_value(metric, corr_logits)
         values = torch.stack(rows).cpu() + corrupted_metric
 
-    dims: tuple[str, ...] = ("layer",) + (("pos",) if positions == "each" else ())
-    if component == "heads":
-        dims = (*dims, "head")
-    return PatchResult(
-        values=values,
-        dims=dims,
-        component=component,
-        positions=positions,
-        method="attribution",
-        metric=metric_name(metric),
-        clean_metric=float("nan") if clean_logits is None else _metric_value(metric, clean_logits),
-        corrupted_metric=corrupted_metric,
-        layers=layers,
-        pos_labels=position_labels(model, corr.tokens[0]),
-        head_act=head_act if component == "heads" else None,
-        source=source if isinstance(source, str) else "given",
-        model=str(getattr(getattr(model, "spec", None), "name", "")),
-        info={"n_prompts": corr.tokens.shape[0], "n_pos": corr.tokens.shape[1]},
-    )
+    info = {"n_prompts": corr.tokens.shape[0], "n_pos": corr.tokens.shape[1]}
+    return make_result(
+        model, "attribution", values, component, positions, head_act, source, layers,
+        metric, corrupted_metric, clean_logits, corr.tokens[0], info,
+    )  # fmt: skip
 
 
 def rank_correlation(exact: PatchResult, estimate: PatchResult) -> float:

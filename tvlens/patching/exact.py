@@ -164,6 +164,50 @@ class PatchResult:
         return path
 
 
+def result_dims(component: str, positions: str) -> tuple[str, ...]:
+    """Axis names of a result: ``layer``, then ``pos`` (one position at a time), ``head``."""
+    return (
+        ("layer",)
+        + (("pos",) if positions == "each" else ())
+        + (("head",) if component == "heads" else ())
+    )
+
+
+def make_result(
+    model: Any,
+    method: str,
+    values: Tensor,
+    component: str,
+    positions: str,
+    head_act: str,
+    source: str | Mapping[str, Tensor],
+    layers: list[int],
+    metric: Metric,
+    corrupted_metric: float,
+    clean_logits: Tensor | None,
+    tokens: Int[Tensor, " pos"],
+    info: dict,
+) -> PatchResult:
+    """A :class:`PatchResult` of exact or attribution patching, with the clean and corrupted
+    metric and the position labels of one prompt."""
+    return PatchResult(
+        values=values,
+        dims=result_dims(component, positions),
+        component=component,
+        positions=positions,
+        method=method,
+        metric=metric_name(metric),
+        clean_metric=float("nan") if clean_logits is None else _metric_value(metric, clean_logits),
+        corrupted_metric=corrupted_metric,
+        layers=layers,
+        pos_labels=position_labels(model, tokens),
+        head_act=head_act if component == "heads" else None,
+        source=source if isinstance(source, str) else "given",
+        model=str(getattr(getattr(model, "spec", None), "name", "")),
+        info=info,
+    )
+
+
 # ---------------------------------------------------------------------------- jobs
 @dataclass(frozen=True)
 class _Job:
@@ -441,15 +485,13 @@ def patch(
     src, clean_logits = _source_acts(model, source, cln, corr_acts, hooks, positions, last_only)
 
     n_heads = {layer: corr_acts[h].shape[2] for layer, h in zip(layers, hooks, strict=True)}
-    shape: tuple[int, ...] = (len(layers),)
-    dims: tuple[str, ...] = ("layer",)
-    if positions == "each":
-        shape, dims = (*shape, T), (*dims, "pos")
+    dims = result_dims(component, positions)
+    sizes = {"layer": len(layers), "pos": T}
     if component == "heads":
         if len(set(n_heads.values())) != 1:
             raise ValueError("Layers differ in their number of heads; patch them one by one.")
-        shape, dims = (*shape, next(iter(n_heads.values()))), (*dims, "head")
-    values = torch.empty(shape)
+        sizes["head"] = next(iter(n_heads.values()))
+    values = torch.empty([sizes[d] for d in dims])
 
     jobs = _jobs(model, component, positions, layers, T, n_heads, head_act)
     per_pass = max(1, max_batch // B)
@@ -490,22 +532,10 @@ def patch(
                 lg = torch.cat([corr_logits[:, :start], lg], dim=1)
             values[job.out] = _metric_value(metric, lg)
 
-    return PatchResult(
-        values=values,
-        dims=dims,
-        component=component,
-        positions=positions,
-        method="exact",
-        metric=metric_name(metric),
-        clean_metric=float("nan") if clean_logits is None else _metric_value(metric, clean_logits),
-        corrupted_metric=_metric_value(metric, corr_logits),
-        layers=layers,
-        pos_labels=position_labels(model, corr.tokens[0]),
-        head_act=head_act if component == "heads" else None,
-        source=source if isinstance(source, str) else "given",
-        model=str(getattr(getattr(model, "spec", None), "name", "")),
-        info={"n_prompts": B, "n_pos": T, "forward_passes": len(groups), "max_batch": max_batch},
-    )
+    info = {"n_prompts": B, "n_pos": T, "forward_passes": len(groups), "max_batch": max_batch}
+    corrupted_metric = _metric_value(metric, corr_logits)
+    return make_result(model, "exact", values, component, positions, head_act, source, layers,
+                       metric, corrupted_metric, clean_logits, corr.tokens[0], info)  # fmt: skip
 
 
 def _patched_attention(
