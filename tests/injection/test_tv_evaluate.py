@@ -12,7 +12,6 @@ from tvlens.evaluation import evaluate_prompts
 from tvlens.extraction import TaskVector
 from tvlens.injection import evaluate_task_vectors, inject, run_task_vectors
 from tvlens.models import load_model
-from tvlens.synthetic import train_synthetic
 from tvlens.tasks import sample_prompts, tokenize_prompts
 
 K = 3  # the tiny preset trains with k=4, but its train splits hold 4 examples (see below)
@@ -20,17 +19,9 @@ SPLIT = (0.5, 0.2, 0.3)  # evaluate_task_vectors' default
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The tiny preset stopped at 300 of its 450 steps: ICL works already (0.75 vs 0.125
-    zero-shot at step 250) and it takes half the time."""
-    run = train_synthetic(
-        tmp_path_factory.mktemp("tv-run") / "tiny",
-        preset="tiny",
-        steps=300,
-        device="cpu",
-        progress=False,
-    )
-    return load_model(run.run_dir, device="cpu")
+def trained(tiny_run):
+    """The tiny preset stopped at 300 of its 450 steps (conftest's ``tiny_run``)."""
+    return load_model(tiny_run, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -11,20 +11,12 @@ from tvlens.errors import EmptyTaskError
 from tvlens.models import load_model
 from tvlens.patching import PatchResult, patching_prompts, run_patching
 from tvlens.plotting import plot_patching
-from tvlens.synthetic import train_synthetic
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """The tiny preset, 250 steps: ICL works (the demonstrations matter to the answer)."""
-    run = train_synthetic(
-        tmp_path_factory.mktemp("patch-run") / "tiny",
-        preset="tiny",
-        steps=250,
-        device="cpu",
-        progress=False,
-    )
-    return run.run_dir
+def run_dir(tiny_run):
+    """The tiny preset after 300 steps: ICL works (the demonstrations matter to the answer)."""
+    return tiny_run
 
 
 def test_prompts_have_equal_lengths_and_no_padding(run_dir):

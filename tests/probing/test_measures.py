@@ -75,15 +75,13 @@ def test_projection_and_bad_inputs():
         task_decodability(X, labels[:-1])
 
 
-def test_td_by_layer_on_a_trained_tiny_model(tmp_path):
+def test_td_by_layer_on_a_trained_tiny_model(tiny_run):
     from tvlens.extraction import residual_at_query
     from tvlens.models import load_model
     from tvlens.probing import td_by_layer
-    from tvlens.synthetic import train_synthetic
     from tvlens.tasks import null_task, sample_prompts, tokenize_prompts
 
-    run = train_synthetic(tmp_path / "r", preset="tiny", steps=300, device="cpu", progress=False)
-    model = load_model(run.run_dir, device="cpu")
+    model = load_model(tiny_run, device="cpu")
     suite = model.training_suite()
     res = td_by_layer(model, suite, n_prompts=24, probe=True)
     assert res.tasks == [*suite.names, "null"]  # the Null task is included by default

@@ -12,18 +12,11 @@ from tvlens.cli import app
 from tvlens.errors import TVLensError
 from tvlens.models import list_checkpoints, load_model
 from tvlens.probing import correlation, td_by_layer, td_over_checkpoints
-from tvlens.synthetic import train_synthetic
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return train_synthetic(
-        tmp_path_factory.mktemp("runs") / "tiny",
-        preset="tiny",
-        steps=300,
-        device="cpu",
-        progress=False,
-    ).run_dir
+def run(tiny_run):
+    return tiny_run
 
 
 def test_correlation_known_answers():
