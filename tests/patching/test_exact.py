@@ -210,3 +210,17 @@ def test_no_hook_or_swapped_module_survives_an_error(sharp, pair, component, pos
     assert all(not hp.fwd_hooks and not hp.bwd_hooks for hp in model.bridge.hook_dict.values())
     with torch.no_grad():
         torch.testing.assert_close(model(corrupted.tokens), before, atol=0, rtol=0)
+
+
+def test_last_position_unpacked_fallback(sharp, pair, monkeypatch):
+    """Without packing (flash attention), last-position patches repeat the prefix cache along
+    the batch: same values as TransformerLens-style full passes and as the packed path."""
+    import tvlens.patching.exact as ex
+
+    model = sharp.model
+    clean, corrupted = _batches(model, pair)
+    metric = _logit_diff(model, clean)
+    packed = patch(model, clean, corrupted, metric, "heads", "last")
+    monkeypatch.setattr(ex, "can_pack", lambda model: False)
+    unpacked = patch(model, clean, corrupted, metric, "heads", "last")
+    torch.testing.assert_close(unpacked.values, packed.values, atol=ATOL, rtol=0)

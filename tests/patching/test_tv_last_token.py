@@ -86,3 +86,26 @@ def test_patches_apply_to_their_copy_only(sharp, mixed_prompts):
     with inject(model, v, layer=0, mode="add", scale=3.0):
         ref = _full_last(model, batch)
     torch.testing.assert_close(patched[:, 1], ref, atol=1e-4, rtol=0)
+
+
+def test_unpacked_fallback_equals_packed_copies(sharp, mixed_prompts, monkeypatch):
+    """Models whose attention takes no 4D mask (flash attention) repeat the prefix cache along
+    the batch instead of packing copies along the positions: same logits."""
+    import tvlens.patching.last_token as lt
+
+    model = sharp.model
+    batch = tokenize_prompts(mixed_prompts, model, padding_side="left")
+    state = run_prefix(model, batch)
+
+    direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
+
+    def bump(act):  # not a constant shift, which the next layer norm would remove
+        act[:, 1] += direction
+        return act
+
+    patches = [(model.resid_hook(0, "post"), bump)]
+    packed = last_token_logits(model, state, copies=3, patches=patches)
+    monkeypatch.setattr(lt, "can_pack", lambda model: False)
+    unpacked = last_token_logits(model, state, copies=3, patches=patches)
+    torch.testing.assert_close(unpacked, packed, atol=1e-4, rtol=0)
+    assert (packed[:, 1] - packed[:, 0]).abs().max() > 1e-3  # the patch did something

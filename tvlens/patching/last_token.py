@@ -12,7 +12,6 @@ Requires left padding (the last column is every row's query) and a model with an
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tvlens.errors import PromptError
-from tvlens.patching.resume import cache_prefix, can_pack, packed_mask
+from tvlens.patching.resume import cache_prefix, can_pack, corrupted_run, packed_mask
 from tvlens.tasks.prompts import PromptBatch
 
 # A patch receives the hooked activation of the last token viewed as [batch, copies, ...]
@@ -38,11 +37,14 @@ class PrefixState:
     cache: Any
     last_tokens: Int[Tensor, "batch 1"]
     attention_mask: Int[Tensor, "batch pos"]
-    dtype: torch.dtype = torch.float32
 
     @property
     def batch_size(self) -> int:
         return self.last_tokens.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.cache.layers[0].keys.dtype
 
 
 def _require_left_padded(batch: PromptBatch) -> None:
@@ -62,37 +64,9 @@ def run_prefix(model: Any, batch: PromptBatch) -> PrefixState:
     _require_left_padded(batch)
     if batch.tokens.shape[1] < 2:
         raise PromptError("Prompts need at least two tokens (a prefix and a last token).")
-    bridge = getattr(model, "bridge", model)
-    _, cache = bridge(
-        batch.tokens[:, :-1],
-        attention_mask=batch.attention_mask[:, :-1],
-        return_type="logits_and_cache",
-    )
-    if cache is None:
-        raise PromptError(
-            "This model returned no KV cache (a native TransformerBridge model?); last-token "
-            "patching needs an HF model behind the bridge."
-        )
-    # An empty cache would let the last token run without its context: a wrong number, not
-    # an error. Seen with transformers 5.24 behind TransformerLens 4.3 (pyproject pins <5.24).
-    if cache.get_seq_length() != batch.tokens.shape[1] - 1:
-        raise RuntimeError(
-            f"The KV cache holds {cache.get_seq_length()} positions, expected "
-            f"{batch.tokens.shape[1] - 1}: this transformers/TransformerLens pair does not "
-            "fill the cache through the bridge (install transformers<5.24)."
-        )
-    dtype = next(bridge.parameters()).dtype
-    return PrefixState(cache, batch.tokens[:, -1:], batch.attention_mask, dtype)
-
-
-def _expanded_cache(state: PrefixState, copies: int) -> Any:
-    cache = copy.copy(state.cache)
-    # Shallow-copy the per-layer containers: HF's update() replaces their tensors with
-    # concatenations, so the prefix tensors themselves are never modified.
-    cache.layers = [copy.copy(layer) for layer in cache.layers]
-    if copies > 1:
-        cache.batch_repeat_interleave(copies)
-    return cache
+    tokens, mask = batch.tokens[:, :-1], batch.attention_mask[:, :-1]
+    _, _, cache = corrupted_run(model, tokens, mask, [], keep_cache=True)  # checks the cache
+    return PrefixState(cache, batch.tokens[:, -1:], batch.attention_mask)
 
 
 @torch.no_grad()
@@ -123,9 +97,9 @@ def last_token_logits(
 
         return hook
 
+    T = state.attention_mask.shape[1]
     with bridge.hooks(fwd_hooks=[(name, wrap(fn)) for name, fn in patches]):
         if pack:
-            T = state.attention_mask.shape[1]
             cache = cache_prefix(state.cache, T - 1)
             mask, positions = packed_mask(bridge, state.attention_mask, copies, state.dtype)
             tokens = state.last_tokens.expand(b, copies)
@@ -133,7 +107,7 @@ def last_token_logits(
                 tokens, attention_mask=mask, position_ids=positions, past_key_values=cache
             )
             return logits
-        cache = _expanded_cache(state, copies)
+        cache = cache_prefix(state.cache, T - 1, copies)
         tokens = state.last_tokens.repeat_interleave(copies, dim=0)
         mask = state.attention_mask.repeat_interleave(copies, dim=0)
         logits = bridge(tokens, attention_mask=mask, past_key_values=cache)
