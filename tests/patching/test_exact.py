@@ -178,6 +178,15 @@ def test_bad_input_errors(tiny, pair, letters_task):
         patch(model, clean, corrupted, lambda logits: logits[:, -1, 0], "resid", "all")
     with pytest.raises(PromptError, match="needs clean prompts"):
         patch(model, None, corrupted, metric, "resid", "all")
+    with pytest.raises(ValueError, match="source must be"):
+        patch(model, clean, corrupted, metric, "resid", "all", source="random")
+    z0 = "blocks.0.attn.hook_z"
+    with pytest.raises(ValueError, match="no activation for hook 'blocks.1.attn.hook_z'"):
+        patch(model, None, corrupted, metric, "heads", source={z0: torch.zeros(4, 8)})
+    with pytest.raises(ValueError, match="does not broadcast"):
+        patch(model, None, corrupted, metric, "heads", layers=[0], source={z0: torch.zeros(3, 8)})
+    with pytest.raises(ValueError, match="method must be"):
+        patch(model, clean, corrupted, metric, "resid", method="gradient")
     assert right[0].tokens.shape == clean.tokens.shape
 
 

@@ -66,7 +66,7 @@ def attribution_patch(
     *,
     head_act: str = "z",
     layers: list[int] | None = None,
-    source: Literal["clean", "mean", "zero"] | Mapping[str, Tensor] = "clean",
+    source: Literal["clean", "mean", "zero"] | str | Mapping[str, Tensor] = "clean",
 ) -> PatchResult:
     """Attribution-patching estimate for the same components, positions and sources as
     :func:`tvlens.patching.patch` (arguments as there)."""

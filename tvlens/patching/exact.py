@@ -346,50 +346,44 @@ def _source_acts(
     last_only: bool = False,
 ) -> tuple[dict[str, Tensor], Float[Tensor, "batch _ d_vocab"] | None]:
     """Activations to write at each hook, broadcastable to the corrupted ones, and the clean
-    logits when there is a clean run."""
-    if isinstance(source, Mapping):
-        out = {}
-        for h in hooks:
-            if h not in source:
-                raise ValueError(f"source has no activation for hook {h!r}.")
-            s = torch.as_tensor(source[h]).to(corrupted_acts[h].device, corrupted_acts[h].dtype)
-            target = corrupted_acts[h]
-            while s.ndim < target.ndim:
-                s = s[None]
-            try:
-                torch.broadcast_shapes(s.shape, target.shape)
-            except RuntimeError:
-                raise ValueError(
-                    f"source[{h!r}] has shape {tuple(source[h].shape)}, which does not "
-                    f"broadcast to the activation {tuple(target.shape)}."
-                ) from None
-            out[h] = s
-        logits = None
-        if clean is not None:
-            logits, _, _ = corrupted_run(
-                model, clean.tokens, clean.attention_mask, [], keep_cache=False, last_only=last_only
-            )
-        return out, logits
-    if source == "zero":
-        logits = None
-        if clean is not None:
-            logits, _, _ = corrupted_run(
-                model, clean.tokens, clean.attention_mask, [], keep_cache=False, last_only=last_only
-            )
-        return {h: torch.zeros_like(corrupted_acts[h][:1, :1]) for h in hooks}, logits
-    if source not in ("clean", "mean"):
+    logits when there is a clean run (one pass, also keeping the source activations when the
+    source is the clean run or its mean)."""
+    from_clean = isinstance(source, str) and source in ("clean", "mean")
+    if isinstance(source, str) and source not in ("clean", "mean", "zero"):
         raise ValueError(f"source must be 'clean', 'mean', 'zero' or a mapping, got {source!r}.")
-    if clean is None:
+    if from_clean and clean is None:
         raise PromptError(f"source={source!r} needs clean prompts.")
-    logits, acts, _ = corrupted_run(
-        model, clean.tokens, clean.attention_mask, hooks, keep_cache=False, last_only=last_only
-    )
+    logits, acts = None, {}
+    if clean is not None:
+        logits, acts, _ = corrupted_run(
+            model, clean.tokens, clean.attention_mask, hooks if from_clean else [],
+            keep_cache=False, last_only=last_only,
+        )  # fmt: skip
     if source == "mean":
-        if positions == "last":
-            acts = {h: a[:, -1:].mean(0, keepdim=True) for h, a in acts.items()}
-        else:
-            acts = {h: a.mean(0, keepdim=True) for h, a in acts.items()}
+        last = slice(-1, None) if positions == "last" else slice(None)
+        acts = {h: a[:, last].mean(0, keepdim=True) for h, a in acts.items()}
+    elif source == "zero":
+        acts = {h: torch.zeros_like(corrupted_acts[h][:1, :1]) for h in hooks}
+    elif isinstance(source, Mapping):
+        acts = {h: _given_source(source, h, corrupted_acts[h]) for h in hooks}
     return acts, logits
+
+
+def _given_source(source: Mapping[str, Tensor], hook: str, target: Tensor) -> Tensor:
+    """``source[hook]`` with leading axes added until it broadcasts to ``target``."""
+    if hook not in source:
+        raise ValueError(f"source has no activation for hook {hook!r}.")
+    s = torch.as_tensor(source[hook]).to(target.device, target.dtype)
+    while s.ndim < target.ndim:
+        s = s[None]
+    try:
+        torch.broadcast_shapes(s.shape, target.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"source[{hook!r}] has shape {tuple(source[hook].shape)}, which does not "
+            f"broadcast to the activation {tuple(target.shape)}."
+        ) from None
+    return s
 
 
 def _at_positions(s: Tensor, start: int, n_pos: int) -> Tensor:
@@ -419,7 +413,7 @@ def patch(
     *,
     head_act: HeadAct | str = "z",
     layers: list[int] | None = None,
-    source: Literal["clean", "mean", "zero"] | Mapping[str, Tensor] = "clean",
+    source: Literal["clean", "mean", "zero"] | str | Mapping[str, Tensor] = "clean",
     method: Literal["exact", "attribution"] | str = "exact",
     max_batch: int = 1024,
     progress: bool = False,
