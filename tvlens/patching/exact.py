@@ -176,7 +176,7 @@ def result_dims(component: str, positions: str) -> tuple[str, ...]:
 def make_result(
     model: Any,
     method: str,
-    values: Tensor,
+    values: Float[Tensor, "..."],
     component: str,
     positions: str,
     head_act: str,
@@ -184,7 +184,7 @@ def make_result(
     layers: list[int],
     metric: Metric,
     corrupted_metric: float,
-    clean_logits: Tensor | None,
+    clean_logits: Float[Tensor, "batch _ d_vocab"] | None,
     tokens: Int[Tensor, " pos"],
     info: dict,
 ) -> PatchResult:
