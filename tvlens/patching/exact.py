@@ -587,8 +587,8 @@ def _linear_heads(
 ) -> bool:
     """Whether the attention module's output ``out`` is ``z @ W_O + b_O`` (so that a head patch
     changes it by ``(z_source - z) @ W_O``), to rounding."""
-    pred = einops.einsum(z.float(), model.W_O(layer).float(), "b t h dh, h dh d -> b t d")
-    pred = pred + model.b_O(layer).float()
+    W_O, b_O = model.W_O(layer).detach().float(), model.b_O(layer).detach().float()
+    pred = einops.einsum(z.float(), W_O, "b t h dh, h dh d -> b t d") + b_O
     tol = 1e-4 if out.dtype in (torch.float32, torch.float64) else 2e-2
     scale = float(out.float().abs().max().clamp_min(1e-6))
     return float((pred - out.float()).abs().max()) <= tol * scale
