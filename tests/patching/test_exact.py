@@ -12,7 +12,6 @@ from tvlens.tasks import sample_prompts, shuffled_label_variants, tokenize_promp
 ATOL = 1e-5
 
 
-
 # The whole suite also runs on the post-norm (Gemma-2, OLMo-2) and sliding-window (Gemma-2,
 # Mistral; window shorter than the prompts) architectures.
 @pytest.fixture

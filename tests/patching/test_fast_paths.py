@@ -56,9 +56,7 @@ def test_head_outputs_reach_the_attention_module_linearly(sharp_all, mixed):
         with model.hooks(fwd_hooks=[(names[0], set_head)]):
             _, patched, _ = corrupted_run(model, batch.tokens, batch.attention_mask, names, False)
         shift = (patched[names[0]] - base[names[0]])[:, :, 1] @ model.W_O(layer)[1]
-        torch.testing.assert_close(
-            patched[names[1]], base[names[1]] + shift, atol=1e-4, rtol=1e-4
-        )
+        torch.testing.assert_close(patched[names[1]], base[names[1]] + shift, atol=1e-4, rtol=1e-4)
         attn_out_linear = torch.allclose(
             patched[names[2]], base[names[2]] + shift, atol=1e-4, rtol=1e-4
         )

@@ -9,7 +9,6 @@ from tvlens.patching import last_token_logits, run_prefix
 from tvlens.tasks import sample_prompts, tokenize_prompts
 
 
-
 # The whole suite also runs on the post-norm (Gemma-2, OLMo-2) and sliding-window (Gemma-2,
 # Mistral; window shorter than the prompts) architectures.
 @pytest.fixture

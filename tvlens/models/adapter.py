@@ -94,7 +94,9 @@ def swapped(parent: nn.Module, name: str, module: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def swapped_hf_modules(components: list[nn.Module], make: Callable[[], nn.Module]) -> Iterator[None]:
+def swapped_hf_modules(
+    components: list[nn.Module], make: Callable[[], nn.Module]
+) -> Iterator[None]:
     """Each bridge component in ``components`` wraps ``make()`` instead of its HF module inside
     the context (restored on exit, also on errors)."""
     with contextlib.ExitStack() as stack:

@@ -12,10 +12,10 @@ from typing import Literal
 
 import torch
 from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
     Gemma2Config,
     Gemma2ForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
     GPTNeoXConfig,
     GPTNeoXForCausalLM,
     LlamaConfig,

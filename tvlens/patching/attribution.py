@@ -15,6 +15,8 @@ import einops
 import torch
 from torch import Tensor
 
+from tvlens.models import adapter
+from tvlens.models.loading import TVModel
 from tvlens.patching.exact import (
     PatchResult,
     Tokens,
@@ -23,8 +25,6 @@ from tvlens.patching.exact import (
     make_result,
     prepare,
 )
-from tvlens.models import adapter
-from tvlens.models.loading import TVModel
 from tvlens.patching.metrics import Metric
 from tvlens.tasks.prompts import PromptBatch
 
