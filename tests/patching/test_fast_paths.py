@@ -166,3 +166,36 @@ def test_fallbacks_equal_the_fast_paths(sharp_extra, mixed, monkeypatch, fallbac
     assert fast.info["fast_paths"][taken[fallback]] and not slow.info["fast_paths"][taken[fallback]]
     torch.testing.assert_close(slow.values, fast.values, atol=1e-5, rtol=0)
     assert fast.effect().abs().max() > 1e-2
+
+
+def test_packing_on_a_sliding_window_model_within_its_window(sharp_sliding, monkeypatch):
+    """Prompts no longer than the window: copies are packed (one 4D mask serves every layer),
+    and equal the unpacked path and one full pass per head."""
+    model = sharp_sliding.model
+    window = sharp_sliding.built["sliding_window"]
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randint(7, 17, (3, window), generator=g)
+    corrupted = clean.clone()
+    corrupted[:, 2] = (clean[:, 2] - 7 + 1) % 10 + 7
+    answers = torch.tensor([7, 8, 9])
+    metric = LogitDiff(answers, answers + 1)
+    packed = patch(model, clean, corrupted, metric, "heads", "last")
+    assert packed.info["fast_paths"]["packed"]
+    monkeypatch.setattr(ex, "can_pack", lambda model, n_pos=None: False)
+    unpacked = patch(model, clean, corrupted, metric, "heads", "last")
+    assert not unpacked.info["fast_paths"]["packed"]
+    torch.testing.assert_close(packed.values, unpacked.values, atol=1e-5, rtol=0)
+    _, cache = model.bridge.run_with_cache(clean)
+    for layer in range(model.n_layers):
+        name = model.z_hook(layer)
+        for head in range(model.n_heads):
+
+            def fn(z, hook, name=name, head=head):
+                z = z.clone()
+                z[:, -1, head] = cache[name][:, -1, head]
+                return z
+
+            with torch.no_grad():
+                ref = metric(model.bridge.run_with_hooks(corrupted, fwd_hooks=[(name, fn)]))
+            assert abs(float(packed.values[layer, head]) - float(ref)) < 1e-5
+    assert packed.effect().abs().max() > 1e-3
