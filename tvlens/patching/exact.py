@@ -11,6 +11,10 @@ Each patched copy recomputes only what its patch can change (:mod:`tvlens.patchi
 - copies that resume at the same layer and position share one forward pass, laid along the
   batch (prompt-major), at most ``max_batch`` rows at a time.
 
+Each of these shortcuts is taken only where its assumption holds for the loaded model (checked;
+``PatchResult.info["fast_paths"]`` says which were taken), else the copy is recomputed: see
+:mod:`tvlens.patching.resume` and the comments in :func:`patch`.
+
 TransformerLens's ``patching`` functions run one full forward pass per component; the results
 here equal theirs (tests, 1e-5 in float32) at a fraction of the work (``bench/patching.py``).
 """

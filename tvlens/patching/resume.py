@@ -9,7 +9,9 @@ HF still builds masks, positions and rotary embeddings, and every hook of blocks
 fires, so hook-based patches and TransformerLens hooks work as in a full pass.
 
 Positions before ``p`` cannot change either (causal attention): their keys/values come from
-the corrupted run's HF cache, cut at ``p``, and only positions ``p..`` are recomputed.
+the corrupted run's HF cache, cut at ``p``, and only positions ``p..`` are recomputed. The cut
+is exact for every cache layer class of transformers 5.23 that holds plain keys/values
+(:func:`tvlens.models.adapter.cut_cache`); where none exists the caller recomputes from 0.
 """
 
 from __future__ import annotations
@@ -36,10 +38,6 @@ class _Identity(nn.Module):
 
     def forward(self, hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         return hidden_states
-
-
-def bridge_of(model: TVModel) -> Any:
-    return model.bridge
 
 
 # Config fields of architectures whose blocks pass something besides the residual stream to
