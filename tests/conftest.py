@@ -40,6 +40,20 @@ torch.set_num_threads(1)
 ARCHS = ("gpt2", "llama", "neox")
 # Grouped-query attention for llama: 4 query heads share 2 key/value heads.
 ARCH_KWARGS: dict[str, dict] = {"gpt2": {}, "llama": {"n_kv_heads": 2}, "neox": {}}
+# Architectures that break shortcuts: Gemma-2 (a norm after attention and a sliding window on
+# every other layer), OLMo-2 (a norm after attention) and Mistral (a sliding window on every
+# layer). A window of 6 positions is shorter than the 3-shot letters prompts (15 tokens), so
+# it bites: old positions leave the window and the sliding cache layers drop them.
+SLIDING_WINDOW = 6
+EXTRA_ARCHS = ("gemma2", "olmo2", "mistral")
+ALL_ARCHS = ARCHS + EXTRA_ARCHS
+ARCH_KWARGS.update(
+    {
+        "gemma2": {"n_kv_heads": 2, "sliding_window": SLIDING_WINDOW},
+        "olmo2": {"n_kv_heads": 2},
+        "mistral": {"n_kv_heads": 2, "sliding_window": SLIDING_WINDOW},
+    }
+)
 TINY_SIZE = {"n_layers": 3, "d_model": 32, "n_heads": 4, "n_ctx": 64}
 
 # Word-tokenizer ids (build_word_tokenizer): <pad>=0 <bos>=1 <unk>=2 ->=3 \n=4 Q:=5 A:=6,
@@ -120,6 +134,30 @@ def _sharpen(hf) -> None:
 @pytest.fixture(scope="session", params=ARCHS)
 def sharp(request, make_tiny, letters_tokenizer) -> Tiny:
     """One tiny model per architecture with large weights (see ``_sharpen``)."""
+    return make_tiny(f"sharp-{request.param}", request.param, letters_tokenizer, edit=_sharpen)
+
+
+@pytest.fixture(scope="session", params=ALL_ARCHS)
+def sharp_all(request, make_tiny, letters_tokenizer) -> Tiny:
+    """``sharp`` over every architecture, the post-norm and sliding-window ones included."""
+    return make_tiny(f"sharp-{request.param}", request.param, letters_tokenizer, edit=_sharpen)
+
+
+@pytest.fixture(scope="session", params=ALL_ARCHS)
+def tiny_all(request, make_tiny, letters_tokenizer) -> Tiny:
+    """``tiny`` over every architecture, the post-norm and sliding-window ones included."""
+    return make_tiny(request.param, request.param, letters_tokenizer)
+
+
+@pytest.fixture(scope="session", params=EXTRA_ARCHS)
+def sharp_extra(request, make_tiny, letters_tokenizer) -> Tiny:
+    """The post-norm and sliding-window architectures with large weights (see ``_sharpen``)."""
+    return make_tiny(f"sharp-{request.param}", request.param, letters_tokenizer, edit=_sharpen)
+
+
+@pytest.fixture(scope="session", params=("gemma2", "mistral"))
+def sharp_sliding(request, make_tiny, letters_tokenizer) -> Tiny:
+    """The sliding-window architectures (window shorter than the test prompts), sharpened."""
     return make_tiny(f"sharp-{request.param}", request.param, letters_tokenizer, edit=_sharpen)
 
 

@@ -102,6 +102,14 @@ def test_function_vector_is_sum_of_top_heads(sharp, letters_task):
     assert table.task == letters_task.name
 
 
+def test_function_vectors_on_sliding_window_models(sharp_sliding, prompts, letters_task):
+    """Gemma-2 and Mistral with a window (6) shorter than the prompts (11 and 19 tokens): head
+    AIE equals one full forward pass per head, and the function vector is the sum of its top
+    heads (this crashed with "resume_packed needs a cache of ... positions")."""
+    test_head_aie_equals_one_head_at_a_time(sharp_sliding, prompts)
+    test_function_vector_is_sum_of_top_heads(sharp_sliding, letters_task)
+
+
 def test_head_table_ranking_known_answer():
     table = HeadTable(torch.tensor([[0.1, 0.5, -0.3], [0.3, -0.2, 0.0]]), "t")
     ranked = table.ranked()

@@ -12,6 +12,18 @@ from tvlens.tasks import sample_prompts, shuffled_label_variants, tokenize_promp
 ATOL = 1e-5
 
 
+# The whole suite also runs on the post-norm (Gemma-2, OLMo-2) and sliding-window (Gemma-2,
+# Mistral; window shorter than the prompts) architectures.
+@pytest.fixture
+def sharp(sharp_all):
+    return sharp_all
+
+
+@pytest.fixture
+def tiny(tiny_all):
+    return tiny_all
+
+
 @pytest.fixture(scope="module")
 def pair(letters_task):
     """Clean 3-shot prompts and the same prompts with shuffled labels: equal token lengths."""
@@ -230,6 +242,6 @@ def test_last_position_unpacked_fallback(sharp, pair, monkeypatch):
     clean, corrupted = _batches(model, pair)
     metric = _logit_diff(model, clean)
     packed = patch(model, clean, corrupted, metric, "heads", "last")
-    monkeypatch.setattr(ex, "can_pack", lambda model: False)
+    monkeypatch.setattr(ex, "can_pack", lambda model, n_pos=None: False)
     unpacked = patch(model, clean, corrupted, metric, "heads", "last")
     torch.testing.assert_close(unpacked.values, packed.values, atol=ATOL, rtol=0)

@@ -9,6 +9,18 @@ from tvlens.patching import last_token_logits, run_prefix
 from tvlens.tasks import sample_prompts, tokenize_prompts
 
 
+# The whole suite also runs on the post-norm (Gemma-2, OLMo-2) and sliding-window (Gemma-2,
+# Mistral; window shorter than the prompts) architectures.
+@pytest.fixture
+def sharp(sharp_all):
+    return sharp_all
+
+
+@pytest.fixture
+def tiny(tiny_all):
+    return tiny_all
+
+
 @pytest.fixture(scope="module")
 def mixed_prompts(letters_task):
     """2-shot and 4-shot prompts: different lengths, so left padding is exercised."""
@@ -105,7 +117,7 @@ def test_unpacked_fallback_equals_packed_copies(sharp, mixed_prompts, monkeypatc
 
     patches = [(model.resid_hook(0, "post"), bump)]
     packed = last_token_logits(model, state, copies=3, patches=patches)
-    monkeypatch.setattr(lt, "can_pack", lambda model: False)
+    monkeypatch.setattr(lt, "can_pack", lambda model, n_pos=None: False)
     unpacked = last_token_logits(model, state, copies=3, patches=patches)
     torch.testing.assert_close(unpacked, packed, atol=1e-4, rtol=0)
     assert (packed[:, 1] - packed[:, 0]).abs().max() > 1e-3  # the patch did something

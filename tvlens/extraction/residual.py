@@ -7,7 +7,6 @@ size ``batch × pos × d_model`` is stored per layer, unlike ``run_with_cache``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import einops
 import torch
@@ -15,6 +14,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tvlens.extraction.vectors import TaskVector
+from tvlens.models import adapter
 from tvlens.models.loading import ResidPoint, TVModel
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import (
@@ -41,19 +41,11 @@ def activations_at_positions(
     rows = torch.arange(len(batch), device=batch.tokens.device)
     out: dict[str, Tensor] = {}
 
-    def keeper(name: str):
-        # Keyed by the requested name: hook.name is the canonical one (resid_post is an
-        # alias of the block's output hook on the bridge).
-        def keep(act: Tensor, hook: Any) -> None:
-            out[name] = act[rows, pos].detach().clone()
-
-        return keep
-
     layers = [int(n.split(".")[1]) for n in hook_names if n.startswith("blocks.")]
     stop = max(layers) + 1 if layers and len(layers) == len(hook_names) else None
     if stop is not None and stop >= model.n_layers:
         stop = None  # the last block: a full pass (stop_at_layer adds its own overhead)
-    with model.hooks(fwd_hooks=[(n, keeper(n)) for n in hook_names]):
+    with model.hooks(fwd_hooks=adapter.keepers(out, list(hook_names), lambda a: a[rows, pos])):
         model.bridge(batch.tokens, attention_mask=batch.attention_mask, stop_at_layer=stop)
     missing = [n for n in hook_names if n not in out]
     if missing:

@@ -12,17 +12,28 @@ from typing import Literal
 
 import torch
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     GPTNeoXConfig,
     GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Olmo2Config,
+    Olmo2ForCausalLM,
     PreTrainedModel,
 )
 
-Architecture = Literal["gpt2", "llama", "neox"]
-ARCHITECTURES: tuple[str, ...] = ("gpt2", "llama", "neox")
+Architecture = Literal["gpt2", "llama", "neox", "gemma2", "olmo2", "mistral"]
+ARCHITECTURES: tuple[str, ...] = ("gpt2", "llama", "neox", "gemma2", "olmo2", "mistral")
+# Architectures that break shortcuts a patching library is tempted to take: Gemma-2 and OLMo-2
+# normalise the attention output before it reaches the residual stream (post-norm), Gemma-2
+# and Mistral attend within a sliding window (their KV caches drop old positions).
+POST_NORM_ARCHITECTURES: tuple[str, ...] = ("gemma2", "olmo2")
+SLIDING_WINDOW_ARCHITECTURES: tuple[str, ...] = ("gemma2", "mistral")
 
 
 def build_hf_model(
@@ -37,11 +48,19 @@ def build_hf_model(
     seed: int = 0,
     bos_token_id: int = 1,
     pad_token_id: int = 0,
+    sliding_window: int | None = None,
 ) -> PreTrainedModel:
     """A randomly initialised causal LM with no dropout, in eval mode.
 
-    ``n_kv_heads`` < ``n_heads`` gives grouped-query attention (llama only).
+    ``n_kv_heads`` < ``n_heads`` gives grouped-query attention (llama, gemma2, olmo2,
+    mistral). ``sliding_window`` (gemma2: every other layer, from the first; mistral: every
+    layer) limits how far back a token attends; default: the context length for gemma2,
+    none for mistral.
     """
+    if sliding_window is not None and arch not in SLIDING_WINDOW_ARCHITECTURES:
+        raise ValueError(
+            f"sliding_window applies to {SLIDING_WINDOW_ARCHITECTURES}, not to {arch!r}."
+        )
     if d_model % n_heads:
         raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}.")
     d_mlp = d_mlp or 4 * d_model
@@ -92,6 +111,37 @@ def build_hf_model(
             **common,
         )
         cls = GPTNeoXForCausalLM
+    elif arch in ("gemma2", "olmo2", "mistral"):
+        kv = n_kv_heads or n_heads
+        if n_heads % kv:
+            raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={kv}.")
+        shared = {
+            "hidden_size": d_model,
+            "intermediate_size": d_mlp,
+            "num_hidden_layers": n_layers,
+            "num_attention_heads": n_heads,
+            "num_key_value_heads": kv,
+            "max_position_embeddings": n_ctx,
+            "tie_word_embeddings": False,
+            "attention_dropout": 0.0,
+            **common,
+        }
+        if arch == "gemma2":
+            cfg = Gemma2Config(
+                head_dim=d_model // n_heads,
+                query_pre_attn_scalar=d_model // n_heads,
+                sliding_window=sliding_window or n_ctx,
+                **shared,
+            )
+            cls = Gemma2ForCausalLM
+        elif arch == "olmo2":
+            cfg = Olmo2Config(**shared)
+            cls = Olmo2ForCausalLM
+        else:
+            cfg = MistralConfig(
+                head_dim=d_model // n_heads, sliding_window=sliding_window, **shared
+            )
+            cls = MistralForCausalLM
     else:
         raise ValueError(f"Unknown architecture {arch!r}; use one of {ARCHITECTURES}.")
     with torch.random.fork_rng(devices=[]):

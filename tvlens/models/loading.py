@@ -20,6 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tvlens.errors import CheckpointError, LayerError, ModelLoadError
+from tvlens.models import adapter
 from tvlens.models.checkpoints import is_run_dir, resolve_checkpoint, validate_checkpoint
 from tvlens.models.hf import quiet_transformers
 
@@ -198,10 +199,25 @@ class TVModel:
 
     def z_hook(self, layer: int) -> str:
         """Per-head attention outputs before the output projection, ``[batch pos head d_head]``."""
-        return f"blocks.{self.check_layer(layer)}.attn.hook_z"
+        return self.head_hook(layer, "z")
+
+    def head_hook(self, layer: int, act: str = "z") -> str:
+        """Per-head ``q``, ``k``, ``v`` (key/value heads under grouped-query attention) or ``z``
+        of layer ``layer``, ``[batch pos head d_head]``."""
+        if act not in ("q", "k", "v", "z"):
+            raise ValueError(f"act must be 'q', 'k', 'v' or 'z', got {act!r}.")
+        return f"blocks.{self.check_layer(layer)}.attn.hook_{act}"
 
     def attn_out_hook(self, layer: int) -> str:
+        """What the attention adds to the residual stream (after the norm on the attention
+        output where the block has one: Gemma-2, OLMo-2)."""
         return f"blocks.{self.check_layer(layer)}.hook_attn_out"
+
+    def attn_module_hook(self, layer: int) -> str:
+        """The attention module's own output (``z`` through ``W_O`` plus ``b_O``), before any
+        norm the block applies to it; the same tensor as :meth:`attn_out_hook` on pre-norm
+        blocks."""
+        return f"blocks.{self.check_layer(layer)}.attn.hook_out"
 
     def mlp_out_hook(self, layer: int) -> str:
         return f"blocks.{self.check_layer(layer)}.hook_mlp_out"
@@ -210,7 +226,7 @@ class TVModel:
         """Output projection of layer ``layer``, split by head."""
         layer = self.check_layer(layer)
         attn = self.bridge.blocks[layer].attn
-        return self.bridge._reshape_o(attn.W_O)
+        return adapter.reshape_o(self.bridge, attn.W_O)
 
     def b_O(self, layer: int) -> Float[Tensor, " d_model"]:
         layer = self.check_layer(layer)

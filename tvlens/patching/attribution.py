@@ -9,12 +9,14 @@ patching (corrupted metric + estimated effect), so the two can be compared cell 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import einops
 import torch
 from torch import Tensor
 
+from tvlens.models import adapter
+from tvlens.models.loading import TVModel
 from tvlens.patching.exact import (
     PatchResult,
     Tokens,
@@ -24,28 +26,16 @@ from tvlens.patching.exact import (
     prepare,
 )
 from tvlens.patching.metrics import Metric
-from tvlens.patching.resume import bridge_of
 from tvlens.tasks.prompts import PromptBatch
 
 
 def _corrupted_with_grads(
-    model: Any, corr: Tokens, hooks: list[str], metric: Metric
+    model: TVModel, corr: Tokens, hooks: list[str], metric: Metric
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
     """Corrupted logits, activations and ``∂metric/∂activation`` at ``hooks``."""
-    bridge = bridge_of(model)
+    bridge = model.bridge
     acts: dict[str, Tensor] = {}
-
-    def keeper(name: str):
-        def keep(act: Tensor, hook: Any) -> Tensor:
-            # With frozen weights nothing upstream needs a gradient: start the graph here.
-            if not act.requires_grad:
-                act = act.detach().requires_grad_(True)
-            acts[name] = act
-            return act
-
-        return keep
-
-    with torch.enable_grad(), bridge.hooks(fwd_hooks=[(h, keeper(h)) for h in hooks]):
+    with torch.enable_grad(), bridge.hooks(fwd_hooks=adapter.keepers(acts, hooks, grad=True)):
         logits = bridge(corr.tokens, attention_mask=corr.attention_mask)
         value = metric(logits)
         # autograd.grad, not backward(): no gradients accumulate on the model's weights.
@@ -57,7 +47,7 @@ def _corrupted_with_grads(
 
 
 def attribution_patch(
-    model: Any,
+    model: TVModel,
     clean: PromptBatch | Tensor | None,
     corrupted: PromptBatch | Tensor,
     metric: Metric,

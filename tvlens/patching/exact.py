@@ -11,6 +11,10 @@ Each patched copy recomputes only what its patch can change (:mod:`tvlens.patchi
 - copies that resume at the same layer and position share one forward pass, laid along the
   batch (prompt-major), at most ``max_batch`` rows at a time.
 
+Each of these shortcuts is taken only where its assumption holds for the loaded model (checked;
+``PatchResult.info["fast_paths"]`` says which were taken), else the copy is recomputed: see
+:mod:`tvlens.patching.resume` and the comments in :func:`patch`.
+
 TransformerLens's ``patching`` functions run one full forward pass per component; the results
 here equal theirs (tests, 1e-5 in float32) at a fraction of the work (``bench/patching.py``).
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,12 +35,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tvlens.errors import LayerError, PromptError
+from tvlens.models import adapter
+from tvlens.models.loading import TVModel
 from tvlens.patching.metrics import Metric, metric_name
 from tvlens.patching.resume import (
     attention_slot,
-    bridge_of,
+    attn_out_is_slot_output,
     cache_prefix,
     can_pack,
+    can_skip_blocks,
     corrupted_run,
     fixed_attention,
     last_position_mlp,
@@ -78,16 +85,16 @@ class Tokens:
         return cls(x.to(device), torch.ones_like(x, device=device))
 
 
-def component_hook(model: Any, component: str, layer: int, head_act: str = "z") -> str:
+def component_hook(model: TVModel, component: str, layer: int, head_act: str = "z") -> str:
     """The hook a component is patched at."""
     if component == "resid":
-        return f"blocks.{layer}.hook_resid_pre"
+        return model.resid_hook(layer, "pre")
     if component == "attn":
-        return f"blocks.{layer}.hook_attn_out"
+        return model.attn_out_hook(layer)
     if component == "mlp":
-        return f"blocks.{layer}.hook_mlp_out"
+        return model.mlp_out_hook(layer)
     if component == "heads":
-        return f"blocks.{layer}.attn.hook_{head_act}"
+        return model.head_hook(layer, head_act)
     raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}.")
 
 
@@ -174,7 +181,7 @@ def result_dims(component: str, positions: str) -> tuple[str, ...]:
 
 
 def make_result(
-    model: Any,
+    model: TVModel,
     method: str,
     values: Float[Tensor, "..."],
     component: str,
@@ -203,7 +210,7 @@ def make_result(
         pos_labels=position_labels(model, tokens),
         head_act=head_act if component == "heads" else None,
         source=source if isinstance(source, str) else "given",
-        model=str(getattr(getattr(model, "spec", None), "name", "")),
+        model=model.spec.name,
         info=info,
     )
 
@@ -211,8 +218,9 @@ def make_result(
 # ---------------------------------------------------------------------------- jobs
 @dataclass(frozen=True)
 class _Job:
-    """One patched copy: resume at ``layer`` from position ``start``; write the source at
-    ``hook`` into positions ``pos`` (None: all from ``start`` on) of head ``head``."""
+    """One patched copy: resume at block ``at`` from position ``start``; write the source at
+    ``hook`` (of block ``layer``) into positions ``pos`` (None: all from ``start`` on) of head
+    ``head``."""
 
     out: tuple[int, ...]
     layer: int
@@ -220,31 +228,40 @@ class _Job:
     hook: str
     pos: int | None = None
     head: int | None = None
+    at: int = 0
 
 
 def _jobs(
-    model: Any,
+    model: TVModel,
     component: str,
     positions: str,
     layers: list[int],
     n_pos: int,
     n_heads: dict[int, int],
     head_act: str,
+    cut_ok: Callable[[int], bool],
+    skip_ok: bool,
 ) -> list[_Job]:
+    """The patched copies; a copy resumes at its own layer only when earlier blocks may be
+    skipped (``skip_ok``), and from its own position only when the corrupted run's cache can
+    be cut there exactly (``cut_ok``); otherwise from block 0 / position 0."""
     jobs = []
     last = n_pos - 1
     for li, layer in enumerate(layers):
         hook = component_hook(model, component, layer, head_act)
         heads = range(n_heads[layer]) if component == "heads" else [None]
+        at = layer if skip_ok else 0
         for h in heads:
             hi = () if h is None else (h,)
             if positions == "all":
-                jobs.append(_Job((li, *hi), layer, 0, hook, None, h))
+                jobs.append(_Job((li, *hi), layer, 0, hook, None, h, at))
             elif positions == "last":
-                jobs.append(_Job((li, *hi), layer, last, hook, last, h))
+                start = last if cut_ok(last) else 0
+                jobs.append(_Job((li, *hi), layer, start, hook, last, h, at))
             else:
                 for p in range(n_pos):
-                    jobs.append(_Job((li, p, *hi), layer, p, hook, p, h))
+                    start = p if p == 0 or cut_ok(p) else 0
+                    jobs.append(_Job((li, p, *hi), layer, start, hook, p, h, at))
     return jobs
 
 
@@ -256,15 +273,15 @@ def _groups(jobs: list[_Job], per_pass: int, merge_layers: bool) -> Iterator[lis
     of 16 copies ran in about half the time of four per-layer passes)."""
     by_key: dict[tuple[int, ...], list[_Job]] = {}
     for j in jobs:
-        by_key.setdefault((j.start,) if merge_layers else (j.layer, j.start), []).append(j)
+        by_key.setdefault((j.start,) if merge_layers else (j.layer, j.at, j.start), []).append(j)
     for group in by_key.values():
         for i in range(0, len(group), per_pass):
             yield group[i : i + per_pass]
 
 
 # ---------------------------------------------------------------------------- checks
-def _check_layers(model: Any, layers: list[int] | None) -> list[int]:
-    n = int(bridge_of(model).cfg.n_layers)
+def _check_layers(model: TVModel, layers: list[int] | None) -> list[int]:
+    n = model.n_layers
     if layers is None:
         return list(range(n))
     out = []
@@ -304,7 +321,7 @@ def _check_last(t: Tokens) -> None:
 
 
 def prepare(
-    model: Any,
+    model: TVModel,
     clean: PromptBatch | Tensor | None,
     corrupted: PromptBatch | Tensor,
     component: str,
@@ -320,8 +337,8 @@ def prepare(
         raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}.")
     if head_act not in HEAD_ACTS:
         raise ValueError(f"head_act must be one of {HEAD_ACTS}, got {head_act!r}.")
-    bridge = bridge_of(model)
-    device = next(bridge.parameters()).device
+    bridge = model.bridge
+    device = model.device
     corr = Tokens.of(corrupted, device)
     cln = None if clean is None else Tokens.of(clean, device)
     _check_pair(cln, corr, positions)
@@ -337,7 +354,7 @@ def prepare(
 
 # ---------------------------------------------------------------------------- sources
 def _source_acts(
-    model: Any,
+    model: TVModel,
     source: str | Mapping[str, Tensor],
     clean: Tokens | None,
     corrupted_acts: dict[str, Tensor],
@@ -404,7 +421,7 @@ def _metric_value(metric: Metric, logits: Tensor) -> float:
 
 @torch.no_grad()
 def patch(
-    model: Any,
+    model: TVModel,
     clean: PromptBatch | Tensor | None,
     corrupted: PromptBatch | Tensor,
     metric: Metric,
@@ -452,21 +469,27 @@ def patch(
     corr, cln, layers, hooks = prepare(
         model, clean, corrupted, component, positions, head_act, layers
     )
-    bridge = bridge_of(model)
+    bridge = model.bridge
     B, T = corr.tokens.shape
-    resid_hooks = [f"blocks.{layer}.hook_resid_pre" for layer in layers]
+    skip_ok = can_skip_blocks(model)
+    resid_hooks = [model.resid_hook(layer if skip_ok else 0, "pre") for layer in layers]
     need_cache = positions != "all"
-    pack = positions == "last" and can_pack(model)
-    # Head outputs (z) and attention outputs enter the residual stream linearly: the patched
-    # attention output is the corrupted one plus a known difference, so block l's attention
-    # need not run again (with the final-MLP trim below: all-position head sweep of the
-    # default model 1.9x faster than TransformerLens's, was 1.3x; bench/patching.py).
+    # Attention need not run again in a patched block when the value it would return is known:
+    # the attention module's output is ``z @ W_O + b_O``, linear in the heads' ``z``, so a head
+    # patch adds ``(z_source - z) @ W_O`` to the corrupted output, and an ``attn`` patch writes
+    # the source itself. The value replaces the module's output, *before* any norm the block
+    # applies to it (Gemma-2, OLMo-2), so the block's norm still runs on it. Checked per layer:
+    # the module is in a known slot; for ``attn``, ``hook_attn_out`` reports that module's
+    # output (not on post-norm blocks); for heads, the captured module output equals
+    # ``z @ W_O + b_O`` (_linear_heads). (With the final-MLP trim below: all-position head sweep
+    # of the default model 1.9x faster than TransformerLens's, was 1.3x; bench/patching.py.)
     skip_attn = (
         positions != "last"  # last-position groups mix layers
         and (component == "attn" or (component == "heads" and head_act == "z"))
         and all(attention_slot(model, layer) is not None for layer in layers)
+        and (component != "attn" or all(attn_out_is_slot_output(model, la) for la in layers))
     )
-    attn_hooks = [f"blocks.{layer}.hook_attn_out" for layer in layers] if skip_attn else []
+    attn_hooks = [model.attn_module_hook(layer) for layer in layers] if skip_attn else []
     last_only = bool(getattr(metric, "last_only", False))
     corr_logits, corr_acts, kv = corrupted_run(
         model,
@@ -476,6 +499,11 @@ def patch(
         need_cache,
         last_only,
     )
+    if skip_attn and component == "heads":
+        skip_attn = all(
+            _linear_heads(model, la, corr_acts[h], corr_acts[model.attn_module_hook(la)])
+            for la, h in zip(layers, hooks, strict=True)
+        )
     src, clean_logits = _source_acts(model, source, cln, corr_acts, hooks, positions, last_only)
 
     n_heads = {layer: corr_acts[h].shape[2] for layer, h in zip(layers, hooks, strict=True)}
@@ -487,19 +515,30 @@ def patch(
         sizes["head"] = next(iter(n_heads.values()))
     values = torch.empty([sizes[d] for d in dims])
 
-    jobs = _jobs(model, component, positions, layers, T, n_heads, head_act)
+    # Positions before a copy's first patched one are taken from the corrupted run's cache when
+    # it can be cut there exactly (adapter.cut_cache), else recomputed.
+    cuts: dict[int, bool] = {}
+
+    def cut_ok(p: int) -> bool:
+        if p not in cuts:
+            cuts[p] = kv is not None and adapter.can_cut(kv, p)
+        return cuts[p]
+
+    jobs = _jobs(model, component, positions, layers, T, n_heads, head_act, cut_ok, skip_ok)
+    # Copies of the last token laid along the positions of one row (resume_packed).
+    pack = positions == "last" and can_pack(model, T) and all(j.start == T - 1 for j in jobs)
     per_pass = max(1, max_batch // B)
     groups = list(_groups(jobs, per_pass, merge_layers=positions == "last"))
     for group in tqdm(groups, desc=f"patch {component}", disable=not progress, leave=False):
-        layer, start, C = min(j.layer for j in group), group[0].start, len(group)
-        resid = corr_acts[f"blocks.{layer}.hook_resid_pre"][:, start:]
+        layer, start, C = min(j.at for j in group), group[0].start, len(group)
+        resid = corr_acts[model.resid_hook(layer, "pre")][:, start:]
         layout = "b (c t)" if pack else "(b c) t"
         hooks_used = sorted({j.hook for j in group})
         fwd_hooks = [(h, _writer(group, h, src[h], start, T, C, layout)) for h in hooks_used]
         fixed: contextlib.AbstractContextManager = contextlib.nullcontext()
         if skip_attn:
             value = _patched_attention(model, group, corr_acts, src, start, T, component)
-            fixed, fwd_hooks = fixed_attention(model, layer, value), []
+            fixed, fwd_hooks = fixed_attention(model, group[0].layer, value), []
         # With a last-position metric, the final MLP need not run at other positions (unless
         # the patch itself sits on that MLP's output).
         trim = (
@@ -526,14 +565,41 @@ def patch(
                 lg = torch.cat([corr_logits[:, :start], lg], dim=1)
             values[job.out] = _metric_value(metric, lg)
 
-    info = {"n_prompts": B, "n_pos": T, "forward_passes": len(groups), "max_batch": max_batch}
+    info = {
+        "n_prompts": B,
+        "n_pos": T,
+        "forward_passes": len(groups),
+        "max_batch": max_batch,
+        # Which shortcuts this model and input allowed (see the comments above).
+        "fast_paths": {
+            "skip_blocks": skip_ok,
+            "skip_attention": skip_attn,
+            "cached_prefix": need_cache and all(j.start == (j.pos or 0) for j in jobs),
+            "packed": pack,
+        },
+    }
     corrupted_metric = _metric_value(metric, corr_logits)
     return make_result(model, "exact", values, component, positions, head_act, source, layers,
                        metric, corrupted_metric, clean_logits, corr.tokens[0], info)  # fmt: skip
 
 
+def _linear_heads(
+    model: TVModel,
+    layer: int,
+    z: Float[Tensor, "batch pos n_heads d_head"],
+    out: Float[Tensor, "batch pos d_model"],
+) -> bool:
+    """Whether the attention module's output ``out`` is ``z @ W_O + b_O`` (so that a head patch
+    changes it by ``(z_source - z) @ W_O``), to rounding."""
+    W_O, b_O = model.W_O(layer).detach().float(), model.b_O(layer).detach().float()
+    pred = einops.einsum(z.float(), W_O, "b t h dh, h dh d -> b t d") + b_O
+    tol = 1e-4 if out.dtype in (torch.float32, torch.float64) else 2e-2
+    scale = float(out.float().abs().max().clamp_min(1e-6))
+    return float((pred - out.float()).abs().max()) <= tol * scale
+
+
 def _patched_attention(
-    model: Any,
+    model: TVModel,
     group: list[_Job],
     corr_acts: dict[str, Tensor],
     src: dict[str, Tensor],
@@ -541,17 +607,16 @@ def _patched_attention(
     n_pos: int,
     component: str,
 ) -> Float[Tensor, "batch_copies new_pos d_model"]:
-    """Block ``layer``'s attention output for each copy of ``group`` (all at one layer): the
-    corrupted output with the patch applied (``attn``: replaced at the patched positions;
+    """Block ``layer``'s attention module output for each copy of ``group`` (all at one layer):
+    the corrupted output with the patch applied (``attn``: replaced at the patched positions;
     ``heads``: plus ``(z_source - z_corrupted) @ W_O`` of the patched head)."""
     layer, C = group[0].layer, len(group)
-    base = corr_acts[f"blocks.{layer}.hook_attn_out"][:, start:]
+    base = corr_acts[model.attn_module_hook(layer)][:, start:]
     value = einops.repeat(base, "b t d -> b c t d", c=C).clone()
     hook = group[0].hook
     s = _at_positions(src[hook], start, n_pos)
     if component == "heads":
-        bridge = bridge_of(model)
-        W_O = bridge._reshape_o(bridge.blocks[layer].attn.W_O).to(value.dtype)
+        W_O = model.W_O(layer).to(value.dtype)
         z = corr_acts[hook][:, start:]
     for c, j in enumerate(group):
         t = slice(None) if j.pos is None else slice(j.pos - start, j.pos - start + 1)
@@ -586,9 +651,9 @@ def _writer(
     return fn
 
 
-def position_labels(model: Any, tokens: Int[Tensor, " pos"]) -> list[str]:
+def position_labels(model: TVModel, tokens: Int[Tensor, " pos"]) -> list[str]:
     """``"i tok"`` for each position of one prompt (readable axis labels)."""
-    tok = getattr(bridge_of(model), "tokenizer", None)
+    tok = model.tokenizer
     ids = tokens.tolist()
     words = tok.convert_ids_to_tokens(ids) if tok is not None else [str(i) for i in ids]
     # Escape whitespace tokens (a bare newline makes an empty tick label).

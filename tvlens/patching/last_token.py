@@ -22,6 +22,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tvlens.errors import PromptError
+from tvlens.models import adapter
+from tvlens.models.loading import TVModel
 from tvlens.patching.resume import cache_prefix, can_pack, corrupted_run, packed_mask
 from tvlens.tasks.prompts import PromptBatch
 
@@ -44,7 +46,7 @@ class PrefixState:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.cache.layers[0].keys.dtype
+        return adapter.cache_dtype(self.cache)
 
 
 def _require_left_padded(batch: PromptBatch) -> None:
@@ -59,7 +61,7 @@ def _require_left_padded(batch: PromptBatch) -> None:
 
 
 @torch.no_grad()
-def run_prefix(model: Any, batch: PromptBatch) -> PrefixState:
+def run_prefix(model: TVModel, batch: PromptBatch) -> PrefixState:
     """Run all tokens but the last once and keep their KV cache."""
     _require_left_padded(batch)
     if batch.tokens.shape[1] < 2:
@@ -71,7 +73,7 @@ def run_prefix(model: Any, batch: PromptBatch) -> PrefixState:
 
 @torch.no_grad()
 def last_token_logits(
-    model: Any,
+    model: TVModel,
     state: PrefixState,
     copies: int = 1,
     patches: Sequence[tuple[str, CopyPatch]] = (),
@@ -81,12 +83,14 @@ def last_token_logits(
 
     The copies sit side by side along the positions of one row, each attending to the shared
     prefix cache and to itself (:func:`tvlens.patching.resume.packed_mask`), so the prefix's
-    keys/values are not repeated per copy; models whose attention takes no custom mask (flash
-    attention) repeat the cache along the batch instead.
+    keys/values are not repeated per copy; where that does not hold exactly
+    (:func:`tvlens.patching.resume.can_pack`: flash attention, or a sliding window shorter than
+    the prompt) the cache is repeated along the batch instead.
     """
-    bridge = getattr(model, "bridge", model)
+    bridge = model.bridge
     b = state.batch_size
-    pack = can_pack(model)
+    T = state.attention_mask.shape[1]
+    pack = can_pack(model, T)
     layout = "b c" if pack else "(b c)"
 
     def wrap(fn: CopyPatch) -> Callable:
@@ -97,11 +101,10 @@ def last_token_logits(
 
         return hook
 
-    T = state.attention_mask.shape[1]
     with bridge.hooks(fwd_hooks=[(name, wrap(fn)) for name, fn in patches]):
         if pack:
             cache = cache_prefix(state.cache, T - 1)
-            mask, positions = packed_mask(bridge, state.attention_mask, copies, state.dtype)
+            mask, positions = packed_mask(model, state.attention_mask, copies, state.dtype)
             tokens = state.last_tokens.expand(b, copies)
             logits = bridge(
                 tokens, attention_mask=mask, position_ids=positions, past_key_values=cache
@@ -121,7 +124,7 @@ ComponentWrite = Callable[[Tensor, Tensor, list[int]], Tensor]
 
 @torch.no_grad()
 def sweep_components(
-    model: Any,
+    model: TVModel,
     state: PrefixState,
     hook_names: Sequence[str],
     write: ComponentWrite,
