@@ -189,3 +189,25 @@ def test_default_config_json_keeps_the_keys_of_runs_before_the_engine():
     d = TrainingConfig().to_dict()
     assert "grad_accum" not in d and "mixed_precision" not in d
     assert TrainingConfig(grad_accum=2).to_dict()["grad_accum"] == 2
+
+
+@pytest.mark.slow
+def test_two_data_parallel_processes_equal_one_process_accumulating_two(tmp_path):
+    """torchrun with 2 CPU processes (gloo): each draws its own micro-batch of a step, the
+    gradients are averaged, and the main process writes the run, as one process with
+    grad_accum=2 would."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           str(Path(__file__).parent / "ddp_worker.py"), str(tmp_path / "ddp")]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = run(tmp_path / "one", toy_kind("steps"), cfg(steps=12, grad_accum=2))
+    ddp = load_file(str(list_checkpoints(tmp_path / "ddp")[-1].path / "w.st"))
+    assert all(torch.allclose(ddp[k], v, atol=1e-6) for k, v in weights(one).items())
+    logged = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert [c["step"] for c in logged["checkpoints"]] == [c.step for c in one.checkpoints]
