@@ -160,10 +160,11 @@ def test_accumulation_runs_and_mixed_precision_is_a_no_op_on_cpu(tmp_path):
 def test_schedule_warms_up_then_holds_or_decays():
     f = lr_factor(cfg(warmup_steps=4), 20)
     assert [f(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert lr_factor(cfg(warmup_steps=0), 20)(0) == 1.0
     g = lr_factor(cfg(warmup_steps=4, schedule="cosine"), 20)
-    assert g(3) == 1.0 and g(19) == pytest.approx(0.0) and 0 < g(11) < 1
+    assert g(3) == g(4) == 1.0 and g(12) == pytest.approx(0.5) and 0 < g(19) < 0.01
     h = lr_factor(cfg(warmup_steps=4, schedule="linear"), 20)
-    assert h(11) == pytest.approx(0.5)
+    assert h(12) == pytest.approx(0.5) and h(19) == pytest.approx(1 / 16)
 
 
 def test_bad_options_and_runs_are_clear_errors(tmp_path):

@@ -137,15 +137,17 @@ class TrainResult:
 
 
 def lr_factor(cfg: TrainingConfig, total_steps: int) -> Callable[[int], float]:
-    """The learning-rate multiplier after ``s`` scheduler steps: linear warm-up over
-    ``warmup_steps``, then constant, or a linear / cosine decay to 0 at ``total_steps``."""
-    warm = max(cfg.warmup_steps, 1)
+    """The learning-rate multiplier after ``s`` scheduler steps: linear warm-up
+    ``(s + 1) / warmup_steps``, then constant, or a linear / cosine decay over the remaining
+    steps (as transformers' ``get_{linear,cosine}_schedule_with_warmup``)."""
+    warm = cfg.warmup_steps
 
     def f(s: int) -> float:
-        if s + 1 < warm or cfg.schedule == "constant":
-            return min(1.0, (s + 1) / warm)
-        left = max(total_steps - warm, 1)
-        done = min(max(s + 1 - warm, 0) / left, 1.0)
+        if s < warm:
+            return (s + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        done = min(max(s - warm, 0) / max(total_steps - warm, 1), 1.0)
         if cfg.schedule == "linear":
             return 1.0 - done
         return 0.5 * (1.0 + math.cos(math.pi * done))
