@@ -148,6 +148,19 @@ def test_accumulated_micro_batches_equal_one_large_batch():
     assert all(torch.allclose(s, g, atol=1e-6) for s, g in zip(acc, big, strict=True))
 
 
+def test_frozen_module_is_set_up_on_the_device_and_only_the_trainable_one_is_saved(tmp_path):
+    frozen = torch.nn.Linear(6, 6)
+    before = frozen.weight.detach().clone()
+    placed = []
+    kind = toy_kind("steps")
+    loss = kind.loss
+    kind.loss = lambda model, batch: loss(model, (frozen(batch[0]), batch[1]))
+    kind.setup = lambda device: placed.append(frozen.to(device).requires_grad_(False))
+    res = run(tmp_path / "r", kind, cfg(steps=5))
+    assert len(placed) == 1 and torch.equal(frozen.weight, before)
+    assert set(weights(res)) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
 def test_accumulation_runs_and_mixed_precision_is_a_no_op_on_cpu(tmp_path):
     plain = run(tmp_path / "a", toy_kind("steps"), cfg(steps=6))
     bf16 = run(tmp_path / "b", toy_kind("steps"), cfg(steps=6, mixed_precision="bf16"))

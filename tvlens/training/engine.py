@@ -105,6 +105,9 @@ class RunKind(Generic[B]):
         postfix: The progress bar's fields after an evaluation (default: its ``"loss"``).
         required_files: What a complete checkpoint folder holds besides the state file (a
             checkpoint missing one is not resumed from).
+        setup: ``setup(device)``, called once on each process with its device before
+            training: where a kind places what the loss runs but the engine does not train
+            (a frozen model), since under data parallelism the device is known only then.
     """
 
     model: nn.Module
@@ -117,6 +120,7 @@ class RunKind(Generic[B]):
     to_device: Callable[[B, torch.device], B] | None = None
     postfix: Callable[[dict[str, Any]], dict[str, str]] | None = None
     required_files: Sequence[str] = REQUIRED_FILES
+    setup: Callable[[torch.device], None] | None = None
 
 
 @dataclass
@@ -245,6 +249,8 @@ def train_run(
     main = accelerator.is_main_process
     plan = make_plan(cfg, kind.data, checkpoints, accelerator.num_processes)
     model = kind.model.to(dev)
+    if kind.setup is not None:
+        kind.setup(dev)
     pmodel = accelerator.prepare_model(model) if accelerator.num_processes > 1 else model
     params = list(
         kind.parameters() if kind.parameters else (p for p in model.parameters() if p.requires_grad)
