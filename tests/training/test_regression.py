@@ -1,5 +1,5 @@
 """The regression family's read-in/read-out model through the bridge, and its training run
-(checkpoints, metrics, exact resume). The mixture itself: tests/tasks/test_regression.py."""
+(checkpoints, metrics, exact resume). The mixture itself: tests/tasks/test_regression_mixture.py."""
 
 from __future__ import annotations
 
