@@ -123,7 +123,7 @@ def eval_cmd(
     out: Annotated[Path | None, typer.Option(help="Write results JSON here.")] = None,
 ) -> None:
     """ICL accuracy (first token and exact match) per task."""
-    from tvlens.evaluation import evaluate_icl
+    from tvlens.icl_accuracy import evaluate_icl
     from tvlens.models import load_model
     from tvlens.tasks import get_suite
 

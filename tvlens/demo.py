@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from tvlens.errors import TVLensError
-from tvlens.evaluation import evaluate_icl
+from tvlens.icl_accuracy import evaluate_icl
 from tvlens.injection.evaluate import (
     evaluate_task_vectors,
     format_table,

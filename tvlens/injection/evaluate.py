@@ -1,5 +1,6 @@
-"""Task vectors end to end: extract on a train split, choose the layer on a dev split, report
-accuracy on a test split next to zero-shot and ICL accuracy on the same test queries."""
+"""Evaluates task vectors and function vectors end to end: extract on a train split, choose the
+layer on a dev split, report accuracy on a test split next to zero-shot and ICL accuracy on the
+same test queries. (A model's plain ICL accuracy is :mod:`tvlens.icl_accuracy`.)"""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tvlens.evaluation import evaluate_prompts
 from tvlens.extraction.function_vectors import HeadTable, function_vector
 from tvlens.extraction.residual import hendel_task_vector
 from tvlens.extraction.vectors import TaskVector
+from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.injection.sweep import layer_sweep_correct
 from tvlens.models.loading import TVModel
 from tvlens.tasks.core import Task, TaskSuite

@@ -13,7 +13,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from tvlens.errors import TVLensError
-from tvlens.evaluation import evaluate_icl
+from tvlens.icl_accuracy import evaluate_icl
 from tvlens.models.checkpoints import is_run_dir, list_checkpoints
 from tvlens.models.loading import TVModel, load_model
 from tvlens.probing.layers import LayerTD, td_by_layer

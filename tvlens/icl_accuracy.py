@@ -1,4 +1,6 @@
-"""ICL accuracy per task: first answer token, and greedy exact match for multi-token answers.
+"""Evaluates a model's in-context-learning accuracy per task: first answer token, and greedy
+exact match for multi-token answers. (Task vectors are evaluated by
+:mod:`tvlens.injection.evaluate`, which uses this module for its zero-shot and ICL baselines.)
 
 Exact match is computed by teacher forcing in one forward pass: greedy decoding reproduces the
 answer ``a_1..a_m`` exactly when, for every ``j``, the argmax after ``prompt + a_<j`` is ``a_j``
