@@ -37,7 +37,7 @@ from tvlens.plotting import (
     save_figure,
     write_json,
 )
-from tvlens.probing.experiments import emergence, series_from_emergence
+from tvlens.probing.emergence import emergence, series_from_emergence
 from tvlens.synthetic.config import get_preset
 from tvlens.synthetic.train import load_run_config, train_synthetic
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
@@ -55,6 +56,12 @@ class ICLEvaluation:
 
     def first_token(self) -> dict[str, float]:
         return {n: t.first_token for n, t in self.tasks.items()}
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Tidy: one row per task (``task``, ``first_token``, ``exact_match``, ``n``, ``k``)."""
+        frame = pd.DataFrame([asdict(t) for t in self.tasks.values()])
+        frame["k"] = self.k
+        return frame
 
     def to_dict(self) -> dict:
         return {

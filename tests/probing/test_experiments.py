@@ -1,24 +1,16 @@
-"""The seed paper's experiments on tiny runs of both families: emergence over checkpoints,
-the perturbation test, and first-k / last-k fine-tuning."""
+"""First-k / last-k fine-tuning (Han et al. 2025, Table 1) on tiny runs of both families."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tvlens.errors import LayerError, TVLensError
-from tvlens.probing.experiments import (
-    RegressionFamily,
-    TokenFamily,
-    emergence,
-    family_for_run,
-    finetune_layers,
-    perturbation,
-)
+from tvlens.errors import TVLensError
+from tvlens.probing.experiments import finetune_layers
+from tvlens.probing.family import RegressionFamily, TokenFamily, family_for_run
 from tvlens.synthetic import train_synthetic
 from tvlens.synthetic.regression import RegressionMixture, train_regression
 from tvlens.tasks import get_suite
@@ -36,53 +28,6 @@ def reg_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("reg") / "run"
     train_regression(out, preset="tiny", device="cpu", progress=False)
     return out
-
-
-def test_emergence_token_run_shapes_and_keys(token_run):
-    res = emergence(token_run, n_prompts=12, progress=False, revisions=[10, 150])
-    assert res.kind == "tokens" and res.steps == [10, 150]
-    assert np.array(res.td).shape == (2, 2)  # checkpoints x layers
-    assert set(res.td_per_task[0][0]) == set(res.tasks) | {"null"}
-    assert res.accuracy is not None and set(res.accuracy[1]) == set(res.tasks)
-    d = res.to_dict()
-    assert {"onsets", "peak_layer", "td_vs_neg_loss", "loss", "config"} <= set(d)
-    json.dumps(d)
-
-
-def test_emergence_regression_run_has_loss_and_no_accuracy(reg_run):
-    fam = family_for_run(reg_run)
-    assert isinstance(fam, RegressionFamily) and fam.n_points == 8
-    res = emergence(reg_run, n_prompts=12, progress=False)
-    assert res.kind == "regression" and res.accuracy is None
-    assert len(res.steps) == len(res.td) == len(res.loss) >= 2
-    assert all(0.0 <= v <= 1.0 for row in res.td for v in row)
-    assert set(res.onsets()) == {"basis_0", "basis_1", "basis_2", "basis_3"}
-
-
-def test_perturbation_shift_same_task_is_no_change_cross_task_changes(reg_run):
-    fam = family_for_run(reg_run)
-    model = fam.load(reg_run)
-    res = perturbation(model, fam, layer=0, n_prompts=16, mode="shift")
-    dl = res.delta_loss
-    assert dl.shape == (4, 4)
-    assert np.allclose(np.diag(dl), 0.0, atol=1e-5)
-    assert np.abs(dl[~np.eye(4, dtype=bool)]).mean() > 5e-4  # another basis moves the query
-    rep = perturbation(model, fam, layer=1, n_prompts=16, mode="replace")
-    assert rep.mode == "replace" and rep.accuracy is None
-    json.dumps(rep.to_dict())
-    with pytest.raises(LayerError):
-        perturbation(model, fam, layer=7)
-    with pytest.raises(TVLensError):
-        perturbation(model, fam, layer=0, mode="swap")
-
-
-def test_perturbation_token_family_own_mean_keeps_accuracy_better_than_others(token_run):
-    fam = family_for_run(token_run)
-    model = fam.load(token_run)
-    res = perturbation(model, fam, layer=0, n_prompts=16, mode="shift")
-    da = res.delta_accuracy
-    assert np.allclose(np.diag(da), 0.0)  # own mean: no change at all
-    assert res.summary()["cross_task_delta_accuracy"] <= 0.0
 
 
 def test_finetune_first_k_only_changes_first_k_blocks(token_run, tmp_path):
