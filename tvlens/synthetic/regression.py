@@ -7,11 +7,12 @@ Task ``t`` draws ``w = B_t z`` (``B_t``: a rank-``rank`` orthonormal basis of R^
 ``x_1, y_1, x_2, y_2, ...`` (Garg et al. 2022), ``y`` embedded as ``[y, 0, ..., 0]``; the model
 predicts ``y_i`` at the ``x_i`` position (MSE). The Null task draws ``y`` independently of ``x``.
 
-The model is an HF Llama (rotary positions: nothing is added to the input before block 0, so the
-read-in output *is* the residual entering block 0) with ``vocab_size=1``: its ``lm_head`` is the
-read-out ``d_model -> 1``. The read-in ``d_in -> d_model`` is saved with safetensors beside the
-HF folder. Through the bridge, ``bridge(read_in(tokens), start_at_layer=0)`` runs the same
-computation, so every hook, :func:`tvlens.injection.inject` and TD work on it.
+The model is an HF GPT-2 (the default) or Llama with ``vocab_size=1``: its ``lm_head`` is the
+read-out ``d_model -> 1``; GPT-2's learned positions are added to the read-in output before
+block 0 (rotary Llama adds nothing there). The read-in ``d_in -> d_model`` is saved with
+safetensors beside the HF folder. Through the bridge, ``bridge(read_in(tokens) [+ GPT-2's
+positions], start_at_layer=0)`` runs the same computation, so every hook,
+:func:`tvlens.injection.inject` and TD work on it.
 
 Run folder (as :mod:`tvlens.synthetic.train`)::
 
@@ -290,7 +291,7 @@ def get_regression_preset(name: str) -> RegressionConfig:
 
 
 class ReadInOutModel(nn.Module):
-    """Read-in ``d_in -> d_model``, an HF Llama over ``inputs_embeds``, read-out = its
+    """Read-in ``d_in -> d_model``, an HF GPT-2 or Llama over ``inputs_embeds``, read-out = its
     ``lm_head`` (vocab 1). What is trained; :class:`RegressionModel` is the loaded view."""
 
     def __init__(self, hf: nn.Module, d_in: int, d_model: int, seed: int = 0):
@@ -481,7 +482,7 @@ def train_regression(
     progress: bool = True,
     **overrides: Any,
 ) -> RegressionTrainResult:
-    """Train a read-in/read-out Llama on the regression mixture; same folder layout,
+    """Train a read-in/read-out model (GPT-2 or Llama) on the regression mixture; same layout,
     atomic checkpoints at log-spaced steps and exact resume as :func:`train_synthetic`."""
 
     t0 = time.time()

@@ -117,7 +117,7 @@ def tv_prompting_loss(model, batch: TrainBatch, hidden: tuple, layer: int) -> Fl
 
 
 def _lr_lambda(cfg: TrainConfig):
-    def f(step: int) -> float:  # linear warm-up, then constant (DESIGN.md 4 uses constant lr)
+    def f(step: int) -> float:  # linear warm-up, then a constant lr
         return min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
 
     return f
