@@ -159,7 +159,8 @@ def finetune_layers(
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         trainable.module.train()
         for step in tqdm(range(1, steps + 1), desc=f"finetune {w}", disable=not progress):
-            loss = family.train_loss(trainable, step, batch_size, seed + 17)
+            batch = family.train_batch(trainable, step, batch_size, seed + 17)
+            loss = family.train_loss(trainable.module, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

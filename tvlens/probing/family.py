@@ -114,10 +114,14 @@ class TaskFamily(Protocol):
         """The checkpoint folder as a :class:`Trainable` (float32, on the CPU)."""
         ...
 
-    def train_loss(
-        self, trainable: Trainable, step: int, batch_size: int, seed: int
-    ) -> Float[Tensor, ""]:
-        """The training loss on one batch (every answer / every ``y``), seeded by ``step``."""
+    def train_batch(self, trainable: Trainable, step: int, batch_size: int, seed: int) -> Any:
+        """One training batch, a function of ``(step, seed)`` only (so a resumed run draws
+        the same batches)."""
+        ...
+
+    def train_loss(self, module: nn.Module, batch: Any) -> Float[Tensor, ""]:
+        """The training loss of ``module`` (a :class:`Trainable`'s) on a batch from
+        :meth:`train_batch`: every answer / every ``y`` is trained."""
         ...
 
 
@@ -200,17 +204,18 @@ class TokenFamily:
         info = {**info, "suite": self.suite.spec, "finetuned_from": str(checkpoint)}
         return Trainable(hf, tokenizer, info)
 
-    def train_loss(
-        self, trainable: Trainable, step: int, batch_size: int, seed: int
-    ) -> Float[Tensor, ""]:
+    def train_batch(self, trainable: Trainable, step: int, batch_size: int, seed: int) -> Any:
         from tvlens.synthetic.data import ICLBatcher
-        from tvlens.synthetic.train import answer_loss
 
         if self._batcher is None:
             self._batcher = ICLBatcher(self.suite, trainable.tokenizer, self.k, self.template)
-        b = self._batcher.batch(step, batch_size, seed)
-        out = trainable.module(input_ids=b.input_ids, attention_mask=b.attention_mask)
-        return answer_loss(out.logits, b.labels)
+        return self._batcher.batch(step, batch_size, seed)
+
+    def train_loss(self, module: nn.Module, batch: Any) -> Float[Tensor, ""]:
+        from tvlens.synthetic.train import answer_loss
+
+        out = module(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        return answer_loss(out.logits, batch.labels)
 
 
 class RegressionFamily:
@@ -284,13 +289,16 @@ class RegressionFamily:
         # The read-in is not tuned: its file is copied as it is.
         return Trainable(module, tokenizer, info, True, [checkpoint / READ_IN_FILE])
 
-    def train_loss(
-        self, trainable: Trainable, step: int, batch_size: int, seed: int
-    ) -> Float[Tensor, ""]:
-        from tvlens.synthetic.regression import predictions_at_x, regression_batch
+    def train_batch(self, trainable: Trainable, step: int, batch_size: int, seed: int) -> Any:
+        from tvlens.synthetic.regression import regression_batch
 
-        tokens, y, _ = regression_batch(self.mixture, step, batch_size, self.n_points, seed)
-        return F.mse_loss(predictions_at_x(trainable.module(tokens)), y)
+        return regression_batch(self.mixture, step, batch_size, self.n_points, seed)[:2]
+
+    def train_loss(self, module: nn.Module, batch: Any) -> Float[Tensor, ""]:
+        from tvlens.synthetic.regression import predictions_at_x
+
+        tokens, y = batch
+        return F.mse_loss(predictions_at_x(module(tokens)), y)
 
 
 # A run's config.json "family" -> how to build its family (token runs have no "family" key).
