@@ -10,22 +10,6 @@ import pytest
 from tvlens.errors import LayerError, TVLensError
 from tvlens.injection.perturbation import perturbation
 from tvlens.probing.family import family_for_run
-from tvlens.synthetic import train_synthetic
-from tvlens.synthetic.regression import train_regression
-
-
-@pytest.fixture(scope="module")
-def token_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tok") / "run"
-    train_synthetic(out, preset="tiny", device="cpu", progress=False, steps=150)
-    return out
-
-
-@pytest.fixture(scope="module")
-def reg_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("reg") / "run"
-    train_regression(out, preset="tiny", device="cpu", progress=False)
-    return out
 
 
 def test_perturbation_shift_same_task_is_no_change_cross_task_changes(reg_run):

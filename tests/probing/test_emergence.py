@@ -5,26 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from tvlens.probing.emergence import emergence
 from tvlens.probing.family import RegressionFamily, family_for_run
-from tvlens.synthetic import train_synthetic
-from tvlens.synthetic.regression import train_regression
-
-
-@pytest.fixture(scope="module")
-def token_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tok") / "run"
-    train_synthetic(out, preset="tiny", device="cpu", progress=False, steps=150)
-    return out
-
-
-@pytest.fixture(scope="module")
-def reg_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("reg") / "run"
-    train_regression(out, preset="tiny", device="cpu", progress=False)
-    return out
 
 
 def test_emergence_token_run_shapes_and_keys(token_run):
