@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,11 +32,13 @@ import torch
 from tvlens.extraction import head_aie, mean_head_outputs, residual_at_query
 from tvlens.injection import layer_sweep_logits
 from tvlens.models import load_model
-from tvlens.patching.reference import reference_head_aie, reference_layer_sweep
 from tvlens.tasks import sample_prompts, tokenize_prompts
 from tvlens.tasks.prompts import shuffled_label_variants
 
 ROOT = Path(__file__).resolve().parents[1]
+# The one-forward-per-component references live with the tests that check the fast paths.
+sys.path.insert(0, str(ROOT))
+from tests.reference import reference_head_aie, reference_layer_sweep  # noqa: E402
 
 
 def sync(device: torch.device) -> None:

@@ -202,3 +202,24 @@ def tiny_run(tmp_path_factory) -> Path:
         progress=False,
     )
     return run.run_dir
+
+
+@pytest.fixture(scope="session")
+def token_run(tmp_path_factory) -> Path:
+    """The tiny preset trained for 150 steps (checkpoints at 10 ... 150): emergence and
+    perturbation tests read it."""
+    from tvlens.training import train_synthetic
+
+    out = tmp_path_factory.mktemp("tok") / "run"
+    train_synthetic(out, preset="tiny", device="cpu", progress=False, steps=150)
+    return out
+
+
+@pytest.fixture(scope="session")
+def reg_run(tmp_path_factory) -> Path:
+    """The tiny regression preset (GPT-2, 2 layers, 120 steps)."""
+    from tvlens.training.regression import train_regression
+
+    out = tmp_path_factory.mktemp("reg") / "run"
+    train_regression(out, preset="tiny", device="cpu", progress=False)
+    return out

@@ -50,3 +50,34 @@ def test_demo_writes_figures_report_and_json(tmp_path):
 def test_notebook_runs(name, tmp_path, run_notebook):
     run_notebook(name, tmp_path)
     assert os.listdir(tmp_path / "tiny" / "checkpoints")
+
+
+def _resid_result(top: list[int]):
+    """A [layer, pos] patching result over `a -> b c -> d q ->` whose largest effect in
+    layer i is at position top[i]."""
+    import torch
+
+    from tvlens.patching.exact import PatchResult
+
+    words = ["a", "->", "b", "c", "->", "d", "q", "->"]
+    values = torch.zeros(len(top), len(words))
+    for layer, pos in enumerate(top):
+        values[layer, pos] = 0.5 + layer / 10
+    labels = [f"{i} {w}" for i, w in enumerate(words)]
+    return PatchResult(values, ("layer", "pos"), "resid", "each", "exact", "p", 0.9, 0.0,
+                       list(range(len(top))), pos_labels=labels)  # fmt: skip
+
+
+def test_patching_report_says_only_what_the_numbers_say():
+    from tvlens.demo import resid_summary, top_position_by_layer
+
+    moved = top_position_by_layer(_resid_result([2, 5, 7, 7]))
+    assert [r["role"] for r in moved] == ["demonstration label"] * 2 + ["last token"] * 2
+    assert [r["label"] for r in moved] == ["b", "d", "->", "->"]
+    assert moved[3]["effect"] == pytest.approx(0.8)
+    assert "blocks 0–1" in resid_summary(moved) and "from block 2 on" in resid_summary(moved)
+    everywhere = top_position_by_layer(_resid_result([7, 7, 7]))
+    assert resid_summary(everywhere) == "The last token has the largest effect in every block."
+    # No pattern, no sentence: the last token first, or a position that is no label.
+    for top in ([7, 2, 7], [0, 7, 7], [3, 3, 3], [2, 2, 2]):
+        assert resid_summary(top_position_by_layer(_resid_result(top))) == "", top

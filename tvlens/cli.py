@@ -123,7 +123,7 @@ def eval_cmd(
     out: Annotated[Path | None, typer.Option(help="Write results JSON here.")] = None,
 ) -> None:
     """ICL accuracy (first token and exact match) per task."""
-    from tvlens.evaluation import evaluate_icl
+    from tvlens.icl_accuracy import evaluate_icl
     from tvlens.models import load_model
     from tvlens.tasks import get_suite
 
@@ -206,7 +206,7 @@ def probe(
 ) -> None:
     """Task decodability (leave-one-out 10-NN, Null task included) at every layer of every
     checkpoint, against ICL accuracy."""
-    from tvlens.probing import run_probe
+    from tvlens.probing.run import run_probe
 
     try:
         series = run_probe(
@@ -284,7 +284,7 @@ def emergence(
 ) -> None:
     """Task encoding (TD per task, every layer) and decoding (loss) over a run's checkpoints,
     and the mean-state perturbation test at an early and the last checkpoint."""
-    from tvlens.probing.experiments import run_emergence
+    from tvlens.probing.run import run_emergence
 
     try:
         res = run_emergence(

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from tvlens.errors import TVLensError
-from tvlens.evaluation import evaluate_icl
+from tvlens.icl_accuracy import evaluate_icl
 from tvlens.injection.evaluate import (
     evaluate_task_vectors,
     format_table,
@@ -37,7 +37,7 @@ from tvlens.plotting import (
     save_figure,
     write_json,
 )
-from tvlens.probing.experiments import emergence, series_from_emergence
+from tvlens.probing.emergence import emergence, series_from_emergence
 from tvlens.training.config import get_preset
 from tvlens.training.train import load_run_config, train_synthetic
 
@@ -198,9 +198,58 @@ def _patching_figures(model, res: DemoResult, progress: bool) -> dict:
         "heads_top": [{**w, "effect": e} for w, e in heads.exact.top(3)],
         "heads_spearman_attribution_vs_exact": heads.spearman,
         "resid_top": [{**w, "effect": e} for w, e in resid.exact.top(3)],
+        "resid_top_by_layer": top_position_by_layer(resid.exact),
         "n_prompts_heads": heads.config["n_prompts"],
         "n_prompts_resid": resid.config["n_prompts"],
     }
+
+
+def top_position_by_layer(result) -> list[dict]:
+    """For each layer of a ``[layer, pos]`` patching result, the position whose patch has the
+    largest effect: its label, its role in the prompt and the effect. Role: ``last token``, a
+    ``demonstration label`` (a position right after the separator the prompt ends with, e.g.
+    ``->``: where each demonstration's answer sits) or ``other``."""
+    effect = result.effect()
+    words = [lab.split(" ", 1)[-1] for lab in result.pos_labels]
+    last = effect.shape[1] - 1
+    out = []
+    for i, layer in enumerate(result.layers):
+        pos = int(effect[i].argmax())
+        if pos == last:
+            role = "last token"
+        elif pos > 0 and words and words[pos - 1] == words[last]:
+            role = "demonstration label"
+        else:
+            role = "other"
+        label = words[pos] if words else str(pos)
+        out.append({"layer": layer, "pos": pos, "label": label, "role": role,
+                    "effect": float(effect[i, pos])})  # fmt: skip
+    return out
+
+
+def resid_summary(by_layer: list[dict]) -> str:
+    """One sentence on where the largest residual patch sits, only where the numbers show a
+    pattern: demonstration labels in the lower blocks, then the last token (or the last token
+    everywhere); empty otherwise."""
+    roles = [r["role"] for r in by_layer]
+    if all(r == "last token" for r in roles):
+        return "The last token has the largest effect in every block."
+    if "last token" not in roles:
+        return ""
+    b = roles.index("last token")
+    if (
+        b > 0
+        and all(r == "demonstration label" for r in roles[:b])
+        and all(r == "last token" for r in roles[b:])
+    ):
+        lo, hi = by_layer[0]["layer"], by_layer[b - 1]["layer"]
+        blocks = f"block {lo}" if lo == hi else f"blocks {lo}–{hi}"
+        return (
+            f"The largest effect sits at a demonstration label in {blocks} and at the last "
+            f"token from block {by_layer[b]['layer']} on: the task information moves from the "
+            "demonstrations to the last token, where the task vector is read."
+        )
+    return ""
 
 
 def _write_report(res: DemoResult, ck: list[dict]) -> None:
@@ -234,9 +283,13 @@ def _write_report(res: DemoResult, ck: list[dict]) -> None:
         "",
         "Query accuracy (first answer token) of every task at every checkpoint (thin lines), "
         "their mean (black) and the loss on the answer tokens (dotted, right axis). The "
-        "model reaches mean accuracy 0.9 at step "
-        f"{s['first_step_with_icl_accuracy_0.9']} and ends at "
-        f"{s['final_icl_accuracy_training_eval']:.2f}. The final checkpoint, loaded through "
+        + (
+            f"model reaches mean accuracy 0.9 at step {s['first_step_with_icl_accuracy_0.9']}"
+            if s["first_step_with_icl_accuracy_0.9"] is not None
+            else "model does not reach mean accuracy 0.9 at any checkpoint"
+        )
+        + f" and ends at {s['final_icl_accuracy_training_eval']:.2f}. The final checkpoint, "
+        "loaded through "
         "`load_model` and scored by `evaluate_icl` on fresh prompts, gets "
         f"{s['final_icl_evaluation']['mean_first_token']:.2f}.",
         "",
@@ -244,9 +297,8 @@ def _write_report(res: DemoResult, ck: list[dict]) -> None:
         "![Accuracy by demonstration index](accuracy_by_demo.png)",
         "",
         "Accuracy on the answer of each demonstration (index i has i examples before it) and "
-        "of the query. The first answer has no context to tell which task the prompt is, so "
-        "it stays near chance; the later answers rise together once the model learns to infer "
-        f"the task in context. Final accuracies by index: {by_demo}.",
+        "of the query. The first answer has no context to tell which task the prompt is. "
+        f"Final accuracies by index: {by_demo}." + _by_demo_summary(s["final_accuracy_by_demo"]),
         "",
         "## layer_sweep.png",
         "![Task-vector accuracy by layer](layer_sweep.png)",
@@ -290,12 +342,27 @@ def _write_report(res: DemoResult, ck: list[dict]) -> None:
     (res.figures_dir / "README.md").write_text("\n".join(lines))
 
 
+def _by_demo_summary(acc: list[float]) -> str:
+    """What the accuracies by demonstration index say, when they say it: the answers with
+    demonstrations before them clearly above the first one (by more than 0.2)."""
+    if len(acc) < 2 or min(acc[1:]) - acc[0] <= 0.2:
+        return ""
+    return (
+        f" Every answer with demonstrations before it ({min(acc[1:]):.2f}–{max(acc[1:]):.2f}) "
+        f"is well above the first ({acc[0]:.2f}): the model infers the task in context."
+    )
+
+
 def _patching_report(p: dict) -> list[str]:
     def where(t: dict) -> str:
         return ", ".join(f"{k} {v}" for k, v in t.items() if k != "effect")
 
     top = p["heads_top"][0]
     rtop = p["resid_top"][0]
+    by_layer = "; ".join(
+        f"block {r['layer']}: `{r['label']}` ({r['role']}, {r['effect']:+.3f})"
+        for r in p["resid_top_by_layer"]
+    )
     return [
         "## patching_heads.png, patching_heads_attribution.png",
         "![Head patching](patching_heads.png)",
@@ -304,7 +371,7 @@ def _patching_report(p: dict) -> list[str]:
         "all positions) from clean prompts patched into the same prompts with shuffled "
         "demonstration labels; colour: the normalized effect on the probability of the correct "
         f"answer (0 = corrupted run, {p['heads_corrupted']:.2f}; 1 = clean run, "
-        f"{p['heads_clean']:.2f}). Largest: {where(top)} (+{top['effect']:.3f}). "
+        f"{p['heads_clean']:.2f}). Largest: {where(top)} ({top['effect']:+.3f}). "
         "`patching_heads_attribution.png` is the attribution-patching estimate (2 forward + 1 "
         "backward pass); its Spearman correlation with exact patching is "
         f"{p['heads_spearman_attribution_vs_exact']:.2f}.",
@@ -313,8 +380,8 @@ def _patching_report(p: dict) -> list[str]:
         "![Residual patching by position](patching_resid.png)",
         "",
         f"The residual stream entering each block, patched one position at a time "
-        f"({p['n_prompts_resid']} prompts). Early layers carry the task at the demonstration "
-        "labels; from the middle layers on it has moved to the last token (`->`), where the "
-        f"task vector lives. Largest: {where(rtop)} (+{rtop['effect']:.3f}).",
+        f"({p['n_prompts_resid']} prompts). Largest: {where(rtop)} ({rtop['effect']:+.3f}). "
+        f"Position with the largest effect in each block: {by_layer}. "
+        + resid_summary(p["resid_top_by_layer"]),
         "",
     ]

@@ -4,8 +4,8 @@ the vector is the sum of the top heads' mean outputs through W_O."""
 import pytest
 import torch
 
+from tests.reference import reference_head_aie
 from tvlens.extraction import HeadTable, function_vector, head_aie, mean_head_outputs
-from tvlens.patching.reference import reference_head_aie
 from tvlens.tasks import sample_prompts, tokenize_prompts
 from tvlens.tasks.prompts import shuffled_label_variants
 
@@ -29,7 +29,7 @@ def _last_z(model, batch):
 
 
 def _reference_aie(model, corrupted, head_means):
-    """One head at a time, full forward passes (tvlens.patching.reference)."""
+    """One head at a time, full forward passes (tests/reference.py)."""
     return reference_head_aie(model, corrupted, head_means)
 
 

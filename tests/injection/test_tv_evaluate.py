@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tvlens.evaluation import evaluate_prompts
 from tvlens.extraction import TaskVector
+from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.injection import evaluate_task_vectors, inject, run_task_vectors
 from tvlens.models import load_model
 from tvlens.tasks import sample_prompts, tokenize_prompts

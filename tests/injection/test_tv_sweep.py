@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from tests.reference import reference_layer_sweep
 from tvlens.injection import layer_sweep_correct, layer_sweep_logits
-from tvlens.patching.reference import reference_layer_sweep
 from tvlens.tasks import sample_prompts, tokenize_prompts
 
 

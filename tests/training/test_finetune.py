@@ -1,8 +1,10 @@
 """Fine-tuning as a training-engine run: the engine's checkpoint holds only the tuned blocks,
 a second call with the same options reuses the run, other options into the same folder are
-refused. (Which blocks change, LoRA and the regression family: tests/probing.)"""
+refused; only the chosen blocks change (full and LoRA), on both task families."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -10,8 +12,9 @@ from safetensors.torch import load_file
 
 from tvlens.errors import TVLensError
 from tvlens.models.checkpoints import list_checkpoints
-from tvlens.probing.experiments import TokenFamily
+from tvlens.probing.family import RegressionFamily, TokenFamily, family_for_run
 from tvlens.tasks import get_suite
+from tvlens.tasks.regression import RegressionMixture
 from tvlens.training import train_synthetic
 from tvlens.training.finetune import TRAINABLE_FILE, finetune_layers
 
@@ -40,3 +43,64 @@ def test_finetune_is_an_engine_run_that_a_second_call_reuses(run, tmp_path):
     assert all(torch.equal(w, rewritten[name]) for name, w in tuned.items())
     with pytest.raises(TVLensError, match="different configuration"):
         finetune_layers(run, fam, tmp_path / "ft", **{**kw, "steps": 4})
+
+
+def test_finetune_first_k_only_changes_first_k_blocks(token_run, tmp_path):
+    fam = TokenFamily(get_suite("latent", n_tasks=2, n_symbols=8, seed=5), k=4)
+    res = finetune_layers(
+        token_run, fam, tmp_path / "ft", k_layers=1, steps=3, n_prompts=12, progress=False
+    )
+    assert [r.which for r in res.rows] == ["first", "last"]
+    base = load_file(str(sorted((token_run / "checkpoints").iterdir())[-1] / "model.safetensors"))
+    for which, changed in (("first", "h.0."), ("last", "h.1.")):
+        tuned = load_file(str(tmp_path / "ft" / which / "model.safetensors"))
+        for name, w in base.items():
+            same = torch.equal(w, tuned[name])
+            assert same == (changed not in name), (which, name)
+    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert metrics["k_layers"] == 1 and "TD before" in metrics["table"]
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["steps"] == 3
+    with pytest.raises(TVLensError):
+        finetune_layers(token_run, fam, tmp_path / "bad", k_layers=0, progress=False)
+    with pytest.raises(TVLensError):
+        family_for_run(tmp_path / "no-run")
+
+
+def test_finetune_regression_family(reg_run, tmp_path):
+    fam = RegressionFamily(RegressionMixture(d_in=16, n_tasks=4, rank=4, seed=1), n_points=8)
+    res = finetune_layers(
+        reg_run,
+        fam,
+        tmp_path / "ft",
+        k_layers=1,
+        steps=3,
+        n_prompts=12,
+        which=("last",),
+        progress=False,
+    )
+    row = res.rows[0]
+    assert row.accuracy_before is None and row.blocks == [1]
+    assert row.loss_after != row.loss_before
+
+
+def test_finetune_lora_first_k_only_changes_first_k_blocks(token_run, tmp_path):
+    fam = TokenFamily(get_suite("latent", n_tasks=2, n_symbols=8, seed=5), k=4)
+    res = finetune_layers(
+        token_run,
+        fam,
+        tmp_path / "ft",
+        k_layers=1,
+        steps=3,
+        n_prompts=12,
+        which=("first",),
+        method="lora",
+        lora_rank=4,
+        progress=False,
+    )
+    assert res.config["method"] == "lora" and res.rows[0].blocks == [0]
+    base = load_file(str(sorted((token_run / "checkpoints").iterdir())[-1] / "model.safetensors"))
+    tuned = load_file(str(tmp_path / "ft" / "first" / "model.safetensors"))
+    changed = [n for n, w in base.items() if not torch.equal(w, tuned[n])]
+    assert changed and all("h.0." in n for n in changed), changed
+    with pytest.raises(TVLensError):
+        finetune_layers(token_run, fam, tmp_path / "bad", method="qlora", progress=False)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from tvlens.extraction.residual import activations_at_positions
 from tvlens.extraction.vectors import TaskVector
+from tvlens.frames import tidy
 from tvlens.models.loading import TVModel
 from tvlens.patching import AnswerProb, patch
 from tvlens.tasks.core import Task
@@ -45,6 +47,13 @@ class HeadTable:
 
     def top(self, k: int) -> list[tuple[int, int]]:
         return [(layer, head) for layer, head, _ in self.ranked()[:k]]
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Tidy: one row per head (``layer``, ``head``, ``aie``, ``rank``: 1 = largest AIE)."""
+        frame = tidy({"aie": self.aie}, ("layer", "head"))
+        frame["rank"] = frame["aie"].rank(ascending=False, method="first").astype("int64")
+        frame["task"] = self.task
+        return frame
 
     def to_rows(self) -> list[dict]:
         return [

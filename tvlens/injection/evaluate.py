@@ -1,5 +1,6 @@
-"""Task vectors end to end: extract on a train split, choose the layer on a dev split, report
-accuracy on a test split next to zero-shot and ICL accuracy on the same test queries."""
+"""Evaluates task vectors and function vectors end to end: extract on a train split, choose the
+layer on a dev split, report accuracy on a test split next to zero-shot and ICL accuracy on the
+same test queries. (A model's plain ICL accuracy is :mod:`tvlens.icl_accuracy`.)"""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from tvlens.evaluation import evaluate_prompts
 from tvlens.extraction.function_vectors import HeadTable, function_vector
 from tvlens.extraction.residual import hendel_task_vector
 from tvlens.extraction.vectors import TaskVector
+from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.injection.sweep import layer_sweep_correct
 from tvlens.models.loading import TVModel
 from tvlens.tasks.core import Task, TaskSuite
@@ -56,6 +58,28 @@ class VectorReport:
         for t in self.tasks.values():
             vals.append(getattr(t.methods[method], key) if method else getattr(t, key))
         return float(np.mean(vals))
+
+    def to_dataframe(self, by_layer: bool = False) -> pd.DataFrame:
+        """Tidy: one row per task and method (``task``, ``method``, ``zero_shot``, ``icl``,
+        ``task_vector``, ``best_layer``, ``recovered``, ``n_test``), or with ``by_layer`` one
+        row per task, method and layer (``dev`` and ``test`` accuracy with the vector there)."""
+        rows = []
+        for name, t in self.tasks.items():
+            for meth, m in t.methods.items():
+                if by_layer:
+                    rows += [
+                        {"task": name, "method": meth, "layer": layer, "dev": d, "test": s}
+                        for layer, (d, s) in enumerate(
+                            zip(m.dev_by_layer, m.test_by_layer, strict=True)
+                        )
+                    ]
+                else:
+                    rows.append(
+                        {"task": name, "method": meth, "zero_shot": t.zero_shot, "icl": t.icl,
+                         "task_vector": m.task_vector, "best_layer": m.best_layer,
+                         "recovered": m.recovered, "n_test": t.n_test}
+                    )  # fmt: skip
+        return pd.DataFrame(rows)
 
     def to_dict(self, primary: str | None = None) -> dict:
         """``{"tasks": {task: {zero_shot, icl, task_vector, best_layer, recovered, methods}}}``;

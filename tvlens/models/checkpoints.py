@@ -1,7 +1,7 @@
 """Checkpoint series of tvlens training runs, laid out like Pythia's revisions.
 
 A run folder holds ``config.json`` (with a ``"tvlens"`` key), ``metrics.json`` and
-``checkpoints/step-000750/`` folders, each a complete HF model folder (``config.json``,
+``checkpoints/step-000000750/`` folders, each a complete HF model folder (``config.json``,
 ``model.safetensors``, tokenizer files, ``tvlens.json``). A checkpoint is written to a
 hidden temporary folder and renamed into place, so a killed run never leaves a half-written
 checkpoint under a name that loads.

@@ -1,6 +1,6 @@
 """Small HF causal LMs built from a config (random weights), for training and tests.
 
-tvlens trains its own models as HF models saved as HF folders (DESIGN.md section 5): one
+tvlens trains its own models as HF models saved as HF folders: one
 loading path (``boot_transformers``) for everything, an exact KV cache, and peft baselines.
 """
 

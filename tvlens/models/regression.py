@@ -27,7 +27,7 @@ READ_IN_FILE = "read_in.safetensors"
 
 
 class ReadInOutModel(nn.Module):
-    """Read-in ``d_in -> d_model``, an HF Llama over ``inputs_embeds``, read-out = its
+    """Read-in ``d_in -> d_model``, an HF GPT-2 or Llama over ``inputs_embeds``, read-out = its
     ``lm_head`` (vocab 1). What is trained; :class:`RegressionModel` is the loaded view."""
 
     def __init__(self, hf: nn.Module, d_in: int, d_model: int, seed: int = 0):

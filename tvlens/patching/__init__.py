@@ -12,10 +12,10 @@ from tvlens.patching.exact import (
     patch,
     position_labels,
 )
-from tvlens.patching.experiment import PatchingRun, patching_prompts, run_patching
 from tvlens.patching.last_token import PrefixState, chunks, last_token_logits, run_prefix
 from tvlens.patching.metrics import AnswerProb, LogitDiff, Metric
 from tvlens.patching.resume import cache_prefix, resume, skipped_blocks
+from tvlens.patching.run import PatchingRun, patching_prompts, run_patching
 
 __all__ = [
     "COMPONENTS",

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import einops
+import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -143,6 +144,13 @@ class PatchResult:
                 where["layer"] = self.layers[where["layer"]]
             out.append((where, float(eff.flatten()[i])))
         return out
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Tidy: one row per component, a column per dim (``layer`` is the model's layer;
+        ``pos_label`` beside ``pos``), then ``value``, ``effect``, ``normalized``."""
+        from tvlens.frames import patch_frame
+
+        return patch_frame(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -7,7 +7,7 @@ with many copies laid along the batch. This is what function-vector AIE (one cop
 and task-vector layer sweeps (one copy per layer) need.
 
 Requires left padding (the last column is every row's query) and a model with an HF KV cache
-(every HF model tvlens loads; DESIGN.md section 5).
+(every HF model tvlens loads: all of them are loaded through ``boot_transformers``).
 """
 
 from __future__ import annotations

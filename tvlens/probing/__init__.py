@@ -1,4 +1,9 @@
-"""Probing task encoding: task decodability (leave-one-out kNN), linear probes, separability."""
+"""Probing task encoding: task decodability (leave-one-out kNN), linear probes, separability.
+
+The seed paper's experiments: task families (:mod:`.family`), emergence (:mod:`.emergence`);
+what ``tvlens probe`` / ``tvlens emergence`` run is :mod:`.run` (not imported here: it uses
+:mod:`tvlens.injection.perturbation`, which uses this package).
+"""
 
 from tvlens.probing.layers import LayerTD, td_by_layer
 from tvlens.probing.measures import (
@@ -12,7 +17,6 @@ from tvlens.probing.measures import (
 from tvlens.probing.series import (
     TDSeries,
     correlation,
-    run_probe,
     save_series,
     td_over_checkpoints,
 )
@@ -20,7 +24,6 @@ from tvlens.probing.series import (
 __all__ = [
     "TDSeries",
     "correlation",
-    "run_probe",
     "save_series",
     "td_over_checkpoints",
     "LayerTD",

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from tvlens.extraction.residual import residual_at_query
+from tvlens.frames import tidy
 from tvlens.models.loading import TVModel
 from tvlens.probing.measures import (
     probe_accuracy,
@@ -39,6 +41,21 @@ class LayerTD:
     def peak_layer(self) -> int:
         """The task-encoding layer: where TD is highest (first among ties)."""
         return self.layers[int(np.argmax(self.td))]
+
+    def to_dataframe(self, per_task: bool = False) -> pd.DataFrame:
+        """Tidy: one row per layer (``layer``, ``td``, and ``separability`` / ``probe`` when
+        measured), or with ``per_task`` one row per layer and task (``layer``, ``task``, ``td``:
+        that task's TD)."""
+        if per_task:
+            tasks = list(self.per_task[0]) if self.per_task else []
+            td = [[row[t] for t in tasks] for row in self.per_task]
+            return tidy({"td": np.array(td).reshape(len(self.layers), len(tasks))},
+                        ("layer", "task"), {"layer": self.layers, "task": tasks})  # fmt: skip
+        values = {"td": self.td}
+        for name in ("separability", "probe"):
+            if len(getattr(self, name)) == len(self.layers):
+                values[name] = getattr(self, name)
+        return tidy(values, ("layer",), {"layer": self.layers})
 
     def to_dict(self) -> dict:
         return {

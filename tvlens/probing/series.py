@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 from tqdm.auto import tqdm
 
 from tvlens.errors import TVLensError
-from tvlens.evaluation import evaluate_icl
+from tvlens.icl_accuracy import evaluate_icl
 from tvlens.models.checkpoints import is_run_dir, list_checkpoints
 from tvlens.models.loading import TVModel, load_model
 from tvlens.probing.layers import LayerTD, td_by_layer
@@ -69,6 +70,23 @@ class TDSeries:
             out["per_task"][t] = correlation(x, y)
         out["pooled"] = correlation(xs, ys)
         return out
+
+    def to_dataframe(self, per_task: bool = False) -> pd.DataFrame:
+        """Tidy: one row per checkpoint and layer (``revision``, ``step``, ``layer``, ``td``),
+        or with ``per_task`` one row per checkpoint, layer and task, with that task's TD and its
+        ICL ``accuracy`` at the checkpoint (NaN for the Null task)."""
+        frames = []
+        for rev, step, r, acc in zip(
+            self.revisions, self.steps, self.by_checkpoint, self.accuracy, strict=True
+        ):
+            cols = ["layer", "task", "td"] if per_task else ["layer", "td"]
+            f = r.to_dataframe(per_task=per_task)[cols]
+            if per_task:
+                f["accuracy"] = [acc.get(t, float("nan")) for t in f["task"]]
+            f.insert(0, "step", step)
+            f.insert(0, "revision", rev)
+            frames.append(f)
+        return pd.concat(frames, ignore_index=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,74 +149,9 @@ def td_over_checkpoints(
     return TDSeries(name, [str(r) for r in revisions], steps, results, accs, cfg)
 
 
-def is_regression_run(path: str | Path) -> bool:
-    """A tvlens run of the sparse-linear-regression family (``tvlens train-regression``)."""
-    cfg = Path(path) / "config.json"
-    if not is_run_dir(path):
-        return False
-    try:
-        return json.loads(cfg.read_text()).get("family") == "regression"
-    except (json.JSONDecodeError, OSError):
-        return False
-
-
 def save_series(series: TDSeries, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "td.json"
     path.write_text(json.dumps(series.to_dict(), indent=2) + "\n")
     return path
-
-
-def run_probe(
-    model: str | Path,
-    out: str | Path,
-    revisions: Sequence[str | int] | None = None,
-    suite: TaskSuite | str | None = None,
-    progress: bool = True,
-    **kwargs: Any,
-) -> TDSeries:
-    """What ``tvlens probe`` runs: :func:`td_over_checkpoints`, then ``out/td.json`` and the
-    figures ``td_by_layer``, ``td_heatmap``, ``td_vs_accuracy`` and ``projection`` (the last
-    checkpoint's peak layer), as HTML and PNG."""
-    from tvlens.plotting import (
-        plot_projection,
-        plot_td_by_layer,
-        plot_td_heatmap,
-        plot_td_vs_accuracy,
-        save_figure,
-    )
-    from tvlens.tasks.registry import get_suite
-
-    if isinstance(suite, str):
-        suite = get_suite(suite)
-    if is_regression_run(model):
-        # The regression family has no tokens: same TD (Null task included) from the
-        # experiments module, explained variance in place of accuracy.
-        from tvlens.probing.experiments import emergence, series_from_emergence
-
-        em = emergence(
-            model,
-            revisions=revisions,
-            n_prompts=kwargs.get("n_prompts", 100),
-            seed=kwargs.get("seed", 0),
-            device=kwargs.get("device"),
-            progress=progress,
-        )
-        series = series_from_emergence(em, str(model))
-    else:
-        series = td_over_checkpoints(model, revisions, suite=suite, progress=progress, **kwargs)
-    out = Path(out)
-    save_series(series, out)
-    data = series.to_dict()
-    save_figure(plot_td_by_layer(data), out / "td_by_layer")
-    save_figure(plot_td_heatmap(data), out / "td_heatmap")
-    save_figure(plot_td_vs_accuracy(data), out / "td_vs_accuracy")
-    last = series.by_checkpoint[-1]
-    save_figure(
-        plot_projection(
-            last.projection, last.labels, f"Layer {last.peak_layer} at {series.revisions[-1]} (PCA)"
-        ),
-        out / "projection",
-    )
-    return series

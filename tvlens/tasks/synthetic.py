@@ -1,6 +1,6 @@
 """Synthetic task families, generated from a seed.
 
-- latent mapping: each task is a random permutation of a symbol vocabulary (DESIGN.md 4);
+- latent mapping: each task is a random permutation of a symbol vocabulary;
   the model must infer *which* permutation from the demonstrations.
 - bitwise: AND, NAND, OR, NOR, XOR, XNOR on two n-bit binary numbers (Han et al. 2025).
 - list: first, last and copy of a list of symbols.

@@ -12,8 +12,6 @@ checkpoint (Han et al. 2025, Table 1), with full weights or peft LoRA adapters (
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,20 +21,14 @@ from typing import Literal
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tvlens.errors import TVLensError
-from tvlens.models.checkpoints import write_atomically, write_json_atomically
-from tvlens.models.hf import quiet_transformers
-from tvlens.models.regression import READ_IN_FILE, ReadInOutModel
-from tvlens.probing.experiments import NULL, RegressionFamily, TokenFamily, _layer_td
-from tvlens.tasks.regression import regression_batch
-from tvlens.training.checkpointing import write_hf_folder
+from tvlens.models.checkpoints import write_json_atomically
+from tvlens.probing.emergence import layer_td
+from tvlens.probing.family import NULL, TaskFamily
 from tvlens.training.config import TrainingConfig
-from tvlens.training.data import ICLBatcher
 from tvlens.training.engine import RunKind, StepData, train_run
-from tvlens.training.regression import regression_loss
-from tvlens.training.train import decoder_blocks, icl_loss
+from tvlens.training.train import decoder_blocks
 
 TRAINABLE_FILE = "trainable.safetensors"
 
@@ -91,19 +83,19 @@ class FinetuneResult:
 def _evaluate_family(model, family, n_prompts: int, seed: int, knn_k: int = 10):
     names = family.task_names + [NULL]
     outs = {t: family.run(model, t, n_prompts, seed=seed + 1000 * i) for i, t in enumerate(names)}
-    td, _ = _layer_td(outs, knn_k)
+    td, _ = layer_td(outs, knn_k)
     loss = float(np.mean([outs[t].loss for t in family.task_names]))
     acc = (
-        None
-        if family.kind != "tokens"
-        else float(np.mean([outs[t].accuracy for t in family.task_names]))
+        float(np.mean([outs[t].accuracy for t in family.task_names]))
+        if family.has_accuracy
+        else None
     )
     return loss, acc, td
 
 
 def finetune_layers(
     run: str | Path,
-    family: TokenFamily | RegressionFamily,
+    family: TaskFamily,
     out: str | Path,
     k_layers: int = 2,
     which: Sequence[Literal["first", "last"]] = ("first", "last"),
@@ -182,7 +174,7 @@ def finetune_layers(
 
 def _finetune_blocks(
     ckpt: Path,
-    family: TokenFamily | RegressionFamily,
+    family: TaskFamily,
     blocks: list[int],
     cfg: TrainingConfig,
     method: str,
@@ -194,39 +186,23 @@ def _finetune_blocks(
 ) -> None:
     """Train ``blocks`` of checkpoint ``ckpt`` (everything else frozen) on the engine and
     save the tuned model as ``out/which``."""
-    trainable, tokenizer, save = _load_trainable(ckpt, family)
+    trainable = family.trainable(ckpt)
     torch.manual_seed(cfg.seed)  # LoRA's initialisation draws from it
-    for p in trainable.parameters():
+    for p in trainable.module.parameters():
         p.requires_grad_(False)
-    reg = family.kind == "regression"
-    hf = trainable.hf if reg else trainable
     if method == "lora":
-        hf = with_lora(hf, blocks, lora_rank)  # only the adapters require grad
-        if reg:
-            trainable.hf = hf
-        else:
-            trainable = hf
-        params = [p for p in trainable.parameters() if p.requires_grad]
+        trainable.hf = with_lora(trainable.hf, blocks, lora_rank)  # only adapters need grad
+        params = [p for p in trainable.module.parameters() if p.requires_grad]
     else:
-        params = [p for i in blocks for p in decoder_blocks(hf)[i].parameters()]
+        params = [p for i in blocks for p in decoder_blocks(trainable.hf)[i].parameters()]
         for p in params:
             p.requires_grad_(True)
-    module = trainable
+    module = trainable.module
     names = {id(p): n for n, p in module.named_parameters()}
     data_seed = cfg.seed + 17  # the batches are drawn apart from the evaluation prompts
-    if reg:
-        batches = StepData(
-            lambda step, micro: regression_batch(
-                family.mixture, step, cfg.batch_size, family.n_points, data_seed, micro
-            )[:2]
-        )
-        loss = regression_loss
-    else:
-        batcher = ICLBatcher(family.suite, tokenizer, family.k, family.template)
-        batches = StepData(
-            lambda step, micro: batcher.batch(step, cfg.batch_size, data_seed, micro)
-        )
-        loss = icl_loss
+    batches = StepData(
+        lambda step, micro: family.train_batch(trainable, step, cfg.batch_size, data_seed, micro)
+    )
 
     def save_trainable(folder: Path, step: int) -> None:
         weights = {names[id(p)]: p.detach().cpu().contiguous() for p in params}
@@ -240,7 +216,7 @@ def _finetune_blocks(
     kind = RunKind(
         model=module,
         data=batches,
-        loss=loss,
+        loss=family.train_loss,
         save=save_trainable,
         load=load_trainable,
         parameters=lambda: params,
@@ -258,14 +234,11 @@ def _finetune_blocks(
     run_dir = out / "training" / which
     train_run(kind, cfg, run_dir, {"kind": "finetune", "config": run_config},
               resume=True, device=device, progress=progress, desc=f"finetune {which}")  # fmt: skip
-    module.eval()
+    trainable.module.eval()
     if method == "lora":  # fold the adapters into the weights: a plain HF folder again
-        merged = hf.merge_and_unload()
-        if reg:
-            module.hf = merged
-        else:
-            module = merged
-    save(module.cpu(), out / which)
+        trainable.hf = trainable.hf.merge_and_unload()
+    trainable.module.cpu()
+    trainable.save(out / which)
 
 
 LORA_TARGETS = {
@@ -291,29 +264,3 @@ def with_lora(hf, blocks: list[int], rank: int):
         fan_in_fan_out=kind == "gpt2",  # GPT-2's Conv1D stores weights transposed
     )
     return get_peft_model(hf, cfg)
-
-
-def _load_trainable(ckpt: Path, family):
-    """The checkpoint as a trainable module, its tokenizer, and a function saving it as a
-    folder that :func:`load_model` (and the family's ``load``) reads."""
-    with quiet_transformers():
-        hf = AutoModelForCausalLM.from_pretrained(ckpt)
-    tokenizer = AutoTokenizer.from_pretrained(ckpt)
-    info = json.loads((ckpt / "tvlens.json").read_text())
-    if family.kind == "tokens":
-        info = {**info, "suite": family.suite.spec, "finetuned_from": str(ckpt)}
-        module = hf
-    else:
-        module = ReadInOutModel(hf, family.mixture.d_in, hf.config.hidden_size)
-        module.read_in.load_state_dict(load_file(str(ckpt / READ_IN_FILE)))
-        info = {**info, "mixture": family.mixture.to_dict(), "finetuned_from": str(ckpt)}
-
-    def save(m, folder: Path) -> None:
-        def write(tmp: Path) -> None:
-            write_hf_folder(tmp, m.hf if family.kind == "regression" else m, tokenizer, info)
-            if family.kind == "regression":
-                shutil.copy(ckpt / READ_IN_FILE, tmp / READ_IN_FILE)  # read-in is not tuned
-
-        write_atomically(folder, write)
-
-    return module, tokenizer, save

@@ -45,6 +45,11 @@ def test_run_patching_both_methods_writes_results(run_dir, tmp_path):
     assert config["n_prompts"] == run.main.info["n_prompts"] == 16  # 4 tasks x 4 prompts
     assert (tmp_path / "patching_heads.html").is_file()
     assert (tmp_path / "patching_heads_attribution.html").is_file()
+    frame = run.to_dataframe()  # tidy: one row per (method, layer, head)
+    n = run.exact.values.numel()
+    assert len(frame) == 2 * n and list(frame["method"].unique()) == ["exact", "attribution"]
+    exact = frame[frame.method == "exact"]
+    assert exact["value"].tolist() == pytest.approx(run.exact.values.flatten().tolist())
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Slow, obviously correct references: one full forward pass per patched component.
+"""Slow, obviously correct references for tests and bench: one full forward pass per patched
+component.
 
 What TransformerLens's ``patching`` module does for head patching, written for the last-token
 patches of function vectors and layer sweeps. Tests check the fast paths against these, and

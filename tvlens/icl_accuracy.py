@@ -1,4 +1,6 @@
-"""ICL accuracy per task: first answer token, and greedy exact match for multi-token answers.
+"""Evaluates a model's in-context-learning accuracy per task: first answer token, and greedy
+exact match for multi-token answers. (Task vectors are evaluated by
+:mod:`tvlens.injection.evaluate`, which uses this module for its zero-shot and ICL baselines.)
 
 Exact match is computed by teacher forcing in one forward pass: greedy decoding reproduces the
 answer ``a_1..a_m`` exactly when, for every ``j``, the argmax after ``prompt + a_<j`` is ``a_j``
@@ -13,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
@@ -53,6 +56,12 @@ class ICLEvaluation:
 
     def first_token(self) -> dict[str, float]:
         return {n: t.first_token for n, t in self.tasks.items()}
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Tidy: one row per task (``task``, ``first_token``, ``exact_match``, ``n``, ``k``)."""
+        frame = pd.DataFrame([asdict(t) for t in self.tasks.values()])
+        frame["k"] = self.k
+        return frame
 
     def to_dict(self) -> dict:
         return {

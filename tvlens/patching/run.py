@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from tvlens.errors import EmptyTaskError, PromptError, TVLensError
 from tvlens.models.loading import TVModel
 from tvlens.patching.attribution import rank_correlation
@@ -50,6 +52,12 @@ class PatchingRun:
         if self.exact is None or self.attribution is None:
             return None
         return rank_correlation(self.exact, self.attribution)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Tidy: the exact and attribution results' rows stacked (their ``method`` column
+        tells them apart)."""
+        parts = [r.to_dataframe() for r in (self.exact, self.attribution) if r is not None]
+        return pd.concat(parts, ignore_index=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {
