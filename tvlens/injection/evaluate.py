@@ -241,18 +241,24 @@ def run_task_vectors(
     from tvlens.errors import TVLensError
     from tvlens.models.loading import model_and_suite
     from tvlens.plotting import plot_head_aie, plot_layer_sweep, save_figure
+    from tvlens.runs import KIND_KEY, VECTORS, prepare_out_dir
 
-    model, suite = model_and_suite(model, suite, revision, device)
     if method not in ("hendel", "fv", "both"):
         raise TVLensError(f"Unknown method {method!r}: use hendel, fv or both.")
+    out = prepare_out_dir(out, VECTORS)
+    model, suite = model_and_suite(model, suite, revision, device)
     methods = ("hendel", "fv") if method == "both" else (method,)
     report = evaluate_task_vectors(model, suite, methods=methods, progress=progress, **kwargs)
-    out = Path(out)
     save_report(report, out, primary=methods[0])
     data = report.to_dict(methods[0])
     (out / "config.json").write_text(
         json.dumps(
-            {"model": model.spec.to_dict(), "suite": getattr(suite, "spec", {}), **report.config},
+            {
+                KIND_KEY: VECTORS,
+                "model": model.spec.to_dict(),
+                "suite": getattr(suite, "spec", {}),
+                **report.config,
+            },
             indent=2,
         )
         + "\n"

@@ -131,6 +131,10 @@ def run_patching(
             f"component must be one of {COMPONENTS} and positions one of {POSITIONS}; got "
             f"{component!r}, {positions!r}."
         )
+    if out is not None:
+        from tvlens.runs import PATCH, prepare_out_dir
+
+        out = prepare_out_dir(out, PATCH)
     model, suite = model_and_suite(model, suite, revision, device)
     k = k if k is not None else int(model.spec.train_info.get("k", 5))
     clean, corrupted = patching_prompts(model, suite, k, n_prompts, seed=seed, tasks=tasks)
@@ -167,10 +171,8 @@ def run_patching(
                             **kw)  # fmt: skip
     run = PatchingRun(exact, attribution, config)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         (out / "patching.json").write_text(json.dumps(run.to_dict(), indent=2) + "\n")
-        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (out / "config.json").write_text(json.dumps({"kind": "patch", **config}, indent=2) + "\n")
         for res in (exact, attribution):
             if res is not None:
                 suffix = "" if res is run.main else f"_{res.method}"

@@ -30,7 +30,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tvlens.errors import EmptyTaskError, TVLensError
+from tvlens.errors import CheckpointError, ConfigError, EmptyTaskError, LayerError, TVLensError
 from tvlens.extraction.residual import activations_at_positions
 from tvlens.injection.inject import inject
 from tvlens.models.checkpoints import list_checkpoints, write_json_atomically
@@ -178,9 +178,14 @@ def _maybe_inject(model: TVModel, patch: Patch):
 
 def family_for_run(run: str | Path, **kwargs: Any) -> TokenFamily | RegressionFamily:
     """The family a tvlens run was trained on (from its ``config.json``)."""
+    from tvlens.models.checkpoints import is_run_dir
+
     path = Path(run) / "config.json"
-    if not path.is_file():
-        raise TVLensError(f"{str(run)!r} is not a tvlens training run (no config.json).")
+    if not is_run_dir(run):
+        raise CheckpointError(
+            f"{str(run)!r} is not a tvlens training run (no config.json with a checkpoints/ "
+            "folder): give a folder written by `tvlens train-synthetic` or `train-regression`."
+        )
     cfg = json.loads(path.read_text())
     if cfg.get("family") == "regression":
         from tvlens.synthetic.regression import RegressionMixture
@@ -602,8 +607,10 @@ def finetune_layers(
         "lora_rank": lora_rank if method == "lora" else None,
         "optimizer": "AdamW(weight_decay=0)",
     }
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(out / "config.json", config)
+    from tvlens.runs import FINETUNE, KIND_KEY, prepare_out_dir
+
+    prepare_out_dir(out, FINETUNE)
+    write_json_atomically(out / "config.json", {KIND_KEY: FINETUNE, **config})
     loss0, acc0, td0 = _evaluate_family(base, family, n_prompts, seed=seed + 1)
     del base
     rows = []
@@ -792,11 +799,19 @@ def run_emergence(
     Writes ``out/emergence.json``, ``out/perturbation.json``,
     ``out/config.json`` and the figures ``emergence`` and ``perturbation`` (HTML + PNG)."""
     from tvlens.plotting import plot_emergence, plot_perturbation, save_figure
+    from tvlens.runs import EMERGENCE, prepare_out_dir
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
     family = family_for_run(run)
+    n_layers = int(json.loads((Path(run) / "config.json").read_text())["config"]["n_layers"])
+    if perturb_layer is not None and perturb_layer >= n_layers:
+        raise LayerError(
+            f"perturb_layer={perturb_layer} is out of range for {str(run)!r} with {n_layers} "
+            f"layers: use 0..{n_layers - 1} (or -1 to skip the perturbation test)."
+        )
+    if perturb_mode not in ("shift", "replace"):
+        raise ConfigError(f"perturb_mode must be 'shift' or 'replace', got {perturb_mode!r}.")
+    out = prepare_out_dir(out, EMERGENCE)
+    t0 = time.time()
     em = emergence(
         run, family, revisions=revisions, n_prompts=n_prompts, seed=seed, progress=progress
     )
@@ -827,6 +842,7 @@ def run_emergence(
     write_json_atomically(
         out / "config.json",
         {
+            "kind": EMERGENCE,
             "run": str(run),
             "revisions": revisions,
             "n_prompts": n_prompts,

@@ -168,8 +168,10 @@ def run_probe(
         plot_td_vs_accuracy,
         save_figure,
     )
+    from tvlens.runs import PROBE, prepare_out_dir
     from tvlens.tasks.registry import get_suite
 
+    out = prepare_out_dir(out, PROBE)
     if isinstance(suite, str):
         suite = get_suite(suite)
     if is_regression_run(model):
@@ -188,7 +190,6 @@ def run_probe(
         series = series_from_emergence(em, str(model))
     else:
         series = td_over_checkpoints(model, revisions, suite=suite, progress=progress, **kwargs)
-    out = Path(out)
     save_series(series, out)
     data = series.to_dict()
     save_figure(plot_td_by_layer(data), out / "td_by_layer")

@@ -81,6 +81,14 @@ class TrainConfig(RunConfig):
             )
         if self.k < 1:
             raise TVLensError(f"k must be >= 1 for ICL training, got {self.k}.")
+        if self.batch_size < 1:
+            raise TVLensError(f"batch_size must be >= 1, got {self.batch_size}.")
+        from tvlens.models.hf import ARCHITECTURES
+
+        if self.arch not in ARCHITECTURES:
+            raise TVLensError(
+                f"Unknown architecture {self.arch!r}: use one of {', '.join(ARCHITECTURES)}."
+            )
 
 
 PRESETS: dict[str, TrainConfig] = {

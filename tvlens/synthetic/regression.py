@@ -44,7 +44,7 @@ from tvlens.models.checkpoints import (
     write_json_atomically,
 )
 from tvlens.models.hf import build_hf_model
-from tvlens.models.loading import TVModel, default_device, load_model
+from tvlens.models.loading import TVModel, load_model, resolve_device
 from tvlens.models.tokenizer import build_word_tokenizer
 from tvlens.synthetic.config import RunConfig, checkpoint_steps
 from tvlens.synthetic.train import (
@@ -214,9 +214,12 @@ class RegressionConfig(RunConfig):
             raise TVLensError(
                 f"n_points must be >= 2 (a demonstration and a query), got {self.n_points}."
             )
+        if self.batch_size < 1:
+            raise TVLensError(f"batch_size must be >= 1, got {self.batch_size}.")
+        self.get_mixture()  # an unknown mixture name fails here, before anything is written
 
     def get_mixture(self) -> RegressionMixture:
-        base = MIXTURES[self.mixture] if isinstance(self.mixture, str) else None
+        base = MIXTURES.get(self.mixture) if isinstance(self.mixture, str) else None
         if isinstance(self.mixture, str) and base is None:
             raise TVLensError(f"Unknown mixture {self.mixture!r}; use one of {sorted(MIXTURES)}.")
         if base is None:
@@ -489,8 +492,8 @@ def train_regression(
     cfg = (config or get_regression_preset(preset)).with_overrides(**overrides)
     preset_name = None if config is not None else preset
     mix = cfg.get_mixture()
-    existing = check_run_folder(run_dir, cfg.to_dict(), resume)
-    device = device or default_device()
+    existing = check_run_folder(run_dir, cfg.to_dict(), resume, kind="train-regression")
+    device = resolve_device(device)
     torch.manual_seed(cfg.seed)
     tokenizer = build_word_tokenizer([])  # the bridge wants one; inputs are vectors
     model = build_regression_model(cfg, device)

@@ -42,7 +42,7 @@ from tvlens.models.checkpoints import (
     write_json_atomically,
 )
 from tvlens.models.hf import build_hf_model, quiet_transformers
-from tvlens.models.loading import default_device
+from tvlens.models.loading import resolve_device
 from tvlens.models.tokenizer import build_word_tokenizer
 from tvlens.synthetic.config import TrainConfig, checkpoint_steps, get_preset
 from tvlens.synthetic.data import ICLBatcher, TrainBatch
@@ -229,9 +229,15 @@ def optimizer_step(
     return value
 
 
-def check_run_folder(run_dir: Path, config: dict, resume: bool) -> dict | None:
+def check_run_folder(
+    run_dir: Path, config: dict, resume: bool, kind: str = "train-synthetic"
+) -> dict | None:
     """The run config already in ``run_dir`` (None for a new run), after checking that it may
-    be continued: ``resume`` asked for, and the same configuration."""
+    be continued: ``resume`` asked for, and the same configuration. A folder that holds
+    anything but a run of ``kind`` is refused (:func:`tvlens.runs.prepare_out_dir`)."""
+    from tvlens.runs import prepare_out_dir
+
+    prepare_out_dir(run_dir, kind)
     existing = load_run_config(run_dir)
     if existing is not None:
         if not resume:
@@ -320,7 +326,7 @@ def train_synthetic(
     preset_name = None if config is not None else preset
     existing = check_run_folder(run_dir, cfg.to_dict(), resume)
     start_step = 0
-    device = device or default_device()
+    device = resolve_device(device)
     torch.manual_seed(cfg.seed)
 
     suite = get_suite(**cfg.suite)
