@@ -30,6 +30,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tvlens.configs import EmergenceConfig
 from tvlens.errors import CheckpointError, ConfigError, EmptyTaskError, LayerError, TVLensError
 from tvlens.extraction.residual import activations_at_positions
 from tvlens.injection.inject import inject
@@ -784,39 +785,40 @@ def series_from_emergence(em: EmergenceResult, model: str = ""):
 def run_emergence(
     run: str | Path,
     out: str | Path,
-    revisions: Sequence[str | int] | None = None,
-    n_prompts: int = 100,
-    seed: int = 0,
-    perturb_layer: int | None = None,
-    perturb_mode: str = "shift",
-    perturb_prompts: int = 64,
-    perturb_steps: Sequence[int] | None = None,
+    config: EmergenceConfig | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> dict[str, Any]:
-    """What ``tvlens emergence`` runs: :func:`emergence` on a run, then (unless
-    ``perturb_layer`` is negative) the perturbation test at an early and the last checkpoint
-    (default layer: the middle one; ``perturb_steps`` to choose the checkpoints).
-    Writes ``out/emergence.json``, ``out/perturbation.json``,
+    """What ``tvlens emergence`` runs, as ``config`` says (an
+    :class:`~tvlens.configs.EmergenceConfig`, or its fields as keyword ``options``):
+    :func:`emergence` on a run, then (unless ``perturb_layer`` is negative) the perturbation
+    test at an early and the last checkpoint (default layer: the middle one; ``perturb_steps``
+    to choose the checkpoints). Writes ``out/emergence.json``, ``out/perturbation.json``,
     ``out/config.json`` and the figures ``emergence`` and ``perturbation`` (HTML + PNG)."""
     from tvlens.plotting import plot_emergence, plot_perturbation, save_figure
-    from tvlens.runs import EMERGENCE, prepare_out_dir
+    from tvlens.runs import CONFIG_FILE, EMERGENCE_FILE, PERTURBATION_FILE, prepare_out_dir
 
+    if config is not None and options:
+        raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")
+    cfg = config or EmergenceConfig(**options)
+    revisions, n_prompts, seed = cfg.revisions, cfg.n_prompts, cfg.seed
+    perturb_layer, perturb_mode = cfg.perturb_layer, cfg.perturb_mode
+    perturb_prompts, perturb_steps = cfg.perturb_prompts, cfg.perturb_steps
     family = family_for_run(run)
-    n_layers = int(json.loads((Path(run) / "config.json").read_text())["config"]["n_layers"])
+    # Checked before anything is computed or written.
+    n_layers = int(json.loads((Path(run) / CONFIG_FILE).read_text())["config"]["n_layers"])
     if perturb_layer is not None and perturb_layer >= n_layers:
         raise LayerError(
             f"perturb_layer={perturb_layer} is out of range for {str(run)!r} with {n_layers} "
             f"layers: use 0..{n_layers - 1} (or -1 to skip the perturbation test)."
         )
-    if perturb_mode not in ("shift", "replace"):
-        raise ConfigError(f"perturb_mode must be 'shift' or 'replace', got {perturb_mode!r}.")
-    out = prepare_out_dir(out, EMERGENCE)
+    out = prepare_out_dir(out, cfg.kind)
     t0 = time.time()
     em = emergence(
         run, family, revisions=revisions, n_prompts=n_prompts, seed=seed, progress=progress
     )
     em_d = em.to_dict()
-    write_json_atomically(out / "emergence.json", em_d)
+    write_json_atomically(out / EMERGENCE_FILE, em_d)
     figs = {"emergence": save_figure(plot_emergence(em_d), out / "emergence")}
     result: dict[str, Any] = {"emergence": em, "figures": figs}
     if perturb_layer is None or perturb_layer >= 0:
@@ -836,21 +838,14 @@ def run_emergence(
                 )
             )
         pd = [p.to_dict() for p in perts]
-        write_json_atomically(out / "perturbation.json", pd)
+        write_json_atomically(out / PERTURBATION_FILE, pd)
         figs["perturbation"] = save_figure(plot_perturbation(pd), out / "perturbation")
         result["perturbation"] = perts
     write_json_atomically(
-        out / "config.json",
+        out / CONFIG_FILE,
         {
-            "kind": EMERGENCE,
+            **cfg.to_dict(),
             "run": str(run),
-            "revisions": revisions,
-            "n_prompts": n_prompts,
-            "seed": seed,
-            "perturb_layer": perturb_layer,
-            "perturb_mode": perturb_mode,
-            "perturb_prompts": perturb_prompts,
-            "perturb_steps": perturb_steps,
             "family": family.describe(),
             "seconds": round(time.time() - t0, 1),
         },

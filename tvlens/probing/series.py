@@ -12,11 +12,13 @@ import numpy as np
 from scipy import stats
 from tqdm.auto import tqdm
 
+from tvlens.configs import ProbeConfig
 from tvlens.errors import TVLensError
 from tvlens.evaluation import evaluate_icl
 from tvlens.models.checkpoints import is_run_dir, list_checkpoints
 from tvlens.models.loading import TVModel, load_model
 from tvlens.probing.layers import LayerTD, td_by_layer
+from tvlens.runs import TD_FILE
 from tvlens.tasks.core import TaskSuite
 
 
@@ -102,15 +104,14 @@ def td_over_checkpoints(
 ) -> TDSeries:
     """TD at every layer of every checkpoint, with ICL accuracy on the same tasks.
 
-    ``model`` is a tvlens run (all its checkpoints by default) or an HF name / folder with
-    ``revisions`` (e.g. Pythia's ``["step1000", "step143000"]``). The suite defaults to the
-    one a tvlens model was trained on.
+    ``model`` is a tvlens run (all its checkpoints by default), or an HF name / folder: the
+    model as it is by default, or its ``revisions`` (e.g. Pythia's ``["step1000",
+    "step143000"]``). The suite defaults to the one a tvlens model was trained on.
     """
     name = str(model)
     if revisions is None:
-        if not is_run_dir(name):
-            raise TVLensError(f"{name!r} is not a tvlens run: pass revisions=[...].")
-        revisions = [c.revision for c in list_checkpoints(name)]
+        run = is_run_dir(name)
+        revisions = [c.revision for c in list_checkpoints(name)] if run else [None]
     revisions = list(revisions)
     if not revisions:
         raise TVLensError("No revisions to probe.")
@@ -128,7 +129,8 @@ def td_over_checkpoints(
         accs.append(ev.first_token())
         steps.append(m.spec.step)
         cfg = {"k": kk, "n_prompts": n_prompts, "seed": seed, "suite": s.spec, "probe": probe}
-    return TDSeries(name, [str(r) for r in revisions], steps, results, accs, cfg)
+    labels = ["main" if r is None else str(r) for r in revisions]
+    return TDSeries(name, labels, steps, results, accs, cfg)
 
 
 def is_regression_run(path: str | Path) -> bool:
@@ -145,7 +147,7 @@ def is_regression_run(path: str | Path) -> bool:
 def save_series(series: TDSeries, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "td.json"
+    path = out / TD_FILE
     path.write_text(json.dumps(series.to_dict(), indent=2) + "\n")
     return path
 
@@ -153,14 +155,17 @@ def save_series(series: TDSeries, out: str | Path) -> Path:
 def run_probe(
     model: str | Path,
     out: str | Path,
-    revisions: Sequence[str | int] | None = None,
     suite: TaskSuite | str | None = None,
+    config: ProbeConfig | None = None,
+    device: str | None = None,
     progress: bool = True,
-    **kwargs: Any,
+    **options: Any,
 ) -> TDSeries:
-    """What ``tvlens probe`` runs: :func:`td_over_checkpoints`, then ``out/td.json`` and the
-    figures ``td_by_layer``, ``td_heatmap``, ``td_vs_accuracy`` and ``projection`` (the last
-    checkpoint's peak layer), as HTML and PNG."""
+    """What ``tvlens probe`` runs: :func:`td_over_checkpoints` as ``config`` says (a
+    :class:`~tvlens.configs.ProbeConfig`, or its fields as keyword ``options``), then
+    ``out/td.json``, ``out/config.json`` and the figures ``td_by_layer``, ``td_heatmap``,
+    ``td_vs_accuracy`` and ``projection`` (the last checkpoint's peak layer), as HTML and PNG."""
+    from tvlens.errors import ConfigError
     from tvlens.plotting import (
         plot_projection,
         plot_td_by_layer,
@@ -168,9 +173,12 @@ def run_probe(
         plot_td_vs_accuracy,
         save_figure,
     )
-    from tvlens.runs import PROBE, prepare_out_dir
+    from tvlens.runs import CONFIG_FILE, PROBE, prepare_out_dir
     from tvlens.tasks.registry import get_suite
 
+    if config is not None and options:
+        raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")
+    cfg = config or ProbeConfig(**options)
     out = prepare_out_dir(out, PROBE)
     if isinstance(suite, str):
         suite = get_suite(suite)
@@ -181,16 +189,27 @@ def run_probe(
 
         em = emergence(
             model,
-            revisions=revisions,
-            n_prompts=kwargs.get("n_prompts", 100),
-            seed=kwargs.get("seed", 0),
-            device=kwargs.get("device"),
+            revisions=cfg.revisions,
+            n_prompts=cfg.n_prompts,
+            seed=cfg.seed,
+            device=device,
             progress=progress,
         )
         series = series_from_emergence(em, str(model))
     else:
-        series = td_over_checkpoints(model, revisions, suite=suite, progress=progress, **kwargs)
+        series = td_over_checkpoints(
+            model,
+            cfg.revisions,
+            suite=suite,
+            k=cfg.k,
+            n_prompts=cfg.n_prompts,
+            seed=cfg.seed,
+            probe=cfg.probe,
+            device=device,
+            progress=progress,
+        )
     save_series(series, out)
+    (out / CONFIG_FILE).write_text(json.dumps({**cfg.to_dict(), "model": str(model)}, indent=2))
     data = series.to_dict()
     save_figure(plot_td_by_layer(data), out / "td_by_layer")
     save_figure(plot_td_heatmap(data), out / "td_heatmap")
