@@ -27,6 +27,14 @@ def choices(config: type, name: str) -> tuple[str, ...]:
     return tuple(get_args(hint))
 
 
+def no_type_check(cls: type) -> type:
+    """Marks a config class for jaxtyping's import hook (which skips what is decorated with a
+    ``no_type_check``), so that the test suite's runtime type checker does not reject a bad
+    choice with its own error before ``__post_init__`` raises the :class:`ConfigError` users
+    see. Unlike ``typing.no_type_check`` it leaves ``get_type_hints`` working."""
+    return cls
+
+
 class AnalysisConfig:
     """What the analysis configs share: validation of choices and bounds, and the JSON form."""
 
@@ -56,6 +64,7 @@ class AnalysisConfig:
         return {KIND_KEY: self.kind, **json.loads(json.dumps(asdict(self)))}  # type: ignore[call-overload]
 
 
+@no_type_check
 @dataclass(frozen=True)
 class EvalConfig(AnalysisConfig):
     """``tvlens eval``: ICL accuracy per task."""
@@ -69,6 +78,7 @@ class EvalConfig(AnalysisConfig):
     batch_size: int = 64
 
 
+@no_type_check
 @dataclass(frozen=True)
 class VectorsConfig(AnalysisConfig):
     """``tvlens vectors``: task vectors (Hendel) and/or function vectors (Todd)."""
@@ -102,6 +112,7 @@ class VectorsConfig(AnalysisConfig):
         return ("hendel", "fv") if self.method == "both" else (self.method,)
 
 
+@no_type_check
 @dataclass(frozen=True)
 class PatchConfig(AnalysisConfig):
     """``tvlens patch``: activation patching of every component."""
@@ -126,6 +137,7 @@ class PatchConfig(AnalysisConfig):
         super().__post_init__()
 
 
+@no_type_check
 @dataclass(frozen=True)
 class ProbeConfig(AnalysisConfig):
     """``tvlens probe``: task decodability at every layer of every checkpoint."""
@@ -144,6 +156,7 @@ class ProbeConfig(AnalysisConfig):
         super().__post_init__()
 
 
+@no_type_check
 @dataclass(frozen=True)
 class EmergenceConfig(AnalysisConfig):
     """``tvlens emergence``: task encoding and decoding over a run, and the perturbation test."""

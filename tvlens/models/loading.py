@@ -475,8 +475,8 @@ def load_model(
                 )
             if revision is not None:
                 raise ConfigError(
-                    f"revision= (--revision) applies to hub models and tvlens runs, not to "
-                    f"the plain model folder {name!r}: leave it out."
+                    f"revision= applies to hub models and tvlens runs, not to the plain "
+                    f"model folder {name!r}: leave out revision= (--revision)."
                 )
             folder, source = path, "folder"
             if tokenizer is None and not any((path / f).is_file() for f in _TOKENIZER_FILES):

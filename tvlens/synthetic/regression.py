@@ -492,8 +492,8 @@ def train_regression(
     cfg = (config or get_regression_preset(preset)).with_overrides(**overrides)
     preset_name = None if config is not None else preset
     mix = cfg.get_mixture()
+    device = resolve_device(device)  # before the run folder is made
     existing = check_run_folder(run_dir, cfg.to_dict(), resume, kind="train-regression")
-    device = resolve_device(device)
     torch.manual_seed(cfg.seed)
     tokenizer = build_word_tokenizer([])  # the bridge wants one; inputs are vectors
     model = build_regression_model(cfg, device)

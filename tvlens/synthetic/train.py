@@ -324,9 +324,9 @@ def train_synthetic(
     run_dir = Path(out)
     cfg = (config or get_preset(preset)).with_overrides(**overrides)
     preset_name = None if config is not None else preset
+    device = resolve_device(device)  # before the run folder is made
     existing = check_run_folder(run_dir, cfg.to_dict(), resume)
     start_step = 0
-    device = resolve_device(device)
     torch.manual_seed(cfg.seed)
 
     suite = get_suite(**cfg.suite)
