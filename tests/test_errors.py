@@ -348,6 +348,14 @@ def test_batch_size_zero(one_layer, letters_task):
         residual_at_query(one_layer.model, batch, batch_size=0)
 
 
+def test_family_batch_size_zero():
+    from tvlens.errors import ConfigError
+    from tvlens.probing.experiments import TokenFamily
+
+    with pytest.raises(ConfigError, match="batch_size must be >= 1, got 0"):
+        TokenFamily(latent_mapping_suite(2, 8), batch_size=0)
+
+
 def test_truncated_vector_file_names_the_file(one_layer, letters_task, tmp_path):
     from tvlens.extraction import TaskVector, hendel_task_vector
 

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tvlens.configs import VectorsConfig
+from tvlens.errors import ConfigError
 from tvlens.evaluation import evaluate_prompts
 from tvlens.extraction.function_vectors import HeadTable, function_vector
 from tvlens.extraction.residual import hendel_task_vector
@@ -116,7 +117,7 @@ def evaluate_task_vectors(
     """
     unknown = set(methods) - {"hendel", "fv"}
     if unknown:
-        raise ValueError(f"Unknown method(s) {sorted(unknown)}; use 'hendel' and/or 'fv'.")
+        raise ConfigError(f"Unknown method(s) {sorted(unknown)}; use 'hendel' and/or 'fv'.")
     k_given = k is not None
     k = k if k_given else int(model.spec.train_info.get("k", 5))
     tmpl = model.template(template)
@@ -241,7 +242,6 @@ def run_task_vectors(
     import json
     from dataclasses import asdict
 
-    from tvlens.errors import ConfigError
     from tvlens.models.loading import model_and_suite
     from tvlens.plotting import plot_head_aie, plot_layer_sweep, save_figure
     from tvlens.runs import CONFIG_FILE, TABLE_FILE, VECTORS, prepare_out_dir

@@ -69,6 +69,8 @@ class TokenFamily:
     def __init__(self, suite: TaskSuite, k: int = 5, template: str = "arrow", batch_size: int = 64):
         if len(list(suite)) == 0:
             raise EmptyTaskError("The suite has no tasks.")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
         self.suite, self.k, self.template, self.batch_size = suite, k, template, batch_size
         self._tasks = {t.name: t for t in suite}
         self._tasks[NULL] = null_task(suite)
@@ -124,6 +126,8 @@ class RegressionFamily:
     kind = "regression"
 
     def __init__(self, mixture, n_points: int = 20, batch_size: int = 256):
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
         self.mixture, self.n_points, self.batch_size = mixture, n_points, batch_size
 
     @property
