@@ -330,6 +330,15 @@ _TOKENIZER_FILES = (
 )
 
 
+def _is_run_config(path: Path) -> bool:
+    """A tvlens run's config.json (``{"tvlens": ..., "config": ...}``), not a model's."""
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(cfg, dict) and "tvlens" in cfg
+
+
 def _user_tokenizer(tokenizer: Any) -> Any:
     """The ``tokenizer=`` of :func:`load_model` as an object the bridge keeps: a path or hub
     name is loaded; an object is copied and marked so that TransformerLens uses it as it is
@@ -479,6 +488,11 @@ def load_model(
                     f"model folder {name!r}: leave out revision= (--revision)."
                 )
             folder, source = path, "folder"
+            if _is_run_config(path / "config.json"):
+                raise CheckpointError(
+                    f"{name!r} is a tvlens run without its checkpoints/ folder (deleted, or "
+                    "never written): train it again, or give another run."
+                )
             if tokenizer is None and not any((path / f).is_file() for f in _TOKENIZER_FILES):
                 raise ModelLoadError(
                     f"Model folder {name!r} has no tokenizer files (none of "
