@@ -84,9 +84,8 @@ class VectorsConfig(AnalysisConfig):
     """``tvlens vectors``: task vectors (Hendel) and/or function vectors (Todd)."""
 
     kind: ClassVar[str] = VECTORS
-    # k >= 2: the function vector's corrupted prompts shuffle the demonstrations' labels.
     minimum: ClassVar[dict[str, int]] = {
-        "k": 2,
+        "k": 1,
         "n_extract": 1,
         "top_k_heads": 1,
         "max_batch": 1,
@@ -106,6 +105,11 @@ class VectorsConfig(AnalysisConfig):
             raise ConfigError(f"Unknown template {self.template!r}: use arrow or qa.")
         object.__setattr__(self, "split", tuple(self.split))
         super().__post_init__()
+        if self.method != "hendel" and self.k is not None and self.k < 2:
+            raise ConfigError(
+                f"k (--k) must be >= 2 for function vectors (their corrupted prompts shuffle the "
+                f"demonstrations' labels), got {self.k}."
+            )
 
     @property
     def methods(self) -> tuple[str, ...]:
