@@ -155,6 +155,10 @@ BAD = {
         "revision= applies to hub models and tvlens runs",
     ),
     "non-UTF-8 suite": (["suites", "{suite}"], "task.json' is not UTF-8 text"),
+    "info on a folder without tokenizer files": (
+        ["info", "--model", "{model}", "--device", "cpu"],
+        "has no tokenizer files",
+    ),
     "head-act": (
         ["patch", "--model", "{model}", "--out", "{tmp}/o", "--head-act", "x"],
         "Unknown head-act 'x': head-act must be one of z, q, k, v",
