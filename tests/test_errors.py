@@ -259,3 +259,198 @@ def test_unknown_hub_model_is_a_clear_error():
     """An HF name that is neither cached nor reachable (tests run with HF_HUB_OFFLINE=1)."""
     with pytest.raises(ModelLoadError, match="not-a-real-org/not-a-model"):
         load_model("not-a-real-org/not-a-model", device="cpu")
+
+
+# ---------------------------------------------------------------------------- wrong numbers
+
+
+@pytest.fixture
+def one_layer(make_tiny, letters_tokenizer):
+    return make_tiny("err-one-layer", "gpt2", letters_tokenizer, n_layers=1)
+
+
+@pytest.mark.parametrize("top_k", [-3, 0])
+def test_function_vector_needs_a_positive_top_k(one_layer, letters_task, top_k):
+    """-3 used to slice off the last 3 heads (5 of 8 left); 0 gave a zero vector."""
+    from tvlens.errors import ConfigError
+    from tvlens.extraction import function_vector
+
+    with pytest.raises(ConfigError, match=f"top_k must be >= 1 .*got {top_k}"):
+        function_vector(one_layer.model, letters_task, k=2, n_prompts=2, top_k=top_k)
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_shuffled_labels_need_two_demonstrations(one_layer, letters_task, k):
+    """With k < 2, clean and corrupted prompts were the same: every effect 0."""
+    from tvlens.extraction import function_vector
+    from tvlens.patching import patching_prompts
+
+    with pytest.raises(PromptError, match=f"k={k} demonstration.*use k >= 2"):
+        function_vector(one_layer.model, letters_task, k=k, n_prompts=2)
+    suite = TaskSuite("letters", (letters_task,))
+    with pytest.raises(PromptError, match="use k >= 2"):
+        patching_prompts(one_layer.model, suite, k=k, n_per_task=2)
+
+
+def test_unknown_words_are_an_error_not_accuracy_zero(one_layer):
+    task = Task.from_pairs("strangers", [("a", "b"), ("c", "d"), ("zebra", "e"), ("f", "g")])
+    prompts = sample_prompts(task, k=3, n=1)
+    with pytest.raises(PromptError, match="'zebra' .*unknown token '<unk>'"):
+        tokenize_prompts(prompts, one_layer.model)
+
+
+def test_null_output_is_not_the_word_none(tmp_path):
+    from tvlens.errors import TaskFormatError
+
+    path = tmp_path / "nulls.json"
+    path.write_text(json.dumps([{"input": "a", "output": "b"}, {"input": "c", "output": None}]))
+    with pytest.raises(TaskFormatError, match="row 1: output is null"):
+        Task.from_json(path)
+    path.write_text(json.dumps([{"input": ["a"], "output": "b"}]))
+    with pytest.raises(TaskFormatError, match=r'row 0: input is \["a"\]'):
+        Task.from_json(path)
+    path.write_text(json.dumps([{"input": 1, "output": 2.5}, {"input": "x", "output": "y"}]))
+    assert Task.from_json(path).examples[0].output == "2.5"  # numbers are fine
+
+
+def test_non_utf8_task_file(tmp_path):
+    from tvlens.errors import TaskFormatError
+
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'[{"input": "caf\xe9", "output": "x"}]')
+    with pytest.raises(TaskFormatError, match="latin1.json' is not UTF-8 text"):
+        Task.from_json(path)
+
+
+def test_multi_token_answers_are_refused_where_one_token_is_read(one_layer, letters_task):
+    from tvlens.extraction import function_vector
+    from tvlens.patching import AnswerProb, LogitDiff
+
+    two = Task.from_pairs("two", [(w, f"{w} a") for w in "bcdefgh"])
+    batch = tokenize_prompts(sample_prompts(two, k=2, n=2), one_layer.model)
+    with pytest.raises(PromptError, match="more than one token"):
+        AnswerProb.from_batch(batch)
+    with pytest.raises(PromptError, match="more than one token"):
+        LogitDiff.from_batches(batch, batch)
+    with pytest.raises(PromptError, match="more than one token"):
+        function_vector(one_layer.model, two, k=2, n_prompts=2)
+
+
+def test_batch_size_zero(one_layer, letters_task):
+    from tvlens.errors import ConfigError
+    from tvlens.extraction import residual_at_query
+    from tvlens.icl_accuracy import evaluate_icl
+
+    with pytest.raises(ConfigError, match="batch_size must be >= 1, got 0"):
+        evaluate_icl(one_layer.model, letters_task, k=2, n_prompts=2, batch_size=0)
+    batch = tokenize_prompts(sample_prompts(letters_task, k=2, n=2), one_layer.model)
+    with pytest.raises(ConfigError, match="batch_size must be >= 1, got 0"):
+        residual_at_query(one_layer.model, batch, batch_size=0)
+
+
+def test_family_batch_size_zero():
+    from tvlens.errors import ConfigError
+    from tvlens.probing.family import TokenFamily
+
+    with pytest.raises(ConfigError, match="batch_size must be >= 1, got 0"):
+        TokenFamily(latent_mapping_suite(2, 8), batch_size=0)
+
+
+def test_truncated_vector_file_names_the_file(one_layer, letters_task, tmp_path):
+    from tvlens.extraction import TaskVector, hendel_task_vector
+
+    tv = hendel_task_vector(one_layer.model, letters_task, k=2, n_prompts=2)
+    path = tv.save(tmp_path / "tv.safetensors")
+    assert TaskVector.load(path).vectors.shape == tv.vectors.shape
+    _corrupt(path, "truncated")
+    with pytest.raises(TVLensError, match="tv.safetensors' is truncated or corrupt"):
+        TaskVector.load(path)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def test_folder_without_tokenizer_files(tiny, tmp_path, letters_tokenizer):
+    """Used to load with a 1-token placeholder; the error came later, blaming the task."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(tiny.folder / f, bare / f)
+    with pytest.raises(ModelLoadError, match="has no tokenizer files.*pass tokenizer="):
+        load_model(bare, device="cpu")
+    # tokenizer= works: an object, or a folder to load it from.
+    for tok in (letters_tokenizer, tiny.folder):
+        m = load_model(bare, device="cpu", tokenizer=tok)
+        assert m.tokenizer.get_vocab() == letters_tokenizer.get_vocab()
+        assert m.to_tokens("a b").tolist() == tiny.model.to_tokens("a b").tolist()
+
+
+def test_tokenizer_argument_replaces_the_saved_one(tiny):
+    """``tokenizer=`` used to be ignored (or to crash for an in-memory tokenizer)."""
+    from tvlens.models import build_word_tokenizer
+
+    other = build_word_tokenizer(["p", "q", "r", "s", "t", "u", "v", "w", "z", "o"])
+    m = load_model(tiny.folder, device="cpu", tokenizer=other)
+    assert m.tokenizer.get_vocab() == other.get_vocab()
+    assert m.to_str_tokens(m.to_tokens("p q")[0])[-2:] == ["p", "q"]
+    with pytest.raises(ModelLoadError, match="Could not load the tokenizer"):
+        load_model(tiny.folder, device="cpu", tokenizer=tiny.folder / "nothing")
+
+
+def test_bad_devices(tiny):
+    from tvlens.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Unknown device 'bogus'"):
+        load_model(tiny.folder, device="bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="Device 'cuda' is not available.*--device cpu"):
+            load_model(tiny.folder, device="cuda")
+
+
+def test_n_ctx_that_does_not_fit(make_tiny, letters_tokenizer):
+    """Was reported as 'the checkpoint is incomplete or corrupt'."""
+    from tvlens.errors import ConfigError
+
+    gpt2 = make_tiny("gpt2", "gpt2", letters_tokenizer)  # learned positions: n_ctx is fixed
+    with pytest.raises(ConfigError, match="n_ctx=8 does not fit.*leave n_ctx unset"):
+        load_model(gpt2.folder, device="cpu", n_ctx=8)
+    with pytest.raises(ConfigError, match="n_ctx must be >= 1"):
+        load_model(gpt2.folder, device="cpu", n_ctx=0)
+
+
+# ---------------------------------------------------------------------------- data loss
+
+
+def test_training_into_a_users_folder_is_refused(tmp_path):
+    """It used to train into it and overwrite the user's metrics.json."""
+    from tvlens.errors import OutputError
+    from tvlens.training import train_synthetic
+    from tvlens.training.regression import train_regression
+
+    user = tmp_path / "user"
+    (user / "checkpoints").mkdir(parents=True)
+    (user / "checkpoints" / "keep.txt").write_text("mine")
+    (user / "notes.txt").write_text("notes")
+    (user / "metrics.json").write_text('{"mine": 1}')
+    for train in (train_synthetic, train_regression):
+        with pytest.raises(OutputError, match="files tvlens did not write"):
+            train(user, preset="tiny", device="cpu", progress=False)
+    assert (user / "metrics.json").read_text() == '{"mine": 1}'
+    assert sorted(p.name for p in user.rglob("*")) == [
+        "checkpoints", "keep.txt", "metrics.json", "notes.txt"
+    ]  # fmt: skip
+
+
+def test_demo_retrain_deletes_only_a_run(tmp_path):
+    from tvlens.demo import run_demo
+    from tvlens.errors import OutputError
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "thesis.tex").write_text("years of work")
+    with pytest.raises(OutputError, match="files tvlens did not write"):
+        run_demo(tmp_path / "figures", user, preset="tiny", device="cpu", retrain=True)
+    assert (user / "thesis.tex").read_text() == "years of work"
+    with pytest.raises(OutputError, match="files tvlens did not write"):
+        run_demo(user, tmp_path / "run", preset="tiny", device="cpu")
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

@@ -2,20 +2,81 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from tvlens.errors import TVLensError
+from tvlens.configs import (
+    EmergenceConfig,
+    EvalConfig,
+    PatchConfig,
+    ProbeConfig,
+    VectorsConfig,
+    choices,
+)
+from tvlens.errors import ConfigError, TVLensError
 
 app = typer.Typer(
     help="tvlens: task vectors, task encoding and patching on TransformerLens 4.x.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click errors: a bad option is one "Error: ..." line, not a drawn box.
+    rich_markup_mode=None,
 )
+
+
+def command(name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a command whose tvlens errors print as one line (exit code 2) instead of a
+    traceback, and that says once, at the end, when figures were written without PNGs."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            from tvlens.plotting import PNG_HINT, PngWarning, png_skipped_reason
+
+            png_skipped_reason(clear=True)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", PngWarning)  # said once below
+                    return fn(*args, **kwargs)
+            except TVLensError as e:
+                typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+                raise typer.Exit(code=2) from None
+            finally:
+                reason = png_skipped_reason(clear=True)
+                if reason is not None:
+                    typer.echo(f"note: figures written as HTML only ({reason}); {PNG_HINT}.")
+
+        return app.command(name)(run)
+
+    return register
+
+
+def choice(values: Sequence[str], what: str) -> Callable[[str], str]:
+    """A typer ``parser`` that accepts only ``values`` (named ``what`` in the error)."""
+
+    def parse(value: str) -> str:
+        if value not in values:
+            raise typer.BadParameter(
+                f"Unknown {what} {value!r}: {what} must be one of {', '.join(values)}."
+            )
+        return value
+
+    return parse
+
+
+def choice_opt(config: type, name: str, help: str, what: str | None = None) -> Any:
+    """A typer option whose choices are the ``Literal`` of ``config``'s field ``name``."""
+    values = choices(config, name)
+    return typer.Option(
+        help=help, parser=choice(values, what or name), metavar="[" + "|".join(values) + "]"
+    )
 
 
 # Options several commands share.
@@ -29,12 +90,7 @@ SeedOpt = Annotated[int, typer.Option()]
 DeviceOpt = Annotated[str | None, typer.Option(help="cuda, mps or cpu (default: best).")]
 
 
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
-
-
-@app.command()
+@command()
 def demo(
     figures_dir: Annotated[Path, typer.Option(help="Where figures and the report go.")] = Path(
         "figures"
@@ -42,17 +98,16 @@ def demo(
     run_dir: Annotated[Path, typer.Option(help="Training run to reuse or create.")] = Path(
         "runs/default"
     ),
-    preset: Annotated[str, typer.Option(help="Training preset: tiny, default, gpu.")] = "default",
-    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu (default: best).")] = None,
+    preset: Annotated[
+        str, typer.Option(help="Training preset: tiny, default, gpu or plain.")
+    ] = "default",
+    device: DeviceOpt = None,
     retrain: Annotated[bool, typer.Option(help="Delete the run and train again.")] = False,
 ) -> None:
     """Train (or reuse) the default synthetic ICL model and write the demo figures."""
     from tvlens.demo import run_demo
 
-    try:
-        res = run_demo(figures_dir, run_dir, preset=preset, device=device, retrain=retrain)
-    except TVLensError as e:
-        _fail(e)
+    res = run_demo(figures_dir, run_dir, preset=preset, device=device, retrain=retrain)
     s = res.summary
     typer.echo(f"run: {res.run_dir}  figures: {res.figures_dir}  ({s['seconds']} s)")
     typer.echo(
@@ -63,12 +118,14 @@ def demo(
         typer.echo(f"  {name}: {f.png or f.html}")
 
 
-@app.command("train-synthetic")
+@command("train-synthetic")
 def train_synthetic_cmd(
     out: Annotated[Path, typer.Option(help="Run folder to write.")],
-    preset: Annotated[str, typer.Option(help="tiny, default or gpu.")] = "default",
+    preset: Annotated[
+        str, typer.Option(help="Training preset: tiny, default, gpu or plain.")
+    ] = "default",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
-    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+    device: DeviceOpt = None,
     steps: Annotated[int | None, typer.Option(help="Override the preset's steps.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the preset's seed.")] = None,
     suite: Annotated[
@@ -88,20 +145,24 @@ def train_synthetic_cmd(
 
     try:
         suite_spec = json.loads(suite) if suite else None
-        res = train_synthetic(
-            out,
-            preset=preset,
-            resume=resume,
-            device=device,
-            steps=steps,
-            seed=seed,
-            suite=suite_spec,
-            arch=arch,
-            tv_loss_weight=tv_loss_weight,
-            tv_loss_layer=tv_loss_layer,
-        )
-    except (TVLensError, json.JSONDecodeError) as e:
-        _fail(e)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f'--suite is not valid JSON ({e}): e.g. \'{{"name": "bitwise"}}\'.'
+        ) from None
+    if suite_spec is not None and not isinstance(suite_spec, dict):
+        raise ConfigError('--suite must be a JSON object, e.g. \'{"name": "bitwise"}\'.')
+    res = train_synthetic(
+        out,
+        preset=preset,
+        resume=resume,
+        device=device,
+        steps=steps,
+        seed=seed,
+        suite=suite_spec,
+        arch=arch,
+        tv_loss_weight=tv_loss_weight,
+        tv_loss_layer=tv_loss_layer,
+    )
     last = res.metrics["checkpoints"][-1] if res.metrics["checkpoints"] else {}
     typer.echo(
         f"{len(res.checkpoints)} checkpoints in {res.run_dir} ({res.seconds:.0f} s); "
@@ -110,31 +171,31 @@ def train_synthetic_cmd(
     )
 
 
-@app.command("eval")
+@command("eval")
 def eval_cmd(
     model: ModelOpt,
     suite: SuiteOpt = None,
     revision: Annotated[str | None, typer.Option(help="Revision / checkpoint (step750).")] = None,
     k: Annotated[int, typer.Option(help="Demonstrations per prompt.")] = 5,
     n_prompts: Annotated[int, typer.Option(help="Prompts per task.")] = 64,
-    template: Annotated[str, typer.Option(help="arrow or qa.")] = "arrow",
+    template: Annotated[str, choice_opt(EvalConfig, "template", "Prompt template.")] = "arrow",
     seed: SeedOpt = 0,
     device: DeviceOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write results JSON here.")] = None,
 ) -> None:
     """ICL accuracy (first token and exact match) per task."""
     from tvlens.icl_accuracy import evaluate_icl
-    from tvlens.models import load_model
-    from tvlens.tasks import get_suite
+    from tvlens.models.loading import model_and_suite
+    from tvlens.runs import prepare_out_file
 
-    try:
-        m = load_model(model, revision=revision, device=device)
-        s = get_suite(suite) if suite else m.training_suite()
-        if s is None:
-            raise TVLensError("This model has no training suite on record: pass --suite.")
-        res = evaluate_icl(m, s, k=k, n_prompts=n_prompts, seed=seed, template=template)
-    except TVLensError as e:
-        _fail(e)
+    cfg = EvalConfig(k=k, n_prompts=n_prompts, template=template, seed=seed)
+    if out is not None:
+        prepare_out_file(out, cfg.kind)
+    m, s = model_and_suite(model, suite, revision, device)
+    res = evaluate_icl(
+        m, s, k=cfg.k, n_prompts=cfg.n_prompts, seed=cfg.seed, template=cfg.template,
+        batch_size=cfg.batch_size,
+    )  # fmt: skip
     for name, t in res.tasks.items():
         typer.echo(
             f"{name:24s} first-token {t.first_token:.3f}  exact {t.exact_match:.3f}  (n={t.n})"
@@ -145,14 +206,14 @@ def eval_cmd(
     if out is not None:
         from tvlens.plotting import write_json
 
-        write_json(out, {"model": m.spec.to_dict(), **res.to_dict()})
+        write_json(out, {**cfg.to_dict(), "model": m.spec.to_dict(), **res.to_dict()})
 
 
-@app.command()
+@command()
 def vectors(
     model: ModelOpt,
     out: Annotated[Path, typer.Option(help="Folder for results.json, vectors and figures.")],
-    method: Annotated[str, typer.Option(help="hendel, fv or both.")] = "hendel",
+    method: Annotated[str, choice_opt(VectorsConfig, "method", "Which vectors.")] = "hendel",
     suite: SuiteOpt = None,
     revision: RevisionOpt = None,
     k: KOpt = None,
@@ -166,27 +227,16 @@ def vectors(
     zero-shot / ICL / vector accuracy on held-out queries."""
     from tvlens.injection import format_table, run_task_vectors, summary_table
 
-    try:
-        rep = run_task_vectors(
-            model,
-            out,
-            suite=suite,
-            method=method,
-            revision=revision,
-            device=device,
-            k=k,
-            n_extract=n_extract,
-            top_k_heads=top_k_heads,
-            fv_scale=fv_scale,
-            seed=seed,
-        )
-    except TVLensError as e:
-        _fail(e)
+    cfg = VectorsConfig(
+        method=method, k=k, n_extract=n_extract, top_k_heads=top_k_heads, fv_scale=fv_scale,
+        seed=seed,
+    )  # fmt: skip
+    rep = run_task_vectors(model, out, suite=suite, config=cfg, revision=revision, device=device)
     typer.echo(format_table(summary_table(rep)))
     typer.echo(f"wrote {out / 'results.json'}")
 
 
-@app.command()
+@command()
 def probe(
     model: Annotated[str, typer.Option(help="tvlens run, HF name or model folder.")],
     out: Annotated[Path, typer.Option(help="Folder for td.json and figures.")],
@@ -194,7 +244,8 @@ def probe(
         list[str] | None,
         typer.Option(
             "--revision",
-            help="A checkpoint to probe (repeat; default: every checkpoint of a tvlens run).",
+            help="A checkpoint to probe (repeat; default: every checkpoint of a tvlens run, "
+            "or the model as it is).",
         ),
     ] = None,
     suite: SuiteOpt = None,
@@ -208,20 +259,10 @@ def probe(
     checkpoint, against ICL accuracy."""
     from tvlens.probing.run import run_probe
 
-    try:
-        series = run_probe(
-            model,
-            out,
-            revisions=revisions or None,
-            suite=suite,
-            k=k,
-            n_prompts=n_prompts,
-            probe=linear_probe,
-            seed=seed,
-            device=device,
-        )
-    except TVLensError as e:
-        _fail(e)
+    cfg = ProbeConfig(
+        revisions=revisions or None, k=k, n_prompts=n_prompts, probe=linear_probe, seed=seed
+    )
+    series = run_probe(model, out, suite=suite, config=cfg, device=device)
     for rev, r in zip(series.revisions, series.by_checkpoint, strict=True):
         typer.echo(
             f"{rev:>12s}  TD by layer "
@@ -234,15 +275,16 @@ def probe(
     typer.echo(f"wrote {out / 'td.json'}")
 
 
-@app.command("train-regression")
+@command("train-regression")
 def train_regression_cmd(
     out: Annotated[Path, typer.Option(help="Run folder to write.")],
     preset: Annotated[str, typer.Option(help="tiny, cpu or paper.")] = "cpu",
     mixture: Annotated[
-        str | None, typer.Option(help="orthogonal4, orthogonal6 or overlapping8.")
+        str | None,
+        typer.Option(help="orthogonal4, orthogonal6, overlapping8 (or another named mixture)."),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
-    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+    device: DeviceOpt = None,
     steps: Annotated[int | None, typer.Option(help="Override the preset's steps.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the preset's seed.")] = None,
     arch: Annotated[str | None, typer.Option(help="gpt2 or llama.")] = None,
@@ -251,19 +293,16 @@ def train_regression_cmd(
     (Han et al. 2025), with checkpoints that load through the bridge."""
     from tvlens.training.regression import train_regression
 
-    try:
-        res = train_regression(
-            out,
-            preset=preset,
-            resume=resume,
-            device=device,
-            steps=steps,
-            seed=seed,
-            mixture=mixture,
-            arch=arch,
-        )
-    except TVLensError as e:
-        _fail(e)
+    res = train_regression(
+        out,
+        preset=preset,
+        resume=resume,
+        device=device,
+        steps=steps,
+        seed=seed,
+        mixture=mixture,
+        arch=arch,
+    )
     last = res.metrics["checkpoints"][-1] if res.metrics["checkpoints"] else {}
     typer.echo(
         f"{len(res.checkpoints)} checkpoints in {res.run_dir} ({res.seconds:.0f} s); final MSE "
@@ -271,7 +310,7 @@ def train_regression_cmd(
     )
 
 
-@app.command()
+@command()
 def emergence(
     run: Annotated[Path, typer.Option(help="tvlens run (token suite or regression).")],
     out: Annotated[Path, typer.Option(help="Folder for JSON and figures.")],
@@ -279,24 +318,19 @@ def emergence(
     perturb_layer: Annotated[
         int | None, typer.Option(help="Layer of the perturbation test (-1: skip; default: middle).")
     ] = None,
-    perturb_mode: Annotated[str, typer.Option(help="shift or replace.")] = "shift",
+    perturb_mode: Annotated[
+        str, choice_opt(EmergenceConfig, "perturb_mode", "Perturbation.", "perturb-mode")
+    ] = "shift",
     seed: SeedOpt = 0,
 ) -> None:
     """Task encoding (TD per task, every layer) and decoding (loss) over a run's checkpoints,
     and the mean-state perturbation test at an early and the last checkpoint."""
     from tvlens.probing.run import run_emergence
 
-    try:
-        res = run_emergence(
-            run,
-            out,
-            n_prompts=n_prompts,
-            seed=seed,
-            perturb_layer=perturb_layer,
-            perturb_mode=perturb_mode,
-        )
-    except TVLensError as e:
-        _fail(e)
+    cfg = EmergenceConfig(
+        n_prompts=n_prompts, seed=seed, perturb_layer=perturb_layer, perturb_mode=perturb_mode
+    )
+    res = run_emergence(run, out, config=cfg)
     em = res["emergence"]
     for s, row in zip(em.steps, em.td, strict=True):
         typer.echo(f"step {s:>7d}  TD by layer " + " ".join(f"{x:.2f}" for x in row))
@@ -307,19 +341,22 @@ def emergence(
     typer.echo(f"wrote {out / 'emergence.json'}")
 
 
-@app.command()
+@command()
 def patch(
     model: ModelOpt,
     out: Annotated[Path, typer.Option(help="Folder for patching.json and the heatmap.")],
-    component: Annotated[str, typer.Option(help="resid, attn, mlp or heads.")] = "heads",
-    method: Annotated[str, typer.Option(help="exact, attribution or both.")] = "exact",
+    component: Annotated[str, choice_opt(PatchConfig, "component", "What to patch.")] = "heads",
+    method: Annotated[str, choice_opt(PatchConfig, "method", "Exact or attribution.")] = "exact",
     positions: Annotated[
-        str, typer.Option(help="all (at once), each (one by one) or last (last position).")
+        str,
+        choice_opt(PatchConfig, "positions", "all (at once), each (one by one) or last."),
     ] = "all",
     corruption: Annotated[
-        str, typer.Option(help="shuffled (labels), mean or zero (ablation).")
+        str, choice_opt(PatchConfig, "corruption", "shuffled (labels), mean or zero (ablation).")
     ] = "shuffled",
-    head_act: Annotated[str, typer.Option(help="For heads: z, q, k or v.")] = "z",
+    head_act: Annotated[
+        str, choice_opt(PatchConfig, "head_act", "For heads: which activation.", "head-act")
+    ] = "z",
     suite: SuiteOpt = None,
     task: Annotated[
         list[str] | None, typer.Option("--task", help="Only this task (repeat for several).")
@@ -334,26 +371,12 @@ def patch(
     """Activation patching (exact, or attribution patching) of every component, with a heatmap."""
     from tvlens.patching import run_patching
 
-    try:
-        run = run_patching(
-            model,
-            out,
-            suite=suite,
-            component=component,
-            method=method,
-            positions=positions,
-            corruption=corruption,
-            head_act=head_act,
-            k=k,
-            n_prompts=n_prompts,
-            tasks=task or None,
-            seed=seed,
-            revision=revision,
-            device=device,
-            max_batch=max_batch,
-        )
-    except TVLensError as e:
-        _fail(e)
+    cfg = PatchConfig(
+        component=component, method=method, positions=positions, corruption=corruption,
+        head_act=head_act, k=k, n_prompts=n_prompts, tasks=task or None, seed=seed,
+        max_batch=max_batch,
+    )  # fmt: skip
+    run = run_patching(model, out, suite=suite, config=cfg, revision=revision, device=device)
     res = run.main
     typer.echo(
         f"{res.method} patching, {component} ({positions}): clean {res.clean_metric:.3f}, "
@@ -366,27 +389,22 @@ def patch(
     typer.echo(f"wrote {out / 'patching.json'}")
 
 
-@app.command()
+@command()
 def suites(
     name: Annotated[str | None, typer.Argument(help="Show the tasks of this suite.")] = None,
 ) -> None:
     """List the built-in task suites, or the tasks of one."""
     from tvlens.tasks import available_suites, get_suite
 
-    try:
-        for sname in [name] if name else available_suites():
-            s = get_suite(sname)
-            typer.echo(f"{sname}: {s.description}")
-            for t in s:
-                ex = t.examples[0]
-                typer.echo(
-                    f"  {t.name:18s} {len(t):5d} examples  e.g. {ex.input!r} -> {ex.output!r}"
-                )
-    except TVLensError as e:
-        _fail(e)
+    for sname in [name] if name else available_suites():
+        s = get_suite(sname)
+        typer.echo(f"{sname}: {s.description}")
+        for t in s:
+            ex = t.examples[0]
+            typer.echo(f"  {t.name:18s} {len(t):5d} examples  e.g. {ex.input!r} -> {ex.output!r}")
 
 
-@app.command()
+@command()
 def info(
     model: ModelOpt,
     revision: RevisionOpt = None,
@@ -396,10 +414,7 @@ def info(
     from tvlens.models import load_model
     from tvlens.models.checkpoints import is_run_dir, list_checkpoints
 
-    try:
-        m = load_model(model, revision=revision, device=device)
-    except TVLensError as e:
-        _fail(e)
+    m = load_model(model, revision=revision, device=device)
     typer.echo(repr(m))
     typer.echo(json.dumps(m.spec.to_dict(), indent=2))
     typer.echo(

@@ -38,6 +38,7 @@ from tvlens.plotting import (
     write_json,
 )
 from tvlens.probing.emergence import emergence, series_from_emergence
+from tvlens.runs import DEMO, TRAIN_SYNTHETIC, folder_kind, prepare_out_dir
 from tvlens.training.config import get_preset
 from tvlens.training.train import load_run_config, train_synthetic
 
@@ -81,9 +82,14 @@ def run_demo(
     """Train (or reuse / resume) the preset's model in ``run_dir``; write figures and report."""
     t0 = time.time()
     run_dir, figures_dir = Path(run_dir), Path(figures_dir)
+    # Both folders are checked before anything is trained, written or deleted: --retrain
+    # deletes only a tvlens training run.
+    prepare_out_dir(run_dir, TRAIN_SYNTHETIC)
+    prepare_out_dir(figures_dir, DEMO)
     state = "stale" if retrain else _run_state(run_dir, preset)
-    if state == "stale" and run_dir.exists():
+    if state == "stale" and folder_kind(run_dir) == TRAIN_SYNTHETIC:
         shutil.rmtree(run_dir)
+    if state == "stale":
         state = "missing"
     if state != "complete":
         train_synthetic(

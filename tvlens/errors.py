@@ -41,3 +41,11 @@ class CheckpointError(TVLensError, OSError):
 
 class LayerError(TVLensError, IndexError):
     """A layer (or head) index out of range for the model."""
+
+
+class ConfigError(TVLensError, ValueError):
+    """An option or argument value that is not valid (unknown choice, out of range, ...)."""
+
+
+class OutputError(TVLensError, OSError):
+    """An output folder that cannot be written, or that holds something tvlens did not write."""

@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from tvlens.errors import ConfigError
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.prompts import (
     PaddingSide,
@@ -116,6 +117,8 @@ def evaluate_prompts(
     padding_side: PaddingSide = "left",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Correctness arrays (first token, exact match) for a list of prompts."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
     firsts, exacts = [], []
     tok_src = tokenizer if tokenizer is not None else model
     device = getattr(model, "device", None)

@@ -10,7 +10,7 @@ from tvlens.cli import app
 from tvlens.errors import EmptyTaskError
 from tvlens.models import load_model
 from tvlens.patching import PatchResult, patching_prompts, run_patching
-from tvlens.plotting import plot_patching
+from tvlens.plotting import plot_patching, png_unavailable
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,15 @@ def test_cli_patch(run_dir, tmp_path):
                               "--n-prompts", "2", "--device", "cpu"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "exact patching, resid (each)" in res.output
-    assert (tmp_path / "patching_resid.png").is_file()
+    # HTML always; the PNG where a browser is (bash install.sh --png), else one line saying
+    # how to get it; figures.json says which.
+    figures = json.loads((tmp_path / "figures.json").read_text())["patching_resid"]
+    assert (tmp_path / "patching_resid.html").is_file()
+    if png_unavailable() is None:
+        assert (tmp_path / "patching_resid.png").is_file() and figures["png"]
+    else:
+        assert not (tmp_path / "patching_resid.png").exists() and figures["png"] is None
+        assert res.output.count("bash install.sh --png") == 1
     res = runner.invoke(app, [*args, "--component", "embed", "--device", "cpu"])
     assert res.exit_code == 2 and "component must be one of" in res.output
     assert "Traceback" not in res.output

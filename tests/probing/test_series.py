@@ -9,7 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from tvlens.cli import app
-from tvlens.errors import TVLensError
 from tvlens.models import list_checkpoints, load_model
 from tvlens.probing import correlation, td_by_layer, td_over_checkpoints
 
@@ -40,9 +39,11 @@ def test_series_is_the_per_checkpoint_td_and_accuracy(run):
     assert set(data["correlations"]) == {"per_checkpoint", "per_task", "pooled"}
 
 
-def test_hf_folder_needs_revisions(run):
-    with pytest.raises(TVLensError, match="revisions"):
-        td_over_checkpoints(list_checkpoints(run)[-1].path, progress=False)
+def test_a_model_folder_is_probed_as_it_is(run):
+    """Not a run: the one model (it used to ask for revisions, then reject every one)."""
+    folder = list_checkpoints(run)[-1].path
+    series = td_over_checkpoints(folder, n_prompts=16, progress=False, device="cpu")
+    assert series.revisions == ["main"] and series.table.shape == (2, 1)
 
 
 def test_cli_probe_writes_td_json_and_figures(run, tmp_path):

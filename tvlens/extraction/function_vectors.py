@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tvlens.errors import ConfigError
 from tvlens.extraction.residual import activations_at_positions
 from tvlens.extraction.vectors import TaskVector
 from tvlens.frames import tidy
@@ -112,9 +113,15 @@ def function_vector(
     The vector is ``sum over the top_k heads of head_means[l, h] @ W_O[l, h]`` (no bias); its
     ``layers`` holds the default injection layer ``n_layers // 3`` (choose it with a sweep).
     """
+    if top_k < 1:
+        raise ConfigError(
+            f"top_k must be >= 1 (the number of heads summed into the function vector), got "
+            f"{top_k}."
+        )
     tmpl = model.template(template)
     prompts = sample_prompts(task, k, n_prompts, seed=seed, template=tmpl)
     clean = tokenize_prompts(prompts, model, padding_side="left")
+    clean.require_single_token()  # AIE is the probability of the answer's (only) token
     corrupted = tokenize_prompts(
         shuffled_label_variants(prompts, seed=seed + 1), model, padding_side="left"
     )

@@ -13,6 +13,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tvlens.errors import ConfigError
 from tvlens.extraction.vectors import TaskVector
 from tvlens.models import adapter
 from tvlens.models.loading import ResidPoint, TVModel
@@ -61,6 +62,8 @@ def residual_at_query(
     batch_size: int = 64,
 ) -> Float[Tensor, "layer batch d_model"]:
     """The residual stream at each row's query position, for ``layers`` (default: all)."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
     layers = (
         list(range(model.n_layers)) if layers is None else [model.check_layer(x) for x in layers]
     )

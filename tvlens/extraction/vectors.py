@@ -117,13 +117,19 @@ class TaskVector:
         path = Path(path)
         if not path.is_file():
             raise TVLensError(f"No vector file {str(path)!r}.")
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("tvlens", "{}"))
-        if not meta:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads((f.metadata() or {}).get("tvlens", "{}"))
+            vec = load_file(str(path)).get("vectors")
+        except Exception as e:  # safetensors raises its own error type for a damaged file
+            raise TVLensError(
+                f"Vector file {str(path)!r} is truncated or corrupt ({type(e).__name__}: "
+                f"{str(e)[:200]}): extract and save the vector again."
+            ) from None
+        if not meta or vec is None:
             raise TVLensError(f"{str(path)!r} has no tvlens metadata: not a saved TaskVector.")
         meta.pop("d_model", None)
         meta["layers"] = tuple(meta["layers"])
-        vec = load_file(str(path))["vectors"]
         if device is None and model is not None:
             device = getattr(model, "device", None)
         tv = cls(vectors=vec.to(device) if device else vec, **meta)

@@ -13,6 +13,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from tvlens.configs import VectorsConfig
+from tvlens.errors import ConfigError
 from tvlens.extraction.function_vectors import HeadTable, function_vector
 from tvlens.extraction.residual import hendel_task_vector
 from tvlens.extraction.vectors import TaskVector
@@ -139,7 +141,7 @@ def evaluate_task_vectors(
     """
     unknown = set(methods) - {"hendel", "fv"}
     if unknown:
-        raise ValueError(f"Unknown method(s) {sorted(unknown)}; use 'hendel' and/or 'fv'.")
+        raise ConfigError(f"Unknown method(s) {sorted(unknown)}; use 'hendel' and/or 'fv'.")
     k_given = k is not None
     k = k if k_given else int(model.spec.train_info.get("k", 5))
     tmpl = model.template(template)
@@ -247,41 +249,50 @@ def run_task_vectors(
     model: TVModel | str,
     out: str | Path,
     suite: TaskSuite | str | None = None,
-    method: str = "hendel",
+    config: VectorsConfig | None = None,
     revision: str | None = None,
     device: str | None = None,
     progress: bool = True,
-    **kwargs: Any,
+    **options: Any,
 ) -> VectorReport:
     """What ``tvlens vectors`` runs: evaluate, then write ``out/results.json``, the vectors
     (``out/vectors/{method}/{task}.safetensors``), ``out/table.md``, ``out/config.json`` and the
     figures ``out/layer_sweep.{html,png}`` (and ``out/head_aie.{html,png}`` for FV).
 
-    ``method``: ``hendel``, ``fv`` or ``both``; ``suite`` defaults to the suite the model was
-    trained on; ``kwargs`` go to :func:`evaluate_task_vectors`.
+    ``config``, or its fields as keyword ``options`` (``method="both"``, ``k=4``...): a
+    :class:`~tvlens.configs.VectorsConfig`. ``suite`` defaults to the suite the model was
+    trained on.
     """
     import json
+    from dataclasses import asdict
 
-    from tvlens.errors import TVLensError
     from tvlens.models.loading import model_and_suite
     from tvlens.plotting import plot_head_aie, plot_layer_sweep, save_figure
+    from tvlens.runs import CONFIG_FILE, TABLE_FILE, VECTORS, prepare_out_dir
 
+    if config is not None and options:
+        raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")
+    config = config or VectorsConfig(**options)
+    out = prepare_out_dir(out, VECTORS)
     model, suite = model_and_suite(model, suite, revision, device)
-    if method not in ("hendel", "fv", "both"):
-        raise TVLensError(f"Unknown method {method!r}: use hendel, fv or both.")
-    methods = ("hendel", "fv") if method == "both" else (method,)
+    methods = config.methods
+    kwargs = {k: v for k, v in asdict(config).items() if k != "method"}
     report = evaluate_task_vectors(model, suite, methods=methods, progress=progress, **kwargs)
-    out = Path(out)
     save_report(report, out, primary=methods[0])
     data = report.to_dict(methods[0])
-    (out / "config.json").write_text(
+    (out / CONFIG_FILE).write_text(
         json.dumps(
-            {"model": model.spec.to_dict(), "suite": getattr(suite, "spec", {}), **report.config},
+            {
+                **config.to_dict(),
+                "model": model.spec.to_dict(),
+                "suite": getattr(suite, "spec", {}),
+                **report.config,
+            },
             indent=2,
         )
         + "\n"
     )
-    (out / "table.md").write_text(format_table(summary_table(report)))
+    (out / TABLE_FILE).write_text(format_table(summary_table(report)))
     save_figure(plot_layer_sweep(data), out / "layer_sweep")
     if report.heads:
         mean_aie = torch.stack([h.aie for h in report.heads.values()]).mean(0)

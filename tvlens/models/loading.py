@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tvlens.errors import CheckpointError, LayerError, ModelLoadError
+from tvlens.errors import CheckpointError, ConfigError, LayerError, ModelLoadError
 from tvlens.models import adapter
 from tvlens.models.checkpoints import is_run_dir, resolve_checkpoint, validate_checkpoint
 from tvlens.models.hf import quiet_transformers
@@ -43,13 +43,42 @@ def default_device() -> str:
     return "cpu"
 
 
+def resolve_device(device: str | torch.device | None) -> str | torch.device:
+    """``device``, checked to exist on this machine (default: the best available), or
+    :class:`ConfigError` naming the devices there are."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"Unknown device {device!r}: use cpu, cuda, cuda:N or mps (or leave it out)."
+        ) from None
+    mps = getattr(torch.backends, "mps", None)
+    available = {
+        "cuda": torch.cuda.is_available(),
+        "mps": mps is not None and mps.is_available(),
+    }.get(dev.type, True)
+    if not available:
+        raise ConfigError(
+            f"Device {device!r} is not available on this machine: use --device cpu "
+            f"(or leave it out for {default_device()!r})."
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"Device {device!r} does not exist: this machine has {torch.cuda.device_count()} "
+            "CUDA device(s)."
+        )
+    return device
+
+
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     if dtype is None:
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:
-        raise ValueError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}.")
+        raise ConfigError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}.")
     return _DTYPES[dtype]
 
 
@@ -306,6 +335,55 @@ class TVModel:
 # ---------------------------------------------------------------------------- loading
 
 
+# Files from which transformers builds a tokenizer (one of them is enough).
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "vocab.txt",
+)
+
+
+def _is_run_config(path: Path) -> bool:
+    """A tvlens run's config.json (``{"tvlens": ..., "config": ...}``), not a model's."""
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(cfg, dict) and "tvlens" in cfg
+
+
+def _user_tokenizer(tokenizer: Any) -> Any:
+    """The ``tokenizer=`` of :func:`load_model` as an object the bridge keeps: a path or hub
+    name is loaded; an object is copied and marked so that TransformerLens uses it as it is
+    (it otherwise reloads the tokenizer from ``init_kwargs["name_or_path"]``, dropping the
+    object, or fails when an in-memory tokenizer has no such entry)."""
+    import copy
+
+    from transformers import AutoTokenizer
+
+    if isinstance(tokenizer, str | Path):
+        try:
+            with quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(str(Path(tokenizer).expanduser()))
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(
+                f"Could not load the tokenizer {str(tokenizer)!r}: {str(e).splitlines()[0][:200]}"
+                ". Give a folder with tokenizer files, a hub name, or a tokenizer object."
+            ) from None
+    if not callable(getattr(tokenizer, "convert_ids_to_tokens", None)):
+        raise ConfigError(
+            f"tokenizer= must be an HF tokenizer, a folder or a hub name, got "
+            f"{type(tokenizer).__name__}."
+        )
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.init_kwargs.setdefault("name_or_path", getattr(tokenizer, "name_or_path", ""))
+    tokenizer.init_kwargs["add_bos_token"] = True
+    return tokenizer
+
+
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).exists() or "\\" in name
 
@@ -349,6 +427,7 @@ def load_model(
     n_ctx: int | None = None,
     trust_remote_code: bool = False,
     prepend_bos: bool | None = None,
+    tokenizer: Any = None,
     **bridge_kwargs: Any,
 ) -> TVModel:
     """Load a causal LM as a :class:`TVModel`.
@@ -368,6 +447,8 @@ def load_model(
             the bridge, which dispatches with accelerate).
         n_ctx: Override the context length.
         prepend_bos: Override the model's BOS convention for prompts.
+        tokenizer: A tokenizer (object, or a folder or hub name to load one from) to use
+            instead of the one saved with the model.
         bridge_kwargs: Passed on to ``TransformerBridge.boot_transformers``.
 
     Hub models need a local HF cache (or network); tvlens itself never downloads at test time.
@@ -381,12 +462,16 @@ def load_model(
             raise ValueError("Pass either device= or device_map=/n_devices=, not both.")
         kwargs.update(device_map=device_map, n_devices=n_devices)
     else:
-        kwargs["device"] = device or default_device()
+        kwargs["device"] = resolve_device(device)
     kwargs["dtype"] = resolve_dtype(dtype)
     if n_ctx is not None:
+        if n_ctx < 1:
+            raise ConfigError(f"n_ctx must be >= 1, got {n_ctx}.")
         kwargs["n_ctx"] = n_ctx
     if trust_remote_code:
         kwargs["trust_remote_code"] = True
+    if tokenizer is not None:
+        kwargs["tokenizer"] = _user_tokenizer(tokenizer)
 
     extra: dict[str, Any] = {}
     path = Path(name).expanduser()
@@ -414,11 +499,22 @@ def load_model(
                     "(save_pretrained), a tvlens checkpoint, or a tvlens run folder."
                 )
             if revision is not None:
-                raise ValueError(
-                    f"revision= applies to hub models and tvlens runs, not to "
-                    f"the plain folder {name!r}."
+                raise ConfigError(
+                    f"revision= applies to hub models and tvlens runs, not to the plain "
+                    f"model folder {name!r}: leave out revision= (--revision)."
                 )
             folder, source = path, "folder"
+            if _is_run_config(path / "config.json"):
+                raise CheckpointError(
+                    f"{name!r} is a tvlens run without its checkpoints/ folder (deleted, or "
+                    "never written): train it again, or give another run."
+                )
+            if tokenizer is None and not any((path / f).is_file() for f in _TOKENIZER_FILES):
+                raise ModelLoadError(
+                    f"Model folder {name!r} has no tokenizer files (none of "
+                    f"{', '.join(_TOKENIZER_FILES)}): save the tokenizer beside the model "
+                    "(tokenizer.save_pretrained(folder)) or pass tokenizer=."
+                )
         if source == "tvlens":
             try:
                 info = json.loads((folder / "tvlens.json").read_text())
@@ -434,6 +530,11 @@ def load_model(
             with quiet_transformers():
                 bridge = TransformerBridge.boot_transformers(str(folder), **kwargs)
         except Exception as e:  # safetensors, json, torch... all mean the same thing here
+            if n_ctx is not None and "n_ctx" in str(e):
+                raise ConfigError(
+                    f"n_ctx={n_ctx} does not fit the model in {str(folder)!r} (its positional "
+                    "embeddings have a fixed length): leave n_ctx unset."
+                ) from None
             raise CheckpointError(
                 f"Could not load the model in {str(folder)!r}: it is incomplete or corrupt "
                 f"({type(e).__name__}: {str(e)[:300]})."
@@ -464,8 +565,15 @@ def load_model(
             None,
         )
     bridge.eval()
-    if bridge.tokenizer is None:
-        raise ModelLoadError(f"Model {name!r} came without a tokenizer; save one beside it.")
+    # Without tokenizer files transformers hands back a placeholder of one or two special
+    # tokens, and every prompt would later fail as if the task were at fault.
+    if bridge.tokenizer is None or len(bridge.tokenizer) <= 2:
+        raise ModelLoadError(
+            f"Model {name!r} came without a usable tokenizer"
+            + (f" ({len(bridge.tokenizer)} tokens)" if bridge.tokenizer is not None else "")
+            + ": save its tokenizer beside it (tokenizer.save_pretrained(folder)) or pass "
+            "tokenizer=."
+        )
     spec = _spec_from_bridge(bridge, spec_name, spec_rev, source, spec_path, extra)
     return TVModel(bridge, spec, prepend_bos=prepend_bos)
 

@@ -90,6 +90,9 @@ def _require_answers(batch: PromptBatch) -> None:
             "Patching metrics read the prediction at the query: tokenize the prompts without "
             "their answers (include_answer=False)."
         )
+    # The metric is the answer's probability read from one next-token distribution: a
+    # multi-token answer would be scored by its first token alone.
+    batch.require_single_token()
 
 
 def metric_name(metric: Metric) -> str:

@@ -17,10 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from tvlens.errors import EmptyTaskError, PromptError, TVLensError
+from tvlens.configs import PatchConfig, choices
+from tvlens.errors import ConfigError, EmptyTaskError, PromptError
 from tvlens.models.loading import TVModel
 from tvlens.patching.attribution import rank_correlation
-from tvlens.patching.exact import COMPONENTS, POSITIONS, PatchResult, patch
+from tvlens.patching.exact import PatchResult, patch
 from tvlens.patching.metrics import AnswerProb
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import (
@@ -31,8 +32,8 @@ from tvlens.tasks.prompts import (
     tokenize_prompts,
 )
 
-CORRUPTIONS = ("shuffled", "mean", "zero")
-METHODS = ("exact", "attribution", "both")
+CORRUPTIONS = choices(PatchConfig, "corruption")
+METHODS = choices(PatchConfig, "method")
 
 
 @dataclass
@@ -109,38 +110,32 @@ def run_patching(
     model: TVModel | str,
     out: str | Path | None,
     suite: TaskSuite | str | None = None,
-    component: str = "heads",
-    method: str = "exact",
-    positions: str = "all",
-    corruption: str = "shuffled",
-    head_act: str = "z",
-    k: int | None = None,
-    n_prompts: int = 16,
-    tasks: list[str] | None = None,
-    seed: int = 0,
+    config: PatchConfig | None = None,
     revision: str | None = None,
     device: str | None = None,
-    max_batch: int = 1024,
     progress: bool = True,
+    **options: Any,
 ) -> PatchingRun:
-    """Patch ``component`` of ``model`` on prompts of ``suite`` (default: its training suite)
-    and, with ``out``, write ``out/patching.json``, ``out/config.json`` and the heatmap
+    """Patch a component of ``model`` on prompts of ``suite`` (default: its training suite)
+    as ``config`` says (a :class:`~tvlens.configs.PatchConfig`, or its fields as keyword
+    ``options``: ``component="resid"``, ``k=4``...) and, with ``out``, write
+    ``out/patching.json``, ``out/config.json`` and the heatmap
     ``out/patching_{component}.{html,png}`` (``..._attribution`` too with ``method="both"``).
     """
     from tvlens.models.loading import model_and_suite
     from tvlens.plotting import plot_patching, save_figure
+    from tvlens.runs import CONFIG_FILE, PATCH, PATCHING_FILE, prepare_out_dir
 
-    if method not in METHODS:
-        raise TVLensError(f"Unknown method {method!r}: use one of {METHODS}.")
-    if corruption not in CORRUPTIONS:
-        raise TVLensError(f"Unknown corruption {corruption!r}: use one of {CORRUPTIONS}.")
-    if component not in COMPONENTS or positions not in POSITIONS:
-        raise TVLensError(
-            f"component must be one of {COMPONENTS} and positions one of {POSITIONS}; got "
-            f"{component!r}, {positions!r}."
-        )
+    if config is not None and options:
+        raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")
+    cfg = config or PatchConfig(**options)
+    if out is not None:
+        out = prepare_out_dir(out, PATCH)
     model, suite = model_and_suite(model, suite, revision, device)
-    k = k if k is not None else int(model.spec.train_info.get("k", 5))
+    component, positions, method, head_act = cfg.component, cfg.positions, cfg.method, cfg.head_act
+    corruption, n_prompts, seed, max_batch = cfg.corruption, cfg.n_prompts, cfg.seed, cfg.max_batch
+    tasks = list(cfg.tasks) if cfg.tasks is not None else None
+    k = cfg.k if cfg.k is not None else int(model.spec.train_info.get("k", 5))
     clean, corrupted = patching_prompts(model, suite, k, n_prompts, seed=seed, tasks=tasks)
     metric = AnswerProb.from_batch(clean)
     if corruption == "shuffled":
@@ -149,21 +144,14 @@ def run_patching(
     else:  # ablate each component of the clean run itself
         pair, source = (clean, clean), corruption
     config = {
+        **cfg.to_dict(),
         "model": model.spec.name,
         "revision": model.spec.revision,
         "suite": suite.name,
-        "tasks": tasks,
-        "component": component,
-        "positions": positions,
-        "head_act": head_act,
-        "method": method,
-        "corruption": corruption,
         "metric": "probability of the clean answer's first token at the query",
         "k": k,
         "n_prompts": len(clean),
         "n_tokens": int(clean.tokens.shape[1]),
-        "seed": seed,
-        "max_batch": max_batch,
     }
     kw = {"head_act": head_act, "source": source}
     exact = attribution = None
@@ -175,10 +163,8 @@ def run_patching(
                             **kw)  # fmt: skip
     run = PatchingRun(exact, attribution, config)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "patching.json").write_text(json.dumps(run.to_dict(), indent=2) + "\n")
-        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (out / PATCHING_FILE).write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+        (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         for res in (exact, attribution):
             if res is not None:
                 suffix = "" if res is run.main else f"_{res.method}"

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from tvlens.errors import EmptyTaskError, TVLensError
+from tvlens.errors import CheckpointError, ConfigError, EmptyTaskError, TVLensError
 from tvlens.extraction.residual import activations_at_positions
 from tvlens.models.checkpoints import is_run_dir, write_atomically
 from tvlens.models.loading import TVModel, load_model
@@ -144,6 +144,8 @@ class TokenFamily:
     def __init__(self, suite: TaskSuite, k: int = 5, template: str = "arrow", batch_size: int = 64):
         if len(list(suite)) == 0:
             raise EmptyTaskError("The suite has no tasks.")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
         self.suite, self.k, self.template, self.batch_size = suite, k, template, batch_size
         self._tasks = {t.name: t for t in suite}
         self._tasks[NULL] = null_task(suite)
@@ -226,6 +228,8 @@ class RegressionFamily:
     has_accuracy = False
 
     def __init__(self, mixture, n_points: int = 20, batch_size: int = 256):
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
         self.mixture, self.n_points, self.batch_size = mixture, n_points, batch_size
 
     @classmethod
@@ -322,8 +326,11 @@ def _run_config(run: str | Path) -> dict | None:
 def family_for_run(run: str | Path, **kwargs: Any) -> TaskFamily:
     """The family a tvlens run was trained on (from its ``config.json``)."""
     path = Path(run) / "config.json"
-    if not path.is_file():
-        raise TVLensError(f"{str(run)!r} is not a tvlens training run (no config.json).")
+    if not is_run_dir(run):
+        raise CheckpointError(
+            f"{str(run)!r} is not a tvlens training run (no config.json with a checkpoints/ "
+            "folder): give a folder written by `tvlens train-synthetic` or `train-regression`."
+        )
     cfg = json.loads(path.read_text())
     kind = cfg.get("family", "tokens")
     if kind not in FAMILIES:

@@ -3,11 +3,13 @@ an output folder."""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tvlens.configs import EmergenceConfig, ProbeConfig
+from tvlens.errors import ConfigError, LayerError
 from tvlens.injection.perturbation import perturbation
 from tvlens.models.checkpoints import write_json_atomically
 from tvlens.plotting import (
@@ -22,22 +24,29 @@ from tvlens.plotting import (
 from tvlens.probing.emergence import emergence, series_from_emergence
 from tvlens.probing.family import family_for_run, is_regression_run
 from tvlens.probing.series import TDSeries, save_series, td_over_checkpoints
+from tvlens.runs import CONFIG_FILE, EMERGENCE_FILE, PERTURBATION_FILE, PROBE, prepare_out_dir
 from tvlens.tasks.core import TaskSuite
 
 
 def run_probe(
     model: str | Path,
     out: str | Path,
-    revisions: Sequence[str | int] | None = None,
     suite: TaskSuite | str | None = None,
+    config: ProbeConfig | None = None,
+    device: str | None = None,
     progress: bool = True,
-    **kwargs: Any,
+    **options: Any,
 ) -> TDSeries:
-    """What ``tvlens probe`` runs: :func:`td_over_checkpoints`, then ``out/td.json`` and the
-    figures ``td_by_layer``, ``td_heatmap``, ``td_vs_accuracy`` and ``projection`` (the last
-    checkpoint's peak layer), as HTML and PNG."""
+    """What ``tvlens probe`` runs: :func:`td_over_checkpoints` as ``config`` says (a
+    :class:`~tvlens.configs.ProbeConfig`, or its fields as keyword ``options``), then
+    ``out/td.json``, ``out/config.json`` and the figures ``td_by_layer``, ``td_heatmap``,
+    ``td_vs_accuracy`` and ``projection`` (the last checkpoint's peak layer), as HTML and PNG."""
     from tvlens.tasks.registry import get_suite
 
+    if config is not None and options:
+        raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")
+    cfg = config or ProbeConfig(**options)
+    out = prepare_out_dir(out, PROBE)
     if isinstance(suite, str):
         suite = get_suite(suite)
     if is_regression_run(model):
@@ -45,17 +54,27 @@ def run_probe(
         # emergence module, explained variance in place of accuracy.
         em = emergence(
             model,
-            revisions=revisions,
-            n_prompts=kwargs.get("n_prompts", 100),
-            seed=kwargs.get("seed", 0),
-            device=kwargs.get("device"),
+            revisions=cfg.revisions,
+            n_prompts=cfg.n_prompts,
+            seed=cfg.seed,
+            device=device,
             progress=progress,
         )
         series = series_from_emergence(em, str(model))
     else:
-        series = td_over_checkpoints(model, revisions, suite=suite, progress=progress, **kwargs)
-    out = Path(out)
+        series = td_over_checkpoints(
+            model,
+            cfg.revisions,
+            suite=suite,
+            k=cfg.k,
+            n_prompts=cfg.n_prompts,
+            seed=cfg.seed,
+            probe=cfg.probe,
+            device=device,
+            progress=progress,
+        )
     save_series(series, out)
+    (out / CONFIG_FILE).write_text(json.dumps({**cfg.to_dict(), "model": str(model)}, indent=2))
     data = series.to_dict()
     save_figure(plot_td_by_layer(data), out / "td_by_layer")
     save_figure(plot_td_heatmap(data), out / "td_heatmap")
@@ -73,29 +92,37 @@ def run_probe(
 def run_emergence(
     run: str | Path,
     out: str | Path,
-    revisions: Sequence[str | int] | None = None,
-    n_prompts: int = 100,
-    seed: int = 0,
-    perturb_layer: int | None = None,
-    perturb_mode: str = "shift",
-    perturb_prompts: int = 64,
-    perturb_steps: Sequence[int] | None = None,
+    config: EmergenceConfig | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> dict[str, Any]:
-    """What ``tvlens emergence`` runs: :func:`emergence` on a run, then (unless
-    ``perturb_layer`` is negative) the perturbation test at an early and the last checkpoint
-    (default layer: the middle one; ``perturb_steps`` to choose the checkpoints).
-    Writes ``out/emergence.json``, ``out/perturbation.json``,
+    """What ``tvlens emergence`` runs, as ``config`` says (an
+    :class:`~tvlens.configs.EmergenceConfig`, or its fields as keyword ``options``):
+    :func:`emergence` on a run, then (unless ``perturb_layer`` is negative) the perturbation
+    test at an early and the last checkpoint (default layer: the middle one; ``perturb_steps``
+    to choose the checkpoints). Writes ``out/emergence.json``, ``out/perturbation.json``,
     ``out/config.json`` and the figures ``emergence`` and ``perturbation`` (HTML + PNG)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
+    if config is not None and options:
+        raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")
+    cfg = config or EmergenceConfig(**options)
+    revisions, n_prompts, seed = cfg.revisions, cfg.n_prompts, cfg.seed
+    perturb_layer, perturb_mode = cfg.perturb_layer, cfg.perturb_mode
+    perturb_prompts, perturb_steps = cfg.perturb_prompts, cfg.perturb_steps
     family = family_for_run(run)
+    # Checked before anything is computed or written.
+    n_layers = int(json.loads((Path(run) / CONFIG_FILE).read_text())["config"]["n_layers"])
+    if perturb_layer is not None and perturb_layer >= n_layers:
+        raise LayerError(
+            f"perturb_layer={perturb_layer} is out of range for {str(run)!r} with {n_layers} "
+            f"layers: use 0..{n_layers - 1} (or -1 to skip the perturbation test)."
+        )
+    out = prepare_out_dir(out, cfg.kind)
+    t0 = time.time()
     em = emergence(
         run, family, revisions=revisions, n_prompts=n_prompts, seed=seed, progress=progress
     )
     em_d = em.to_dict()
-    write_json_atomically(out / "emergence.json", em_d)
+    write_json_atomically(out / EMERGENCE_FILE, em_d)
     figs = {"emergence": save_figure(plot_emergence(em_d), out / "emergence")}
     result: dict[str, Any] = {"emergence": em, "figures": figs}
     if perturb_layer is None or perturb_layer >= 0:
@@ -115,20 +142,14 @@ def run_emergence(
                 )
             )
         pd = [p.to_dict() for p in perts]
-        write_json_atomically(out / "perturbation.json", pd)
+        write_json_atomically(out / PERTURBATION_FILE, pd)
         figs["perturbation"] = save_figure(plot_perturbation(pd), out / "perturbation")
         result["perturbation"] = perts
     write_json_atomically(
-        out / "config.json",
+        out / CONFIG_FILE,
         {
+            **cfg.to_dict(),
             "run": str(run),
-            "revisions": revisions,
-            "n_prompts": n_prompts,
-            "seed": seed,
-            "perturb_layer": perturb_layer,
-            "perturb_mode": perturb_mode,
-            "perturb_prompts": perturb_prompts,
-            "perturb_steps": perturb_steps,
             "family": family.describe(),
             "seconds": round(time.time() - t0, 1),
         },

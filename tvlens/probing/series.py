@@ -18,6 +18,7 @@ from tvlens.icl_accuracy import evaluate_icl
 from tvlens.models.checkpoints import is_run_dir, list_checkpoints
 from tvlens.models.loading import TVModel, load_model
 from tvlens.probing.layers import LayerTD, td_by_layer
+from tvlens.runs import TD_FILE
 from tvlens.tasks.core import TaskSuite
 
 
@@ -120,15 +121,14 @@ def td_over_checkpoints(
 ) -> TDSeries:
     """TD at every layer of every checkpoint, with ICL accuracy on the same tasks.
 
-    ``model`` is a tvlens run (all its checkpoints by default) or an HF name / folder with
-    ``revisions`` (e.g. Pythia's ``["step1000", "step143000"]``). The suite defaults to the
-    one a tvlens model was trained on.
+    ``model`` is a tvlens run (all its checkpoints by default), or an HF name / folder: the
+    model as it is by default, or its ``revisions`` (e.g. Pythia's ``["step1000",
+    "step143000"]``). The suite defaults to the one a tvlens model was trained on.
     """
     name = str(model)
     if revisions is None:
-        if not is_run_dir(name):
-            raise TVLensError(f"{name!r} is not a tvlens run: pass revisions=[...].")
-        revisions = [c.revision for c in list_checkpoints(name)]
+        run = is_run_dir(name)
+        revisions = [c.revision for c in list_checkpoints(name)] if run else [None]
     revisions = list(revisions)
     if not revisions:
         raise TVLensError("No revisions to probe.")
@@ -146,12 +146,13 @@ def td_over_checkpoints(
         accs.append(ev.first_token())
         steps.append(m.spec.step)
         cfg = {"k": kk, "n_prompts": n_prompts, "seed": seed, "suite": s.spec, "probe": probe}
-    return TDSeries(name, [str(r) for r in revisions], steps, results, accs, cfg)
+    labels = ["main" if r is None else str(r) for r in revisions]
+    return TDSeries(name, labels, steps, results, accs, cfg)
 
 
 def save_series(series: TDSeries, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "td.json"
+    path = out / TD_FILE
     path.write_text(json.dumps(series.to_dict(), indent=2) + "\n")
     return path

@@ -129,6 +129,11 @@ class Task:
             rows = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise TaskFormatError(f"Task file {str(path)!r} is not valid JSON: {e}") from None
+        except UnicodeDecodeError as e:
+            raise TaskFormatError(
+                f"Task file {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start}): "
+                "save it as UTF-8 JSON."
+            ) from None
         if not isinstance(rows, list) or not all(
             isinstance(r, dict) and "input" in r and "output" in r for r in rows
         ):
@@ -136,6 +141,14 @@ class Task:
                 f"Task file {str(path)!r} must be a JSON list of "
                 '{"input": ..., "output": ...} objects.'
             )
+        for i, r in enumerate(rows):
+            for key in ("input", "output"):
+                # null would become the word "None"; a list or object is no single answer.
+                if isinstance(r[key], bool) or not isinstance(r[key], str | int | float):
+                    raise TaskFormatError(
+                        f"Task file {str(path)!r}, row {i}: {key} is {json.dumps(r[key])}; "
+                        "inputs and outputs must be strings (or numbers)."
+                    )
         pairs = [(str(r["input"]), str(r["output"])) for r in rows]
         return cls.from_pairs(name or path.stem, pairs, **kwargs)
 

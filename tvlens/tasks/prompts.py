@@ -200,6 +200,12 @@ def dummy_query_variants(
 
 def shuffled_label_variants(prompts: Sequence[ICLPrompt], seed: int = 0) -> list[ICLPrompt]:
     """Each prompt with its demonstration labels shuffled (function-vector corruptions)."""
+    few = next((p for p in prompts if p.k < 2), None)
+    if few is not None:
+        raise PromptError(
+            f"Shuffling the labels of k={few.k} demonstration(s) changes nothing, so clean and "
+            "corrupted prompts would be the same and every effect 0: use k >= 2."
+        )
     rng = np.random.default_rng(seed)
     return [p.with_shuffled_labels(rng) for p in prompts]
 
@@ -317,6 +323,18 @@ def answer_token_ids(tok: Any, prompt_ids: list[int], prompt: ICLPrompt) -> list
     return _encode(tok, prompt.template.answer_prefix + prompt.answer)
 
 
+def _raise_unknown_word(tok: Any, prompt: ICLPrompt) -> None:
+    """PromptError naming the first word of ``prompt`` that the tokenizer maps to its unknown
+    token (such a prompt would be scored, silently, as always wrong)."""
+    words = [w for ex in (*prompt.demonstrations, prompt.query) for w in (ex.input, ex.output)]
+    bad = next((w for w in words if tok.unk_token_id in _encode(tok, w)), prompt.text)
+    raise PromptError(
+        f"{bad!r} (task {prompt.task!r}) tokenizes to the unknown token {tok.unk_token!r}: "
+        "this model's tokenizer does not know it. Use tasks in the model's vocabulary "
+        "(for a tvlens-trained model, its training suite)."
+    )
+
+
 def tokenize_prompts(
     prompts: Sequence[ICLPrompt],
     model_or_tokenizer: Any,
@@ -345,11 +363,14 @@ def tokenize_prompts(
     if bos and tok.bos_token_id is None:
         raise PromptError("prepend_bos=True but the tokenizer has no BOS token.")
     rows, qpos_in_row, answers = [], [], []
+    unk = getattr(tok, "unk_token_id", None)
     for p in prompts:
         ids = _encode(tok, p.text)
         ans = answer_token_ids(tok, ids, p)
         if not ans:
             raise PromptError(f"Answer {p.answer!r} of task {p.task!r} tokenizes to nothing.")
+        if unk is not None and (unk in ids or unk in ans):
+            _raise_unknown_word(tok, p)
         if bos:
             ids = [tok.bos_token_id, *ids]
         qpos_in_row.append(len(ids) - 1)

@@ -37,9 +37,13 @@ def load_run_config(run_dir: str | Path) -> dict | None:
         raise CheckpointError(f"{str(p)!r} is corrupt: {e}") from None
 
 
-def check_run_folder(run_dir: Path, config: dict, resume: bool) -> dict | None:
+def check_run_folder(run_dir: Path, config: dict, resume: bool, kind: str) -> dict | None:
     """The run config already in ``run_dir`` (None for a new run), after checking that it may
-    be continued: ``resume`` asked for, and the same configuration."""
+    be continued: ``resume`` asked for, and the same configuration. A folder that holds
+    anything but a run of ``kind`` is refused (:func:`tvlens.runs.prepare_out_dir`)."""
+    from tvlens.runs import prepare_out_dir
+
+    prepare_out_dir(run_dir, kind)
     existing = load_run_config(run_dir)
     if existing is not None:
         if not resume:

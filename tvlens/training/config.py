@@ -131,6 +131,12 @@ class TrainConfig(TrainingConfig):
             )
         if self.k < 1:
             raise TVLensError(f"k must be >= 1 for ICL training, got {self.k}.")
+        from tvlens.models.hf import ARCHITECTURES
+
+        if self.arch not in ARCHITECTURES:
+            raise TVLensError(
+                f"Unknown architecture {self.arch!r}: use one of {', '.join(ARCHITECTURES)}."
+            )
 
 
 PRESETS: dict[str, TrainConfig] = {

@@ -60,7 +60,8 @@ from tvlens.models.checkpoints import (
     list_checkpoints,
     write_json_atomically,
 )
-from tvlens.models.loading import default_device
+from tvlens.models.loading import resolve_device
+from tvlens.runs import KIND_KEY
 from tvlens.training.checkpointing import (
     STATE_FILE,
     check_run_folder,
@@ -204,7 +205,7 @@ def make_accelerator(cfg: TrainingConfig, device: str | torch.device | None):
         dev = PartialState(cpu=cpu).device
         mp = cfg.mixed_precision if dev.type == "cuda" else "no"
         return Accelerator(cpu=cpu, mixed_precision=mp), dev
-    dev = torch.device(device or default_device())
+    dev = torch.device(resolve_device(device))
     mp = cfg.mixed_precision if dev.type == "cuda" else "no"
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
@@ -244,7 +245,7 @@ def train_run(
     """
     t0 = time.time()
     run_dir = Path(run_dir)
-    existing = check_run_folder(run_dir, run_info["config"], resume)
+    existing = check_run_folder(run_dir, run_info["config"], resume, run_info[KIND_KEY])
     accelerator, dev = make_accelerator(cfg, device)
     main = accelerator.is_main_process
     plan = make_plan(cfg, kind.data, checkpoints, accelerator.num_processes)
@@ -317,6 +318,7 @@ def train_run(
 
 
 def train_from_preset(
+    run_kind: str,
     make_kind: Callable[[Any, str | None], tuple[RunKind, dict[str, Any]]],
     get_preset: Callable[[str], TrainingConfig],
     out: str | Path,
@@ -330,7 +332,8 @@ def train_from_preset(
     built, the kind (``make_kind(cfg, preset_name)`` -> kind and ``config.json`` fields), and
     :func:`train_run` with ``run`` (resume, device, stop_after, progress)."""
     cfg, preset_name = resolve_config(config, preset, get_preset, overrides)
-    check_run_folder(Path(out), cfg.to_dict(), run.get("resume", False))
+    resolve_device(run.get("device"))  # an unknown or absent device fails before the folder
+    check_run_folder(Path(out), cfg.to_dict(), run.get("resume", False), run_kind)
     kind, run_info = make_kind(cfg, preset_name)
     return train_run(kind, cfg, out, run_info, **run)
 

@@ -26,6 +26,7 @@ from tvlens.errors import TVLensError
 from tvlens.models.checkpoints import write_json_atomically
 from tvlens.probing.emergence import layer_td
 from tvlens.probing.family import NULL, TaskFamily
+from tvlens.runs import CONFIG_FILE, FINETUNE, KIND_KEY, prepare_out_dir
 from tvlens.training.config import TrainingConfig
 from tvlens.training.engine import RunKind, StepData, train_run
 from tvlens.training.train import decoder_blocks
@@ -152,8 +153,8 @@ def finetune_layers(
         grad_clip=0.0, seed=seed, n_checkpoints=1, first_checkpoint=steps,
         eval_prompts=n_prompts, log_every=min(10, steps),
     )  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(out / "config.json", config)
+    prepare_out_dir(out, FINETUNE)
+    write_json_atomically(out / CONFIG_FILE, {KIND_KEY: FINETUNE, **config})
     loss0, acc0, td0 = _evaluate_family(base, family, n_prompts, seed=seed + 1)
     del base
     rows = []
@@ -232,7 +233,7 @@ def _finetune_blocks(
         "lora_rank": lora_rank if method == "lora" else None,
     }
     run_dir = out / "training" / which
-    train_run(kind, cfg, run_dir, {"kind": "finetune", "config": run_config},
+    train_run(kind, cfg, run_dir, {KIND_KEY: FINETUNE, "config": run_config},
               resume=True, device=device, progress=progress, desc=f"finetune {which}")  # fmt: skip
     trainable.module.eval()
     if method == "lora":  # fold the adapters into the weights: a plain HF folder again

@@ -23,6 +23,7 @@ from tvlens.errors import TVLensError
 from tvlens.models.hf import build_hf_model
 from tvlens.models.regression import READ_IN_FILE, ReadInOutModel, RegressionModel
 from tvlens.models.tokenizer import build_word_tokenizer
+from tvlens.runs import KIND_KEY, TRAIN_REGRESSION
 from tvlens.tasks.regression import (
     MIXTURES,
     RegressionMixture,
@@ -68,9 +69,10 @@ class RegressionConfig(TrainingConfig):
             raise TVLensError(
                 f"n_points must be >= 2 (a demonstration and a query), got {self.n_points}."
             )
+        self.get_mixture()  # an unknown mixture name fails here, before anything is written
 
     def get_mixture(self) -> RegressionMixture:
-        base = MIXTURES[self.mixture] if isinstance(self.mixture, str) else None
+        base = MIXTURES.get(self.mixture) if isinstance(self.mixture, str) else None
         if isinstance(self.mixture, str) and base is None:
             raise TVLensError(f"Unknown mixture {self.mixture!r}; use one of {sorted(MIXTURES)}.")
         if base is None:
@@ -220,7 +222,7 @@ def train_regression(
     atomic checkpoints at log-spaced steps and exact resume as
     :func:`~tvlens.training.train.train_synthetic`."""
     return train_from_preset(
-        regression_kind, get_regression_preset, out, preset, config, overrides,
+        TRAIN_REGRESSION, regression_kind, get_regression_preset, out, preset, config, overrides,
         resume=resume, device=device, stop_after=stop_after, progress=progress,
     )  # fmt: skip
 
@@ -264,6 +266,7 @@ def regression_kind(cfg: RegressionConfig, preset_name: str | None = None) -> tu
         postfix=lambda ev: {"mse": f"{ev['loss']:.3f}"},
     )
     run_info = {
+        KIND_KEY: TRAIN_REGRESSION,
         "family": "regression",
         "preset": preset_name,
         "config": cfg.to_dict(),

@@ -25,6 +25,7 @@ from torch import Tensor
 from tvlens.errors import TVLensError
 from tvlens.models.hf import build_hf_model
 from tvlens.models.tokenizer import build_word_tokenizer
+from tvlens.runs import KIND_KEY, TRAIN_SYNTHETIC
 from tvlens.tasks.registry import get_suite
 from tvlens.tasks.synthetic import synthetic_vocabulary
 from tvlens.training.checkpointing import (
@@ -188,8 +189,8 @@ def train_synthetic(
         overrides: Any :class:`TrainConfig` field, e.g. ``steps=2000``, ``seed=1``.
     """
     return train_from_preset(
-        token_kind, get_preset, out, preset, config, overrides, resume=resume, device=device,
-        stop_after=stop_after, progress=progress,
+        TRAIN_SYNTHETIC, token_kind, get_preset, out, preset, config, overrides, resume=resume,
+        device=device, stop_after=stop_after, progress=progress,
     )  # fmt: skip
 
 
@@ -232,5 +233,10 @@ def token_kind(cfg: TrainConfig, preset_name: str | None = None) -> tuple[RunKin
             "icl_acc": f"{ev['mean_icl_accuracy']:.2f}",
         },
     )
-    run_info = {"preset": preset_name, "config": cfg.to_dict(), "vocab_size": len(tokenizer)}
+    run_info = {
+        KIND_KEY: TRAIN_SYNTHETIC,
+        "preset": preset_name,
+        "config": cfg.to_dict(),
+        "vocab_size": len(tokenizer),
+    }
     return kind, run_info

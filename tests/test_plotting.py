@@ -1,0 +1,71 @@
+"""Figures: HTML always, PNG when a browser is there, and which of the two in figures.json.
+
+The no-browser path is forced (``TVLENS_NO_PNG``, or kaleido's browser search finding
+nothing) so it is tested on every machine; the PNG path runs where a browser is installed
+(``bash install.sh --png``) and is skipped only where there is truly none.
+"""
+
+from __future__ import annotations
+
+import json
+
+import plotly.graph_objects as go
+import pytest
+
+import tvlens.plotting as plotting
+from tvlens.plotting import NO_PNG_ENV, PngWarning, png_unavailable, save_figure
+
+
+def _fig() -> go.Figure:
+    return go.Figure(go.Scatter(x=[0, 1, 2], y=[1, 3, 2]))
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("kaleido was started (or asked to download a browser)")
+
+
+@pytest.fixture
+def no_kaleido(monkeypatch):
+    """Fail if anything starts kaleido or fetches Chrome."""
+    import kaleido
+    import plotly.io
+
+    monkeypatch.setattr(go.Figure, "write_image", _never)
+    monkeypatch.setattr(kaleido, "get_chrome_sync", _never)
+    monkeypatch.setattr(plotly.io, "get_chrome", _never)
+
+
+def _check_html_only(tmp_path, reason: str) -> None:
+    with pytest.warns(PngWarning, match=r"PNG not written .*bash install.sh --png"):
+        saved = save_figure(_fig(), tmp_path / "fig")
+    assert saved.png is None and saved.png_skipped == reason
+    assert saved.html.stat().st_size > 1000 and not (tmp_path / "fig.png").exists()
+    record = json.loads((tmp_path / "figures.json").read_text())
+    assert record == {"fig": {"html": "fig.html", "png": None, "png_skipped": reason}}
+    assert plotting.png_skipped_reason(clear=True) == reason
+    with pytest.raises(RuntimeError, match="bash install.sh --png"):
+        save_figure(_fig(), tmp_path / "fig2", require_png=True)
+
+
+def test_forced_no_png(tmp_path, monkeypatch, no_kaleido):
+    monkeypatch.setenv(NO_PNG_ENV, "1")
+    _check_html_only(tmp_path, f"{NO_PNG_ENV} is set")
+
+
+def test_no_browser_found(tmp_path, monkeypatch, no_kaleido):
+    from choreographer.browsers.chromium import Chromium
+
+    monkeypatch.delenv(NO_PNG_ENV, raising=False)
+    monkeypatch.setattr(Chromium, "find_browser", classmethod(lambda cls, **kw: None))
+    assert png_unavailable() == "no Chrome/Chromium found"
+    _check_html_only(tmp_path, "no Chrome/Chromium found")
+
+
+def test_png_with_a_browser(tmp_path, monkeypatch):
+    monkeypatch.delenv(NO_PNG_ENV, raising=False)
+    if png_unavailable() is not None:
+        pytest.skip(f"no PNG export here ({png_unavailable()}): bash install.sh --png")
+    saved = save_figure(_fig(), tmp_path / "fig", require_png=True)
+    assert saved.png is not None and saved.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads((tmp_path / "figures.json").read_text())
+    assert record["fig"] == {"html": "fig.html", "png": "fig.png", "png_skipped": None}
