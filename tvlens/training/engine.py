@@ -232,8 +232,9 @@ def train_run(
         cfg: The shared training options (a run kind's config subclasses
             :class:`~tvlens.training.config.TrainingConfig`).
         run_dir: The run folder; created. ``config.json`` is ``{"tvlens": version,
-            **run_info, "device": ...}``; ``run_info["config"]`` is what a resumed run must
-            match (normally ``cfg.to_dict()``).
+            "kind": ..., **run_info, "device": ...}``; ``run_info["config"]`` is what a resumed
+            run must match (normally ``cfg.to_dict()``); ``run_info["kind"]`` names the kind
+            of run folder (``tvlens.runs``; default ``"train"``).
         resume: Continue the run already in ``run_dir`` from its last complete checkpoint
             (without it, an existing run is an error: nothing is overwritten).
         device: ``"cpu"``, ``"cuda"``...; default: the best available (ignored under
@@ -245,6 +246,8 @@ def train_run(
     """
     t0 = time.time()
     run_dir = Path(run_dir)
+    # The folder's kind (``tvlens.runs``): a run kind names itself in ``run_info``.
+    run_info = {KIND_KEY: "train", **run_info}
     existing = check_run_folder(run_dir, run_info["config"], resume, run_info[KIND_KEY])
     accelerator, dev = make_accelerator(cfg, device)
     main = accelerator.is_main_process
