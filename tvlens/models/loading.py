@@ -19,8 +19,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+import tvlens.models.adapter as adapter
 from tvlens.errors import CheckpointError, ConfigError, LayerError, ModelLoadError
-from tvlens.models import adapter
 from tvlens.models.checkpoints import is_run_dir, resolve_checkpoint, validate_checkpoint
 from tvlens.models.hf import quiet_transformers
 
