@@ -172,6 +172,9 @@ def run_notebook(monkeypatch):
 
     def run(name: str, run_dir: Path) -> None:
         monkeypatch.setenv("TVLENS_NOTEBOOK_PRESET", "tiny")
+        # The kernel is a new process: one intra-op thread there too (see set_num_threads
+        # above), else a busy machine makes its training cell time out.
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
         monkeypatch.setenv("TVLENS_NOTEBOOK_RUN_DIR", str(run_dir))
         nb = nbformat.read(root / "notebooks" / name, as_version=4)
         resources = {"metadata": {"path": str(run_dir)}}
