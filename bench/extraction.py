@@ -67,7 +67,7 @@ def load(args) -> tuple[object, str]:
     default = ROOT / "runs" / "default"
     if default.exists():
         return load_model(default, device=args.device), str(default.relative_to(ROOT))
-    from tvlens.synthetic import train_synthetic
+    from tvlens.training import train_synthetic
 
     out = Path(tempfile.mkdtemp()) / "tiny"
     print(f"{default} not found: training the tiny preset into {out} first.")

@@ -74,7 +74,7 @@ def main() -> None:
                 path = str(cand)
                 break
     if path is None:
-        from tvlens.synthetic import train_synthetic
+        from tvlens.training import train_synthetic
 
         path = str(Path(tempfile.mkdtemp()) / "tiny")
         train_synthetic(path, preset="tiny", device=args.device, progress=False)

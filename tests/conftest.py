@@ -154,7 +154,7 @@ def run_notebook(monkeypatch):
 def tiny_run(tmp_path_factory) -> Path:
     """The tiny preset trained for 300 of its 450 steps (ICL works: 0.75 vs 0.125 zero-shot at
     step 250), shared read-only by every test that needs a trained tvlens run."""
-    from tvlens.synthetic import train_synthetic
+    from tvlens.training import train_synthetic
 
     run = train_synthetic(
         tmp_path_factory.mktemp("tiny-run") / "tiny",

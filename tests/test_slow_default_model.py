@@ -6,7 +6,7 @@ import pytest
 
 from tvlens.injection import evaluate_task_vectors
 from tvlens.models import load_model
-from tvlens.synthetic import train_synthetic
+from tvlens.training import train_synthetic
 
 pytestmark = pytest.mark.slow
 

@@ -84,7 +84,7 @@ def train_synthetic_cmd(
     ] = None,
 ) -> None:
     """Train a small transformer from scratch on synthetic ICL tasks, with checkpoints."""
-    from tvlens.synthetic import train_synthetic
+    from tvlens.training import train_synthetic
 
     try:
         suite_spec = json.loads(suite) if suite else None
@@ -249,7 +249,7 @@ def train_regression_cmd(
 ) -> None:
     """Train a read-in/read-out transformer on the sparse-linear-regression mixture
     (Han et al. 2025), with checkpoints that load through the bridge."""
-    from tvlens.synthetic.regression import train_regression
+    from tvlens.training.regression import train_regression
 
     try:
         res = train_regression(

@@ -38,8 +38,8 @@ from tvlens.plotting import (
     write_json,
 )
 from tvlens.probing.experiments import emergence, series_from_emergence
-from tvlens.synthetic.config import get_preset
-from tvlens.synthetic.train import load_run_config, train_synthetic
+from tvlens.training.config import get_preset
+from tvlens.training.train import load_run_config, train_synthetic
 
 # Task decodability in the demo: a handful of checkpoints, 50 prompts per task (seconds).
 N_PROBE_CHECKPOINTS = 6

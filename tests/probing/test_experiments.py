@@ -19,9 +19,9 @@ from tvlens.probing.experiments import (
     finetune_layers,
     perturbation,
 )
-from tvlens.synthetic import train_synthetic
-from tvlens.synthetic.regression import RegressionMixture, train_regression
 from tvlens.tasks import get_suite
+from tvlens.training import train_synthetic
+from tvlens.training.regression import RegressionMixture, train_regression
 
 
 @pytest.fixture(scope="module")

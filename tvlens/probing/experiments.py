@@ -133,13 +133,13 @@ class RegressionFamily:
         return {"kind": self.kind, "mixture": self.mixture.to_dict(), "n_points": self.n_points}
 
     def load(self, run: str | Path, revision: str | int | None = None, device: str | None = None):
-        from tvlens.synthetic.regression import load_regression_model
+        from tvlens.training.regression import load_regression_model
 
         return load_regression_model(run, revision=revision, device=device)
 
     @torch.no_grad()
     def run(self, model, task: str, n: int, seed: int, patch: Patch = None) -> RunOutput:
-        from tvlens.synthetic.regression import query_tokens
+        from tvlens.training.regression import query_tokens
 
         x, y, w = self.mixture.sample(task, n, self.n_points, seed=seed)
         tokens = query_tokens(x, y)  # ends at the last query x_p
@@ -183,7 +183,7 @@ def family_for_run(run: str | Path, **kwargs: Any) -> TokenFamily | RegressionFa
         raise TVLensError(f"{str(run)!r} is not a tvlens training run (no config.json).")
     cfg = json.loads(path.read_text())
     if cfg.get("family") == "regression":
-        from tvlens.synthetic.regression import RegressionMixture
+        from tvlens.training.regression import RegressionMixture
 
         return RegressionFamily(
             RegressionMixture(**cfg["mixture"]), n_points=cfg["config"]["n_points"], **kwargs
@@ -539,15 +539,15 @@ def _evaluate_family(model, family, n_prompts: int, seed: int, knn_k: int = 10):
 def _train_batches(family, hf_or_model, tokenizer, step: int, batch_size: int, seed: int):
     """One fine-tuning loss on the family's prompts (every answer / every y is trained)."""
     if family.kind == "tokens":
-        from tvlens.synthetic.data import ICLBatcher
-        from tvlens.synthetic.train import answer_loss
+        from tvlens.training.data import ICLBatcher
+        from tvlens.training.train import answer_loss
 
         if not hasattr(family, "_batcher"):
             family._batcher = ICLBatcher(family.suite, tokenizer, family.k, family.template)
         b = family._batcher.batch(step, batch_size, seed)
         out = hf_or_model(input_ids=b.input_ids, attention_mask=b.attention_mask)
         return answer_loss(out.logits, b.labels)
-    from tvlens.synthetic.regression import predictions_at_x, regression_batch
+    from tvlens.training.regression import predictions_at_x, regression_batch
 
     tokens, y, _ = regression_batch(family.mixture, step, batch_size, family.n_points, seed)
     return F.mse_loss(predictions_at_x(hf_or_model(tokens)), y)
@@ -575,7 +575,7 @@ def finetune_layers(
     peft LoRA adapters (rank ``lora_rank``, as the paper's r=16) on their attention and MLP
     matrices, merged into the weights before saving. Writes ``out/config.json``,
     ``out/metrics.json`` and each tuned model as a loadable folder ``out/{which}/``."""
-    from tvlens.synthetic.train import decoder_blocks
+    from tvlens.training.train import decoder_blocks
 
     if method not in ("full", "lora"):
         raise TVLensError(f"method must be 'full' or 'lora', got {method!r}.")
@@ -711,7 +711,7 @@ def _load_trainable(ckpt: Path, family):
     else:
         from safetensors.torch import load_file
 
-        from tvlens.synthetic.regression import READ_IN_FILE, ReadInOutModel
+        from tvlens.training.regression import READ_IN_FILE, ReadInOutModel
 
         module = ReadInOutModel(hf, family.mixture.d_in, hf.config.hidden_size)
         module.read_in.load_state_dict(load_file(str(ckpt / READ_IN_FILE)))

@@ -13,7 +13,7 @@ read-out ``d_model -> 1``. The read-in ``d_in -> d_model`` is saved with safeten
 HF folder. Through the bridge, ``bridge(read_in(tokens), start_at_layer=0)`` runs the same
 computation, so every hook, :func:`tvlens.injection.inject` and TD work on it.
 
-Run folder (as :mod:`tvlens.synthetic.train`)::
+Run folder (as :mod:`tvlens.training.train`)::
 
     OUT/config.json   {"tvlens", "family": "regression", "preset", "config"}
     OUT/metrics.json  {"checkpoints": [{"step", "loss", "task_loss": {task: mse}, ...}]}
@@ -46,8 +46,8 @@ from tvlens.models.checkpoints import (
 from tvlens.models.hf import build_hf_model
 from tvlens.models.loading import TVModel, default_device, load_model
 from tvlens.models.tokenizer import build_word_tokenizer
-from tvlens.synthetic.config import RunConfig, checkpoint_steps
-from tvlens.synthetic.train import (
+from tvlens.training.config import RunConfig, checkpoint_steps
+from tvlens.training.train import (
     check_run_folder,
     optimizer_step,
     restore_run,

@@ -10,7 +10,7 @@ import torch
 
 from tvlens.errors import EmptyTaskError, LayerError, TVLensError
 from tvlens.injection import inject
-from tvlens.synthetic.regression import (
+from tvlens.training.regression import (
     MIXTURES,
     RegressionMixture,
     build_regression_model,

@@ -44,10 +44,10 @@ from tvlens.models.checkpoints import (
 from tvlens.models.hf import build_hf_model, quiet_transformers
 from tvlens.models.loading import default_device
 from tvlens.models.tokenizer import build_word_tokenizer
-from tvlens.synthetic.config import TrainConfig, checkpoint_steps, get_preset
-from tvlens.synthetic.data import ICLBatcher, TrainBatch
 from tvlens.tasks.registry import get_suite
 from tvlens.tasks.synthetic import synthetic_vocabulary
+from tvlens.training.config import TrainConfig, checkpoint_steps, get_preset
+from tvlens.training.data import ICLBatcher, TrainBatch
 
 STATE_FILE = "training_state.pt"
 

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 
 from tvlens.injection import inject
 from tvlens.models import build_word_tokenizer, load_model
-from tvlens.synthetic import get_preset, train_synthetic
-from tvlens.synthetic.data import ICLBatcher
-from tvlens.synthetic.train import run_vocabulary, same_task_partner, tv_prompting_loss
 from tvlens.tasks import get_suite
+from tvlens.training import get_preset, train_synthetic
+from tvlens.training.data import ICLBatcher
+from tvlens.training.train import run_vocabulary, same_task_partner, tv_prompting_loss
 
 
 def test_partner_is_another_row_of_the_same_task():

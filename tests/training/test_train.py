@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from tvlens.errors import CheckpointError, TVLensError
 from tvlens.evaluation import evaluate_icl
 from tvlens.models import build_word_tokenizer, list_checkpoints, load_model
-from tvlens.synthetic import checkpoint_steps, get_preset, train_synthetic
-from tvlens.synthetic.data import ICLBatcher
-from tvlens.synthetic.train import run_vocabulary
 from tvlens.tasks import get_suite
+from tvlens.training import checkpoint_steps, get_preset, train_synthetic
+from tvlens.training.data import ICLBatcher
+from tvlens.training.train import run_vocabulary
 
 
 def test_checkpoint_steps_are_log_spaced_and_end_at_final():
