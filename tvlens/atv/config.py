@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tvlens.errors import TVLensError
-from tvlens.synthetic.config import RunConfig
+from tvlens.training.config import RunConfig
 
 
 @dataclass(frozen=True)

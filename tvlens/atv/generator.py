@@ -66,7 +66,8 @@ class ATVGenerator(nn.Module):
     """Query tokens (the generator's own tokenizer) to ``[batch, n_layers, d_model]`` vectors.
 
     Args:
-        lm: The generator LM (a loaded :class:`TVModel`; its bridge becomes a submodule).
+        lm: The generator LM (a loaded :class:`TVModel`; its bridge becomes a submodule and
+            is trained in place: load one per ATV).
         d_model: The *target's* residual width.
         n_layers: How many target layers get a vector.
         rank: ``None``: full-rank expansion (the paper); an int: low-rank.
@@ -114,6 +115,7 @@ class ATVGenerator(nn.Module):
                 nn.Linear(d_gen, d_out) if rank is None else LowRankLinear(d_gen, d_out, rank)
             ).to(lm.device)
         if trainable:
+            self.lm.requires_grad_(True)
             self._freeze_unreached()
         else:
             self.lm.requires_grad_(False)
