@@ -10,10 +10,13 @@ from tvlens.errors import TVLensError
 
 
 class RunConfig:
-    """What the training configurations (token and regression families) share: overrides by
-    field name, and the JSON form written to ``config.json``."""
+    """What every run configuration shares: overrides by field name, and the JSON form
+    written to ``config.json``."""
 
     _kind = "training"  # names the options in errors
+    # Fields left out of ``config.json`` while at their default (the engine's options added
+    # after runs were saved without them: those runs still compare equal and resume).
+    _omit_at_default: tuple[str, ...] = ()
 
     def with_overrides(self, **overrides: Any):
         names = {f.name for f in fields(self)}
@@ -25,11 +28,67 @@ class RunConfig:
     def to_dict(self) -> dict:
         """As written to ``config.json`` (JSON types: tuples become lists), so that it
         compares equal to a run's saved config."""
-        return json.loads(json.dumps(asdict(self)))
+        d = json.loads(json.dumps(asdict(self)))
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in self._omit_at_default:
+            if name in d and d[name] == defaults[name]:
+                del d[name]
+        return d
+
+
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("constant", "linear", "cosine")
+MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
-class TrainConfig(RunConfig):
+class TrainingConfig(RunConfig):
+    """The options every training run shares, read by :func:`tvlens.training.engine.train_run`.
+    A run kind's configuration subclasses it (and may change the defaults).
+
+    ``steps`` is the number of optimizer steps (with :class:`~tvlens.training.engine.EpochData`
+    the engine derives it from the epochs instead); ``batch_size`` is the rows of one
+    micro-batch, ``grad_accum`` micro-batches make one step. Checkpoints: ``n_checkpoints``
+    log-spaced steps from ``first_checkpoint`` (Pythia-like), or one per epoch.
+    """
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0  # max global grad norm; 0 turns clipping off
+    seed: int = 0
+    n_checkpoints: int = 24
+    first_checkpoint: int = 10
+    eval_prompts: int = 64
+    log_every: int = 10
+    # engine options (absent from config.json at their defaults)
+    grad_accum: int = 1
+    optimizer: str = "adamw"  # "adamw" (decoupled weight decay) or "adam" (L2 in the gradient)
+    schedule: str = "constant"  # after the linear warm-up: constant, or linear / cosine decay to 0
+    mixed_precision: str = "no"  # "bf16" / "fp16" autocast on a GPU; ignored on CPU
+
+    _omit_at_default = ("grad_accum", "optimizer", "schedule", "mixed_precision")
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise TVLensError(f"steps must be >= 1, got {self.steps}.")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise TVLensError(
+                f"batch_size and grad_accum must be >= 1, got {self.batch_size}, {self.grad_accum}."
+            )
+        for name, value, valid in (
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("schedule", self.schedule, SCHEDULES),
+            ("mixed_precision", self.mixed_precision, MIXED_PRECISION),
+        ):
+            if value not in valid:
+                raise TVLensError(f"{name} must be one of {list(valid)}, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class TrainConfig(TrainingConfig):
     """Everything that determines a synthetic training run (saved as ``config.json``).
 
     The model is an HF causal LM (``arch``) trained from scratch on ICL prompts of the task
@@ -51,29 +110,20 @@ class TrainConfig(RunConfig):
     )
     k: int = 5
     template: str = "arrow"
-    # optimisation
+    # optimisation: the shared fields of TrainingConfig, with these defaults
     steps: int = 1400
     batch_size: int = 128
-    lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
-    grad_clip: float = 1.0
-    seed: int = 0
     # Task-vector prompting loss (Yang et al. 2025, "Task vectors in in-context learning:
     # emergence, formation, and benefits"): the residual after block ``tv_loss_layer`` at the
     # query of each ICL prompt is written into the zero-shot prompt of the same query, whose
     # answer is then also trained (weight ``tv_loss_weight``). 0 turns it off.
     tv_loss_weight: float = 0.0
     tv_loss_layer: int | None = None  # default: n_layers // 2
-    # checkpoints and evaluation
-    n_checkpoints: int = 24
-    first_checkpoint: int = 10
-    eval_prompts: int = 64
-    log_every: int = 10
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise TVLensError(f"steps must be >= 1, got {self.steps}.")
+        super().__post_init__()
         if self.tv_loss_layer is not None and not 0 <= self.tv_loss_layer < self.n_layers - 1:
             raise TVLensError(
                 f"tv_loss_layer must be in 0..{self.n_layers - 2} (a block before the last), "

@@ -1,0 +1,191 @@
+"""The training engine on a toy run kind: batches by step or by epoch, accumulation, resume,
+checkpoints, schedule, and the errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from tvlens.errors import CheckpointError, TVLensError
+from tvlens.models.checkpoints import list_checkpoints
+from tvlens.training.config import TrainingConfig
+from tvlens.training.engine import (
+    STATE_FILE,
+    EpochData,
+    RunKind,
+    StepData,
+    epoch_indices,
+    lr_factor,
+    make_plan,
+    step_micro_batches,
+    train_run,
+)
+
+W_TRUE = torch.linspace(-1, 1, 6)
+X_ALL = torch.randn(37, 6, generator=torch.Generator().manual_seed(0))
+Y_ALL = X_ALL @ W_TRUE
+
+
+def step_batch(step: int, micro: int, rows: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1000 * step + micro)
+    x = torch.randn(rows, 6, generator=g)
+    return x, x @ W_TRUE
+
+
+def toy_kind(data, seen: list | None = None) -> RunKind:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+
+    def save(folder: Path, step: int) -> None:
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "w.st"))
+
+    def load(folder: Path, device: torch.device) -> None:
+        net.load_state_dict(load_file(str(folder / "w.st"), device=str(device)))
+
+    def loss(model, batch):
+        x, y = batch
+        return F.mse_loss(model(x)[:, 0], y)
+
+    def evaluate(model, step: int) -> dict:
+        return {"loss": float(F.mse_loss(model(X_ALL)[:, 0], Y_ALL))}
+
+    def collate(idx: np.ndarray):
+        if seen is not None:
+            seen.append(idx.tolist())
+        return X_ALL[idx], Y_ALL[idx]
+
+    if data == "steps":
+        data = StepData(lambda s, m: step_batch(s, m))
+    elif data == "epochs":
+        data = EpochData(len(X_ALL), collate, epochs=3)
+    return RunKind(net, data, loss, save, load, evaluate=evaluate, required_files=("w.st",))
+
+
+def cfg(**kw) -> TrainingConfig:
+    base = dict(steps=30, batch_size=8, lr=1e-2, warmup_steps=5, n_checkpoints=4,
+                first_checkpoint=3, log_every=5)  # fmt: skip
+    return TrainingConfig(**{**base, **kw})
+
+
+def run(tmp: Path, kind: RunKind, c: TrainingConfig, **kw):
+    return train_run(kind, c, tmp, {"config": c.to_dict()}, device="cpu", progress=False, **kw)
+
+
+def weights(res) -> dict[str, torch.Tensor]:
+    return load_file(str(res.final.path / "w.st"))
+
+
+def test_step_run_writes_folder_learns_and_resumes_bit_identically(tmp_path):
+    c = cfg()
+    full = run(tmp_path / "full", toy_kind("steps"), c)
+    assert full.completed and [ck.step for ck in full.checkpoints] == [3, 6, 14, 30]
+    m = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    assert m == full.metrics and [e["step"] for e in m["checkpoints"]] == [3, 6, 14, 30]
+    assert m["checkpoints"][-1]["loss"] < 0.5 * m["checkpoints"][0]["loss"]
+    assert [s for s, _ in m["train_loss"]] == [5, 10, 15, 20, 25, 30]
+    conf = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert conf["config"] == c.to_dict() and conf["device"] == "cpu" and "tvlens" in conf
+    # only the newest checkpoint keeps the optimizer state
+    assert [(ck.path / STATE_FILE).exists() for ck in full.checkpoints] == [0, 0, 0, 1]
+
+    part = run(tmp_path / "part", toy_kind("steps"), c, stop_after=8)
+    assert not part.completed and part.checkpoints[-1].step == 6
+    with pytest.raises(TVLensError, match="already holds"):
+        run(tmp_path / "part", toy_kind("steps"), c)
+    with pytest.raises(TVLensError, match="different configuration"):
+        run(tmp_path / "part", toy_kind("steps"), cfg(lr=2e-2), resume=True)
+    resumed = run(tmp_path / "part", toy_kind("steps"), c, resume=True)
+    a, b = weights(full), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.metrics["checkpoints"] == full.metrics["checkpoints"]
+
+
+def test_epochs_visit_every_example_once_and_resume_mid_epoch(tmp_path):
+    seen: list = []
+    c = cfg(grad_accum=2)  # 37 examples, micro-batches of 8: 5 per epoch, 3 steps per epoch
+    full = run(tmp_path / "full", toy_kind("epochs", seen), c)
+    assert [ck.step for ck in full.checkpoints] == [3, 6, 9]
+    assert [e["epoch"] for e in full.metrics["checkpoints"]] == [1, 2, 3]
+    for e in range(3):
+        epoch = sum(seen[5 * e : 5 * e + 5], [])
+        assert sorted(epoch) == list(range(37))
+        assert epoch == epoch_indices(toy_kind("epochs").data, c.seed, e + 1).tolist()
+    assert seen[0] != seen[5]  # reshuffled each epoch
+
+    # checkpoint 4 is in the middle of epoch 2
+    full = run(tmp_path / "full2", toy_kind("epochs"), c, checkpoints=[4])
+    assert [ck.step for ck in full.checkpoints] == [4, 9]
+    part = run(tmp_path / "part", toy_kind("epochs"), c, checkpoints=[4], stop_after=5)
+    assert part.checkpoints[-1].step == 4
+    resumed = run(tmp_path / "part", toy_kind("epochs"), c, checkpoints=[4], resume=True)
+    assert [e["epoch"] for e in resumed.metrics["checkpoints"]] == [2, 3]
+    a, b = weights(full), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_accumulated_micro_batches_equal_one_large_batch():
+    plan = make_plan(cfg(grad_accum=3), EpochData(37, lambda i: i, epochs=1))
+    assert plan.steps == 2  # 5 micro-batches in steps of 3: 3 + 2
+    last = step_micro_batches(EpochData(37, lambda i: i, epochs=1), cfg(grad_accum=3), plan, 2)
+    assert [len(b) for b, _ in last] == [8, 5] and sum(w for _, w in last) == pytest.approx(1)
+
+    kind = toy_kind("steps")
+    torch.manual_seed(1)
+    x, y = torch.randn(16, 6), torch.randn(16)
+    big = torch.autograd.grad(kind.loss(kind.model, (x, y)), list(kind.model.parameters()))
+    acc = [torch.zeros_like(g) for g in big]
+    for rows in (slice(0, 8), slice(8, 16)):
+        loss = kind.loss(kind.model, (x[rows], y[rows])) * 0.5
+        for s, g in zip(acc, torch.autograd.grad(loss, list(kind.model.parameters())), strict=True):
+            s += g
+    assert all(torch.allclose(s, g, atol=1e-6) for s, g in zip(acc, big, strict=True))
+
+
+def test_accumulation_runs_and_mixed_precision_is_a_no_op_on_cpu(tmp_path):
+    plain = run(tmp_path / "a", toy_kind("steps"), cfg(steps=6))
+    bf16 = run(tmp_path / "b", toy_kind("steps"), cfg(steps=6, mixed_precision="bf16"))
+    a, b = weights(plain), weights(bf16)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    accum = run(tmp_path / "c", toy_kind("steps"), cfg(steps=6, grad_accum=2, optimizer="adam"))
+    assert accum.completed and not all(torch.equal(a[k], weights(accum)[k]) for k in a)
+
+
+def test_schedule_warms_up_then_holds_or_decays():
+    f = lr_factor(cfg(warmup_steps=4), 20)
+    assert [f(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    g = lr_factor(cfg(warmup_steps=4, schedule="cosine"), 20)
+    assert g(3) == 1.0 and g(19) == pytest.approx(0.0) and 0 < g(11) < 1
+    h = lr_factor(cfg(warmup_steps=4, schedule="linear"), 20)
+    assert h(11) == pytest.approx(0.5)
+
+
+def test_bad_options_and_runs_are_clear_errors(tmp_path):
+    with pytest.raises(TVLensError, match="optimizer must be one of"):
+        cfg(optimizer="sgd")
+    with pytest.raises(TVLensError, match="Unknown training option"):
+        cfg().with_overrides(stpes=3)
+    kind = toy_kind("steps")
+    kind.loss = lambda model, batch: torch.tensor(math.nan, requires_grad=True)
+    with pytest.raises(TVLensError, match="Loss became nan at step 1"):
+        run(tmp_path / "nan", kind, cfg())
+    res = run(tmp_path / "r", toy_kind("steps"), cfg(steps=8), stop_after=4)
+    (list_checkpoints(res.run_dir)[-1].path / "w.st").unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        run(tmp_path / "r", toy_kind("steps"), cfg(steps=8), resume=True)
+    for p in kind.model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(TVLensError, match="Nothing to train"):
+        run(tmp_path / "frozen", kind, cfg())
+
+
+def test_default_config_json_keeps_the_keys_of_runs_before_the_engine():
+    d = TrainingConfig().to_dict()
+    assert "grad_accum" not in d and "mixed_precision" not in d
+    assert TrainingConfig(grad_accum=2).to_dict()["grad_accum"] == 2

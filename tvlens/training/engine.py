@@ -1,0 +1,483 @@
+"""The training engine: one loop for every kind of training run in tvlens.
+
+A run kind (token ICL, sparse linear regression, fine-tuning, adaptive task vectors) plugs in
+through :class:`RunKind`: its module, its batches, its loss, its evaluation at checkpoints and
+how it writes its files. The engine owns the rest:
+
+* optimizer (AdamW, or Adam), linear warm-up then a constant / linear / cosine schedule,
+  gradient clipping, gradient accumulation over micro-batches;
+* batches that depend on the step only (:class:`StepData`: ``batch(step, micro)``), or epochs
+  over a dataset shuffled by a permutation seeded with ``(seed, epoch)`` (:class:`EpochData`),
+  so a resumed run sees exactly the batches an uninterrupted run would;
+* checkpoints at log-spaced steps (like Pythia's) or at the end of each epoch, each written
+  atomically as ``checkpoints/step-NNNNNNNNN/`` with the kind's files plus the optimizer state
+  (``training_state.pt``, kept in the newest checkpoint only); ``resume=True`` continues from
+  the last complete checkpoint and reaches bit-identical weights on CPU;
+* ``config.json`` (written once) and ``metrics.json`` (rewritten at each checkpoint:
+  ``{"checkpoints": [{"step", ...evaluation}], "train_loss": [[step, mean loss]]}``);
+* a tqdm bar with the training loss; bf16 / fp16 autocast on a GPU (a no-op on CPU);
+* ``accelerate``: launched with ``accelerate launch`` on several processes, the model is
+  wrapped for data parallelism, each process draws its own micro-batches (process ``r`` takes
+  micro-batches ``r * grad_accum ...``: the global batch is ``processes x grad_accum x
+  batch_size`` rows) and the main process writes the files.
+
+Example (a kind is a handful of callables; see :mod:`tvlens.training.train` for a full one)::
+
+    kind = RunKind(
+        model=net,
+        data=StepData(lambda step, micro: make_batch(step, micro)),
+        loss=lambda model, batch: F.mse_loss(model(batch.x), batch.y),
+        save=lambda folder, step: save_file(net.state_dict(), str(folder / "w.safetensors")),
+        load=lambda folder, device: net.load_state_dict(load_file(str(folder / "w.safetensors"))),
+        evaluate=lambda model, step: {"loss": dev_loss(model)},
+        required_files=("w.safetensors",),
+    )
+    result = train_run(kind, cfg, "runs/x", {"config": cfg.to_dict()}, device="cpu")
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+import tvlens
+from tvlens.errors import TVLensError
+from tvlens.models.checkpoints import (
+    REQUIRED_FILES,
+    Checkpoint,
+    clean_temporary,
+    list_checkpoints,
+    write_json_atomically,
+)
+from tvlens.models.loading import default_device
+from tvlens.training.checkpointing import (
+    STATE_FILE,
+    check_run_folder,
+    load_run_config,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from tvlens.training.config import TrainingConfig, checkpoint_steps
+
+B = TypeVar("B")  # a kind's batch type
+
+
+@dataclass(frozen=True)
+class StepData(Generic[B]):
+    """An endless stream of batches: ``batch(step, micro)`` is micro-batch ``micro`` of step
+    ``step`` (both from 0 / 1 as in the loop), a function of its arguments only. The number of
+    steps is the config's ``steps``."""
+
+    batch: Callable[[int, int], B]
+
+
+@dataclass(frozen=True)
+class EpochData(Generic[B]):
+    """``epochs`` passes over ``n_examples`` examples. Each epoch is a permutation drawn from
+    ``numpy.random.default_rng([seed, epoch])``; micro-batches are ``batch_size`` consecutive
+    indices of it (the last one of an epoch may be shorter, or dropped with ``drop_last``)
+    and ``collate(indices)`` builds one. A step is ``grad_accum`` micro-batches (the last step
+    of an epoch may have fewer); the micro-batches' losses are weighted by their rows."""
+
+    n_examples: int
+    collate: Callable[[np.ndarray], B]
+    epochs: int
+    drop_last: bool = False
+
+
+@dataclass
+class RunKind(Generic[B]):
+    """What a kind of training run plugs into :func:`train_run`.
+
+    Attributes:
+        model: The module that is trained and saved (only the trainable part: a frozen model
+            the loss also runs stays outside). The engine moves it to the device, and under
+            ``accelerate launch`` wraps it for data parallelism.
+        data: :class:`StepData` or :class:`EpochData`.
+        loss: ``loss(model, batch)``: the scalar to minimise (mean over the batch's rows).
+            ``model`` is the module to call (possibly wrapped; the hooks of ``self.model``'s
+            submodules still fire); batches arrive on the device (see ``to_device``).
+        save: ``save(folder, step)`` writes the kind's files for checkpoint ``step`` into a
+            fresh temporary folder (the engine adds the optimizer state and renames it into
+            place). Called on the main process only.
+        load: ``load(folder, device)`` loads ``model``'s weights back from a checkpoint folder
+            (to resume).
+        evaluate: ``evaluate(model, step)``: metrics at a checkpoint (JSON types), stored in
+            ``metrics.json``; ``model`` is the unwrapped module in eval mode.
+        parameters: The parameters to optimise; default: ``model``'s that require grad.
+        to_device: Moves a batch to the device; default: ``batch.to(device)`` for a tensor or
+            an object with ``.to``, element-wise for tuples, lists and dicts.
+        postfix: The progress bar's fields after an evaluation (default: its ``"loss"``).
+        required_files: What a complete checkpoint folder holds besides the state file (a
+            checkpoint missing one is not resumed from).
+    """
+
+    model: nn.Module
+    data: StepData[B] | EpochData[B]
+    loss: Callable[[nn.Module, B], Tensor]
+    save: Callable[[Path, int], None]
+    load: Callable[[Path, torch.device], None]
+    evaluate: Callable[[nn.Module, int], dict[str, Any]] | None = None
+    parameters: Callable[[], Iterable[nn.Parameter]] | None = None
+    to_device: Callable[[B, torch.device], B] | None = None
+    postfix: Callable[[dict[str, Any]], dict[str, str]] | None = None
+    required_files: Sequence[str] = REQUIRED_FILES
+
+
+@dataclass
+class TrainResult:
+    """A finished (or stopped) run: its folder, configuration, checkpoints (oldest first),
+    metrics as in ``metrics.json``, whether it reached the last step, and its wall time."""
+
+    run_dir: Path
+    config: Any
+    checkpoints: list[Checkpoint]
+    metrics: dict
+    completed: bool
+    seconds: float
+
+    @property
+    def final(self) -> Checkpoint:
+        return self.checkpoints[-1]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The steps of a run: how many, which end an epoch, which write a checkpoint."""
+
+    steps: int
+    checkpoints: frozenset[int]
+    steps_per_epoch: int | None = None
+
+    def epoch(self, step: int) -> int | None:
+        """The (1-based) epoch that step ``step`` belongs to; None without epochs."""
+        if self.steps_per_epoch is None:
+            return None
+        return (step - 1) // self.steps_per_epoch + 1
+
+
+def make_plan(
+    cfg: TrainingConfig,
+    data: StepData | EpochData,
+    checkpoints: Literal["auto", "log", "epoch"] | Sequence[int] = "auto",
+    processes: int = 1,
+) -> Plan:
+    """Steps and checkpoint steps of a run. ``"auto"``: log-spaced for :class:`StepData`,
+    one per epoch for :class:`EpochData`; or an explicit list of steps. The last step always
+    writes one."""
+    spe = None
+    steps = cfg.steps
+    if isinstance(data, EpochData):
+        if data.n_examples < 1 or data.epochs < 1:
+            raise TVLensError(
+                f"Epoch training needs examples and epochs >= 1, got {data.n_examples} "
+                f"examples and {data.epochs} epochs."
+            )
+        micro = micro_batches_per_epoch(data, cfg.batch_size)
+        if micro == 0:
+            raise TVLensError(
+                f"{data.n_examples} examples make no full batch of {cfg.batch_size} with "
+                "drop_last: lower batch_size."
+            )
+        spe = math.ceil(micro / (cfg.grad_accum * processes))
+        steps = data.epochs * spe
+    if checkpoints == "auto":
+        checkpoints = "epoch" if spe is not None else "log"
+    if checkpoints == "log":
+        at = set(checkpoint_steps(_Steps(steps, cfg.first_checkpoint, cfg.n_checkpoints)))
+    elif checkpoints == "epoch":
+        if spe is None:
+            raise TVLensError("Checkpoints per epoch need EpochData; use 'log' for StepData.")
+        at = {e * spe for e in range(1, steps // spe + 1)}
+    else:
+        at = {int(s) for s in checkpoints if 1 <= int(s) <= steps}
+    return Plan(steps, frozenset(at | {steps}), spe)
+
+
+@dataclass(frozen=True)
+class _Steps:  # what checkpoint_steps reads, for a step count the engine derived
+    steps: int
+    first_checkpoint: int
+    n_checkpoints: int
+
+
+def micro_batches_per_epoch(data: EpochData, batch_size: int) -> int:
+    if data.drop_last:
+        return data.n_examples // batch_size
+    return math.ceil(data.n_examples / batch_size)
+
+
+def epoch_indices(data: EpochData, seed: int, epoch: int) -> np.ndarray:
+    """The order of the examples in epoch ``epoch`` (1-based): a function of both only."""
+    return np.random.default_rng([seed, epoch]).permutation(data.n_examples)
+
+
+def step_micro_batches(
+    data: StepData | EpochData,
+    cfg: TrainingConfig,
+    plan: Plan,
+    step: int,
+    rank: int = 0,
+    processes: int = 1,
+) -> list[tuple[Any, float]]:
+    """The micro-batches of step ``step`` that process ``rank`` runs, each with the weight
+    of its loss: its share of the step's rows (times ``processes``: the data-parallel
+    gradient is the mean over processes). A function of the step only."""
+    accum = cfg.grad_accum
+    mine = range(rank * accum, (rank + 1) * accum)
+    if isinstance(data, StepData):
+        return [(data.batch(step, m), 1.0 / accum) for m in mine]
+    assert plan.steps_per_epoch is not None
+    epoch = plan.epoch(step)
+    order = epoch_indices(data, cfg.seed, epoch)
+    n_micro = micro_batches_per_epoch(data, cfg.batch_size)
+    first = ((step - 1) % plan.steps_per_epoch) * accum * processes
+    chunks = [
+        order[m * cfg.batch_size : (m + 1) * cfg.batch_size]
+        for m in range(first, min(first + accum * processes, n_micro))
+    ]
+    total = sum(len(c) for c in chunks)
+    out = []
+    for j in mine:
+        if j < len(chunks):
+            out.append((data.collate(chunks[j]), len(chunks[j]) * processes / total))
+    return out
+
+
+def lr_factor(cfg: TrainingConfig, total_steps: int) -> Callable[[int], float]:
+    """The learning-rate multiplier after ``s`` scheduler steps: linear warm-up over
+    ``warmup_steps``, then constant, or a linear / cosine decay to 0 at ``total_steps``."""
+    warm = max(cfg.warmup_steps, 1)
+
+    def f(s: int) -> float:
+        if s + 1 < warm or cfg.schedule == "constant":
+            return min(1.0, (s + 1) / warm)
+        left = max(total_steps - warm, 1)
+        done = min(max(s + 1 - warm, 0) / left, 1.0)
+        if cfg.schedule == "linear":
+            return 1.0 - done
+        return 0.5 * (1.0 + math.cos(math.pi * done))
+
+    return f
+
+
+def make_optimizer(cfg: TrainingConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    params = list(params)
+    if not params:
+        raise TVLensError("Nothing to train: no parameter requires grad.")
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """``batch`` on ``device``: a tensor or anything with ``.to``, or a tuple / list / dict
+    of those (recursively); other values unchanged."""
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(move_to(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if hasattr(batch, "to"):
+        return batch.to(device)
+    return batch
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def make_accelerator(cfg: TrainingConfig, device: str | torch.device | None):
+    """The ``accelerate.Accelerator`` of a run and the device to train on.
+
+    Under ``accelerate launch`` with several processes, accelerate's own state decides the
+    device. In one process, ``device`` does (default: the best available) and the model is
+    placed by the engine; accelerate keeps its state in a process-wide singleton that refuses
+    a second run with another device or precision, so each run starts it afresh (as
+    accelerate's own notebook launcher and tests do). Mixed precision is used on CUDA only.
+    """
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState, GradientState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dev = PartialState().device
+        mp = cfg.mixed_precision if dev.type == "cuda" else "no"
+        return Accelerator(mixed_precision=mp), dev
+    dev = torch.device(device or default_device())
+    mp = cfg.mixed_precision if dev.type == "cuda" else "no"
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return Accelerator(cpu=dev.type == "cpu", mixed_precision=mp, device_placement=False), dev
+
+
+def train_run(
+    kind: RunKind[B],
+    cfg: TrainingConfig,
+    run_dir: str | Path,
+    run_info: dict[str, Any],
+    *,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+    checkpoints: Literal["auto", "log", "epoch"] | Sequence[int] = "auto",
+    desc: str | None = None,
+) -> TrainResult:
+    """Train ``kind`` as ``cfg`` says, writing the run folder ``run_dir``.
+
+    Args:
+        kind: The run kind (model, batches, loss, evaluation, files).
+        cfg: The shared training options (a run kind's config subclasses
+            :class:`~tvlens.training.config.TrainingConfig`).
+        run_dir: The run folder; created. ``config.json`` is ``{"tvlens": version,
+            **run_info, "device": ...}``; ``run_info["config"]`` is what a resumed run must
+            match (normally ``cfg.to_dict()``).
+        resume: Continue the run already in ``run_dir`` from its last complete checkpoint
+            (without it, an existing run is an error: nothing is overwritten).
+        device: ``"cpu"``, ``"cuda"``...; default: the best available (ignored under
+            ``accelerate launch``).
+        stop_after: Stop (as if killed) once this step is done, without finishing the run.
+        checkpoints: ``"auto"`` (log-spaced with :class:`StepData`, per epoch with
+            :class:`EpochData`), ``"log"``, ``"epoch"``, or a list of steps.
+        desc: The progress bar's label (default: ``train <folder name>``).
+    """
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    existing = check_run_folder(run_dir, run_info["config"], resume)
+    accelerator, dev = make_accelerator(cfg, device)
+    main = accelerator.is_main_process
+    plan = make_plan(cfg, kind.data, checkpoints, accelerator.num_processes)
+    model = kind.model.to(dev)
+    pmodel = accelerator.prepare_model(model) if accelerator.num_processes > 1 else model
+    params = list(
+        kind.parameters() if kind.parameters else (p for p in model.parameters() if p.requires_grad)
+    )
+    optimizer = accelerator.prepare_optimizer(make_optimizer(cfg, params), device_placement=False)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer, lr_factor(cfg, plan.steps))
+    to_device = kind.to_device or move_to
+    torch.manual_seed(cfg.seed)
+    metrics: dict[str, Any] = {"checkpoints": [], "train_loss": []}
+    start = 0
+    if existing is not None:
+        if main:
+            clean_temporary(run_dir)
+        accelerator.wait_for_everyone()
+        start, metrics = restore_checkpoint(
+            run_dir, kind.load, kind.required_files, optimizer, scheduler, dev, metrics,
+            accelerator.scaler,
+        )  # fmt: skip
+    elif main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        info = {"tvlens": tvlens.__version__, **run_info, "device": str(dev)}
+        write_json_atomically(run_dir / "config.json", info)
+
+    model.train()
+    bar = tqdm(
+        range(start + 1, plan.steps + 1),
+        initial=start,
+        total=plan.steps,
+        desc=desc or f"train {run_dir.name}",
+        disable=not progress or not main,
+    )
+    running: list[float] = []
+    completed = True
+    for step in bar:
+        running.append(_optimizer_step(kind, cfg, plan, step, accelerator, pmodel, params,
+                                       optimizer, scheduler, dev, to_device))  # fmt: skip
+        if step % cfg.log_every == 0:
+            metrics["train_loss"].append([step, float(np.mean(running))])
+            running = []
+            bar.set_postfix(loss=f"{metrics['train_loss'][-1][1]:.3f}")
+        if step in plan.checkpoints:
+            entry: dict[str, Any] = {"step": step}
+            if plan.steps_per_epoch is not None:
+                entry["epoch"] = plan.epoch(step)
+            if kind.evaluate is not None:
+                model.eval()
+                with torch.no_grad():
+                    entry.update(kind.evaluate(model, step))
+                model.train()
+            metrics["checkpoints"].append(entry)
+            if main:
+                save_checkpoint(run_dir, step, kind.save, optimizer, scheduler, accelerator.scaler)
+                write_json_atomically(run_dir / "metrics.json", metrics)
+            accelerator.wait_for_everyone()
+            if "loss" in entry or kind.postfix is not None:
+                post = kind.postfix(entry) if kind.postfix else {"loss": f"{entry['loss']:.3f}"}
+                bar.set_postfix(**post)
+        if stop_after is not None and step >= stop_after and step < plan.steps:
+            completed = False
+            break
+    bar.close()
+    ckpts = list_checkpoints(run_dir) if (run_dir / "checkpoints").is_dir() else []
+    return TrainResult(run_dir, cfg, ckpts, metrics, completed, time.time() - t0)
+
+
+def _optimizer_step(
+    kind: RunKind,
+    cfg: TrainingConfig,
+    plan: Plan,
+    step: int,
+    accelerator: Any,
+    pmodel: nn.Module,
+    params: list[nn.Parameter],
+    optimizer: Any,
+    scheduler: Any,
+    device: torch.device,
+    to_device: Callable[[Any, torch.device], Any],
+) -> float:
+    """One optimizer step over this process's micro-batches of ``step``; the step's loss.
+
+    Accumulation is done here rather than with ``accelerator.accumulate``, which divides
+    every micro-batch by a fixed count: the last step of an epoch may have fewer or shorter
+    micro-batches, so each is weighted by its share of the step's rows. Gradients are
+    all-reduced on the last micro-batch only (``no_sync`` before)."""
+    micro = step_micro_batches(
+        kind.data, cfg, plan, step, accelerator.process_index, accelerator.num_processes
+    )
+    value = 0.0
+    for j, (batch, weight) in enumerate(micro):
+        sync = nullcontext() if j == len(micro) - 1 else accelerator.no_sync(pmodel)
+        with sync:
+            with accelerator.autocast():
+                loss = kind.loss(pmodel, to_device(batch, device))
+            v = loss.item()
+            if not math.isfinite(v):
+                raise TVLensError(f"Loss became {v} at step {step}: lower the lr.")
+            accelerator.backward(loss * weight)
+        value += v * weight / accelerator.num_processes
+    if cfg.grad_clip > 0:
+        accelerator.clip_grad_norm_(params, cfg.grad_clip)
+    optimizer.step()
+    if not optimizer.step_was_skipped:  # an fp16 overflow skips the step, not the schedule
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return value
+
+
+__all__ = [
+    "STATE_FILE",
+    "EpochData",
+    "Plan",
+    "RunKind",
+    "StepData",
+    "TrainResult",
+    "check_run_folder",
+    "epoch_indices",
+    "load_run_config",
+    "lr_factor",
+    "make_optimizer",
+    "make_plan",
+    "move_to",
+    "step_micro_batches",
+    "train_run",
+]
