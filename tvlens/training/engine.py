@@ -252,6 +252,10 @@ def step_micro_batches(
     for j in mine:
         if j < len(chunks):
             out.append((data.collate(chunks[j]), len(chunks[j]) * processes / total))
+    if not out and chunks:
+        # The epoch's last step left this process no rows; it must still join the gradient
+        # all-reduce (data-parallel training hangs otherwise): a batch weighted 0.
+        out.append((data.collate(chunks[-1]), 0.0))
     return out
 
 
@@ -309,9 +313,12 @@ def make_accelerator(cfg: TrainingConfig, device: str | torch.device | None):
     from accelerate.state import AcceleratorState, GradientState
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dev = PartialState().device
+        # accelerate sets up several CPU processes (gloo) only when told cpu=True; without it
+        # each process of `torchrun` / `accelerate launch` on a CPU machine trains alone.
+        cpu = not torch.cuda.is_available() or torch.device(device or "cuda").type == "cpu"
+        dev = PartialState(cpu=cpu).device
         mp = cfg.mixed_precision if dev.type == "cuda" else "no"
-        return Accelerator(mixed_precision=mp), dev
+        return Accelerator(cpu=cpu, mixed_precision=mp), dev
     dev = torch.device(device or default_device())
     mp = cfg.mixed_precision if dev.type == "cuda" else "no"
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -455,6 +462,8 @@ def _optimizer_step(
                 raise TVLensError(f"Loss became {v} at step {step}: lower the lr.")
             accelerator.backward(loss * weight)
         value += v * weight / accelerator.num_processes
+    if accelerator.num_processes > 1:  # each process holds its share of the step's loss
+        value = float(accelerator.reduce(torch.tensor(value, device=device), reduction="sum"))
     if cfg.grad_clip > 0:
         accelerator.clip_grad_norm_(params, cfg.grad_clip)
     optimizer.step()
