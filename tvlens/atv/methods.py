@@ -147,8 +147,12 @@ def score(
     tasks = list(dict.fromkeys(p.task for p in prompts))
     names = np.array([p.task for p in prompts])
     acc = {
-        t: TaskAccuracy(t, float(first[names == t].mean()), float(exact[names == t].mean()),
-                        int((names == t).sum()))  # fmt: skip
+        t: TaskAccuracy(
+            t,
+            float(first[names == t].mean()),
+            float(exact[names == t].mean()),
+            int((names == t).sum()),
+        )  # fmt: skip
         for t in tasks
     }
     return ICLEvaluation(k=0, template=template, tasks=acc)
