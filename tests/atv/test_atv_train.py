@@ -70,7 +70,7 @@ def test_run_folder_like_other_runs(cli_run):
 
 def test_resume_equals_uninterrupted(atv_target, tmp_path):
     kw = dict(preset="tiny", device="cpu", progress=False, target=str(atv_target), **SMALL)
-    full = train_atv(tmp_path / "full", **kw)
+    assert train_atv(tmp_path / "full", **kw).completed
     # 36 queries in batches of 4: 9 steps per epoch; stop in epoch 2, after its checkpoint 9.
     part = train_atv(tmp_path / "part", stop_after=12, **kw)
     assert not part.completed and [c["step"] for c in part.metrics["checkpoints"]] == [9]
