@@ -16,17 +16,12 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from tvlens.atv.model import ATV
-from tvlens.atv.train import train_atv, train_synthetic_target
+from tvlens.atv.train import train_atv
 from tvlens.cli import app
 from tvlens.errors import TVLensError
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"epochs": 2, "n_train": 12, "n_dev": 4, "n_test": 4, "batch_size": 4}
-
-
-@pytest.fixture(scope="session")
-def atv_target(tmp_path_factory) -> Path:
-    return train_synthetic_target(tmp_path_factory.mktemp("atv") / "target", progress=False)
 
 
 @pytest.fixture(scope="module")
