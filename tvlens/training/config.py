@@ -152,8 +152,9 @@ PRESETS: dict[str, TrainConfig] = {
         eval_prompts=16,
         log_every=10,
     ),
-    # DESIGN.md section 4's model and tasks, next-token loss only: sharp ICL emergence in
-    # ~2 min on 2 CPU cores, but no Hendel-style task vector (mean vectors recover ~4% of ICL).
+    # 4 layers, d_model 128, 8 latent tasks of 32 symbols, k=5, next-token loss only: sharp
+    # ICL emergence in ~2 min on 2 CPU cores, but no Hendel-style task vector (mean vectors
+    # recover 3% of ICL accuracy at their best layer).
     "plain": TrainConfig(),
     # The embedded default: the same model and tasks, plus the task-vector prompting loss at
     # block 1 with dummy queries. ICL emerges as sharply (step ~1100) and the mean residual
@@ -193,3 +194,10 @@ def checkpoint_steps(cfg: Any) -> list[int]:
     n = max(cfg.n_checkpoints, 1)
     raw = np.geomspace(first, cfg.steps, n) if n > 1 else np.array([cfg.steps])
     return sorted({int(round(s)) for s in raw} | {cfg.steps})
+
+
+def resolve_config(config: Any, preset: str, get_preset: Any, overrides: dict[str, Any]):
+    """A run's configuration, ``config`` or the preset named ``preset`` with ``overrides``
+    applied, and the preset name recorded in ``config.json`` (None for a given config)."""
+    cfg = (config or get_preset(preset)).with_overrides(**overrides)
+    return cfg, (None if config is not None else preset)
