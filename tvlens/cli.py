@@ -425,6 +425,9 @@ def info(
         typer.echo("checkpoints: " + ", ".join(c.revision for c in list_checkpoints(model)))
 
 
+app.add_typer(__import__("tvlens.atv.cli", fromlist=["app"]).app, name="atv")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

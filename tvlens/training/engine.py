@@ -374,6 +374,8 @@ def _optimizer_step(
                 raise TVLensError(f"Loss became {v} at step {step}: lower the lr.")
             accelerator.backward(loss * weight)
         value += v * weight / accelerator.num_processes
+    if accelerator.num_processes > 1:  # each process holds its share of the step's loss
+        value = float(accelerator.reduce(torch.tensor(value, device=device), reduction="sum"))
     if cfg.grad_clip > 0:
         accelerator.clip_grad_norm_(params, cfg.grad_clip)
     optimizer.step()

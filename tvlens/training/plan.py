@@ -140,4 +140,8 @@ def step_micro_batches(
     for j in mine:
         if j < len(chunks):
             out.append((data.collate(chunks[j]), len(chunks[j]) * processes / total))
+    if not out and chunks:
+        # The epoch's last step left this process no rows; it must still join the gradient
+        # all-reduce (data-parallel training hangs otherwise): a batch weighted 0.
+        out.append((data.collate(chunks[-1]), 0.0))
     return out

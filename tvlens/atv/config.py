@@ -1,0 +1,104 @@
+"""ATV run configuration and presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tvlens.errors import TVLensError
+from tvlens.training.config import TrainingConfig
+
+
+@dataclass(frozen=True)
+class ATVConfig(TrainingConfig):
+    """Everything that determines an ATV training run (saved as ``config.json``).
+
+    ``generator=None`` uses the target's own weights (a separate, trainable copy) as the
+    generator. Defaults follow the official code (Kang et al. 2025): λ = 0.001, every layer,
+    all positions, full-rank expansion, generator trained, Adam(W) lr 5e-4, weight decay 1e-5,
+    batch 1, 15 epochs, 90 training queries per task.
+    """
+
+    _kind = "ATV"
+
+    target: str = ""
+    target_revision: str | None = None
+    generator: str | None = None
+    generator_revision: str | None = None
+    generator_stop_at_layer: int | None = None  # use only the generator's first N blocks
+    train_generator: bool = True
+    pooling: str = "last"
+    generator_input: str = "prompt"  # "prompt" (templated query) or "input" (raw query)
+    rank: int | None = None  # None: full-rank expansion
+    layers: list[int] | None = None  # None: every layer of the target
+    positions: str = "all"
+    scale: float = 1e-3
+    # data
+    suite: dict = field(default_factory=lambda: {"name": "atv_lists"})
+    template: str = "arrow"
+    n_train: int = 90
+    n_dev: int = 20
+    n_test: int = 50
+    # optimisation (the engine's options: TrainingConfig; `steps` follows from the epochs)
+    epochs: int = 15
+    batch_size: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 1e-5
+    log_every: int = 1
+    eval_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.positions not in ("all", "last"):
+            raise TVLensError(f"positions must be 'all' or 'last', got {self.positions!r}.")
+        if self.pooling not in ("last", "mean"):
+            raise TVLensError(f"pooling must be 'last' or 'mean', got {self.pooling!r}.")
+        if self.rank is not None and self.rank < 1:
+            raise TVLensError(f"rank must be >= 1 (or None for full rank), got {self.rank}.")
+        if min(self.epochs, self.n_train) < 1:
+            raise TVLensError(
+                f"epochs and n_train must be >= 1, got {self.epochs}, {self.n_train}."
+            )
+
+
+PRESETS: dict[str, ATVConfig] = {
+    # Seconds on a CPU: the synthetic setting (tvlens-trained list model as target and,
+    # trained, as generator), λ = 1 because a 64-wide target needs no 0.001 damping.
+    "tiny": ATVConfig(
+        suite={"name": "atv_lists"},
+        n_train=90,
+        n_dev=20,
+        n_test=50,
+        epochs=3,
+        batch_size=8,
+        lr=1e-3,
+        scale=1.0,
+        warmup_steps=5,
+    ),
+    # SmolLM2-135M on this 2-core CPU: a frozen 4-block SmolLM2 generator and a low-rank
+    # expansion, the `words` suite, 30 training queries per task, 3 epochs.
+    "cpu": ATVConfig(
+        target="smollm2-135m",
+        generator="smollm2-135m",
+        generator_stop_at_layer=4,
+        train_generator=False,
+        rank=64,
+        suite={"name": "words"},
+        n_train=30,
+        n_dev=5,
+        n_test=15,
+        epochs=3,
+        batch_size=8,
+        lr=1e-3,
+        scale=1e-2,
+        warmup_steps=5,
+    ),
+    # The paper's recipe (official code): GPT-2 generator fully trained, full-rank expansion,
+    # λ = 0.001 at every layer and position, batch 1, 15 epochs, 90 examples per task.
+    "gpu": ATVConfig(generator="gpt2", epochs=15, n_train=90, batch_size=1, mixed_precision="bf16"),
+}
+
+
+def get_preset(name: str) -> ATVConfig:
+    if name not in PRESETS:
+        raise TVLensError(f"Unknown ATV preset {name!r}; use one of {sorted(PRESETS)}.")
+    return PRESETS[name]
