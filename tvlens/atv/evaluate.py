@@ -11,6 +11,7 @@ from tvlens.atv.methods import ATVMethod, ZeroShot, compare
 from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import CheckpointError, TVLensError
 from tvlens.models.checkpoints import write_json_atomically
+from tvlens.runs import ATV, KIND_KEY
 from tvlens.training.engine import load_run_config
 
 
@@ -28,7 +29,7 @@ def evaluate_run(
     if split not in ("test", "dev", "train"):
         raise TVLensError(f"split must be 'test', 'dev' or 'train', got {split!r}.")
     saved = load_run_config(run)
-    if saved is None or saved.get("kind") != "atv":
+    if saved is None or saved.get(KIND_KEY) != ATV:
         raise CheckpointError(f"{str(run)!r} is not an ATV run folder (no ATV config.json).")
     if not (run / WEIGHTS_FILE).is_file():
         raise CheckpointError(

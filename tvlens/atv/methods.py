@@ -1,6 +1,6 @@
 """Methods that make a frozen target do a task, compared in one loop: each is fitted on the
 training queries, then scores test queries the same way (first answer token over the whole
-vocabulary, and greedy exact match, as :func:`tvlens.evaluation.answer_correctness`), and
+vocabulary, and greedy exact match, as :func:`tvlens.icl_accuracy.answer_correctness`), and
 reports its trainable parameters. The comparison with baselines (ICL, task vectors, LoRA,
 prefix tuning) adds subclasses of :class:`SteeringMethod` and nothing else.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tvlens.atv.data import ATVSplits
-from tvlens.evaluation import ICLEvaluation, TaskAccuracy, evaluate_prompts
+from tvlens.icl_accuracy import ICLEvaluation, TaskAccuracy, evaluate_prompts
 from tvlens.models.loading import TVModel
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import ICLPrompt, sample_prompts

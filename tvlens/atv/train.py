@@ -2,7 +2,7 @@
 
 The run folder::
 
-    OUT/config.json                   {"tvlens", "preset", "kind": "atv", "config": {...}}
+    OUT/config.json                   {"tvlens", "preset", KIND_KEY: ATV, "config": {...}}
     OUT/metrics.json                  {"checkpoints": [{"step", "epoch", "dev": {...}}], ...}
     OUT/checkpoints/step-NNNNNNNNN/   atv.safetensors (+ training_state.pt on the newest)
     OUT/atv.safetensors               the final generator + expansion, with its metadata
@@ -28,6 +28,7 @@ from tvlens.atv.data import SYNTHETIC_TARGET, ATVSplits, get_atv_suite, split_qu
 from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import TVLensError
 from tvlens.models.loading import TVModel, default_device, load_model
+from tvlens.runs import ATV
 from tvlens.training.engine import EpochData, RunKind, train_run
 
 
