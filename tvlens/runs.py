@@ -38,7 +38,7 @@ PATCH = "patch"
 EMERGENCE = "emergence"
 DEMO = "demo"
 FINETUNE = "finetune"
-ATV = "atv"
+ATV_RUN = "atv"
 EVAL = "eval"
 
 # The file that marks each kind of results folder, for folders written before config.json

@@ -11,7 +11,7 @@ from tvlens.atv.methods import ATVMethod, ZeroShot, compare
 from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import CheckpointError, TVLensError
 from tvlens.models.checkpoints import write_json_atomically
-from tvlens.runs import ATV, KIND_KEY
+from tvlens.runs import ATV_RUN, KIND_KEY
 from tvlens.training.engine import load_run_config
 
 

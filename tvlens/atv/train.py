@@ -2,7 +2,7 @@
 
 The run folder::
 
-    OUT/config.json                   {"tvlens", "preset", KIND_KEY: ATV, "config": {...}}
+    OUT/config.json                   {"tvlens", "preset", KIND_KEY: ATV_RUN, "config": {...}}
     OUT/metrics.json                  {"checkpoints": [{"step", "epoch", "dev": {...}}], ...}
     OUT/checkpoints/step-NNNNNNNNN/   atv.safetensors (+ training_state.pt on the newest)
     OUT/atv.safetensors               the final generator + expansion, with its metadata
