@@ -29,7 +29,7 @@ def evaluate_run(
     if split not in ("test", "dev", "train"):
         raise TVLensError(f"split must be 'test', 'dev' or 'train', got {split!r}.")
     saved = load_run_config(run)
-    if saved is None or saved.get(KIND_KEY) != ATV:
+    if saved is None or saved.get(KIND_KEY) != ATV_RUN:
         raise CheckpointError(f"{str(run)!r} is not an ATV run folder (no ATV config.json).")
     if not (run / WEIGHTS_FILE).is_file():
         raise CheckpointError(

@@ -2,7 +2,7 @@
 
 The run folder::
 
-    OUT/config.json                   {"tvlens", "preset", KIND_KEY: ATV_RUN, "config": {...}}
+    OUT/config.json                   {"tvlens", "preset", "kind": "atv", "config": {...}}
     OUT/metrics.json                  {"checkpoints": [{"step", "epoch", "dev": {...}}], ...}
     OUT/checkpoints/step-NNNNNNNNN/   atv.safetensors (+ training_state.pt on the newest)
     OUT/atv.safetensors               the final generator + expansion, with its metadata
@@ -169,7 +169,7 @@ def train_atv(
         postfix=lambda ev: {"dev_acc": f"{ev['mean_dev_accuracy']:.2f}"},
         required_files=(WEIGHTS_FILE,),
     )
-    header = {"preset": None if config is not None else preset, "kind": "atv",
+    header = {"preset": None if config is not None else preset, KIND_KEY: ATV_RUN,
               "config": cfg.to_dict(), "splits": splits.counts()}  # fmt: skip
     result = train_run(
         kind, cfg, run_dir, header, device=device, resume=resume,
