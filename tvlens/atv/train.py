@@ -28,7 +28,7 @@ from tvlens.atv.data import SYNTHETIC_TARGET, ATVSplits, get_atv_suite, split_qu
 from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import TVLensError
 from tvlens.models.loading import TVModel, default_device, load_model
-from tvlens.runs import ATV
+from tvlens.runs import ATV_RUN, KIND_KEY
 from tvlens.training.engine import EpochData, RunKind, train_run
 
 
