@@ -37,10 +37,25 @@ def test_demo_writes_figures_report_and_json(tmp_path):
     te = summary["task_encoding"]
     assert te["steps"][-1] == summary["config"]["steps"] and len(te["steps"]) <= 6
     assert len(te["td_by_layer"][-1]) == summary["config"]["n_layers"]
-    # A second call reuses the finished run instead of training again.
-    mtime = (tmp_path / "run" / "metrics.json").stat().st_mtime_ns
-    run_demo(figs, tmp_path / "run", preset="tiny", device="cpu", progress=False)
-    assert (tmp_path / "run" / "metrics.json").stat().st_mtime_ns == mtime
+    # ATV on its synthetic setting: its own target and run next to the demo's run.
+    atv = summary["atv"]
+    assert (figs / "atv_comparison.html").stat().st_size > 1000
+    assert "atv_comparison.png" in report and "above zero-shot on every task" in report
+    assert list(atv["methods"]) == ["zero-shot", "icl-3", "atv"]
+    zs, a = atv["methods"]["zero-shot"], atv["methods"]["atv"]
+    assert atv["atv_minus_zero_shot"] >= 0.2 and a["mean_first_token"] >= 0.9
+    for task, acc in a["tasks"].items():
+        assert acc["first_token"] > zs["tasks"][task]["first_token"]
+        assert acc["n"] == atv["queries_per_task"] == 50
+    assert atv["trained_in_this_run"] and (tmp_path / "run-atv" / "atv.safetensors").is_file()
+    # A second call reuses the finished runs (the demo's and ATV's) instead of training again.
+    runs = [tmp_path / d / "metrics.json" for d in ("run", "run-atv-target", "run-atv")]
+    mtimes = [m.stat().st_mtime_ns for m in runs]
+    again = run_demo(figs, tmp_path / "run", preset="tiny", device="cpu", progress=False)
+    assert [m.stat().st_mtime_ns for m in runs] == mtimes
+    assert not again.summary["atv"]["trained_in_this_run"]
+    for name, m in again.summary["atv"]["methods"].items():  # the same scores (not timings)
+        assert m["tasks"] == atv["methods"][name]["tasks"]
     assert res.summary["config"]["steps"] == summary["config"]["steps"]
 
 
@@ -81,3 +96,24 @@ def test_patching_report_says_only_what_the_numbers_say():
     # No pattern, no sentence: the last token first, or a position that is no label.
     for top in ([7, 2, 7], [0, 7, 7], [3, 3, 3], [2, 2, 2]):
         assert resid_summary(top_position_by_layer(_resid_result(top))) == "", top
+
+
+def _atv_numbers(zero_shot: list[float], icl: list[float], atv: list[float]) -> dict:
+    def method(acc: list[float]) -> dict:
+        tasks = {t: {"first_token": x} for t, x in zip(["a", "b", "c"], acc, strict=True)}
+        return {"mean_first_token": sum(acc) / len(acc), "tasks": tasks}
+
+    return {"icl_k": 3, "methods": {"zero-shot": method(zero_shot), "icl-3": method(icl),
+                                    "atv": method(atv)}}  # fmt: skip
+
+
+def test_atv_report_says_only_what_the_numbers_say():
+    from tvlens.demo import atv_summary
+
+    best = atv_summary(_atv_numbers([0.2, 0.8, 0.5], [0.5, 0.1, 0.0], [1.0, 1.0, 0.9]))
+    assert "above zero-shot on every task (mean 0.97 against 0.50, +0.47)" in best
+    assert "3 demonstrations do not help" in best and "also above 3-shot ICL" in best
+    mixed = atv_summary(_atv_numbers([0.2, 0.8, 0.5], [0.9, 0.9, 0.9], [1.0, 0.8, 0.9]))
+    assert mixed == "ATV is above zero-shot on average (0.90 against 0.50) but not on b."
+    worse = atv_summary(_atv_numbers([0.5, 0.5, 0.5], [0.9, 0.9, 0.9], [0.5, 0.4, 0.6]))
+    assert worse == "ATV (0.50) is not above zero-shot (0.50) here."
