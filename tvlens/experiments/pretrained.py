@@ -179,17 +179,24 @@ def task_decodability_table(
 ) -> dict[str, Any]:
     """Task decodability (leave-one-out ``knn_k``-NN over the last query token's residual,
     Null task included) at every layer, per suite, and each task's TD at the peak layer
-    against its ICL accuracy (first token, the same prompts) with R². Writes
-    ``out/{suite}/td.json`` with ``td_by_layer`` / ``td_vs_accuracy`` figures, and
-    ``out/td.json``."""
+    against its ICL accuracy on the same prompts, with R².
+
+    Accuracy is the first answer token's, except in a suite where every answer starts with
+    the same token (SmolLM2 writes " 01101" as a space, then one token per digit): there it
+    is greedy exact match of the whole answer. One pass per batch gives both (the answer is
+    appended; the query state does not see it). Writes ``out/{suite}/td.json`` with
+    ``td_by_layer`` / ``td_vs_accuracy`` figures, and ``out/td.json``."""
+    from tvlens.extraction.residual import activations_at_positions
     from tvlens.plotting import plot_td_by_layer, plot_td_vs_accuracy, save_figure, write_json
-    from tvlens.probing.experiments import NULL, TokenFamily
     from tvlens.probing.layers import LayerTD
     from tvlens.probing.measures import task_decodability
     from tvlens.probing.series import TDSeries, correlation
+    from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
+    from tvlens.tasks.synthetic import null_task
 
     out = Path(out)
     tmpl = model.template(template)
+    names_resid = model.resid_hooks("post")
     result: dict[str, Any] = {
         "model": model.spec.to_dict(),
         "config": {
@@ -204,25 +211,43 @@ def task_decodability_table(
     }
     all_td, all_acc = [], []
     for label, suite in suites.items():
-        fam = TokenFamily(suite, k=k, template=tmpl, batch_size=batch_size)
-        names = [*fam.task_names, NULL]
-        outs = {}
-        for i, t in enumerate(tqdm(names, desc=f"TD {label}", disable=not progress)):
-            outs[t] = fam.run(model, t, n_prompts, seed=seed + 1000 * i)
-        labels = [t for t in names for _ in range(n_prompts)]
-        hidden = torch.cat([outs[t].hidden for t in names], dim=1)  # [layer, n, d]
-        res = LayerTD(list(range(model.n_layers)), [], [], [], tasks=names,
+        tasks = [*suite, null_task(suite)]
+        null = tasks[-1].name
+        hidden, labels, first, exact, first_ids = [], [], {}, {}, set()
+        for i, task in enumerate(tqdm(tasks, desc=f"TD {label}", disable=not progress)):
+            prompts = sample_prompts(task, k, n_prompts, seed=seed + 1000 * i, template=tmpl)
+            f_all, e_all = [], []
+            for start in range(0, len(prompts), batch_size):
+                batch = tokenize_prompts(prompts[start : start + batch_size], model,
+                                         padding_side="left", include_answer=True)  # fmt: skip
+                kept: dict[str, torch.Tensor] = {}
+
+                def keep(act, hook, kept=kept):
+                    kept["pred"] = act.argmax(-1).cpu()
+
+                with torch.no_grad(), model.hooks(fwd_hooks=[("unembed.hook_out", keep)]):
+                    acts = activations_at_positions(model, batch, names_resid)
+                hidden.append(torch.stack([acts[n] for n in names_resid]).cpu())
+                for r, ans in enumerate(batch.answer_ids):
+                    q = int(batch.query_pos[r])
+                    got = kept["pred"][r, q : q + len(ans)]
+                    f_all.append(bool(got[0] == ans[0]))
+                    e_all.append(bool(torch.equal(got, torch.tensor(ans))))
+                    if task.name != null:
+                        first_ids.add(ans[0])
+            labels += [task.name] * len(prompts)
+            first[task.name], exact[task.name] = float(np.mean(f_all)), float(np.mean(e_all))
+        measure = "exact_match" if len(first_ids) <= 1 else "first_token"
+        acc = {t.name: (exact if measure == "exact_match" else first)[t.name] for t in suite}
+        h = torch.cat(hidden, dim=1)  # [layer, n, d]
+        res = LayerTD(list(range(model.n_layers)), [], [], [], tasks=[t.name for t in tasks],
                       n_prompts=n_prompts, k=k)  # fmt: skip
         for layer in res.layers:
-            td = task_decodability(hidden[layer], labels, k=knn_k)
+            td = task_decodability(h[layer], labels, k=knn_k)
             res.td.append(td.overall)
             res.per_task.append(td.per_task)
-            res.separability.append(float("nan"))
-        acc = {t: float(outs[t].accuracy) for t in fam.task_names}
-        series = TDSeries(model.name, [model.name], [None], [res], [acc],
-                          {**result["config"], "suite": suite.spec})  # fmt: skip
-        data = series.to_dict()
-        data["checkpoints"][0]["separability"] = []
+        cfg = {**result["config"], "suite": suite.spec, "accuracy": measure}
+        data = TDSeries(model.name, [model.name], [None], [res], [acc], cfg).to_dict()
         (out / label).mkdir(parents=True, exist_ok=True)
         write_json(out / label / "td.json", data)
         save_figure(plot_td_by_layer(data, title=f"{model.name}, {label}: TD by layer"),
@@ -230,17 +255,20 @@ def task_decodability_table(
         save_figure(plot_td_vs_accuracy(data, title=f"{model.name}, {label}: TD vs ICL"),
                     out / label / "td_vs_accuracy")  # fmt: skip
         peak = res.peak_layer
-        per_task_td = {t: res.per_task[peak][t] for t in fam.task_names}
+        per_task_td = {t.name: res.per_task[peak][t.name] for t in suite}
         all_td += list(per_task_td.values())
         all_acc += list(acc.values())
         result["suites"][label] = {
             "td_by_layer": res.td,
             "peak_layer": peak,
             "peak_td": res.td[peak],
-            "chance": 1 / len(names),
-            "null_td_at_peak": res.per_task[peak][NULL],
+            "chance": 1 / len(tasks),
+            "null_td_at_peak": res.per_task[peak][null],
             "td_at_peak": per_task_td,
+            "accuracy_measure": measure,
             "icl_accuracy": acc,
+            "icl_first_token": {t.name: first[t.name] for t in suite},
+            "icl_exact_match": {t.name: exact[t.name] for t in suite},
             "td_vs_icl": correlation(list(per_task_td.values()), list(acc.values())),
         }
     result["pooled_td_vs_icl"] = correlation(all_td, all_acc)
