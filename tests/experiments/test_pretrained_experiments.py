@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tvlens.experiments import head_comparison, sized_suite, task_decodability_table, vector_table
+from tvlens.experiments.pretrained import combine_vector_tables
 from tvlens.tasks import Task, TaskSuite, get_suite
 
 
@@ -40,6 +41,15 @@ def test_vector_table_matches_its_rows(make_tiny, letters_tokenizer, suite, tmp_
     assert saved["tasks"]["back"]["icl"] == res["rows"][1]["icl"]
     assert "| letters | back |" in (tmp_path / "table.md").read_text()
     assert (tmp_path / "letters" / "layer_sweep.html").is_file()
+    # The same run split over two processes combines into the same rows and summary.
+    one = vector_table(model, {"letters": suite.select(["letters"])}, tmp_path / "a", k=2,
+                       n_extract=4, progress=False)  # fmt: skip
+    two = vector_table(model, {"letters": suite.select(["back"])}, tmp_path / "b", k=2,
+                       n_extract=4, seed=0, progress=False)  # fmt: skip
+    both = combine_vector_tables([tmp_path / "a", tmp_path / "b"], tmp_path / "ab")
+    assert [r["task"] for r in both["rows"]] == ["letters", "back"]
+    assert both["rows"][0] == one["rows"][0] == res["rows"][0]
+    assert both["summary"]["n_tasks"] == 2 and two["summary"]["n_tasks"] == 1
 
 
 def test_task_decodability_table(make_tiny, letters_tokenizer, suite, tmp_path):

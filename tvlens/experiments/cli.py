@@ -62,6 +62,9 @@ def vectors(
     n_extract: Annotated[int, typer.Option(help="Prompts per vector.")] = 32,
     template: Annotated[str | None, typer.Option(help="arrow, hendel, qa/todd.")] = None,
     bos: Annotated[str, typer.Option(help="auto, none or a token.")] = "auto",
+    split: Annotated[
+        str, typer.Option(help="train,dev,test fractions of each task.")
+    ] = "0.5,0.2,0.3",
     seed: int = 0,
     device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
 ) -> None:
@@ -75,7 +78,24 @@ def vectors(
         m = load_model(model, device=device, bos=bos)
         res = vector_table(m, _suites(suite or ["words"], task, n_examples), out,
                            methods=methods, k=k, n_extract=n_extract, seed=seed,
-                           template=template)  # fmt: skip
+                           template=template,
+                           split=tuple(float(x) for x in split.split(",")))  # fmt: skip
+    except TVLensError as e:
+        _fail(e)
+    typer.echo((out / "table.md").read_text())
+    typer.echo(json.dumps(res["summary"], indent=1))
+
+
+@app.command()
+def combine(
+    out: Annotated[Path, typer.Option(help="Folder for the combined vectors.json, table.md.")],
+    parts: Annotated[list[Path], typer.Argument(help="Output folders of `pretrained vectors`.")],
+) -> None:
+    """Combine the tables of several `pretrained vectors` runs (a run split over processes)."""
+    from tvlens.experiments.pretrained import combine_vector_tables
+
+    try:
+        res = combine_vector_tables(parts, out)
     except TVLensError as e:
         _fail(e)
     typer.echo((out / "table.md").read_text())

@@ -78,6 +78,7 @@ def vector_table(
     top_k_heads: int = 10,
     seed: int = 0,
     template: str | None = None,
+    split: tuple[float, float, float] = (0.5, 0.2, 0.3),
     progress: bool = True,
 ) -> dict[str, Any]:
     """Hendel et al.'s Table 1 on ``model``: per task zero-shot, ICL, task vector (layer
@@ -92,7 +93,7 @@ def vector_table(
     for label, suite in suites.items():
         rep = evaluate_task_vectors(
             model, suite, methods=methods, k=k, n_extract=n_extract, top_k_heads=top_k_heads,
-            seed=seed, template=template, progress=progress,
+            seed=seed, template=template, split=split, progress=progress,
         )  # fmt: skip
         save_report(rep, out / label, primary=methods[0])
         data = rep.to_dict(methods[0])
@@ -115,6 +116,7 @@ def vector_table(
             "n_extract": n_extract,
             "top_k_heads": top_k_heads,
             "seed": seed,
+            "split": list(split),
             "template": model.template(template),
             "prompt_bos": model.prompt_bos,
             "methods": list(methods),
@@ -123,6 +125,35 @@ def vector_table(
         "rows": rows,
         "summary": summarize_vectors(rows, methods),
     }
+    write_json(out / "vectors.json", result)
+    (out / "table.md").write_text(vector_markdown(rows, methods, result["summary"]))
+    return result
+
+
+def combine_vector_tables(parts: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+    """One table from several ``vector_table`` outputs of the same model and settings (a run
+    split over processes): rows concatenated, summary recomputed; writes ``out/vectors.json``
+    and ``out/table.md``."""
+    from tvlens.plotting import write_json
+
+    loaded = [load_results(Path(p) / "vectors.json") for p in parts]
+    first = loaded[0]
+    for other in loaded[1:]:
+        a = {k: v for k, v in first["config"].items()}
+        b = {k: v for k, v in other["config"].items()}
+        if a != b or other["model"]["name"] != first["model"]["name"]:
+            raise TVLensError(f"Cannot combine runs with different settings: {a} vs {b}.")
+    rows = [r for part in loaded for r in part["rows"]]
+    methods = first["config"]["methods"]
+    result = {
+        "model": first["model"],
+        "config": first["config"],
+        "parts": [str(p) for p in parts],
+        "suites": {k: v for part in loaded for k, v in part["suites"].items()},
+        "rows": rows,
+        "summary": summarize_vectors(rows, methods),
+    }
+    out = Path(out)
     write_json(out / "vectors.json", result)
     (out / "table.md").write_text(vector_markdown(rows, methods, result["summary"]))
     return result
