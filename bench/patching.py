@@ -2,7 +2,8 @@
 same metric, measured in the same run.
 
     python bench/patching.py [--model runs/default] [--suite NAME] [--device cpu] [--n-prompts 32]
-    python bench/patching.py --model smollm2-135m --suite words --n-prompts 9 --threads 2
+    python bench/patching.py --model smollm2-135m --suite words --n-prompts 9 --threads 2 \
+        --cases a,b,d
 
 Prompts: k-shot prompts of ``--suite`` or the model's training suite (clean), all of one
 token length (TransformerLens's patching functions take no attention mask) and the same prompts with
@@ -140,6 +141,12 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=None, help="demonstrations (default: training k)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--no-scaling", action="store_true", help="skip (e)")
+    ap.add_argument(
+        "--cases",
+        default="a,a',b,c,d,e",
+        help="comma-separated subset of a,a',b,c,d,e (on a 30-layer model (a') and (c) run "
+        "one forward pass per head x position / layer x position: minutes on a CPU)",
+    )
     args = ap.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -156,17 +163,16 @@ def main() -> None:
         f"{model.d_model}; device {dev}{threads}; {len(clean)} prompts x "
         f"{clean.tokens.shape[1]} tokens (k={k}); median of {args.repeats} after 1 warm-up"
     )
-    print_rows(compare(model, clean, corrupted, args.repeats, device, CASES))
+    cases = set(args.cases.split(","))
+    chosen = [c for c in CASES if c[0][1:].split(")")[0] in cases]
+    print_rows(compare(model, clean, corrupted, args.repeats, device, chosen))
 
     # (d) attribution vs exact.
-    print("(d) attribution patching vs exact patching (same components)")
+    if "d" in cases:
+        print("(d) attribution patching vs exact patching (same components)")
     metric = AnswerProb.from_batch(clean)
-    for component, positions in (
-        ("heads", "all"),
-        ("resid", "each"),
-        ("attn", "each"),
-        ("mlp", "each"),
-    ):
+    d_cases = [("heads", "all"), ("resid", "each"), ("attn", "each"), ("mlp", "each")]
+    for component, positions in d_cases if "d" in cases else []:
         got = timed(
             {
                 m: lambda m=m, component=component, positions=positions: patch(
@@ -184,7 +190,7 @@ def main() -> None:
             f"{rank_correlation(ex, at):+.3f}"
         )
 
-    if args.no_scaling:
+    if args.no_scaling or "e" not in cases:
         return
     # (e) growth with layers x heads and with prompt length.
     print("(e) growth: random GPT-2 models (d_model 128), same prompts")
