@@ -425,7 +425,27 @@ def info(
         typer.echo("checkpoints: " + ", ".join(c.revision for c in list_checkpoints(model)))
 
 
-app.add_typer(__import__("tvlens.atv.cli", fromlist=["app"]).app, name="atv")
+@app.command()
+def models() -> None:
+    """List the pretrained models tvlens knows by short name (``--model NAME``) and whether
+    each is available here."""
+    from tvlens.models.pretrained import PRETRAINED, availability
+
+    for entry in PRETRAINED.values():
+        row = availability(entry)
+        state = "available" if row["available"] else "not installed"
+        typer.echo(f"{row['name']:16s} {state:14s} {row['description']} [{row['license']}]")
+        typer.echo(f"{'':16s} from: {row['source'] or 'install with: ' + row['fix']}")
+
+
+def _add_subcommands() -> None:
+    from tvlens.experiments.cli import app as pretrained_app
+
+    app.add_typer(pretrained_app, name="pretrained")
+    app.add_typer(__import__("tvlens.atv.cli", fromlist=["app"]).app, name="atv")
+
+
+_add_subcommands()
 
 
 def main() -> None:  # pragma: no cover
