@@ -18,7 +18,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from tvlens.errors import TVLensError
-from tvlens.models.loading import TVModel
+from tvlens.models.tvmodel import TVModel
 
 Pooling = Literal["last", "mean"]
 FINAL_NORM_HOOK = "ln_final.hook_out"

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from tvlens.errors import CheckpointError, ConfigError, EmptyTaskError, TVLensError
 from tvlens.extraction.residual import activations_at_positions
 from tvlens.models.checkpoints import is_run_dir, write_atomically
-from tvlens.models.loading import TVModel, load_model
+from tvlens.models.loading import load_model
+from tvlens.models.tvmodel import TVModel
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
 from tvlens.tasks.synthetic import null_task
