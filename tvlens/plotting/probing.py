@@ -116,27 +116,16 @@ def plot_emergence(em: dict, layer: int | None = None, title: str | None = None)
             row=1,
             col=1,
         )
-        fig.add_trace(
-            go.Scatter(
-                y=[c[t] for c in em["loss"]],
-                name=t,
-                showlegend=False,
-                line={"color": color},
-                **common,
-            ),
-            row=2,
-            col=1,
-        )
-        if has_acc:
+        for row, key in enumerate(("loss", "accuracy") if has_acc else ("loss",), start=2):
             fig.add_trace(
                 go.Scatter(
-                    y=[c[t] for c in em["accuracy"]],
+                    y=[c[t] for c in em[key]],
                     name=t,
                     showlegend=False,
                     line={"color": color},
                     **common,
                 ),
-                row=3,
+                row=row,
                 col=1,
             )
     fig.add_trace(
