@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import einops
+from jaxtyping import Float
 from torch import Tensor
 
 from tvlens.models.tvmodel import TVModel
@@ -100,6 +101,8 @@ def writer(
     return fn
 
 
-def at_positions(s: Tensor, start: int, n_pos: int) -> Tensor:
+def at_positions(
+    s: Float[Tensor, "batch src_pos *rest"], start: int, n_pos: int
+) -> Float[Tensor, "batch new_pos *rest"]:
     """A source activation from position ``start`` on (length-1 position axes broadcast)."""
     return s[:, start:] if s.shape[1] == n_pos else s
