@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tvlens.injection.inject import Mode, inject
-from tvlens.models.loading import TVModel
+from tvlens.models.tvmodel import TVModel
 from tvlens.tasks.prompts import PromptBatch
 
 

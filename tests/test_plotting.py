@@ -69,3 +69,23 @@ def test_png_with_a_browser(tmp_path, monkeypatch):
     assert saved.png is not None and saved.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = json.loads((tmp_path / "figures.json").read_text())
     assert record["fig"] == {"html": "fig.html", "png": "fig.png", "png_skipped": None}
+
+
+@pytest.mark.parametrize("with_accuracy", [True, False])
+def test_emergence_figure_rows(with_accuracy):
+    """Per task: TD on row 1, loss on row 2, accuracy on row 3 (token suites only)."""
+    from tvlens.plotting import plot_emergence
+
+    em = {
+        "peak_layer": 1, "layers": [0, 1], "steps": [1, 10, 100], "tasks": ["a", "b"],
+        "kind": "x", "td": [[0.1, 0.2]] * 3,
+        "td_per_task": [[{"a": 0.1, "b": 0.2}, {"a": 0.3, "b": 0.4}]] * 3,
+        "loss": [{"a": 1.0, "b": 2.0}] * 3,
+        "accuracy": [{"a": 0.5, "b": 0.6}] * 3 if with_accuracy else None,
+    }  # fmt: skip
+    fig = plot_emergence(em)
+    rows = {"y": 0.3, "y2": 1.0, "y3": 0.5}
+    a_traces = [t for t in fig.data if t.name == "a"]
+    assert [t.yaxis or "y" for t in a_traces] == ["y", "y2", "y3"][: 3 if with_accuracy else 2]
+    for t in a_traces:
+        assert list(t.y) == [rows[t.yaxis or "y"]] * 3

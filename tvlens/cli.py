@@ -118,6 +118,19 @@ def demo(
         typer.echo(f"  {name}: {f.png or f.html}")
 
 
+def _train(
+    train: Callable[..., Any], out: Path, report: Callable[[dict], str], **options: Any
+) -> None:
+    """Run a training function and print one line: checkpoints, folder, time, and ``report`` of
+    the last checkpoint's metrics (an empty dict when there is none)."""
+    res = train(out, **options)
+    last = res.metrics["checkpoints"][-1] if res.metrics["checkpoints"] else {}
+    typer.echo(
+        f"{len(res.checkpoints)} checkpoints in {res.run_dir} ({res.seconds:.0f} s); "
+        + report(last)
+    )
+
+
 @command("train-synthetic")
 def train_synthetic_cmd(
     out: Annotated[Path, typer.Option(help="Run folder to write.")],
@@ -151,24 +164,13 @@ def train_synthetic_cmd(
         ) from None
     if suite_spec is not None and not isinstance(suite_spec, dict):
         raise ConfigError('--suite must be a JSON object, e.g. \'{"name": "bitwise"}\'.')
-    res = train_synthetic(
-        out,
-        preset=preset,
-        resume=resume,
-        device=device,
-        steps=steps,
-        seed=seed,
-        suite=suite_spec,
-        arch=arch,
-        tv_loss_weight=tv_loss_weight,
-        tv_loss_layer=tv_loss_layer,
-    )
-    last = res.metrics["checkpoints"][-1] if res.metrics["checkpoints"] else {}
-    typer.echo(
-        f"{len(res.checkpoints)} checkpoints in {res.run_dir} ({res.seconds:.0f} s); "
-        f"final loss {last.get('loss', float('nan')):.3f}, "
-        f"ICL accuracy {last.get('mean_icl_accuracy', float('nan')):.3f}"
-    )
+    _train(
+        train_synthetic, out,
+        lambda last: f"final loss {last.get('loss', float('nan')):.3f}, "
+        f"ICL accuracy {last.get('mean_icl_accuracy', float('nan')):.3f}",
+        preset=preset, resume=resume, device=device, steps=steps, seed=seed, suite=suite_spec,
+        arch=arch, tv_loss_weight=tv_loss_weight, tv_loss_layer=tv_loss_layer,
+    )  # fmt: skip
 
 
 @command("eval")
@@ -293,21 +295,13 @@ def train_regression_cmd(
     (Han et al. 2025), with checkpoints that load through the bridge."""
     from tvlens.training.regression import train_regression
 
-    res = train_regression(
-        out,
-        preset=preset,
-        resume=resume,
-        device=device,
-        steps=steps,
-        seed=seed,
-        mixture=mixture,
+    _train(
+        train_regression, out,
+        lambda last: "final MSE "
+        + ", ".join(f"{t} {v:.3f}" for t, v in last.get("query_loss", {}).items()),
+        preset=preset, resume=resume, device=device, steps=steps, seed=seed, mixture=mixture,
         arch=arch,
-    )
-    last = res.metrics["checkpoints"][-1] if res.metrics["checkpoints"] else {}
-    typer.echo(
-        f"{len(res.checkpoints)} checkpoints in {res.run_dir} ({res.seconds:.0f} s); final MSE "
-        + ", ".join(f"{t} {v:.3f}" for t, v in last.get("query_loss", {}).items())
-    )
+    )  # fmt: skip
 
 
 @command()

@@ -92,16 +92,23 @@ def prepare_out_dir(out: str | Path, kind: str) -> Path:
                 f"Output folder {str(out)!r} is not empty and holds {what}, not a {kind} run: "
                 "give a new or empty folder (nothing in it was changed)."
             )
+    if (reason := _unwritable(out)) is not None:
+        raise OutputError(
+            f"Cannot write to output folder {str(out)!r} ({reason}): give a folder "
+            "you can write to."
+        )
+    return out
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why ``folder`` (created if missing) cannot take a new file, or None when it can."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise OutputError(
-            f"Cannot write to output folder {str(out)!r} ({e.strerror or e}): give a folder "
-            "you can write to."
-        ) from None
-    return out
+        return str(e.strerror or e)
+    return None
 
 
 def prepare_out_file(path: str | Path, kind: str) -> Path:
@@ -117,13 +124,6 @@ def prepare_out_file(path: str | Path, kind: str) -> Path:
                 f"Output file {str(path)!r} exists and is not a tvlens {kind} result: give a "
                 "new file name (it was not changed)."
             )
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as e:
-        raise OutputError(
-            f"Cannot write {str(path)!r} ({e.strerror or e}): give a path you can write to."
-        ) from None
+    if (reason := _unwritable(path.parent)) is not None:
+        raise OutputError(f"Cannot write {str(path)!r} ({reason}): give a path you can write to.")
     return path

@@ -11,7 +11,7 @@ from transformers import cache_utils
 import tvlens.patching.exact as ex
 from tvlens.models import adapter
 from tvlens.patching import LogitDiff, patch
-from tvlens.patching.exact import _linear_heads
+from tvlens.patching.attn_shortcut import linear_heads
 from tvlens.patching.resume import (
     attn_out_is_slot_output,
     cache_prefix,
@@ -62,8 +62,8 @@ def test_head_outputs_reach_the_attention_module_linearly(sharp_all, mixed):
         )
         assert attn_out_linear is not post_norm
         assert attn_out_is_slot_output(model, layer) is not post_norm
-        assert _linear_heads(model, layer, base[names[0]], base[names[1]])
-        assert _linear_heads(model, layer, base[names[0]], base[names[2]]) is not post_norm
+        assert linear_heads(model, layer, base[names[0]], base[names[1]])
+        assert linear_heads(model, layer, base[names[0]], base[names[2]]) is not post_norm
 
 
 def test_patch_reports_the_shortcuts_it_took(sharp_all, mixed):
@@ -160,7 +160,7 @@ def test_fallbacks_equal_the_fast_paths(sharp_extra, mixed, monkeypatch, fallbac
     elif fallback == "skip_blocks":
         monkeypatch.setattr(ex, "can_skip_blocks", lambda model: False)
     else:
-        monkeypatch.setattr(ex, "_linear_heads", lambda *a: False)
+        monkeypatch.setattr(ex, "linear_heads", lambda *a: False)
     slow = patch(model, clean, corrupted, metric, "heads", "each", layers=[0, 2])
     taken = {"cut": "cached_prefix", "skip_blocks": "skip_blocks", "linear_heads": "skip_attention"}
     assert fast.info["fast_paths"][taken[fallback]] and not slow.info["fast_paths"][taken[fallback]]

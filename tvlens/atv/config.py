@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tvlens.errors import TVLensError
-from tvlens.training.config import TrainingConfig
+from tvlens.training.config import TrainingConfig, pick_preset
 
 
 @dataclass(frozen=True)
@@ -48,16 +47,11 @@ class ATVConfig(TrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.positions not in ("all", "last"):
-            raise TVLensError(f"positions must be 'all' or 'last', got {self.positions!r}.")
-        if self.pooling not in ("last", "mean"):
-            raise TVLensError(f"pooling must be 'last' or 'mean', got {self.pooling!r}.")
-        if self.rank is not None and self.rank < 1:
-            raise TVLensError(f"rank must be >= 1 (or None for full rank), got {self.rank}.")
-        if min(self.epochs, self.n_train) < 1:
-            raise TVLensError(
-                f"epochs and n_train must be >= 1, got {self.epochs}, {self.n_train}."
-            )
+        self.check_choice("positions", ("all", "last"))
+        self.check_choice("pooling", ("last", "mean"))
+        if self.rank is not None:
+            self.check_at_least(1, "rank", why=" (or None for full rank)")
+        self.check_at_least(1, "epochs", "n_train")
 
 
 PRESETS: dict[str, ATVConfig] = {
@@ -99,6 +93,4 @@ PRESETS: dict[str, ATVConfig] = {
 
 
 def get_preset(name: str) -> ATVConfig:
-    if name not in PRESETS:
-        raise TVLensError(f"Unknown ATV preset {name!r}; use one of {sorted(PRESETS)}.")
-    return PRESETS[name]
+    return pick_preset(PRESETS, name, "ATV ")

@@ -18,7 +18,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from tvlens.errors import TVLensError
-from tvlens.models.loading import TVModel
+from tvlens.models.tvmodel import TVModel
 
 Pooling = Literal["last", "mean"]
 FINAL_NORM_HOOK = "ln_final.hook_out"
@@ -144,6 +144,8 @@ class ATVGenerator(nn.Module):
             return self.lm(tokens, attention_mask=attention_mask, stop_at_layer=self.stop_at_layer)
         seen: list[Tensor] = []
 
+        # Not adapter.keeper: the generator is trained through this state, so it is kept as it
+        # is in the autograd graph (neither a detached copy nor a new leaf).
         def keep(act: Tensor, hook=None) -> Tensor:
             seen.append(act)
             return act

@@ -18,7 +18,7 @@ import numpy as np
 
 from tvlens.atv.data import ATVSplits
 from tvlens.icl_accuracy import ICLEvaluation, TaskAccuracy, evaluate_prompts
-from tvlens.models.loading import TVModel
+from tvlens.models.tvmodel import TVModel
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import ICLPrompt, sample_prompts
 

@@ -29,7 +29,8 @@ from tvlens.atv.generator import ATVGenerator, Pooling
 from tvlens.atv.steering import Positions, steer
 from tvlens.errors import CheckpointError, TVLensError
 from tvlens.icl_accuracy import answer_correctness
-from tvlens.models.loading import TVModel, load_model
+from tvlens.models.loading import load_model
+from tvlens.models.tvmodel import TVModel
 from tvlens.tasks.prompts import ICLPrompt, PaddingSide, tokenize_prompts
 
 WEIGHTS_FILE = "atv.safetensors"

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from tvlens.atv.generator import last_real_position
 from tvlens.errors import TVLensError
-from tvlens.models.loading import TVModel
+from tvlens.models.tvmodel import TVModel
 
 Positions = Literal["all", "last"]
 

@@ -27,7 +27,8 @@ from tvlens.atv.config import ATVConfig, get_preset
 from tvlens.atv.data import SYNTHETIC_TARGET, ATVSplits, get_atv_suite, split_queries
 from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import TVLensError
-from tvlens.models.loading import TVModel, default_device, load_model
+from tvlens.models.loading import default_device, load_model
+from tvlens.models.tvmodel import TVModel
 from tvlens.runs import ATV_RUN, KIND_KEY
 from tvlens.training.engine import EpochData, RunKind, train_run
 

@@ -21,7 +21,7 @@ from tvlens.errors import ConfigError
 from tvlens.extraction.residual import activations_at_positions
 from tvlens.extraction.vectors import TaskVector
 from tvlens.frames import tidy
-from tvlens.models.loading import TVModel
+from tvlens.models.tvmodel import TVModel
 from tvlens.patching import AnswerProb, patch
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import (

@@ -16,7 +16,7 @@ from torch import Tensor
 from tvlens.errors import ConfigError
 from tvlens.extraction.vectors import TaskVector
 from tvlens.models import adapter
-from tvlens.models.loading import ResidPoint, TVModel
+from tvlens.models.tvmodel import ResidPoint, TVModel
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import (
     PromptBatch,

@@ -20,7 +20,7 @@ from tvlens.extraction.residual import hendel_task_vector
 from tvlens.extraction.vectors import TaskVector
 from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.injection.sweep import layer_sweep_correct
-from tvlens.models.loading import TVModel
+from tvlens.models.tvmodel import TVModel
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.prompts import sample_prompts
 

@@ -16,7 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tvlens.extraction.vectors import TaskVector, VectorMismatchError
-from tvlens.models.loading import ResidPoint, TVModel
+from tvlens.models.tvmodel import ResidPoint, TVModel
 
 Mode = Literal["replace", "add"]
 Positions = Literal["last", "all"] | Int[Tensor, " batch"]

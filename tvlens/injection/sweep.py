@@ -14,7 +14,7 @@ from torch import Tensor
 
 from tvlens.extraction.vectors import VectorMismatchError
 from tvlens.injection.inject import Mode, check_mode, write_vector
-from tvlens.models.loading import TVModel
+from tvlens.models.tvmodel import TVModel
 from tvlens.patching.last_token import run_prefix, sweep_components
 from tvlens.tasks.prompts import ICLPrompt, PromptBatch, tokenize_prompts
 

@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from tvlens.errors import CheckpointError, TVLensError
-from tvlens.models.loading import TVModel, load_model
+from tvlens.models.loading import load_model
+from tvlens.models.tvmodel import TVModel
 from tvlens.tasks.regression import RegressionMixture
 
 READ_IN_FILE = "read_in.safetensors"

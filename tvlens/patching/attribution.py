@@ -2,7 +2,7 @@
 effect, ``(a_source - a_corrupted) · ∂metric/∂a`` at the corrupted run, for all components at
 once from two forward passes (source, corrupted) and one backward pass.
 
-Results are :class:`~tvlens.patching.exact.PatchResult` objects on the same scale as exact
+Results are :class:`~tvlens.patching.result.PatchResult` objects on the same scale as exact
 patching (corrupted metric + estimated effect), so the two can be compared cell by cell.
 """
 
@@ -16,16 +16,10 @@ import torch
 from torch import Tensor
 
 from tvlens.models import adapter
-from tvlens.models.loading import TVModel
-from tvlens.patching.exact import (
-    PatchResult,
-    Tokens,
-    _metric_value,
-    _source_acts,
-    make_result,
-    prepare,
-)
+from tvlens.models.tvmodel import TVModel
+from tvlens.patching.inputs import Tokens, metric_value, prepare, source_acts
 from tvlens.patching.metrics import Metric
+from tvlens.patching.result import PatchResult, make_result
 from tvlens.tasks.prompts import PromptBatch
 
 
@@ -66,7 +60,7 @@ def attribution_patch(
 
     corr_logits, corr_acts, grads = _corrupted_with_grads(model, corr, hooks, metric)
     with torch.no_grad():
-        src, clean_logits = _source_acts(model, source, cln, corr_acts, hooks, positions)
+        src, clean_logits = source_acts(model, source, cln, corr_acts, hooks, positions)
         rows = []
         for h in hooks:
             a, g = corr_acts[h], grads[h]
@@ -78,7 +72,7 @@ def attribution_patch(
                 rows.append(per_pos[-1])
             else:
                 rows.append(per_pos)
-        corrupted_metric = _metric_value(metric, corr_logits)
+        corrupted_metric = metric_value(metric, corr_logits)
         values = torch.stack(rows).cpu() + corrupted_metric
 
     info = {"n_prompts": corr.tokens.shape[0], "n_pos": corr.tokens.shape[1]}

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from tvlens.errors import PromptError
 from tvlens.models import adapter
-from tvlens.models.loading import TVModel
+from tvlens.models.tvmodel import TVModel
 from tvlens.patching.resume import cache_prefix, can_pack, corrupted_run, packed_mask
 from tvlens.tasks.prompts import PromptBatch
 

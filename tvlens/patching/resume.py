@@ -25,7 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from tvlens.models import adapter
-from tvlens.models.loading import TVModel
+from tvlens.models.tvmodel import TVModel
 
 # Every fast path below states the assumption it rests on and the check that decides whether it
 # is taken; where the check fails the general path (a full recomputation) runs instead. Tests

@@ -19,7 +19,7 @@ import pandas as pd
 
 from tvlens.configs import PatchConfig, choices
 from tvlens.errors import ConfigError, EmptyTaskError, PromptError
-from tvlens.models.loading import TVModel
+from tvlens.models.tvmodel import TVModel
 from tvlens.patching.attribution import rank_correlation
 from tvlens.patching.exact import PatchResult, patch
 from tvlens.patching.metrics import AnswerProb

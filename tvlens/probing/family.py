@@ -26,8 +26,10 @@ from torch import Tensor, nn
 
 from tvlens.errors import CheckpointError, ConfigError, EmptyTaskError, TVLensError
 from tvlens.extraction.residual import activations_at_positions
+from tvlens.models import adapter
 from tvlens.models.checkpoints import is_run_dir, write_atomically
-from tvlens.models.loading import TVModel, load_model
+from tvlens.models.loading import load_model
+from tvlens.models.tvmodel import TVModel
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
 from tvlens.tasks.synthetic import null_task
@@ -183,10 +185,8 @@ class TokenFamily:
                 prompts[start : start + self.batch_size], model, padding_side="left"
             )
             logits: dict[str, Tensor] = {}
-
-            def keep_logits(act: Tensor, hook: Any, logits=logits) -> None:
-                logits["q"] = act[:, -1].detach()  # the query's next-token logits
-
+            # the query's next-token logits
+            keep_logits = adapter.keeper(logits, "q", lambda a: a[:, -1])
             with model.hooks(fwd_hooks=[("unembed.hook_out", keep_logits)]):
                 acts = activations_at_positions(model, batch, names)
             hidden.append(torch.stack([acts[nm] for nm in names]))
@@ -264,14 +264,7 @@ class RegressionFamily:
         tv = model.tvmodel
         names = tv.resid_hooks("post")
         store: dict[str, Tensor] = {}
-
-        def keeper(name: str):
-            def keep(act: Tensor, hook: Any) -> None:
-                store[name] = act[:, -1].detach()
-
-            return keep
-
-        with tv.hooks(fwd_hooks=[(nm, keeper(nm)) for nm in names]):
+        with tv.hooks(fwd_hooks=adapter.keepers(store, names, lambda a: a[:, -1])):
             pred = model.predict(tokens)[:, -1].cpu()
         hidden = torch.stack([store[nm] for nm in names]).cpu()
         # Normalised MSE: squared error over E[y_q^2 | w] = |w|^2 + noise^2 (rank for the Null

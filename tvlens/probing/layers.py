@@ -9,7 +9,7 @@ import pandas as pd
 
 from tvlens.extraction.residual import residual_at_query
 from tvlens.frames import tidy
-from tvlens.models.loading import TVModel
+from tvlens.models.tvmodel import TVModel
 from tvlens.probing.measures import (
     probe_accuracy,
     project_2d,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from tvlens.errors import TVLensError
 
@@ -34,6 +35,33 @@ class RunConfig:
             if name in d and d[name] == defaults[name]:
                 del d[name]
         return d
+
+    # The checks every run configuration's ``__post_init__`` makes, each with one message form.
+    def check_at_least(self, minimum: int, *names: str, why: str = "") -> None:
+        """:class:`TVLensError` unless every field in ``names`` is ``>= minimum``."""
+        values = [getattr(self, n) for n in names]
+        if min(values) < minimum:
+            raise TVLensError(
+                f"{' and '.join(names)} must be >= {minimum}{why}, "
+                f"got {', '.join(str(v) for v in values)}."
+            )
+
+    def check_choice(self, name: str, valid: Sequence[Any]) -> None:
+        """:class:`TVLensError` unless field ``name`` is one of ``valid``."""
+        value = getattr(self, name)
+        if value not in valid:
+            raise TVLensError(f"{name} must be one of {list(valid)}, got {value!r}.")
+
+
+C = TypeVar("C")
+
+
+def pick_preset(presets: Mapping[str, C], name: str, kind: str = "") -> C:
+    """``presets[name]``, or :class:`TVLensError` naming the presets there are (``kind``: the
+    run kind, e.g. ``"ATV "``, as the message names it)."""
+    if name not in presets:
+        raise TVLensError(f"Unknown {kind}preset {name!r}; use one of {sorted(presets)}.")
+    return presets[name]
 
 
 OPTIMIZERS = ("adamw", "adam")
@@ -72,19 +100,11 @@ class TrainingConfig(RunConfig):
     _omit_at_default = ("grad_accum", "optimizer", "schedule", "mixed_precision")
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise TVLensError(f"steps must be >= 1, got {self.steps}.")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise TVLensError(
-                f"batch_size and grad_accum must be >= 1, got {self.batch_size}, {self.grad_accum}."
-            )
-        for name, value, valid in (
-            ("optimizer", self.optimizer, OPTIMIZERS),
-            ("schedule", self.schedule, SCHEDULES),
-            ("mixed_precision", self.mixed_precision, MIXED_PRECISION),
-        ):
-            if value not in valid:
-                raise TVLensError(f"{name} must be one of {list(valid)}, got {value!r}.")
+        self.check_at_least(1, "steps")
+        self.check_at_least(1, "batch_size", "grad_accum")
+        self.check_choice("optimizer", OPTIMIZERS)
+        self.check_choice("schedule", SCHEDULES)
+        self.check_choice("mixed_precision", MIXED_PRECISION)
 
 
 @dataclass(frozen=True)
@@ -129,8 +149,7 @@ class TrainConfig(TrainingConfig):
                 f"tv_loss_layer must be in 0..{self.n_layers - 2} (a block before the last), "
                 f"got {self.tv_loss_layer}."
             )
-        if self.k < 1:
-            raise TVLensError(f"k must be >= 1 for ICL training, got {self.k}.")
+        self.check_at_least(1, "k", why=" for ICL training")
         from tvlens.models.hf import ARCHITECTURES
 
         if self.arch not in ARCHITECTURES:
@@ -185,9 +204,7 @@ PRESETS: dict[str, TrainConfig] = {
 
 
 def get_preset(name: str) -> TrainConfig:
-    if name not in PRESETS:
-        raise TVLensError(f"Unknown preset {name!r}; use one of {sorted(PRESETS)}.")
-    return PRESETS[name]
+    return pick_preset(PRESETS, name)
 
 
 def checkpoint_steps(cfg: Any) -> list[int]:

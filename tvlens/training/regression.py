@@ -32,7 +32,7 @@ from tvlens.tasks.regression import (
     regression_batch,
 )
 from tvlens.training.checkpointing import load_hf_weights, write_hf_folder
-from tvlens.training.config import TrainingConfig
+from tvlens.training.config import TrainingConfig, pick_preset
 from tvlens.training.engine import RunKind, StepData, TrainResult, train_from_preset
 
 
@@ -63,12 +63,8 @@ class RegressionConfig(TrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.arch not in ("gpt2", "llama"):
-            raise TVLensError(f"arch must be 'gpt2' or 'llama', got {self.arch!r}.")
-        if self.n_points < 2:
-            raise TVLensError(
-                f"n_points must be >= 2 (a demonstration and a query), got {self.n_points}."
-            )
+        self.check_choice("arch", ("gpt2", "llama"))
+        self.check_at_least(2, "n_points", why=" (a demonstration and a query)")
         self.get_mixture()  # an unknown mixture name fails here, before anything is written
 
     def get_mixture(self) -> RegressionMixture:
@@ -135,11 +131,7 @@ REGRESSION_PRESETS: dict[str, RegressionConfig] = {
 
 
 def get_regression_preset(name: str) -> RegressionConfig:
-    if name not in REGRESSION_PRESETS:
-        raise TVLensError(
-            f"Unknown regression preset {name!r}; use one of {sorted(REGRESSION_PRESETS)}."
-        )
-    return REGRESSION_PRESETS[name]
+    return pick_preset(REGRESSION_PRESETS, name, "regression ")
 
 
 def build_regression_model(cfg: RegressionConfig, device: str = "cpu") -> ReadInOutModel:

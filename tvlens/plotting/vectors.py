@@ -1,0 +1,71 @@
+"""Figures of task vectors and function vectors: accuracy by layer, AIE per head."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from tvlens.plotting.style import PALETTE
+
+
+def plot_layer_sweep(results: dict, title: str = "Task-vector accuracy by layer") -> go.Figure:
+    """Mean test accuracy over tasks of zero-shot + vector at each layer, one line per method,
+    with zero-shot and ICL accuracy as horizontal references (``results.json`` of
+    ``tvlens vectors``)."""
+    tasks = results["tasks"]
+    methods = list(next(iter(tasks.values()))["methods"])
+    n_layers = len(next(iter(tasks.values()))["methods"][methods[0]]["test_by_layer"])
+    layers = list(range(n_layers))
+    fig = go.Figure()
+    names = {"hendel": "task vector (Hendel, replace)", "fv": "function vector (add)"}
+    for i, m in enumerate(methods):
+        curve = [
+            sum(t["methods"][m]["test_by_layer"][j] for t in tasks.values()) / len(tasks)
+            for j in layers
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=layers,
+                y=curve,
+                name=names.get(m, m),
+                mode="lines+markers",
+                line={"width": 3, "color": PALETTE[i]},
+            )
+        )
+    for key, label, dash in (("icl", "ICL", "dash"), ("zero_shot", "zero-shot", "dot")):
+        val = sum(t[key] for t in tasks.values()) / len(tasks)
+        fig.add_trace(
+            go.Scatter(
+                x=layers,
+                y=[val] * n_layers,
+                name=f"{label} ({val:.2f})",
+                mode="lines",
+                line={"dash": dash, "color": "gray"},
+            )
+        )
+    fig.update_xaxes(
+        title_text="layer (vector written after this block, last token)",
+        tickmode="array",
+        tickvals=layers,
+    )
+    fig.update_yaxes(title_text="test accuracy (first answer token)", range=[0, 1.02])
+    fig.update_layout(title=title, template="plotly_white")
+    return fig
+
+
+def plot_head_aie(aie, title: str = "Average indirect effect per head") -> go.Figure:
+    """Layer × head heatmap of AIE (``[layer, head]`` tensor or nested list)."""
+    z = aie.tolist() if hasattr(aie, "tolist") else aie
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[f"H{h}" for h in range(len(z[0]))],
+            y=[f"L{layer}" for layer in range(len(z))],
+            colorscale="RdBu",
+            zmid=0,
+            colorbar={"title": "AIE"},
+        )
+    )
+    fig.update_yaxes(autorange="reversed", title_text="layer")
+    fig.update_xaxes(title_text="head")
+    fig.update_layout(title=title, template="plotly_white")
+    return fig
