@@ -14,12 +14,15 @@ LAYERS = [0, 14, 29]
 
 
 @pytest.fixture(scope="module")
-def prompts():
+def prompts(smollm2):
+    # Prompts of different token lengths whose answers are one token on SmolLM2 (the
+    # probability metric reads one token and refuses multi-token answers).
     suite = get_suite("words")
-    ps = sample_prompts(suite["antonyms"], 3, 2, seed=0) + sample_prompts(
-        suite["country_capital"], 3, 2, seed=1
+    ps = sample_prompts(suite["antonyms"], 3, 6, seed=0) + sample_prompts(
+        suite["country_capital"], 3, 6, seed=1
     )
-    return ps
+    single = [p for p in ps if tokenize_prompts([p], smollm2).single_token_answers]
+    return single[:2] + single[-2:]
 
 
 @pytest.mark.smollm2
