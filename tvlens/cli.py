@@ -410,6 +410,19 @@ def info(
         typer.echo("checkpoints: " + ", ".join(c.revision for c in list_checkpoints(model)))
 
 
+@app.command()
+def models() -> None:
+    """List the pretrained models tvlens knows by short name (``--model NAME``) and whether
+    each is available here."""
+    from tvlens.models.pretrained import PRETRAINED, availability
+
+    for entry in PRETRAINED.values():
+        row = availability(entry)
+        state = "available" if row["available"] else "not installed"
+        typer.echo(f"{row['name']:16s} {state:14s} {row['description']} [{row['license']}]")
+        typer.echo(f"{'':16s} from: {row['source'] or 'install with: ' + row['fix']}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -132,6 +132,7 @@ def evaluate_task_vectors(
             "split": list(split),
             "seed": seed,
             "template": tmpl if isinstance(tmpl, str) else tmpl.name,
+            "prompt_bos": model.prompt_bos,
         },
         tasks={},
         vectors={m: {} for m in methods},

