@@ -159,7 +159,7 @@ PRESETS: dict[str, CompareConfig] = {
     # tells the task (its length) and unseen list tasks of other lengths / ops.
     "tiny": CompareConfig(
         in_domain=["al/last_of_2", "al/first_of_3", "al/last_of_4"],
-        unseen=["f2/first", "l3/last"],
+        unseen=["f2/first=first_of_2", "l3/last=last_of_3"],
         suites={
             "al": {"name": "atv_lists"},
             "f2": {
@@ -258,7 +258,14 @@ def get_compare_preset(name: str) -> CompareConfig:
 
 
 def resolve_task(ref: str, cfg: CompareConfig, cache: dict[str, TaskSuite]) -> Task:
-    """The task an ``alias/task`` reference names (see :class:`CompareConfig`)."""
+    """The task an ``alias/task`` reference names (see :class:`CompareConfig`);
+    ``alias/task=new_name`` renames it."""
+    ref, _, rename = ref.partition("=")
+    task = _resolve(ref, cfg, cache)
+    return Task(rename, task.examples, family=task.family) if rename else task
+
+
+def _resolve(ref: str, cfg: CompareConfig, cache: dict[str, TaskSuite]) -> Task:
     alias, sep, name = ref.partition("/")
     if not sep or not name:
         raise UnknownTaskError(
@@ -324,7 +331,7 @@ def load_compare_data(cfg: CompareConfig, template: str) -> CompareData:
         for ref in refs:
             t = _usable(resolve_task(ref, cfg, cache), cfg.max_input_chars)
             if t.name in sources:  # e.g. "first" of two list suites: name it by its alias
-                t = Task(ref.replace("/", "_"), t.examples, family=t.family)
+                t = Task(ref.replace("/", "_").split("=")[0], t.examples, family=t.family)
             if t.name in sources:
                 raise TVLensError(f"Task {ref!r} is listed twice.")
             sources[t.name] = ref
@@ -388,6 +395,8 @@ def run_cell(ctx: CompareContext, method: str, seed: int) -> dict[str, Any]:
     train_on = ctx.data.in_domain if method in TRAINED else merged(*ctx.data.groups().values())
     t0 = time.perf_counter()
     info = m.fit(train_on) or {}
+    if method in TRAINED:  # recorded so that a test can check unseen tasks stay unseen
+        info["trained_on_tasks"] = sorted({p.task for p in train_on.train})
     fit_s = time.perf_counter() - t0
     groups, infer_s, n_q, tokens = {}, 0.0, 0, []
     for g, splits in ctx.data.groups().items():
