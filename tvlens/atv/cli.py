@@ -66,7 +66,6 @@ def train_cmd(
             preset=preset,
             resume=resume,
             device=device,
-            target=None,
             **{
                 k: v
                 for k, v in {

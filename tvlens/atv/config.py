@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tvlens.errors import TVLensError
-from tvlens.training.config import RunConfig
+from tvlens.training.config import TrainingConfig
 
 
 @dataclass(frozen=True)
-class ATVConfig(RunConfig):
+class ATVConfig(TrainingConfig):
     """Everything that determines an ATV training run (saved as ``config.json``).
 
     ``generator=None`` uses the target's own weights (a separate, trainable copy) as the
@@ -38,30 +38,24 @@ class ATVConfig(RunConfig):
     n_train: int = 90
     n_dev: int = 20
     n_test: int = 50
-    # optimisation
+    # optimisation (the engine's options: TrainingConfig; `steps` follows from the epochs)
     epochs: int = 15
     batch_size: int = 1
-    grad_accum: int = 1
-    optimizer: str = "adamw"
     lr: float = 5e-4
     weight_decay: float = 1e-5
-    warmup_steps: int = 0
-    grad_clip: float = 1.0
-    precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 elsewhere; or fp32/bf16/fp16
-    seed: int = 0
+    log_every: int = 1
     eval_batch_size: int = 64
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.positions not in ("all", "last"):
             raise TVLensError(f"positions must be 'all' or 'last', got {self.positions!r}.")
         if self.pooling not in ("last", "mean"):
             raise TVLensError(f"pooling must be 'last' or 'mean', got {self.pooling!r}.")
-        if self.optimizer not in ("adamw", "adam"):
-            raise TVLensError(f"optimizer must be 'adamw' or 'adam', got {self.optimizer!r}.")
         if self.rank is not None and self.rank < 1:
             raise TVLensError(f"rank must be >= 1 (or None for full rank), got {self.rank}.")
-        if min(self.epochs, self.batch_size, self.grad_accum, self.n_train) < 1:
-            raise TVLensError("epochs, batch_size, grad_accum and n_train must be >= 1.")
+        if min(self.epochs, self.n_train) < 1:
+            raise TVLensError(f"epochs and n_train must be >= 1, got {self.epochs}, {self.n_train}.")
 
 
 PRESETS: dict[str, ATVConfig] = {
@@ -98,7 +92,9 @@ PRESETS: dict[str, ATVConfig] = {
     ),
     # The paper's recipe (official code): GPT-2 generator fully trained, full-rank expansion,
     # λ = 0.001 at every layer and position, batch 1, 15 epochs, 90 examples per task.
-    "gpu": ATVConfig(generator="gpt2", epochs=15, n_train=90, batch_size=1),
+    "gpu": ATVConfig(
+        generator="gpt2", epochs=15, n_train=90, batch_size=1, mixed_precision="bf16"
+    ),
 }
 
 

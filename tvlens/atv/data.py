@@ -46,7 +46,7 @@ SYNTHETIC_TARGET = {
     },
     "k": 3,
     "n_ctx": 64,
-    "steps": 400,
+    "steps": 200,
 }
 # task -> (list length, op)
 QUERY_TASKS = {"last_of_2": (2, "last"), "first_of_3": (3, "first"), "last_of_4": (4, "last")}

@@ -13,6 +13,7 @@ run from its last complete checkpoint (same weights as an uninterrupted run on C
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from tvlens.atv.config import ATVConfig, get_preset
-from tvlens.atv.data import ATVSplits, get_atv_suite, split_queries
+from tvlens.atv.data import SYNTHETIC_TARGET, ATVSplits, get_atv_suite, split_queries
 from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import TVLensError
 from tvlens.models.loading import TVModel, default_device, load_model
@@ -39,6 +40,35 @@ class ATVTrainResult:
     metrics: dict
     completed: bool
     seconds: float
+
+
+def run_device(device: str | None) -> tuple[str, bool]:
+    """The device this process trains on and whether it is the main process: accelerate's
+    under ``accelerate launch`` with several processes (as the engine decides), else
+    ``device`` or the best available."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        state = PartialState()
+        return str(state.device), state.is_main_process
+    return device or default_device(), True
+
+
+def train_synthetic_target(
+    out: str | Path, device: str | None = "cpu", resume: bool = False, progress: bool = True
+) -> Path:
+    """The synthetic setting's target (:mod:`tvlens.atv.data`): the ``tiny`` tvlens model
+    trained on first / last of symbol lists; reused when ``out`` already holds it."""
+    from tvlens.training import train_synthetic
+    from tvlens.training.engine import load_run_config
+
+    out = Path(out)
+    done = load_run_config(out) is not None and (out / "checkpoints").is_dir()
+    res = train_synthetic(
+        out, preset="tiny", device=device, resume=resume or done, progress=progress,
+        **SYNTHETIC_TARGET,
+    )  # fmt: skip
+    return res.run_dir
 
 
 def load_models(cfg: ATVConfig, device: str, target: TVModel | None = None):
@@ -89,7 +119,7 @@ def train_atv(
     config: ATVConfig | None = None,
     resume: bool = False,
     device: str | None = None,
-    target: TVModel | None = None,
+    target_model: TVModel | None = None,
     stop_after: int | None = None,
     progress: bool = True,
     **overrides: Any,
@@ -101,7 +131,7 @@ def train_atv(
         preset: ``"tiny"``, ``"cpu"`` or ``"gpu"`` (see :mod:`tvlens.atv.config`).
         config: A full :class:`ATVConfig` instead of a preset.
         resume: Continue a stopped run in ``out``.
-        target: An already loaded target (must be the one the config names).
+        target_model: The target already loaded (must be the one the config names).
         stop_after: Stop (as if killed) after this optimizer step.
         overrides: Any :class:`ATVConfig` field, e.g. ``target="runs/x"``, ``rank=8``.
     """
@@ -110,9 +140,9 @@ def train_atv(
     cfg = (config or get_preset(preset)).with_overrides(**overrides)
     if not cfg.target:
         raise TVLensError("No target model: pass target=... (--target).")
-    device = device or default_device()
+    device, is_main = run_device(device)
     torch.manual_seed(cfg.seed)
-    target, generator = load_models(cfg, device, target)
+    target, generator = load_models(cfg, device, target_model)
     atv = build_atv(cfg, target, generator)
     splits = make_splits(cfg)
     train = splits.train
@@ -141,9 +171,10 @@ def train_atv(
               "config": cfg.to_dict(), "splits": splits.counts()}  # fmt: skip
     result = train_run(
         kind, cfg, run_dir, header, device=device, resume=resume,
-        stop_after=stop_after, progress=progress,
+        stop_after=stop_after, progress=progress, checkpoints="epoch",
+        desc=f"atv {run_dir.name}",
     )  # fmt: skip
-    if result.completed:
+    if result.completed and is_main:
         final = result.final.path / WEIGHTS_FILE
         tmp = run_dir / (WEIGHTS_FILE + ".tmp")
         shutil.copyfile(final, tmp)
