@@ -16,12 +16,13 @@ from tvlens.probing.experiments import (
     TokenFamily,
     emergence,
     family_for_run,
-    finetune_layers,
     perturbation,
 )
 from tvlens.tasks import get_suite
+from tvlens.tasks.regression import RegressionMixture
 from tvlens.training import train_synthetic
-from tvlens.training.regression import RegressionMixture, train_regression
+from tvlens.training.finetune import finetune_layers
+from tvlens.training.regression import train_regression
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,17 @@ import torch
 
 from tvlens.errors import EmptyTaskError, LayerError, TVLensError
 from tvlens.injection import inject
-from tvlens.training.regression import (
+from tvlens.models.regression import load_regression_model
+from tvlens.tasks.regression import (
     MIXTURES,
     RegressionMixture,
-    build_regression_model,
-    get_regression_preset,
     interleave,
-    load_regression_model,
     predictions_at_x,
     query_tokens,
+)
+from tvlens.training.regression import (
+    build_regression_model,
+    get_regression_preset,
     train_regression,
 )
 

@@ -5,8 +5,9 @@ families: token suites (latent mappings...) and the sparse-linear-regression mix
   checkpoints of a training run: do encoding (TD) and decoding (loss) rise together?
 * :func:`perturbation`: write the mean last-query-token state of task B into prompts of task A
   at one layer (replace, last position): the change of A's loss / accuracy for every (A, B).
-* :func:`finetune_layers`: fine-tune only the first k or only the last k blocks on a family the
-  model does poorly, and compare TD and accuracy before / after (the paper's Table 1).
+
+Fine-tuning only the first / last k blocks (the paper's Table 1) is a training run:
+:func:`tvlens.training.finetune.finetune_layers`.
 
 A *family* (:class:`TokenFamily`, :class:`RegressionFamily`) knows how to load a checkpoint,
 sample prompts of a task (or of the Null task) and run them once, returning the residual after
@@ -20,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import einops
 import numpy as np
@@ -133,13 +134,13 @@ class RegressionFamily:
         return {"kind": self.kind, "mixture": self.mixture.to_dict(), "n_points": self.n_points}
 
     def load(self, run: str | Path, revision: str | int | None = None, device: str | None = None):
-        from tvlens.training.regression import load_regression_model
+        from tvlens.models.regression import load_regression_model
 
         return load_regression_model(run, revision=revision, device=device)
 
     @torch.no_grad()
     def run(self, model, task: str, n: int, seed: int, patch: Patch = None) -> RunOutput:
-        from tvlens.training.regression import query_tokens
+        from tvlens.tasks.regression import query_tokens
 
         x, y, w = self.mixture.sample(task, n, self.n_points, seed=seed)
         tokens = query_tokens(x, y)  # ends at the last query x_p
@@ -183,7 +184,7 @@ def family_for_run(run: str | Path, **kwargs: Any) -> TokenFamily | RegressionFa
         raise TVLensError(f"{str(run)!r} is not a tvlens training run (no config.json).")
     cfg = json.loads(path.read_text())
     if cfg.get("family") == "regression":
-        from tvlens.training.regression import RegressionMixture
+        from tvlens.tasks.regression import RegressionMixture
 
         return RegressionFamily(
             RegressionMixture(**cfg["mixture"]), n_points=cfg["config"]["n_points"], **kwargs
@@ -471,264 +472,6 @@ def perturbation(
         accuracy=acc if has_acc else None,
         td_at_layer=None if td is None else td.overall,
     )
-
-
-# ---------------------------------------------------------------------------- fine-tuning
-
-
-@dataclass
-class FinetuneRow:
-    which: str  # "first" or "last"
-    blocks: list[int]
-    loss_before: float
-    loss_after: float
-    accuracy_before: float | None
-    accuracy_after: float | None
-    td_before: float
-    td_after: float
-    td_by_layer_before: list[float]
-    td_by_layer_after: list[float]
-    seconds: float
-
-
-@dataclass
-class FinetuneResult:
-    """The paper's Table 1: rows first-k / last-k; loss, accuracy and TD (max over layers)
-    before and after fine-tuning only those blocks."""
-
-    kind: str
-    k_layers: int
-    rows: list[FinetuneRow]
-    config: dict = field(default_factory=dict)
-
-    def table(self) -> str:
-        head = "| blocks tuned | acc before | acc after | loss before | loss after |"
-        lines = [head + " TD before | TD after |", "|---|---|---|---|---|---|---|"]
-        f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-        for r in self.rows:
-            lines.append(
-                f"| {r.which} {self.k_layers} ({r.blocks}) | {f(r.accuracy_before)} | "
-                f"{f(r.accuracy_after)} | {f(r.loss_before)} | {f(r.loss_after)} | "
-                f"{f(r.td_before)} | {f(r.td_after)} |"
-            )
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return {
-            "kind": self.kind,
-            "k_layers": self.k_layers,
-            "rows": [asdict(r) for r in self.rows],
-            "config": self.config,
-            "table": self.table(),
-        }
-
-
-def _evaluate_family(model, family, n_prompts: int, seed: int, knn_k: int = 10):
-    names = family.task_names + [NULL]
-    outs = {t: family.run(model, t, n_prompts, seed=seed + 1000 * i) for i, t in enumerate(names)}
-    td, _ = _layer_td(outs, knn_k)
-    loss = float(np.mean([outs[t].loss for t in family.task_names]))
-    acc = (
-        None
-        if family.kind != "tokens"
-        else float(np.mean([outs[t].accuracy for t in family.task_names]))
-    )
-    return loss, acc, td
-
-
-def _train_batches(family, hf_or_model, tokenizer, step: int, batch_size: int, seed: int):
-    """One fine-tuning loss on the family's prompts (every answer / every y is trained)."""
-    if family.kind == "tokens":
-        from tvlens.training.data import ICLBatcher
-        from tvlens.training.train import answer_loss
-
-        if not hasattr(family, "_batcher"):
-            family._batcher = ICLBatcher(family.suite, tokenizer, family.k, family.template)
-        b = family._batcher.batch(step, batch_size, seed)
-        out = hf_or_model(input_ids=b.input_ids, attention_mask=b.attention_mask)
-        return answer_loss(out.logits, b.labels)
-    from tvlens.training.regression import predictions_at_x, regression_batch
-
-    tokens, y, _ = regression_batch(family.mixture, step, batch_size, family.n_points, seed)
-    return F.mse_loss(predictions_at_x(hf_or_model(tokens)), y)
-
-
-def finetune_layers(
-    run: str | Path,
-    family: TokenFamily | RegressionFamily,
-    out: str | Path,
-    k_layers: int = 2,
-    which: Sequence[Literal["first", "last"]] = ("first", "last"),
-    revision: str | int | None = None,
-    steps: int = 200,
-    lr: float = 1e-3,
-    batch_size: int = 32,
-    n_prompts: int = 100,
-    seed: int = 0,
-    method: str = "full",
-    lora_rank: int = 16,
-    progress: bool = True,
-) -> FinetuneResult:
-    """Fine-tune only the first ``k_layers`` or only the last ``k_layers`` blocks of a
-    checkpoint on ``family`` (everything else frozen), and report loss, accuracy and TD
-    before and after. ``method="full"`` trains those blocks' weights; ``"lora"`` trains
-    peft LoRA adapters (rank ``lora_rank``, as the paper's r=16) on their attention and MLP
-    matrices, merged into the weights before saving. Writes ``out/config.json``,
-    ``out/metrics.json`` and each tuned model as a loadable folder ``out/{which}/``."""
-    from tvlens.training.train import decoder_blocks
-
-    if method not in ("full", "lora"):
-        raise TVLensError(f"method must be 'full' or 'lora', got {method!r}.")
-
-    out = Path(out)
-    base = family.load(run, revision=revision)
-    n_layers = family.tvmodel(base).n_layers
-    if not 1 <= k_layers <= n_layers:
-        raise TVLensError(f"k_layers must be in 1..{n_layers}, got {k_layers}.")
-    ckpt_dir = Path(family.tvmodel(base).spec.path)
-    config = {
-        "run": str(run),
-        "revision": revision,
-        "checkpoint": str(ckpt_dir),
-        "family": family.describe(),
-        "k_layers": k_layers,
-        "steps": steps,
-        "lr": lr,
-        "batch_size": batch_size,
-        "n_prompts": n_prompts,
-        "seed": seed,
-        "which": list(which),
-        "method": method,
-        "lora_rank": lora_rank if method == "lora" else None,
-        "optimizer": "AdamW(weight_decay=0)",
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(out / "config.json", config)
-    loss0, acc0, td0 = _evaluate_family(base, family, n_prompts, seed=seed + 1)
-    del base
-    rows = []
-    for w in which:
-        if w not in ("first", "last"):
-            raise TVLensError(f"which must be 'first' or 'last', got {w!r}.")
-        t0 = time.time()
-        idx = list(range(k_layers)) if w == "first" else list(range(n_layers - k_layers, n_layers))
-        trainable, tokenizer, save = _load_trainable(ckpt_dir, family)
-        torch.manual_seed(seed)
-        for p in trainable.parameters():
-            p.requires_grad_(False)
-        reg = family.kind == "regression"
-        hf = trainable.hf if reg else trainable
-        if method == "lora":
-            hf = _with_lora(hf, idx, lora_rank)  # only the adapters require grad
-            if reg:
-                trainable.hf = hf
-            else:
-                trainable = hf
-            params = [p for p in trainable.parameters() if p.requires_grad]
-        else:
-            params = [p for i in idx for p in decoder_blocks(hf)[i].parameters()]
-            for p in params:
-                p.requires_grad_(True)
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-        trainable.train()
-        for step in tqdm(range(1, steps + 1), desc=f"finetune {w}", disable=not progress):
-            loss = _train_batches(family, trainable, tokenizer, step, batch_size, seed + 17)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        trainable.eval()
-        if method == "lora":  # fold the adapters into the weights: a plain HF folder again
-            merged = hf.merge_and_unload()
-            if reg:
-                trainable.hf = merged
-            else:
-                trainable = merged
-        save(trainable, out / w)
-        tuned = family.load(out / w)
-        loss1, acc1, td1 = _evaluate_family(tuned, family, n_prompts, seed=seed + 1)
-        rows.append(
-            FinetuneRow(
-                w,
-                idx,
-                loss0,
-                loss1,
-                acc0,
-                acc1,
-                max(td0),
-                max(td1),
-                td0,
-                td1,
-                round(time.time() - t0, 1),
-            )
-        )
-    res = FinetuneResult(family.kind, k_layers, rows, config)
-    write_json_atomically(out / "metrics.json", res.to_dict())
-    return res
-
-
-LORA_TARGETS = {
-    "gpt2": ["c_attn", "c_proj", "c_fc"],
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-}
-
-
-def _with_lora(hf, blocks: list[int], rank: int):
-    """``hf`` with peft LoRA adapters on the attention and MLP matrices of ``blocks`` only."""
-    from peft import LoraConfig, get_peft_model
-
-    kind = hf.config.model_type
-    if kind not in LORA_TARGETS:
-        raise TVLensError(f"No LoRA targets known for {kind!r}; use method='full'.")
-    cfg = LoraConfig(
-        r=rank,
-        lora_alpha=2 * rank,
-        lora_dropout=0.0,
-        target_modules=LORA_TARGETS[kind],
-        layers_to_transform=blocks,
-        fan_in_fan_out=kind == "gpt2",  # GPT-2's Conv1D stores weights transposed
-    )
-    return get_peft_model(hf, cfg)
-
-
-def _load_trainable(ckpt: Path, family):
-    """The checkpoint as a trainable module, its tokenizer, and a function saving it as a
-    folder that :func:`load_model` (and the family's ``load``) reads."""
-    import shutil
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tvlens.models.checkpoints import write_atomically
-    from tvlens.models.hf import quiet_transformers
-
-    with quiet_transformers():
-        hf = AutoModelForCausalLM.from_pretrained(ckpt)
-    tokenizer = AutoTokenizer.from_pretrained(ckpt)
-    info = json.loads((ckpt / "tvlens.json").read_text())
-    if family.kind == "tokens":
-        info = {**info, "suite": family.suite.spec, "finetuned_from": str(ckpt)}
-        module = hf
-    else:
-        from safetensors.torch import load_file
-
-        from tvlens.training.regression import READ_IN_FILE, ReadInOutModel
-
-        module = ReadInOutModel(hf, family.mixture.d_in, hf.config.hidden_size)
-        module.read_in.load_state_dict(load_file(str(ckpt / READ_IN_FILE)))
-        info = {**info, "mixture": family.mixture.to_dict(), "finetuned_from": str(ckpt)}
-
-    def save(m, folder: Path) -> None:
-        def write(tmp: Path) -> None:
-            with quiet_transformers():
-                (m.hf if family.kind == "regression" else m).save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            if family.kind == "regression":
-                shutil.copy(ckpt / READ_IN_FILE, tmp / READ_IN_FILE)  # read-in is not tuned
-            (tmp / "tvlens.json").write_text(json.dumps(info, indent=2) + "\n")
-
-        write_atomically(folder, write)
-
-    return module, tokenizer, save
 
 
 # ---------------------------------------------------------------------------- runners

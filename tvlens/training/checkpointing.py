@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
+import tvlens
 from tvlens.errors import CheckpointError, TVLensError
 from tvlens.models.checkpoints import (
     CKPT_DIR,
@@ -19,6 +21,7 @@ from tvlens.models.checkpoints import (
     list_checkpoints,
     write_atomically,
 )
+from tvlens.models.hf import quiet_transformers, save_hf_model
 
 STATE_FILE = "training_state.pt"
 
@@ -140,11 +143,31 @@ def restore_checkpoint(
     }
 
 
+def write_hf_folder(folder: Path, hf_model: Any, tokenizer: Any, info: dict[str, Any]) -> None:
+    """Write a loadable model folder: the HF model (safetensors), its tokenizer, and
+    ``tvlens.json`` (``{"tvlens": version, **info}``)."""
+    with quiet_transformers():
+        save_hf_model(hf_model, tokenizer, folder)
+    info = {"tvlens": tvlens.__version__, **info}
+    (folder / "tvlens.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def load_hf_weights(hf_model: Any, folder: Path, device: torch.device | str) -> None:
+    """Load the weights of an HF folder written by :func:`write_hf_folder` into ``hf_model``
+    (re-tying GPT-2's ``lm_head``, which is tied to the embedding and not saved)."""
+    weights = load_file(str(folder / "model.safetensors"), device=str(device))
+    hf_model.load_state_dict(weights, strict=False)
+    if hasattr(hf_model, "tie_weights"):
+        hf_model.tie_weights()
+
+
 __all__ = [
     "STATE_FILE",
     "check_run_folder",
     "clean_temporary",
+    "load_hf_weights",
     "load_run_config",
     "restore_checkpoint",
     "save_checkpoint",
+    "write_hf_folder",
 ]

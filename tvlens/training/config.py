@@ -193,3 +193,10 @@ def checkpoint_steps(cfg: Any) -> list[int]:
     n = max(cfg.n_checkpoints, 1)
     raw = np.geomspace(first, cfg.steps, n) if n > 1 else np.array([cfg.steps])
     return sorted({int(round(s)) for s in raw} | {cfg.steps})
+
+
+def resolve_config(config: Any, preset: str, get_preset: Any, overrides: dict[str, Any]):
+    """A run's configuration, ``config`` or the preset named ``preset`` with ``overrides``
+    applied, and the preset name recorded in ``config.json`` (None for a given config)."""
+    cfg = (config or get_preset(preset)).with_overrides(**overrides)
+    return cfg, (None if config is not None else preset)

@@ -93,8 +93,10 @@ class ICLBatcher:
         zero_shot = [self.tok.bos_token_id, *self.encode(segments[-2][0])]
         return ids, flags, starts, zero_shot
 
-    def batch(self, step: int, batch_size: int, seed: int) -> TrainBatch:
-        rng = np.random.default_rng([seed, step])
+    def batch(self, step: int, batch_size: int, seed: int, micro: int = 0) -> TrainBatch:
+        """Micro-batch ``micro`` of training step ``step``: micro-batch 0 is the step's batch
+        without gradient accumulation; the others come from their own streams."""
+        rng = np.random.default_rng([seed, step] if micro == 0 else [seed, step, micro])
         task_idx = rng.integers(0, len(self.suite), size=batch_size)
         rows = []
         for ti in task_idx:

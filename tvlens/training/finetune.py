@@ -1,0 +1,319 @@
+"""Fine-tuning as a training-engine run: only the first k or only the last k blocks of a
+checkpoint (Han et al. 2025, Table 1), with full weights or peft LoRA adapters (Hu et al. 2022).
+
+:func:`finetune_layers` writes::
+
+    OUT/config.json              the fine-tuning options
+    OUT/metrics.json             loss, accuracy and TD before / after, per row (FinetuneResult)
+    OUT/{first,last}/            each tuned model, a folder that ``load_model`` reads
+    OUT/training/{first,last}/   the engine's run (checkpoint with the trainable weights and
+                                 optimizer state; a call with the same options resumes it)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tvlens.errors import TVLensError
+from tvlens.models.checkpoints import write_atomically, write_json_atomically
+from tvlens.models.hf import quiet_transformers
+from tvlens.models.regression import READ_IN_FILE, ReadInOutModel
+from tvlens.probing.experiments import NULL, RegressionFamily, TokenFamily, _layer_td
+from tvlens.tasks.regression import regression_batch
+from tvlens.training.checkpointing import write_hf_folder
+from tvlens.training.config import TrainingConfig
+from tvlens.training.data import ICLBatcher
+from tvlens.training.engine import RunKind, StepData, train_run
+from tvlens.training.regression import regression_loss
+from tvlens.training.train import decoder_blocks, icl_loss
+
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+@dataclass
+class FinetuneRow:
+    which: str  # "first" or "last"
+    blocks: list[int]
+    loss_before: float
+    loss_after: float
+    accuracy_before: float | None
+    accuracy_after: float | None
+    td_before: float
+    td_after: float
+    td_by_layer_before: list[float]
+    td_by_layer_after: list[float]
+    seconds: float
+
+
+@dataclass
+class FinetuneResult:
+    """The paper's Table 1: rows first-k / last-k; loss, accuracy and TD (max over layers)
+    before and after fine-tuning only those blocks."""
+
+    kind: str
+    k_layers: int
+    rows: list[FinetuneRow]
+    config: dict = field(default_factory=dict)
+
+    def table(self) -> str:
+        head = "| blocks tuned | acc before | acc after | loss before | loss after |"
+        lines = [head + " TD before | TD after |", "|---|---|---|---|---|---|---|"]
+        f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+        for r in self.rows:
+            lines.append(
+                f"| {r.which} {self.k_layers} ({r.blocks}) | {f(r.accuracy_before)} | "
+                f"{f(r.accuracy_after)} | {f(r.loss_before)} | {f(r.loss_after)} | "
+                f"{f(r.td_before)} | {f(r.td_after)} |"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "k_layers": self.k_layers,
+            "rows": [asdict(r) for r in self.rows],
+            "config": self.config,
+            "table": self.table(),
+        }
+
+
+def _evaluate_family(model, family, n_prompts: int, seed: int, knn_k: int = 10):
+    names = family.task_names + [NULL]
+    outs = {t: family.run(model, t, n_prompts, seed=seed + 1000 * i) for i, t in enumerate(names)}
+    td, _ = _layer_td(outs, knn_k)
+    loss = float(np.mean([outs[t].loss for t in family.task_names]))
+    acc = (
+        None
+        if family.kind != "tokens"
+        else float(np.mean([outs[t].accuracy for t in family.task_names]))
+    )
+    return loss, acc, td
+
+
+def finetune_layers(
+    run: str | Path,
+    family: TokenFamily | RegressionFamily,
+    out: str | Path,
+    k_layers: int = 2,
+    which: Sequence[Literal["first", "last"]] = ("first", "last"),
+    revision: str | int | None = None,
+    steps: int = 200,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    n_prompts: int = 100,
+    seed: int = 0,
+    method: str = "full",
+    lora_rank: int = 16,
+    progress: bool = True,
+    device: str | None = "cpu",
+) -> FinetuneResult:
+    """Fine-tune only the first ``k_layers`` or only the last ``k_layers`` blocks of a
+    checkpoint on ``family`` (everything else frozen), and report loss, accuracy and TD
+    before and after. ``method="full"`` trains those blocks' weights; ``"lora"`` trains
+    peft LoRA adapters (rank ``lora_rank``, as the paper's r=16) on their attention and MLP
+    matrices, merged into the weights before saving. Each fine-tuning is a training-engine
+    run (AdamW without weight decay, constant lr, no clipping) in ``out/training/{which}``;
+    calling again with the same options resumes (or reuses) it, other options into the same
+    ``out`` are refused. Writes ``out/config.json``, ``out/metrics.json`` and each tuned
+    model as a loadable folder ``out/{which}/``."""
+    if method not in ("full", "lora"):
+        raise TVLensError(f"method must be 'full' or 'lora', got {method!r}.")
+    for w in which:
+        if w not in ("first", "last"):
+            raise TVLensError(f"which must be 'first' or 'last', got {w!r}.")
+
+    out = Path(out)
+    base = family.load(run, revision=revision)
+    n_layers = family.tvmodel(base).n_layers
+    if not 1 <= k_layers <= n_layers:
+        raise TVLensError(f"k_layers must be in 1..{n_layers}, got {k_layers}.")
+    ckpt_dir = Path(family.tvmodel(base).spec.path)
+    config = {
+        "run": str(run),
+        "revision": revision,
+        "checkpoint": str(ckpt_dir),
+        "family": family.describe(),
+        "k_layers": k_layers,
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "n_prompts": n_prompts,
+        "seed": seed,
+        "which": list(which),
+        "method": method,
+        "lora_rank": lora_rank if method == "lora" else None,
+        "optimizer": "AdamW(weight_decay=0)",
+    }
+    cfg = TrainingConfig(
+        steps=steps, batch_size=batch_size, lr=lr, weight_decay=0.0, warmup_steps=0,
+        grad_clip=0.0, seed=seed, n_checkpoints=1, first_checkpoint=steps,
+        eval_prompts=n_prompts, log_every=min(10, steps),
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(out / "config.json", config)
+    loss0, acc0, td0 = _evaluate_family(base, family, n_prompts, seed=seed + 1)
+    del base
+    rows = []
+    for w in which:
+        t0 = time.time()
+        idx = list(range(k_layers)) if w == "first" else list(range(n_layers - k_layers, n_layers))
+        _finetune_blocks(ckpt_dir, family, idx, cfg, method, lora_rank, out, w, progress, device)
+        tuned = family.load(out / w)
+        loss1, acc1, td1 = _evaluate_family(tuned, family, n_prompts, seed=seed + 1)
+        rows.append(
+            FinetuneRow(w, idx, loss0, loss1, acc0, acc1, max(td0), max(td1), td0, td1,
+                        round(time.time() - t0, 1))
+        )  # fmt: skip
+    res = FinetuneResult(family.kind, k_layers, rows, config)
+    write_json_atomically(out / "metrics.json", res.to_dict())
+    return res
+
+
+def _finetune_blocks(
+    ckpt: Path,
+    family: TokenFamily | RegressionFamily,
+    blocks: list[int],
+    cfg: TrainingConfig,
+    method: str,
+    lora_rank: int,
+    out: Path,
+    which: str,
+    progress: bool,
+    device: str | None,
+) -> None:
+    """Train ``blocks`` of checkpoint ``ckpt`` (everything else frozen) on the engine and
+    save the tuned model as ``out/which``."""
+    trainable, tokenizer, save = _load_trainable(ckpt, family)
+    torch.manual_seed(cfg.seed)  # LoRA's initialisation draws from it
+    for p in trainable.parameters():
+        p.requires_grad_(False)
+    reg = family.kind == "regression"
+    hf = trainable.hf if reg else trainable
+    if method == "lora":
+        hf = with_lora(hf, blocks, lora_rank)  # only the adapters require grad
+        if reg:
+            trainable.hf = hf
+        else:
+            trainable = hf
+        params = [p for p in trainable.parameters() if p.requires_grad]
+    else:
+        params = [p for i in blocks for p in decoder_blocks(hf)[i].parameters()]
+        for p in params:
+            p.requires_grad_(True)
+    module = trainable
+    names = {id(p): n for n, p in module.named_parameters()}
+    data_seed = cfg.seed + 17  # the batches are drawn apart from the evaluation prompts
+    if reg:
+        batches = StepData(
+            lambda step, micro: regression_batch(
+                family.mixture, step, cfg.batch_size, family.n_points, data_seed, micro
+            )[:2]
+        )
+        loss = regression_loss
+    else:
+        batcher = ICLBatcher(family.suite, tokenizer, family.k, family.template)
+        batches = StepData(
+            lambda step, micro: batcher.batch(step, cfg.batch_size, data_seed, micro)
+        )
+        loss = icl_loss
+
+    def save_trainable(folder: Path, step: int) -> None:
+        weights = {names[id(p)]: p.detach().cpu().contiguous() for p in params}
+        save_file(weights, str(folder / TRAINABLE_FILE))
+
+    def load_trainable(folder: Path, device: torch.device) -> None:
+        module.load_state_dict(
+            load_file(str(folder / TRAINABLE_FILE), device=str(device)), strict=False
+        )
+
+    kind = RunKind(
+        model=module,
+        data=batches,
+        loss=loss,
+        save=save_trainable,
+        load=load_trainable,
+        parameters=lambda: params,
+        required_files=(TRAINABLE_FILE,),
+    )
+    run_config = {
+        **cfg.to_dict(),
+        "checkpoint": str(ckpt),
+        "family": family.describe(),
+        "which": which,
+        "blocks": blocks,
+        "method": method,
+        "lora_rank": lora_rank if method == "lora" else None,
+    }
+    run_dir = out / "training" / which
+    train_run(kind, cfg, run_dir, {"kind": "finetune", "config": run_config},
+              resume=True, device=device, progress=progress, desc=f"finetune {which}")  # fmt: skip
+    module.eval()
+    if method == "lora":  # fold the adapters into the weights: a plain HF folder again
+        merged = hf.merge_and_unload()
+        if reg:
+            module.hf = merged
+        else:
+            module = merged
+    save(module.cpu(), out / which)
+
+
+LORA_TARGETS = {
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+}
+
+
+def with_lora(hf, blocks: list[int], rank: int):
+    """``hf`` with peft LoRA adapters on the attention and MLP matrices of ``blocks`` only."""
+    from peft import LoraConfig, get_peft_model
+
+    kind = hf.config.model_type
+    if kind not in LORA_TARGETS:
+        raise TVLensError(f"No LoRA targets known for {kind!r}; use method='full'.")
+    cfg = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=0.0,
+        target_modules=LORA_TARGETS[kind],
+        layers_to_transform=blocks,
+        fan_in_fan_out=kind == "gpt2",  # GPT-2's Conv1D stores weights transposed
+    )
+    return get_peft_model(hf, cfg)
+
+
+def _load_trainable(ckpt: Path, family):
+    """The checkpoint as a trainable module, its tokenizer, and a function saving it as a
+    folder that :func:`load_model` (and the family's ``load``) reads."""
+    with quiet_transformers():
+        hf = AutoModelForCausalLM.from_pretrained(ckpt)
+    tokenizer = AutoTokenizer.from_pretrained(ckpt)
+    info = json.loads((ckpt / "tvlens.json").read_text())
+    if family.kind == "tokens":
+        info = {**info, "suite": family.suite.spec, "finetuned_from": str(ckpt)}
+        module = hf
+    else:
+        module = ReadInOutModel(hf, family.mixture.d_in, hf.config.hidden_size)
+        module.read_in.load_state_dict(load_file(str(ckpt / READ_IN_FILE)))
+        info = {**info, "mixture": family.mixture.to_dict(), "finetuned_from": str(ckpt)}
+
+    def save(m, folder: Path) -> None:
+        def write(tmp: Path) -> None:
+            write_hf_folder(tmp, m.hf if family.kind == "regression" else m, tokenizer, info)
+            if family.kind == "regression":
+                shutil.copy(ckpt / READ_IN_FILE, tmp / READ_IN_FILE)  # read-in is not tuned
+
+        write_atomically(folder, write)
+
+    return module, tokenizer, save
