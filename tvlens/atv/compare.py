@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import platform
 import time
 from collections.abc import Sequence
@@ -480,6 +481,8 @@ def run_compare(
     t0 = time.time()
     out = Path(out)
     cfg = (config or get_compare_preset(preset)).with_overrides(**overrides)
+    if cfg.data_dir is not None:  # the same folder however it was written
+        cfg = cfg.with_overrides(data_dir=str(Path(cfg.data_dir).expanduser().resolve()))
     if isinstance(target, TVModel):
         model = target
         cfg = cfg.with_overrides(target=target.spec.path or target.spec.name)
@@ -527,7 +530,12 @@ def device_name(device: str) -> str:
     if str(device).startswith("cuda") and torch.cuda.is_available():
         return f"{device} ({torch.cuda.get_device_name(0)})"
     cpu = platform.processor() or platform.machine()
-    return f"{device} ({cpu}, {torch.get_num_threads()} threads)"
+    try:  # the CPU's model name where the OS says it (Linux)
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{device} ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 # ---------------------------------------------------------------------------- outputs
