@@ -10,7 +10,7 @@ vocabulary, and greedy exact match). Each finished cell is one JSON file written
 methods train through :func:`tvlens.training.engine.train_run` (``DIR/runs/{method}__seed{s}``).
 
 Output: ``DIR/config.json``, ``DIR/comparison.json``, ``DIR/comparison.csv`` (one row per
-method), ``DIR/bars.{html,png}`` and ``DIR/heatmap.{html,png}``.
+method), ``DIR/table.md``, ``DIR/bars.{html,png}`` and ``DIR/heatmap.{html,png}``.
 """
 
 from __future__ import annotations
@@ -647,6 +647,9 @@ def write_outputs(
     tmp = out / ".comparison.csv.tmp"
     tmp.write_text(text)
     tmp.replace(out / "comparison.csv")
+    tmp = out / ".table.md.tmp"
+    tmp.write_text(format_table(rows))
+    tmp.replace(out / "table.md")
     missing = [(m, s) for m in cfg.methods for s in method_seeds(cfg, m)
                if not cell_path(out, m, s).is_file()]  # fmt: skip
     write_json_atomically(
@@ -714,7 +717,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if "skipped" in r:
-            lines.append(f"| {r['method']} | skipped: {r['skipped']} |" + " |" * (len(head) - 2))
+            why = r["skipped"].split(":")[0]
+            lines.append(f"| {r['method']} | skipped: {why} |" + " |" * (len(head) - 2))
             continue
         rel = r["infer_relative_to_zero_shot"]
         lines.append(
