@@ -423,6 +423,9 @@ def models() -> None:
         typer.echo(f"{'':16s} from: {row['source'] or 'install with: ' + row['fix']}")
 
 
+app.add_typer(__import__("tvlens.atv.cli", fromlist=["app"]).app, name="atv")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -89,3 +89,18 @@ def test_generator_made_of_first_blocks(models, prompts):
     # Blocks after stop_at_layer are not part of the generator: no gradient, not trainable.
     n_trained = atv.trainable_parameters()
     assert n_trained < ATV.build(target, gen.model).trainable_parameters()
+
+
+def test_methods_loop_scores_alike(models):
+    """One loop over methods; an ATV with λ = 0 scores exactly as zero-shot, per task."""
+    from tvlens.atv.methods import ICL, ATVMethod, ZeroShot, compare
+
+    target, _, gen = models
+    splits = split_queries(SUITE, 2, 1, 1)
+    atv = ATV.build(target, gen.model, scale=0.0)
+    res = compare([ZeroShot(target), ICL(target, k=1), ATVMethod(atv=atv)], splits, "train")
+    zs, icl, steered = (r.evaluation.to_dict() for r in res)
+    assert steered["tasks"] == zs["tasks"] and zs["tasks"]["one"]["n"] == 2
+    assert [r.method for r in res] == ["zero-shot", "icl-1", "atv"]
+    assert res[2].trainable_parameters == atv.trainable_parameters() > 0
+    assert res[0].trainable_parameters == res[1].trainable_parameters == 0

@@ -94,7 +94,9 @@ def test_weights_skip_pads():
     )
     h = torch.arange(16.0).view(2, 4, 2)
     assert torch.equal(pool_hidden(h, mask, "last"), torch.stack([h[0, 3], h[1, 2]]))
-    assert torch.equal(pool_hidden(h, mask, "mean"), torch.stack([h[0, 2:].mean(0), h[1, :3].mean(0)]))
+    assert torch.equal(
+        pool_hidden(h, mask, "mean"), torch.stack([h[0, 2:].mean(0), h[1, :3].mean(0)])
+    )
 
 
 def test_hooks_removed_after_error_mid_batch(tiny, prompts):

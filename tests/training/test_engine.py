@@ -148,6 +148,19 @@ def test_accumulated_micro_batches_equal_one_large_batch():
     assert all(torch.allclose(s, g, atol=1e-6) for s, g in zip(acc, big, strict=True))
 
 
+def test_frozen_module_is_set_up_on_the_device_and_only_the_trainable_one_is_saved(tmp_path):
+    frozen = torch.nn.Linear(6, 6)
+    before = frozen.weight.detach().clone()
+    placed = []
+    kind = toy_kind("steps")
+    loss = kind.loss
+    kind.loss = lambda model, batch: loss(model, (frozen(batch[0]), batch[1]))
+    kind.setup = lambda device: placed.append(frozen.to(device).requires_grad_(False))
+    res = run(tmp_path / "r", kind, cfg(steps=5))
+    assert len(placed) == 1 and torch.equal(frozen.weight, before)
+    assert set(weights(res)) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
 def test_accumulation_runs_and_mixed_precision_is_a_no_op_on_cpu(tmp_path):
     plain = run(tmp_path / "a", toy_kind("steps"), cfg(steps=6))
     bf16 = run(tmp_path / "b", toy_kind("steps"), cfg(steps=6, mixed_precision="bf16"))
@@ -160,10 +173,11 @@ def test_accumulation_runs_and_mixed_precision_is_a_no_op_on_cpu(tmp_path):
 def test_schedule_warms_up_then_holds_or_decays():
     f = lr_factor(cfg(warmup_steps=4), 20)
     assert [f(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert lr_factor(cfg(warmup_steps=0), 20)(0) == 1.0
     g = lr_factor(cfg(warmup_steps=4, schedule="cosine"), 20)
-    assert g(3) == 1.0 and g(19) == pytest.approx(0.0) and 0 < g(11) < 1
+    assert g(3) == g(4) == 1.0 and g(12) == pytest.approx(0.5) and 0 < g(19) < 0.01
     h = lr_factor(cfg(warmup_steps=4, schedule="linear"), 20)
-    assert h(11) == pytest.approx(0.5)
+    assert h(12) == pytest.approx(0.5) and h(19) == pytest.approx(1 / 16)
 
 
 def test_bad_options_and_runs_are_clear_errors(tmp_path):
@@ -189,3 +203,25 @@ def test_default_config_json_keeps_the_keys_of_runs_before_the_engine():
     d = TrainingConfig().to_dict()
     assert "grad_accum" not in d and "mixed_precision" not in d
     assert TrainingConfig(grad_accum=2).to_dict()["grad_accum"] == 2
+
+
+@pytest.mark.slow
+def test_two_data_parallel_processes_equal_one_process_accumulating_two(tmp_path):
+    """torchrun with 2 CPU processes (gloo): each draws its own micro-batch of a step, the
+    gradients are averaged, and the main process writes the run, as one process with
+    grad_accum=2 would."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           str(Path(__file__).parent / "ddp_worker.py"), str(tmp_path / "ddp")]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = run(tmp_path / "one", toy_kind("steps"), cfg(steps=12, grad_accum=2))
+    ddp = load_file(str(list_checkpoints(tmp_path / "ddp")[-1].path / "w.st"))
+    assert all(torch.allclose(ddp[k], v, atol=1e-6) for k, v in weights(one).items())
+    logged = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert [c["step"] for c in logged["checkpoints"]] == [c.step for c in one.checkpoints]

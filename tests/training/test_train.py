@@ -35,6 +35,11 @@ def test_batches_depend_on_step_only_and_put_loss_on_answers():
     x, y = b.batch(7, 8, seed=0), b.batch(7, 8, seed=0)
     assert torch.equal(x.input_ids, y.input_ids)
     assert not torch.equal(x.input_ids, b.batch(8, 8, seed=0).input_ids)
+    # With gradient accumulation, micro-batch 0 is the step's batch; the others differ.
+    assert torch.equal(x.input_ids, b.batch(7, 8, seed=0, micro=0).input_ids)
+    z = b.batch(7, 8, seed=0, micro=1)
+    assert torch.equal(z.input_ids, b.batch(7, 8, seed=0, micro=1).input_ids)
+    assert not torch.equal(z.task_index, x.task_index) or not torch.equal(z.input_ids, x.input_ids)
     # Labels are the answer tokens (k demos + query = k+1 per prompt, one token each here).
     assert ((x.labels != -100).sum(1) == cfg.k + 1).all()
     arrow = tok.convert_tokens_to_ids("->")

@@ -39,8 +39,10 @@ def train_cmd(
     ] = None,
     suite: Annotated[
         str | None,
-        typer.Option(help='Suite name, folder or JSON spec (default: the preset\'s, e.g. '
-                     '"atv_lists", the synthetic setting).'),
+        typer.Option(
+            help="Suite name, folder or JSON spec (default: the preset's, e.g. "
+            '"atv_lists", the synthetic setting).'
+        ),
     ] = None,  # fmt: skip
     preset: Annotated[str, typer.Option(help="tiny, cpu or gpu.")] = "tiny",
     rank: Annotated[int | None, typer.Option(help="Low-rank expansion (default: full).")] = None,
@@ -51,8 +53,12 @@ def train_cmd(
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the preset's epochs.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the preset's seed.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Rows per micro-batch.")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
+    n_train: Annotated[int | None, typer.Option(help="Training queries per task.")] = None,
     frozen_generator: Annotated[
-        bool | None, typer.Option("--frozen-generator/--train-generator", help="")
+        bool | None,
+        typer.Option("--frozen-generator/--train-generator", help="Freeze the generator LM."),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
     device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
@@ -78,6 +84,9 @@ def train_cmd(
                     "layers": [int(x) for x in layers.split(",")] if layers else None,
                     "epochs": epochs,
                     "seed": seed,
+                    "batch_size": batch_size,
+                    "grad_accum": grad_accum,
+                    "n_train": n_train,
                     "train_generator": None if frozen_generator is None else not frozen_generator,
                 }.items()
                 if v is not None
@@ -95,9 +104,7 @@ def train_cmd(
 @app.command("eval")
 def eval_cmd(
     run: Annotated[Path, typer.Option(help="ATV run folder (or an atv.safetensors file).")],
-    suite: Annotated[
-        str | None, typer.Option(help="Suite to score (default: the run's).")
-    ] = None,
+    suite: Annotated[str | None, typer.Option(help="Suite to score (default: the run's).")] = None,
     split: Annotated[str, typer.Option(help="test or dev queries of the run's split.")] = "test",
     device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
 ) -> None:

@@ -55,7 +55,9 @@ class ATVConfig(TrainingConfig):
         if self.rank is not None and self.rank < 1:
             raise TVLensError(f"rank must be >= 1 (or None for full rank), got {self.rank}.")
         if min(self.epochs, self.n_train) < 1:
-            raise TVLensError(f"epochs and n_train must be >= 1, got {self.epochs}, {self.n_train}.")
+            raise TVLensError(
+                f"epochs and n_train must be >= 1, got {self.epochs}, {self.n_train}."
+            )
 
 
 PRESETS: dict[str, ATVConfig] = {
@@ -92,9 +94,7 @@ PRESETS: dict[str, ATVConfig] = {
     ),
     # The paper's recipe (official code): GPT-2 generator fully trained, full-rank expansion,
     # λ = 0.001 at every layer and position, batch 1, 15 epochs, 90 examples per task.
-    "gpu": ATVConfig(
-        generator="gpt2", epochs=15, n_train=90, batch_size=1, mixed_precision="bf16"
-    ),
+    "gpu": ATVConfig(generator="gpt2", epochs=15, n_train=90, batch_size=1, mixed_precision="bf16"),
 }
 
 

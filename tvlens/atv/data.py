@@ -26,7 +26,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from tvlens.errors import EmptyTaskError, TVLensError
-from tvlens.tasks.core import Task, TaskSuite
+from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import ICLPrompt, PaddingSide, get_template, tokenize_prompts
 from tvlens.tasks.synthetic import list_suite
 

@@ -19,6 +19,7 @@ import numpy as np
 from tvlens.atv.data import ATVSplits
 from tvlens.evaluation import ICLEvaluation, TaskAccuracy, evaluate_prompts
 from tvlens.models.loading import TVModel
+from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import ICLPrompt, sample_prompts
 
 
@@ -62,8 +63,6 @@ class ICL(SteeringMethod):
         self._train: dict[str, Any] = {}
 
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
-        from tvlens.tasks.core import Task
-
         by_task: dict[str, list] = {}
         for p in splits.train:
             by_task.setdefault(p.task, []).append(p.query)
@@ -72,17 +71,11 @@ class ICL(SteeringMethod):
 
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
         shots = []
-        for i, p in enumerate(prompts):
-            queries = _one_query_task(p)
+        for i, p in enumerate(prompts):  # the prompt's own query, k training demonstrations
+            query = Task(p.task, (p.query,))
             shots += sample_prompts(self._train[p.task], self.k, 1, seed=self.seed + i,
-                                    template=p.template, queries=queries)  # fmt: skip
+                                    template=p.template, queries=query)  # fmt: skip
         return evaluate_prompts(self.target, shots, batch_size=self.batch_size)
-
-
-def _one_query_task(p: ICLPrompt):
-    from tvlens.tasks.core import Task
-
-    return Task(p.task, (p.query,))
 
 
 class ATVMethod(SteeringMethod):
@@ -147,8 +140,12 @@ def score(
     tasks = list(dict.fromkeys(p.task for p in prompts))
     names = np.array([p.task for p in prompts])
     acc = {
-        t: TaskAccuracy(t, float(first[names == t].mean()), float(exact[names == t].mean()),
-                        int((names == t).sum()))  # fmt: skip
+        t: TaskAccuracy(
+            t,
+            float(first[names == t].mean()),
+            float(exact[names == t].mean()),
+            int((names == t).sum()),
+        )  # fmt: skip
         for t in tasks
     }
     return ICLEvaluation(k=0, template=template, tasks=acc)

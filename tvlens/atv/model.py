@@ -132,9 +132,7 @@ class ATV:
         ):
             return self.target(batch.tokens, attention_mask=batch.attention_mask)
 
-    def loss(
-        self, batch: ATVBatch, generator: torch.nn.Module | None = None
-    ) -> Float[Tensor, ""]:
+    def loss(self, batch: ATVBatch, generator: torch.nn.Module | None = None) -> Float[Tensor, ""]:
         """Cross-entropy on the answer tokens only."""
         logits = self.logits(batch, generator)
         return F.cross_entropy(

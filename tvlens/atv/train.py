@@ -49,7 +49,8 @@ def run_device(device: str | None) -> tuple[str, bool]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import PartialState
 
-        state = PartialState()
+        cpu = not torch.cuda.is_available() or torch.device(device or "cuda").type == "cpu"
+        state = PartialState(cpu=cpu)
         return str(state.device), state.is_main_process
     return device or default_device(), True
 

@@ -152,8 +152,9 @@ PRESETS: dict[str, TrainConfig] = {
         eval_prompts=16,
         log_every=10,
     ),
-    # DESIGN.md section 4's model and tasks, next-token loss only: sharp ICL emergence in
-    # ~2 min on 2 CPU cores, but no Hendel-style task vector (mean vectors recover ~4% of ICL).
+    # 4 layers, d_model 128, 8 latent tasks of 32 symbols, k=5, next-token loss only: sharp
+    # ICL emergence in ~2 min on 2 CPU cores, but no Hendel-style task vector (mean vectors
+    # recover 3% of ICL accuracy at their best layer).
     "plain": TrainConfig(),
     # The embedded default: the same model and tasks, plus the task-vector prompting loss at
     # block 1 with dummy queries. ICL emerges as sharply (step ~1100) and the mean residual

@@ -16,10 +16,10 @@ how it writes its files. The engine owns the rest:
 * ``config.json`` (written once) and ``metrics.json`` (rewritten at each checkpoint:
   ``{"checkpoints": [{"step", ...evaluation}], "train_loss": [[step, mean loss]]}``);
 * a tqdm bar with the training loss; bf16 / fp16 autocast on a GPU (a no-op on CPU);
-* ``accelerate``: launched with ``accelerate launch`` on several processes, the model is
-  wrapped for data parallelism, each process draws its own micro-batches (process ``r`` takes
-  micro-batches ``r * grad_accum ...``: the global batch is ``processes x grad_accum x
-  batch_size`` rows) and the main process writes the files.
+* ``accelerate``: launched on several processes (``accelerate launch``, ``torchrun``), the
+  model is wrapped for data parallelism, each process draws its own micro-batches (process
+  ``r`` takes micro-batches ``r * grad_accum ...``: the global batch is ``processes x
+  grad_accum x batch_size`` rows) and the main process writes the files.
 
 Example (a kind is a handful of callables; see :mod:`tvlens.training.train` for a full one)::
 
@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal
 
 import numpy as np
 import torch
@@ -68,32 +68,16 @@ from tvlens.training.checkpointing import (
     restore_checkpoint,
     save_checkpoint,
 )
-from tvlens.training.config import TrainingConfig, checkpoint_steps
-
-B = TypeVar("B")  # a kind's batch type
-
-
-@dataclass(frozen=True)
-class StepData(Generic[B]):
-    """An endless stream of batches: ``batch(step, micro)`` is micro-batch ``micro`` of step
-    ``step`` (both from 0 / 1 as in the loop), a function of its arguments only. The number of
-    steps is the config's ``steps``."""
-
-    batch: Callable[[int, int], B]
-
-
-@dataclass(frozen=True)
-class EpochData(Generic[B]):
-    """``epochs`` passes over ``n_examples`` examples. Each epoch is a permutation drawn from
-    ``numpy.random.default_rng([seed, epoch])``; micro-batches are ``batch_size`` consecutive
-    indices of it (the last one of an epoch may be shorter, or dropped with ``drop_last``)
-    and ``collate(indices)`` builds one. A step is ``grad_accum`` micro-batches (the last step
-    of an epoch may have fewer); the micro-batches' losses are weighted by their rows."""
-
-    n_examples: int
-    collate: Callable[[np.ndarray], B]
-    epochs: int
-    drop_last: bool = False
+from tvlens.training.config import TrainingConfig, resolve_config
+from tvlens.training.plan import (
+    B,
+    EpochData,
+    Plan,
+    StepData,
+    epoch_indices,
+    make_plan,
+    step_micro_batches,
+)
 
 
 @dataclass
@@ -121,6 +105,9 @@ class RunKind(Generic[B]):
         postfix: The progress bar's fields after an evaluation (default: its ``"loss"``).
         required_files: What a complete checkpoint folder holds besides the state file (a
             checkpoint missing one is not resumed from).
+        setup: ``setup(device)``, called once on each process with its device before
+            training: where a kind places what the loss runs but the engine does not train
+            (a frozen model), since under data parallelism the device is known only then.
     """
 
     model: nn.Module
@@ -133,6 +120,7 @@ class RunKind(Generic[B]):
     to_device: Callable[[B, torch.device], B] | None = None
     postfix: Callable[[dict[str, Any]], dict[str, str]] | None = None
     required_files: Sequence[str] = REQUIRED_FILES
+    setup: Callable[[torch.device], None] | None = None
 
 
 @dataclass
@@ -152,119 +140,18 @@ class TrainResult:
         return self.checkpoints[-1]
 
 
-@dataclass(frozen=True)
-class Plan:
-    """The steps of a run: how many, which end an epoch, which write a checkpoint."""
-
-    steps: int
-    checkpoints: frozenset[int]
-    steps_per_epoch: int | None = None
-
-    def epoch(self, step: int) -> int | None:
-        """The (1-based) epoch that step ``step`` belongs to; None without epochs."""
-        if self.steps_per_epoch is None:
-            return None
-        return (step - 1) // self.steps_per_epoch + 1
-
-
-def make_plan(
-    cfg: TrainingConfig,
-    data: StepData | EpochData,
-    checkpoints: Literal["auto", "log", "epoch"] | Sequence[int] = "auto",
-    processes: int = 1,
-) -> Plan:
-    """Steps and checkpoint steps of a run. ``"auto"``: log-spaced for :class:`StepData`,
-    one per epoch for :class:`EpochData`; or an explicit list of steps. The last step always
-    writes one."""
-    spe = None
-    steps = cfg.steps
-    if isinstance(data, EpochData):
-        if data.n_examples < 1 or data.epochs < 1:
-            raise TVLensError(
-                f"Epoch training needs examples and epochs >= 1, got {data.n_examples} "
-                f"examples and {data.epochs} epochs."
-            )
-        micro = micro_batches_per_epoch(data, cfg.batch_size)
-        if micro == 0:
-            raise TVLensError(
-                f"{data.n_examples} examples make no full batch of {cfg.batch_size} with "
-                "drop_last: lower batch_size."
-            )
-        spe = math.ceil(micro / (cfg.grad_accum * processes))
-        steps = data.epochs * spe
-    if checkpoints == "auto":
-        checkpoints = "epoch" if spe is not None else "log"
-    if checkpoints == "log":
-        at = set(checkpoint_steps(_Steps(steps, cfg.first_checkpoint, cfg.n_checkpoints)))
-    elif checkpoints == "epoch":
-        if spe is None:
-            raise TVLensError("Checkpoints per epoch need EpochData; use 'log' for StepData.")
-        at = {e * spe for e in range(1, steps // spe + 1)}
-    else:
-        at = {int(s) for s in checkpoints if 1 <= int(s) <= steps}
-    return Plan(steps, frozenset(at | {steps}), spe)
-
-
-@dataclass(frozen=True)
-class _Steps:  # what checkpoint_steps reads, for a step count the engine derived
-    steps: int
-    first_checkpoint: int
-    n_checkpoints: int
-
-
-def micro_batches_per_epoch(data: EpochData, batch_size: int) -> int:
-    if data.drop_last:
-        return data.n_examples // batch_size
-    return math.ceil(data.n_examples / batch_size)
-
-
-def epoch_indices(data: EpochData, seed: int, epoch: int) -> np.ndarray:
-    """The order of the examples in epoch ``epoch`` (1-based): a function of both only."""
-    return np.random.default_rng([seed, epoch]).permutation(data.n_examples)
-
-
-def step_micro_batches(
-    data: StepData | EpochData,
-    cfg: TrainingConfig,
-    plan: Plan,
-    step: int,
-    rank: int = 0,
-    processes: int = 1,
-) -> list[tuple[Any, float]]:
-    """The micro-batches of step ``step`` that process ``rank`` runs, each with the weight
-    of its loss: its share of the step's rows (times ``processes``: the data-parallel
-    gradient is the mean over processes). A function of the step only."""
-    accum = cfg.grad_accum
-    mine = range(rank * accum, (rank + 1) * accum)
-    if isinstance(data, StepData):
-        return [(data.batch(step, m), 1.0 / accum) for m in mine]
-    assert plan.steps_per_epoch is not None
-    epoch = plan.epoch(step)
-    order = epoch_indices(data, cfg.seed, epoch)
-    n_micro = micro_batches_per_epoch(data, cfg.batch_size)
-    first = ((step - 1) % plan.steps_per_epoch) * accum * processes
-    chunks = [
-        order[m * cfg.batch_size : (m + 1) * cfg.batch_size]
-        for m in range(first, min(first + accum * processes, n_micro))
-    ]
-    total = sum(len(c) for c in chunks)
-    out = []
-    for j in mine:
-        if j < len(chunks):
-            out.append((data.collate(chunks[j]), len(chunks[j]) * processes / total))
-    return out
-
-
 def lr_factor(cfg: TrainingConfig, total_steps: int) -> Callable[[int], float]:
-    """The learning-rate multiplier after ``s`` scheduler steps: linear warm-up over
-    ``warmup_steps``, then constant, or a linear / cosine decay to 0 at ``total_steps``."""
-    warm = max(cfg.warmup_steps, 1)
+    """The learning-rate multiplier after ``s`` scheduler steps: linear warm-up
+    ``(s + 1) / warmup_steps``, then constant, or a linear / cosine decay over the remaining
+    steps (as transformers' ``get_{linear,cosine}_schedule_with_warmup``)."""
+    warm = cfg.warmup_steps
 
     def f(s: int) -> float:
-        if s + 1 < warm or cfg.schedule == "constant":
-            return min(1.0, (s + 1) / warm)
-        left = max(total_steps - warm, 1)
-        done = min(max(s + 1 - warm, 0) / left, 1.0)
+        if s < warm:
+            return (s + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        done = min(max(s - warm, 0) / max(total_steps - warm, 1), 1.0)
         if cfg.schedule == "linear":
             return 1.0 - done
         return 0.5 * (1.0 + math.cos(math.pi * done))
@@ -299,7 +186,7 @@ def move_to(batch: Any, device: torch.device) -> Any:
 def make_accelerator(cfg: TrainingConfig, device: str | torch.device | None):
     """The ``accelerate.Accelerator`` of a run and the device to train on.
 
-    Under ``accelerate launch`` with several processes, accelerate's own state decides the
+    Launched on several processes (``accelerate launch``, ``torchrun``), accelerate decides the
     device. In one process, ``device`` does (default: the best available) and the model is
     placed by the engine; accelerate keeps its state in a process-wide singleton that refuses
     a second run with another device or precision, so each run starts it afresh (as
@@ -309,9 +196,14 @@ def make_accelerator(cfg: TrainingConfig, device: str | torch.device | None):
     from accelerate.state import AcceleratorState, GradientState
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dev = PartialState().device
+        # accelerate runs processes on CPU (gloo) only when asked to: without a GPU, or
+        # with device="cpu"
+        cpu = not torch.cuda.is_available() or (
+            device is not None and torch.device(device).type == "cpu"
+        )
+        dev = PartialState(cpu=cpu).device
         mp = cfg.mixed_precision if dev.type == "cuda" else "no"
-        return Accelerator(mixed_precision=mp), dev
+        return Accelerator(cpu=cpu, mixed_precision=mp), dev
     dev = torch.device(device or default_device())
     mp = cfg.mixed_precision if dev.type == "cuda" else "no"
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -357,6 +249,8 @@ def train_run(
     main = accelerator.is_main_process
     plan = make_plan(cfg, kind.data, checkpoints, accelerator.num_processes)
     model = kind.model.to(dev)
+    if kind.setup is not None:
+        kind.setup(dev)
     pmodel = accelerator.prepare_model(model) if accelerator.num_processes > 1 else model
     params = list(
         kind.parameters() if kind.parameters else (p for p in model.parameters() if p.requires_grad)
@@ -422,6 +316,25 @@ def train_run(
     return TrainResult(run_dir, cfg, ckpts, metrics, completed, time.time() - t0)
 
 
+def train_from_preset(
+    make_kind: Callable[[Any, str | None], tuple[RunKind, dict[str, Any]]],
+    get_preset: Callable[[str], TrainingConfig],
+    out: str | Path,
+    preset: str,
+    config: TrainingConfig | None,
+    overrides: dict[str, Any],
+    **run: Any,
+) -> TrainResult:
+    """What ``train_synthetic`` and ``train_regression`` share: the configuration (``config``,
+    or preset ``preset``, with ``overrides``), a check of the run folder before anything is
+    built, the kind (``make_kind(cfg, preset_name)`` -> kind and ``config.json`` fields), and
+    :func:`train_run` with ``run`` (resume, device, stop_after, progress)."""
+    cfg, preset_name = resolve_config(config, preset, get_preset, overrides)
+    check_run_folder(Path(out), cfg.to_dict(), run.get("resume", False))
+    kind, run_info = make_kind(cfg, preset_name)
+    return train_run(kind, cfg, out, run_info, **run)
+
+
 def _optimizer_step(
     kind: RunKind,
     cfg: TrainingConfig,
@@ -455,6 +368,8 @@ def _optimizer_step(
                 raise TVLensError(f"Loss became {v} at step {step}: lower the lr.")
             accelerator.backward(loss * weight)
         value += v * weight / accelerator.num_processes
+    if accelerator.num_processes > 1:  # each process holds its share of the step's loss
+        value = float(accelerator.reduce(torch.tensor(value, device=device), reduction="sum"))
     if cfg.grad_clip > 0:
         accelerator.clip_grad_norm_(params, cfg.grad_clip)
     optimizer.step()
@@ -479,5 +394,6 @@ __all__ = [
     "make_plan",
     "move_to",
     "step_micro_batches",
+    "train_from_preset",
     "train_run",
 ]

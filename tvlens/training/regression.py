@@ -30,9 +30,9 @@ from tvlens.tasks.regression import (
     predictions_at_x,
     regression_batch,
 )
-from tvlens.training.checkpointing import check_run_folder, load_hf_weights, write_hf_folder
-from tvlens.training.config import TrainingConfig, resolve_config
-from tvlens.training.engine import RunKind, StepData, TrainResult, train_run
+from tvlens.training.checkpointing import load_hf_weights, write_hf_folder
+from tvlens.training.config import TrainingConfig
+from tvlens.training.engine import RunKind, StepData, TrainResult, train_from_preset
 
 
 @dataclass(frozen=True)
@@ -219,12 +219,9 @@ def train_regression(
     """Train a read-in/read-out transformer on the regression mixture; same folder layout,
     atomic checkpoints at log-spaced steps and exact resume as
     :func:`~tvlens.training.train.train_synthetic`."""
-    cfg, preset_name = resolve_config(config, preset, get_regression_preset, overrides)
-    check_run_folder(Path(out), cfg.to_dict(), resume)  # before building anything
-    kind, run_info = regression_kind(cfg, preset_name)
-    return train_run(
-        kind, cfg, out, run_info, resume=resume, device=device, stop_after=stop_after,
-        progress=progress,
+    return train_from_preset(
+        regression_kind, get_regression_preset, out, preset, config, overrides,
+        resume=resume, device=device, stop_after=stop_after, progress=progress,
     )  # fmt: skip
 
 

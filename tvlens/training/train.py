@@ -28,14 +28,13 @@ from tvlens.models.tokenizer import build_word_tokenizer
 from tvlens.tasks.registry import get_suite
 from tvlens.tasks.synthetic import synthetic_vocabulary
 from tvlens.training.checkpointing import (
-    check_run_folder,
     load_hf_weights,
     load_run_config,
     write_hf_folder,
 )
-from tvlens.training.config import TrainConfig, get_preset, resolve_config
+from tvlens.training.config import TrainConfig, get_preset
 from tvlens.training.data import ICLBatcher, TrainBatch
-from tvlens.training.engine import RunKind, StepData, TrainResult, train_run
+from tvlens.training.engine import RunKind, StepData, TrainResult, train_from_preset
 
 __all__ = [
     "TrainResult",
@@ -188,12 +187,9 @@ def train_synthetic(
         stop_after: Stop (as if killed) once this step is done, without finishing the run.
         overrides: Any :class:`TrainConfig` field, e.g. ``steps=2000``, ``seed=1``.
     """
-    cfg, preset_name = resolve_config(config, preset, get_preset, overrides)
-    check_run_folder(Path(out), cfg.to_dict(), resume)  # before building anything
-    kind, run_info = token_kind(cfg, preset_name)
-    return train_run(
-        kind, cfg, out, run_info, resume=resume, device=device, stop_after=stop_after,
-        progress=progress,
+    return train_from_preset(
+        token_kind, get_preset, out, preset, config, overrides, resume=resume, device=device,
+        stop_after=stop_after, progress=progress,
     )  # fmt: skip
 
 
