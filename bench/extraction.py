@@ -1,6 +1,7 @@
 """Benchmark: extraction, head AIE and layer sweeps against their naive full-forward versions.
 
-    python bench/extraction.py [--model runs/default] [--device cpu] [--n-prompts 64]
+    python bench/extraction.py [--model runs/default] [--suite NAME] [--device cpu] [--n-prompts 64]
+    python bench/extraction.py --model smollm2-135m --suite words --n-prompts 9 --repeats 1
 
 On one batch of k-shot prompts (left padded), prints the median of ``--repeats`` timed runs
 (after one warm-up run; the runs of each comparison interleaved) of:
@@ -10,6 +11,10 @@ b. ``head_aie`` (last-token patching, all heads) and a loop of one full forward 
    (the reference of tests/extraction/test_tv_function_vectors.py), with the max abs difference;
 c. ``layer_sweep_logits`` and a loop of one full forward pass per layer with ``inject``, on
    the k-shot prompts (add) and on their zero-shot versions (replace).
+
+``--suite`` (a suite name or folder) is required for a model tvlens did not train; prompts of
+a real tokenizer differ in length, so they are kept to one token length (the most common one
+over a larger sample), as the references take no padding into account.
 
 The model defaults to ``runs/default`` at the repository root; without it, the ``tiny`` preset
 is trained into a temporary folder first (about 10 s on CPU). torch keeps its default number of
@@ -32,7 +37,7 @@ from tvlens.extraction import head_aie, mean_head_outputs, residual_at_query
 from tvlens.injection import layer_sweep_logits
 from tvlens.models import load_model
 from tvlens.patching.reference import reference_head_aie, reference_layer_sweep
-from tvlens.tasks import sample_prompts, tokenize_prompts
+from tvlens.tasks import get_suite, sample_prompts, tokenize_prompts
 from tvlens.tasks.prompts import shuffled_label_variants
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,10 +80,51 @@ def load(args) -> tuple[object, str]:
     return load_model(run.run_dir, device=args.device), f"{out} (tiny preset, trained now)"
 
 
+def bench_suite(model, suite_arg: str | None, where: str):
+    """The suite named on the command line, else the one the model was trained on."""
+    if suite_arg:
+        return get_suite(suite_arg)
+    suite = model.training_suite()
+    if suite is None:
+        raise SystemExit(f"{where} has no training suite on record: pass --suite (e.g. words).")
+    return suite
+
+
+def bench_prompts(model, suite, k: int, n_prompts: int, tmpl, seed: int = 0):
+    """``n_prompts`` k-shot prompts spread over the suite's tasks, and their shuffled-label
+    versions, every one of them the same number of tokens (no padding: the reference
+    implementations compare without an attention mask). A word-level tokenizer gives that at
+    once; a real one draws 8x as many candidates and keeps the most common length."""
+    tasks = list(suite)
+
+    def draw(n_total: int, s: int):
+        per_task = [len(x) for x in np.array_split(np.arange(n_total), len(tasks))]
+        ps = []
+        for i, (task, n) in enumerate(zip(tasks, per_task, strict=True)):
+            if n:
+                ps += sample_prompts(task, k, n, seed=s + i, template=tmpl)
+        return ps, shuffled_label_variants(ps, seed=s + 1)
+
+    def n_tok(p) -> int:
+        return int(tokenize_prompts([p], model).tokens.shape[1])
+
+    prompts, corrupted = draw(n_prompts, seed)
+    lengths = [(n_tok(a), n_tok(b)) for a, b in zip(prompts, corrupted, strict=True)]
+    if len({x for pair in lengths for x in pair}) > 1:
+        cand, cand_c = draw(8 * n_prompts, seed + 100)
+        lengths = [(n_tok(a), n_tok(b)) for a, b in zip(cand, cand_c, strict=True)]
+        same = [a for a, b in lengths if a == b]
+        common = max(set(same), key=same.count)
+        keep = [i for i, (a, b) in enumerate(lengths) if a == b == common][:n_prompts]
+        prompts, corrupted = [cand[i] for i in keep], [cand_c[i] for i in keep]
+    return prompts, corrupted
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model or run folder (default: runs/default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--suite", default=None, help="suite name or folder (default: training suite)")
     ap.add_argument("--n-prompts", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--k", type=int, default=None, help="demonstrations (default: training k)")
@@ -95,19 +141,11 @@ def main() -> None:
 
     model, where = load(args)
     device = model.device
-    suite = model.training_suite()
-    if suite is None:
-        raise SystemExit(f"{where} has no training suite on record.")
+    suite = bench_suite(model, args.suite, where)
     k = args.k if args.k is not None else int(model.spec.train_info.get("k", 5))
-    tmpl = model.template()
-    tasks = list(suite)
-    per_task = [len(x) for x in np.array_split(np.arange(args.n_prompts), len(tasks))]
-    prompts = []
-    for i, (task, n) in enumerate(zip(tasks, per_task, strict=True)):
-        if n:
-            prompts += sample_prompts(task, k, n, seed=i, template=tmpl)
+    prompts, shuffled = bench_prompts(model, suite, k, args.n_prompts, model.template())
     batch = tokenize_prompts(prompts, model, padding_side="left")
-    corrupted = tokenize_prompts(shuffled_label_variants(prompts, seed=1), model)
+    corrupted = tokenize_prompts(shuffled, model)
     zero_shot = [p.zero_shot() for p in prompts]
 
     print(

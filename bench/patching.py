@@ -1,9 +1,12 @@
 """Benchmark: tvlens.patching against TransformerLens's own ``patching`` module, same inputs,
 same metric, measured in the same run.
 
-    python bench/patching.py [--model runs/default] [--device cpu] [--n-prompts 32] [--threads 2]
+    python bench/patching.py [--model runs/default] [--suite NAME] [--device cpu] [--n-prompts 32]
+    python bench/patching.py --model smollm2-135m --suite words --n-prompts 9 --threads 2 \
+        --cases a,b,d
 
-Prompts: k-shot prompts of the model's training suite (clean) and the same prompts with
+Prompts: k-shot prompts of ``--suite`` or the model's training suite (clean), all of one
+token length (TransformerLens's patching functions take no attention mask) and the same prompts with
 shuffled demonstration labels (corrupted); metric: probability of the clean answer at the last
 position. TransformerLens's timings include the clean ``run_with_cache`` its functions need;
 tvlens's include its clean and corrupted runs. Prints the median of ``--repeats`` runs (after a
@@ -31,32 +34,22 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # TransformerLens's per-patch progress bars
 
-import numpy as np
 import pandas as pd
 import torch
 from transformer_lens import patching as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extraction import load, timed  # noqa: E402  (bench/ helpers)
+from extraction import bench_prompts, bench_suite, load, timed  # noqa: E402  (bench/ helpers)
 
 from tvlens.models import build_hf_model, load_model, save_hf_model  # noqa: E402
 from tvlens.patching import AnswerProb, patch, rank_correlation  # noqa: E402
-from tvlens.tasks import sample_prompts, shuffled_label_variants, tokenize_prompts  # noqa: E402
+from tvlens.tasks import tokenize_prompts  # noqa: E402
 
 
-def make_pair(model, k: int, n_prompts: int):
-    suite = model.training_suite()
-    tmpl = model.template()
-    tasks = list(suite)
-    per_task = [len(x) for x in np.array_split(np.arange(n_prompts), len(tasks))]
-    prompts = []
-    for i, (task, n) in enumerate(zip(tasks, per_task, strict=True)):
-        if n:
-            prompts += sample_prompts(task, k, n, seed=i, template=tmpl)
+def make_pair(model, suite, k: int, n_prompts: int):
+    prompts, shuffled = bench_prompts(model, suite, k, n_prompts, model.template())
     clean = tokenize_prompts(prompts, model, padding_side="left")
-    corrupted = tokenize_prompts(
-        shuffled_label_variants(prompts, seed=1), model, padding_side="left"
-    )
+    corrupted = tokenize_prompts(shuffled, model, padding_side="left")
     return clean, corrupted
 
 
@@ -142,11 +135,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model or run folder (default: runs/default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--suite", default=None, help="suite name or folder (default: training suite)")
     ap.add_argument("--n-prompts", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--k", type=int, default=None, help="demonstrations (default: training k)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--no-scaling", action="store_true", help="skip (e)")
+    ap.add_argument(
+        "--cases",
+        default="a,a',b,c,d,e",
+        help="comma-separated subset of a,a',b,c,d,e (on a 30-layer model (a') and (c) run "
+        "one forward pass per head x position / layer x position: minutes on a CPU)",
+    )
     args = ap.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -154,7 +154,8 @@ def main() -> None:
     model, where = load(args)
     device = model.device
     k = args.k if args.k is not None else int(model.spec.train_info.get("k", 5))
-    clean, corrupted = make_pair(model, k, args.n_prompts)
+    suite = bench_suite(model, args.suite, where)
+    clean, corrupted = make_pair(model, suite, k, args.n_prompts)
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
     threads = f", {torch.get_num_threads()} torch threads" if device.type == "cpu" else ""
     print(
@@ -162,17 +163,16 @@ def main() -> None:
         f"{model.d_model}; device {dev}{threads}; {len(clean)} prompts x "
         f"{clean.tokens.shape[1]} tokens (k={k}); median of {args.repeats} after 1 warm-up"
     )
-    print_rows(compare(model, clean, corrupted, args.repeats, device, CASES))
+    cases = set(args.cases.split(","))
+    chosen = [c for c in CASES if c[0][1:].split(")")[0] in cases]
+    print_rows(compare(model, clean, corrupted, args.repeats, device, chosen))
 
     # (d) attribution vs exact.
-    print("(d) attribution patching vs exact patching (same components)")
+    if "d" in cases:
+        print("(d) attribution patching vs exact patching (same components)")
     metric = AnswerProb.from_batch(clean)
-    for component, positions in (
-        ("heads", "all"),
-        ("resid", "each"),
-        ("attn", "each"),
-        ("mlp", "each"),
-    ):
+    d_cases = [("heads", "all"), ("resid", "each"), ("attn", "each"), ("mlp", "each")]
+    for component, positions in d_cases if "d" in cases else []:
         got = timed(
             {
                 m: lambda m=m, component=component, positions=positions: patch(
@@ -190,7 +190,7 @@ def main() -> None:
             f"{rank_correlation(ex, at):+.3f}"
         )
 
-    if args.no_scaling:
+    if args.no_scaling or "e" not in cases:
         return
     # (e) growth with layers x heads and with prompt length.
     print("(e) growth: random GPT-2 models (d_model 128), same prompts")
@@ -204,7 +204,7 @@ def main() -> None:
         print_rows(compare(m, clean, corrupted, args.repeats, device, [CASES[0], CASES[2]]))
     print("(e) growth with prompt length (this model)")
     for kk in (2, k, 2 * k):
-        c2, x2 = make_pair(model, kk, args.n_prompts)
+        c2, x2 = make_pair(model, suite, kk, args.n_prompts)
         print(f"  k={kk}, {c2.tokens.shape[1]} tokens:")
         print_rows(compare(model, c2, x2, args.repeats, device, [CASES[0], CASES[2]]))
 

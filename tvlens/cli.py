@@ -423,6 +423,14 @@ def models() -> None:
         typer.echo(f"{'':16s} from: {row['source'] or 'install with: ' + row['fix']}")
 
 
+def _add_subcommands() -> None:
+    from tvlens.experiments.cli import app as pretrained_app
+
+    app.add_typer(pretrained_app, name="pretrained")
+
+
+_add_subcommands()
+
 app.add_typer(__import__("tvlens.atv.cli", fromlist=["app"]).app, name="atv")
 
 

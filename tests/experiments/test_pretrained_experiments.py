@@ -1,0 +1,77 @@
+"""The pretrained-model experiment runners, on a tiny model (their numbers on SmolLM2 are in the
+README); each output agrees with the library call it summarises."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tvlens.experiments import head_comparison, sized_suite, task_decodability_table, vector_table
+from tvlens.experiments.pretrained import combine_vector_tables
+from tvlens.tasks import Task, TaskSuite, get_suite
+
+
+@pytest.fixture(scope="module")
+def suite(letters_task) -> TaskSuite:
+    pairs = zip(letters_task.outputs, letters_task.inputs, strict=True)
+    back = Task.from_pairs("back", list(pairs))
+    return TaskSuite("letters", (letters_task, back))
+
+
+def test_sized_suite_caps_and_dedups():
+    s = get_suite("words")
+    small = sized_suite(s, 20, ["antonyms", "uppercase"], seed=0)
+    assert small.names == ["antonyms", "uppercase"]
+    assert all(len(t) == 20 for t in small)
+    assert set(small["antonyms"].examples) <= set(s["antonyms"].examples)
+    assert sized_suite(s, 20, ["antonyms"], seed=0)["antonyms"] == small["antonyms"]
+    dup = Task.from_pairs("d", [("a", "b"), ("a", "c"), ("x", "y")])
+    assert len(sized_suite(TaskSuite("s", (dup,)))["d"]) == 2
+
+
+def test_vector_table_matches_its_rows(make_tiny, letters_tokenizer, suite, tmp_path):
+    model = make_tiny("llama", "llama", letters_tokenizer).model
+    res = vector_table(model, {"letters": suite}, tmp_path, k=2, n_extract=4, progress=False)
+    assert [r["task"] for r in res["rows"]] == ["letters", "back"]
+    s = res["summary"]
+    assert s["icl"] == pytest.approx(sum(r["icl"] for r in res["rows"]) / 2)
+    assert res["config"]["prompt_bos"] == model.prompt_bos
+    saved = json.loads((tmp_path / "letters" / "results.json").read_text())
+    assert saved["tasks"]["back"]["icl"] == res["rows"][1]["icl"]
+    assert "| letters | back |" in (tmp_path / "table.md").read_text()
+    assert (tmp_path / "letters" / "layer_sweep.html").is_file()
+    # The same run split over two processes combines into the same rows and summary.
+    one = vector_table(model, {"letters": suite.select(["letters"])}, tmp_path / "a", k=2,
+                       n_extract=4, progress=False)  # fmt: skip
+    two = vector_table(model, {"letters": suite.select(["back"])}, tmp_path / "b", k=2,
+                       n_extract=4, seed=0, progress=False)  # fmt: skip
+    both = combine_vector_tables([tmp_path / "a", tmp_path / "b"], tmp_path / "ab")
+    assert [r["task"] for r in both["rows"]] == ["letters", "back"]
+    assert both["rows"][0] == one["rows"][0] == res["rows"][0]
+    assert both["summary"]["n_tasks"] == 2 and two["summary"]["n_tasks"] == 1
+
+
+def test_task_decodability_table(make_tiny, letters_tokenizer, suite, tmp_path):
+    model = make_tiny("llama", "llama", letters_tokenizer).model
+    res = task_decodability_table(model, {"letters": suite}, tmp_path, k=2, n_prompts=6,
+                                  knn_k=3, progress=False)  # fmt: skip
+    r = res["suites"]["letters"]
+    assert len(r["td_by_layer"]) == model.n_layers
+    assert r["peak_td"] == max(r["td_by_layer"])
+    assert r["chance"] == pytest.approx(1 / 3)  # two tasks and the Null task
+    assert set(r["td_at_peak"]) == {"letters", "back"}
+    td = json.loads((tmp_path / "letters" / "td.json").read_text())
+    assert td["checkpoints"][0]["td"] == r["td_by_layer"]
+
+
+def test_head_comparison(make_tiny, letters_tokenizer, suite, tmp_path):
+    model = make_tiny("llama", "llama", letters_tokenizer).model
+    res = head_comparison(model, suite, ["letters"], tmp_path, k=2, n_prompts=4, n_extract=4,
+                          top=3)  # fmt: skip
+    r = res["tasks"]["letters"]
+    assert set(r["top"]) == {"exact", "attribution", "aie"}
+    assert all(len(v) == 3 for v in r["top"].values())
+    ov = r["overlap_top3"]
+    assert ov["exact_vs_aie"] == len({tuple(x) for x in r["top"]["exact"]}
+                                     & {tuple(x) for x in r["top"]["aie"]})  # fmt: skip

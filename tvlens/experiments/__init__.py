@@ -1,0 +1,18 @@
+"""The seed papers' pretrained-model experiments, run on any loaded model (README: "On a
+pretrained model", measured on SmolLM2-135M)."""
+
+from tvlens.experiments.pretrained import (
+    FV_SHORT_TASKS,
+    head_comparison,
+    sized_suite,
+    task_decodability_table,
+    vector_table,
+)
+
+__all__ = [
+    "FV_SHORT_TASKS",
+    "head_comparison",
+    "sized_suite",
+    "task_decodability_table",
+    "vector_table",
+]

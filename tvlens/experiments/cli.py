@@ -1,0 +1,161 @@
+"""``tvlens pretrained ...``: the seed papers' pretrained-model experiments from the command
+line (thin wrappers of :mod:`tvlens.experiments.pretrained`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tvlens.errors import TVLensError
+
+app = typer.Typer(
+    help="The seed papers' pretrained-model experiments (default model: smollm2-135m).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+ModelOpt = Annotated[str, typer.Option(help="Short name, HF name or model folder.")]
+SuitesOpt = Annotated[
+    list[str] | None,
+    typer.Option("--suite", help="Suite name or folder (repeat for several)."),
+]
+TasksOpt = Annotated[
+    list[str] | None,
+    typer.Option("--task", help="Keep only these tasks of each suite (repeat)."),
+]
+NExamplesOpt = Annotated[
+    int | None, typer.Option(help="At most this many (input, output) pairs per task.")
+]
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _suites(names: list[str], tasks: list[str] | None, n_examples: int | None) -> dict:
+    from tvlens.experiments.pretrained import sized_suite
+    from tvlens.tasks import get_suite
+
+    out = {}
+    for name in names:
+        s = get_suite(name)
+        keep = [t for t in s.names if tasks is None or t in tasks]
+        if not keep:
+            raise TVLensError(f"None of the tasks {tasks} is in suite {s.name!r}.")
+        out[s.name] = sized_suite(s, n_examples, keep)
+    return out
+
+
+@app.command()
+def vectors(
+    out: Annotated[Path, typer.Option(help="Folder for vectors.json, table.md, figures.")],
+    model: ModelOpt = "smollm2-135m",
+    suite: SuitesOpt = None,
+    task: TasksOpt = None,
+    n_examples: NExamplesOpt = None,
+    method: Annotated[str, typer.Option(help="hendel, fv or both.")] = "both",
+    k: Annotated[int, typer.Option(help="Demonstrations.")] = 5,
+    n_extract: Annotated[int, typer.Option(help="Prompts per vector.")] = 32,
+    template: Annotated[str | None, typer.Option(help="arrow, hendel, qa/todd.")] = None,
+    bos: Annotated[str, typer.Option(help="auto, none or a token.")] = "auto",
+    split: Annotated[
+        str, typer.Option(help="train,dev,test fractions of each task.")
+    ] = "0.5,0.2,0.3",
+    seed: int = 0,
+    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+) -> None:
+    """Zero-shot, ICL, task vector and function vector accuracy per task (Hendel et al.'s
+    Table 1), with the layer curves."""
+    from tvlens.experiments.pretrained import vector_table
+    from tvlens.models import load_model
+
+    try:
+        methods = ("hendel", "fv") if method == "both" else (method,)
+        m = load_model(model, device=device, bos=bos)
+        res = vector_table(m, _suites(suite or ["words"], task, n_examples), out,
+                           methods=methods, k=k, n_extract=n_extract, seed=seed,
+                           template=template,
+                           split=tuple(float(x) for x in split.split(",")))  # fmt: skip
+    except TVLensError as e:
+        _fail(e)
+    typer.echo((out / "table.md").read_text())
+    typer.echo(json.dumps(res["summary"], indent=1))
+
+
+@app.command()
+def combine(
+    out: Annotated[Path, typer.Option(help="Folder for the combined vectors.json, table.md.")],
+    parts: Annotated[list[Path], typer.Argument(help="Output folders of `pretrained vectors`.")],
+) -> None:
+    """Combine the tables of several `pretrained vectors` runs (a run split over processes)."""
+    from tvlens.experiments.pretrained import combine_vector_tables
+
+    try:
+        res = combine_vector_tables(parts, out)
+    except TVLensError as e:
+        _fail(e)
+    typer.echo((out / "table.md").read_text())
+    typer.echo(json.dumps(res["summary"], indent=1))
+
+
+@app.command()
+def decodability(
+    out: Annotated[Path, typer.Option(help="Folder for td.json and figures.")],
+    model: ModelOpt = "smollm2-135m",
+    suite: SuitesOpt = None,
+    task: TasksOpt = None,
+    n_examples: NExamplesOpt = None,
+    n_prompts: Annotated[int, typer.Option(help="Prompts per task.")] = 40,
+    k: Annotated[int, typer.Option(help="Demonstrations.")] = 5,
+    seed: int = 0,
+    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+) -> None:
+    """Task decodability by layer (Null task included) and TD against ICL accuracy (R²)."""
+    from tvlens.experiments.pretrained import task_decodability_table
+    from tvlens.models import load_model
+
+    try:
+        m = load_model(model, device=device)
+        res = task_decodability_table(m, _suites(suite or ["bitwise"], task, n_examples), out,
+                                      k=k, n_prompts=n_prompts, seed=seed)  # fmt: skip
+    except TVLensError as e:
+        _fail(e)
+    for label, r in res["suites"].items():
+        c = r["td_vs_icl"]
+        typer.echo(
+            f"{label}: peak TD {r['peak_td']:.2f} at layer {r['peak_layer']} (chance "
+            f"{r['chance']:.2f}); TD vs ICL r={c['pearson_r']}, R2={c['r2']}"
+        )
+    typer.echo(f"pooled: {res['pooled_td_vs_icl']}")
+
+
+@app.command()
+def heads(
+    out: Annotated[Path, typer.Option(help="Folder for heads.json and figures.")],
+    model: ModelOpt = "smollm2-135m",
+    suite: Annotated[str, typer.Option(help="Suite name or folder.")] = "words",
+    task: TasksOpt = None,
+    n_prompts: Annotated[int, typer.Option(help="Patching prompts per task.")] = 16,
+    k: Annotated[int, typer.Option(help="Demonstrations.")] = 5,
+    seed: int = 0,
+    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+) -> None:
+    """Exact and attribution head patching against the function-vector AIE ranking."""
+    from tvlens.experiments.pretrained import head_comparison
+    from tvlens.models import load_model
+    from tvlens.tasks import get_suite
+
+    try:
+        m = load_model(model, device=device)
+        s = get_suite(suite)
+        res = head_comparison(m, s, task or s.names[:2], out, k=k, n_prompts=n_prompts,
+                              seed=seed)  # fmt: skip
+    except TVLensError as e:
+        _fail(e)
+    for t, r in res["tasks"].items():
+        typer.echo(f"{t}: {json.dumps(r['overlap_top10'])}, Spearman "
+                   f"{r['spearman_attribution_vs_exact']:.2f}")  # fmt: skip

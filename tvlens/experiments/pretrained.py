@@ -1,0 +1,391 @@
+"""The seed papers' pretrained-model experiments on any model tvlens loads:
+
+- :func:`vector_table`: zero-shot, ICL, Hendel task vector and Todd function vector per task
+  (Hendel et al. 2023, Table 1), with the layer curves;
+- :func:`task_decodability_table`: task decodability by layer with the Null task, and TD
+  against ICL accuracy across tasks (Han et al. 2025);
+- :func:`head_comparison`: exact and attribution patching of every head against the
+  function-vector AIE ranking (Todd et al. 2023), overlap of the top 10.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tvlens.errors import TVLensError
+from tvlens.models.loading import TVModel
+from tvlens.tasks.core import Task, TaskSuite
+
+# Function-vector abstractive tasks whose answers are a word or a letter (first-token scoring
+# is meaningful); ag_news, commonsense_qa, sentiment, word_length and country-currency are not
+# in it (a label set of a few classes, or long answers).
+FV_SHORT_TASKS = (
+    "antonym",
+    "capitalize_first_letter",
+    "country-capital",
+    "english-french",
+    "english-german",
+    "english-spanish",
+    "landmark-country",
+    "lowercase_first_letter",
+    "next_item",
+    "person-sport",
+    "present-past",
+    "singular-plural",
+)
+
+
+def sized_suite(
+    suite: TaskSuite, n_examples: int | None = None, tasks: Sequence[str] | None = None, seed=0
+) -> TaskSuite:
+    """``suite`` restricted to ``tasks`` and each task to at most ``n_examples`` pairs (a
+    seeded sample, input duplicates dropped first) so that its splits have a set size."""
+    chosen = suite.select(list(tasks)) if tasks is not None else suite
+    out = []
+    for i, t in enumerate(chosen):
+        seen: set[str] = set()
+        unique = [e for e in t.examples if not (e.input in seen or seen.add(e.input))]
+        if n_examples is not None and len(unique) > n_examples:
+            idx = np.random.default_rng(seed + i).choice(len(unique), n_examples, replace=False)
+            unique = [unique[j] for j in sorted(idx)]
+        out.append(replace(t, examples=tuple(unique)))
+    return replace(chosen, tasks=tuple(out), spec={**chosen.spec, "n_examples": n_examples})
+
+
+def with_bos(model: TVModel, bos: str | int) -> TVModel:
+    """The same loaded model (shared weights) with another BOS policy (``"none"``, a token)."""
+    return TVModel(model.bridge, model.spec, bos=bos)
+
+
+# ---------------------------------------------------------------------------- 1. vectors
+
+
+def vector_table(
+    model: TVModel,
+    suites: Mapping[str, TaskSuite],
+    out: str | Path,
+    methods: tuple[str, ...] = ("hendel", "fv"),
+    k: int = 5,
+    n_extract: int = 32,
+    top_k_heads: int = 10,
+    seed: int = 0,
+    template: str | None = None,
+    split: tuple[float, float, float] = (0.5, 0.2, 0.3),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Hendel et al.'s Table 1 on ``model``: per task zero-shot, ICL, task vector (layer
+    chosen on dev) and function vector accuracy on held-out test queries. Writes
+    ``out/{suite}/results.json`` (+ vectors, ``layer_sweep.html``), ``out/table.md`` and
+    ``out/vectors.json``; returns the latter's content."""
+    from tvlens.injection.evaluate import evaluate_task_vectors, save_report
+    from tvlens.plotting import plot_layer_sweep, save_figure, write_json
+
+    out = Path(out)
+    rows, per_suite = [], {}
+    for label, suite in suites.items():
+        rep = evaluate_task_vectors(
+            model, suite, methods=methods, k=k, n_extract=n_extract, top_k_heads=top_k_heads,
+            seed=seed, template=template, split=split, progress=progress,
+        )  # fmt: skip
+        save_report(rep, out / label, primary=methods[0])
+        data = rep.to_dict(methods[0])
+        save_figure(
+            plot_layer_sweep(data, title=f"{model.name}, {label}: accuracy by layer"),
+            out / label / "layer_sweep",
+        )
+        per_suite[label] = {"config": rep.config, "summary": data["summary"]}
+        for name, t in rep.tasks.items():
+            row = {"suite": label, "task": name, "n_test": t.n_test, "zero_shot": t.zero_shot,
+                   "icl": t.icl}  # fmt: skip
+            for m, r in t.methods.items():
+                row[m] = r.task_vector
+                row[f"{m}_layer"] = r.best_layer
+            rows.append(row)
+    result = {
+        "model": model.spec.to_dict(),
+        "config": {
+            "k": k,
+            "n_extract": n_extract,
+            "top_k_heads": top_k_heads,
+            "seed": seed,
+            "split": list(split),
+            "template": model.template(template),
+            "prompt_bos": model.prompt_bos,
+            "methods": list(methods),
+        },  # fmt: skip
+        "suites": per_suite,
+        "rows": rows,
+        "summary": summarize_vectors(rows, methods),
+    }
+    write_json(out / "vectors.json", result)
+    (out / "table.md").write_text(vector_markdown(rows, methods, result["summary"]))
+    return result
+
+
+def combine_vector_tables(parts: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+    """One table from several ``vector_table`` outputs of the same model and settings (a run
+    split over processes): rows concatenated, summary recomputed; writes ``out/vectors.json``
+    and ``out/table.md``."""
+    from tvlens.plotting import write_json
+
+    loaded = [load_results(Path(p) / "vectors.json") for p in parts]
+    first = loaded[0]
+    for other in loaded[1:]:
+        a = {k: v for k, v in first["config"].items()}
+        b = {k: v for k, v in other["config"].items()}
+        if a != b or other["model"]["name"] != first["model"]["name"]:
+            raise TVLensError(f"Cannot combine runs with different settings: {a} vs {b}.")
+    rows = [r for part in loaded for r in part["rows"]]
+    methods = first["config"]["methods"]
+    result = {
+        "model": first["model"],
+        "config": first["config"],
+        "parts": [str(p) for p in parts],
+        "suites": {k: v for part in loaded for k, v in part["suites"].items()},
+        "rows": rows,
+        "summary": summarize_vectors(rows, methods),
+    }
+    out = Path(out)
+    write_json(out / "vectors.json", result)
+    (out / "table.md").write_text(vector_markdown(rows, methods, result["summary"]))
+    return result
+
+
+def summarize_vectors(rows: list[dict], methods: Sequence[str], icl_min: float = 0.4) -> dict:
+    """Means over all tasks, and recovery (vector / ICL) over the tasks where ICL ≥ ``icl_min``
+    (both the ratio of means and the mean of per-task ratios)."""
+    out: dict[str, Any] = {"n_tasks": len(rows)}
+    for key in ("zero_shot", "icl", *methods):
+        out[key] = float(np.mean([r[key] for r in rows]))
+    good = [r for r in rows if r["icl"] >= icl_min]
+    out[f"tasks_with_icl_ge_{icl_min}"] = [r["task"] for r in good]
+    for m in methods:
+        if good:
+            out[f"{m}_recovered_of_means_icl_ge_{icl_min}"] = float(
+                np.mean([r[m] for r in good]) / np.mean([r["icl"] for r in good])
+            )
+            out[f"{m}_recovered_mean_icl_ge_{icl_min}"] = float(
+                np.mean([min(r[m] / r["icl"], 10.0) for r in good])
+            )
+        out[f"{m}_recovered_of_means"] = out[m] / max(out["icl"], 1e-12)
+    return out
+
+
+def vector_markdown(rows: list[dict], methods: Sequence[str], summary: dict) -> str:
+    names = {"hendel": "task vector (layer)", "fv": "function vector (layer)"}
+    head = ["suite", "task", "n test", "zero-shot", "ICL"] + [names.get(m, m) for m in methods]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["suite"], r["task"], str(r["n_test"]), f"{r['zero_shot']:.2f}"]
+        cells += [f"{r['icl']:.2f}"] + [f"{r[m]:.2f} ({r[m + '_layer']})" for m in methods]
+        lines.append("| " + " | ".join(cells) + " |")
+    mean = ["**mean**", f"{summary['n_tasks']} tasks", "", f"{summary['zero_shot']:.2f}",
+            f"{summary['icl']:.2f}"] + [f"{summary[m]:.2f}" for m in methods]  # fmt: skip
+    lines.append("| " + " | ".join(mean) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- 2. TD
+
+
+def task_decodability_table(
+    model: TVModel,
+    suites: Mapping[str, TaskSuite],
+    out: str | Path,
+    k: int = 5,
+    n_prompts: int = 40,
+    seed: int = 0,
+    template: str | None = None,
+    knn_k: int = 10,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Task decodability (leave-one-out ``knn_k``-NN over the last query token's residual,
+    Null task included) at every layer, per suite, and each task's TD at the peak layer
+    against its ICL accuracy on the same prompts, with R².
+
+    Accuracy is the first answer token's, except in a suite where every answer starts with
+    the same token (SmolLM2 writes " 01101" as a space, then one token per digit): there it
+    is greedy exact match of the whole answer. One pass per batch gives both (the answer is
+    appended; the query state does not see it). Writes ``out/{suite}/td.json`` with
+    ``td_by_layer`` / ``td_vs_accuracy`` figures, and ``out/td.json``."""
+    from tvlens.extraction.residual import activations_at_positions
+    from tvlens.plotting import plot_td_by_layer, plot_td_vs_accuracy, save_figure, write_json
+    from tvlens.probing.layers import LayerTD
+    from tvlens.probing.measures import task_decodability
+    from tvlens.probing.series import TDSeries, correlation
+    from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
+    from tvlens.tasks.synthetic import null_task
+
+    out = Path(out)
+    tmpl = model.template(template)
+    names_resid = model.resid_hooks("post")
+    result: dict[str, Any] = {
+        "model": model.spec.to_dict(),
+        "config": {
+            "k": k,
+            "n_prompts": n_prompts,
+            "seed": seed,
+            "template": tmpl,
+            "knn_k": knn_k,
+            "prompt_bos": model.prompt_bos,
+        },  # fmt: skip
+        "suites": {},
+    }
+    all_td, all_acc = [], []
+    for label, suite in suites.items():
+        tasks = [*suite, null_task(suite)]
+        null = tasks[-1].name
+        hidden, labels, first, exact, first_ids = [], [], {}, {}, set()
+        for i, task in enumerate(tqdm(tasks, desc=f"TD {label}", disable=not progress)):
+            prompts = sample_prompts(task, k, n_prompts, seed=seed + 1000 * i, template=tmpl)
+            f_all, e_all = [], []
+            for start in range(0, len(prompts), batch_size):
+                batch = tokenize_prompts(prompts[start : start + batch_size], model,
+                                         padding_side="left", include_answer=True)  # fmt: skip
+                kept: dict[str, torch.Tensor] = {}
+
+                def keep(act, hook, kept=kept):
+                    kept["pred"] = act.argmax(-1).cpu()
+
+                with torch.no_grad(), model.hooks(fwd_hooks=[("unembed.hook_out", keep)]):
+                    acts = activations_at_positions(model, batch, names_resid)
+                hidden.append(torch.stack([acts[n] for n in names_resid]).cpu())
+                for r, ans in enumerate(batch.answer_ids):
+                    q = int(batch.query_pos[r])
+                    got = kept["pred"][r, q : q + len(ans)]
+                    f_all.append(bool(got[0] == ans[0]))
+                    e_all.append(bool(torch.equal(got, torch.tensor(ans))))
+                    if task.name != null:
+                        first_ids.add(ans[0])
+            labels += [task.name] * len(prompts)
+            first[task.name], exact[task.name] = float(np.mean(f_all)), float(np.mean(e_all))
+        measure = "exact_match" if len(first_ids) <= 1 else "first_token"
+        acc = {t.name: (exact if measure == "exact_match" else first)[t.name] for t in suite}
+        h = torch.cat(hidden, dim=1)  # [layer, n, d]
+        res = LayerTD(list(range(model.n_layers)), [], [], [], tasks=[t.name for t in tasks],
+                      n_prompts=n_prompts, k=k)  # fmt: skip
+        for layer in res.layers:
+            td = task_decodability(h[layer], labels, k=knn_k)
+            res.td.append(td.overall)
+            res.per_task.append(td.per_task)
+        cfg = {**result["config"], "suite": suite.spec, "accuracy": measure}
+        data = TDSeries(model.name, [model.name], [None], [res], [acc], cfg).to_dict()
+        (out / label).mkdir(parents=True, exist_ok=True)
+        write_json(out / label / "td.json", data)
+        save_figure(plot_td_by_layer(data, title=f"{model.name}, {label}: TD by layer"),
+                    out / label / "td_by_layer")  # fmt: skip
+        save_figure(plot_td_vs_accuracy(data, title=f"{model.name}, {label}: TD vs ICL"),
+                    out / label / "td_vs_accuracy")  # fmt: skip
+        peak = res.peak_layer
+        per_task_td = {t.name: res.per_task[peak][t.name] for t in suite}
+        all_td += list(per_task_td.values())
+        all_acc += list(acc.values())
+        result["suites"][label] = {
+            "td_by_layer": res.td,
+            "peak_layer": peak,
+            "peak_td": res.td[peak],
+            "chance": 1 / len(tasks),
+            "null_td_at_peak": res.per_task[peak][null],
+            "td_at_peak": per_task_td,
+            "accuracy_measure": measure,
+            "icl_accuracy": acc,
+            "icl_first_token": {t.name: first[t.name] for t in suite},
+            "icl_exact_match": {t.name: exact[t.name] for t in suite},
+            "td_vs_icl": correlation(list(per_task_td.values()), list(acc.values())),
+        }
+    result["pooled_td_vs_icl"] = correlation(all_td, all_acc)
+    write_json(out / "td.json", result)
+    return result
+
+
+# ---------------------------------------------------------------------------- 3. heads
+
+
+def _top(values: torch.Tensor, n: int) -> list[tuple[int, int]]:
+    n_heads = values.shape[1]
+    order = torch.argsort(values.flatten(), descending=True)[:n]
+    return [(int(i) // n_heads, int(i) % n_heads) for i in order]
+
+
+def head_comparison(
+    model: TVModel,
+    suite: TaskSuite,
+    tasks: Sequence[str],
+    out: str | Path,
+    k: int = 5,
+    n_prompts: int = 16,
+    n_extract: int = 32,
+    top: int = 10,
+    seed: int = 0,
+    template: str | None = None,
+) -> dict[str, Any]:
+    """Per task: every head patched at the last position from clean prompts into the same
+    prompts with shuffled labels (exact and attribution), and the function-vector AIE of
+    every head (mean clean head output into shuffled-label prompts); the overlap of their top
+    ``top`` heads. Writes ``out/{task}/`` (patching) and ``out/heads.json``."""
+    from tvlens.extraction.function_vectors import function_vector
+    from tvlens.patching.experiment import run_patching
+    from tvlens.plotting import plot_head_aie, save_figure, write_json
+
+    out = Path(out)
+    result: dict[str, Any] = {
+        "model": model.spec.to_dict(),
+        "config": {
+            "k": k,
+            "n_prompts": n_prompts,
+            "n_extract": n_extract,
+            "top": top,
+            "seed": seed,
+            "prompt_bos": model.prompt_bos,
+        },  # fmt: skip
+        "tasks": {},
+    }
+    for task in tasks:
+        run = run_patching(model, out / task, suite=suite, component="heads", method="both",
+                           positions="last", tasks=[task], k=k, n_prompts=n_prompts,
+                           seed=seed)  # fmt: skip
+        _, table = function_vector(model, suite[task], k, n_extract, top, seed=seed + 7,
+                                   template=template)  # fmt: skip
+        save_figure(plot_head_aie(table.aie, f"{model.name}, {task}: function-vector AIE"),
+                    out / task / "head_aie")  # fmt: skip
+        ex, at = run.exact.values, run.attribution.values
+        tops = {"exact": _top(ex, top), "attribution": _top(at, top), "aie": table.top(top)}
+
+        def overlap(a: str, b: str, tops=tops) -> int:
+            return len(set(tops[a]) & set(tops[b]))
+
+        result["tasks"][task] = {
+            "n_prompts": run.config["n_prompts"],
+            "clean_metric": run.exact.clean_metric,
+            "corrupted_metric": run.exact.corrupted_metric,
+            "spearman_attribution_vs_exact": run.spearman,
+            "top": {key: [list(x) for x in v] for key, v in tops.items()},
+            f"overlap_top{top}": {
+                "exact_vs_aie": overlap("exact", "aie"),
+                "attribution_vs_aie": overlap("attribution", "aie"),
+                "exact_vs_attribution": overlap("exact", "attribution"),
+            },
+        }
+    write_json(out / "heads.json", result)
+    return result
+
+
+def load_results(path: str | Path) -> dict:
+    """A JSON file this module wrote."""
+    path = Path(path)
+    if not path.is_file():
+        raise TVLensError(f"No results at {str(path)!r}.")
+    return json.loads(path.read_text())
+
+
+def split_task(task: Task, seed: int = 0) -> Task:  # pragma: no cover - convenience
+    return task.split((0.5, 0.5), seed=seed)[0]
