@@ -67,12 +67,10 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp())
     if args.target is None:
-        from tvlens.atv.data import SYNTHETIC_TARGET
-        from tvlens.training import train_synthetic
+        from tvlens.atv.train import train_synthetic_target
 
-        run = train_synthetic(tmp / "target", preset="tiny", device=args.device,
-                              progress=False, **{**SYNTHETIC_TARGET, "steps": 150})  # fmt: skip
-        target_name, cfg = str(run.run_dir), get_compare_preset("tiny")
+        run = train_synthetic_target(tmp / "target", device=args.device, progress=False)
+        target_name, cfg = str(run), get_compare_preset("tiny")
     else:
         target_name = args.target
         cfg = get_compare_preset("cpu" if args.data else "tiny")

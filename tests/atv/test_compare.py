@@ -16,14 +16,10 @@ from tvlens.models import load_model
 
 
 @pytest.fixture(scope="module")
-def target_run(tmp_path_factory):
-    """The synthetic setting's target: a tiny tvlens model that does first / last of lists."""
-    from tvlens.atv.data import SYNTHETIC_TARGET
-    from tvlens.training import train_synthetic
-
-    out = tmp_path_factory.mktemp("compare-target") / "lists"
-    spec = {**SYNTHETIC_TARGET, "steps": 150}
-    return train_synthetic(out, preset="tiny", device="cpu", progress=False, **spec).run_dir
+def target_run(atv_target):
+    """The synthetic setting's target (tests/atv/conftest.py): a tiny tvlens model that does
+    first / last of symbol lists in context."""
+    return atv_target
 
 
 @pytest.fixture(scope="module")
