@@ -1,0 +1,642 @@
+"""The comparison's methods, each a :class:`tvlens.atv.methods.SteeringMethod`: fitted on the
+same training queries, scored the same way (first answer token and greedy exact match).
+
+* ``zero_shot``, ``icl_k``: the frozen target, with ``k`` demonstrations of the query's task.
+* ``task_vector`` (Hendel et al. 2023), ``function_vector`` (Todd et al. 2023): one vector per
+  task, read from that task's demonstrations (ATV needs none), written at the query; the layer
+  is chosen on dev queries.
+* ``lora_qv``, ``lora_all``, ``lora_r1``, ``prefix``: peft adapters on the plain HF model (a
+  fresh load of the target's folder: peft swaps modules, which the bridge would not see).
+* ``atv``, ``atv_lora_budget``, ``atv_prefix_budget``: :class:`tvlens.atv.model.ATV` as
+  published (generator trained, full-rank expansion) and with a frozen generator and a
+  low-rank expansion whose parameter count matches LoRA-q,v / prefix tuning.
+* ``static_atv``: one learned constant per layer added at every position (the query is not
+  read): the query-independent ATV of the paper's LoRA-equivalence argument.
+
+Every trained method trains through :func:`tvlens.training.engine.train_run` (one run folder
+per cell, one checkpoint per epoch, resumable).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from tvlens.atv.compare import CompareContext
+from tvlens.atv.data import ATVSplits
+from tvlens.atv.methods import SteeringMethod
+from tvlens.errors import PromptError, TVLensError
+from tvlens.evaluation import answer_correctness, evaluate_prompts
+from tvlens.models.hf import quiet_transformers
+from tvlens.models.loading import TVModel
+from tvlens.tasks.core import Task
+from tvlens.tasks.prompts import ICLPrompt, sample_prompts, tokenize_prompts
+
+WEIGHTS = "weights.safetensors"
+
+
+# ---------------------------------------------------------------------------- shared pieces
+
+
+class CompareMethod(SteeringMethod):
+    """A method of the comparison: where it runs (``bridge`` or plain ``hf``), why it is
+    skipped (None: it runs), and its prompt length per query."""
+
+    path = "bridge"
+    skip_reason: str | None = None
+    virtual_tokens = 0
+
+    def __init__(self, ctx: CompareContext, name: str, seed: int):
+        self.ctx, self.name, self.seed = ctx, name, seed
+        self.target: TVModel = ctx.target
+        self.batch_size = ctx.cfg.eval_batch_size
+
+    def scored_prompts(self, prompts: Sequence[ICLPrompt]) -> list[ICLPrompt]:
+        """The prompts the target reads for these queries (zero-shot unless overridden)."""
+        return list(prompts)
+
+    def prompt_tokens(self, prompts: Sequence[ICLPrompt]) -> float:
+        """Mean prompt tokens per query (BOS included, answer excluded)."""
+        lens = []
+        ps = self.scored_prompts(prompts)
+        for start in range(0, len(ps), 256):
+            b = tokenize_prompts(ps[start : start + 256], self.target, device="cpu")
+            lens += b.attention_mask.sum(-1).tolist()
+        return float(np.mean(lens))
+
+
+def tasks_of(splits: ATVSplits, part: str = "train") -> dict[str, Task]:
+    """One :class:`Task` per task name from a split's zero-shot prompts (their queries)."""
+    by: dict[str, list] = {}
+    for p in getattr(splits, part):
+        by.setdefault(p.task, []).append(p.query)
+    return {t: Task(t, tuple(exs)) for t, exs in by.items()}
+
+
+def _by_task(prompts: Sequence[ICLPrompt]) -> dict[str, list[int]]:
+    idx: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        idx.setdefault(p.task, []).append(i)
+    return idx
+
+
+@dataclass
+class LMBatch:
+    """Prompt + answer tokens (left-padded) and labels on the answer tokens only."""
+
+    tokens: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    labels: Int[Tensor, "batch pos"]
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def to(self, device: str | torch.device) -> LMBatch:
+        return LMBatch(*(t.to(device) for t in (self.tokens, self.attention_mask, self.labels)))
+
+
+def lm_batch(prompts: Sequence[ICLPrompt], target: TVModel) -> LMBatch:
+    """Tokenized with the target's tokenizer and BOS policy, exactly as scoring does."""
+    pb = tokenize_prompts(list(prompts), target, "left", include_answer=True, device="cpu")
+    labels = torch.full_like(pb.tokens, -100)
+    for i, ans in enumerate(pb.answer_ids):
+        q = int(pb.query_pos[i])
+        labels[i, q + 1 : q + 1 + len(ans)] = torch.tensor(ans)
+    return LMBatch(pb.tokens, pb.attention_mask, labels)
+
+
+def answer_ce(
+    logits: Float[Tensor, "batch pos vocab"], labels: Int[Tensor, "batch pos"]
+) -> Float[Tensor, ""]:
+    """Cross-entropy on the answer tokens only (the loss of every trained method)."""
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+    )
+
+
+def hf_logits(
+    model: nn.Module, tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch pos vocab"]:
+    """A plain HF (or peft) causal LM on a left-padded batch: positions follow the mask, as
+    in the bridge (peft shifts them past a prefix itself)."""
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    return model(input_ids=tokens, attention_mask=mask, position_ids=pos).logits
+
+
+def trainable_state(module: nn.Module) -> dict[str, Tensor]:
+    return {
+        n: p.detach().contiguous().cpu().clone()
+        for n, p in module.named_parameters()
+        if p.requires_grad
+    }
+
+
+def load_trainable(module: nn.Module, path: Path) -> None:
+    state = load_file(str(path))
+    params = dict(module.named_parameters())
+    with torch.no_grad():
+        for n, v in state.items():
+            params[n].copy_(v)
+
+
+def engine_fit(
+    ctx: CompareContext,
+    name: str,
+    seed: int,
+    module: nn.Module,
+    loss,
+    prompts: Sequence[ICLPrompt],
+    collate,
+    lr: float,
+    weight_decay: float,
+    save=None,
+    load=None,
+    required: tuple[str, ...] = (WEIGHTS,),
+) -> dict[str, Any]:
+    """Train ``module`` through the engine on ``prompts`` (``cfg.epochs`` seeded epochs) in
+    ``DIR/runs/{name}__seed{seed}``; the checkpoints are removed once the cell is done."""
+    from tvlens.training.config import TrainingConfig
+    from tvlens.training.engine import EpochData, RunKind, train_run
+
+    cfg = ctx.cfg
+    tcfg = TrainingConfig(
+        steps=1,  # EpochData decides the steps
+        batch_size=cfg.batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_steps=cfg.warmup_steps,
+        grad_clip=cfg.grad_clip,
+        seed=seed,
+        log_every=5,
+        mixed_precision=cfg.mixed_precision,
+    )
+    run_dir = ctx.out / "runs" / f"{name}__seed{seed}"
+
+    def save_weights(folder: Path, step: int) -> None:
+        save_file(trainable_state(module), str(folder / WEIGHTS))
+
+    def load_weights(folder: Path, device: torch.device) -> None:
+        load_trainable(module, folder / WEIGHTS)
+
+    kind = RunKind(
+        model=module,
+        data=EpochData(n_examples=len(prompts), collate=collate, epochs=cfg.epochs),
+        loss=loss,
+        save=save or save_weights,
+        load=load or load_weights,
+        required_files=required,
+    )
+    info = {"kind": f"compare/{name}", "config": {**tcfg.to_dict(), "method": name,
+            "epochs": cfg.epochs, "n_examples": len(prompts)}}  # fmt: skip
+    res = train_run(kind, tcfg, run_dir, info, resume=True, device=ctx.device,
+                    progress=ctx.progress, desc=f"{name} s{seed}")  # fmt: skip
+    losses = res.metrics.get("train_loss", [])
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return {"steps": res.metrics["checkpoints"][-1]["step"] if res.metrics["checkpoints"] else 0,
+            "final_train_loss": losses[-1][1] if losses else None,
+            "engine_seconds": round(res.seconds, 2)}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- zero-shot, ICL
+
+
+class ZeroShotMethod(CompareMethod):
+    """The target on the query alone. Also times the plain HF model on the same queries (the
+    reference for the peft methods' inference time) and checks it agrees with the bridge."""
+
+    def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
+        import time
+
+        prompts = [p for s in self.ctx.data.groups().values() for p in s.test]
+        hf = fresh_hf(self.target)
+        t0 = time.perf_counter()
+        f_hf, _ = evaluate_prompts(hf, prompts, tokenizer=self.target, batch_size=self.batch_size)
+        dt = (time.perf_counter() - t0) / len(prompts)
+        f_bridge, _ = self.correctness(prompts)
+        del hf
+        # The peft methods run on the plain HF model: both paths must score alike.
+        return {"hf_infer_seconds_per_query": dt,
+                "hf_agrees_with_bridge": float((f_hf == f_bridge).mean())}  # fmt: skip
+
+    def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
+        return evaluate_prompts(self.target, list(prompts), batch_size=self.batch_size)
+
+
+class ICLMethod(CompareMethod):
+    """``k`` demonstrations of the query's task from its training queries (the method needs
+    the task's demonstrations; ATV does not). Skipped when a prompt exceeds the context."""
+
+    def __init__(self, ctx: CompareContext, name: str, seed: int, k: int):
+        super().__init__(ctx, name, seed)
+        self.k = k
+        self.train = {
+            **tasks_of(ctx.data.in_domain),
+            **tasks_of(ctx.data.unseen),
+        }
+        tests = [p for s in ctx.data.groups().values() for p in s.test]
+        try:
+            lens = [
+                tokenize_prompts(self.scored_prompts(tests[i : i + 256]), self.target,
+                                 include_answer=True, device="cpu").attention_mask.sum(-1).max()
+                for i in range(0, len(tests), 256)
+            ]  # fmt: skip
+        except PromptError as e:
+            self.skip_reason = f"{k}-shot prompts do not fit the context: {e}"
+        else:
+            self.max_tokens = int(max(lens))
+
+    def scored_prompts(self, prompts: Sequence[ICLPrompt]) -> list[ICLPrompt]:
+        out = []
+        for p in prompts:
+            # seeded by the query, so every method and call sees the same demonstrations
+            s = self.seed * 1_000_003 + (hash_text(p.task + "\x00" + p.query.input) % 1_000_003)
+            out += sample_prompts(self.train[p.task], self.k, 1, seed=s, template=p.template,
+                                  queries=Task(p.task, (p.query,)))  # fmt: skip
+        return out
+
+    def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
+        shots = self.scored_prompts(prompts)
+        return evaluate_prompts(self.target, shots, batch_size=self.batch_size)
+
+
+def hash_text(text: str) -> int:
+    """A hash stable across processes (Python's ``hash`` of a str is salted)."""
+    import zlib
+
+    return zlib.crc32(text.encode("utf-8"))
+
+
+# ------------------------------------------------------------------- task / function vectors
+
+
+class _VectorMethod(CompareMethod):
+    """A vector per task written at the query position of zero-shot prompts, at the layer
+    that scores best on the task's dev queries."""
+
+    mode = "replace"
+    scale = 1.0
+
+    def __init__(self, ctx: CompareContext, name: str, seed: int):
+        super().__init__(ctx, name, seed)
+        L = self.target.n_layers
+        self.layers = [self.target.check_layer(x) for x in (ctx.cfg.sweep_layers or range(L))]
+        self.vectors: dict[str, tuple[Tensor, int]] = {}
+
+    def task_vectors(self, task: Task, ti: int) -> Float[Tensor, "n_layers d_model"]:
+        raise NotImplementedError
+
+    def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
+        from tvlens.injection.sweep import layer_sweep_correct
+
+        train, dev = tasks_of(splits, "train"), _by_task(splits.dev)
+        chosen = {}
+        for ti, (name, task) in enumerate(train.items()):
+            vecs = self.task_vectors(task, ti)
+            dev_prompts = [splits.dev[i] for i in dev[name]]
+            ok = layer_sweep_correct(self.target, dev_prompts, vecs, self.layers, self.mode,
+                                     self.scale, max_batch=256)  # fmt: skip
+            best = int(torch.argmax(ok.float().mean(0)))  # first layer among ties
+            self.vectors[name] = (vecs[best].detach(), self.layers[best])
+            chosen[name] = self.layers[best]
+        return {"layers": chosen}
+
+    def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
+        from tvlens.injection.inject import inject
+
+        first = np.zeros(len(prompts), dtype=bool)
+        exact = np.zeros(len(prompts), dtype=bool)
+        for task, idx in _by_task(prompts).items():
+            vec, layer = self.vectors[task]
+            for start in range(0, len(idx), self.batch_size):
+                rows = idx[start : start + self.batch_size]
+                pb = tokenize_prompts([prompts[i] for i in rows], self.target, "left",
+                                      include_answer=True)  # fmt: skip
+                # Written at the query position only: the answer tokens that follow read it
+                # through attention, as generated tokens would from the KV cache.
+                with inject(self.target, vec, layer, self.mode, self.scale, pb.query_pos):
+                    f, e = answer_correctness(self.target, pb)
+                first[rows], exact[rows] = f.numpy(), e.numpy()
+        return first, exact
+
+
+class TaskVectorMethod(_VectorMethod):
+    """Hendel et al. 2023: the mean residual after each layer at the last token of ``tv_k``-shot
+    prompts with dummy queries, written over (replace) the zero-shot query's residual."""
+
+    def task_vectors(self, task: Task, ti: int) -> Tensor:
+        from tvlens.extraction.residual import hendel_task_vector
+
+        cfg = self.ctx.cfg
+        tv = hendel_task_vector(self.target, task, min(cfg.tv_k, len(task) - 2), cfg.n_extract,
+                                seed=self.seed * 7919 + ti, template=self.ctx.template,
+                                layers=self.layers)  # fmt: skip
+        return tv.vectors
+
+
+class FunctionVectorMethod(_VectorMethod):
+    """Todd et al. 2023: the heads with the largest average indirect effect, averaged over
+    ``fv_aie_tasks`` in-domain tasks (the heads are shared, as in the paper); a task's vector
+    is the sum of those heads' mean outputs over its clean ``tv_k``-shot prompts, added at the
+    query."""
+
+    mode = "add"
+
+    def heads(self) -> list[tuple[int, int]]:
+        from tvlens.extraction.function_vectors import head_aie, mean_head_outputs
+        from tvlens.tasks.prompts import shuffled_label_variants
+
+        key = ("fv_heads", self.seed)
+        if key not in self.ctx.cache:
+            cfg, t = self.ctx.cfg, self.target
+            aies = []
+            train = tasks_of(self.ctx.data.in_domain)
+            for ti, task in enumerate(list(train.values())[: cfg.fv_aie_tasks]):
+                ps = sample_prompts(
+                    task,
+                    min(cfg.tv_k, len(task) - 1),
+                    cfg.fv_aie_prompts,
+                    seed=self.seed * 7919 + 500 + ti,
+                    template=self.ctx.template,
+                )
+                clean = tokenize_prompts(ps, t, "left")
+                bad = tokenize_prompts(shuffled_label_variants(ps, seed=ti), t, "left")
+                aies.append(head_aie(t, bad, mean_head_outputs(t, clean), max_batch=256))
+            aie = torch.stack(aies).mean(0)
+            order = torch.argsort(aie.flatten(), descending=True)[: cfg.fv_top_heads]
+            self.ctx.cache[key] = [(int(i) // t.n_heads, int(i) % t.n_heads) for i in order]
+        return self.ctx.cache[key]
+
+    def task_vectors(self, task: Task, ti: int) -> Tensor:
+        from tvlens.extraction.function_vectors import mean_head_outputs
+
+        cfg, t = self.ctx.cfg, self.target
+        ps = sample_prompts(task, min(cfg.tv_k, len(task) - 1), cfg.n_extract,
+                            seed=self.seed * 7919 + ti, template=self.ctx.template)  # fmt: skip
+        means = mean_head_outputs(t, tokenize_prompts(ps, t, "left"))
+        fv = torch.zeros(t.d_model, device=means.device, dtype=means.dtype)
+        with torch.no_grad():
+            for layer, head in self.heads():
+                fv += t.head_outputs(means[layer], layer)[head]
+        return fv[None].expand(len(self.layers), -1)
+
+
+# ---------------------------------------------------------------------------- peft
+
+
+def hf_source(target: TVModel) -> tuple[str, str | None]:
+    s = target.spec
+    if s.path:
+        return s.path, None
+    return s.name, s.revision
+
+
+def fresh_hf(target: TVModel) -> nn.Module:
+    """A separate plain HF copy of the target (same weights, same device and dtype)."""
+    from transformers import AutoModelForCausalLM
+
+    src, rev = hf_source(target)
+    with quiet_transformers():
+        hf = AutoModelForCausalLM.from_pretrained(src, revision=rev, dtype=target.dtype)
+    return hf.to(target.device).eval()
+
+
+def peft_config(kind: str, cfg: Any, model_type: str):
+    """The peft config of ``lora_qv`` / ``lora_all`` / ``lora_r1`` / ``prefix``."""
+    from peft import LoraConfig, PrefixTuningConfig
+
+    if kind == "prefix":
+        return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.prefix_tokens)
+    # q and v projections; GPT-2 and NeoX fuse q, k and v in one matrix: LoRA then adapts it.
+    qv = {"gpt2": ["c_attn"], "gpt_neox": ["query_key_value"]}.get(model_type, ["q_proj", "v_proj"])
+    rank = 1 if kind == "lora_r1" else cfg.lora_rank
+    return LoraConfig(
+        r=rank,
+        lora_alpha=cfg.lora_alpha_ratio * rank,
+        lora_dropout=0.0,
+        target_modules="all-linear" if kind == "lora_all" else qv,
+        task_type="CAUSAL_LM",
+    )
+
+
+def peft_parameter_count(target: TVModel, kind: str, cfg: Any) -> int:
+    """Trainable parameters of a peft method on ``target``, counted on a weightless (meta)
+    copy of its architecture: exact, and nothing is loaded."""
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    src, rev = hf_source(target)
+    hf_cfg = AutoConfig.from_pretrained(src, revision=rev)
+    with torch.device("meta"), quiet_transformers():
+        model = AutoModelForCausalLM.from_config(hf_cfg)
+    pm = get_peft_model(model, peft_config(kind, cfg, hf_cfg.model_type))
+    return sum(p.numel() for p in pm.parameters() if p.requires_grad)
+
+
+class PeftMethod(CompareMethod):
+    """LoRA or prefix tuning (peft) on a fresh plain HF copy of the target, trained on the
+    in-domain training queries through the engine."""
+
+    path = "hf"
+
+    def __init__(self, ctx: CompareContext, name: str, seed: int):
+        super().__init__(ctx, name, seed)
+        self.model: nn.Module | None = None
+        if name == "prefix":
+            self.virtual_tokens = ctx.cfg.prefix_tokens
+
+    def build(self) -> nn.Module:
+        from peft import get_peft_model
+
+        hf = fresh_hf(self.target)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return get_peft_model(hf, peft_config(self.name, self.ctx.cfg, hf.config.model_type))
+
+    def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
+        self.model = self.build()
+        train, target = splits.train, self.target
+        info = engine_fit(
+            self.ctx, self.name, self.seed, self.model,
+            loss=lambda m, b: answer_ce(hf_logits(m, b.tokens, b.attention_mask), b.labels),
+            prompts=train,
+            collate=lambda idx: lm_batch([train[int(i)] for i in idx], target),
+            lr=self.ctx.cfg.peft_lr, weight_decay=self.ctx.cfg.weight_decay,
+        )  # fmt: skip
+        self.model.eval()
+        return info
+
+    def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
+        return evaluate_prompts(self.model, list(prompts), tokenizer=self.target,
+                                batch_size=self.batch_size)  # fmt: skip
+
+    def trainable_parameters(self) -> int:
+        if self.model is None:
+            return peft_parameter_count(self.target, self.name, self.ctx.cfg)
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------------------- ATV
+
+
+def matched_rank(budget: int, d_gen: int, n_out: int) -> int:
+    """The low-rank expansion rank whose ``r * (d_gen + n_out) + n_out`` parameters come
+    closest to ``budget`` (at least 1)."""
+    return max(1, round((budget - n_out) / (d_gen + n_out)))
+
+
+class ATVCompareMethod(CompareMethod):
+    """:class:`tvlens.atv.model.ATV` trained through the engine on the in-domain training
+    queries. ``atv``: generator trained, full-rank expansion (the paper); ``atv_lora_budget``
+    / ``atv_prefix_budget``: frozen generator, low-rank expansion at LoRA-q,v's / prefix
+    tuning's parameter count."""
+
+    def __init__(self, ctx: CompareContext, name: str, seed: int):
+        super().__init__(ctx, name, seed)
+        self.atv = None
+
+    def generator_lm(self, trainable: bool) -> TVModel:
+        from tvlens.models.loading import load_model
+
+        cfg = self.ctx.cfg
+        src = cfg.atv_generator or (self.target.spec.path or self.target.spec.name)
+        if trainable:  # modified by training: a fresh copy per cell
+            return load_model(src, device=self.ctx.device)
+        key = ("frozen_generator", src)
+        if key not in self.ctx.cache:
+            self.ctx.cache[key] = load_model(src, device=self.ctx.device)
+        return self.ctx.cache[key]
+
+    def build(self):
+        from tvlens.atv.model import ATV
+
+        cfg, t = self.ctx.cfg, self.target
+        trainable = self.name == "atv"
+        gen = self.generator_lm(trainable)
+        rank, budget = None, None
+        if not trainable:
+            budget = peft_parameter_count(t, "lora_qv" if self.name == "atv_lora_budget"
+                                          else "prefix", cfg)  # fmt: skip
+            rank = matched_rank(budget, gen.d_model, t.n_layers * t.d_model)
+        self.rank, self.budget = rank, budget
+        return ATV.build(t, gen, scale=cfg.atv_scale, positions=cfg.atv_positions, rank=rank,
+                         train_generator=trainable,
+                         generator_stop_at_layer=cfg.atv_generator_stop_at_layer,
+                         template=self.ctx.template, seed=self.seed)  # fmt: skip
+
+    def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
+        from tvlens.atv.model import WEIGHTS_FILE
+
+        atv = self.atv = self.build()
+        train = splits.train
+        info = engine_fit(
+            self.ctx, self.name, self.seed, atv.generator,
+            loss=lambda m, b: atv.loss(b, generator=m),
+            prompts=train,
+            collate=lambda idx: atv.batch([train[int(i)] for i in idx]),
+            lr=self.ctx.cfg.atv_lr, weight_decay=self.ctx.cfg.atv_weight_decay,
+            save=lambda folder, step: atv.save(folder / WEIGHTS_FILE, extra={"step": step}),
+            load=lambda folder, device: atv.load_weights(folder / WEIGHTS_FILE),
+            required=(WEIGHTS_FILE,),
+        )  # fmt: skip
+        return {**info, "rank": self.rank, "matched_budget": self.budget,
+                "generator": atv.spec.generator["name"], "scale": atv.spec.scale}  # fmt: skip
+
+    def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
+        return self.atv.correctness(list(prompts), batch_size=self.batch_size)
+
+    def trainable_parameters(self) -> int:
+        return self.atv.trainable_parameters() if self.atv is not None else 0
+
+
+class StaticVectors(nn.Module):
+    """One learned vector per target layer, the same for every query (zeros at the start:
+    training starts from the frozen target)."""
+
+    def __init__(self, n_layers: int, d_model: int):
+        super().__init__()
+        self.vectors = nn.Parameter(torch.zeros(n_layers, d_model))
+
+    def forward(self, batch_size: int) -> Float[Tensor, "batch n_layers d_model"]:
+        return self.vectors[None].expand(batch_size, -1, -1)
+
+
+class StaticATVMethod(CompareMethod):
+    """A query-independent ATV: ``scale * v_l`` added after every block at every real token,
+    ``v_l`` learned (no generator: the query is not read)."""
+
+    def __init__(self, ctx: CompareContext, name: str, seed: int):
+        super().__init__(ctx, name, seed)
+        t = self.target
+        self.module = StaticVectors(t.n_layers, t.d_model).to(t.device)
+        self.layers = list(range(t.n_layers))
+
+    def logits(self, module: nn.Module, tokens: Tensor, mask: Tensor) -> Tensor:
+        from tvlens.atv.steering import steer
+
+        with steer(self.target, module(tokens.shape[0]), self.layers, mask, "all",
+                   self.ctx.cfg.static_scale):  # fmt: skip
+            return self.target(tokens, attention_mask=mask)
+
+    def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
+        train, target = splits.train, self.target
+        return engine_fit(
+            self.ctx, self.name, self.seed, self.module,
+            loss=lambda m, b: answer_ce(self.logits(m, b.tokens, b.attention_mask), b.labels),
+            prompts=train,
+            collate=lambda idx: lm_batch([train[int(i)] for i in idx], target),
+            lr=self.ctx.cfg.peft_lr, weight_decay=self.ctx.cfg.weight_decay,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
+        method = self
+
+        class _Steered:  # what answer_correctness calls: the target with the vectors added
+            bridge = self.target.bridge
+
+            def __call__(self, tokens: Tensor, attention_mask: Tensor) -> Tensor:
+                return method.logits(method.module, tokens, attention_mask)
+
+        firsts, exacts = [], []
+        for start in range(0, len(prompts), self.batch_size):
+            pb = tokenize_prompts(list(prompts[start : start + self.batch_size]), self.target,
+                                  "left", include_answer=True)  # fmt: skip
+            f, e = answer_correctness(_Steered(), pb)
+            firsts.append(f.numpy())
+            exacts.append(e.numpy())
+        return np.concatenate(firsts), np.concatenate(exacts)
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+def build_method(ctx: CompareContext, name: str, seed: int) -> CompareMethod:
+    """The method ``name`` of :data:`tvlens.atv.compare.METHODS` for one cell."""
+    if name == "zero_shot":
+        return ZeroShotMethod(ctx, name, seed)
+    if name.startswith("icl_"):
+        return ICLMethod(ctx, name, seed, int(name.split("_")[1]))
+    if name == "task_vector":
+        return TaskVectorMethod(ctx, name, seed)
+    if name == "function_vector":
+        return FunctionVectorMethod(ctx, name, seed)
+    if name in ("lora_qv", "lora_all", "lora_r1", "prefix"):
+        return PeftMethod(ctx, name, seed)
+    if name in ("atv", "atv_lora_budget", "atv_prefix_budget"):
+        return ATVCompareMethod(ctx, name, seed)
+    if name == "static_atv":
+        return StaticATVMethod(ctx, name, seed)
+    raise TVLensError(f"Unknown method {name!r}.")

@@ -1,0 +1,748 @@
+"""The side-by-side comparison (Kang et al. 2025's claims, measured): zero-shot, k-shot ICL,
+Hendel task vectors, function vectors, LoRA, prefix tuning, ATV as published, ATV at matched
+parameter budgets, and a static (query-independent) ATV against LoRA of equal rank, on
+in-domain tasks and on unseen tasks no trained method ever sees.
+
+One loop over (method, seed) cells; every method is a :class:`tvlens.atv.methods.SteeringMethod`
+fitted on the same training queries and scored the same way (first answer token over the whole
+vocabulary, and greedy exact match). Each finished cell is one JSON file written atomically
+(``DIR/cells/{method}__seed{s}.json``): a stopped compare resumes without redoing them. Trained
+methods train through :func:`tvlens.training.engine.train_run` (``DIR/runs/{method}__seed{s}``).
+
+Output: ``DIR/config.json``, ``DIR/comparison.json``, ``DIR/comparison.csv`` (one row per
+method), ``DIR/table.md``, ``DIR/bars.{html,png}`` and ``DIR/heatmap.{html,png}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import tvlens
+from tvlens.atv.data import ATVSplits, get_atv_suite, split_queries
+from tvlens.errors import TVLensError, UnknownTaskError
+from tvlens.models.checkpoints import write_json_atomically
+from tvlens.models.loading import TVModel, default_device, load_model
+from tvlens.tasks.core import Task, TaskSuite
+from tvlens.training.config import RunConfig
+
+# Every method, in the order of the table. ``icl_16`` runs where the context allows.
+METHODS: tuple[str, ...] = (
+    "zero_shot",
+    "icl_5",
+    "icl_16",
+    "task_vector",
+    "function_vector",
+    "lora_qv",
+    "lora_all",
+    "prefix",
+    "atv",
+    "atv_lora_budget",
+    "atv_prefix_budget",
+    "static_atv",
+    "lora_r1",
+)
+TRAINED = {"lora_qv", "lora_all", "prefix", "atv", "atv_lora_budget", "atv_prefix_budget",
+           "static_atv", "lora_r1"}  # fmt: skip
+NEEDS_DEMOS = {"icl_5", "icl_16", "task_vector", "function_vector"}
+SEEDLESS = {"zero_shot"}  # deterministic: one cell, whatever the seeds
+
+# The function-vector datasets (Todd et al. 2023) by folder: ``fv/<task>`` resolves to
+# ``<data_dir>/abstractive/<task>.json`` or ``<data_dir>/extractive/<task>.json``.
+FV_ALIAS = "fv"
+CPU_IN_DOMAIN = [
+    "fv/antonym", "fv/capitalize", "fv/capitalize_first_letter", "fv/country-capital",
+    "fv/english-french", "fv/english-spanish", "fv/present-past", "fv/singular-plural",
+    "fv/landmark-country", "fv/person-sport", "fv/product-company", "fv/sentiment",
+    "fv/next_item", "fv/lowercase_first_letter", "fv/choose_first_of_3", "fv/choose_last_of_3",
+    "fv/adjective_v_verb_3", "fv/animal_v_object_3", "fv/color_v_animal_3",
+    "fv/fruit_v_animal_3",
+]  # fmt: skip
+CPU_UNSEEN = [
+    "fv/english-german", "fv/prev_item", "fv/capitalize_last_letter",
+    "fv/choose_middle_of_3", "fv/verb_v_adjective_3",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CompareConfig(RunConfig):
+    """Everything that determines a comparison (``DIR/config.json``).
+
+    Tasks are ``alias/task`` references: ``fv/<task>`` is a file of the function-vector
+    datasets (``data_dir``), any other alias a suite spec in ``suites`` (or a suite name
+    :func:`tvlens.atv.data.get_atv_suite` knows, with its defaults).
+    """
+
+    _kind = "compare"
+
+    target: str = ""
+    target_revision: str | None = None
+    in_domain: list = field(default_factory=lambda: list(CPU_IN_DOMAIN))
+    unseen: list = field(default_factory=lambda: list(CPU_UNSEEN))
+    suites: dict = field(default_factory=dict)
+    data_dir: str | None = None
+    max_input_chars: int = 80  # drop long inputs (e.g. news articles): short prompts only
+    template: str | None = None  # None: the target's own (arrow for models tvlens did not train)
+    n_train: int = 90
+    n_dev: int = 20
+    n_test: int = 50
+    data_seed: int = 0
+    seeds: int = 3
+    demo_seeds: int | None = None  # seeds of the demonstration methods (None: ``seeds``)
+    methods: list = field(default_factory=lambda: list(METHODS))
+    shots: list = field(default_factory=lambda: [5, 16])
+    # task vectors (Hendel) and function vectors (Todd): both read the task's demonstrations
+    tv_k: int = 5
+    n_extract: int = 16
+    fv_top_heads: int = 10
+    fv_aie_tasks: int = 4  # in-domain tasks whose mean AIE ranks the heads (Todd et al.)
+    fv_aie_prompts: int = 16
+    sweep_layers: list | None = None  # layers tried on dev (None: every layer)
+    # training (every trained method: the same queries, epochs and batch size)
+    epochs: int = 15
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    peft_lr: float = 1e-3  # LoRA, prefix tuning, static ATV
+    lora_rank: int = 8
+    lora_alpha_ratio: float = 2.0
+    prefix_tokens: int = 10
+    static_scale: float = 1.0
+    # ATV (Kang et al. 2025; official code: λ 0.001, lr 5e-4, weight decay 1e-5)
+    atv_generator: str | None = None  # None: a separate copy of the target
+    atv_generator_stop_at_layer: int | None = None
+    atv_scale: float = 1e-3
+    atv_lr: float = 5e-4
+    atv_weight_decay: float = 1e-5
+    atv_positions: str = "all"
+    eval_batch_size: int = 32
+    mixed_precision: str = "no"
+    scale_note: str = ""  # what the preset scaled down, written into the output
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise TVLensError(f"Unknown method(s) {unknown}; use some of {list(METHODS)}.")
+        if self.seeds < 1:
+            raise TVLensError(f"seeds must be >= 1, got {self.seeds}.")
+        if min(self.n_train, self.n_dev, self.n_test) < 1:
+            raise TVLensError("n_train, n_dev and n_test must all be >= 1.")
+        overlap = sorted(set(self.in_domain) & set(self.unseen))
+        if overlap:
+            raise TVLensError(f"Tasks {overlap} are both in-domain and unseen; pick one.")
+        if not self.in_domain or not self.unseen:
+            raise TVLensError("The comparison needs at least one in-domain and one unseen task.")
+
+    def fingerprint(self) -> dict:
+        """What a finished cell depends on: everything but which methods and how many seeds
+        are asked for (adding a method or a seed reuses the cells already there)."""
+        d = self.to_dict()
+        for k in ("methods", "seeds", "demo_seeds"):
+            d.pop(k, None)
+        return d
+
+
+PRESETS: dict[str, CompareConfig] = {
+    # Seconds: the synthetic setting's target (a tvlens-trained model that does first / last of
+    # symbol lists in context, tvlens.atv.data.SYNTHETIC_TARGET), in-domain tasks whose query
+    # tells the task (its length) and unseen list tasks of other lengths / ops.
+    "tiny": CompareConfig(
+        in_domain=["al/last_of_2", "al/first_of_3", "al/last_of_4"],
+        unseen=["f2/first=first_of_2", "l3/last=last_of_3"],
+        suites={
+            "al": {"name": "atv_lists"},
+            "f2": {
+                "name": "lists",
+                "n_symbols": 16,
+                "min_len": 2,
+                "max_len": 2,
+                "ops": ["first"],
+                "n_examples": 200,
+                "seed": 11,
+            },
+            "l3": {
+                "name": "lists",
+                "n_symbols": 16,
+                "min_len": 3,
+                "max_len": 3,
+                "ops": ["last"],
+                "n_examples": 200,
+                "seed": 12,
+            },
+        },
+        n_train=24,
+        n_dev=8,
+        n_test=16,
+        seeds=3,
+        n_extract=8,
+        fv_top_heads=4,
+        fv_aie_tasks=2,
+        fv_aie_prompts=8,
+        epochs=2,
+        batch_size=8,
+        peft_lr=5e-3,
+        lora_rank=4,
+        prefix_tokens=4,
+        atv_scale=1.0,
+        atv_lr=1e-3,
+        eval_batch_size=64,
+        scale_note="tiny: 24 train / 8 dev / 16 test queries per task, 2 epochs (mechanics).",
+    ),
+    # SmolLM2-135M on a 2-core CPU within about an hour: every method, 3 seeds, scaled down
+    # (scale_note); the generator is SmolLM2's own first 4 blocks.
+    "cpu": CompareConfig(
+        target="smollm2-135m",
+        n_train=30,
+        n_dev=10,
+        n_test=50,
+        seeds=3,
+        demo_seeds=1,
+        shots=[5, 16],
+        n_extract=8,
+        fv_top_heads=10,
+        fv_aie_tasks=2,
+        fv_aie_prompts=8,
+        sweep_layers=[3, 6, 9, 12, 15, 18, 21],
+        epochs=1,
+        batch_size=8,
+        peft_lr=2e-3,
+        lora_rank=8,
+        prefix_tokens=10,
+        atv_generator="smollm2-135m",
+        atv_generator_stop_at_layer=4,
+        atv_scale=1e-2,
+        atv_lr=1e-3,
+        eval_batch_size=50,
+        scale_note=(
+            "cpu: 30 (not 90) training queries per task, 1 epoch (not 15), batch 8 (not 1), "
+            "generator = SmolLM2's first 4 blocks (not GPT-2), λ 0.01 (not 0.001), ATV lr 1e-3; "
+            "demonstration methods 1 seed; TV/FV layers swept 3..21 step 3."
+        ),
+    ),
+    # The paper's recipe (official code): 90 queries per task, 15 epochs, batch 1, GPT-2
+    # generator fully trained, λ 0.001, lr 5e-4; bf16 autocast on the GPU.
+    "gpu": CompareConfig(
+        n_train=90,
+        n_dev=20,
+        n_test=50,
+        epochs=15,
+        batch_size=1,
+        atv_generator="gpt2",
+        atv_scale=1e-3,
+        atv_lr=5e-4,
+        mixed_precision="bf16",
+        eval_batch_size=64,
+        scale_note="gpu: the paper's recipe (Kang et al. 2025, official code).",
+    ),
+}
+
+
+def get_compare_preset(name: str) -> CompareConfig:
+    if name not in PRESETS:
+        raise TVLensError(f"Unknown compare preset {name!r}; use one of {sorted(PRESETS)}.")
+    return PRESETS[name]
+
+
+# ---------------------------------------------------------------------------- tasks
+
+
+def resolve_task(ref: str, cfg: CompareConfig, cache: dict[str, TaskSuite]) -> Task:
+    """The task an ``alias/task`` reference names (see :class:`CompareConfig`);
+    ``alias/task=new_name`` renames it."""
+    ref, _, rename = ref.partition("=")
+    task = _resolve(ref, cfg, cache)
+    return Task(rename, task.examples, family=task.family) if rename else task
+
+
+def _resolve(ref: str, cfg: CompareConfig, cache: dict[str, TaskSuite]) -> Task:
+    alias, sep, name = ref.partition("/")
+    if not sep or not name:
+        raise UnknownTaskError(
+            f"Task reference {ref!r} is not 'alias/task' (e.g. 'fv/antonym', 'words/antonyms')."
+        )
+    if alias == FV_ALIAS:
+        if cfg.data_dir is None:
+            raise TVLensError(
+                f"Task {ref!r} is a function-vector dataset: pass --data pointing at the folder "
+                "that holds abstractive/ and extractive/ (e.g. ../shared/data/function_vectors)."
+            )
+        root = Path(cfg.data_dir)
+        for sub in ("abstractive", "extractive", "."):
+            path = root / sub / f"{name}.json"
+            if path.is_file():
+                return Task.from_json(path, name=name)
+        raise UnknownTaskError(f"No {name}.json under {str(root)!r} (abstractive/ or extractive/).")
+    if alias not in cache:
+        cache[alias] = get_atv_suite(cfg.suites.get(alias, {"name": alias}))
+    return cache[alias][name]
+
+
+def _usable(task: Task, max_chars: int) -> Task:
+    """Distinct short inputs only (first occurrence kept)."""
+    seen: dict[str, Any] = {}
+    for ex in task.examples:
+        if len(ex.input) <= max_chars and ex.input not in seen:
+            seen[ex.input] = ex
+    return Task(task.name, tuple(seen.values()), family=task.family)
+
+
+@dataclass(frozen=True)
+class CompareData:
+    """The in-domain and unseen tasks, each split into disjoint train / dev / test queries
+    (the same split for every method and seed)."""
+
+    in_domain: ATVSplits
+    unseen: ATVSplits
+    sources: dict[str, str]
+
+    def groups(self) -> dict[str, ATVSplits]:
+        return {"in_domain": self.in_domain, "unseen": self.unseen}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "in_domain": self.in_domain.tasks,
+            "unseen": self.unseen.tasks,
+            "sources": self.sources,
+            "queries_per_task": {
+                g: {k: v // max(len(s.tasks), 1) for k, v in s.counts().items()}
+                for g, s in self.groups().items()
+            },
+            "note": "unseen tasks: never seen by any trained method; their train queries serve "
+            "only as demonstrations for ICL, task vectors and function vectors.",
+        }
+
+
+def load_compare_data(cfg: CompareConfig, template: str) -> CompareData:
+    cache: dict[str, TaskSuite] = {}
+    out, sources = {}, {}
+    for group, refs in (("in_domain", cfg.in_domain), ("unseen", cfg.unseen)):
+        tasks = []
+        for ref in refs:
+            t = _usable(resolve_task(ref, cfg, cache), cfg.max_input_chars)
+            if t.name in sources:  # e.g. "first" of two list suites: name it by its alias
+                t = Task(ref.replace("/", "_").split("=")[0], t.examples, family=t.family)
+            if t.name in sources:
+                raise TVLensError(f"Task {ref!r} is listed twice.")
+            sources[t.name] = ref
+            tasks.append(t)
+        suite = TaskSuite(group, tuple(tasks))
+        out[group] = split_queries(
+            suite, cfg.n_train, cfg.n_dev, cfg.n_test, template, cfg.data_seed
+        )
+    return CompareData(out["in_domain"], out["unseen"], sources)
+
+
+def merged(a: ATVSplits, b: ATVSplits) -> ATVSplits:
+    return ATVSplits(a.train + b.train, a.dev + b.dev, a.test + b.test, a.tasks + b.tasks)
+
+
+# ---------------------------------------------------------------------------- cells
+
+
+@dataclass
+class CompareContext:
+    """What every cell reads: the configuration, the frozen target, the data, where to write."""
+
+    cfg: CompareConfig
+    target: TVModel
+    data: CompareData
+    out: Path
+    device: str
+    template: str
+    progress: bool = True
+    cache: dict = field(default_factory=dict)  # shared between cells (e.g. FV head ranking)
+
+
+def cell_path(out: Path, method: str, seed: int) -> Path:
+    return out / "cells" / f"{method}__seed{seed}.json"
+
+
+def method_seeds(cfg: CompareConfig, method: str) -> list[int]:
+    if method in SEEDLESS:
+        return [0]
+    if method in NEEDS_DEMOS and cfg.demo_seeds is not None:
+        return list(range(cfg.demo_seeds))
+    return list(range(cfg.seeds))
+
+
+def _per_task(first: np.ndarray, exact: np.ndarray, prompts: Sequence) -> dict[str, dict]:
+    names = np.array([p.task for p in prompts])
+    return {
+        t: {"first_token": float(first[names == t].mean()),
+            "exact_match": float(exact[names == t].mean()), "n": int((names == t).sum())}
+        for t in dict.fromkeys(names.tolist())
+    }  # fmt: skip
+
+
+def run_cell(ctx: CompareContext, method: str, seed: int) -> dict[str, Any]:
+    """Fit ``method`` with ``seed`` and score it on both groups' test queries."""
+    from tvlens.atv.baselines import build_method
+
+    m = build_method(ctx, method, seed)
+    if m.skip_reason:
+        return {"method": method, "seed": seed, "skipped": m.skip_reason}
+    train_on = ctx.data.in_domain if method in TRAINED else merged(*ctx.data.groups().values())
+    t0 = time.perf_counter()
+    info = m.fit(train_on) or {}
+    if method in TRAINED:  # recorded so that a test can check unseen tasks stay unseen
+        info["trained_on_tasks"] = sorted({p.task for p in train_on.train})
+    fit_s = time.perf_counter() - t0
+    groups, infer_s, n_q, tokens = {}, 0.0, 0, []
+    for g, splits in ctx.data.groups().items():
+        prompts = splits.test
+        t1 = time.perf_counter()
+        first, exact = m.correctness(prompts)
+        infer_s += time.perf_counter() - t1
+        n_q += len(prompts)
+        tokens.append(m.prompt_tokens(prompts))
+        groups[g] = {
+            "first_token": float(first.mean()),
+            "exact_match": float(exact.mean()),
+            "tasks": _per_task(first, exact, prompts),
+        }
+    # A task's mean is over tasks (each task weighs the same), as the paper reports.
+    for g in groups.values():
+        g["first_token"] = float(np.mean([t["first_token"] for t in g["tasks"].values()]))
+        g["exact_match"] = float(np.mean([t["exact_match"] for t in g["tasks"].values()]))
+    return {
+        "method": method,
+        "seed": seed,
+        "path": m.path,
+        "trainable_params": int(m.trainable_parameters()),
+        "train_seconds": round(fit_s, 3),
+        "infer_seconds_per_query": infer_s / max(n_q, 1),
+        "prompt_tokens_per_query": float(np.mean(tokens)),
+        "virtual_tokens": int(getattr(m, "virtual_tokens", 0)),
+        "needs_demonstrations": method in NEEDS_DEMOS,
+        "groups": groups,
+        "info": info,
+    }
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class CompareResult:
+    out: Path
+    config: CompareConfig
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+    ran: list[tuple[str, int]]  # cells computed in this call (the others were reused)
+    seconds: float
+
+
+def _check_out(out: Path, cfg: CompareConfig) -> None:
+    path = out / "config.json"
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if old.get("fingerprint") != cfg.fingerprint():
+            raise TVLensError(
+                f"{str(out)!r} holds a comparison with another configuration; use the same "
+                "preset and options to resume it, or choose another --out."
+            )
+
+
+def run_compare(
+    target: str | TVModel | None = None,
+    out: str | Path = "runs/compare",
+    preset: str = "cpu",
+    config: CompareConfig | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    **overrides: Any,
+) -> CompareResult:
+    """Run (or resume) the comparison and write its outputs in ``out``.
+
+    Args:
+        target: The frozen target (a name, folder or tvlens run; or a loaded model). Default:
+            the preset's.
+        preset: ``tiny``, ``cpu`` or ``gpu``; ``config`` replaces it.
+        stop_after: Stop (as if killed) after computing this many cells.
+        overrides: Any :class:`CompareConfig` field (``seeds=3``, ``methods=[...]``,
+            ``data_dir=...``).
+    """
+    t0 = time.time()
+    out = Path(out)
+    cfg = (config or get_compare_preset(preset)).with_overrides(**overrides)
+    if cfg.data_dir is not None:  # the same folder however it was written
+        cfg = cfg.with_overrides(data_dir=str(Path(cfg.data_dir).expanduser().resolve()))
+    if isinstance(target, TVModel):
+        model = target
+        cfg = cfg.with_overrides(target=target.spec.path or target.spec.name)
+    else:
+        cfg = cfg.with_overrides(target=target) if target else cfg
+        if not cfg.target:
+            raise TVLensError("No target model: pass --target.")
+        device = device or default_device()
+        model = None
+    _check_out(out, cfg)
+    if model is None:
+        model = load_model(cfg.target, revision=cfg.target_revision, device=device)
+    device = str(model.device)
+    template = model.template(cfg.template)
+    template = template if isinstance(template, str) else template.name
+    data = load_compare_data(cfg, template)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(
+        out / "config.json",
+        {"tvlens": tvlens.__version__, "preset": None if config is not None else preset,
+         "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "template": template,
+         "target": model.spec.to_dict(), "data": data.describe(), "device": device_name(device),
+         "torch_threads": torch.get_num_threads()},
+    )  # fmt: skip
+    ctx = CompareContext(cfg, model, data, out, device, template, progress)
+    ran: list[tuple[str, int]] = []
+    cells = [(m, s) for m in cfg.methods for s in method_seeds(cfg, m)]
+    for method, seed in cells:
+        path = cell_path(out, method, seed)
+        if path.is_file():
+            continue
+        if stop_after is not None and len(ran) >= stop_after:
+            break
+        if progress:
+            print(f"[compare] {method} seed {seed}", flush=True)
+        res = run_cell(ctx, method, seed)
+        res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        write_json_atomically(path, res)
+        ran.append((method, seed))
+    summary, rows = write_outputs(out, cfg, data, device)
+    return CompareResult(out, cfg, summary, rows, ran, time.time() - t0)
+
+
+def device_name(device: str) -> str:
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(0)})"
+    cpu = platform.processor() or platform.machine()
+    try:  # the CPU's model name where the OS says it (Linux)
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{device} ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    a = np.asarray(xs, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def summarize(cells: dict[str, list[dict]], cfg: CompareConfig) -> dict[str, Any]:
+    """Per method: accuracy mean ± std over seeds (of the mean over tasks), per-task mean
+    accuracy, parameters, times and prompt lengths. Inference time is relative to zero-shot
+    run the same way (through the bridge, or the plain HF model for peft methods)."""
+    zs = (cells.get("zero_shot") or [None])[0]
+    ref = {}
+    if zs is not None and "skipped" not in zs:
+        ref = {"bridge": zs["infer_seconds_per_query"],
+               "hf": zs["info"].get("hf_infer_seconds_per_query")}  # fmt: skip
+    out: dict[str, Any] = {}
+    for method, runs in cells.items():
+        done = [r for r in runs if "skipped" not in r]
+        if not done:
+            out[method] = {"skipped": runs[0]["skipped"]}
+            continue
+        row: dict[str, Any] = {"seeds": [r["seed"] for r in done], "path": done[0]["path"]}
+        for g in ("in_domain", "unseen"):
+            for metric in ("first_token", "exact_match"):
+                m, s = _mean_std([r["groups"][g][metric] for r in done])
+                row[f"{g}_{metric}_mean"], row[f"{g}_{metric}_std"] = m, s
+            tasks = done[0]["groups"][g]["tasks"]
+            row[f"{g}_tasks"] = {
+                t: float(np.mean([r["groups"][g]["tasks"][t]["first_token"] for r in done]))
+                for t in tasks
+            }
+        row["trainable_params"] = done[0]["trainable_params"]
+        row["train_seconds"] = float(np.mean([r["train_seconds"] for r in done]))
+        infer = float(np.mean([r["infer_seconds_per_query"] for r in done]))
+        base = ref.get(done[0]["path"])
+        row["infer_seconds_per_query"] = infer
+        row["infer_relative_to_zero_shot"] = infer / base if base else None
+        row["prompt_tokens_per_query"] = float(
+            np.mean([r["prompt_tokens_per_query"] for r in done])
+        )
+        row["virtual_tokens"] = done[0].get("virtual_tokens", 0)
+        row["needs_demonstrations"] = done[0]["needs_demonstrations"]
+        row["trained"] = method in TRAINED
+        row["info"] = done[0].get("info", {})
+        out[method] = row
+    return out
+
+
+def _csv(summary: dict[str, Any], data: CompareData) -> tuple[str, list[dict]]:
+    tasks = [("in_domain", t) for t in data.in_domain.tasks] + [
+        ("unseen", t) for t in data.unseen.tasks
+    ]
+    rows = []
+    for method, r in summary.items():
+        if "skipped" in r:
+            rows.append({"method": method, "skipped": r["skipped"]})
+            continue
+        row = {"method": method}
+        for g in ("in_domain", "unseen"):
+            for metric in ("first_token", "exact_match"):
+                row[f"{g}_{metric}_mean"] = round(r[f"{g}_{metric}_mean"], 4)
+                row[f"{g}_{metric}_std"] = round(r[f"{g}_{metric}_std"], 4)
+        rel = r["infer_relative_to_zero_shot"]
+        row.update(
+            seeds=len(r["seeds"]),
+            trainable_params=r["trainable_params"],
+            train_seconds=round(r["train_seconds"], 2),
+            infer_ms_per_query=round(1000 * r["infer_seconds_per_query"], 3),
+            infer_relative_to_zero_shot=None if rel is None else round(rel, 3),
+            prompt_tokens_per_query=round(r["prompt_tokens_per_query"], 1),
+            virtual_tokens=r["virtual_tokens"],
+            needs_demonstrations=r["needs_demonstrations"],
+            path=r["path"],
+        )
+        for g, t in tasks:
+            row[f"{g}:{t}"] = round(r[f"{g}_tasks"][t], 4)
+        rows.append(row)
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue(), rows
+
+
+def load_cells(out: Path, cfg: CompareConfig) -> dict[str, list[dict]]:
+    cells: dict[str, list[dict]] = {}
+    for method in cfg.methods:
+        for seed in method_seeds(cfg, method):
+            p = cell_path(out, method, seed)
+            if p.is_file():
+                cells.setdefault(method, []).append(json.loads(p.read_text()))
+    return cells
+
+
+def write_outputs(
+    out: Path, cfg: CompareConfig, data: CompareData, device: str
+) -> tuple[dict, list[dict]]:
+    """``comparison.json``, ``comparison.csv`` and the figures, from the cells present."""
+    from tvlens.plotting import save_figure
+
+    cells = load_cells(out, cfg)
+    summary = summarize(cells, cfg)
+    text, rows = _csv(summary, data)
+    tmp = out / ".comparison.csv.tmp"
+    tmp.write_text(text)
+    tmp.replace(out / "comparison.csv")
+    tmp = out / ".table.md.tmp"
+    tmp.write_text(format_table(rows))
+    tmp.replace(out / "table.md")
+    missing = [(m, s) for m in cfg.methods for s in method_seeds(cfg, m)
+               if not cell_path(out, m, s).is_file()]  # fmt: skip
+    write_json_atomically(
+        out / "comparison.json",
+        {"tvlens": tvlens.__version__, "target": cfg.target, "device": device_name(device),
+         "split": data.describe(), "scale": cfg.scale_note, "config": cfg.to_dict(),
+         "complete": not missing, "missing_cells": [list(c) for c in missing],
+         "metric": "first answer token over the whole vocabulary (argmax), and greedy exact "
+                   "match; means over tasks, then mean ± std over seeds",
+         "methods": summary},
+    )  # fmt: skip
+    if any("skipped" not in r for r in summary.values()):
+        save_figure(plot_compare_bars(summary), out / "bars")
+        save_figure(plot_compare_heatmap(summary, data), out / "heatmap", height=600)
+    return summary, rows
+
+
+def plot_compare_bars(summary: dict[str, Any], title: str = "Accuracy by method"):
+    """Grouped bars: in-domain and unseen first-token accuracy per method, ± std over seeds."""
+    import plotly.graph_objects as go
+
+    names = [m for m, r in summary.items() if "skipped" not in r]
+    fig = go.Figure()
+    for g, label, color in (("in_domain", "in-domain", "#1f77b4"),
+                            ("unseen", "unseen", "#ff7f0e")):  # fmt: skip
+        fig.add_bar(
+            x=names,
+            y=[summary[m][f"{g}_first_token_mean"] for m in names],
+            error_y={"type": "data", "array": [summary[m][f"{g}_first_token_std"] for m in names]},
+            name=label,
+            marker_color=color,
+        )
+    fig.update_layout(
+        title=title, barmode="group", yaxis={"title": "first-token accuracy", "range": [0, 1]},
+        template="plotly_white",
+    )  # fmt: skip
+    return fig
+
+
+def plot_compare_heatmap(summary: dict[str, Any], data: CompareData, title: str | None = None):
+    """Methods × tasks: mean first-token accuracy (unseen tasks marked with *)."""
+    import plotly.graph_objects as go
+
+    names = [m for m, r in summary.items() if "skipped" not in r]
+    cols = [("in_domain", t) for t in data.in_domain.tasks] + [
+        ("unseen", t) for t in data.unseen.tasks
+    ]
+    z = [[summary[m][f"{g}_tasks"][t] for g, t in cols] for m in names]
+    labels = [t + ("*" if g == "unseen" else "") for g, t in cols]
+    fig = go.Figure(
+        go.Heatmap(z=z, x=labels, y=names, zmin=0, zmax=1, colorscale="Viridis",
+                   colorbar={"title": "acc"})
+    )  # fmt: skip
+    fig.update_layout(
+        title=title or "First-token accuracy per task (* unseen)", template="plotly_white",
+        yaxis={"autorange": "reversed"},
+    )  # fmt: skip
+    return fig
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of the CSV rows' main columns."""
+    head = ["method", "in-domain", "unseen", "exact (in/unseen)", "trainable params",
+            "train s", "infer × zero-shot", "prompt tokens"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if "skipped" in r:
+            why = r["skipped"].split(":")[0]
+            lines.append(f"| {r['method']} | skipped: {why} |" + " |" * (len(head) - 2))
+            continue
+        rel = r["infer_relative_to_zero_shot"]
+        lines.append(
+            f"| {r['method']} | {r['in_domain_first_token_mean']:.3f} ± "
+            f"{r['in_domain_first_token_std']:.3f} | {r['unseen_first_token_mean']:.3f} ± "
+            f"{r['unseen_first_token_std']:.3f} | {r['in_domain_exact_match_mean']:.3f} / "
+            f"{r['unseen_exact_match_mean']:.3f} | {r['trainable_params']:,} | "
+            f"{r['train_seconds']:.1f} | {'-' if rel is None else f'{rel:.2f}'} | "
+            f"{r['prompt_tokens_per_query']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "METHODS",
+    "PRESETS",
+    "CompareConfig",
+    "CompareContext",
+    "CompareData",
+    "CompareResult",
+    "format_table",
+    "get_compare_preset",
+    "load_compare_data",
+    "plot_compare_bars",
+    "plot_compare_heatmap",
+    "run_compare",
+]
