@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from tvlens.evaluation import evaluate_prompts
 
 from tvlens.atv.baselines import (
     ATVCompareMethod,
@@ -37,7 +38,6 @@ from tvlens.atv.baselines import (
     lm_batch,
 )
 from tvlens.atv.compare import CompareContext, device_name, get_compare_preset, load_compare_data
-from tvlens.evaluation import evaluate_prompts
 from tvlens.models import load_model
 
 

@@ -116,4 +116,6 @@ def eval_cmd(
     except (TVLensError, json.JSONDecodeError, ValueError) as e:
         _fail(e)
     typer.echo(json.dumps(res, indent=2))
+
+
 app.command("compare")(__import__("tvlens.atv.compare_cli", fromlist=["x"]).compare_cmd)

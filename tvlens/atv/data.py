@@ -138,13 +138,17 @@ def generator_text(prompt: ICLPrompt, generator_input: GeneratorInput = "prompt"
 
 
 def encode_for_generator(
-    texts: Sequence[str], tokenizer: Any, prepend_bos: bool, padding_side: PaddingSide = "left"
+    texts: Sequence[str],
+    tokenizer: Any,
+    bos_id: int | None,
+    padding_side: PaddingSide = "left",
 ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-    """Token ids and attention mask of ``texts`` with the generator's tokenizer."""
+    """Token ids and attention mask of ``texts`` with the generator's tokenizer, each row
+    starting with ``bos_id`` (None: nothing)."""
     rows = []
     for t in texts:
         ids = list(tokenizer(t, add_special_tokens=False)["input_ids"])
-        rows.append(([tokenizer.bos_token_id] if prepend_bos else []) + ids)
+        rows.append(([] if bos_id is None else [bos_id]) + ids)
     if any(not r for r in rows):
         raise TVLensError("A generator input tokenizes to nothing; use non-empty queries.")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -195,7 +199,7 @@ def make_batch(
     gt, gm = encode_for_generator(
         [generator_text(p, generator_input) for p in prompts],
         generator.tokenizer,
-        generator.prepend_bos,
+        generator.bos_id,
         padding_side,
     )
     return ATVBatch(pb.tokens, pb.attention_mask, labels, pb.query_pos, gt, gm)

@@ -105,7 +105,9 @@ class ATVGenerator(nn.Module):
         self.lm = lm.bridge
         self.lm_spec = lm.spec
         self.tokenizer = lm.tokenizer
-        self.prepend_bos = lm.prepend_bos
+        # The generator's prompts start as the model's BOS policy says (tvlens.models.bos):
+        # for SmolLM2 its document-start token, not the tokenizer's chat-turn bos_token.
+        self.bos_id = lm.bos_for()
         self.d_model, self.n_layers, self.rank = d_model, n_layers, rank
         self.pooling, self.trainable, self.stop_at_layer = pooling, trainable, stop_at_layer
         d_gen, d_out = lm.d_model, n_layers * d_model
