@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import torch
-from tvlens.evaluation import evaluate_prompts
 
 from tvlens.atv.baselines import (
     ATVCompareMethod,
@@ -38,6 +37,7 @@ from tvlens.atv.baselines import (
     lm_batch,
 )
 from tvlens.atv.compare import CompareContext, device_name, get_compare_preset, load_compare_data
+from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.models import load_model
 
 

@@ -36,7 +36,7 @@ from tvlens.atv.compare import CompareContext
 from tvlens.atv.data import ATVSplits
 from tvlens.atv.methods import SteeringMethod
 from tvlens.errors import PromptError, TVLensError
-from tvlens.evaluation import answer_correctness, evaluate_prompts
+from tvlens.icl_accuracy import answer_correctness, evaluate_prompts
 from tvlens.models.hf import quiet_transformers
 from tvlens.models.loading import TVModel
 from tvlens.tasks.core import Task
