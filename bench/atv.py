@@ -28,15 +28,9 @@ from pathlib import Path
 
 import torch
 
-from tvlens.atv.baselines import (
-    ATVCompareMethod,
-    ICLMethod,
-    PeftMethod,
-    answer_ce,
-    hf_logits,
-    lm_batch,
-)
+from tvlens.atv.baselines import ICLMethod, answer_ce, hf_logits, lm_batch
 from tvlens.atv.compare import CompareContext, device_name, get_compare_preset, load_compare_data
+from tvlens.atv.tuned import ATVCompareMethod, PeftMethod
 from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.models import load_model
 

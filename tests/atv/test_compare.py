@@ -9,8 +9,8 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from tvlens.atv.baselines import matched_rank, peft_parameter_count
 from tvlens.atv.compare import METHODS, TRAINED, cell_path, get_compare_preset, run_compare
+from tvlens.atv.tuned import matched_rank, peft_parameter_count
 from tvlens.errors import TVLensError
 from tvlens.models import load_model
 
