@@ -5,6 +5,7 @@ processes give the same loss curve as one; the run folder has what other runs ha
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,16 +83,15 @@ def test_resume_equals_uninterrupted(atv_target, tmp_path):
 
 @pytest.mark.slow  # 56 s here (two processes start and load their models)
 def test_two_processes_same_loss_curve_as_one(atv_target, tmp_path):
-    """`accelerate launch --cpu --num_processes 2` (data parallelism: each process takes one
-    of every step's 2 micro-batches) against 1 process accumulating the same 2."""
+    """`torchrun` with 2 CPU processes (accelerate's data parallelism: each process takes
+    one of every step's 2 micro-batches) against 1 process accumulating the same 2."""
     common = ["atv", "train", "--target", str(atv_target), "--epochs", "1", "--n-train", "11",
               "--batch-size", "3", "--device", "cpu"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes",
-              "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", "29561", "-m", "tvlens.cli"]  # fmt: skip
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     two = subprocess.run(
-        [*launch, *common, "--out", str(tmp_path / "two")],
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29561", "-m", "tvlens.cli",
+         *common, "--out", str(tmp_path / "two")],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
