@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from tvlens.atv.baselines import (
@@ -66,6 +66,45 @@ def peft_parameter_count(target: TVModel, kind: str, cfg: Any) -> int:
     return sum(p.numel() for p in pm.parameters() if p.requires_grad)
 
 
+def prefix_init_ids(prompts: Sequence[ICLPrompt], target: TVModel, n: int) -> Int[Tensor, "1 n"]:
+    """``n`` real tokens to start a prefix from: the first training prompts (query and answer,
+    pads dropped), one after another, as the target tokenizes them."""
+    pb = tokenize_prompts(list(prompts), target, "left", include_answer=True, device="cpu")
+    ids = pb.tokens[pb.attention_mask.bool()]
+    if ids.numel() < n:
+        raise TVLensError(
+            f"Prefix tuning needs {n} real tokens to start from; the training prompts have only "
+            f"{ids.numel()}. Lower prefix_tokens."
+        )
+    return ids[:n].unsqueeze(0)
+
+
+@torch.no_grad()
+def init_prefix_from_tokens(model: nn.Module, ids: Int[Tensor, "1 n"]) -> None:
+    """Start peft's prefix (no reparametrisation) at the target's own keys and values of real
+    tokens (Li & Liang 2021, sec. 7.2: real-word initialisation). peft's default N(0, 1) prefix
+    replaces every layer's attention context with noise: on SmolLM2-135M the test loss started
+    at 13.7 (uniform over the vocabulary is 10.8) and prefix tuning ended at accuracy 0; started
+    from real tokens it is 5.0 and it learns. The copy is checked against peft's own unpacking
+    of the prefix; where the layout differs it raises."""
+    base = model.get_base_model()
+    cache = base(input_ids=ids.to(next(base.parameters()).device), use_cache=True).past_key_values
+    kv = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])
+    # peft's embedding row per virtual token is [layers, (key, value), kv_heads, head_dim]
+    flat = kv.permute(3, 0, 1, 2, 4).reshape(ids.shape[1], -1)
+    emb = model.prompt_encoder[model.active_adapter].embedding.weight
+    if emb.shape != flat.shape:
+        raise TVLensError(
+            f"Prefix layout {tuple(emb.shape)} is not the target's keys and values "
+            f"{tuple(flat.shape)}; prefix tuning cannot start from real tokens on this model."
+        )
+    emb.copy_(flat.to(emb.dtype))
+    got = model.get_prompt(1)
+    got = got.layers[0].keys if hasattr(got, "layers") else got[0][0]
+    if not torch.allclose(got[0].to(kv.dtype), kv[0, 0], atol=1e-5):
+        raise TVLensError("peft unpacks the prefix in another layout than this copy assumed.")
+
+
 class PeftMethod(CompareMethod):
     """LoRA or prefix tuning (peft) on a fresh plain HF copy of the target, trained on the
     in-domain training queries through the engine."""
@@ -89,6 +128,8 @@ class PeftMethod(CompareMethod):
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
         self.model = self.build()
         train, target = splits.train, self.target
+        if self.name == "prefix":
+            init_prefix_from_tokens(self.model, prefix_init_ids(train, target, self.virtual_tokens))
         info = engine_fit(
             self.ctx, self.name, self.seed, self.model,
             loss=lambda m, b: answer_ce(hf_logits(m, b.tokens, b.attention_mask), b.labels),
