@@ -81,18 +81,23 @@ def test_resume_equals_uninterrupted(atv_target, tmp_path):
     assert fm["train_loss"] == pm["train_loss"]
 
 
-@pytest.mark.slow  # 56 s here (two processes start and load their models)
+@pytest.mark.slow  # about a minute here (two processes start and load their models)
 def test_two_processes_same_loss_curve_as_one(atv_target, tmp_path):
-    """`torchrun` with 2 CPU processes (accelerate's data parallelism: each process takes
-    one of every step's 2 micro-batches) against 1 process accumulating the same 2."""
+    """`accelerate launch` with 2 CPU processes (data parallelism: each process takes one of
+    every step's 2 micro-batches) against 1 process accumulating the same 2.
+
+    ``--multi_gpu`` is accelerate's multi-process launcher (torchrun underneath); on a machine
+    without a GPU its processes run on the CPU (gloo). ``accelerate launch --cpu`` starts a
+    single process whatever ``--num_processes`` says (accelerate 1.15)."""
     common = ["atv", "train", "--target", str(atv_target), "--epochs", "1", "--n-train", "11",
               "--batch-size", "3", "--device", "cpu"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    launcher = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
     two = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29561", "-m", "tvlens.cli",
-         *common, "--out", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=300,
+        [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29561",
+         "-m", "tvlens.cli", *common, "--out", str(tmp_path / "two")],
+        env={**env, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
     r = CliRunner().invoke(app, [*common, "--grad-accum", "2", "--out", str(tmp_path / "one")])

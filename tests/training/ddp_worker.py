@@ -1,4 +1,4 @@
-"""Run by ``test_engine.py`` under ``accelerate launch --cpu --num_processes 2``: the toy run
+"""Run by ``test_engine.py`` under ``torch.distributed.run --nproc_per_node 2`` (CPU, gloo): the toy run
 kind of the engine tests, trained data-parallel into the folder given as argument."""
 
 import sys
