@@ -8,7 +8,8 @@ import json
 import pytest
 
 from tvlens.experiments import head_comparison, sized_suite, task_decodability_table, vector_table
-from tvlens.experiments.pretrained import combine_vector_tables
+from tvlens.errors import TVLensError
+from tvlens.experiments.pretrained import combine_vector_tables, layer_finetuning
 from tvlens.tasks import Task, TaskSuite, get_suite
 
 
@@ -75,3 +76,39 @@ def test_head_comparison(make_tiny, letters_tokenizer, suite, tmp_path):
     ov = r["overlap_top3"]
     assert ov["exact_vs_aie"] == len({tuple(x) for x in r["top"]["exact"]}
                                      & {tuple(x) for x in r["top"]["aie"]})  # fmt: skip
+
+
+def test_layer_finetuning_on_a_model_tvlens_did_not_train(make_tiny, letters_tokenizer, suite,
+                                                          tmp_path):  # fmt: skip
+    """A plain HF folder (no tvlens.json) is fine-tuned first-k / last-k on half of each task's
+    pairs and measured on the other half; the tuned folders load with the base's BOS policy."""
+    from tvlens.models import load_model
+    from tvlens.probing.family import TokenFamily
+
+    tiny = make_tiny("llama", "llama", letters_tokenizer)
+    assert not (tiny.folder / "tvlens.json").exists()
+    res = layer_finetuning(tiny.folder, suite, tmp_path / "ft", k_layers=1, steps=2,
+                           batch_size=4, k=2, n_prompts=6, progress=False)  # fmt: skip
+    assert [r["which"] for r in res["rows"]] == ["first", "last"]
+    assert [r["blocks"] for r in res["rows"]] == [[0], [tiny.model.n_layers - 1]]
+    assert all(len(r["td_by_layer_after"]) == tiny.model.n_layers for r in res["rows"])
+    cfg = res["config"]
+    assert cfg["family"]["suite"]["part"] == 0 and cfg["eval_family"]["suite"]["part"] == 1
+    assert cfg["prompt_bos"] == tiny.model.prompt_bos
+    for which in ("first", "last"):
+        assert load_model(tmp_path / "ft" / which).prompt_bos == tiny.model.prompt_bos
+    assert "| first 1 ([0])" in (tmp_path / "ft" / "table.md").read_text()
+    # Training prompts start with the token the policy gives (here a stand-in id).
+    fam = TokenFamily(suite, k=2)
+    trainable = fam.trainable(tiny.folder)
+    assert trainable.info["source"] == str(tiny.folder)
+    trainable.bos_id = 9
+    batch = fam.train_batch(trainable, step=0, batch_size=3, seed=0)
+    assert (batch.input_ids[:, 0] == 9).all()
+    first_real = batch.zs_attention_mask.argmax(-1)  # zero-shot prompts are left-padded
+    assert (batch.zs_input_ids.gather(1, first_real[:, None]) == 9).all()
+
+
+def test_layer_finetuning_bad_fraction_is_one_line(suite, tmp_path):
+    with pytest.raises(TVLensError, match="train_fraction"):
+        layer_finetuning("nowhere", suite, tmp_path, train_fraction=1.0)

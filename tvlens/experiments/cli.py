@@ -159,3 +159,31 @@ def heads(
     for t, r in res["tasks"].items():
         typer.echo(f"{t}: {json.dumps(r['overlap_top10'])}, Spearman "
                    f"{r['spearman_attribution_vs_exact']:.2f}")  # fmt: skip
+
+
+@app.command()
+def finetune(
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, table.md, tuned models.")],
+    model: ModelOpt = "smollm2-135m",
+    suite: Annotated[str, typer.Option(help="Suite name or folder.")] = "words",
+    task: TasksOpt = None,
+    k_layers: Annotated[int, typer.Option(help="Blocks tuned (first k, then last k).")] = 5,
+    method: Annotated[str, typer.Option(help="lora or full.")] = "lora",
+    steps: Annotated[int, typer.Option(help="Training steps of each fine-tuning.")] = 60,
+    lr: float = 1e-3,
+    batch_size: int = 8,
+    n_prompts: Annotated[int, typer.Option(help="Held-out prompts per task for TD.")] = 40,
+    seed: int = 0,
+    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = "cpu",
+) -> None:
+    """Early- against late-layer fine-tuning, TD before and after (Han et al., Table 1)."""
+    from tvlens.experiments.pretrained import layer_finetuning
+
+    try:
+        (s,) = _suites([suite], task, None).values()
+        layer_finetuning(model, s, out, k_layers=k_layers, method=method, steps=steps, lr=lr,
+                         batch_size=batch_size, n_prompts=n_prompts, seed=seed,
+                         device=device)  # fmt: skip
+    except TVLensError as e:
+        _fail(e)
+    typer.echo((out / "table.md").read_text())

@@ -5,7 +5,9 @@
 - :func:`task_decodability_table`: task decodability by layer with the Null task, and TD
   against ICL accuracy across tasks (Han et al. 2025);
 - :func:`head_comparison`: exact and attribution patching of every head against the
-  function-vector AIE ranking (Todd et al. 2023), overlap of the top 10.
+  function-vector AIE ranking (Todd et al. 2023), overlap of the top 10;
+- :func:`layer_finetuning`: early- against late-layer fine-tuning with TD before and after
+  (Han et al. 2025, Table 1).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tqdm.auto import tqdm
 
 from tvlens.errors import TVLensError
 from tvlens.models.loading import TVModel
-from tvlens.tasks.core import Task, TaskSuite
+from tvlens.tasks.core import TaskSuite
 
 # Function-vector abstractive tasks whose answers are a word or a letter (first-token scoring
 # is meaningful); ag_news, commonsense_qa, sentiment, word_length and country-currency are not
@@ -387,5 +389,45 @@ def load_results(path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def split_task(task: Task, seed: int = 0) -> Task:  # pragma: no cover - convenience
-    return task.split((0.5, 0.5), seed=seed)[0]
+def layer_finetuning(
+    model: str | Path,
+    suite: TaskSuite,
+    out: str | Path,
+    k_layers: int = 5,
+    method: str = "lora",
+    steps: int = 60,
+    lr: float = 1e-3,
+    batch_size: int = 8,
+    k: int = 5,
+    n_prompts: int = 40,
+    train_fraction: float = 0.5,
+    seed: int = 0,
+    device: str | None = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Early- against late-layer fine-tuning (Han et al. 2025, Table 1) of a pretrained
+    model: only its first or only its last ``k_layers`` blocks are tuned (LoRA or full) on
+    ``train_fraction`` of each task's pairs, and loss, accuracy and TD (with the Null task)
+    are measured before and after on prompts built from the other pairs only.
+    Writes ``out/metrics.json``, ``out/table.md`` and the tuned models (``out/first``,
+    ``out/last``); a stopped call resumes."""
+    from tvlens.probing.family import TokenFamily
+    from tvlens.training.finetune import finetune_layers
+
+    if not 0 < train_fraction < 1:
+        raise TVLensError(f"train_fraction must be in (0, 1), got {train_fraction}.")
+    parts = [t.split((train_fraction, 1 - train_fraction), seed=seed) for t in suite]
+    split = {"train_fraction": train_fraction, "split_seed": seed}
+    train = TaskSuite(
+        suite.name, tuple(p[0] for p in parts), spec={**suite.spec, **split, "part": 0}
+    )
+    held = TaskSuite(
+        suite.name, tuple(p[1] for p in parts), spec={**suite.spec, **split, "part": 1}
+    )
+    res = finetune_layers(
+        model, TokenFamily(train, k=k), out, k_layers=k_layers, steps=steps, lr=lr,
+        batch_size=batch_size, n_prompts=n_prompts, seed=seed, method=method,
+        progress=progress, device=device, eval_family=TokenFamily(held, k=k),
+    )  # fmt: skip
+    (Path(out) / "table.md").write_text(res.table() + "\n")
+    return res.to_dict()

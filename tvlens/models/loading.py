@@ -362,7 +362,7 @@ def load_model(
         else:
             native = tokenizer_adds_bos(tokenizer)
     return TVModel(
-        bridge, spec, prepend_bos=prepend_bos, bos=bos, doc_start=_doc_start(name),
+        bridge, spec, prepend_bos=prepend_bos, bos=bos, doc_start=doc_start_token(name),
         native_bos=native,
     )  # fmt: skip
 
@@ -381,18 +381,20 @@ def _native_bos(source: str, revision: str | None, trust_remote_code: bool) -> i
     return tokenizer_adds_bos(tok)
 
 
-def _doc_start(name: str) -> str | None:
-    """The document-start token of a known pretrained model: by hub name, or from the
-    manifest of a folder tvlens converted."""
+def doc_start_token(name: str) -> str | None:
+    """The document-start token of a known pretrained model: by hub name, from the manifest
+    of a folder tvlens converted, or from the ``tvlens.json`` of a folder tvlens fine-tuned
+    from one."""
     entry = get_pretrained(name)
     if entry is not None:
         return entry.doc_start
-    manifest = Path(name).expanduser() / MANIFEST
-    if manifest.is_file():
-        try:
-            return json.loads(manifest.read_text()).get("doc_start")
-        except (OSError, ValueError, AttributeError):
-            return None
+    for file in (MANIFEST, "tvlens.json"):
+        path = Path(name).expanduser() / file
+        if path.is_file():
+            try:
+                return json.loads(path.read_text()).get("doc_start")
+            except (OSError, ValueError, AttributeError):
+                return None
     return None
 
 

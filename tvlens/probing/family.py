@@ -28,7 +28,7 @@ from tvlens.errors import CheckpointError, ConfigError, EmptyTaskError, TVLensEr
 from tvlens.extraction.residual import activations_at_positions
 from tvlens.models import adapter
 from tvlens.models.checkpoints import is_run_dir, write_atomically
-from tvlens.models.loading import load_model
+from tvlens.models.loading import doc_start_token, load_model
 from tvlens.models.tvmodel import TVModel
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
@@ -59,6 +59,9 @@ class Trainable:
     info: dict  # the folder's tvlens.json
     wraps_hf: bool = False
     extra_files: list[Path] = field(default_factory=list)  # copied unchanged (read-in weights)
+    # The first token of every training prompt: the base model's BOS policy
+    # (TVModel.prompt_bos_id); None: the tokenizer's BOS token.
+    bos_id: int | None = None
 
     @property
     def hf(self) -> nn.Module:
@@ -134,7 +137,12 @@ def _load_hf_checkpoint(ckpt: Path) -> tuple[nn.Module, Any, dict]:
     with quiet_transformers():
         hf = AutoModelForCausalLM.from_pretrained(ckpt)
     tokenizer = AutoTokenizer.from_pretrained(ckpt)
-    return hf, tokenizer, json.loads((ckpt / "tvlens.json").read_text())
+    # A model tvlens did not train (a pretrained folder) has no tvlens.json: record where it
+    # came from and its document-start token, which the tuned folder's prompts start with.
+    info_file = ckpt / "tvlens.json"
+    if info_file.is_file():
+        return hf, tokenizer, json.loads(info_file.read_text())
+    return hf, tokenizer, {"source": str(ckpt), "doc_start": doc_start_token(str(ckpt))}
 
 
 class TokenFamily:
@@ -211,7 +219,9 @@ class TokenFamily:
         from tvlens.training.data import ICLBatcher
 
         if self._batcher is None:
-            self._batcher = ICLBatcher(self.suite, trainable.tokenizer, self.k, self.template)
+            self._batcher = ICLBatcher(
+                self.suite, trainable.tokenizer, self.k, self.template, bos_id=trainable.bos_id
+            )
         return self._batcher.batch(step, batch_size, seed, micro)
 
     def train_loss(self, module: nn.Module, batch: Any) -> Float[Tensor, ""]:

@@ -50,9 +50,13 @@ class ICLBatcher:
         k: int,
         template: str = "arrow",
         n_ctx: int | None = None,
+        bos_id: int | None = None,
     ):
         self.suite = suite
         self.tok = tokenizer
+        # What every prompt starts with: the model's BOS policy (TVModel.prompt_bos_id), so
+        # that training prompts are the prompts it is scored on; default the tokenizer's BOS.
+        self.bos_id = tokenizer.bos_token_id if bos_id is None else bos_id
         self.k = k
         self.template = get_template(template)
         self.n_ctx = n_ctx
@@ -80,7 +84,7 @@ class ICLBatcher:
 
     def encode_prompt(self, p: ICLPrompt) -> tuple[list[int], list[bool], list[int], list[int]]:
         """(token ids with BOS, is-answer flags, start of each answer, zero-shot query ids)."""
-        ids = [self.tok.bos_token_id]
+        ids = [self.bos_id]
         flags = [False]
         starts = []
         segments = self.template.segments(p.demonstrations, p.query)
@@ -90,7 +94,7 @@ class ICLBatcher:
                 starts.append(len(ids))
             ids.extend(seg)
             flags.extend([is_ans] * len(seg))
-        zero_shot = [self.tok.bos_token_id, *self.encode(segments[-2][0])]
+        zero_shot = [self.bos_id, *self.encode(segments[-2][0])]
         return ids, flags, starts, zero_shot
 
     def batch(self, step: int, batch_size: int, seed: int, micro: int = 0) -> TrainBatch:

@@ -110,6 +110,7 @@ def finetune_layers(
     lora_rank: int = 16,
     progress: bool = True,
     device: str | None = "cpu",
+    eval_family: TaskFamily | None = None,
 ) -> FinetuneResult:
     """Fine-tune only the first ``k_layers`` or only the last ``k_layers`` blocks of a
     checkpoint on ``family`` (everything else frozen), and report loss, accuracy and TD
@@ -119,7 +120,12 @@ def finetune_layers(
     run (AdamW without weight decay, constant lr, no clipping) in ``out/training/{which}``;
     calling again with the same options resumes (or reuses) it, other options into the same
     ``out`` are refused. Writes ``out/config.json``, ``out/metrics.json`` and each tuned
-    model as a loadable folder ``out/{which}/``."""
+    model as a loadable folder ``out/{which}/``.
+
+    ``run`` may also be any model ``load_model`` takes (a pretrained short name or folder):
+    training prompts then start as the model's scored prompts do (its BOS policy).
+    ``eval_family`` (default ``family``): where loss, accuracy and TD are measured, e.g. the
+    same tasks on pairs held out from training (real tasks have a finite set of pairs)."""
     if method not in ("full", "lora"):
         raise TVLensError(f"method must be 'full' or 'lora', got {method!r}.")
     for w in which:
@@ -127,6 +133,7 @@ def finetune_layers(
             raise TVLensError(f"which must be 'first' or 'last', got {w!r}.")
 
     out = Path(out)
+    evals = family if eval_family is None else eval_family
     base = family.load(run, revision=revision)
     n_layers = family.tvmodel(base).n_layers
     if not 1 <= k_layers <= n_layers:
@@ -137,6 +144,8 @@ def finetune_layers(
         "revision": revision,
         "checkpoint": str(ckpt_dir),
         "family": family.describe(),
+        "eval_family": None if eval_family is None else eval_family.describe(),
+        "prompt_bos": family.tvmodel(base).prompt_bos,
         "k_layers": k_layers,
         "steps": steps,
         "lr": lr,
@@ -155,15 +164,17 @@ def finetune_layers(
     )  # fmt: skip
     prepare_out_dir(out, FINETUNE)
     write_json_atomically(out / CONFIG_FILE, {KIND_KEY: FINETUNE, **config})
-    loss0, acc0, td0 = _evaluate_family(base, family, n_prompts, seed=seed + 1)
+    loss0, acc0, td0 = _evaluate_family(base, evals, n_prompts, seed=seed + 1)
+    bos_id = family.tvmodel(base).prompt_bos_id
     del base
     rows = []
     for w in which:
         t0 = time.time()
         idx = list(range(k_layers)) if w == "first" else list(range(n_layers - k_layers, n_layers))
-        _finetune_blocks(ckpt_dir, family, idx, cfg, method, lora_rank, out, w, progress, device)
+        _finetune_blocks(ckpt_dir, family, idx, cfg, method, lora_rank, out, w, progress, device,
+                         bos_id)  # fmt: skip
         tuned = family.load(out / w)
-        loss1, acc1, td1 = _evaluate_family(tuned, family, n_prompts, seed=seed + 1)
+        loss1, acc1, td1 = _evaluate_family(tuned, evals, n_prompts, seed=seed + 1)
         rows.append(
             FinetuneRow(w, idx, loss0, loss1, acc0, acc1, max(td0), max(td1), td0, td1,
                         round(time.time() - t0, 1))
@@ -184,10 +195,12 @@ def _finetune_blocks(
     which: str,
     progress: bool,
     device: str | None,
+    bos_id: int | None = None,
 ) -> None:
     """Train ``blocks`` of checkpoint ``ckpt`` (everything else frozen) on the engine and
     save the tuned model as ``out/which``."""
     trainable = family.trainable(ckpt)
+    trainable.bos_id = bos_id
     torch.manual_seed(cfg.seed)  # LoRA's initialisation draws from it
     for p in trainable.module.parameters():
         p.requires_grad_(False)
