@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tvlens.experiments import head_comparison, sized_suite, task_decodability_table, vector_table
 from tvlens.errors import TVLensError
+from tvlens.experiments import head_comparison, sized_suite, task_decodability_table, vector_table
 from tvlens.experiments.pretrained import combine_vector_tables, layer_finetuning
 from tvlens.tasks import Task, TaskSuite, get_suite
 

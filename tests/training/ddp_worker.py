@@ -1,5 +1,5 @@
-"""Run by ``test_engine.py`` under ``torch.distributed.run --nproc_per_node 2`` (CPU, gloo): the toy run
-kind of the engine tests, trained data-parallel into the folder given as argument."""
+"""Run by ``test_engine.py`` under ``torch.distributed.run --nproc_per_node 2`` (CPU, gloo):
+the toy run kind of the engine tests, trained data-parallel into the folder given as argument."""
 
 import sys
 from pathlib import Path
