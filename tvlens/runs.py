@@ -27,6 +27,8 @@ PATCHING_FILE = "patching.json"  # patch (and the demo's figures folder)
 EMERGENCE_FILE = "emergence.json"  # emergence (and the demo's training run)
 PERTURBATION_FILE = "perturbation.json"  # emergence
 DEMO_FILE = "demo.json"  # demo figures folder
+COMPARISON_FILE = "comparison.json"  # compare
+CELLS_DIR = "cells"  # compare: one JSON per (method, seed)
 KIND_KEY = "kind"
 
 # Run kinds, as the commands that write them are named.
@@ -40,6 +42,7 @@ DEMO = "demo"
 FINETUNE = "finetune"
 ATV_RUN = "atv"
 EVAL = "eval"
+COMPARE = "compare"
 
 # The file that marks each kind of results folder, for folders written before config.json
 # named its kind (the training kinds are told apart by their config.json).
@@ -49,6 +52,8 @@ _MARKERS = (
     (PROBE, TD_FILE),
     (PATCH, PATCHING_FILE),
     (EMERGENCE, EMERGENCE_FILE),
+    (COMPARE, COMPARISON_FILE),
+    (COMPARE, CELLS_DIR),
 )
 
 
@@ -70,7 +75,7 @@ def folder_kind(path: str | Path) -> str | None:
         if "tvlens" in cfg and (path / CHECKPOINTS_DIR).is_dir():
             return TRAIN_REGRESSION if cfg.get("family") == "regression" else TRAIN_SYNTHETIC
     for kind, marker in _MARKERS:
-        if (path / marker).is_file():
+        if (path / marker).exists():
             return kind
     return None
 

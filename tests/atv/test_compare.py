@@ -123,6 +123,12 @@ def test_bad_input_is_one_line(target, tmp_path):
     with pytest.raises(TVLensError, match="--data") as e:
         run_compare(target, tmp_path, preset="tiny", unseen=["fv/antonym"], progress=False)
     assert "\n" not in str(e.value)
+    mine = tmp_path / "mine"  # a folder of the user's: refused, nothing in it changed
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(TVLensError, match="not empty") as e:
+        run_compare(target, mine, preset="tiny", progress=False)
+    assert "\n" not in str(e.value) and [p.name for p in mine.iterdir()] == ["notes.txt"]
     with pytest.raises(TVLensError, match="Unknown method"):
         get_compare_preset("tiny").with_overrides(methods=["nope"])
     with pytest.raises(TVLensError, match="both in-domain and unseen"):

@@ -52,6 +52,7 @@ from tvlens.atv.compare_setup import (  # noqa: F401  (the public names of the c
 from tvlens.errors import TVLensError
 from tvlens.models.checkpoints import write_json_atomically
 from tvlens.models.loading import TVModel, default_device, load_model
+from tvlens.runs import COMPARE, COMPARISON_FILE, CONFIG_FILE, KIND_KEY, prepare_out_dir
 
 
 def _per_task(first: np.ndarray, exact: np.ndarray, prompts: Sequence) -> dict[str, dict]:
@@ -122,7 +123,9 @@ class CompareResult:
 
 
 def _check_out(out: Path, cfg: CompareConfig) -> None:
-    path = out / "config.json"
+    """The rule of every run folder (new, empty or a compare), then: the same configuration."""
+    prepare_out_dir(out, COMPARE)
+    path = out / CONFIG_FILE
     if path.is_file():
         try:
             old = json.loads(path.read_text())
@@ -178,9 +181,10 @@ def run_compare(
     data = load_compare_data(cfg, template)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomically(
-        out / "config.json",
-        {"tvlens": tvlens.__version__, "preset": None if config is not None else preset,
-         "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "template": template,
+        out / CONFIG_FILE,
+        {KIND_KEY: COMPARE, "tvlens": tvlens.__version__,
+         "preset": None if config is not None else preset, "config": cfg.to_dict(),
+         "fingerprint": cfg.fingerprint(), "template": template,
          "target": model.spec.to_dict(), "data": data.describe(), "device": device_name(device),
          "torch_threads": torch.get_num_threads()},
     )  # fmt: skip
@@ -330,7 +334,7 @@ def write_outputs(
     missing = [(m, s) for m in cfg.methods for s in method_seeds(cfg, m)
                if not cell_path(out, m, s).is_file()]  # fmt: skip
     write_json_atomically(
-        out / "comparison.json",
+        out / COMPARISON_FILE,
         {"tvlens": tvlens.__version__, "target": cfg.target, "device": device_name(device),
          "split": data.describe(), "scale": cfg.scale_note, "config": cfg.to_dict(),
          "complete": not missing, "missing_cells": [list(c) for c in missing],

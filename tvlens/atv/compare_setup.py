@@ -10,6 +10,7 @@ from typing import Any
 from tvlens.atv.data import ATVSplits, get_atv_suite, split_queries
 from tvlens.errors import TVLensError, UnknownTaskError
 from tvlens.models.loading import TVModel
+from tvlens.runs import CELLS_DIR
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.training.config import RunConfig
 
@@ -342,7 +343,7 @@ class CompareContext:
 
 
 def cell_path(out: Path, method: str, seed: int) -> Path:
-    return out / "cells" / f"{method}__seed{seed}.json"
+    return out / CELLS_DIR / f"{method}__seed{seed}.json"
 
 
 def method_seeds(cfg: CompareConfig, method: str) -> list[int]:
