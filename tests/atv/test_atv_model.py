@@ -104,3 +104,24 @@ def test_methods_loop_scores_alike(models):
     assert [r.method for r in res] == ["zero-shot", "icl-1", "atv"]
     assert res[2].trainable_parameters == atv.trainable_parameters() > 0
     assert res[0].trainable_parameters == res[1].trainable_parameters == 0
+
+
+def test_model_id_keeps_short_and_hub_names(tmp_path, monkeypatch):
+    """A pretrained short name (smollm2-135m) or hub name identifies the model as it is; only a
+    folder becomes an absolute path (so that a run's eval finds the target it was trained on
+    from any working directory)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from tvlens.atv.model import model_id
+    from tvlens.models.tvmodel import ModelSpec
+
+    monkeypatch.chdir(tmp_path)
+    base = ModelSpec(name="x", revision=None, source="folder", architecture="a", n_layers=2,
+                     n_heads=2, n_kv_heads=2, d_model=8, d_head=4, d_vocab=10, n_ctx=16)  # fmt: skip
+    for source, name in (("pretrained", "smollm2-135m"), ("hub", "org/model")):
+        assert (
+            model_id(SimpleNamespace(spec=replace(base, source=source, name=name)))["name"] == name
+        )
+    got = model_id(SimpleNamespace(spec=replace(base, source="folder", name="rel")))["name"]
+    assert got == str(tmp_path / "rel")

@@ -44,7 +44,8 @@ def model_id(model: TVModel) -> dict[str, Any]:
     """What identifies a model for ATV: its name (a resolved folder for local models) and
     revision, and the sizes a steering vector depends on."""
     s = model.spec
-    name = s.name if s.source == "hub" else str(Path(s.name).expanduser().resolve())
+    # hub and short names (smollm2-135m) are names; only folders are resolved to a path
+    name = s.name if s.source in ("hub", "pretrained") else str(Path(s.name).expanduser().resolve())
     return {"name": name, "revision": s.revision, "n_layers": s.n_layers, "d_model": s.d_model,
             "d_vocab": s.d_vocab}  # fmt: skip
 
