@@ -106,22 +106,18 @@ def test_methods_loop_scores_alike(models):
     assert res[0].trainable_parameters == res[1].trainable_parameters == 0
 
 
-def test_model_id_keeps_short_and_hub_names(tmp_path, monkeypatch):
+def test_model_id_keeps_short_and_hub_names(tmp_path, monkeypatch, make_tiny, letters_tokenizer):
     """A pretrained short name (smollm2-135m) or hub name identifies the model as it is; only a
     folder becomes an absolute path (so that a run's eval finds the target it was trained on
     from any working directory)."""
+    import copy
     from dataclasses import replace
-    from types import SimpleNamespace
 
     from tvlens.atv.model import model_id
-    from tvlens.models.tvmodel import ModelSpec
 
     monkeypatch.chdir(tmp_path)
-    base = ModelSpec(name="x", revision=None, source="folder", architecture="a", n_layers=2,
-                     n_heads=2, n_kv_heads=2, d_model=8, d_head=4, d_vocab=10, n_ctx=16)  # fmt: skip
-    for source, name in (("pretrained", "smollm2-135m"), ("hub", "org/model")):
-        assert (
-            model_id(SimpleNamespace(spec=replace(base, source=source, name=name)))["name"] == name
-        )
-    got = model_id(SimpleNamespace(spec=replace(base, source="folder", name="rel")))["name"]
-    assert got == str(tmp_path / "rel")
+    model = copy.copy(make_tiny("gpt2", "gpt2", letters_tokenizer).model)
+    for source, name in (("pretrained", "smollm2-135m"), ("hub", "org/model"), ("folder", "rel")):
+        model.spec = replace(model.spec, source=source, name=name)
+        want = str(tmp_path / "rel") if source == "folder" else name
+        assert model_id(model)["name"] == want
