@@ -207,6 +207,18 @@ BAD = {
         ["patch", "--model", "{model}", "--out", "{tmp}/o", "--max-batch", "0"],
         "max_batch (--max-batch) must be >= 1, got 0",
     ),
+    "atv layers": (
+        ["atv", "train", "--target", "{model}", "--out", "{tmp}/o", "--layers", "0,x"],
+        "--layers must be comma-separated integers, got '0,x'",
+    ),
+    "atv suite JSON": (
+        ["atv", "eval", "--run", "{tmp}/o", "--suite", "{{bad"],
+        "--suite is not valid JSON",
+    ),
+    "pretrained split": (
+        ["pretrained", "vectors", "--model", "{model}", "--out", "{tmp}/o", "--split", "a,b"],
+        "--split must be three fractions like 0.5,0.2,0.3, got 'a,b'",
+    ),
 }
 if not __import__("torch").cuda.is_available():
     BAD["cuda on a CPU-only machine"] = (
@@ -243,6 +255,8 @@ WRITERS = {
     "patch": ["patch", "--model", "{model}"],
     "emergence": ["emergence", "--run", "{run}"],
     "demo": ["demo", "--preset", "tiny", "--run-dir", "{tmp}/r", "--figures-dir"],
+    "atv train": ["atv", "train", "--target", "{model}", "--device", "cpu"],
+    "atv compare": ["atv", "compare", "--target", "{model}", "--preset", "tiny"],
 }
 
 

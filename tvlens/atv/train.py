@@ -29,7 +29,7 @@ from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import TVLensError
 from tvlens.models.loading import default_device, load_model
 from tvlens.models.tvmodel import TVModel
-from tvlens.runs import ATV_RUN, KIND_KEY
+from tvlens.runs import ATV_RUN, KIND_KEY, prepare_out_dir
 from tvlens.training.engine import EpochData, RunKind, train_run
 
 
@@ -143,6 +143,7 @@ def train_atv(
     cfg = (config or get_preset(preset)).with_overrides(**overrides)
     if not cfg.target:
         raise TVLensError("No target model: pass target=... (--target).")
+    prepare_out_dir(run_dir, ATV_RUN)  # before minutes of model loading (the engine re-checks)
     device, is_main = run_device(device)
     torch.manual_seed(cfg.seed)
     target, generator = load_models(cfg, device, target_model)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from tvlens.cli.errors import registrar
 from tvlens.errors import TVLensError
 
 app = typer.Typer(
@@ -31,9 +32,7 @@ NExamplesOpt = Annotated[
 ]
 
 
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+command = registrar(app)
 
 
 def _suites(names: list[str], tasks: list[str] | None, n_examples: int | None) -> dict:
@@ -50,7 +49,16 @@ def _suites(names: list[str], tasks: list[str] | None, n_examples: int | None) -
     return out
 
 
-@app.command()
+def _split(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise TVLensError(
+            f"--split must be three fractions like 0.5,0.2,0.3, got {text!r}."
+        ) from None
+
+
+@command()
 def vectors(
     out: Annotated[Path, typer.Option(help="Folder for vectors.json, table.md, figures.")],
     model: ModelOpt = "smollm2-135m",
@@ -73,20 +81,18 @@ def vectors(
     from tvlens.experiments.pretrained import vector_table
     from tvlens.models import load_model
 
-    try:
-        methods = ("hendel", "fv") if method == "both" else (method,)
-        m = load_model(model, device=device, bos=bos)
-        res = vector_table(m, _suites(suite or ["words"], task, n_examples), out,
-                           methods=methods, k=k, n_extract=n_extract, seed=seed,
-                           template=template,
-                           split=tuple(float(x) for x in split.split(",")))  # fmt: skip
-    except TVLensError as e:
-        _fail(e)
+    methods = ("hendel", "fv") if method == "both" else (method,)
+    fractions = _split(split)
+    m = load_model(model, device=device, bos=bos)
+    res = vector_table(m, _suites(suite or ["words"], task, n_examples), out,
+                       methods=methods, k=k, n_extract=n_extract, seed=seed,
+                       template=template,
+                       split=fractions)  # fmt: skip
     typer.echo((out / "table.md").read_text())
     typer.echo(json.dumps(res["summary"], indent=1))
 
 
-@app.command()
+@command()
 def combine(
     out: Annotated[Path, typer.Option(help="Folder for the combined vectors.json, table.md.")],
     parts: Annotated[list[Path], typer.Argument(help="Output folders of `pretrained vectors`.")],
@@ -94,15 +100,12 @@ def combine(
     """Combine the tables of several `pretrained vectors` runs (a run split over processes)."""
     from tvlens.experiments.pretrained import combine_vector_tables
 
-    try:
-        res = combine_vector_tables(parts, out)
-    except TVLensError as e:
-        _fail(e)
+    res = combine_vector_tables(parts, out)
     typer.echo((out / "table.md").read_text())
     typer.echo(json.dumps(res["summary"], indent=1))
 
 
-@app.command()
+@command()
 def decodability(
     out: Annotated[Path, typer.Option(help="Folder for td.json and figures.")],
     model: ModelOpt = "smollm2-135m",
@@ -118,12 +121,9 @@ def decodability(
     from tvlens.experiments.pretrained import task_decodability_table
     from tvlens.models import load_model
 
-    try:
-        m = load_model(model, device=device)
-        res = task_decodability_table(m, _suites(suite or ["bitwise"], task, n_examples), out,
-                                      k=k, n_prompts=n_prompts, seed=seed)  # fmt: skip
-    except TVLensError as e:
-        _fail(e)
+    m = load_model(model, device=device)
+    res = task_decodability_table(m, _suites(suite or ["bitwise"], task, n_examples), out,
+                                  k=k, n_prompts=n_prompts, seed=seed)  # fmt: skip
     for label, r in res["suites"].items():
         c = r["td_vs_icl"]
         typer.echo(
@@ -133,7 +133,7 @@ def decodability(
     typer.echo(f"pooled: {res['pooled_td_vs_icl']}")
 
 
-@app.command()
+@command()
 def heads(
     out: Annotated[Path, typer.Option(help="Folder for heads.json and figures.")],
     model: ModelOpt = "smollm2-135m",
@@ -149,19 +149,16 @@ def heads(
     from tvlens.models import load_model
     from tvlens.tasks import get_suite
 
-    try:
-        m = load_model(model, device=device)
-        s = get_suite(suite)
-        res = head_comparison(m, s, task or s.names[:2], out, k=k, n_prompts=n_prompts,
-                              seed=seed)  # fmt: skip
-    except TVLensError as e:
-        _fail(e)
+    m = load_model(model, device=device)
+    s = get_suite(suite)
+    res = head_comparison(m, s, task or s.names[:2], out, k=k, n_prompts=n_prompts,
+                          seed=seed)  # fmt: skip
     for t, r in res["tasks"].items():
         typer.echo(f"{t}: {json.dumps(r['overlap_top10'])}, Spearman "
                    f"{r['spearman_attribution_vs_exact']:.2f}")  # fmt: skip
 
 
-@app.command()
+@command()
 def finetune(
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, table.md, tuned models.")],
     model: ModelOpt = "smollm2-135m",
@@ -179,11 +176,8 @@ def finetune(
     """Early- against late-layer fine-tuning, TD before and after (Han et al., Table 1)."""
     from tvlens.experiments.pretrained import layer_finetuning
 
-    try:
-        (s,) = _suites([suite], task, None).values()
-        layer_finetuning(model, s, out, k_layers=k_layers, method=method, steps=steps, lr=lr,
-                         batch_size=batch_size, n_prompts=n_prompts, seed=seed,
-                         device=device)  # fmt: skip
-    except TVLensError as e:
-        _fail(e)
+    (s,) = _suites([suite], task, None).values()
+    layer_finetuning(model, s, out, k_layers=k_layers, method=method, steps=steps, lr=lr,
+                     batch_size=batch_size, n_prompts=n_prompts, seed=seed,
+                     device=device)  # fmt: skip
     typer.echo((out / "table.md").read_text())

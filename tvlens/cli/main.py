@@ -1,16 +1,16 @@
-"""``tvlens`` command line: a thin layer over the public functions (same arguments)."""
+"""``tvlens ...``: the main commands (``tvlens atv`` and ``tvlens pretrained`` are in their own
+modules), each a thin layer over a public function (same arguments)."""
 
 from __future__ import annotations
 
-import functools
 import json
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from tvlens.cli.errors import registrar
 from tvlens.configs import (
     EmergenceConfig,
     EvalConfig,
@@ -19,7 +19,7 @@ from tvlens.configs import (
     VectorsConfig,
     choices,
 )
-from tvlens.errors import ConfigError, TVLensError
+from tvlens.errors import ConfigError
 
 app = typer.Typer(
     help="tvlens: task vectors, task encoding and patching on TransformerLens 4.x.",
@@ -31,31 +31,8 @@ app = typer.Typer(
 )
 
 
-def command(name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a command whose tvlens errors print as one line (exit code 2) instead of a
-    traceback, and that says once, at the end, when figures were written without PNGs."""
-
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            from tvlens.plotting import PNG_HINT, PngWarning, png_skipped_reason
-
-            png_skipped_reason(clear=True)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", PngWarning)  # said once below
-                    return fn(*args, **kwargs)
-            except TVLensError as e:
-                typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-                raise typer.Exit(code=2) from None
-            finally:
-                reason = png_skipped_reason(clear=True)
-                if reason is not None:
-                    typer.echo(f"note: figures written as HTML only ({reason}); {PNG_HINT}.")
-
-        return app.command(name)(run)
-
-    return register
+# Every command prints tvlens errors as one line (tvlens.cli.errors).
+command = registrar(app)
 
 
 def choice(values: Sequence[str], what: str) -> Callable[[str], str]:
@@ -433,10 +410,11 @@ def models() -> None:
 
 
 def _add_subcommands() -> None:
-    from tvlens.experiments.cli import app as pretrained_app
+    from tvlens.cli.atv import app as atv_app
+    from tvlens.cli.pretrained import app as pretrained_app
 
     app.add_typer(pretrained_app, name="pretrained")
-    app.add_typer(__import__("tvlens.atv.cli", fromlist=["app"]).app, name="atv")
+    app.add_typer(atv_app, name="atv")
 
 
 _add_subcommands()

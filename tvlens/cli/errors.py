@@ -1,0 +1,52 @@
+"""The one error decorator of every ``tvlens`` command: tvlens errors print as one line (exit
+code 2) instead of a traceback, and a command says once, at the end, when figures were written
+without PNGs."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from tvlens.errors import TVLensError
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with tvlens errors turned into one red ``error: ...`` line and exit code 2."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from tvlens.plotting import PNG_HINT, PngWarning, png_skipped_reason
+
+        png_skipped_reason(clear=True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PngWarning)  # said once below
+                return fn(*args, **kwargs)
+        except TVLensError as e:
+            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=2) from None
+        finally:
+            reason = png_skipped_reason(clear=True)
+            if reason is not None:
+                typer.echo(f"note: figures written as HTML only ({reason}); {PNG_HINT}.")
+
+    return run
+
+
+def registrar(app: typer.Typer) -> Callable[[str | None], Decorator]:
+    """``command(name)``: register a function as a command of ``app``, with
+    :func:`one_line_errors`."""
+
+    def command(name: str | None = None) -> Decorator:
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            return app.command(name)(one_line_errors(fn))
+
+        return register
+
+    return command
