@@ -8,6 +8,7 @@ import torch
 
 from tvlens.errors import (
     CheckpointError,
+    ConfigError,
     EmptyTaskError,
     LayerError,
     ModelLoadError,
@@ -454,3 +455,24 @@ def test_demo_retrain_deletes_only_a_run(tmp_path):
     with pytest.raises(OutputError, match="files tvlens did not write"):
         run_demo(user, tmp_path / "run", preset="tiny", device="cpu")
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_function_vector_reads_first_tokens_when_asked(one_layer):
+    """``answer_token="first"`` (Todd et al.'s reading of multi-token answers): the AIE is the
+    probability of each answer's first token, computed as head_aie does by hand."""
+    from tvlens.extraction import function_vector
+    from tvlens.extraction.function_vectors import head_aie, mean_head_outputs
+    from tvlens.tasks.prompts import shuffled_label_variants
+
+    two = Task.from_pairs("two", [(w, f"{w} a") for w in "bcdefgh"])
+    _, table = function_vector(one_layer.model, two, k=2, n_prompts=4, seed=3,
+                               answer_token="first")  # fmt: skip
+    prompts = sample_prompts(two, 2, 4, seed=3, template=one_layer.model.template(None))
+    clean = tokenize_prompts(prompts, one_layer.model, padding_side="left")
+    corrupted = tokenize_prompts(shuffled_label_variants(prompts, seed=4), one_layer.model,
+                                 padding_side="left")  # fmt: skip
+    want = head_aie(one_layer.model, corrupted, mean_head_outputs(one_layer.model, clean))
+    assert torch.allclose(table.aie, want)
+    # beartype refuses it first under the tests; without it, a ConfigError says the same
+    with pytest.raises((ConfigError, TypeError), match="answer_token"):
+        function_vector(one_layer.model, two, k=2, n_prompts=2, answer_token="last")

@@ -11,6 +11,7 @@ head's patch recomputes only the last token from its own layer on, many heads pe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 import torch
@@ -107,12 +108,19 @@ def function_vector(
     seed: int = 0,
     template: str | PromptTemplate | None = None,
     max_batch: int = 1024,
+    answer_token: Literal["only", "first"] = "only",
 ) -> tuple[TaskVector, HeadTable]:
     """The function vector of ``task`` and the table of heads by AIE.
 
     The vector is ``sum over the top_k heads of head_means[l, h] @ W_O[l, h]`` (no bias); its
     ``layers`` holds the default injection layer ``n_layers // 3`` (choose it with a sweep).
+
+    ``answer_token``: the AIE is the probability of the answer's token; ``"only"`` refuses
+    answers of several tokens, ``"first"`` reads their first token, as Todd et al. (2023) do
+    for multi-token answers (and as first-token accuracy scores them).
     """
+    if answer_token not in ("only", "first"):
+        raise ConfigError(f"answer_token must be 'only' or 'first', got {answer_token!r}.")
     if top_k < 1:
         raise ConfigError(
             f"top_k must be >= 1 (the number of heads summed into the function vector), got "
@@ -121,7 +129,8 @@ def function_vector(
     tmpl = model.template(template)
     prompts = sample_prompts(task, k, n_prompts, seed=seed, template=tmpl)
     clean = tokenize_prompts(prompts, model, padding_side="left")
-    clean.require_single_token()  # AIE is the probability of the answer's (only) token
+    if answer_token == "only":
+        clean.require_single_token()  # AIE is the probability of the answer's (only) token
     corrupted = tokenize_prompts(
         shuffled_label_variants(prompts, seed=seed + 1), model, padding_side="left"
     )

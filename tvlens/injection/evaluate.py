@@ -190,6 +190,7 @@ def evaluate_task_vectors(
                     seed=s + 3,
                     template=tmpl,
                     max_batch=max_batch,
+                    answer_token="first",  # the report scores first tokens: so does the AIE
                 )
                 report.heads[task.name] = table
                 vecs, mode, scale = tv.vectors.expand(len(layers), -1), "add", fv_scale
