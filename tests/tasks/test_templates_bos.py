@@ -56,7 +56,9 @@ def test_segments_concatenate_to_prompt_and_answer():
         p = ICLPrompt("antonyms", DEMOS, QUERY, t)
         segs = p.template.segments(p.demonstrations, p.query)
         assert "".join(s for s, _ in segs) == p.text + t.answer_prefix + p.answer
-        assert [s for s, is_ans in segs if is_ans] == ["cold", "down", "dry"]
+        assert [s for s, is_ans in segs if is_ans] == [
+            t.answer_prefix + a for a in ("cold", "down", "dry")
+        ]
 
 
 # ---------------------------------------------------------------------------- on SmolLM2

@@ -59,7 +59,22 @@ class PromptTemplate:
             out.append((self.separator, False))
         out.append((self.query.format(x=query.input) + self.answer_prefix, False))
         out.append((query.output, True))
-        return out
+        return _space_with_answer(out)
+
+
+def _space_with_answer(segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """Move the whitespace that ends a piece into the answer that follows it (``"x -> "``,
+    ``"y"`` becomes ``"x ->"``, ``" y"``): a BPE tokenizer (GPT-2's, SmolLM2's) attaches a
+    space to the word after it, so pieces encoded one by one then give the tokens of the
+    whole prompt (``" y"`` is one token where ``" "`` + ``"y"`` would be two); word-level
+    tokenizers drop the space either way."""
+    out = list(segments)
+    for i in range(len(out) - 1):
+        (text, is_answer), (nxt, nxt_is_answer) = out[i], out[i + 1]
+        stripped = text.rstrip()
+        if nxt_is_answer and not is_answer and stripped != text and stripped:
+            out[i], out[i + 1] = (stripped, False), (text[len(stripped) :] + nxt, True)
+    return out
 
 
 TEMPLATES: dict[str, PromptTemplate] = {

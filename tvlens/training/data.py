@@ -83,18 +83,37 @@ class ICLBatcher:
         return ICLPrompt(task.name, tuple(exs[:-1]), exs[-1], self.template)
 
     def encode_prompt(self, p: ICLPrompt) -> tuple[list[int], list[bool], list[int], list[int]]:
-        """(token ids with BOS, is-answer flags, start of each answer, zero-shot query ids)."""
-        ids = [self.bos_id]
-        flags = [False]
-        starts = []
+        """(token ids with BOS, is-answer flags, start of each answer, zero-shot query ids).
+
+        The prompt is tokenized whole, as scoring tokenizes it (:func:`tokenize_prompts`):
+        a BPE tokenizer merges across the template's pieces (``"\\n\\n"`` is one token alone
+        and two in context), so answers are found by character offsets. Tokenizers without
+        offsets (slow ones) encode piece by piece."""
         segments = self.template.segments(p.demonstrations, p.query)
+        zero_shot = [self.bos_id, *self.encode(segments[-2][0])]
+        if getattr(self.tok, "is_fast", False):
+            text, answers, pos = "", [], 0
+            for piece, is_ans in segments:
+                if is_ans:
+                    answers.append((pos, pos + len(piece)))
+                text, pos = text + piece, pos + len(piece)
+            enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids, flags, starts = [self.bos_id], [False], []
+            for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
+                hit = next((j for j, (lo, hi) in enumerate(answers) if a < hi and b > lo), None)
+                if hit is not None and hit == len(starts):
+                    starts.append(len(ids))
+                ids.append(tid)
+                flags.append(hit is not None)
+            if len(starts) == len(answers):
+                return ids, flags, starts, zero_shot
+        ids, flags, starts = [self.bos_id], [False], []
         for text, is_ans in segments:
             seg = self.encode(text)
             if is_ans:
                 starts.append(len(ids))
             ids.extend(seg)
             flags.extend([is_ans] * len(seg))
-        zero_shot = [self.bos_id, *self.encode(segments[-2][0])]
         return ids, flags, starts, zero_shot
 
     def batch(self, step: int, batch_size: int, seed: int, micro: int = 0) -> TrainBatch:
