@@ -39,3 +39,15 @@ def test_prefix_layout_mismatch_is_refused(tiny):
     )
     with pytest.raises(TVLensError, match="layout"):
         init_prefix_from_tokens(pm, torch.tensor([[1, 7, 8]]))  # 3 tokens for a 2-token prefix
+
+
+def test_prefix_needs_enough_real_tokens(tiny, letters_task):
+    from tvlens.atv.tuned import prefix_init_ids
+    from tvlens.tasks import sample_prompts, tokenize_prompts
+
+    prompts = sample_prompts(letters_task, 0, 2, seed=0, template=tiny.model.template(None))
+    ids = prefix_init_ids(prompts, tiny.model, 3)
+    first = tokenize_prompts(prompts[:1], tiny.model, "right", include_answer=True).tokens[0]
+    assert ids[0].tolist() == first[:3].tolist()  # the first prompt's own tokens, BOS policy
+    with pytest.raises(TVLensError, match="Lower prefix_tokens"):
+        prefix_init_ids(prompts, tiny.model, 100)
