@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tvlens.cli.errors import registrar
+from tvlens.cli.errors import json_option, registrar
 from tvlens.errors import TVLensError
 
 app = typer.Typer(
@@ -28,11 +28,7 @@ def _suite_spec(suite: str | None) -> dict | None:
         return None
     if not suite.lstrip().startswith("{"):
         return {"name": suite}
-    try:
-        return json.loads(suite)
-    except json.JSONDecodeError as e:
-        raise TVLensError(f"--suite is not valid JSON ({e.msg}): give a suite name or a JSON "
-                          'spec like \'{"name": "words"}\'.') from None  # fmt: skip
+    return json_option(suite, "--suite", 'a suite name or \'{"name": "words"}\'')
 
 
 def _layers(text: str | None) -> list[int] | None:

@@ -5,13 +5,14 @@ without PNGs."""
 from __future__ import annotations
 
 import functools
+import json
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import typer
 
-from tvlens.errors import TVLensError
+from tvlens.errors import ConfigError, TVLensError
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -50,3 +51,11 @@ def registrar(app: typer.Typer) -> Callable[[str | None], Decorator]:
         return register
 
     return command
+
+
+def json_option(text: str, option: str, example: str) -> Any:
+    """An option's JSON value, or one line naming the option and an example."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{option} is not valid JSON ({e}): e.g. {example}.") from None

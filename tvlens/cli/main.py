@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tvlens.cli.errors import registrar
+from tvlens.cli.errors import json_option, registrar
 from tvlens.configs import (
     EmergenceConfig,
     EvalConfig,
@@ -133,12 +133,7 @@ def train_synthetic_cmd(
     """Train a small transformer from scratch on synthetic ICL tasks, with checkpoints."""
     from tvlens.training import train_synthetic
 
-    try:
-        suite_spec = json.loads(suite) if suite else None
-    except json.JSONDecodeError as e:
-        raise ConfigError(
-            f'--suite is not valid JSON ({e}): e.g. \'{{"name": "bitwise"}}\'.'
-        ) from None
+    suite_spec = json_option(suite, "--suite", '\'{"name": "bitwise"}\'') if suite else None
     if suite_spec is not None and not isinstance(suite_spec, dict):
         raise ConfigError('--suite must be a JSON object, e.g. \'{"name": "bitwise"}\'.')
     _train(
