@@ -5,11 +5,21 @@ stopped compare resumes without redoing finished cells, and bad input is one cle
 import csv
 import json
 import os
+import platform
 
 import pytest
 from typer.testing import CliRunner
 
-from tvlens.atv.compare import METHODS, TRAINED, cell_path, get_compare_preset, run_compare
+from tvlens.atv.compare import (
+    METHODS,
+    TRAINED,
+    available_cores,
+    cell_path,
+    claim_cell,
+    get_compare_preset,
+    resolve_workers,
+    run_compare,
+)
 from tvlens.atv.tuned import matched_rank, peft_parameter_count
 from tvlens.errors import TVLensError
 from tvlens.models import load_model
@@ -117,6 +127,49 @@ def test_stopped_compare_resumes(target, tmp_path):
     with pytest.raises(TVLensError, match="another configuration") as e:
         run_compare(target, tmp_path, preset="tiny", seeds=2, epochs=3, progress=False)
     assert "\n" not in str(e.value)
+
+
+def test_two_processes_share_the_cells(full, target_run, tmp_path):
+    """workers=2: a spawned process and this one compute the cells between them, each once,
+    leave no claim behind, and get the one-process numbers (up to float summation order)."""
+    methods = ["zero_shot", "icl_5", "lora_qv"]
+    out = tmp_path / "w"
+    res = run_compare(str(target_run), out, preset="tiny", seeds=2, methods=methods,
+                      device="cpu", progress=False, workers=2)  # fmt: skip
+    want = [("zero_shot", 0), ("icl_5", 0), ("icl_5", 1), ("lora_qv", 0), ("lora_qv", 1)]
+    assert sorted(res.ran) == sorted(want)
+    assert sorted(p.name for p in (out / "cells").iterdir()) == sorted(
+        f"{m}__seed{s}.json" for m, s in want
+    )
+    config = json.loads((out / "config.json").read_text())
+    assert config["workers"] == 2 and config["torch_threads"] == 1
+    for m in methods:
+        for g in ("in_domain", "unseen"):
+            one = full.summary[m][f"{g}_first_token_mean"]
+            assert res.summary[m][f"{g}_first_token_mean"] == pytest.approx(one, abs=0.05)
+
+
+def test_claimed_cells_are_left_to_their_process(target, tmp_path):
+    """A cell claimed by a live process is skipped (the compare stays incomplete); a claim
+    whose process is gone is taken over."""
+    methods = ["zero_shot", "icl_5"]
+    path = cell_path(tmp_path, "icl_5", 0)
+    assert claim_cell(path) and not claim_cell(path)  # held by this (live) process
+    res = run_compare(target, tmp_path, preset="tiny", seeds=1, methods=methods, progress=False)
+    assert res.ran == [("zero_shot", 0)] and not path.is_file()
+    path.with_suffix(".claim").write_text(f"{platform.node()} 999999999")  # no such process
+    res = run_compare(target, tmp_path, preset="tiny", seeds=1, methods=methods, progress=False)
+    assert res.ran == [("icl_5", 0)] and not path.with_suffix(".claim").exists()
+
+
+def test_workers_input(target):
+    assert resolve_workers("auto", "cuda") == 1 and resolve_workers("auto", "cpu", True) == 1
+    assert resolve_workers("auto", "cpu") == min(4, available_cores())
+    for bad in ("x", 0, "-1"):
+        with pytest.raises(TVLensError, match="positive integer"):
+            resolve_workers(bad, "cpu")
+    with pytest.raises(TVLensError, match="by name or folder"):
+        run_compare(target, "unused", preset="tiny", workers=2, progress=False)
 
 
 def test_bad_input_is_one_line(target, tmp_path):

@@ -65,14 +65,17 @@ class CompareMethod(SteeringMethod):
         """The prompts the target reads for these queries (zero-shot unless overridden)."""
         return list(prompts)
 
-    def prompt_tokens(self, prompts: Sequence[ICLPrompt]) -> float:
-        """Mean prompt tokens per query (BOS included, answer excluded)."""
+    def prompt_lengths(self, prompts: Sequence[ICLPrompt]) -> list[int]:
+        """Prompt tokens the target reads per query (BOS included, answer excluded). The
+        compare scores queries shortest first so that a batch pads little: in task order 34%
+        of the cpu preset's zero-shot tokens were pads, and sorted, a query scored 1.4x faster
+        (SmolLM2-135M, 1 thread). A query's score does not depend on the order."""
         lens = []
         ps = self.scored_prompts(prompts)
         for start in range(0, len(ps), 256):
             b = tokenize_prompts(ps[start : start + 256], self.target, device="cpu")
             lens += b.attention_mask.sum(-1).tolist()
-        return float(np.mean(lens))
+        return lens
 
 
 def tasks_of(splits: ATVSplits, part: str = "train") -> dict[str, Task]:
@@ -217,15 +220,18 @@ class ZeroShotMethod(CompareMethod):
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
         import time
 
-        prompts = [p for s in self.ctx.data.groups().values() for p in s.test]
+        # Every 4th test query, shortest first as the compare scores: the reference time
+        # per query of the plain HF path, and a check that both paths score alike (the peft
+        # methods run on the plain HF model). A quarter keeps this cell near one scoring pass.
+        prompts = [p for s in self.ctx.data.groups().values() for p in s.test][::4]
+        prompts = [prompts[i] for i in np.argsort(self.prompt_lengths(prompts), kind="stable")]
         hf = fresh_hf(self.target)
         t0 = time.perf_counter()
         f_hf, _ = evaluate_prompts(hf, prompts, tokenizer=self.target, batch_size=self.batch_size)
         dt = (time.perf_counter() - t0) / len(prompts)
         f_bridge, _ = self.correctness(prompts)
         del hf
-        # The peft methods run on the plain HF model: both paths must score alike.
-        return {"hf_infer_seconds_per_query": dt,
+        return {"hf_infer_seconds_per_query": dt, "hf_checked_queries": len(prompts),
                 "hf_agrees_with_bridge": float((f_hf == f_bridge).mean())}  # fmt: skip
 
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:

@@ -154,6 +154,13 @@ def compare_cmd(
     n_train: Annotated[int | None, typer.Option(help="Training queries per task.")] = None,
     n_test: Annotated[int | None, typer.Option(help="Test queries per task.")] = None,
     device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+    workers: Annotated[
+        str,
+        typer.Option(
+            help="Processes computing cells at once, each with its own target copy; auto: "
+            "one per core (at most 4) on a CPU, one on an accelerator."
+        ),
+    ] = "auto",
 ) -> None:
     """Compare zero-shot, ICL, task / function vectors, LoRA, prefix tuning and ATV on
     in-domain and unseen tasks; writes OUT/comparison.{json,csv} and figures. Resumes."""
@@ -169,7 +176,7 @@ def compare_cmd(
         "n_train": n_train,
         "n_test": n_test,
     }
-    res = run_compare(target, out, preset=preset, device=device,
+    res = run_compare(target, out, preset=preset, device=device, workers=workers,
                       **{k: v for k, v in overrides.items() if v is not None})  # fmt: skip
     typer.echo(format_table(res.rows))
     typer.echo(
