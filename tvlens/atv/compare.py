@@ -257,8 +257,8 @@ def available_cores() -> int:
 
 def resolve_workers(workers: int | str, device: str, loaded: bool = False) -> int:
     """The number of compare processes: an int as given; ``"auto"``: one per core (at most
-    4) on a CPU, where two single-thread processes score and train 1.4-1.5x faster than one
-    process with two threads (SmolLM2-135M); one on an accelerator or for a model passed
+    4) on a CPU, where a second torch thread sped SmolLM2-135M up 1.4-1.5x and a second
+    single-thread process 1.8x (2 cores); one on an accelerator or for a model passed
     already loaded (a process cannot share it)."""
     if workers == "auto":
         if loaded or not str(device).startswith("cpu"):
