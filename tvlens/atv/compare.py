@@ -193,12 +193,13 @@ def run_compare(
     threads = torch.get_num_threads()
     if n_workers > 1:
         threads = max(1, available_cores() // n_workers)
+    desc = device_name(device, threads, n_workers)
     write_json_atomically(
         out / CONFIG_FILE,
         {KIND_KEY: COMPARE, "tvlens": tvlens.__version__,
          "preset": None if config is not None else preset, "config": cfg.to_dict(),
          "fingerprint": cfg.fingerprint(), "template": template,
-         "target": model.spec.to_dict(), "data": data.describe(), "device": device_name(device),
+         "target": model.spec.to_dict(), "data": data.describe(), "device": desc,
          "workers": n_workers, "torch_threads": threads},
     )  # fmt: skip
     ctx = CompareContext(cfg, model, data, out, device, template, progress)
@@ -206,7 +207,7 @@ def run_compare(
         ran = run_cells(ctx, cells, stop_after)
     else:
         ran = _run_parallel(ctx, cells, pending, n_workers, threads)
-    summary, rows = write_outputs(out, cfg, data, device)
+    summary, rows = write_outputs(out, cfg, data, desc)
     return CompareResult(out, cfg, summary, rows, ran, time.time() - t0)
 
 
@@ -368,7 +369,9 @@ def _run_parallel(
     return [c for c in pending if cell_path(ctx.out, *c).is_file()]
 
 
-def device_name(device: str) -> str:
+def device_name(device: str, threads: int | None = None, processes: int = 1) -> str:
+    """The device in words; on a CPU its model, cores, and the processes and threads that
+    ran (default: this process's torch threads)."""
     if str(device).startswith("cuda") and torch.cuda.is_available():
         return f"{device} ({torch.cuda.get_device_name(0)})"
     cpu = platform.processor() or platform.machine()
@@ -377,7 +380,9 @@ def device_name(device: str) -> str:
         cpu = next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{device} ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    threads = threads or torch.get_num_threads()
+    procs = f"{processes} processes x " if processes > 1 else ""
+    return f"{device} ({cpu}, {os.cpu_count()} cores, {procs}{threads} threads)"
 
 
 # ---------------------------------------------------------------------------- outputs
@@ -480,7 +485,8 @@ def load_cells(out: Path, cfg: CompareConfig) -> dict[str, list[dict]]:
 def write_outputs(
     out: Path, cfg: CompareConfig, data: CompareData, device: str
 ) -> tuple[dict, list[dict]]:
-    """``comparison.json``, ``comparison.csv`` and the figures, from the cells present."""
+    """``comparison.json``, ``comparison.csv`` and the figures, from the cells present;
+    ``device`` in words (:func:`device_name`), as the cells were computed."""
     from tvlens.plotting import save_figure
 
     cells = load_cells(out, cfg)
@@ -496,7 +502,7 @@ def write_outputs(
                if not cell_path(out, m, s).is_file()]  # fmt: skip
     write_json_atomically(
         out / COMPARISON_FILE,
-        {"tvlens": tvlens.__version__, "target": cfg.target, "device": device_name(device),
+        {"tvlens": tvlens.__version__, "target": cfg.target, "device": device,
          "split": data.describe(), "scale": cfg.scale_note, "config": cfg.to_dict(),
          "complete": not missing, "missing_cells": [list(c) for c in missing],
          "metric": "first answer token over the whole vocabulary (argmax), and greedy exact "
