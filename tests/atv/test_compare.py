@@ -193,12 +193,15 @@ def test_cli(target_run, tmp_path):
 
     out = tmp_path / "c"
     args = ["compare", "--target", str(target_run), "--out", str(out), "--preset", "tiny",
-            "--seeds", "1", "--methods", "zero_shot,icl_5", "--device", "cpu"]  # fmt: skip
+            "--seeds", "1", "--workers", "1", "--methods", "zero_shot,icl_5",
+            "--device", "cpu"]  # fmt: skip
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "icl_5" in res.output and (out / "comparison.csv").is_file()
     bad = CliRunner().invoke(app, [*args[:-4], "--methods", "nope", "--device", "cpu"])
     assert bad.exit_code == 2 and "Unknown method" in bad.output
+    bad = CliRunner().invoke(app, [*args, "--workers", "two"])
+    assert bad.exit_code == 2 and "positive integer" in bad.output
 
 
 def test_notebook_runs(tmp_path, run_notebook):
