@@ -8,6 +8,8 @@ fitted on the same training queries and scored the same way (first answer token 
 vocabulary, and greedy exact match). Each finished cell is one JSON file written atomically
 (``DIR/cells/{method}__seed{s}.json``): a stopped compare resumes without redoing them. Trained
 methods train through :func:`tvlens.training.engine.train_run` (``DIR/runs/{method}__seed{s}``).
+Several processes (``workers``, or commands started by hand on the same ``DIR``) share the
+cells: each claims the next free one through an exclusively created ``.claim`` file.
 
 Output: ``DIR/config.json``, ``DIR/comparison.json``, ``DIR/comparison.csv`` (one row per
 method), ``DIR/table.md``, ``DIR/bars.{html,png}`` and ``DIR/heatmap.{html,png}``.
