@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from tvlens.atv.baselines import ICLMethod, answer_ce, hf_logits, lm_batch
-from tvlens.atv.compare import CompareContext, device_name, get_compare_preset, load_compare_data
+from tvlens.atv.compare import compare_context, device_name, get_compare_preset
 from tvlens.atv.tuned import ATVCompareMethod, PeftMethod
 from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.models import load_model
@@ -71,9 +71,8 @@ def main() -> None:
     cfg = cfg.with_overrides(batch_size=args.batch, eval_batch_size=args.queries,
                              data_dir=args.data)  # fmt: skip
     target = load_model(target_name, device=args.device)
-    template = target.template(cfg.template)
-    data = load_compare_data(cfg, template if isinstance(template, str) else template.name)
-    ctx = CompareContext(cfg, target, data, tmp, args.device, template, progress=False)
+    ctx = compare_context(cfg, target, tmp, progress=False)
+    data = ctx.data
     train = data.in_domain.train
     batches = [train[i : i + args.batch] for i in range(0, len(train), args.batch)]
     batches = [b for b in batches if len(b) == args.batch][: args.steps + 2]

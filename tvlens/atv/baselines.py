@@ -65,18 +65,19 @@ class CompareMethod(SteeringMethod):
         """The prompts the target reads for these queries (zero-shot unless overridden)."""
         return list(prompts)
 
-    def prompt_lengths(self, prompts: Sequence[ICLPrompt]) -> list[int]:
-        """Prompt tokens the target reads per query (BOS included, answer excluded). The
-        compare scores queries shortest first so that a batch pads little: in task order 34%
-        of the cpu preset's zero-shot tokens were pads; sorted, a query scored 1.25x (bridge)
-        to 1.5x (HF) faster (SmolLM2-135M, 1 thread). A query's score does not depend on the
-        order."""
+    def by_length(self, prompts: Sequence[ICLPrompt]) -> tuple[list[ICLPrompt], list[int]]:
+        """``prompts`` shortest first, with the prompt tokens the target reads for each (BOS
+        included, answer excluded). The compare scores in this order so that a batch pads
+        little: in task order 34% of the cpu preset's zero-shot tokens were pads; sorted, a
+        query scored 1.25x (bridge) to 1.5x (HF) faster (SmolLM2-135M, 1 thread). A query's
+        score does not depend on the order."""
         lens = []
         ps = self.scored_prompts(prompts)
         for start in range(0, len(ps), 256):
             b = tokenize_prompts(ps[start : start + 256], self.target, device="cpu")
             lens += b.attention_mask.sum(-1).tolist()
-        return lens
+        order = np.argsort(lens, kind="stable")
+        return [prompts[i] for i in order], [lens[i] for i in order]
 
 
 def tasks_of(splits: ATVSplits, part: str = "train") -> dict[str, Task]:
@@ -224,8 +225,9 @@ class ZeroShotMethod(CompareMethod):
         # Every 4th test query, shortest first as the compare scores: the reference time
         # per query of the plain HF path, and a check that both paths score alike (the peft
         # methods run on the plain HF model). A quarter keeps this cell near one scoring pass.
-        prompts = [p for s in self.ctx.data.groups().values() for p in s.test][::4]
-        prompts = [prompts[i] for i in np.argsort(self.prompt_lengths(prompts), kind="stable")]
+        prompts, _ = self.by_length(
+            [p for s in self.ctx.data.groups().values() for p in s.test][::4]
+        )
         hf = fresh_hf(self.target)
         t0 = time.perf_counter()
         f_hf, _ = evaluate_prompts(hf, prompts, tokenizer=self.target, batch_size=self.batch_size)

@@ -45,6 +45,8 @@ from tvlens.atv.compare_setup import (  # noqa: F401  (the public names of the c
     CompareContext,
     CompareData,
     cell_path,
+    compare_cells,
+    compare_context,
     get_compare_preset,
     load_compare_data,
     merged,
@@ -81,8 +83,7 @@ def run_cell(ctx: CompareContext, method: str, seed: int) -> dict[str, Any]:
     fit_s = time.perf_counter() - t0
     groups, infer_s, n_q, tokens = {}, 0.0, 0, []
     for g, splits in ctx.data.groups().items():
-        lens = m.prompt_lengths(splits.test)
-        prompts = [splits.test[i] for i in np.argsort(lens, kind="stable")]
+        prompts, lens = m.by_length(splits.test)
         t1 = time.perf_counter()
         first, exact = m.correctness(prompts)
         infer_s += time.perf_counter() - t1
@@ -184,12 +185,10 @@ def run_compare(
     _check_out(out, cfg)
     if model is None:
         model = load_model(cfg.target, revision=cfg.target_revision, device=device)
-    device = str(model.device)
-    template = model.template(cfg.template)
-    template = template if isinstance(template, str) else template.name
-    data = load_compare_data(cfg, template)
+    ctx = compare_context(cfg, model, out, progress)
+    device, template, data = ctx.device, ctx.template, ctx.data
     out.mkdir(parents=True, exist_ok=True)
-    cells = [(m, s) for m in cfg.methods for s in method_seeds(cfg, m)]
+    cells = compare_cells(cfg)
     pending = [c for c in cells if not cell_path(out, *c).is_file()]
     n_workers = 1 if stop_after is not None else max(1, min(n_workers, len(pending)))
     threads = torch.get_num_threads()
@@ -204,7 +203,6 @@ def run_compare(
          "target": model.spec.to_dict(), "data": data.describe(), "device": desc,
          "workers": n_workers, "torch_threads": threads},
     )  # fmt: skip
-    ctx = CompareContext(cfg, model, data, out, device, template, progress)
     if n_workers == 1:
         ran = run_cells(ctx, cells, stop_after)
     else:
@@ -322,12 +320,8 @@ def _worker(target: str, revision: str | None, out: str, cfg: CompareConfig, dev
     """One extra compare process: its own target, the same cells, claimed one at a time."""
     torch.set_num_threads(threads)
     model = load_model(target, revision=revision, device=device)
-    template = model.template(cfg.template)
-    template = template if isinstance(template, str) else template.name
-    data = load_compare_data(cfg, template)
-    ctx = CompareContext(cfg, model, data, Path(out), device, template, progress=False)
-    cells = [(m, s) for m in cfg.methods for s in method_seeds(cfg, m)]
-    run_cells(ctx, cells, tag=f"compare w{index}", announce=True)
+    ctx = compare_context(cfg, model, Path(out), progress=False)
+    run_cells(ctx, compare_cells(cfg), tag=f"compare w{index}", announce=True)
 
 
 def _run_parallel(
@@ -476,11 +470,10 @@ def _csv(summary: dict[str, Any], data: CompareData) -> tuple[str, list[dict]]:
 
 def load_cells(out: Path, cfg: CompareConfig) -> dict[str, list[dict]]:
     cells: dict[str, list[dict]] = {}
-    for method in cfg.methods:
-        for seed in method_seeds(cfg, method):
-            p = cell_path(out, method, seed)
-            if p.is_file():
-                cells.setdefault(method, []).append(json.loads(p.read_text()))
+    for method, seed in compare_cells(cfg):
+        p = cell_path(out, method, seed)
+        if p.is_file():
+            cells.setdefault(method, []).append(json.loads(p.read_text()))
     return cells
 
 
@@ -500,8 +493,7 @@ def write_outputs(
     tmp = out / ".table.md.tmp"
     tmp.write_text(format_table(rows))
     tmp.replace(out / "table.md")
-    missing = [(m, s) for m in cfg.methods for s in method_seeds(cfg, m)
-               if not cell_path(out, m, s).is_file()]  # fmt: skip
+    missing = [c for c in compare_cells(cfg) if not cell_path(out, *c).is_file()]
     write_json_atomically(
         out / COMPARISON_FILE,
         {"tvlens": tvlens.__version__, "target": cfg.target, "device": device,

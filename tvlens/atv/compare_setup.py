@@ -352,3 +352,18 @@ def method_seeds(cfg: CompareConfig, method: str) -> list[int]:
     if method in NEEDS_DEMOS and cfg.demo_seeds is not None:
         return list(range(cfg.demo_seeds))
     return list(range(cfg.seeds))
+
+
+def compare_cells(cfg: CompareConfig) -> list[tuple[str, int]]:
+    """Every (method, seed) cell of the comparison, in the order they are computed."""
+    return [(m, s) for m in cfg.methods for s in method_seeds(cfg, m)]
+
+
+def compare_context(
+    cfg: CompareConfig, target: TVModel, out: Path, progress: bool = True
+) -> CompareContext:
+    """What every cell reads, for a loaded ``target``: its template and the data split."""
+    template = target.template(cfg.template)
+    template = template if isinstance(template, str) else template.name
+    data = load_compare_data(cfg, template)
+    return CompareContext(cfg, target, data, out, str(target.device), template, progress)
