@@ -9,8 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tvlens.cli.errors import json_option, registrar
-from tvlens.errors import TVLensError
+from tvlens.cli.errors import json_option, number_list, registrar
 
 app = typer.Typer(
     help="Adaptive task vectors: a generator reads the query and steers a frozen target.",
@@ -34,10 +33,7 @@ def _suite_spec(suite: str | None) -> dict | None:
 def _layers(text: str | None) -> list[int] | None:
     if not text:
         return None
-    try:
-        return [int(x) for x in text.split(",")]
-    except ValueError:
-        raise TVLensError(f"--layers must be comma-separated integers, got {text!r}.") from None
+    return number_list(text, "--layers", int, "comma-separated integers")
 
 
 @command("train")

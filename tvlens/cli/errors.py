@@ -59,3 +59,12 @@ def json_option(text: str, option: str, example: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{option} is not valid JSON ({e}): e.g. {example}.") from None
+
+
+def number_list(text: str, option: str, cast: Callable[[str], Any], expected: str) -> list:
+    """An option's comma-separated numbers, or one line naming the option and what it
+    expects (``expected``, e.g. "comma-separated integers")."""
+    try:
+        return [cast(x) for x in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option} must be {expected}, got {text!r}.") from None

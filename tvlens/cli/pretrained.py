@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tvlens.cli.errors import registrar
+from tvlens.cli.errors import number_list, registrar
 from tvlens.errors import TVLensError
 
 app = typer.Typer(
@@ -50,12 +50,7 @@ def _suites(names: list[str], tasks: list[str] | None, n_examples: int | None) -
 
 
 def _split(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise TVLensError(
-            f"--split must be three fractions like 0.5,0.2,0.3, got {text!r}."
-        ) from None
+    return tuple(number_list(text, "--split", float, "three fractions like 0.5,0.2,0.3"))
 
 
 @command()
