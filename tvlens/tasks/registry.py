@@ -11,6 +11,10 @@ from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.synthetic import bitwise_suite, latent_mapping_suite, list_suite
 from tvlens.tasks.words import word_suite
 
+# The function-vector paper's 56 task files (Todd et al. 2023, MIT; README and LICENSE beside
+# them), shipped with the package: ``abstractive/`` and ``extractive/``.
+FV_DATA_DIR = Path(__file__).parent / "data" / "function_vectors"
+
 _SUITES: dict[str, Callable[..., TaskSuite]] = {
     "latent": latent_mapping_suite,
     "bitwise": bitwise_suite,
@@ -25,7 +29,8 @@ def available_suites() -> list[str]:
 
 def get_suite(name: str, **kwargs: Any) -> TaskSuite:
     """A suite by registered name (``latent``, ``bitwise``, ``lists``, ``words``), or a folder
-    of ``{task}.json`` files. ``kwargs`` go to the suite's generator (e.g. ``seed=1``).
+    of ``{task}.json`` files; ``fv/abstractive`` and ``fv/extractive`` are the function-vector
+    paper's files shipped with tvlens (:data:`FV_DATA_DIR`). ``kwargs`` go to the suite's generator (e.g. ``seed=1``).
     ``get_suite(**suite.spec)`` rebuilds a suite from its spec.
     """
     if name in _SUITES:
@@ -33,9 +38,11 @@ def get_suite(name: str, **kwargs: Any) -> TaskSuite:
             return _SUITES[name](**kwargs)
         except TypeError as e:
             raise TypeError(f"Bad arguments for suite {name!r}: {e}") from None
+    if name.startswith("fv/") and (FV_DATA_DIR / name[3:]).is_dir():
+        return TaskSuite.load(FV_DATA_DIR / name[3:])
     if Path(name).is_dir():
         return TaskSuite.load(name)
     raise UnknownTaskError(
         f"Unknown suite {name!r}. Use one of {', '.join(available_suites())}, "
-        "or a folder of {task}.json files."
+        "fv/abstractive, fv/extractive, or a folder of {task}.json files."
     )
