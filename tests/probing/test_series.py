@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tvlens.cli import app
+from tvlens.errors import TVLensError
 from tvlens.models import list_checkpoints, load_model
 from tvlens.probing import correlation, td_by_layer, td_over_checkpoints
 
@@ -71,3 +72,28 @@ def test_cli_probe_writes_td_json_and_figures(run, tmp_path):
     assert td["checkpoints"][0]["tasks"][-1] == "null"
     for name in ["td_by_layer", "td_heatmap", "td_vs_accuracy", "projection"]:
         assert (out / f"{name}.html").is_file()
+
+
+def test_a_model_in_memory_is_probed_like_its_folder(run, tmp_path):
+    """An HF model object with its tokenizer: the same TD and accuracy as its folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tvlens.probing.run import run_probe
+
+    folder = list_checkpoints(run)[-1].path
+    on_disk = load_model(folder, device="cpu")
+    suite, k = on_disk.training_suite(), int(on_disk.spec.train_info.get("k", 5))
+    want = td_over_checkpoints(folder, suite=suite, k=k, n_prompts=16, progress=False)
+    hf = AutoModelForCausalLM.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    got = td_over_checkpoints(
+        hf, suite=suite, k=k, n_prompts=16, progress=False, tokenizer=tok, device="cpu"
+    )
+    np.testing.assert_allclose(got.table, want.table, atol=1e-6)
+    assert got.accuracy == want.accuracy
+    again = run_probe(got_model := load_model(folder, device="cpu"), tmp_path / "p", suite=suite,
+                      k=k, n_prompts=16, progress=False)  # fmt: skip
+    assert again.model == got_model.name
+    np.testing.assert_allclose(again.table, want.table, atol=1e-6)
+    with pytest.raises(TVLensError, match="revisions="):
+        td_over_checkpoints(got_model, revisions=["step1"], suite=suite)

@@ -108,7 +108,9 @@ def _user_tokenizer(tokenizer: Any) -> Any:
     """The ``tokenizer=`` of :func:`load_model` as an object the bridge keeps: a path or hub
     name is loaded; an object is copied and marked so that TransformerLens uses it as it is
     (it otherwise reloads the tokenizer from ``init_kwargs["name_or_path"]``, dropping the
-    object, or fails when an in-memory tokenizer has no such entry)."""
+    object; a tokenizer built in memory, e.g. ``PreTrainedTokenizerFast(tokenizer_object=...)``,
+    has no such entry, and TransformerLens's ``get_tokenizer_with_bos`` stops with
+    ``KeyError: 'name_or_path'`` — what made ``boot_transformers(hf_model=...)`` fail)."""
     import copy
 
     from transformers import AutoTokenizer
@@ -163,8 +165,163 @@ def _spec_from_bridge(bridge: Any, name: str, revision, source, path, extra: dic
     )
 
 
+def _is_bridge(obj: Any) -> bool:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return isinstance(obj, TransformerBridge)
+
+
+def _is_peft(obj: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft not installed: nothing can be a peft model
+        return False
+    return isinstance(obj, PeftModel)
+
+
+def _unwrap_peft(model: Any) -> tuple[Any, dict]:
+    """A plain HF model computing what the peft model computes, and its record.
+
+    Adapters that change weights (LoRA and its kin) are merged into a copy: the bridge then
+    hooks ordinary linear layers whose weights are the adapted ones, so ``W_O``, head outputs
+    and logits are those of the adapted model, and the user's peft model keeps its adapters.
+    Prompt-learning adapters (prefix / prompt tuning) add virtual tokens that no hook of the
+    bridge sees: they are refused rather than silently dropped."""
+    import copy
+
+    cfg = model.peft_config.get(model.active_adapter)
+    kind = str(getattr(getattr(cfg, "peft_type", None), "value", cfg.__class__.__name__))
+    if getattr(cfg, "is_prompt_learning", False) or not hasattr(model, "merge_and_unload"):
+        raise ConfigError(
+            f"A {kind} peft model cannot be wrapped: its virtual tokens live outside the "
+            "transformer's layers, so hooks would not see them. Pass model.get_base_model() "
+            "to analyse the base model, or use a weight adapter (LoRA) that can be merged."
+        )
+    merged = copy.deepcopy(model).merge_and_unload()
+    return merged, {"type": kind, "adapter": str(model.active_adapter), "merged": True}
+
+
+def _already_bridged(hf_model: Any) -> bool:
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+    return any(isinstance(m, GeneralizedComponent) for m in hf_model.modules())
+
+
+def wrap_model(
+    model: Any,
+    tokenizer: Any = None,
+    *,
+    name: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    prepend_bos: bool | None = None,
+    bos: str | int = "auto",
+) -> TVModel:
+    """A model already in memory as a :class:`TVModel` (see :meth:`TVModel.wrap`).
+
+    ``model`` is a :class:`TVModel` (returned as it is), a TransformerLens
+    ``TransformerBridge``, an HF ``PreTrainedModel`` (causal LM) or a peft model around one.
+    """
+    if isinstance(model, TVModel):
+        if tokenizer is not None or name is not None:
+            raise ConfigError(
+                "The model is already a TVModel: leave out tokenizer= and name= (they were "
+                "fixed when it was loaded)."
+            )
+        return model if device is None else model.to(resolve_device(device))
+    if isinstance(model, str | Path):
+        raise ConfigError(
+            f"{str(model)!r} is a name or a folder, not a model object: use "
+            f"load_model({str(model)!r})."
+        )
+    peft_info: dict = {}
+    if _is_peft(model):
+        model, peft_info = _unwrap_peft(model)
+    if _is_bridge(model):
+        bridge = model
+        if tokenizer is not None:
+            raise ConfigError(
+                "A TransformerBridge carries its own tokenizer: leave out tokenizer= (or set "
+                "bridge.tokenizer before wrapping)."
+            )
+        if device is not None:
+            bridge.to(resolve_device(device))
+        if dtype is not None:
+            bridge.to(resolve_dtype(dtype))
+        # The bridge's tokenizer was reloaded to add a BOS: ask the one saved with the model.
+        user_tok = str(getattr(bridge.tokenizer, "name_or_path", "") or "") or None
+        source_name = name or str(getattr(bridge.cfg, "model_name", None) or "bridge")
+    else:
+        from transformers import PreTrainedModel
+
+        if not isinstance(model, PreTrainedModel):
+            raise ConfigError(
+                f"Cannot wrap a {type(model).__name__}: give an HF PreTrainedModel (a causal "
+                "LM, peft-wrapped or not), a TransformerBridge, a TVModel, or a name or folder "
+                "for load_model."
+            )
+        if _already_bridged(model):
+            raise ConfigError(
+                f"This {type(model).__name__} is already wrapped by a TransformerBridge (the "
+                "bridge replaces its modules in place): reuse the TVModel you got, or wrap a "
+                "fresh copy of the model."
+            )
+        cfg_name = str(getattr(model.config, "_name_or_path", "") or "")
+        if tokenizer is None:
+            if not cfg_name:
+                raise ConfigError(
+                    f"The {type(model).__name__} was not loaded from a folder or the hub, so "
+                    "it has no tokenizer on record: pass tokenizer=."
+                )
+            tokenizer = cfg_name
+        user_tok = tokenizer
+        tok = _user_tokenizer(tokenizer)
+        if device is not None:
+            model.to(resolve_device(device))
+        if dtype is not None:
+            model.to(resolve_dtype(dtype))
+        source_name = name or cfg_name or str((model.config.architectures or ["model"])[0])
+        from transformer_lens.model_bridge import TransformerBridge
+
+        try:
+            with quiet_transformers():
+                bridge = TransformerBridge.boot_transformers(
+                    source_name,
+                    hf_model=model,
+                    tokenizer=tok,
+                    device=str(next(model.parameters()).device),
+                    dtype=next(model.parameters()).dtype,
+                )
+        except (ValueError, KeyError, NotImplementedError) as e:
+            raise ModelLoadError(
+                f"TransformerLens cannot wrap this {type(model).__name__} "
+                f"({type(e).__name__}: {str(e)[:300]})."
+            ) from e
+    bridge.eval()
+    if bridge.tokenizer is None or len(bridge.tokenizer) <= 2:
+        raise ModelLoadError(
+            f"Model {source_name!r} has no usable tokenizer: pass tokenizer= (the HF "
+            "tokenizer the model was trained with)."
+        )
+    spec = _spec_from_bridge(bridge, source_name, None, "memory", None, {})
+    if peft_info:
+        spec = replace(spec, origin={"peft": peft_info})
+    native = None
+    if bos == "auto" and prepend_bos is not False:
+        if user_tok is None:
+            native = None
+        elif isinstance(user_tok, str | Path):
+            native = _native_bos(str(Path(user_tok).expanduser()), None, False)
+        else:  # the tokenizer as the user holds it, before TransformerLens adds a BOS
+            native = tokenizer_adds_bos(user_tok)
+    return TVModel(
+        bridge, spec, prepend_bos=prepend_bos, bos=bos, doc_start=doc_start_token(source_name),
+        native_bos=native,
+    )  # fmt: skip
+
+
 def load_model(
-    name_or_path: str | Path,
+    name_or_path: Any,
     revision: str | int | None = None,
     *,
     checkpoint_value: int | None = None,
@@ -185,7 +342,10 @@ def load_model(
     Args:
         name_or_path: An HF hub name (``"gpt2"``, ``"EleutherAI/pythia-160m"``), a local HF
             model folder (``save_pretrained`` output with its tokenizer), a tvlens checkpoint
-            folder, or a tvlens training-run folder.
+            folder, or a tvlens training-run folder. Or a model already in memory (an HF
+            ``PreTrainedModel``, a peft model, a ``TransformerBridge``): then it is wrapped by
+            :meth:`TVModel.wrap` and only ``tokenizer``, ``device``, ``dtype``, ``bos`` and
+            ``prepend_bos`` apply.
         revision: HF revision (branch, tag or commit, e.g. Pythia's ``"step3000"``); for a
             tvlens run, the checkpoint (``"step750"``, ``750``, ``"final"``, ``-1``).
         checkpoint_value / checkpoint_index: TransformerLens's checkpoint selection for
@@ -212,6 +372,24 @@ def load_model(
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    if not isinstance(name_or_path, str | Path):
+        # A model object: the same checks and BOS policy, through wrap_model.
+        loading_only = dict(
+            revision=revision, checkpoint_value=checkpoint_value,
+            checkpoint_index=checkpoint_index, device_map=device_map, n_devices=n_devices,
+            n_ctx=n_ctx,
+        )  # fmt: skip
+        given = [k for k, v in loading_only.items() if v is not None] + list(bridge_kwargs)
+        if trust_remote_code:
+            given.append("trust_remote_code")
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} only apply when loading from a name or folder, not to a "
+                "model already in memory: leave them out."
+            )
+        return wrap_model(
+            name_or_path, tokenizer, device=device, dtype=dtype, prepend_bos=prepend_bos, bos=bos
+        )
     name = str(name_or_path)
     if not _looks_like_path(name) and name.strip().lower() in PRETRAINED:
         if revision is not None or checkpoint_value is not None or checkpoint_index is not None:

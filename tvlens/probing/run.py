@@ -29,7 +29,7 @@ from tvlens.tasks.core import TaskSuite
 
 
 def run_probe(
-    model: str | Path,
+    model: str | Path | Any,
     out: str | Path,
     suite: TaskSuite | str | None = None,
     config: ProbeConfig | None = None,
@@ -40,7 +40,8 @@ def run_probe(
     """What ``tvlens probe`` runs: :func:`td_over_checkpoints` as ``config`` says (a
     :class:`~tvlens.configs.ProbeConfig`, or its fields as keyword ``options``), then
     ``out/td.json``, ``out/config.json`` and the figures ``td_by_layer``, ``td_heatmap``,
-    ``td_vs_accuracy`` and ``projection`` (the last checkpoint's peak layer), as HTML and PNG."""
+    ``td_vs_accuracy`` and ``projection`` (the last checkpoint's peak layer), as HTML and PNG.
+    ``model`` may be a model object (see :func:`td_over_checkpoints`)."""
     from tvlens.tasks.registry import get_suite
 
     if config is not None and options:
@@ -49,7 +50,7 @@ def run_probe(
     out = prepare_out_dir(out, PROBE)
     if isinstance(suite, str):
         suite = get_suite(suite)
-    if is_regression_run(model):
+    if isinstance(model, str | Path) and is_regression_run(model):
         # The regression family has no tokens: same TD (Null task included) from the
         # emergence module, explained variance in place of accuracy.
         em = emergence(
@@ -74,7 +75,7 @@ def run_probe(
             progress=progress,
         )
     save_series(series, out)
-    (out / CONFIG_FILE).write_text(json.dumps({**cfg.to_dict(), "model": str(model)}, indent=2))
+    (out / CONFIG_FILE).write_text(json.dumps({**cfg.to_dict(), "model": series.model}, indent=2))
     data = series.to_dict()
     save_figure(plot_td_by_layer(data), out / "td_by_layer")
     save_figure(plot_td_heatmap(data), out / "td_heatmap")

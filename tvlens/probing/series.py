@@ -109,7 +109,7 @@ class TDSeries:
 
 
 def td_over_checkpoints(
-    model: str | Path,
+    model: str | Path | Any,
     revisions: Sequence[str | int] | None = None,
     suite: TaskSuite | None = None,
     k: int | None = None,
@@ -125,8 +125,18 @@ def td_over_checkpoints(
     ``model`` is a tvlens run (all its checkpoints by default), or an HF name / folder: the
     model as it is by default, or its ``revisions`` (e.g. Pythia's ``["step1000",
     "step143000"]``). The suite defaults to the one a tvlens model was trained on.
+    A model object (a :class:`TVModel`, an HF model with ``tokenizer=``, a bridge: see
+    :meth:`TVModel.wrap`) is probed as it is: one "checkpoint", no ``revisions``.
     """
-    name = str(model)
+    if not isinstance(model, str | Path):
+        if revisions is not None:
+            raise TVLensError(
+                "revisions= needs a model name, folder or run to load them from, not a model "
+                "object: leave it out, or pass the run folder."
+            )
+        model = load_model(model, device=device, **load_kwargs)
+        load_kwargs, revisions = {}, [None]
+    name = model.name if isinstance(model, TVModel) else str(model)
     if revisions is None:
         run = is_run_dir(name)
         revisions = [c.revision for c in list_checkpoints(name)] if run else [None]
@@ -136,7 +146,11 @@ def td_over_checkpoints(
     results, accs, steps = [], [], []
     cfg: dict[str, Any] = {}
     for rev in tqdm(revisions, desc="checkpoints", disable=not progress):
-        m: TVModel = load_model(name, revision=rev, device=device, **load_kwargs)
+        m: TVModel = (
+            model
+            if isinstance(model, TVModel)
+            else load_model(name, revision=rev, device=device, **load_kwargs)
+        )
         s = suite or m.training_suite()
         if s is None:
             raise TVLensError(f"{name!r} has no training suite on record: pass suite=.")
