@@ -24,7 +24,8 @@ class EmptyTaskError(TVLensError, ValueError):
 
 
 class TaskFormatError(TVLensError, ValueError):
-    """A task file that is not the ``[{"input": ..., "output": ...}]`` format."""
+    """A task file in none of the accepted shapes (a list of ``{"input", "output"}`` objects,
+    one ``{input: output}`` object, or named splits ``{"train", "valid", "test"}`` of either)."""
 
 
 class PromptError(TVLensError, ValueError):

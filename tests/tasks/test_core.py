@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tvlens.errors import UnknownTaskError
+from tvlens.errors import EmptyTaskError, UnknownTaskError
 from tvlens.tasks import Example, Task, TaskSuite
 
 
@@ -91,3 +91,86 @@ def test_split_rejects_bad_fractions(task):
         task.split((0.5, 0.6))
     with pytest.raises(ValueError, match="positive"):
         task.split((1.5, -0.5))
+
+
+def _write(path, data) -> None:
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def test_task_files_load_in_three_shapes(tmp_path):
+    pairs = [("hot", "cold"), ("up", "down"), ("big", "small"), ("wet", "dry")]
+    _write(tmp_path / "listed.json", [{"input": i, "output": o} for i, o in pairs])
+    _write(tmp_path / "mapping.json", dict(pairs))  # Hendel et al.'s {input: output}
+    _write(
+        tmp_path / "split.json",  # ATV / ELICIT: named splits, each a list or an object
+        {
+            "train": [{"input": i, "output": o} for i, o in pairs[:2]],
+            "valid": dict(pairs[2:3]),
+            "test": [{"input": "wet", "output": "dry"}],
+        },
+    )
+    listed = Task.from_json(tmp_path / "listed.json")
+    mapping = Task.from_json(tmp_path / "mapping.json")
+    split = Task.from_json(tmp_path / "split.json")
+    want = [Example(i, o) for i, o in pairs]
+    assert list(listed.examples) == list(mapping.examples) == list(split.examples) == want
+    assert listed.splits == mapping.splits == {}
+    # The file's own split is kept, used by split() and part(), and loadable alone.
+    assert list(split.splits) == ["train", "valid", "test"]
+    train, valid, test = split.split()
+    assert (train.inputs, valid.inputs, test.inputs) == (["hot", "up"], ["big"], ["wet"])
+    assert split.part("valid").outputs == ["small"]
+    assert Task.from_json(tmp_path / "split.json", split="test").inputs == ["wet"]
+    assert Task.from_json(tmp_path / "split.json", split=["test", "train"]).inputs == [
+        "wet", "hot", "up",
+    ]  # fmt: skip
+    # A task without named splits still splits by fractions (default 0.5 / 0.25 / 0.25).
+    assert [len(p) for p in listed.split()] == [2, 1, 1]
+    suite = TaskSuite.load(tmp_path)
+    assert suite.names == ["listed", "mapping", "split"]
+    assert len(suite["split"]) == 4
+
+
+def test_suite_of_split_files_loads_one_split(tmp_path):
+    from tvlens.tasks.registry import get_suite
+
+    for n in ("a", "b"):
+        _write(tmp_path / f"{n}.json", {"train": {f"{n}1": "x", f"{n}2": "y"}, "test": {n: "z"}})
+    suite = TaskSuite.load(tmp_path, split="test")
+    assert [t.inputs for t in suite] == [["a"], ["b"]]
+    rebuilt = get_suite(**suite.spec)
+    assert [t.inputs for t in rebuilt] == [["a"], ["b"]]
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"a": "b", "c": None}, "value of 'c' is null"),
+        ({"a": ["b", "c"], "d": "e"}, r"value of 'a' is \["),  # not splits: d is an answer
+        ([{"input": "a"}], "must be a JSON list of"),
+        ("just text", "must be a JSON list of"),
+        ({"train": [{"input": "a", "output": ["b"]}]}, "split 'train', row 0: output"),
+        ([], "has no examples"),
+        ({"train": [], "test": {}}, "has no examples"),
+    ],
+)
+def test_malformed_task_files_give_one_clear_error(tmp_path, data, match):
+    from tvlens.errors import TaskFormatError, TVLensError
+
+    _write(tmp_path / "bad.json", data)
+    with pytest.raises(TVLensError, match=match) as err:
+        Task.from_json(tmp_path / "bad.json")
+    assert isinstance(err.value, TaskFormatError | EmptyTaskError)
+
+
+def test_split_names_are_checked(tmp_path):
+    from tvlens.errors import ConfigError
+
+    _write(tmp_path / "s.json", {"train": {"a": "b"}, "test": {"c": "d"}})
+    _write(tmp_path / "l.json", {"a": "b"})
+    with pytest.raises(ConfigError, match="no split 'valid'; it has train, test"):
+        Task.from_json(tmp_path / "s.json", split="valid")
+    with pytest.raises(ConfigError, match="no named splits"):
+        Task.from_json(tmp_path / "l.json", split="train")
+    with pytest.raises(ConfigError, match="has no split 'dev'"):
+        Task.from_json(tmp_path / "s.json").part("dev")

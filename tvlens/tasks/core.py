@@ -1,7 +1,15 @@
 """Tasks and task suites.
 
-A :class:`Task` is a named, ordered set of (input, output) pairs. The on-disk format is the
-common ICL JSON format: a list of ``{"input": ..., "output": ...}`` objects, one file per task.
+A :class:`Task` is a named, ordered set of (input, output) pairs, one JSON file per task, in
+any of three shapes:
+
+- a list of ``{"input": ..., "output": ...}`` objects (the common ICL format; what
+  :meth:`Task.to_json` writes);
+- one object ``{input: output, ...}`` (Hendel et al. 2023's task files);
+- named splits ``{"train": [...], "valid": [...], "test": [...]}``, each split in either shape
+  above (the processed files of ATV and ELICIT). The task then holds every pair, the splits in
+  file order, and keeps the file's own split in :attr:`Task.splits`: ``Task.split()`` returns
+  it, ``Task.part("test")`` one split, and ``from_json(..., split="train")`` loads one.
 """
 
 from __future__ import annotations
@@ -13,7 +21,50 @@ from pathlib import Path
 
 import numpy as np
 
-from tvlens.errors import EmptyTaskError, TaskFormatError, UnknownTaskError
+from tvlens.errors import ConfigError, EmptyTaskError, TaskFormatError, UnknownTaskError
+
+_SHAPES = (
+    'a JSON list of {"input": ..., "output": ...} objects, one object {input: output, ...}, or '
+    'named splits {"train": [...], "valid": [...], "test": [...]}'
+)
+
+
+def _scalar(value: object) -> bool:
+    # null would become the word "None"; a list or object is no single answer.
+    return not isinstance(value, bool) and isinstance(value, str | int | float)
+
+
+def _pairs(data: object, where: str) -> list[tuple[str, str]]:
+    """The pairs of a list of ``{input, output}`` rows or of an ``{input: output}`` object."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not _scalar(value):
+                raise TaskFormatError(
+                    f"{where}: the value of {key!r} is {json.dumps(value)[:80]}; in an "
+                    "{input: output} object every output must be a string (or number)."
+                )
+        return [(str(k), str(v)) for k, v in data.items()]
+    if not isinstance(data, list) or not all(
+        isinstance(r, dict) and "input" in r and "output" in r for r in data
+    ):
+        raise TaskFormatError(f"{where} must be {_SHAPES}.")
+    for i, r in enumerate(data):
+        for key in ("input", "output"):
+            if not _scalar(r[key]):
+                raise TaskFormatError(
+                    f"{where}, row {i}: {key} is {json.dumps(r[key])}; "
+                    "inputs and outputs must be strings (or numbers)."
+                )
+    return [(str(r["input"]), str(r["output"])) for r in data]
+
+
+def _is_splits(data: object) -> bool:
+    """Named splits: an object whose every value is a list or object (not an answer)."""
+    return (
+        isinstance(data, dict)
+        and bool(data)
+        and all(isinstance(v, list | dict) for v in data.values())
+    )
 
 
 @dataclass(frozen=True)
@@ -36,6 +87,8 @@ class Task:
         random_outputs: The Null task: every time a prompt is built, each output is drawn at
             random from the task's outputs, so the demonstrations carry no consistent task.
         description: Free text.
+        splits: The file's own named splits (``{"train": (...), "valid": (...), "test":
+            (...)}``) when it was loaded from a file that has them, else empty.
     """
 
     name: str
@@ -43,6 +96,7 @@ class Task:
     family: str = "custom"
     random_outputs: bool = False
     description: str = ""
+    splits: dict[str, tuple[Example, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -89,14 +143,30 @@ class Task:
         return out
 
     # ------------------------------------------------------------------ splits
-    def split(
-        self, fractions: Sequence[float] = (0.5, 0.25, 0.25), seed: int = 0
-    ) -> tuple[Task, ...]:
+    def part(self, split: str) -> Task:
+        """One of the file's own splits (``"train"``, ``"valid"``, ``"test"``...) as a task."""
+        if split not in self.splits:
+            raise ConfigError(
+                f"Task {self.name!r} has no split {split!r}: "
+                + (
+                    f"its file has {', '.join(self.splits)}."
+                    if self.splits
+                    else "its file has no named splits (use task.split(fractions))."
+                )
+            )
+        return replace(self, examples=self.splits[split], splits={})
+
+    def split(self, fractions: Sequence[float] | None = None, seed: int = 0) -> tuple[Task, ...]:
         """Split into disjoint parts (e.g. train / dev / test), shuffled with ``seed``.
 
-        Each part keeps the task's name and flags; a part that would be empty raises
-        :class:`EmptyTaskError`.
+        Without ``fractions``: the file's own splits when it has them (in file order, see
+        :attr:`splits`), else ``(0.5, 0.25, 0.25)``. Each part keeps the task's name and
+        flags; a part that would be empty raises :class:`EmptyTaskError`.
         """
+        if fractions is None:
+            if self.splits:
+                return tuple(self.part(name) for name in self.splits)
+            fractions = (0.5, 0.25, 0.25)
         if abs(sum(fractions) - 1.0) > 1e-6 or any(f <= 0 for f in fractions):
             raise ValueError(f"fractions must be positive and sum to 1, got {fractions}")
         order = np.random.default_rng(seed).permutation(len(self.examples))
@@ -108,7 +178,8 @@ class Task:
                     f"Task {self.name!r} has {len(self)} examples: too few to split into "
                     f"{fractions}. Use fewer parts or a task with more examples."
                 )
-            parts.append(replace(self, examples=tuple(self.examples[i] for i in order[lo:hi])))
+            part = tuple(self.examples[i] for i in order[lo:hi])
+            parts.append(replace(self, examples=part, splits={}))
         return tuple(parts)
 
     # ------------------------------------------------------------------ JSON
@@ -120,13 +191,25 @@ class Task:
         return path
 
     @classmethod
-    def from_json(cls, path: str | Path, name: str | None = None, **kwargs) -> Task:
-        """Load ``[{"input": ..., "output": ...}, ...]``; the name defaults to the file stem."""
+    def from_json(
+        cls,
+        path: str | Path,
+        name: str | None = None,
+        split: str | Sequence[str] | None = None,
+        **kwargs,
+    ) -> Task:
+        """Load a task file in any of the three shapes (see the module docstring); the name
+        defaults to the file stem.
+
+        ``split`` (for a file of named splits): only that split's pairs (or those of several,
+        in the order given). By default the task holds every split's pairs, in file order, and
+        :attr:`splits` keeps them apart.
+        """
         path = Path(path)
         if not path.is_file():
             raise UnknownTaskError(f"Task file {str(path)!r} does not exist.")
         try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise TaskFormatError(f"Task file {str(path)!r} is not valid JSON: {e}") from None
         except UnicodeDecodeError as e:
@@ -134,23 +217,36 @@ class Task:
                 f"Task file {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start}): "
                 "save it as UTF-8 JSON."
             ) from None
-        if not isinstance(rows, list) or not all(
-            isinstance(r, dict) and "input" in r and "output" in r for r in rows
-        ):
-            raise TaskFormatError(
-                f"Task file {str(path)!r} must be a JSON list of "
-                '{"input": ..., "output": ...} objects.'
+        where = f"Task file {str(path)!r}"
+        splits: dict[str, tuple[Example, ...]] = {}
+        if _is_splits(data):
+            for key, rows in data.items():
+                pairs_k = _pairs(rows, f"{where}, split {key!r}")
+                splits[str(key)] = tuple(Example(i, o) for i, o in pairs_k)
+            wanted = (
+                list(splits)
+                if split is None
+                else [split]
+                if isinstance(split, str)
+                else list(split)
             )
-        for i, r in enumerate(rows):
-            for key in ("input", "output"):
-                # null would become the word "None"; a list or object is no single answer.
-                if isinstance(r[key], bool) or not isinstance(r[key], str | int | float):
-                    raise TaskFormatError(
-                        f"Task file {str(path)!r}, row {i}: {key} is {json.dumps(r[key])}; "
-                        "inputs and outputs must be strings (or numbers)."
-                    )
-        pairs = [(str(r["input"]), str(r["output"])) for r in rows]
-        return cls.from_pairs(name or path.stem, pairs, **kwargs)
+            unknown = [w for w in wanted if w not in splits]
+            if unknown:
+                raise ConfigError(
+                    f"split={split!r}: {where} has no split {unknown[0]!r}; it has "
+                    f"{', '.join(splits)}."
+                )
+            examples = tuple(ex for w in wanted for ex in splits[w])
+            if split is not None:
+                splits = {}
+        else:
+            if split is not None:
+                raise ConfigError(
+                    f"split={split!r}: {where} has no named splits (it is one set of pairs): "
+                    "leave out split=, or split it with task.split(fractions)."
+                )
+            examples = tuple(Example(i, o) for i, o in _pairs(data, where))
+        return cls(name=name or path.stem, examples=examples, splits=splits, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -214,8 +310,14 @@ class TaskSuite:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, name: str | None = None) -> TaskSuite:
-        """Load every ``*.json`` in ``directory`` as a task (sorted by file name).
+    def load(
+        cls,
+        directory: str | Path,
+        name: str | None = None,
+        split: str | Sequence[str] | None = None,
+    ) -> TaskSuite:
+        """Load every ``*.json`` in ``directory`` as a task (sorted by file name), in any of
+        the three shapes of :meth:`Task.from_json` (``split`` is passed on to it).
 
         A folder with no task files of its own but sub-folders of them (the function-vector
         datasets' ``abstractive/`` and ``extractive/``) loads them all, each task's ``family``
@@ -227,7 +329,7 @@ class TaskSuite:
         files = sorted(directory.glob("*.json"))
         tasks: list[Task]
         if files:
-            tasks = [Task.from_json(f) for f in files]
+            tasks = [Task.from_json(f, split=split) for f in files]
         else:
             nested = sorted(
                 f for sub in sorted(directory.iterdir()) if sub.is_dir() for f in sub.glob("*.json")
@@ -242,6 +344,7 @@ class TaskSuite:
                 Task.from_json(
                     f,
                     name=f.stem if stems.count(f.stem) == 1 else f"{f.parent.name}/{f.stem}",
+                    split=split,
                     family=f.parent.name,
                 )
                 for f in nested
@@ -249,5 +352,5 @@ class TaskSuite:
         return cls(
             name=name or directory.name,
             tasks=tuple(tasks),
-            spec={"name": str(directory)},
+            spec={"name": str(directory), **({"split": split} if split is not None else {})},
         )

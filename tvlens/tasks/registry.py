@@ -30,7 +30,9 @@ def available_suites() -> list[str]:
 def get_suite(name: str, **kwargs: Any) -> TaskSuite:
     """A suite by registered name (``latent``, ``bitwise``, ``lists``, ``words``), or a folder
     of ``{task}.json`` files; ``fv/abstractive`` and ``fv/extractive`` are the function-vector
-    paper's files shipped with tvlens (:data:`FV_DATA_DIR`). ``kwargs`` go to the suite's generator (e.g. ``seed=1``).
+    paper's files shipped with tvlens (:data:`FV_DATA_DIR`). ``kwargs`` go to the suite's
+    generator (e.g. ``seed=1``); for a folder, ``split=`` picks one of its files' named splits
+    (see :meth:`~tvlens.tasks.core.Task.from_json`).
     ``get_suite(**suite.spec)`` rebuilds a suite from its spec.
     """
     if name in _SUITES:
@@ -39,9 +41,9 @@ def get_suite(name: str, **kwargs: Any) -> TaskSuite:
         except TypeError as e:
             raise TypeError(f"Bad arguments for suite {name!r}: {e}") from None
     if name.startswith("fv/") and (FV_DATA_DIR / name[3:]).is_dir():
-        return TaskSuite.load(FV_DATA_DIR / name[3:])
+        return TaskSuite.load(FV_DATA_DIR / name[3:], split=kwargs.get("split"))
     if Path(name).is_dir():
-        return TaskSuite.load(name)
+        return TaskSuite.load(name, split=kwargs.get("split"))
     raise UnknownTaskError(
         f"Unknown suite {name!r}. Use one of {', '.join(available_suites())}, "
         "fv/abstractive, fv/extractive, or a folder of {task}.json files."
