@@ -110,9 +110,16 @@ def test_train_eval_info_vectors_on_tiny(tmp_path):
         ],
     )
     assert res.exit_code == 2 and "Unknown method" in res.output
-    # A second run into the same folder without --resume is refused with a clear message.
+    # The same command again returns the finished run (a rerun trains nothing); other
+    # options into the same folder are refused in one line.
+    before = (run / "metrics.json").read_text()
     res = runner.invoke(app, [*train, "--device", "cpu"])
-    assert res.exit_code == 2 and "--resume" in res.output
+    assert res.exit_code == 0 and "checkpoints in" in res.output, res.output
+    assert (run / "metrics.json").read_text() == before
+    res = runner.invoke(app, [*train[:-1], "16", "--device", "cpu"])
+    assert res.exit_code == 2 and "different configuration (steps: 15 there, 16 now)" in (
+        res.output
+    ), res.output
 
 
 def test_missing_model_is_a_clear_error(tmp_path):

@@ -96,8 +96,14 @@ def test_resume_is_bit_identical(tmp_path):
     ra = load_file(str(full.checkpoints[-1].path / "read_in.safetensors"))
     rb = load_file(str(done.checkpoints[-1].path / "read_in.safetensors"))
     assert all(torch.equal(ra[k], rb[k]) for k in ra)
-    with pytest.raises(TVLensError):  # a second run into the same folder needs resume
-        train_regression(tmp_path / "full", preset="tiny", device="cpu", progress=False)
+    # The same finished run again: returned as it is, nothing trained or rewritten.
+    again = train_regression(tmp_path / "full", preset="tiny", device="cpu", progress=False)
+    assert again.completed and again.metrics == full.metrics
+    assert [c.path for c in again.checkpoints] == [c.path for c in full.checkpoints]
+    c = load_file(str(again.checkpoints[-1].path / "model.safetensors"))
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    with pytest.raises(TVLensError, match="different configuration"):
+        train_regression(tmp_path / "full", preset="tiny", device="cpu", progress=False, seed=3)
 
 
 def test_presets_and_bad_options():

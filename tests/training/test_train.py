@@ -129,10 +129,24 @@ def test_resume_reaches_identical_weights(tmp_path):
 
 def test_resume_with_other_config_is_refused(tmp_path):
     train_synthetic(tmp_path / "r", preset="tiny", steps=12, device="cpu", progress=False)
-    with pytest.raises(TVLensError, match="different configuration"):
-        train_synthetic(
-            tmp_path / "r", preset="tiny", steps=20, device="cpu", progress=False, resume=True
-        )
+    for resume in (True, False):
+        with pytest.raises(TVLensError, match="different configuration .steps: 12 there, 20"):
+            train_synthetic(
+                tmp_path / "r", preset="tiny", steps=20, device="cpu", progress=False,
+                resume=resume,
+            )  # fmt: skip
+
+
+def test_rerunning_a_finished_run_returns_it(tmp_path):
+    """A notebook cell run twice: the second call trains nothing and returns the run."""
+    kw = dict(preset="tiny", steps=12, device="cpu", progress=False)
+    first = train_synthetic(tmp_path / "r", **kw)
+    weights = (first.final.path / "model.safetensors").read_bytes()
+    for resume in (False, True):
+        again = train_synthetic(tmp_path / "r", resume=resume, **kw)
+        assert again.completed and again.metrics == first.metrics
+        assert [c.step for c in again.checkpoints] == [c.step for c in first.checkpoints]
+        assert (again.final.path / "model.safetensors").read_bytes() == weights
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
