@@ -111,12 +111,21 @@ class TVModel:
         says so, and the peft model keeps its adapters); prefix / prompt tuning is refused
         (its virtual tokens are outside the layers). ``spec.source`` is ``"memory"``.
         """
-        from tvlens.models.loading import wrap_model
+        from tvlens.models.wrap import ConfigError, bridge_from_object, resolve_device
 
-        return wrap_model(
+        if isinstance(model, cls):
+            if tokenizer is not None or name is not None:
+                raise ConfigError(
+                    "The model is already a TVModel: leave out tokenizer= and name= (they were "
+                    "fixed when it was loaded)."
+                )
+            return model if device is None else model.to(resolve_device(device))
+        bridge, fields, native, doc_start = bridge_from_object(
             model, tokenizer, name=name, device=device, dtype=dtype, prepend_bos=prepend_bos,
             bos=bos,
         )  # fmt: skip
+        return cls(bridge, ModelSpec(**fields), prepend_bos=prepend_bos, bos=bos,
+                   doc_start=doc_start, native_bos=native)  # fmt: skip
 
     @property
     def prepend_bos(self) -> bool:
