@@ -21,6 +21,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from tvlens.errors import ConfigError
+from tvlens.results import Result
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.prompts import (
     PaddingSide,
@@ -40,7 +41,7 @@ class TaskAccuracy:
 
 
 @dataclass(frozen=True)
-class ICLEvaluation:
+class ICLEvaluation(Result):
     """Accuracies per task at ``k`` demonstrations."""
 
     k: int
@@ -63,6 +64,11 @@ class ICLEvaluation:
         frame = pd.DataFrame([asdict(t) for t in self.tasks.values()])
         frame["k"] = self.k
         return frame
+
+    def plot(self, **kwargs):
+        from tvlens.plotting import plot_icl_accuracy
+
+        return plot_icl_accuracy(self, **kwargs)
 
     def to_dict(self) -> dict:
         return {

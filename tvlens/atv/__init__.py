@@ -27,12 +27,18 @@ _NAMES = {
     "ZeroShot": "methods",
     "ICL": "methods",
     "ATVMethod": "methods",
-    "compare": "methods",
+    # The comparison loop of methods.py is exported as ``compare_methods``: the name
+    # ``compare`` is the module tvlens.atv.compare, which once imported would shadow a
+    # function of the same name (the attribute then depends on import order).
+    "compare_methods": "methods",
 }
 __all__ = sorted(_NAMES)
 
 
 def __getattr__(name: str) -> Any:
     if name in _NAMES:
-        return getattr(import_module(f"tvlens.atv.{_NAMES[name]}"), name)
+        module = import_module(f"tvlens.atv.{_NAMES[name]}")
+        return getattr(module, "compare" if name == "compare_methods" else name)
+    if name == "compare":  # the module, whatever was imported before
+        return import_module("tvlens.atv.compare")
     raise AttributeError(f"module 'tvlens.atv' has no attribute {name!r}")

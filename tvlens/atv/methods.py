@@ -19,6 +19,7 @@ import numpy as np
 from tvlens.atv.data import ATVSplits
 from tvlens.icl_accuracy import ICLEvaluation, TaskAccuracy, evaluate_prompts
 from tvlens.models.tvmodel import TVModel
+from tvlens.results import Result
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import ICLPrompt, sample_prompts
 
@@ -115,12 +116,23 @@ class ATVMethod(SteeringMethod):
 
 
 @dataclass(frozen=True)
-class MethodResult:
+class MethodResult(Result):
     method: str
     evaluation: ICLEvaluation
     trainable_parameters: int
     fit_seconds: float
     eval_seconds: float
+
+    def to_dataframe(self):
+        """The evaluation's rows (one per task), with the method's name."""
+        df = self.evaluation.to_dataframe()
+        df.insert(0, "method", self.method)
+        return df
+
+    def plot(self, **kwargs):
+        from tvlens.plotting import plot_method_comparison
+
+        return plot_method_comparison([self], **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -24,6 +24,7 @@ from tvlens.extraction.vectors import TaskVector
 from tvlens.frames import tidy
 from tvlens.models.tvmodel import TVModel
 from tvlens.patching import AnswerProb, patch
+from tvlens.results import Result
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import (
     PromptBatch,
@@ -35,7 +36,7 @@ from tvlens.tasks.prompts import (
 
 
 @dataclass
-class HeadTable:
+class HeadTable(Result):
     """AIE of every head, ``aie[layer, head]``, and the ranking."""
 
     aie: Float[Tensor, "layer head"]
@@ -49,6 +50,14 @@ class HeadTable:
 
     def top(self, k: int) -> list[tuple[int, int]]:
         return [(layer, head) for layer, head, _ in self.ranked()[:k]]
+
+    def plot(self, **kwargs):
+        from tvlens.plotting import plot_head_aie
+
+        return plot_head_aie(self.aie, **kwargs)
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "aie": self.aie.tolist()}
 
     def to_dataframe(self) -> pd.DataFrame:
         """Tidy: one row per head (``layer``, ``head``, ``aie``, ``rank``: 1 = largest AIE)."""

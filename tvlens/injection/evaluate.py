@@ -21,6 +21,7 @@ from tvlens.extraction.vectors import TaskVector
 from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.injection.sweep import layer_sweep_correct
 from tvlens.models.tvmodel import TVModel
+from tvlens.results import Result
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.prompts import sample_prompts
 
@@ -48,7 +49,7 @@ class TaskResult:
 
 
 @dataclass
-class VectorReport:
+class VectorReport(Result):
     model: dict
     config: dict
     tasks: dict[str, TaskResult]
@@ -82,6 +83,11 @@ class VectorReport:
                          "recovered": m.recovered, "n_test": t.n_test}
                     )  # fmt: skip
         return pd.DataFrame(rows)
+
+    def plot(self, **kwargs):
+        from tvlens.plotting import plot_layer_sweep
+
+        return plot_layer_sweep(self, **kwargs)
 
     def to_dict(self, primary: str | None = None) -> dict:
         """``{"tasks": {task: {zero_shot, icl, task_vector, best_layer, recovered, methods}}}``;

@@ -19,10 +19,11 @@ from tvlens.frames import tidy
 from tvlens.injection.inject import inject
 from tvlens.probing.family import TaskFamily
 from tvlens.probing.measures import task_decodability
+from tvlens.results import Result
 
 
 @dataclass
-class PerturbationResult:
+class PerturbationResult(Result):
     """``loss[a][b]``: task ``a``'s query loss with ``b``'s mean state written at ``layer``;
     ``base_loss[a]`` unpatched; ``delta_loss = loss - base_loss`` (same for accuracy)."""
 
@@ -83,6 +84,11 @@ class PerturbationResult:
             {"task": self.tasks, "donor": self.tasks},
             {"step": self.step, "layer": self.layer, "mode": self.mode},
         )
+
+    def plot(self, **kwargs):
+        from tvlens.plotting import plot_perturbation
+
+        return plot_perturbation(self, **kwargs)
 
     def to_dict(self) -> dict:
         d = asdict(self)

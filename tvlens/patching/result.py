@@ -3,10 +3,8 @@ with its effect, normalised effect, top components, JSON and a tidy ``to_datafra
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -17,10 +15,11 @@ from torch import Tensor
 from tvlens.models.tvmodel import TVModel
 from tvlens.patching.inputs import metric_value
 from tvlens.patching.metrics import Metric, metric_name
+from tvlens.results import Result
 
 
 @dataclass
-class PatchResult:
+class PatchResult(Result):
     """Metric of the patched run for every component (``values``, axes named by ``dims``).
 
     For ``method="attribution"`` the values are the corrupted metric plus the first-order
@@ -91,11 +90,10 @@ class PatchResult:
             "info": self.info,
         }
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=True))
-        return path
+    def plot(self, **kwargs):
+        from tvlens.plotting import plot_patching
+
+        return plot_patching(self, **kwargs)
 
 
 def result_dims(component: str, positions: str) -> tuple[str, ...]:

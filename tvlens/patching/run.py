@@ -23,6 +23,7 @@ from tvlens.models.tvmodel import TVModel
 from tvlens.patching.attribution import rank_correlation
 from tvlens.patching.exact import PatchResult, patch
 from tvlens.patching.metrics import AnswerProb
+from tvlens.results import Result
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import (
     ICLPrompt,
@@ -37,7 +38,7 @@ METHODS = choices(PatchConfig, "method")
 
 
 @dataclass
-class PatchingRun:
+class PatchingRun(Result):
     """Results of one ``tvlens patch`` call (``attribution`` and ``spearman`` with ``both``)."""
 
     exact: PatchResult | None
@@ -59,6 +60,12 @@ class PatchingRun:
         tells them apart)."""
         parts = [r.to_dataframe() for r in (self.exact, self.attribution) if r is not None]
         return pd.concat(parts, ignore_index=True)
+
+    def plot(self, **kwargs):
+        """The exact patching heatmap (else the attribution one)."""
+        from tvlens.plotting import plot_patching
+
+        return plot_patching(self.exact or self.attribution, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         return {

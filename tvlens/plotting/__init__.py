@@ -24,7 +24,12 @@ from tvlens.plotting.save import (
     write_json,
 )
 from tvlens.plotting.style import PALETTE
-from tvlens.plotting.training import plot_accuracy_by_demo, plot_icl_over_checkpoints
+from tvlens.plotting.training import (
+    plot_accuracy_by_demo,
+    plot_finetune,
+    plot_icl_accuracy,
+    plot_icl_over_checkpoints,
+)
 from tvlens.plotting.vectors import plot_head_aie, plot_layer_sweep
 
 __all__ = [
@@ -36,7 +41,9 @@ __all__ = [
     "SavedFigure",
     "plot_accuracy_by_demo",
     "plot_emergence",
+    "plot_finetune",
     "plot_head_aie",
+    "plot_icl_accuracy",
     "plot_icl_over_checkpoints",
     "plot_layer_sweep",
     "plot_method_comparison",

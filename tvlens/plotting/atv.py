@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import plotly.graph_objects as go
 
 from tvlens.plotting.style import PALETTE
+from tvlens.results import as_dict
 
 
 def plot_method_comparison(
-    comparison: dict, title: str = "Zero-shot, ICL and ATV on held-out queries"
+    comparison: Any, title: str = "Zero-shot, ICL and ATV on held-out queries"
 ) -> go.Figure:
     """Grouped bars: first-token accuracy per task (x) for each method (one bar colour each),
     from ``{"methods": {name: {"tasks": {task: {"first_token": ...}}}}}`` (the demo's
-    ``atv`` entry; a method's ``to_dict`` from :func:`tvlens.atv.methods.compare`)."""
+    ``atv`` entry; a method's ``to_dict`` from :func:`tvlens.atv.methods.compare`), or a
+    list of ``MethodResult`` objects."""
+    if isinstance(comparison, list | tuple):
+        comparison = {"methods": {r.method: as_dict(r) for r in comparison}}
     fig = go.Figure()
     for i, (name, m) in enumerate(comparison["methods"].items()):
         tasks = list(m["tasks"])

@@ -3,14 +3,28 @@ perturbation."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tvlens.plotting.style import PALETTE
+from tvlens.results import as_dict
 
 
-def plot_td_by_layer(td: dict, title: str = "Task decodability by layer") -> go.Figure:
-    """TD per layer, one line per checkpoint (``td.json`` of ``tvlens probe``)."""
+def _series(td: Any) -> dict:
+    """A TD series dict from a :class:`TDSeries`, its dict, a :class:`LayerTD` or its dict
+    (one model: one line)."""
+    td = as_dict(td)
+    if "checkpoints" not in td and "td" in td:
+        td = {"checkpoints": [{"revision": td.get("model") or "model", **td}]}
+    return td
+
+
+def plot_td_by_layer(td: Any, title: str = "Task decodability by layer") -> go.Figure:
+    """TD per layer, one line per checkpoint: a :class:`TDSeries` (``td.json`` of ``tvlens
+    probe``) or one model's :class:`LayerTD` (from ``td_by_layer``), or their dicts."""
+    td = _series(td)
     fig = go.Figure()
     ck = td["checkpoints"]
     for i, c in enumerate(ck):
@@ -35,7 +49,8 @@ def plot_td_by_layer(td: dict, title: str = "Task decodability by layer") -> go.
     return fig
 
 
-def plot_td_heatmap(td: dict, title: str = "Task decodability: layers × checkpoints") -> go.Figure:
+def plot_td_heatmap(td: Any, title: str = "Task decodability: layers × checkpoints") -> go.Figure:
+    td = as_dict(td)
     fig = go.Figure(
         go.Heatmap(
             z=td["td"],
@@ -53,8 +68,9 @@ def plot_td_heatmap(td: dict, title: str = "Task decodability: layers × checkpo
     return fig
 
 
-def plot_td_vs_accuracy(td: dict, title: str = "TD against ICL accuracy") -> go.Figure:
+def plot_td_vs_accuracy(td: Any, title: str = "TD against ICL accuracy") -> go.Figure:
     """One point per (task, checkpoint): TD at that checkpoint's peak layer vs accuracy."""
+    td = as_dict(td)
     fig = go.Figure()
     ck = td["checkpoints"]
     for i, c in enumerate(ck):
@@ -96,10 +112,11 @@ def plot_projection(xy, labels, title: str = "Last-query-token states (PCA)") ->
     return fig
 
 
-def plot_emergence(em: dict, layer: int | None = None, title: str | None = None) -> go.Figure:
-    """Encoding and decoding over training (an ``EmergenceResult.to_dict()``): per-task TD at
-    one layer (default: the peak layer) on top, per-task loss below (log-scaled steps), and
+def plot_emergence(em: Any, layer: int | None = None, title: str | None = None) -> go.Figure:
+    """Encoding and decoding over training (an ``EmergenceResult`` or its dict): per-task TD
+    at one layer (default: the peak layer) on top, per-task loss below (log-scaled steps), and
     accuracy at the bottom for token suites."""
+    em = as_dict(em)
     layer = em["peak_layer"] if layer is None else layer
     li = em["layers"].index(layer)
     has_acc = em.get("accuracy") is not None
@@ -153,9 +170,13 @@ def plot_emergence(em: dict, layer: int | None = None, title: str | None = None)
     return fig
 
 
-def plot_perturbation(results: list[dict], title: str = "Perturbation: Δ loss") -> go.Figure:
-    """One heatmap per ``PerturbationResult.to_dict()`` (e.g. an early and a late checkpoint):
-    Δ query loss of task A (row) when B's (column) mean state is patched in."""
+def plot_perturbation(results: Any, title: str = "Perturbation: Δ loss") -> go.Figure:
+    """One heatmap per ``PerturbationResult`` or its dict (e.g. an early and a late
+    checkpoint; one result alone is fine): Δ query loss of task A (row) when B's (column)
+    mean state is patched in."""
+    if not isinstance(results, list | tuple):
+        results = [results]
+    results = [as_dict(r) for r in results]
     fig = make_subplots(
         rows=1,
         cols=len(results),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -82,5 +84,36 @@ def plot_accuracy_by_demo(
         )
     fig.update_xaxes(title_text="training step (log)", type="log")
     fig.update_yaxes(title_text="accuracy (first answer token)", range=[0, 1.02])
+    fig.update_layout(title=title, template="plotly_white")
+    return fig
+
+
+def plot_icl_accuracy(evaluation: Any, title: str = "ICL accuracy per task") -> go.Figure:
+    """Bars: first-token and exact-match accuracy per task (an ``ICLEvaluation``)."""
+    df = evaluation.to_dataframe()
+    fig = go.Figure()
+    for i, (col, name) in enumerate((("first_token", "first token"), ("exact_match", "exact"))):
+        fig.add_bar(x=df["task"], y=df[col], name=name, marker_color=PALETTE[i])
+    fig.update_layout(
+        barmode="group", title=f"{title} (k={evaluation.k})", xaxis_title="task",
+        yaxis_title="accuracy", yaxis_range=[0, 1.05], template="plotly_white",
+    )  # fmt: skip
+    return fig
+
+
+def plot_finetune(result: Any, title: str = "TD by layer, before and after tuning") -> go.Figure:
+    """TD per layer before (dotted) and after (solid) tuning the first / last blocks (a
+    ``FinetuneResult``)."""
+    fig = go.Figure()
+    for i, r in enumerate(result.rows):
+        layers = list(range(len(r.td_by_layer_after)))
+        for when, y, dash in (("before", r.td_by_layer_before, "dot"),
+                              ("after", r.td_by_layer_after, "solid")):  # fmt: skip
+            fig.add_trace(go.Scatter(
+                x=layers, y=y, name=f"{r.which} {r.blocks} {when}", mode="lines+markers",
+                line={"dash": dash, "color": PALETTE[i % len(PALETTE)]},
+            ))  # fmt: skip
+    fig.update_xaxes(title_text="layer")
+    fig.update_yaxes(title_text="TD", range=[0, 1.02])
     fig.update_layout(title=title, template="plotly_white")
     return fig

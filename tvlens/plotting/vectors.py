@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import plotly.graph_objects as go
 
 from tvlens.plotting.style import PALETTE
+from tvlens.results import as_dict
 
 
-def plot_layer_sweep(results: dict, title: str = "Task-vector accuracy by layer") -> go.Figure:
+def plot_layer_sweep(results: Any, title: str = "Task-vector accuracy by layer") -> go.Figure:
     """Mean test accuracy over tasks of zero-shot + vector at each layer, one line per method,
     with zero-shot and ICL accuracy as horizontal references (``results.json`` of
-    ``tvlens vectors``)."""
-    tasks = results["tasks"]
+    ``tvlens vectors``, or the :class:`VectorReport` itself)."""
+    tasks = as_dict(results)["tasks"]
     methods = list(next(iter(tasks.values()))["methods"])
     n_layers = len(next(iter(tasks.values()))["methods"][methods[0]]["test_by_layer"])
     layers = list(range(n_layers))

@@ -22,6 +22,7 @@ from tvlens.probing.family import NULL, RunOutput, TaskFamily, family_for_run
 from tvlens.probing.layers import LayerTD
 from tvlens.probing.measures import project_2d, task_decodability
 from tvlens.probing.series import TDSeries, correlation
+from tvlens.results import Result
 
 
 def layer_td(outs: dict[str, RunOutput], knn_k: int) -> tuple[list[float], list[dict]]:
@@ -37,7 +38,7 @@ def layer_td(outs: dict[str, RunOutput], knn_k: int) -> tuple[list[float], list[
 
 
 @dataclass
-class EmergenceResult:
+class EmergenceResult(Result):
     """TD and loss/accuracy per task over checkpoints. ``td[c][l]`` overall TD at checkpoint
     ``c``, layer ``l``; ``td_per_task[c][l][task]``; ``loss[c][task]``."""
 
@@ -127,6 +128,11 @@ class EmergenceResult:
                     [[c.get(t, float("nan")) for t in tasks] for _ in self.layers] for c in per_ckpt
                 ]
         return tidy(values, ("step", "layer", "task"), {**coords, "task": tasks})
+
+    def plot(self, **kwargs):
+        from tvlens.plotting import plot_emergence
+
+        return plot_emergence(self, **kwargs)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -16,13 +16,14 @@ from tvlens.probing.measures import (
     separability,
     task_decodability,
 )
+from tvlens.results import Result
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
 from tvlens.tasks.synthetic import null_task
 
 
 @dataclass
-class LayerTD:
+class LayerTD(Result):
     """TD (and optional probe accuracy and separability) per layer, for one model."""
 
     layers: list[int]
@@ -56,6 +57,12 @@ class LayerTD:
             if len(getattr(self, name)) == len(self.layers):
                 values[name] = getattr(self, name)
         return tidy(values, ("layer",), {"layer": self.layers})
+
+    def plot(self, **kwargs):
+        """TD by layer (:func:`~tvlens.plotting.plot_td_by_layer`)."""
+        from tvlens.plotting import plot_td_by_layer
+
+        return plot_td_by_layer(self, **kwargs)
 
     def to_dict(self) -> dict:
         return {

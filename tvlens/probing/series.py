@@ -19,6 +19,7 @@ from tvlens.models.checkpoints import is_run_dir, list_checkpoints
 from tvlens.models.loading import load_model
 from tvlens.models.tvmodel import TVModel
 from tvlens.probing.layers import LayerTD, td_by_layer
+from tvlens.results import Result
 from tvlens.runs import TD_FILE
 from tvlens.tasks.core import TaskSuite
 
@@ -34,7 +35,7 @@ def correlation(x: Sequence[float | int], y: Sequence[float | int]) -> dict[str,
 
 
 @dataclass
-class TDSeries:
+class TDSeries(Result):
     """TD per layer and checkpoint, and ICL accuracy per task and checkpoint."""
 
     model: str
@@ -89,6 +90,17 @@ class TDSeries:
             f.insert(0, "revision", rev)
             frames.append(f)
         return pd.concat(frames, ignore_index=True)
+
+    def plot(self, kind: str = "by_layer", **kwargs):
+        """``"by_layer"`` (one line per checkpoint), ``"heatmap"`` or ``"accuracy"`` (TD
+        against ICL accuracy)."""
+        from tvlens import plotting
+
+        plots = {"by_layer": plotting.plot_td_by_layer, "heatmap": plotting.plot_td_heatmap,
+                 "accuracy": plotting.plot_td_vs_accuracy}  # fmt: skip
+        if kind not in plots:
+            raise TVLensError(f"kind must be one of {', '.join(plots)}, got {kind!r}.")
+        return plots[kind](self, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -26,6 +26,7 @@ from tvlens.errors import TVLensError
 from tvlens.models.checkpoints import write_json_atomically
 from tvlens.probing.emergence import layer_td
 from tvlens.probing.family import NULL, TaskFamily
+from tvlens.results import Result
 from tvlens.runs import CONFIG_FILE, FINETUNE, KIND_KEY, prepare_out_dir
 from tvlens.training.config import TrainingConfig
 from tvlens.training.engine import RunKind, StepData, train_run
@@ -50,7 +51,7 @@ class FinetuneRow:
 
 
 @dataclass
-class FinetuneResult:
+class FinetuneResult(Result):
     """The paper's Table 1: rows first-k / last-k; loss, accuracy and TD (max over layers)
     before and after fine-tuning only those blocks."""
 
@@ -70,6 +71,19 @@ class FinetuneResult:
                 f"{f(r.td_before)} | {f(r.td_after)} |"
             )
         return "\n".join(lines)
+
+    def to_dataframe(self):
+        """One row per tuning (``which``): loss, accuracy and TD before and after."""
+        import pandas as pd
+
+        rows = [{k: v for k, v in asdict(r).items() if not k.startswith("td_by_layer")}
+                for r in self.rows]  # fmt: skip
+        return pd.DataFrame(rows)
+
+    def plot(self, **kwargs):
+        from tvlens.plotting import plot_finetune
+
+        return plot_finetune(self, **kwargs)
 
     def to_dict(self) -> dict:
         return {

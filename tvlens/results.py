@@ -1,0 +1,136 @@
+"""Save, load and plot for every result object (:class:`Result`).
+
+``save(path)`` writes one JSON file: the result's ``to_dict()`` (what readers of tvlens's
+JSON outputs know) plus, under ``"tvlens_result"``, its type and full state (tensors, arrays,
+nested results), so that ``Type.load(path)`` gives back an equal object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tvlens.errors import TVLensError
+
+KEY = "tvlens_result"
+
+
+def encode(x: Any) -> Any:
+    """A JSON-ready form of ``x`` that :func:`decode` turns back into an equal object."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        cls = type(x)
+        if not cls.__module__.startswith("tvlens."):
+            raise TVLensError(f"Cannot save a {cls.__name__}: not a tvlens result.")
+        return {
+            "__dataclass__": f"{cls.__module__}:{cls.__qualname__}",
+            "fields": {f.name: encode(getattr(x, f.name)) for f in dataclasses.fields(x)},
+        }
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu()
+        return {"__tensor__": t.float().tolist() if t.dtype == torch.bfloat16 else t.tolist(),
+                "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}  # fmt: skip
+    if isinstance(x, np.ndarray):
+        return {"__ndarray__": x.tolist(), "dtype": str(x.dtype), "shape": list(x.shape)}
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, tuple):
+        return {"__tuple__": [encode(v) for v in x]}
+    if isinstance(x, Path):
+        return {"__path__": str(x)}
+    if isinstance(x, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in x):
+            return {k: encode(v) for k, v in x.items()}
+        return {"__items__": [[encode(k), encode(v)] for k, v in x.items()]}
+    if isinstance(x, list):
+        return [encode(v) for v in x]
+    if x is None or isinstance(x, bool | int | float | str):
+        return x
+    raise TVLensError(f"Cannot save a {type(x).__name__} inside a result.")
+
+
+def decode(x: Any) -> Any:
+    if isinstance(x, list):
+        return [decode(v) for v in x]
+    if not isinstance(x, dict):
+        return x
+    if "__dataclass__" in x:
+        module, _, name = x["__dataclass__"].partition(":")
+        if not module.startswith("tvlens."):
+            raise TVLensError(f"Refusing to load {x['__dataclass__']!r}: not a tvlens type.")
+        cls: Any = importlib.import_module(module)
+        for part in name.split("."):
+            cls = getattr(cls, part)
+        obj = cls.__new__(cls)  # the saved state as it was, without re-running checks
+        for k, v in x["fields"].items():
+            object.__setattr__(obj, k, decode(v))
+        return obj
+    if "__tensor__" in x:
+        dtype = getattr(torch, x["dtype"])
+        return torch.tensor(x["__tensor__"], dtype=dtype).reshape(x["shape"])
+    if "__ndarray__" in x:
+        return np.array(x["__ndarray__"], dtype=x["dtype"]).reshape(x["shape"])
+    if "__tuple__" in x:
+        return tuple(decode(v) for v in x["__tuple__"])
+    if "__path__" in x:
+        return Path(x["__path__"])
+    if "__items__" in x:
+        return {decode(k): decode(v) for k, v in x["__items__"]}
+    return {k: decode(v) for k, v in x.items()}
+
+
+class Result:
+    """What every result object has: ``to_dataframe()``, ``plot()``, ``save()``, ``load()``.
+
+    Subclasses (dataclasses) define ``to_dataframe`` and ``plot`` (the library's figure for
+    them); ``save`` / ``load`` are shared."""
+
+    def to_dataframe(self):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def plot(self, **kwargs: Any):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> Path:
+        """``path`` (JSON): ``to_dict()`` plus the state :meth:`load` reads back."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = dict(self.to_dict()) if hasattr(self, "to_dict") else {}
+        data[KEY] = {"type": f"{type(self).__module__}:{type(self).__qualname__}",
+                     "state": encode(self)}  # fmt: skip
+        path.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path):
+        """A result written by :meth:`save` (a clear error for any other file)."""
+        path = Path(path)
+        if not path.is_file():
+            raise TVLensError(f"No result file {str(path)!r}.")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise TVLensError(f"{str(path)!r} is not a saved result ({e}).") from None
+        if not isinstance(data, dict) or KEY not in data:
+            raise TVLensError(
+                f"{str(path)!r} was not written by a result's save(): it has no "
+                f"{KEY!r} entry (files written before tvlens saved results whole cannot be "
+                "loaded back: compute the result again)."
+            )
+        obj = decode(data[KEY]["state"])
+        if not isinstance(obj, cls):
+            raise TVLensError(
+                f"{str(path)!r} holds a {type(obj).__name__}, not a {cls.__name__}: load it "
+                f"with {type(obj).__name__}.load."
+            )
+        return obj
+
+
+def as_dict(x: Any) -> Any:
+    """A result object's ``to_dict()``, or ``x`` itself (plot functions take either)."""
+    return x.to_dict() if hasattr(x, "to_dict") and not isinstance(x, dict) else x
