@@ -155,3 +155,23 @@ def test_atv_compare_is_always_the_module():
     from tvlens.atv.methods import compare as loop
 
     assert isinstance(compare, types.ModuleType) and compare_methods is loop
+
+
+def test_long_calls_show_a_progress_bar_unless_silenced(model, suite, capsys):
+    from tvlens.extraction.function_vectors import function_vector
+    from tvlens.icl_accuracy import evaluate_icl
+    from tvlens.probing import td_by_layer
+
+    calls = {
+        "ICL accuracy": lambda p: evaluate_icl(model, suite, k=2, n_prompts=2, progress=p),
+        "TD by layer": lambda p: td_by_layer(model, suite, k=2, n_prompts=6, progress=p),
+        "patch heads": lambda p: function_vector(
+            model, suite["next"], k=2, n_prompts=2, top_k=2, progress=p
+        ),
+    }
+    for desc, call in calls.items():
+        capsys.readouterr()
+        call(False)
+        assert desc not in capsys.readouterr().err
+        call(True)  # the default
+        assert desc in capsys.readouterr().err

@@ -152,6 +152,7 @@ def evaluate_icl(
     tokenizer: Any | None = None,
     batch_size: int = 64,
     padding_side: PaddingSide = "left",
+    progress: bool = True,
 ) -> ICLEvaluation:
     """ICL accuracy of ``model`` on each task with ``k`` demonstrations.
 
@@ -160,10 +161,14 @@ def evaluate_icl(
             ``tokenizer``).
         tasks: A suite, a task, or a list of tasks.
         n_prompts: Prompts per task (each query used once when the task is large enough).
+        progress: A progress bar over the tasks (``tqdm.auto``: a widget in notebooks).
     """
+    from tqdm.auto import tqdm
+
     task_list = [tasks] if isinstance(tasks, Task) else list(tasks)
     results = {}
-    for ti, task in enumerate(task_list):
+    bar = tqdm(task_list, desc="ICL accuracy", disable=not progress, leave=False)
+    for ti, task in enumerate(bar):
         prompts = sample_prompts(task, k, n_prompts, seed=seed + 1000 * ti, template=template)
         f, e = evaluate_prompts(model, prompts, tokenizer, batch_size, padding_side)
         results[task.name] = TaskAccuracy(task.name, float(f.mean()), float(e.mean()), len(f))

@@ -87,6 +87,7 @@ def head_aie(
     corrupted: PromptBatch,
     head_means: Float[Tensor, "layer head d_head"],
     max_batch: int = 1024,
+    progress: bool = True,
 ) -> Float[Tensor, "layer head"]:
     """AIE of every head on ``corrupted`` (left-padded) prompts, patching each head's last-token
     ``hook_z`` to ``head_means[layer, head]``. ``max_batch`` bounds prompts × copies per pass.
@@ -104,6 +105,7 @@ def head_aie(
         "last",
         source=source,
         max_batch=max_batch,
+        progress=progress,
     )
     return result.effect()
 
@@ -118,6 +120,7 @@ def function_vector(
     template: str | PromptTemplate | None = None,
     max_batch: int = 1024,
     answer_token: Literal["only", "first"] = "only",
+    progress: bool = True,
 ) -> tuple[TaskVector, HeadTable]:
     """The function vector of ``task`` and the table of heads by AIE.
 
@@ -144,7 +147,9 @@ def function_vector(
         shuffled_label_variants(prompts, seed=seed + 1), model, padding_side="left"
     )
     means = mean_head_outputs(model, clean)
-    table = HeadTable(head_aie(model, corrupted, means, max_batch=max_batch), task.name)
+    table = HeadTable(
+        head_aie(model, corrupted, means, max_batch=max_batch, progress=progress), task.name
+    )
     top = table.top(min(top_k, model.n_layers * model.n_heads))
     fv = torch.zeros(model.d_model, device=means.device, dtype=means.dtype)
     with torch.no_grad():

@@ -196,6 +196,7 @@ def evaluate_task_vectors(
                     seed=s + 3,
                     template=tmpl,
                     max_batch=max_batch,
+                    progress=progress,
                     answer_token="first",  # the report scores first tokens: so does the AIE
                 )
                 report.heads[task.name] = table

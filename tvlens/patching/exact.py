@@ -72,7 +72,7 @@ def patch(
     source: Literal["clean", "mean", "zero"] | str | Mapping[str, Tensor] = "clean",
     method: Literal["exact", "attribution"] | str = "exact",
     max_batch: int = 1024,
-    progress: bool = False,
+    progress: bool = True,
 ) -> PatchResult:
     """Patch every ``component`` at every layer (and position, head) into ``corrupted``.
 
@@ -91,6 +91,8 @@ def patch(
         method: ``exact`` (patched forward passes) or ``attribution`` (first-order estimate
             from two forward and one backward pass, :mod:`tvlens.patching.attribution`).
         max_batch: at most this many rows (prompts × copies) per forward pass.
+        progress: a progress bar over the forward passes (``tqdm.auto``: a widget in
+            notebooks); ``False`` to silence.
 
     Returns:
         :class:`PatchResult` with ``values`` of shape ``[layer]`` (resid/attn/mlp, all or

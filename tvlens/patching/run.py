@@ -168,7 +168,7 @@ def run_patching(
                       progress=progress, **kw)  # fmt: skip
     if method in ("attribution", "both"):
         attribution = patch(model, *pair, metric, component, positions, method="attribution",
-                            **kw)  # fmt: skip
+                            progress=progress, **kw)  # fmt: skip
     run = PatchingRun(exact, attribution, config)
     if out is not None:
         (out / PATCHING_FILE).write_text(json.dumps(run.to_dict(), indent=2) + "\n")

@@ -89,14 +89,18 @@ def td_by_layer(
     knn_k: int = 10,
     probe: bool = False,
     batch_size: int = 64,
+    progress: bool = True,
 ) -> LayerTD:
     """TD at every layer over the last-query-token states of ``n_prompts`` prompts per task,
-    pooled over ``suite`` plus the Null task (Han et al. 2025)."""
+    pooled over ``suite`` plus the Null task (Han et al. 2025). ``progress``: a bar over the
+    tasks (``tqdm.auto``)."""
+    from tqdm.auto import tqdm
+
     k = k if k is not None else int(model.spec.train_info.get("k", 5))
     tmpl = model.template(template)
     tasks = list(suite) + ([null_task(suite)] if include_null else [])
     prompts, labels = [], []
-    for i, task in enumerate(tasks):
+    for i, task in enumerate(tqdm(tasks, desc="TD by layer", disable=not progress, leave=False)):
         ps = sample_prompts(task, k, n_prompts, seed=seed + 1000 * i, template=tmpl)
         prompts += ps
         labels += [task.name] * len(ps)

@@ -167,8 +167,8 @@ def td_over_checkpoints(
         if s is None:
             raise TVLensError(f"{name!r} has no training suite on record: pass suite=.")
         kk = k if k is not None else int(m.spec.train_info.get("k", 5))
-        r = td_by_layer(m, s, k=kk, n_prompts=n_prompts, seed=seed, probe=probe)
-        ev = evaluate_icl(m, s, k=kk, n_prompts=n_prompts, seed=seed + 1)
+        r = td_by_layer(m, s, k=kk, n_prompts=n_prompts, seed=seed, probe=probe, progress=progress)
+        ev = evaluate_icl(m, s, k=kk, n_prompts=n_prompts, seed=seed + 1, progress=progress)
         results.append(r)
         accs.append(ev.first_token())
         steps.append(m.spec.step)
