@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -303,3 +304,25 @@ def test_probe_a_plain_model_folder(make_tiny, letters_tokenizer, tmp_path):
     # The same folder again is a run of the same kind: allowed (results are rewritten).
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
+
+
+def test_missing_model_path_is_refused_before_heavy_imports(tmp_path):
+    """A bad --model path answers as fast as --help: no torch or TransformerLens import."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "tvlens.cli"]
+    t0 = time.perf_counter()
+    subprocess.run([*cmd, "--help"], env=env, capture_output=True, check=True)
+    help_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [*cmd, "info", "--model", str(tmp_path / "nothing")], env=env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    bad_s = time.perf_counter() - t0
+    assert res.returncode == 2 and "does not exist" in res.stderr
+    assert bad_s < max(2.0, 3 * help_s), (bad_s, help_s)

@@ -13,9 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from tvlens.errors import TVLensError
 
 KEY = "tvlens_result"
@@ -23,6 +20,9 @@ KEY = "tvlens_result"
 
 def encode(x: Any) -> Any:
     """A JSON-ready form of ``x`` that :func:`decode` turns back into an equal object."""
+    import numpy as np  # here, not at the top: plotting imports this module, the CLI plotting
+    import torch
+
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         cls = type(x)
         if not cls.__module__.startswith("tvlens."):
@@ -55,6 +55,9 @@ def encode(x: Any) -> Any:
 
 
 def decode(x: Any) -> Any:
+    import numpy as np
+    import torch
+
     if isinstance(x, list):
         return [decode(v) for v in x]
     if not isinstance(x, dict):

@@ -17,11 +17,35 @@ from tvlens.errors import ConfigError, TVLensError
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
+def _missing_path(options: dict[str, Any]) -> str | None:
+    """The error for a ``--model`` that is written as a path (``./``, ``/``, ``~``) and does
+    not exist: the same words as ``load_model``, without loading anything. (``--run`` is an
+    output folder in some commands, so it is left to them.)"""
+    import os
+
+    for key in ("model",):
+        value = options.get(key)
+        if not isinstance(value, str | os.PathLike):
+            continue
+        name = str(value)
+        if name.startswith((".", "/", "~")) or "\\" in name:
+            if not os.path.exists(os.path.expanduser(name)):
+                return (
+                    f"Model folder {name!r} does not exist. Give an existing folder, a tvlens "
+                    "training run, or an HF hub name."
+                )
+    return None
+
+
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` with tvlens errors turned into one red ``error: ...`` line and exit code 2."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
+        missing = _missing_path(kwargs)
+        if missing is not None:  # before torch and TransformerLens are imported (seconds)
+            typer.secho(f"error: {missing}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=2)
         from tvlens.plotting import PNG_HINT, PngWarning, png_skipped_reason
 
         png_skipped_reason(clear=True)
