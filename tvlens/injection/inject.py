@@ -69,7 +69,20 @@ def injection_hook(
     """The hook function: ``vector`` is ``[d_model]`` or one per row ``[batch, d_model]``."""
     check_mode(mode)
 
+    if vector.ndim not in (1, 2):
+        raise VectorMismatchError(
+            f"vector has shape {tuple(vector.shape)}: give [d_model] (the same for every "
+            "prompt) or [batch, d_model] (one per prompt)."
+        )
+
     def hook(act: Tensor, hook: Any = None) -> Tensor:
+        if vector.ndim == 2 and vector.shape[0] != act.shape[0]:
+            # Checked here, before the write, not left to a broadcasting error inside torch.
+            raise VectorMismatchError(
+                f"vector has {vector.shape[0]} rows (one per prompt) but the batch has "
+                f"{act.shape[0]} prompts: pass one row per prompt, or a [d_model] vector for "
+                "all of them."
+            )
         v = vector.to(act.device, act.dtype)
         if isinstance(positions, str) and positions == "all":
             idx = (slice(None), slice(None))
@@ -117,5 +130,6 @@ def inject(
     """
     vec, layer = _resolve(model, vector, layer)
     name = model.resid_hook(layer, where)
-    with model.bridge.hooks(fwd_hooks=[(name, injection_hook(vec, mode, scale, positions))]):
+    hook = injection_hook(vec, mode, scale, positions)  # checks mode and shape first
+    with model.bridge.hooks(fwd_hooks=[(name, hook)]):
         yield model

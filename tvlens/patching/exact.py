@@ -98,6 +98,13 @@ def patch(
         :class:`PatchResult` with ``values`` of shape ``[layer]`` (resid/attn/mlp, all or
         last), ``[layer, pos]`` (each), ``[layer, head]`` or ``[layer, pos, head]`` (heads).
     """
+    from tvlens.errors import ConfigError
+
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ConfigError(
+            f"max_batch must be an integer >= 1 (rows per forward pass), got {max_batch!r}: "
+            "leave it at 1024, or lower it to save memory."
+        )
     if method == "attribution":
         return attribution_patch(
             model, clean, corrupted, metric, component, positions,
