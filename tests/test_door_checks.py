@@ -33,3 +33,21 @@ def test_inject_refuses_a_vector_batch_that_does_not_match(model):
     with pytest.raises(TVLensError, match=r"shape \(1, 2, 32\)"):
         with inject(model, torch.zeros(1, 2, model.d_model), layer=1):
             pass
+
+
+def test_old_names_still_work_with_a_deprecation_warning(model, letters_task):
+    from tvlens.extraction import function_vector
+    from tvlens.patching import patching_prompts
+    from tvlens.tasks import TaskSuite
+
+    suite = TaskSuite("letters", (letters_task,))
+    new = patching_prompts(model, suite, k=2, n_prompts=2)
+    with pytest.warns(DeprecationWarning, match="n_per_task= is renamed n_prompts="):
+        old = patching_prompts(model, suite, k=2, n_per_task=2)
+    assert torch.equal(old[0].tokens, new[0].tokens)
+    with pytest.raises(ConfigError, match="pass only n_prompts"):
+        patching_prompts(model, suite, k=2, n_prompts=2, n_per_task=3)
+    tv, _ = function_vector(model, letters_task, k=2, n_prompts=2, top_k_heads=3, progress=False)
+    with pytest.warns(DeprecationWarning, match="top_k= is renamed top_k_heads="):
+        tv_old, _ = function_vector(model, letters_task, k=2, n_prompts=2, top_k=3, progress=False)
+    torch.testing.assert_close(tv.vectors, tv_old.vectors)

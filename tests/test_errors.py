@@ -276,8 +276,8 @@ def test_function_vector_needs_a_positive_top_k(one_layer, letters_task, top_k):
     from tvlens.errors import ConfigError
     from tvlens.extraction import function_vector
 
-    with pytest.raises(ConfigError, match=f"top_k must be >= 1 .*got {top_k}"):
-        function_vector(one_layer.model, letters_task, k=2, n_prompts=2, top_k=top_k)
+    with pytest.raises(ConfigError, match=f"top_k_heads must be >= 1 .*got {top_k}"):
+        function_vector(one_layer.model, letters_task, k=2, n_prompts=2, top_k_heads=top_k)
 
 
 @pytest.mark.parametrize("k", [0, 1])
@@ -290,7 +290,7 @@ def test_shuffled_labels_need_two_demonstrations(one_layer, letters_task, k):
         function_vector(one_layer.model, letters_task, k=k, n_prompts=2)
     suite = TaskSuite("letters", (letters_task,))
     with pytest.raises(PromptError, match="use k >= 2"):
-        patching_prompts(one_layer.model, suite, k=k, n_per_task=2)
+        patching_prompts(one_layer.model, suite, k=k, n_prompts=2)
 
 
 def test_unknown_words_are_an_error_not_accuracy_zero(one_layer):

@@ -166,7 +166,7 @@ def test_long_calls_show_a_progress_bar_unless_silenced(model, suite, capsys):
         "ICL accuracy": lambda p: evaluate_icl(model, suite, k=2, n_prompts=2, progress=p),
         "TD by layer": lambda p: td_by_layer(model, suite, k=2, n_prompts=6, progress=p),
         "patch heads": lambda p: function_vector(
-            model, suite["next"], k=2, n_prompts=2, top_k=2, progress=p
+            model, suite["next"], k=2, n_prompts=2, top_k_heads=2, progress=p
         ),
     }
     for desc, call in calls.items():

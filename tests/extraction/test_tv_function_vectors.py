@@ -81,7 +81,7 @@ def test_head_outputs_sum_to_attention_output(sharp, prompts):
 def test_function_vector_is_sum_of_top_heads(sharp, letters_task):
     model = sharp.model
     n, k, top_k = 8, 2, 3
-    tv, table = function_vector(model, letters_task, k=k, n_prompts=n, top_k=top_k, seed=0)
+    tv, table = function_vector(model, letters_task, k=k, n_prompts=n, top_k_heads=top_k, seed=0)
 
     # Independently: the same prompts and corruptions, z from run_with_cache, W_O per layer.
     prompts = sample_prompts(letters_task, k, n, seed=0, template="arrow")

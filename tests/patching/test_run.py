@@ -21,7 +21,7 @@ def run_dir(tiny_run):
 
 def test_prompts_have_equal_lengths_and_no_padding(run_dir):
     model = load_model(run_dir, device="cpu")
-    clean, corrupted = patching_prompts(model, model.training_suite(), k=3, n_per_task=4)
+    clean, corrupted = patching_prompts(model, model.training_suite(), k=3, n_prompts=4)
     assert clean.tokens.shape == corrupted.tokens.shape
     assert bool(clean.attention_mask.all()) and bool(corrupted.attention_mask.all())
     assert torch.equal(clean.answer_first, corrupted.answer_first)  # same queries

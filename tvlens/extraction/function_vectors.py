@@ -115,17 +115,20 @@ def function_vector(
     task: Task,
     k: int = 10,
     n_prompts: int = 32,
-    top_k: int = 10,
+    top_k_heads: int = 10,
     seed: int = 0,
     template: str | PromptTemplate | None = None,
     max_batch: int = 1024,
     answer_token: Literal["only", "first"] = "only",
     progress: bool = True,
+    *,
+    top_k: int | None = None,
 ) -> tuple[TaskVector, HeadTable]:
     """The function vector of ``task`` and the table of heads by AIE.
 
-    The vector is ``sum over the top_k heads of head_means[l, h] @ W_O[l, h]`` (no bias); its
-    ``layers`` holds the default injection layer ``n_layers // 3`` (choose it with a sweep).
+    The vector is ``sum over the top_k_heads heads of head_means[l, h] @ W_O[l, h]`` (no
+    bias); its ``layers`` holds the default injection layer ``n_layers // 3`` (choose it with
+    a sweep). ``top_k`` is the old name of ``top_k_heads`` (deprecated).
 
     ``answer_token``: the AIE is the probability of the answer's token; ``"only"`` refuses
     answers of several tokens, ``"first"`` reads their first token, as Todd et al. (2023) do
@@ -133,9 +136,12 @@ def function_vector(
     """
     if answer_token not in ("only", "first"):
         raise ConfigError(f"answer_token must be 'only' or 'first', got {answer_token!r}.")
+    from tvlens.names import renamed
+
+    top_k = renamed("top_k", top_k, "top_k_heads", top_k_heads, default=10)
     if top_k < 1:
         raise ConfigError(
-            f"top_k must be >= 1 (the number of heads summed into the function vector), got "
+            f"top_k_heads must be >= 1 (the number of heads summed into the function vector), got "
             f"{top_k}."
         )
     tmpl = model.template(template)

@@ -80,14 +80,23 @@ def patching_prompts(
     model: TVModel,
     suite: TaskSuite,
     k: int,
-    n_per_task: int,
+    n_prompts: int | None = None,
     seed: int = 0,
     template: str | None = None,
     tasks: list[str] | None = None,
+    *,
+    n_per_task: int | None = None,
 ) -> tuple[PromptBatch, PromptBatch]:
-    """Clean prompts and their shuffled-label versions, kept to the pairs whose two prompts
-    have the most common token length: no padding, so position ``p`` is the same slot of the
-    template in every row (axis labels read from row 0 hold for all)."""
+    """Clean prompts and their shuffled-label versions (``n_prompts`` per task), kept to the
+    pairs whose two prompts have the most common token length: no padding, so position ``p``
+    is the same slot of the template in every row (axis labels read from row 0 hold for all).
+    ``n_per_task`` is the old name of ``n_prompts`` (deprecated)."""
+    from tvlens.errors import ConfigError
+    from tvlens.names import renamed
+
+    n_prompts = renamed("n_per_task", n_per_task, "n_prompts", n_prompts)
+    if n_prompts is None:
+        raise ConfigError("patching_prompts needs n_prompts (prompts per task).")
     tmpl = model.template(template)
     chosen = [t for t in suite if tasks is None or t.name in tasks]
     if not chosen:
@@ -96,7 +105,7 @@ def patching_prompts(
         )
     pairs: list[tuple[ICLPrompt, ICLPrompt]] = []
     for i, task in enumerate(chosen):
-        clean = sample_prompts(task, k, n_per_task, seed=seed + i, template=tmpl)
+        clean = sample_prompts(task, k, n_prompts, seed=seed + i, template=tmpl)
         pairs += zip(clean, shuffled_label_variants(clean, seed=seed + 1000 + i), strict=True)
 
     def n_tokens(p: ICLPrompt) -> int:
