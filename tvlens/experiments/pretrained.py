@@ -402,7 +402,7 @@ def layer_finetuning(
     n_prompts: int = 40,
     train_fraction: float = 0.5,
     seed: int = 0,
-    device: str | None = "cpu",
+    device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Early- against late-layer fine-tuning (Han et al. 2025, Table 1) of a pretrained

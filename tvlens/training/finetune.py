@@ -123,7 +123,7 @@ def finetune_layers(
     method: str = "full",
     lora_rank: int = 16,
     progress: bool = True,
-    device: str | None = "cpu",
+    device: str | None = None,
     eval_family: TaskFamily | None = None,
 ) -> FinetuneResult:
     """Fine-tune only the first ``k_layers`` or only the last ``k_layers`` blocks of a
@@ -139,7 +139,9 @@ def finetune_layers(
     ``run`` may also be any model ``load_model`` takes (a pretrained short name or folder):
     training prompts then start as the model's scored prompts do (its BOS policy).
     ``eval_family`` (default ``family``): where loss, accuracy and TD are measured, e.g. the
-    same tasks on pairs held out from training (real tasks have a finite set of pairs)."""
+    same tasks on pairs held out from training (real tasks have a finite set of pairs).
+    ``device``: where the blocks are trained; default: the best available, as for
+    ``load_model``."""
     if method not in ("full", "lora"):
         raise TVLensError(f"method must be 'full' or 'lora', got {method!r}.")
     for w in which:
