@@ -1,10 +1,11 @@
 """Plotly figures, saved as interactive HTML always and as static PNG when possible.
 
-PNG export goes through kaleido (the ``png`` extra), which drives a Chrome/Chromium it finds on
-the machine (``bash install.sh --png`` installs both). Without one, HTML is still written, the PNG is
-skipped with one :class:`PngWarning` (unless ``require_png=True``), and kaleido is never
-started, so it never tries to fetch a browser. ``TVLENS_NO_PNG=1`` takes the same path on a
-machine that has a browser. Each folder's ``figures.json`` records which files were written.
+PNG export goes through kaleido (the ``png`` extra), which drives a Chrome/Chromium it finds
+on the machine (``bash install.sh --png`` installs both). Without either, HTML is still
+written, the PNG is skipped with one :class:`PngWarning` (unless ``require_png=True``), and
+kaleido is never started, so it never tries to fetch a browser. ``TVLENS_NO_PNG=1`` takes the
+same path on a machine that has a browser. Each folder's ``figures.json`` records which
+files were written.
 """
 
 from __future__ import annotations
