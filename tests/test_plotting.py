@@ -8,6 +8,7 @@ nothing) so it is tested on every machine; the PNG path runs where a browser is 
 from __future__ import annotations
 
 import json
+import sys
 
 import plotly.graph_objects as go
 import pytest
@@ -59,6 +60,17 @@ def test_no_browser_found(tmp_path, monkeypatch, no_kaleido):
     monkeypatch.setattr(Chromium, "find_browser", classmethod(lambda cls, **kw: None))
     assert png_unavailable() == "no Chrome/Chromium found"
     _check_html_only(tmp_path, "no Chrome/Chromium found")
+
+
+def test_without_kaleido(tmp_path, monkeypatch):
+    """kaleido is the optional `png` extra: without it figures are HTML, with the hint."""
+    monkeypatch.delenv(NO_PNG_ENV, raising=False)
+    for name in ("choreographer", "choreographer.browsers", "choreographer.browsers.chromium"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing it now fails
+    monkeypatch.setitem(sys.modules, "kaleido", None)
+    assert png_unavailable() == "kaleido is not installed"
+    _check_html_only(tmp_path, "kaleido is not installed")
+    assert "pip install 'tvlens[png]'" in plotting.PNG_HINT
 
 
 def test_png_with_a_browser(tmp_path, monkeypatch):

@@ -285,7 +285,7 @@ def _write_report(res: DemoResult, ck: list[dict]) -> None:
         f"{k} demonstrations per prompt, {cfg['steps']} steps"
         + (
             f", with the task-vector prompting loss (weight {cfg['tv_loss_weight']}, block "
-            f"{cfg['tv_loss_layer']}; see the project README)"
+            f"{cfg['tv_loss_layer']}; see docs/guides/training.md)"
             if cfg.get("tv_loss_weight")
             else ""
         )

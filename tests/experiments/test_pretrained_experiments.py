@@ -1,5 +1,5 @@
-"""The pretrained-model experiment runners, on a tiny model (their numbers on SmolLM2 are in the
-README); each output agrees with the library call it summarises."""
+"""The pretrained-model experiment runners, on a tiny model (their numbers on SmolLM2 are in
+docs/results/pretrained.md); each output agrees with the library call it summarises."""
 
 from __future__ import annotations
 

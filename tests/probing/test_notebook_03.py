@@ -3,5 +3,5 @@
 
 def test_task_encoding_notebook_runs(tmp_path, run_notebook):
     run_notebook("03_task_encoding.ipynb", tmp_path)
-    assert (tmp_path / "finetune" / "metrics.json").is_file()
+    assert (tmp_path / "tiny-finetune" / "metrics.json").is_file()
     assert any((tmp_path / "tiny-regression" / "checkpoints").iterdir())

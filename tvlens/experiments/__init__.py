@@ -1,5 +1,5 @@
-"""The seed papers' pretrained-model experiments, run on any loaded model (README: "On a
-pretrained model", measured on SmolLM2-135M)."""
+"""The seed papers' pretrained-model experiments, run on any loaded model (measured on SmolLM2-135M:
+docs/results/pretrained.md)."""
 
 from tvlens.experiments.pretrained import (
     FV_SHORT_TASKS,

@@ -1,10 +1,11 @@
 """Plotly figures, saved as interactive HTML always and as static PNG when possible.
 
-PNG export goes through kaleido, which drives a Chrome/Chromium it finds on the machine
-(``bash install.sh --png`` installs one). Without one, HTML is still written, the PNG is
-skipped with one :class:`PngWarning` (unless ``require_png=True``), and kaleido is never
-started, so it never tries to fetch a browser. ``TVLENS_NO_PNG=1`` takes the same path on a
-machine that has a browser. Each folder's ``figures.json`` records which files were written.
+PNG export goes through kaleido (the ``png`` extra), which drives a Chrome/Chromium it finds
+on the machine (``bash install.sh --png`` installs both). Without either, HTML is still
+written, the PNG is skipped with one :class:`PngWarning` (unless ``require_png=True``), and
+kaleido is never started, so it never tries to fetch a browser. ``TVLENS_NO_PNG=1`` takes the
+same path on a machine that has a browser. Each folder's ``figures.json`` records which
+files were written.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from typing import Any
 import plotly.graph_objects as go
 
 NO_PNG_ENV = "TVLENS_NO_PNG"  # "1": write HTML only, as on a machine without a browser
-PNG_HINT = "for PNG figures run `bash install.sh --png` (installs Chromium for kaleido)"
+PNG_HINT = (
+    "for PNG figures run `bash install.sh --png` (kaleido and Chromium), or in your own "
+    "environment `pip install 'tvlens[png]'` with a Chrome/Chromium on the machine"
+)
 FIGURES_FILE = "figures.json"
 
 

@@ -96,7 +96,7 @@ REGRESSION_PRESETS: dict[str, RegressionConfig] = {
         n_checkpoints=4,
         eval_prompts=32,
     ),
-    # CPU-sized (see the README for the measured curve): the half-size mixture, a 3-layer
+    # CPU-sized (docs/results/papers.md has the measured curve): the half-size mixture, a 3-layer
     # Llama (rotary positions make the previous-token step of the x -> y lookup easy; GPT-2
     # and Llama both sat on the plateau longer at full size).
     "cpu": RegressionConfig(
