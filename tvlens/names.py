@@ -1,4 +1,4 @@
-"""One name per concept (the table is docs/api-names.md): old keyword names keep working,
+"""One name per concept (the table is docs/api/names.md): old keyword names keep working,
 with a :class:`DeprecationWarning`, through :func:`renamed`."""
 
 from __future__ import annotations
