@@ -30,7 +30,8 @@ def available_suites() -> list[str]:
 def get_suite(name: str, **kwargs: Any) -> TaskSuite:
     """A suite by registered name (``latent``, ``bitwise``, ``lists``, ``words``), or a folder
     of ``{task}.json`` files; ``fv/abstractive`` and ``fv/extractive`` are the function-vector
-    paper's files shipped with tvlens (:data:`FV_DATA_DIR`). ``kwargs`` go to the suite's generator (e.g. ``seed=1``).
+    paper's files shipped with tvlens (:data:`FV_DATA_DIR`). ``kwargs`` go to the suite's
+    generator (e.g. ``seed=1``).
     ``get_suite(**suite.spec)`` rebuilds a suite from its spec.
     """
     if name in _SUITES:
