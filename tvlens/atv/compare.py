@@ -192,7 +192,7 @@ class CompareResult:
     out: Path
     config: CompareConfig
     summary: dict[str, Any]
-    rows: list[dict[str, Any]]
+    table: str  # markdown (DIR/table.md)
     ran: list[Cell]  # cells computed in this call (the others were reused)
     seconds: float
 
@@ -278,8 +278,8 @@ def run_compare(
         ran = run_cells(ctx, cells, stop_after)
     else:
         ran = run_parallel(ctx, cells, pending, n_workers, threads)
-    summary, rows = write_outputs(out, cfg, data, desc)
-    return CompareResult(out, cfg, summary, rows, ran, time.time() - t0)
+    summary, table = write_outputs(out, cfg, data, desc)
+    return CompareResult(out, cfg, summary, table, ran, time.time() - t0)
 
 
 def _ready(ctx: CompareContext, cell: Cell) -> bool:
@@ -302,10 +302,12 @@ def run_cells(
         todo = [c for c in cells if not cell_path(ctx.out, c).is_file()]
         if not todo or (stop_after is not None and len(ran) >= stop_after):
             return ran
-        cell = next((c for c in todo if _ready(ctx, c) and claim_cell(cell_path(ctx.out, c))),
-                    None)  # fmt: skip
-        if cell is None:  # everything left is claimed by others or waits for their sweeps
-            time.sleep(poll)
+        ready = [c for c in todo if _ready(ctx, c)]
+        cell = next((c for c in ready if claim_cell(cell_path(ctx.out, c))), None)
+        if cell is None:
+            if len(ready) == len(todo):  # all claimed by other live processes: theirs
+                return ran
+            time.sleep(poll)  # some wait for sweep cells that other processes compute
             continue
         path = cell_path(ctx.out, cell)
         try:

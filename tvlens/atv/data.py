@@ -27,7 +27,13 @@ from torch import Tensor
 
 from tvlens.errors import EmptyTaskError, TVLensError
 from tvlens.tasks.core import TaskSuite
-from tvlens.tasks.prompts import ICLPrompt, PaddingSide, get_template, tokenize_prompts
+from tvlens.tasks.prompts import (
+    ICLPrompt,
+    PaddingSide,
+    PromptTemplate,
+    get_template,
+    tokenize_prompts,
+)
 from tvlens.tasks.synthetic import list_suite
 
 GeneratorInput = Literal["prompt", "input"]
@@ -104,7 +110,7 @@ def split_queries(
     n_train: int,
     n_dev: int,
     n_test: int,
-    template: str = "arrow",
+    template: str | PromptTemplate = "arrow",
     seed: int = 0,
 ) -> ATVSplits:
     """``n_train`` / ``n_dev`` / ``n_test`` disjoint queries per task (a seeded shuffle of

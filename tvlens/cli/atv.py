@@ -175,7 +175,7 @@ def compare_cmd(
     }
     res = run_compare(target, out, preset=preset, device=device, workers=workers,
                       **{k: v for k, v in overrides.items() if v is not None})  # fmt: skip
-    typer.echo(res.rows)
+    typer.echo(res.table)
     typer.echo((res.out / "verdicts.md").read_text())
     typer.echo(
         f"{len(res.ran)} cell(s) computed, the others reused; wrote {res.out / 'comparison.csv'}"
