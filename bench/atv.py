@@ -1,6 +1,6 @@
 """Benchmark: ATV's cost against LoRA, zero-shot and 16-shot ICL, in one run on the same data.
 
-    python bench/atv.py [--target smollm2-135m] [--data ../shared/data/function_vectors]
+    python bench/atv.py [--target smollm2-135m] [--data path/to/function_vectors]
                         [--device cpu] [--threads 2] [--steps 8] [--batch 8] [--repeats 3]
 
 * Training throughput (examples / s, forward + backward + AdamW step, the engine's step
@@ -13,7 +13,8 @@
 
 Medians of ``--repeats`` interleaved runs after a warm-up. Without ``--target`` the synthetic
 setting's tiny target is trained into a temporary folder (about a minute) and the compare's
-``tiny`` tasks are used; with ``--data`` the ``cpu`` preset's function-vector tasks. Prints
+``tiny`` tasks are used; with a ``--target`` the ``cpu`` preset's function-vector tasks
+(``--data``: another copy of the datasets; default: the one shipped with tvlens). Prints
 the device (CPU model and threads, or the GPU's name) and writes ``--out`` JSON if given.
 """
 
@@ -29,7 +30,8 @@ from pathlib import Path
 import torch
 
 from tvlens.atv.baselines import ICLMethod, answer_ce, hf_logits, lm_batch
-from tvlens.atv.compare import compare_context, device_name, get_compare_preset
+from tvlens.atv.compare import compare_context, get_compare_preset
+from tvlens.atv.workers import device_name
 from tvlens.atv.tuned import ATVCompareMethod, PeftMethod
 from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.models import load_model
@@ -67,7 +69,7 @@ def main() -> None:
         target_name, cfg = str(run), get_compare_preset("tiny")
     else:
         target_name = args.target
-        cfg = get_compare_preset("cpu" if args.data else "tiny")
+        cfg = get_compare_preset("cpu")
     cfg = cfg.with_overrides(batch_size=args.batch, eval_batch_size=args.queries,
                              data_dir=args.data)  # fmt: skip
     target = load_model(target_name, device=args.device)
@@ -79,9 +81,9 @@ def main() -> None:
     queries = (data.in_domain.test + data.unseen.test)[: args.queries]
 
     # ---------------------------------------------------------------- training throughput
-    lora = PeftMethod(ctx, "lora_qv", 0)
+    lora = PeftMethod(ctx, "lora_qv", 0, kind="lora_qv")
     lora.model = lora.build().train()
-    atv_m = ATVCompareMethod(ctx, "atv_lora_budget", 0)
+    atv_m = ATVCompareMethod(ctx, "atv_lora_budget", 0, kind="lora_budget")
     atv = atv_m.atv = atv_m.build()
     lora_batches = [lm_batch(b, target).to(args.device) for b in batches]
     atv_batches = [atv.batch(b).to(args.device) for b in batches]
@@ -127,7 +129,7 @@ def main() -> None:
     atv.generator.eval()
     icl_k = None
     for k in (16, 12, 8, 5, 3):
-        icl = ICLMethod(ctx, f"icl_{k}", 0, k)
+        icl = ICLMethod(ctx, f"icl_{k}", 0, k=k)
         if icl.skip_reason is None:
             icl_k = k
             break

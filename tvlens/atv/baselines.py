@@ -31,9 +31,9 @@ from jaxtyping import Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from tvlens.atv.compare_setup import CompareContext, hash_text
+from tvlens.atv.compare_setup import CompareContext, merged
 from tvlens.atv.data import ATVSplits
-from tvlens.atv.methods import SteeringMethod
+from tvlens.atv.methods import ICL, SteeringMethod, ZeroShot
 from tvlens.errors import PromptError
 from tvlens.icl_accuracy import answer_correctness, evaluate_prompts
 from tvlens.models.hf import quiet_transformers
@@ -294,8 +294,15 @@ def engine_fit(
 
 
 class ZeroShotMethod(CompareMethod):
-    """The target on the query alone. Also times the plain HF model on the same queries (the
-    reference for the peft methods' inference time) and checks it agrees with the bridge."""
+    """:class:`tvlens.atv.methods.ZeroShot` in the comparison. Also times the plain HF model
+    on the same queries (the reference for the peft methods' inference time) and checks it
+    agrees with the bridge."""
+
+    def __init__(
+        self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None
+    ) -> None:
+        super().__init__(ctx, name, seed, variant)
+        self.method = ZeroShot(self.target, self.batch_size)
 
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
         import time
@@ -316,22 +323,21 @@ class ZeroShotMethod(CompareMethod):
                 "hf_agrees_with_bridge": float((f_hf == f_bridge).mean())}  # fmt: skip
 
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
-        return evaluate_prompts(self.target, list(prompts), batch_size=self.batch_size)
+        return self.method.correctness(prompts)
 
 
 class ICLMethod(CompareMethod):
-    """``k`` demonstrations of the query's task from its training queries (the method needs
-    the task's demonstrations; ATV does not). Skipped when a prompt exceeds the context."""
+    """:class:`tvlens.atv.methods.ICL` in the comparison: ``k`` demonstrations of the query's
+    task from its training queries (in-domain or unseen: the method reads the test task's
+    demonstrations; ATV does not). Skipped when a prompt exceeds the context."""
 
     def __init__(
         self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None, k: int = 5
     ) -> None:
         super().__init__(ctx, name, seed, variant)
         self.k = k
-        self.train = {
-            **tasks_of(ctx.data.in_domain),
-            **tasks_of(ctx.data.unseen),
-        }
+        self.method = ICL(self.target, k, seed, self.batch_size)
+        self.method.fit(merged(*ctx.data.groups().values()))
         tests = [p for s in ctx.data.groups().values() for p in s.test]
         try:
             lens = [
@@ -345,17 +351,10 @@ class ICLMethod(CompareMethod):
             self.max_tokens = int(max(lens))
 
     def scored_prompts(self, prompts: Sequence[ICLPrompt]) -> list[ICLPrompt]:
-        out = []
-        for p in prompts:
-            # seeded by the query, so every method and call sees the same demonstrations
-            s = self.seed * 1_000_003 + (hash_text(p.task + "\x00" + p.query.input) % 1_000_003)
-            out += sample_prompts(self.train[p.task], self.k, 1, seed=s, template=p.template,
-                                  queries=Task(p.task, (p.query,)))  # fmt: skip
-        return out
+        return self.method.prompts(prompts)
 
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
-        shots = self.scored_prompts(prompts)
-        return evaluate_prompts(self.target, shots, batch_size=self.batch_size)
+        return self.method.correctness(prompts)
 
 
 # ------------------------------------------------------------------- task / function vectors

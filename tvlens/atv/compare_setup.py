@@ -4,12 +4,11 @@ the context every (method, seed) cell reads (:mod:`tvlens.atv.compare` runs the 
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tvlens.atv.data import ATVSplits, get_atv_suite, split_queries
+from tvlens.atv.data import ATVSplits, get_atv_suite, hash_text, split_queries
 from tvlens.atv.registry import METHODS, get_method_spec, variant_label
 from tvlens.errors import TVLensError, UnknownTaskError
 from tvlens.models.loading import TVModel
@@ -363,11 +362,6 @@ class CompareData:
             "only as demonstrations for ICL, task vectors and function vectors. input_overlap: "
             "share of each task's inputs that are inputs of an in-domain task (whole files).",
         }
-
-
-def hash_text(text: str) -> int:
-    """A hash stable across processes (Python's ``hash`` of a str is salted)."""
-    return zlib.crc32(text.encode("utf-8"))
 
 
 def _templated(splits: ATVSplits, data_templates: dict[str, list[PromptTemplate]]) -> ATVSplits:

@@ -16,6 +16,7 @@ does not help: the steering has to carry the task, not the answer.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -131,6 +132,11 @@ def split_queries(
         for split, (lo, hi) in bounds.items():
             parts[split] += [ICLPrompt(task.name, (), uniq[i], tmpl) for i in order[lo:hi]]
     return ATVSplits(parts["train"], parts["dev"], parts["test"], suite.names)
+
+
+def hash_text(text: str) -> int:
+    """A hash stable across processes (Python's ``hash`` of a str is salted)."""
+    return zlib.crc32(text.encode("utf-8"))
 
 
 def generator_text(prompt: ICLPrompt, generator_input: GeneratorInput = "prompt") -> str:
