@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 from tvlens.atv.baselines import ICLMethod, answer_ce, hf_logits, lm_batch
-from tvlens.atv.compare import compare_context, device_name, get_compare_preset
+from tvlens.atv.compare import compare_context, get_compare_preset
+from tvlens.atv.workers import device_name
 from tvlens.atv.tuned import ATVCompareMethod, PeftMethod
 from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.models import load_model
@@ -85,9 +86,9 @@ def main() -> None:
     queries = (data.in_domain.test + data.unseen.test)[: args.queries]
 
     # ---------------------------------------------------------------- training throughput
-    lora = PeftMethod(ctx, "lora_qv", 0)
+    lora = PeftMethod(ctx, "lora_qv", 0, kind="lora_qv")
     lora.model = lora.build().train()
-    atv_m = ATVCompareMethod(ctx, "atv_lora_budget", 0)
+    atv_m = ATVCompareMethod(ctx, "atv_lora_budget", 0, kind="lora_budget")
     atv = atv_m.atv = atv_m.build()
     lora_batches = [lm_batch(b, target).to(args.device) for b in batches]
     atv_batches = [atv.batch(b).to(args.device) for b in batches]
@@ -133,7 +134,7 @@ def main() -> None:
     atv.generator.eval()
     icl_k = None
     for k in (16, 12, 8, 5, 3):
-        icl = ICLMethod(ctx, f"icl_{k}", 0, k)
+        icl = ICLMethod(ctx, f"icl_{k}", 0, k=k)
         if icl.skip_reason is None:
             icl_k = k
             break

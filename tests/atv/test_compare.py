@@ -1,28 +1,42 @@
-"""The comparison on the tiny preset: every method runs and is scored, parameter counts are
-exact, unseen tasks never reach a trained method, the HF path scores like the bridge, a
-stopped compare resumes without redoing finished cells, and bad input is one clear line."""
+"""The comparison on the tiny preset: every method runs and is scored on instructed prompts
+(training and held-out instructions), swept methods are selected on dev and stop early, the
+retrieval baseline equals the task vector when it retrieves the right task, the equal-rank pair
+has its parameter counts, unseen tasks never reach a trained method and their input overlap is
+stored, a stopped compare resumes without redoing finished cells, and bad input is one clear
+line."""
 
 import csv
 import json
 import os
 import platform
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from tvlens.atv.compare import (
     METHODS,
-    TRAINED,
-    available_cores,
+    SELECTED,
+    Cell,
+    build_method,
     cell_path,
-    claim_cell,
+    compare_cells,
+    compare_context,
     get_compare_preset,
-    resolve_workers,
     run_compare,
 )
-from tvlens.atv.tuned import matched_rank, peft_parameter_count
+from tvlens.atv.data import generator_text
+from tvlens.atv.registry import get_method_spec, methods_where, variant_label
+from tvlens.atv.tuned import peft_parameter_count
+from tvlens.atv.workers import available_cores, claim_cell, resolve_workers
 from tvlens.errors import TVLensError
 from tvlens.models import load_model
+
+IN_DOMAIN, UNSEEN = ["first", "last"], ["first_of_2", "last_of_2"]
+
+
+def _cell(out, method, seed=0, variant=SELECTED):
+    return json.loads(cell_path(out, Cell(method, variant, seed)).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -45,56 +59,162 @@ def full(target, tmp_path_factory):
 
 
 def test_every_method_scored_with_outputs(full):
-    s, out = full.summary, full.out
-    assert list(s) == list(METHODS)
+    s, out, cfg = full.summary, full.out, full.config
+    assert [m for m in s if not m.startswith("_")] == list(METHODS)
     assert "context" in s["icl_16"]["skipped"]  # 16-shot prompts exceed n_ctx=64
     for m, r in s.items():
-        if "skipped" in r:
+        if m.startswith("_") or "skipped" in r:
             continue
-        assert len(r["seeds"]) == (1 if m == "zero_shot" else 2)
+        spec = get_method_spec(m)
+        want = 1 if spec.seedless or spec.max_seeds == 1 else 2
+        assert len(r["seeds"]) == want, m
         for g in ("in_domain", "unseen"):
             assert 0.0 <= r[f"{g}_first_token_mean"] <= 1.0
             assert r[f"{g}_exact_match_mean"] <= r[f"{g}_first_token_mean"] + 1e-9
-        assert set(r["in_domain_tasks"]) == {"last_of_2", "first_of_3", "last_of_4"}
-        assert set(r["unseen_tasks"]) == {"first_of_2", "last_of_3"}
+            lo, hi = r[f"{g}_ci"]
+            assert 0.0 <= lo <= hi <= 1.0
+            # held-out instructions are scored for instructed methods only
+            assert (f"{g}_heldout_first_token_mean" in r) == spec.instructed
+        assert set(r["in_domain_tasks"]) == set(IN_DOMAIN)
+        assert set(r["unseen_tasks"]) == set(UNSEEN)
+        assert set(r["categories"]) == {"in_domain:list", "unseen:list"}
+        if spec.trained:
+            assert r["final_train_loss"] > 0 and r["selected"]["label"]
     assert s["zero_shot"]["infer_relative_to_zero_shot"] == pytest.approx(1.0)
-    assert s["icl_5"]["prompt_tokens_per_query"] > 4 * s["zero_shot"]["prompt_tokens_per_query"]
-    # trained methods learn the in-domain tasks (the query alone tells the task)
-    assert s["lora_qv"]["in_domain_first_token_mean"] > s["zero_shot"]["in_domain_first_token_mean"]
+    assert s["icl_5"]["prompt_tokens_per_query"] > 3 * s["zero_shot"]["prompt_tokens_per_query"]
     data = json.loads((out / "comparison.json").read_text())
-    assert data["complete"] and data["split"]["in_domain"] and data["split"]["unseen"]
+    assert data["complete"] and data["split"]["instructed"]
     assert data["split"]["queries_per_task"]["in_domain"] == {"train": 24, "dev": 8, "test": 16}
+    assert [v["verdict"] in ("reproduced", "not reproduced", "inconclusive")
+            for v in data["verdicts"]] == [True] * 3  # fmt: skip
     rows = list(csv.DictReader((out / "comparison.csv").open()))
     assert [r["method"] for r in rows] == list(METHODS)
-    assert "unseen:first_of_2" in rows[0] and "in_domain:last_of_2" in rows[0]
-    for f in ("bars.html", "heatmap.html", "config.json"):
-        assert (out / f).is_file()
+    assert "unseen:first_of_2" in rows[1] and "in_domain:last" in rows[1]
+    for f in ("bars.html", "heatmap.html", "curves.html", "overlap.html", "overlap.csv",
+              "table.md", "categories.md", "verdicts.md", "config.json"):  # fmt: skip
+        assert (out / f).is_file(), f
+    assert "oracle label" in (out / "table.md").read_text()
+    assert len(cfg.methods) == len(METHODS)
 
 
-def test_parameter_counts(full, target):
-    s, cfg = full.summary, full.config
-    for kind in ("lora_qv", "lora_all", "lora_r1", "prefix"):  # trained model == meta count
-        assert s[kind]["trainable_params"] == peft_parameter_count(target, kind, cfg)
-    L, d = target.n_layers, target.d_model
-    assert s["static_atv"]["trainable_params"] == L * d
-    # prefix tuning: n_virtual * 2 (keys, values) * layers * d_model (GPT-2: no GQA)
-    assert s["prefix"]["trainable_params"] == cfg.prefix_tokens * 2 * L * d
-    d_gen = target.d_model  # the generator is a copy of the target
-    for atv, ref in (("atv_lora_budget", "lora_qv"), ("atv_prefix_budget", "prefix")):
-        r = s[atv]["info"]["rank"]
-        assert r == matched_rank(s[ref]["trainable_params"], d_gen, L * d)
-        assert s[atv]["trainable_params"] == r * (d_gen + L * d) + L * d
-        assert abs(s[atv]["trainable_params"] - s[ref]["trainable_params"]) <= d_gen + L * d
-    assert s["atv"]["trainable_params"] > s["atv_lora_budget"]["trainable_params"]
+def test_prompts_carry_their_task_instruction(target, tmp_path):
+    """Every method reads the same instructed prompt: a training instruction drawn per query
+    (redrawn per epoch in training), the held-out one only at test, none in the ablation; the
+    ATV generator reads the instruction too."""
+    cfg = get_compare_preset("tiny")
+    data = compare_context(cfg, target, tmp_path).data
+    instr = {t: [x.instruction for x in ts] for t, ts in data.templates.items()}
+    for p in data.in_domain.train + data.in_domain.test + data.unseen.test:
+        assert p.template.instruction in instr[p.task]
+        assert p.text.startswith(p.template.instruction + "\n")
+        assert p.template.instruction in generator_text(p)
+    held = data.heldout(data.in_domain.test)
+    assert all(p.template.instruction == data.heldout_templates[p.task].instruction
+               and p.template.instruction not in instr[p.task] for p in held)  # fmt: skip
+    assert all(p.template.instruction == "" for p in data.bare().in_domain.test)
+    # the in-domain tasks take the same lists: only the instruction tells them apart
+    assert data.overlap["first"]["last"] > 0.9
+    drawn = {data.train_template(data.in_domain.train[0], 0, e).template.name for e in range(12)}
+    assert len(drawn) > 1  # redrawn across epochs
 
 
-def test_unseen_tasks_never_trained_and_hf_matches_bridge(full):
+def test_sweep_selects_on_dev_and_stops_early(full):
+    out, cfg = full.out, full.config
+    for m in methods_where(trained=True):
+        spec = get_method_spec(m)
+        variants = spec.variants(cfg)
+        reported = _cell(out, m)
+        if spec.inherits is not None:  # takes the other method's choice, trains again
+            assert reported["variant_values"] == _cell(out, spec.inherits)["variant_values"]
+            assert "reused" not in reported["info"]
+            continue
+        assert len(variants) >= 2
+        sweeps = {variant_label(v): _cell(out, m, 0, variant_label(v)) for v in variants}
+        dev = {k: c["info"]["best_dev_acc"] for k, c in sweeps.items()}
+        best = max(dev, key=lambda k: (dev[k], -list(dev).index(k)))
+        assert reported["info"]["selection"]["label"] == best
+        assert reported["info"]["reused"] == f"sweep cell {best}"  # seed 0: the sweep's weights
+        assert "reused" not in _cell(out, m, 1)["info"]
+        for c in sweeps.values():
+            info = c["info"]
+            accs = [e["dev_acc"] for e in info["curve"]]
+            assert info["best_dev_acc"] == max(accs) and 1 <= len(accs) <= cfg.epochs
+            assert info["stopped_early"] == (len(accs) < cfg.epochs)
+            if info["stopped_early"]:  # `patience` epochs after the best, none better
+                assert len(accs) - 1 - int(np.argmax(accs)) == cfg.patience
+            assert "groups" not in c  # a sweep cell is scored on dev only
+    atv = _cell(out, "atv")["info"]
+    assert len(atv["extra"]["steer_ratio"]) == 2 and min(atv["extra"]["steer_ratio"]) > 0
+    labels = [variant_label(v) for v in get_method_spec("atv").variants(cfg)]
+    assert {lb.split("scale=")[1] for lb in labels} == {"0.3", "1"}  # λ is swept too
+
+
+def test_unseen_tasks_never_trained_and_overlap_stored(full):
     out = full.out
-    for m in TRAINED:
-        cell = json.loads(cell_path(out, m, 0).read_text())
-        assert cell["info"]["trained_on_tasks"] == ["first_of_3", "last_of_2", "last_of_4"]
-    zs = json.loads(cell_path(out, "zero_shot", 0).read_text())
+    for path in (out / "cells").glob("*.json"):
+        cell = json.loads(path.read_text())
+        spec = get_method_spec(cell["method"])
+        if "skipped" in cell:
+            continue
+        if spec.trained or not spec.demonstrations:
+            key = "trained_on_tasks" if spec.trained else "fitted_on_tasks"
+            assert cell["info"][key] == IN_DOMAIN, path.name
+    zs = _cell(out, "zero_shot")
     assert zs["info"]["hf_agrees_with_bridge"] == 1.0
+    split = json.loads((out / "comparison.json").read_text())["split"]
+    assert set(split["input_overlap"]) == set(IN_DOMAIN + UNSEEN)
+    assert set(split["input_overlap"]["first_of_2"]) == set(IN_DOMAIN)
+    rows = list(csv.DictReader((out / "overlap.csv").open()))
+    assert [r["task"] for r in rows] == IN_DOMAIN + UNSEEN
+
+
+def test_unseen_task_sharing_inputs_is_refused(target, tmp_path):
+    cfg = get_compare_preset("tiny").with_overrides(unseen=["l34/first=first_of_2"])
+    with pytest.raises(TVLensError, match="overlap_allowed") as e:
+        compare_context(cfg, target, tmp_path)
+    assert "\n" not in str(e.value)
+    ok = cfg.with_overrides(overlap_allowed={"first_of_2|first": "same inputs, same task"})
+    with pytest.raises(TVLensError, match="first_of_2.*last"):  # the other task still checked
+        compare_context(ok, target, tmp_path)
+
+
+def test_retrieval_with_the_right_task_is_the_task_vector(full, target, tmp_path):
+    """The retrieval baseline injects exactly the task vector of the task it retrieves: made to
+    retrieve the label, it scores each query as the (oracle-label) task vector does."""
+    ctx = compare_context(full.config, target, tmp_path)
+    ret = build_method(ctx, "retrieval", 0)
+    info = ret.fit(ctx.data.in_domain)
+    assert 0.0 <= info["dev_retrieval_accuracy"] <= 1.0
+    tv_layers = _cell(full.out, "task_vector")["info"]["layers"]
+    assert info["layers"] == {t: tv_layers[t] for t in IN_DOMAIN}  # the same dev choice
+    keys = ret.vector_keys(ctx.data.unseen.test)
+    assert set(keys) <= set(IN_DOMAIN)  # an unseen query gets an in-domain vector
+    tv = build_method(ctx, "task_vector", 0)
+    tv.fit(ctx.data.in_domain)
+    ret.vector_keys = lambda ps: [p.task for p in ps]
+    prompts = ctx.data.in_domain.test
+    for a, b in zip(ret.correctness(prompts), tv.correctness(prompts), strict=True):
+        assert a.tolist() == b.tolist()
+    cell = _cell(full.out, "retrieval")["info"]
+    assert set(cell["retrieved"]["unseen"]) == set(UNSEEN)
+
+
+def test_parameter_counts_and_the_equal_rank_pair(full, target):
+    s, cfg = full.summary, full.config
+    for m in ("lora_qv", "lora_all", "prefix", "lora_r1", "lora_r8"):  # trained == meta count
+        kw = get_method_spec(m).kwargs
+        assert s[m]["trainable_params"] == peft_parameter_count(
+            target, kw["kind"], cfg, kw.get("rank")
+        )
+    L, d = target.n_layers, target.d_model
+    assert s["prefix"]["trainable_params"] == cfg.prefix_tokens * 2 * L * d
+    d_gen, d_mlp = target.d_model, 128  # the generator is a copy of the target
+    for r in (1, 8):
+        # rank-r expansion of the frozen generator's state vs rank-r LoRA on each block's
+        # MLP output projection (d_mlp -> d_model): the sites where ATV adds its vector
+        assert s[f"atv_r{r}"]["trainable_params"] == r * (d_gen + L * d) + L * d
+        assert s[f"lora_r{r}"]["trainable_params"] == L * r * (d_mlp + d)
+    assert s["atv"]["trainable_params"] > s["atv_lora_budget"]["trainable_params"]
 
 
 def test_resume_without_redoing(full, target):
@@ -104,28 +224,27 @@ def test_resume_without_redoing(full, target):
     assert again.ran == []
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")} == before
     # a lost cell is the only one recomputed; a third seed adds only its own cells
-    lost = json.loads(cell_path(out, "static_atv", 1).read_text())
-    os.remove(cell_path(out, "static_atv", 1))
-    methods = ["zero_shot", "static_atv", "lora_r1"]
+    lost = _cell(out, "lora_r1", 1)
+    os.remove(cell_path(out, Cell("lora_r1", SELECTED, 1)))
+    methods = ["zero_shot", "lora_r1"]
     res = run_compare(target, out, preset="tiny", seeds=3, methods=methods, progress=False)
-    assert res.ran == [("static_atv", 1), ("static_atv", 2), ("lora_r1", 2)]
-    redone = json.loads(cell_path(out, "static_atv", 1).read_text())
-    assert redone["groups"] == lost["groups"]  # seeded: the same numbers
-    assert list(res.summary) == methods and len(res.summary["static_atv"]["seeds"]) == 3
+    assert res.ran == [Cell("lora_r1", SELECTED, 1), Cell("lora_r1", SELECTED, 2)]
+    assert _cell(out, "lora_r1", 1)["groups"] == lost["groups"]  # seeded: the same numbers
+    assert list(res.summary) == ["zero_shot", "lora_r1", "_sweeps"]
+    assert len(res.summary["lora_r1"]["seeds"]) == 3
 
 
 def test_stopped_compare_resumes(target, tmp_path):
-    methods = ["zero_shot", "static_atv"]
+    methods = ["zero_shot", "lora_r1"]
     first = run_compare(target, tmp_path, preset="tiny", seeds=2, methods=methods,
                         progress=False, stop_after=2)  # fmt: skip
-    assert first.ran == [("zero_shot", 0), ("static_atv", 0)]
-    assert json.loads((tmp_path / "comparison.json").read_text())["missing_cells"] == [
-        ["static_atv", 1]
-    ]
+    assert [c.variant for c in first.ran] == ["lr=0.002", "lr=0.005"]  # sweeps first
+    missing = json.loads((tmp_path / "comparison.json").read_text())["missing_cells"]
+    assert missing == [str(c) for c in compare_cells(first.config)[2:]]
     rest = run_compare(target, tmp_path, preset="tiny", seeds=2, methods=methods, progress=False)
-    assert rest.ran == [("static_atv", 1)]
+    assert len(rest.ran) == 3
     with pytest.raises(TVLensError, match="another configuration") as e:
-        run_compare(target, tmp_path, preset="tiny", seeds=2, epochs=3, progress=False)
+        run_compare(target, tmp_path, preset="tiny", seeds=2, epochs=2, progress=False)
     assert "\n" not in str(e.value)
 
 
@@ -136,10 +255,10 @@ def test_two_processes_share_the_cells(full, target_run, tmp_path):
     out = tmp_path / "w"
     res = run_compare(str(target_run), out, preset="tiny", seeds=2, methods=methods,
                       device="cpu", progress=False, workers=2)  # fmt: skip
-    want = [("zero_shot", 0), ("icl_5", 0), ("icl_5", 1), ("lora_qv", 0), ("lora_qv", 1)]
-    assert sorted(res.ran) == sorted(want)
+    want = compare_cells(res.config)
+    assert sorted(map(str, res.ran)) == sorted(map(str, want))
     assert sorted(p.name for p in (out / "cells").iterdir()) == sorted(
-        f"{m}__seed{s}.json" for m, s in want
+        cell_path(out, c).name for c in want
     )
     config = json.loads((out / "config.json").read_text())
     assert config["workers"] == 2 and config["torch_threads"] == max(1, available_cores() // 2)
@@ -153,13 +272,13 @@ def test_claimed_cells_are_left_to_their_process(target, tmp_path):
     """A cell claimed by a live process is skipped (the compare stays incomplete); a claim
     whose process is gone is taken over."""
     methods = ["zero_shot", "icl_5"]
-    path = cell_path(tmp_path, "icl_5", 0)
+    path = cell_path(tmp_path, Cell("icl_5", SELECTED, 0))
     assert claim_cell(path) and not claim_cell(path)  # held by this (live) process
     res = run_compare(target, tmp_path, preset="tiny", seeds=1, methods=methods, progress=False)
-    assert res.ran == [("zero_shot", 0)] and not path.is_file()
+    assert res.ran == [Cell("zero_shot", SELECTED, 0)] and not path.is_file()
     path.with_suffix(".claim").write_text(f"{platform.node()} 999999999")  # no such process
     res = run_compare(target, tmp_path, preset="tiny", seeds=1, methods=methods, progress=False)
-    assert res.ran == [("icl_5", 0)] and not path.with_suffix(".claim").exists()
+    assert res.ran == [Cell("icl_5", SELECTED, 0)] and not path.with_suffix(".claim").exists()
 
 
 def test_workers_input(target):
@@ -173,8 +292,11 @@ def test_workers_input(target):
 
 
 def test_bad_input_is_one_line(target, tmp_path):
-    with pytest.raises(TVLensError, match="--data") as e:
+    with pytest.raises(TVLensError, match="no instructions") as e:
         run_compare(target, tmp_path, preset="tiny", unseen=["fv/antonym"], progress=False)
+    assert "\n" not in str(e.value)
+    with pytest.raises(TVLensError, match="No nope.json") as e:
+        run_compare(target, tmp_path, preset="tiny", unseen=["fv/nope"], progress=False)
     assert "\n" not in str(e.value)
     mine = tmp_path / "mine"  # a folder of the user's: refused, nothing in it changed
     mine.mkdir()
@@ -182,10 +304,10 @@ def test_bad_input_is_one_line(target, tmp_path):
     with pytest.raises(TVLensError, match="not empty") as e:
         run_compare(target, mine, preset="tiny", progress=False)
     assert "\n" not in str(e.value) and [p.name for p in mine.iterdir()] == ["notes.txt"]
-    with pytest.raises(TVLensError, match="Unknown method"):
+    with pytest.raises(TVLensError, match="Unknown compare method"):
         get_compare_preset("tiny").with_overrides(methods=["nope"])
     with pytest.raises(TVLensError, match="both in-domain and unseen"):
-        get_compare_preset("tiny").with_overrides(unseen=["al/last_of_2"])
+        get_compare_preset("tiny").with_overrides(unseen=["l34/last"])
 
 
 def test_cli(target_run, tmp_path):
@@ -199,7 +321,7 @@ def test_cli(target_run, tmp_path):
     assert res.exit_code == 0, res.output
     assert "icl_5" in res.output and (out / "comparison.csv").is_file()
     bad = CliRunner().invoke(app, [*args[:-4], "--methods", "nope", "--device", "cpu"])
-    assert bad.exit_code == 2 and "Unknown method" in bad.output
+    assert bad.exit_code == 2 and "Unknown compare method" in bad.output
     bad = CliRunner().invoke(app, [*args, "--workers", "two"])
     assert bad.exit_code == 2 and "positive integer" in bad.output
 

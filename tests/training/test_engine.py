@@ -225,3 +225,47 @@ def test_two_data_parallel_processes_equal_one_process_accumulating_two(tmp_path
     assert all(torch.allclose(ddp[k], v, atol=1e-6) for k, v in weights(one).items())
     logged = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert [c["step"] for c in logged["checkpoints"]] == [c.step for c in one.checkpoints]
+
+
+def test_early_stop_ends_the_run_and_a_resumed_stopped_run_stays_stopped(tmp_path):
+    """``stop`` is asked after every checkpoint's evaluation; a run it ends is complete (no
+    further steps, no further checkpoints), and resuming it trains nothing more."""
+    scripted = iter([0.5, 0.7, 0.6, 0.6, 0.9, 0.9, 0.9, 0.9])
+    kind = toy_kind("epochs")
+    kind.data = EpochData(len(X_ALL), kind.data.collate, epochs=8)
+    kind.evaluate = lambda model, step: {"dev_acc": next(scripted)}
+    asked: list[int] = []
+
+    def stop(entries):
+        asked.append(len(entries))
+        accs = [e["dev_acc"] for e in entries]
+        return len(accs) - 1 - int(np.argmax(accs)) >= 2  # 2 epochs without a better one
+
+    kind.stop = stop
+    res = run(tmp_path / "r", kind, cfg())
+    assert asked == [1, 2, 3, 4] and res.completed  # best 0.7 at epoch 2, then 0.6, 0.6
+    assert [e["epoch"] for e in res.metrics["checkpoints"]] == [1, 2, 3, 4]
+    again = run(tmp_path / "r", kind, cfg(), resume=True)
+    assert [e["epoch"] for e in again.metrics["checkpoints"]] == [1, 2, 3, 4]
+    assert weights(again).keys() == weights(res).keys()
+
+
+def test_epoch_aware_batches_and_parameter_groups(tmp_path):
+    """``collate(indices, epoch)`` gets the epoch (a prompt template redrawn per epoch); each
+    parameter group trains at its own learning rate (0: unchanged)."""
+    epochs: list[int] = []
+    kind = toy_kind("epochs")
+
+    def collate(idx, epoch):
+        epochs.append(epoch)
+        return X_ALL[idx], Y_ALL[idx]
+
+    kind.data = EpochData(len(X_ALL), collate, epochs=2, epoch_aware=True)
+    first, last = kind.model[0], kind.model[2]
+    before, before_last = first.weight.detach().clone(), last.weight.detach().clone()
+    kind.param_groups = lambda: [{"params": list(first.parameters()), "lr": 0.0},
+                                 {"params": list(last.parameters()), "lr": 1e-2}]  # fmt: skip
+    run(tmp_path / "g", kind, cfg())
+    assert sorted(set(epochs)) == [1, 2] and epochs == sorted(epochs)
+    assert torch.equal(first.weight.detach(), before)
+    assert not torch.equal(last.weight.detach(), before_last)

@@ -1,26 +1,25 @@
-"""The comparison's methods, each a :class:`tvlens.atv.methods.SteeringMethod`: fitted on the
-same training queries, scored the same way (first answer token and greedy exact match).
+"""The comparison's methods that are not trained, and what the trained ones share.
 
-* ``zero_shot``, ``icl_k``: the frozen target, with ``k`` demonstrations of the query's task.
+Every method is a :class:`CompareMethod` (a :class:`tvlens.atv.methods.SteeringMethod`),
+registered by name in :mod:`tvlens.atv.registry`; all score the same instructed prompts the
+same way (first answer token and greedy exact match).
+
+* ``zero_shot``, ``icl_k``: the frozen target, on the instructed query alone or with ``k``
+  demonstrations of the query's task after the instruction.
 * ``task_vector`` (Hendel et al. 2023), ``function_vector`` (Todd et al. 2023): one vector per
-  task, read from that task's demonstrations (ATV needs none), written at the query; the layer
-  is chosen on dev queries.
-* ``lora_qv``, ``lora_all``, ``lora_r1``, ``prefix``: peft adapters on the plain HF model (a
-  fresh load of the target's folder: peft swaps modules, which the bridge would not see).
-* ``atv``, ``atv_lora_budget``, ``atv_prefix_budget``: :class:`tvlens.atv.model.ATV` as
-  published (generator trained, full-rank expansion) and with a frozen generator and a
-  low-rank expansion whose parameter count matches LoRA-q,v / prefix tuning.
-* ``static_atv``: one learned constant per layer added at every position (the query is not
-  read): the query-independent ATV of the paper's LoRA-equivalence argument.
+  task, extracted from that task's instructed demonstrations (averaged over its training
+  instructions) and written at the query; the layer is chosen on dev queries. They are told
+  the test query's task ("oracle label").
 
-Every trained method trains through :func:`tvlens.training.engine.train_run` (one run folder
-per cell, one checkpoint per epoch, resumable).
+:func:`engine_fit` trains any method through :func:`tvlens.training.engine.train_run` with
+the comparison's protocol: instructions redrawn per query and epoch, dev accuracy after every
+epoch, early stopping, and the best-dev epoch's weights kept.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,9 @@ from jaxtyping import Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from tvlens.atv.compare_setup import CompareContext
+from tvlens.atv.compare_setup import CompareContext, merged
 from tvlens.atv.data import ATVSplits
-from tvlens.atv.methods import SteeringMethod
+from tvlens.atv.methods import ICL, SteeringMethod, ZeroShot
 from tvlens.errors import PromptError
 from tvlens.icl_accuracy import answer_correctness, evaluate_prompts
 from tvlens.models.hf import quiet_transformers
@@ -56,10 +55,22 @@ class CompareMethod(SteeringMethod):
     skip_reason: str | None = None
     virtual_tokens = 0
 
-    def __init__(self, ctx: CompareContext, name: str, seed: int):
+    def __init__(
+        self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None
+    ) -> None:
         self.ctx, self.name, self.seed = ctx, name, seed
+        self.variant = dict(variant or {})
         self.target: TVModel = ctx.target
         self.batch_size = ctx.cfg.eval_batch_size
+        self.run_dir: Path | None = None  # set by the cell: where a trained method trains
+
+    # Trained methods: the weights of the best-dev epoch (a sweep cell keeps them so that the
+    # selected variant's seed 0 is scored without training again).
+    def save_best(self, path: Path) -> None:
+        raise NotImplementedError(f"{self.name} has no trained weights.")
+
+    def restore(self, path: Path) -> None:
+        raise NotImplementedError(f"{self.name} has no trained weights.")
 
     def scored_prompts(self, prompts: Sequence[ICLPrompt]) -> list[ICLPrompt]:
         """The prompts the target reads for these queries (zero-shot unless overridden)."""
@@ -154,26 +165,47 @@ def load_trainable(module: nn.Module, path: Path) -> None:
             params[n].copy_(v)
 
 
+def dev_accuracy(method: CompareMethod, prompts: Sequence[ICLPrompt]) -> dict[str, float]:
+    """First-token and exact-match accuracy on dev prompts, as a mean over tasks."""
+    first, exact = method.correctness(prompts)
+    idx = _by_task(prompts)
+    return {
+        "dev_acc": float(np.mean([first[i].mean() for i in idx.values()])),
+        "dev_exact": float(np.mean([exact[i].mean() for i in idx.values()])),
+    }
+
+
+def best_entry(entries: list[dict[str, Any]]) -> int:
+    """The index of the first checkpoint with the best dev accuracy."""
+    accs = [e["dev_acc"] for e in entries]
+    return int(np.argmax(accs))
+
+
 def engine_fit(
-    ctx: CompareContext,
-    name: str,
-    seed: int,
+    method: CompareMethod,
     module: nn.Module,
-    loss,
-    prompts: Sequence[ICLPrompt],
-    collate,
+    loss: Callable[[nn.Module, Any], Tensor],
+    splits: ATVSplits,
+    collate: Callable[[list[ICLPrompt]], Any],
     lr: float,
     weight_decay: float,
-    save=None,
-    load=None,
+    save: Callable[[Path, int], None] | None = None,
+    load: Callable[[Path, torch.device], None] | None = None,
     required: tuple[str, ...] = (WEIGHTS,),
+    param_groups: Callable[[], list[dict[str, Any]]] | None = None,
+    evaluate_extra: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train ``module`` through the engine on ``prompts`` (``cfg.epochs`` seeded epochs) in
-    ``DIR/runs/{name}__seed{seed}``; the checkpoints are removed once the cell is done."""
+    """Train ``module`` on ``splits.train`` with the comparison's protocol, in
+    ``method.run_dir``: every query in one of its task's training instructions, redrawn per
+    epoch (:meth:`CompareData.train_template`); dev accuracy after every epoch; stop after
+    ``cfg.patience`` epochs without a better one (at most ``cfg.epochs``); then the best-dev
+    epoch's weights are loaded back. Returns the learning curve and the training loss."""
+    from tvlens.models.checkpoints import list_checkpoints
     from tvlens.training.config import TrainingConfig
     from tvlens.training.engine import EpochData, RunKind, train_run
 
-    cfg = ctx.cfg
+    ctx, cfg, seed = method.ctx, method.ctx.cfg, method.seed
+    train, dev = splits.train, splits.dev
     tcfg = TrainingConfig(
         steps=1,  # EpochData decides the steps
         batch_size=cfg.batch_size,
@@ -185,7 +217,9 @@ def engine_fit(
         log_every=5,
         mixed_precision=cfg.mixed_precision,
     )
-    run_dir = ctx.out / "runs" / f"{name}__seed{seed}"
+    run_dir = method.run_dir or ctx.out / "runs" / f"{method.name}__seed{seed}"
+    if run_dir.is_dir() and not (run_dir / "checkpoints").is_dir():
+        shutil.rmtree(run_dir)  # killed after its checkpoints were cleared: train again
 
     def save_weights(folder: Path, step: int) -> None:
         save_file(trainable_state(module), str(folder / WEIGHTS))
@@ -193,31 +227,82 @@ def engine_fit(
     def load_weights(folder: Path, device: torch.device) -> None:
         load_trainable(module, folder / WEIGHTS)
 
-    kind = RunKind(
-        model=module,
-        data=EpochData(n_examples=len(prompts), collate=collate, epochs=cfg.epochs),
-        loss=loss,
-        save=save or save_weights,
-        load=load or load_weights,
-        required_files=required,
+    def evaluate(model: nn.Module, step: int) -> dict[str, Any]:
+        out: dict[str, Any] = dev_accuracy(method, dev)
+        if evaluate_extra is not None:
+            out.update(evaluate_extra())
+        return out
+
+    def stop(entries: list[dict[str, Any]]) -> bool:
+        return len(entries) - 1 - best_entry(entries) >= cfg.patience
+
+    data = EpochData(
+        n_examples=len(train),
+        collate=lambda idx, epoch: collate(
+            [ctx.data.train_template(train[int(i)], seed, epoch) for i in idx]
+        ),
+        epochs=cfg.epochs,
+        epoch_aware=True,
     )
-    info = {"kind": f"compare/{name}", "config": {**tcfg.to_dict(), "method": name,
-            "epochs": cfg.epochs, "n_examples": len(prompts)}}  # fmt: skip
+    kind = RunKind(
+        model=module, data=data, loss=loss, save=save or save_weights,
+        load=load or load_weights, evaluate=evaluate, required_files=required, stop=stop,
+        param_groups=param_groups,
+        postfix=lambda e: {"dev": f"{e['dev_acc']:.3f}"},
+    )  # fmt: skip
+    info = {"kind": f"compare/{method.name}", "config": {**tcfg.to_dict(), "method": method.name,
+            "variant": method.variant, "epochs": cfg.epochs, "patience": cfg.patience,
+            "n_examples": len(train)}}  # fmt: skip
     res = train_run(kind, tcfg, run_dir, info, resume=True, device=ctx.device,
-                    progress=ctx.progress, desc=f"{name} s{seed}")  # fmt: skip
-    losses = res.metrics.get("train_loss", [])
+                    progress=ctx.progress, desc=f"{method.name} s{seed}")  # fmt: skip
+    entries = res.metrics["checkpoints"]
+    best = best_entry(entries)
+    ckpt = {c.step: c for c in list_checkpoints(run_dir)}[entries[best]["step"]]
+    (load or load_weights)(ckpt.path, torch.device(ctx.device))
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return {"steps": res.metrics["checkpoints"][-1]["step"] if res.metrics["checkpoints"] else 0,
-            "final_train_loss": losses[-1][1] if losses else None,
-            "engine_seconds": round(res.seconds, 2)}  # fmt: skip
+    losses = res.metrics.get("train_loss", [])
+    steps_per_epoch = entries[0]["step"] if entries else 1
+    last_epoch = [v for s, v in losses if s > entries[-1]["step"] - steps_per_epoch]
+    best_epoch = [v for s, v in losses if entries[best]["step"] - steps_per_epoch < s
+                  <= entries[best]["step"]]  # fmt: skip
+    stopped_early = len(entries) < cfg.epochs
+    return {
+        "lr": lr,
+        "curve": [
+            {k: e[k] for k in e if k in ("step", "epoch", "dev_acc", "dev_exact")} for e in entries
+        ],  # fmt: skip
+        "train_loss_curve": losses,
+        "best_epoch": entries[best].get("epoch"),
+        "best_dev_acc": entries[best]["dev_acc"],
+        "epochs_run": len(entries),
+        "stopped_early": stopped_early,
+        # The dev curve was still rising when the epochs ran out: say so next to the number.
+        "still_rising": not stopped_early and best == len(entries) - 1 and len(entries) > 1,
+        "final_train_loss": float(np.mean(last_epoch)) if last_epoch else None,
+        "best_epoch_train_loss": float(np.mean(best_epoch)) if best_epoch else None,
+        "steps": entries[-1]["step"] if entries else 0,
+        "extra": {
+            k: v
+            for k, v in entries[best].items()
+            if k not in ("step", "epoch", "dev_acc", "dev_exact")
+        },  # fmt: skip
+        "engine_seconds": round(res.seconds, 2),
+    }
 
 
 # ---------------------------------------------------------------------------- zero-shot, ICL
 
 
 class ZeroShotMethod(CompareMethod):
-    """The target on the query alone. Also times the plain HF model on the same queries (the
-    reference for the peft methods' inference time) and checks it agrees with the bridge."""
+    """:class:`tvlens.atv.methods.ZeroShot` in the comparison. Also times the plain HF model
+    on the same queries (the reference for the peft methods' inference time) and checks it
+    agrees with the bridge."""
+
+    def __init__(
+        self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None
+    ) -> None:
+        super().__init__(ctx, name, seed, variant)
+        self.method = ZeroShot(self.target, self.batch_size)
 
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
         import time
@@ -238,20 +323,21 @@ class ZeroShotMethod(CompareMethod):
                 "hf_agrees_with_bridge": float((f_hf == f_bridge).mean())}  # fmt: skip
 
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
-        return evaluate_prompts(self.target, list(prompts), batch_size=self.batch_size)
+        return self.method.correctness(prompts)
 
 
 class ICLMethod(CompareMethod):
-    """``k`` demonstrations of the query's task from its training queries (the method needs
-    the task's demonstrations; ATV does not). Skipped when a prompt exceeds the context."""
+    """:class:`tvlens.atv.methods.ICL` in the comparison: ``k`` demonstrations of the query's
+    task from its training queries (in-domain or unseen: the method reads the test task's
+    demonstrations; ATV does not). Skipped when a prompt exceeds the context."""
 
-    def __init__(self, ctx: CompareContext, name: str, seed: int, k: int):
-        super().__init__(ctx, name, seed)
+    def __init__(
+        self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None, k: int = 5
+    ) -> None:
+        super().__init__(ctx, name, seed, variant)
         self.k = k
-        self.train = {
-            **tasks_of(ctx.data.in_domain),
-            **tasks_of(ctx.data.unseen),
-        }
+        self.method = ICL(self.target, k, seed, self.batch_size)
+        self.method.fit(merged(*ctx.data.groups().values()))
         tests = [p for s in ctx.data.groups().values() for p in s.test]
         try:
             lens = [
@@ -265,24 +351,10 @@ class ICLMethod(CompareMethod):
             self.max_tokens = int(max(lens))
 
     def scored_prompts(self, prompts: Sequence[ICLPrompt]) -> list[ICLPrompt]:
-        out = []
-        for p in prompts:
-            # seeded by the query, so every method and call sees the same demonstrations
-            s = self.seed * 1_000_003 + (hash_text(p.task + "\x00" + p.query.input) % 1_000_003)
-            out += sample_prompts(self.train[p.task], self.k, 1, seed=s, template=p.template,
-                                  queries=Task(p.task, (p.query,)))  # fmt: skip
-        return out
+        return self.method.prompts(prompts)
 
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
-        shots = self.scored_prompts(prompts)
-        return evaluate_prompts(self.target, shots, batch_size=self.batch_size)
-
-
-def hash_text(text: str) -> int:
-    """A hash stable across processes (Python's ``hash`` of a str is salted)."""
-    import zlib
-
-    return zlib.crc32(text.encode("utf-8"))
+        return self.method.correctness(prompts)
 
 
 # ------------------------------------------------------------------- task / function vectors
@@ -295,8 +367,10 @@ class _VectorMethod(CompareMethod):
     mode = "replace"
     scale = 1.0
 
-    def __init__(self, ctx: CompareContext, name: str, seed: int):
-        super().__init__(ctx, name, seed)
+    def __init__(
+        self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None
+    ) -> None:
+        super().__init__(ctx, name, seed, variant)
         L = self.target.n_layers
         self.layers = [self.target.check_layer(x) for x in (ctx.cfg.sweep_layers or range(L))]
         self.vectors: dict[str, tuple[Tensor, int]] = {}
@@ -319,12 +393,19 @@ class _VectorMethod(CompareMethod):
             chosen[name] = self.layers[best]
         return {"layers": chosen}
 
+    def vector_keys(self, prompts: Sequence[ICLPrompt]) -> list[str]:
+        """Whose vector each prompt gets: its own task's (the label is given)."""
+        return [p.task for p in prompts]
+
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
         from tvlens.injection.inject import inject
 
         first = np.zeros(len(prompts), dtype=bool)
         exact = np.zeros(len(prompts), dtype=bool)
-        for task, idx in _by_task(prompts).items():
+        keys: dict[str, list[int]] = {}
+        for i, k in enumerate(self.vector_keys(prompts)):
+            keys.setdefault(k, []).append(i)
+        for task, idx in keys.items():
             vec, layer = self.vectors[task]
             for start in range(0, len(idx), self.batch_size):
                 rows = idx[start : start + self.batch_size]
@@ -346,10 +427,15 @@ class TaskVectorMethod(_VectorMethod):
         from tvlens.extraction.residual import hendel_task_vector
 
         cfg = self.ctx.cfg
-        tv = hendel_task_vector(self.target, task, min(cfg.tv_k, len(task) - 2), cfg.n_extract,
-                                seed=self.seed * 7919 + ti, template=self.ctx.template,
-                                layers=self.layers)  # fmt: skip
-        return tv.vectors
+        templates = self.ctx.data.templates[task.name]
+        n = max(1, -(-cfg.n_extract // len(templates)))  # the prompts split over instructions
+        vecs = [
+            hendel_task_vector(self.target, task, min(cfg.tv_k, len(task) - 2), n,
+                               seed=self.seed * 7919 + 31 * ti + j, template=tmpl,
+                               layers=self.layers).vectors
+            for j, tmpl in enumerate(templates)
+        ]  # fmt: skip
+        return torch.stack(vecs).mean(0)
 
 
 class FunctionVectorMethod(_VectorMethod):
@@ -375,7 +461,7 @@ class FunctionVectorMethod(_VectorMethod):
                     min(cfg.tv_k, len(task) - 1),
                     cfg.fv_aie_prompts,
                     seed=self.seed * 7919 + 500 + ti,
-                    template=self.ctx.template,
+                    template=self.ctx.data.templates[task.name][0],
                 )
                 clean = tokenize_prompts(ps, t, "left")
                 bad = tokenize_prompts(shuffled_label_variants(ps, seed=ti), t, "left")
@@ -389,8 +475,12 @@ class FunctionVectorMethod(_VectorMethod):
         from tvlens.extraction.function_vectors import mean_head_outputs
 
         cfg, t = self.ctx.cfg, self.target
-        ps = sample_prompts(task, min(cfg.tv_k, len(task) - 1), cfg.n_extract,
-                            seed=self.seed * 7919 + ti, template=self.ctx.template)  # fmt: skip
+        templates = self.ctx.data.templates[task.name]
+        n = max(1, -(-cfg.n_extract // len(templates)))
+        k = min(cfg.tv_k, len(task) - 1)
+        ps = [p for j, tmpl in enumerate(templates)
+              for p in sample_prompts(task, k, n, seed=self.seed * 7919 + 31 * ti + j,
+                                      template=tmpl)]  # fmt: skip
         means = mean_head_outputs(t, tokenize_prompts(ps, t, "left"))
         fv = torch.zeros(t.d_model, device=means.device, dtype=means.dtype)
         with torch.no_grad():

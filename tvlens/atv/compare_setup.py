@@ -3,52 +3,39 @@ the context every (method, seed) cell reads (:mod:`tvlens.atv.compare` runs the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tvlens.atv.data import ATVSplits, get_atv_suite, split_queries
+from tvlens.atv.data import ATVSplits, get_atv_suite, hash_text, split_queries
+from tvlens.atv.registry import METHODS, get_method_spec, variant_label
 from tvlens.errors import TVLensError, UnknownTaskError
 from tvlens.models.loading import TVModel
 from tvlens.runs import CELLS_DIR
 from tvlens.tasks.core import Task, TaskSuite
+from tvlens.tasks.instructions import load_instructions
+from tvlens.tasks.prompts import ICLPrompt, PromptTemplate, get_template
+from tvlens.tasks.registry import FV_DATA_DIR
 from tvlens.training.config import RunConfig
 
-# Every method, in the order of the table. ``icl_16`` runs where the context allows.
-METHODS: tuple[str, ...] = (
-    "zero_shot",
-    "icl_5",
-    "icl_16",
-    "task_vector",
-    "function_vector",
-    "lora_qv",
-    "lora_all",
-    "prefix",
-    "atv",
-    "atv_lora_budget",
-    "atv_prefix_budget",
-    "static_atv",
-    "lora_r1",
-)
-TRAINED = {"lora_qv", "lora_all", "prefix", "atv", "atv_lora_budget", "atv_prefix_budget",
-           "static_atv", "lora_r1"}  # fmt: skip
-NEEDS_DEMOS = {"icl_5", "icl_16", "task_vector", "function_vector"}
-SEEDLESS = {"zero_shot"}  # deterministic: one cell, whatever the seeds
-
-# The function-vector datasets (Todd et al. 2023) by folder: ``fv/<task>`` resolves to
-# ``<data_dir>/abstractive/<task>.json`` or ``<data_dir>/extractive/<task>.json``.
+# The function-vector datasets (Todd et al. 2023, shipped with tvlens): ``fv/<task>`` resolves
+# to ``<data_dir>/abstractive/<task>.json`` or ``<data_dir>/extractive/<task>.json``.
 FV_ALIAS = "fv"
+# In-domain tasks: 6 categories (``tvlens/tasks/data/instructions/fv.json``). Tasks that share
+# inputs (capitalize / capitalize_first_letter, english-french / english-spanish) are told
+# apart by their instructions only.
 CPU_IN_DOMAIN = [
-    "fv/antonym", "fv/capitalize", "fv/capitalize_first_letter", "fv/country-capital",
-    "fv/english-french", "fv/english-spanish", "fv/present-past", "fv/singular-plural",
-    "fv/landmark-country", "fv/person-sport", "fv/product-company", "fv/sentiment",
-    "fv/next_item", "fv/lowercase_first_letter", "fv/choose_first_of_3", "fv/choose_last_of_3",
-    "fv/adjective_v_verb_3", "fv/animal_v_object_3", "fv/color_v_animal_3",
-    "fv/fruit_v_animal_3",
+    "fv/country-capital", "fv/landmark-country", "fv/product-company",
+    "fv/english-french", "fv/english-spanish", "fv/antonym", "fv/present-past",
+    "fv/capitalize", "fv/capitalize_first_letter", "fv/choose_first_of_3",
+    "fv/animal_v_object_3", "fv/sentiment",
 ]  # fmt: skip
+# Unseen tasks: new tasks with their own instructions, none sharing more than
+# ``max_unseen_overlap`` of its inputs with an in-domain task (the overlap matrix is written).
 CPU_UNSEEN = [
-    "fv/english-german", "fv/prev_item", "fv/capitalize_last_letter",
-    "fv/choose_middle_of_3", "fv/verb_v_adjective_3",
+    "fv/person-occupation", "fv/next_item", "fv/lowercase_first_letter",
+    "fv/choose_middle_of_3", "fv/color_v_animal_3",
 ]  # fmt: skip
 
 
@@ -57,8 +44,8 @@ class CompareConfig(RunConfig):
     """Everything that determines a comparison (``DIR/config.json``).
 
     Tasks are ``alias/task`` references: ``fv/<task>`` is a file of the function-vector
-    datasets (``data_dir``), any other alias a suite spec in ``suites`` (or a suite name
-    :func:`tvlens.atv.data.get_atv_suite` knows, with its defaults).
+    datasets (``data_dir``, default: the copy shipped with tvlens), any other alias a suite
+    spec in ``suites`` (or a suite name :func:`tvlens.atv.data.get_atv_suite` knows).
     """
 
     _kind = "compare"
@@ -70,7 +57,12 @@ class CompareConfig(RunConfig):
     suites: dict = field(default_factory=dict)
     data_dir: str | None = None
     max_input_chars: int = 80  # drop long inputs (e.g. news articles): short prompts only
-    template: str | None = None  # None: the target's own (arrow for models tvlens did not train)
+    # Instructions (tvlens.tasks.instructions): a shipped name ("fv"), a JSON file, or a dict;
+    # None: bare prompts for every method (no task is then told apart by its prompt).
+    instructions: Any = "fv"
+    template: str | None = None  # the layout; None: "qa" with instructions, else the target's
+    max_unseen_overlap: float = 0.2  # share of an unseen task's inputs in an in-domain task
+    overlap_allowed: dict = field(default_factory=dict)  # {"unseen|in_domain": why}
     n_train: int = 90
     n_dev: int = 20
     n_test: int = 50
@@ -78,7 +70,6 @@ class CompareConfig(RunConfig):
     seeds: int = 3
     demo_seeds: int | None = None  # seeds of the demonstration methods (None: ``seeds``)
     methods: list = field(default_factory=lambda: list(METHODS))
-    shots: list = field(default_factory=lambda: [5, 16])
     # task vectors (Hendel) and function vectors (Todd): both read the task's demonstrations
     tv_k: int = 5
     n_extract: int = 16
@@ -86,36 +77,45 @@ class CompareConfig(RunConfig):
     fv_aie_tasks: int = 4  # in-domain tasks whose mean AIE ranks the heads (Todd et al.)
     fv_aie_prompts: int = 16
     sweep_layers: list | None = None  # layers tried on dev (None: every layer)
-    # training (every trained method: the same queries, epochs and batch size)
-    epochs: int = 15
+    retrieval_layer: int | None = None  # the query representation (None: the middle layer)
+    retrieval_k: int = 5  # nearest stored queries that vote for a task
+    # training: every trained method the same queries, epochs, batch size and stopping rule
+    epochs: int = 15  # at most
+    patience: int = 2  # stop after this many epochs without a better dev accuracy
     batch_size: int = 8
     weight_decay: float = 0.0
     warmup_steps: int = 0
     grad_clip: float = 1.0
-    peft_lr: float = 1e-3  # LoRA, prefix tuning, static ATV
+    sweep: bool = True  # learning rates (and ATV's λ) tried on seed 0, chosen on dev
+    sweep_default_index: int = 1  # the variant used without a sweep
+    peft_lrs: list = field(default_factory=lambda: [3e-4, 1e-3, 3e-3])  # LoRA, prefix
     lora_rank: int = 8
     lora_alpha_ratio: float = 2.0
     prefix_tokens: int = 10
-    static_scale: float = 1.0
     # ATV (Kang et al. 2025; official code: λ 0.001, lr 5e-4, weight decay 1e-5)
     atv_generator: str | None = None  # None: a separate copy of the target
     atv_generator_stop_at_layer: int | None = None
-    atv_scale: float = 1e-3
-    atv_lr: float = 5e-4
+    atv_scale: float = 1e-3  # λ
+    atv_scales: list = field(default_factory=lambda: [1e-3, 1e-2, 1e-1])  # λ tried
+    atv_lrs: list = field(default_factory=lambda: [2e-4, 5e-4, 2e-3])  # expansion
+    atv_generator_lr_ratio: float = 1.0  # generator LM's lr / expansion's (official: 1)
     atv_weight_decay: float = 1e-5
     atv_positions: str = "all"
     eval_batch_size: int = 32
+    bootstrap: int = 1000  # resamples of the test queries for the 95% intervals
     mixed_precision: str = "no"
     scale_note: str = ""  # what the preset scaled down, written into the output
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if unknown:
-            raise TVLensError(f"Unknown method(s) {unknown}; use some of {list(METHODS)}.")
-        if self.seeds < 1:
-            raise TVLensError(f"seeds must be >= 1, got {self.seeds}.")
-        if min(self.n_train, self.n_dev, self.n_test) < 1:
-            raise TVLensError("n_train, n_dev and n_test must all be >= 1.")
+        for m in self.methods:
+            get_method_spec(m)  # one line naming the valid ones
+        self.check_at_least(1, "seeds", "epochs", "patience", "bootstrap")
+        self.check_at_least(1, "n_train", "n_dev", "n_test")
+        if not self.peft_lrs or not self.atv_lrs or self.atv_scale not in self.atv_scales:
+            raise TVLensError(
+                "peft_lrs and atv_lrs need at least one value, and atv_scales must hold "
+                f"atv_scale ({self.atv_scale})."
+            )
         overlap = sorted(set(self.in_domain) & set(self.unseen))
         if overlap:
             raise TVLensError(f"Tasks {overlap} are both in-domain and unseen; pick one.")
@@ -131,83 +131,97 @@ class CompareConfig(RunConfig):
         return d
 
 
+def _sym_lists(seed: int, lengths: tuple[int, int], n: int = 200) -> dict:
+    return {"name": "lists", "n_symbols": 16, "min_len": lengths[0], "max_len": lengths[1],
+            "ops": ["first", "last"], "n_examples": n, "seed": seed}  # fmt: skip
+
+
+# The tiny preset's "instructions": its target is a tvlens-trained model whose vocabulary is
+# list symbols, so an instruction is a line of them that shows the operation once.
+TINY_INSTRUCTIONS = {"tasks": {
+    "first": {"category": "list", "train": ["s1 s2 s3 -> s1", "s4 s5 s6 -> s4", "s7 s8 -> s7"],
+              "heldout": "s9 s10 s11 s12 -> s9"},
+    "last": {"category": "list", "train": ["s1 s2 s3 -> s3", "s4 s5 s6 -> s6", "s7 s8 -> s8"],
+             "heldout": "s9 s10 s11 s12 -> s12"},
+    "first_of_2": {"category": "list", "train": ["s1 s2 -> s1", "s3 s4 -> s3", "s5 s6 -> s5"],
+                   "heldout": "s13 s14 -> s13"},
+    "last_of_2": {"category": "list", "train": ["s1 s2 -> s2", "s3 s4 -> s4", "s5 s6 -> s6"],
+                  "heldout": "s13 s14 -> s14"},
+}}  # fmt: skip
+
 PRESETS: dict[str, CompareConfig] = {
-    # Seconds: the synthetic setting's target (a tvlens-trained model that does first / last of
-    # symbol lists in context, tvlens.atv.data.SYNTHETIC_TARGET), in-domain tasks whose query
-    # tells the task (its length) and unseen list tasks of other lengths / ops.
+    # Seconds: the synthetic setting's target (tvlens.atv.data.SYNTHETIC_TARGET, first / last
+    # of symbol lists in context). In-domain: first and last of the same lists of 3-4 symbols
+    # (only the instruction tells them apart); unseen: first / last of 2 symbols.
     "tiny": CompareConfig(
-        in_domain=["al/last_of_2", "al/first_of_3", "al/last_of_4"],
-        unseen=["f2/first=first_of_2", "l3/last=last_of_3"],
-        suites={
-            "al": {"name": "atv_lists"},
-            "f2": {
-                "name": "lists",
-                "n_symbols": 16,
-                "min_len": 2,
-                "max_len": 2,
-                "ops": ["first"],
-                "n_examples": 200,
-                "seed": 11,
-            },
-            "l3": {
-                "name": "lists",
-                "n_symbols": 16,
-                "min_len": 3,
-                "max_len": 3,
-                "ops": ["last"],
-                "n_examples": 200,
-                "seed": 12,
-            },
-        },
+        in_domain=["l34/first", "l34/last"],
+        unseen=["l2/first=first_of_2", "l2/last=last_of_2"],
+        suites={"l34": _sym_lists(11, (3, 4)), "l2": _sym_lists(12, (2, 2), 120)},
+        instructions=TINY_INSTRUCTIONS,
+        template="arrow",
         n_train=24,
         n_dev=8,
         n_test=16,
-        seeds=3,
+        seeds=2,
         n_extract=8,
         fv_top_heads=4,
         fv_aie_tasks=2,
         fv_aie_prompts=8,
-        epochs=2,
+        retrieval_k=3,
+        epochs=3,
+        patience=1,
         batch_size=8,
-        peft_lr=5e-3,
+        peft_lrs=[2e-3, 5e-3],
         lora_rank=4,
         prefix_tokens=4,
         atv_scale=1.0,
-        atv_lr=1e-3,
+        atv_scales=[0.3, 1.0],
+        atv_lrs=[1e-3, 3e-3],
         eval_batch_size=64,
-        scale_note="tiny: 24 train / 8 dev / 16 test queries per task, 2 epochs (mechanics).",
-    ),
-    # SmolLM2-135M on a 2-core CPU within about an hour: every method, 3 seeds, scaled down
+        bootstrap=200,
+        scale_note="tiny: 24 train / 8 dev / 16 test queries per task, at most 3 epochs "
+        "(mechanics).",
+    ),  # fmt: skip
+    # SmolLM2-135M on a 2-core CPU in about 2 hours: every method, up to 3 seeds, scaled down
     # (scale_note); the generator is SmolLM2's own first 4 blocks.
     "cpu": CompareConfig(
         target="smollm2-135m",
-        n_train=30,
-        n_dev=10,
-        n_test=50,
+        methods=[m for m in METHODS if not m.endswith("_budget")],
+        n_train=12,
+        n_dev=8,
+        n_test=16,
         seeds=3,
         demo_seeds=1,
-        shots=[5, 16],
-        n_extract=8,
+        n_extract=12,
         fv_top_heads=10,
         fv_aie_tasks=2,
         fv_aie_prompts=8,
         sweep_layers=[3, 6, 9, 12, 15, 18, 21],
-        epochs=1,
+        epochs=5,
+        patience=2,
         batch_size=8,
-        peft_lr=2e-3,
+        peft_lrs=[3e-4, 1e-3, 3e-3],
         lora_rank=8,
         prefix_tokens=10,
         atv_generator="smollm2-135m",
         atv_generator_stop_at_layer=4,
         atv_scale=1e-2,
-        atv_lr=1e-3,
-        eval_batch_size=50,
+        atv_scales=[1e-3, 1e-2, 1e-1],
+        atv_lrs=[2e-4, 1e-3, 5e-3],
+        atv_generator_lr_ratio=0.1,
+        eval_batch_size=40,
         scale_note=(
-            "cpu: 30 (not 90) training queries per task, 1 epoch (not 15), batch 8 (not 1), "
-            "generator = SmolLM2's first 4 blocks (not GPT-2), λ 0.01 (not 0.001), ATV lr 1e-3; "
-            "demonstration methods 1 seed; TV/FV layers swept 3..21 step 3."
+            "cpu (2-core CPU, about 2 hours): 12 in-domain + 5 unseen tasks; 12 (not 90) "
+            "training queries, 8 dev and 16 test queries per task; at most 5 epochs (not 15) "
+            "of batch 8 (not 1), stopped after 2 epochs without a better dev accuracy, "
+            "best-dev epoch kept; learning rate (3 values; ATV also λ in {1e-3, 1e-2, 1e-1}) "
+            "chosen on dev with seed 0, then up to 3 seeds (seed by seed: a run stopped at its "
+            "time budget reports the seeds it finished); generator = SmolLM2's first 4 blocks "
+            "(not GPT-2) at 0.1x the expansion's lr; demonstration methods and the ATV "
+            "no-instruction ablation 1 seed; TV/FV layers swept 3..21 step 3; the matched-"
+            "budget ATV rows (atv_lora_budget, atv_prefix_budget) left out."
         ),
-    ),
+    ),  # fmt: skip
     # The paper's recipe (official code): 90 queries per task, 15 epochs, batch 1, GPT-2
     # generator fully trained, λ 0.001, lr 5e-4; bf16 autocast on the GPU.
     "gpu": CompareConfig(
@@ -215,14 +229,16 @@ PRESETS: dict[str, CompareConfig] = {
         n_dev=20,
         n_test=50,
         epochs=15,
+        patience=3,
         batch_size=1,
         atv_generator="gpt2",
         atv_scale=1e-3,
-        atv_lr=5e-4,
+        atv_lrs=[2e-4, 5e-4, 1e-3],
         mixed_precision="bf16",
         eval_batch_size=64,
-        scale_note="gpu: the paper's recipe (Kang et al. 2025, official code).",
-    ),
+        scale_note="gpu: the paper's recipe (Kang et al. 2025, official code), with early "
+        "stopping on dev.",
+    ),  # fmt: skip
 }
 
 
@@ -250,12 +266,7 @@ def _resolve(ref: str, cfg: CompareConfig, cache: dict[str, TaskSuite]) -> Task:
             f"Task reference {ref!r} is not 'alias/task' (e.g. 'fv/antonym', 'words/antonyms')."
         )
     if alias == FV_ALIAS:
-        if cfg.data_dir is None:
-            raise TVLensError(
-                f"Task {ref!r} is a function-vector dataset: pass --data pointing at the folder "
-                "that holds abstractive/ and extractive/ (e.g. ../shared/data/function_vectors)."
-            )
-        root = Path(cfg.data_dir)
+        root = Path(cfg.data_dir) if cfg.data_dir is not None else FV_DATA_DIR
         for sub in ("abstractive", "extractive", "."):
             path = root / sub / f"{name}.json"
             if path.is_file():
@@ -275,35 +286,107 @@ def _usable(task: Task, max_chars: int) -> Task:
     return Task(task.name, tuple(seen.values()), family=task.family)
 
 
+def input_overlap(a: Task, b: Task) -> float:
+    """The share of ``a``'s inputs that are also inputs of ``b``."""
+    ins = {e.input for e in a.examples}
+    return len(ins & {e.input for e in b.examples}) / max(len(ins), 1)
+
+
 @dataclass(frozen=True)
 class CompareData:
     """The in-domain and unseen tasks, each split into disjoint train / dev / test queries
-    (the same split for every method and seed)."""
+    (the same split for every method and seed), with each task's templates: the training
+    instructions (one drawn per query: by a hash of the query for dev and test, per epoch in
+    training) and a held-out instruction used only at test."""
 
     in_domain: ATVSplits
     unseen: ATVSplits
     sources: dict[str, str]
+    templates: dict[str, list[PromptTemplate]]
+    heldout_templates: dict[str, PromptTemplate]
+    categories: dict[str, str]
+    overlap: dict[str, dict[str, float]]  # task -> in-domain task -> share of its inputs
+    instructed: bool = True
 
     def groups(self) -> dict[str, ATVSplits]:
         return {"in_domain": self.in_domain, "unseen": self.unseen}
+
+    def heldout(self, prompts: list[ICLPrompt]) -> list[ICLPrompt]:
+        """The same queries in their task's held-out template."""
+        return [replace(p, template=self.heldout_templates[p.task]) for p in prompts]
+
+    def bare(self) -> CompareData:
+        """The same queries without instructions (the "no instruction" ablation)."""
+        if not self.instructed:
+            return self
+
+        def strip(ps: list[ICLPrompt]) -> list[ICLPrompt]:
+            return [replace(p, template=p.template.bare()) for p in ps]
+
+        def strip_splits(s: ATVSplits) -> ATVSplits:
+            return ATVSplits(strip(s.train), strip(s.dev), strip(s.test), s.tasks)
+
+        bare_t = {t: [ts[0].bare()] for t, ts in self.templates.items()}
+        return replace(
+            self, in_domain=strip_splits(self.in_domain), unseen=strip_splits(self.unseen),
+            templates=bare_t, heldout_templates={t: ts[0] for t, ts in bare_t.items()},
+            instructed=False,
+        )  # fmt: skip
+
+    def train_template(self, prompt: ICLPrompt, seed: int, epoch: int) -> ICLPrompt:
+        """``prompt`` in one of its task's training templates, drawn for (seed, epoch)."""
+        ts = self.templates[prompt.task]
+        i = hash_text(f"{seed}|{epoch}|{prompt.task}|{prompt.query.input}") % len(ts)
+        return replace(prompt, template=ts[i])
 
     def describe(self) -> dict[str, Any]:
         return {
             "in_domain": self.in_domain.tasks,
             "unseen": self.unseen.tasks,
             "sources": self.sources,
+            "categories": self.categories,
+            "instructed": self.instructed,
+            "instructions": {
+                t: {
+                    "train": [x.instruction for x in ts],
+                    "heldout": self.heldout_templates[t].instruction,
+                }
+                for t, ts in self.templates.items()
+            },  # fmt: skip
+            "input_overlap": self.overlap,
             "queries_per_task": {
                 g: {k: v // max(len(s.tasks), 1) for k, v in s.counts().items()}
                 for g, s in self.groups().items()
             },
             "note": "unseen tasks: never seen by any trained method; their train queries serve "
-            "only as demonstrations for ICL, task vectors and function vectors.",
+            "only as demonstrations for ICL, task vectors and function vectors. input_overlap: "
+            "share of each task's inputs that are inputs of an in-domain task (whole files).",
         }
 
 
+def _templated(splits: ATVSplits, data_templates: dict[str, list[PromptTemplate]]) -> ATVSplits:
+    """Every prompt in a training template drawn by a hash of its query (dev and test: fixed;
+    training redraws per epoch)."""
+
+    def pick(ps: list[ICLPrompt]) -> list[ICLPrompt]:
+        out = []
+        for p in ps:
+            ts = data_templates[p.task]
+            out.append(replace(p, template=ts[hash_text(f"{p.task}|{p.query.input}") % len(ts)]))
+        return out
+
+    return ATVSplits(pick(splits.train), pick(splits.dev), pick(splits.test), splits.tasks)
+
+
 def load_compare_data(cfg: CompareConfig, template: str) -> CompareData:
+    """The tasks, their splits, templates and categories, and the unseen split's check: no
+    unseen task may share more than ``max_unseen_overlap`` of its inputs with an in-domain
+    task unless ``overlap_allowed`` says why."""
     cache: dict[str, TaskSuite] = {}
-    out, sources = {}, {}
+    out, sources, full = {}, {}, {}
+    instr = load_instructions(cfg.instructions) if cfg.instructions is not None else None
+    base = get_template(template)
+    templates, heldout, categories = {}, {}, {}
     for group, refs in (("in_domain", cfg.in_domain), ("unseen", cfg.unseen)):
         tasks = []
         for ref in refs:
@@ -312,13 +395,39 @@ def load_compare_data(cfg: CompareConfig, template: str) -> CompareData:
                 t = Task(ref.replace("/", "_").split("=")[0], t.examples, family=t.family)
             if t.name in sources:
                 raise TVLensError(f"Task {ref!r} is listed twice.")
-            sources[t.name] = ref
+            sources[t.name], full[t.name] = ref, t
+            if instr is None:
+                templates[t.name], heldout[t.name] = [base], base
+                categories[t.name] = t.family or "all"
+            elif t.name not in instr:
+                raise TVLensError(
+                    f"Task {t.name!r} has no instructions in {cfg.instructions!r}: add "
+                    "{category, train, heldout} for it, or run with instructions=None."
+                )
+            else:
+                templates[t.name] = instr[t.name].templates(base)
+                heldout[t.name] = instr[t.name].heldout_template(base)
+                categories[t.name] = instr[t.name].category
             tasks.append(t)
         suite = TaskSuite(group, tuple(tasks))
-        out[group] = split_queries(
-            suite, cfg.n_train, cfg.n_dev, cfg.n_test, template, cfg.data_seed
+        out[group] = _templated(
+            split_queries(suite, cfg.n_train, cfg.n_dev, cfg.n_test, base, cfg.data_seed),
+            templates,
         )
-    return CompareData(out["in_domain"], out["unseen"], sources)
+    ind = out["in_domain"].tasks
+    overlap = {
+        t: {d: round(input_overlap(full[t], full[d]), 4) for d in ind if d != t} for t in full
+    }
+    for u in out["unseen"].tasks:
+        for d, share in overlap[u].items():
+            if share > cfg.max_unseen_overlap and f"{u}|{d}" not in cfg.overlap_allowed:
+                raise TVLensError(
+                    f"Unseen task {u!r} shares {share:.0%} of its inputs with in-domain task "
+                    f"{d!r} (more than max_unseen_overlap={cfg.max_unseen_overlap}): pick another "
+                    f"unseen task, or state why in overlap_allowed['{u}|{d}']."
+                )
+    return CompareData(out["in_domain"], out["unseen"], sources, templates, heldout, categories,
+                       overlap, instructed=instr is not None)  # fmt: skip
 
 
 def merged(a: ATVSplits, b: ATVSplits) -> ATVSplits:
@@ -342,28 +451,95 @@ class CompareContext:
     cache: dict = field(default_factory=dict)  # shared between cells (e.g. FV head ranking)
 
 
-def cell_path(out: Path, method: str, seed: int) -> Path:
-    return out / CELLS_DIR / f"{method}__seed{seed}.json"
+SELECTED = "selected"  # a reported cell: the method's dev-selected variant
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work, one JSON file: a sweep cell (``variant`` = its label, seed 0: trained
+    and scored on dev only) or a reported cell (``variant`` = ``"selected"``: the variant with
+    the best dev accuracy among the method's sweep cells, trained with ``seed`` and scored on
+    the test queries)."""
+
+    method: str
+    variant: str
+    seed: int
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.variant != SELECTED
+
+    def __str__(self) -> str:
+        return f"{self.method} [{self.variant}] seed {self.seed}"
+
+
+def cell_path(out: Path, cell: Cell) -> Path:
+    return out / CELLS_DIR / f"{cell.method}__{cell.variant}__seed{cell.seed}.json"
+
+
+def run_name(cell: Cell) -> str:
+    """The cell's training run folder name (``DIR/runs/<name>``)."""
+    return f"{cell.method}__{cell.variant}__seed{cell.seed}"
 
 
 def method_seeds(cfg: CompareConfig, method: str) -> list[int]:
-    if method in SEEDLESS:
+    spec = get_method_spec(method)
+    if spec.seedless:
         return [0]
-    if method in NEEDS_DEMOS and cfg.demo_seeds is not None:
-        return list(range(cfg.demo_seeds))
-    return list(range(cfg.seeds))
+    n = cfg.demo_seeds if spec.demonstrations and cfg.demo_seeds is not None else cfg.seeds
+    return list(range(min(n, spec.max_seeds or n)))
 
 
-def compare_cells(cfg: CompareConfig) -> list[tuple[str, int]]:
-    """Every (method, seed) cell of the comparison, in the order they are computed."""
-    return [(m, s) for m in cfg.methods for s in method_seeds(cfg, m)]
+def sweep_variants(cfg: CompareConfig, method: str) -> list[dict]:
+    """The variants a method's sweep tries on seed 0 (one: no sweep cells)."""
+    return get_method_spec(method).variants(cfg)
+
+
+def compare_cells(cfg: CompareConfig) -> list[Cell]:
+    """Every cell, in the order they are computed: the sweeps first (the reported cells of a
+    swept method wait for them), then the reported cells seed by seed (a compare stopped
+    early has every method's first seeds)."""
+    sweeps = [
+        Cell(m, variant_label(v), 0)
+        for m in cfg.methods
+        if len(vs := sweep_variants(cfg, m)) > 1
+        for v in vs
+    ]
+    reported = [Cell(m, SELECTED, s) for m in cfg.methods for s in method_seeds(cfg, m)]
+    return sweeps + sorted(reported, key=lambda c: c.seed)  # stable: the methods' order
+
+
+def selection(cfg: CompareConfig, out: Path, method: str) -> dict[str, Any] | None:
+    """The variant a method's reported cells use, or None while a sweep cell it needs is not
+    done: ``{"variant", "label", "source"}`` (``source``: the chosen sweep cell's JSON, whose
+    best-dev weights seed 0 reuses; ``"dev"``: every variant's best dev accuracy). A method
+    that ``inherits`` takes the other method's choice (its default variant when that method
+    is not part of the comparison)."""
+    spec = get_method_spec(method)
+    base = spec.inherits or method
+    vs = get_method_spec(base).variants(cfg)
+    if len(vs) == 1 or base not in cfg.methods:
+        v = vs[0] if len(vs) == 1 else get_method_spec(base).sweep(cfg)[cfg.sweep_default_index]
+        return {"variant": v, "label": variant_label(v), "source": None, "dev": {}}
+    cells = []
+    for v in vs:
+        path = cell_path(out, Cell(base, variant_label(v), 0))
+        if not path.is_file():
+            return None
+        cells.append((v, json.loads(path.read_text())))
+    dev = {variant_label(v): c.get("info", {}).get("best_dev_acc", -1.0) for v, c in cells}
+    best = max(range(len(cells)), key=lambda i: (dev[variant_label(cells[i][0])], -i))
+    v, c = cells[best]
+    return {"variant": v, "label": variant_label(v), "dev": dev,
+            "source": c if base == method else None}  # fmt: skip
 
 
 def compare_context(
     cfg: CompareConfig, target: TVModel, out: Path, progress: bool = True
 ) -> CompareContext:
     """What every cell reads, for a loaded ``target``: its template and the data split."""
-    template = target.template(cfg.template)
+    # Instructed prompts read "instruction / Q: x / A:" (Kang et al. 2025's layout).
+    template = target.template(cfg.template or ("qa" if cfg.instructions is not None else None))
     template = template if isinstance(template, str) else template.name
     data = load_compare_data(cfg, template)
     return CompareContext(cfg, target, data, out, str(target.device), template, progress)

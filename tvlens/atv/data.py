@@ -16,6 +16,7 @@ does not help: the steering has to carry the task, not the answer.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -27,7 +28,13 @@ from torch import Tensor
 
 from tvlens.errors import EmptyTaskError, TVLensError
 from tvlens.tasks.core import TaskSuite
-from tvlens.tasks.prompts import ICLPrompt, PaddingSide, get_template, tokenize_prompts
+from tvlens.tasks.prompts import (
+    ICLPrompt,
+    PaddingSide,
+    PromptTemplate,
+    get_template,
+    tokenize_prompts,
+)
 from tvlens.tasks.synthetic import list_suite
 
 GeneratorInput = Literal["prompt", "input"]
@@ -104,7 +111,7 @@ def split_queries(
     n_train: int,
     n_dev: int,
     n_test: int,
-    template: str = "arrow",
+    template: str | PromptTemplate = "arrow",
     seed: int = 0,
 ) -> ATVSplits:
     """``n_train`` / ``n_dev`` / ``n_test`` disjoint queries per task (a seeded shuffle of
@@ -125,6 +132,11 @@ def split_queries(
         for split, (lo, hi) in bounds.items():
             parts[split] += [ICLPrompt(task.name, (), uniq[i], tmpl) for i in order[lo:hi]]
     return ATVSplits(parts["train"], parts["dev"], parts["test"], suite.names)
+
+
+def hash_text(text: str) -> int:
+    """A hash stable across processes (Python's ``hash`` of a str is salted)."""
+    return zlib.crc32(text.encode("utf-8"))
 
 
 def generator_text(prompt: ICLPrompt, generator_input: GeneratorInput = "prompt") -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tvlens.atv.data import ATVSplits
+from tvlens.atv.data import ATVSplits, hash_text
 from tvlens.icl_accuracy import ICLEvaluation, TaskAccuracy, evaluate_prompts
 from tvlens.models.tvmodel import TVModel
 from tvlens.results import Result
@@ -56,27 +56,34 @@ class ZeroShot(SteeringMethod):
 
 class ICL(SteeringMethod):
     """The target with ``k`` demonstrations of the query's task drawn from the training
-    queries (it needs the task's demonstrations; ATV does not)."""
+    queries (it needs the task's demonstrations; ATV does not). The demonstrations are drawn
+    by a seed from the query itself, so every method, call and order of queries sees the same
+    ones (the comparison's ``icl_k`` uses this class too)."""
 
     def __init__(self, target: TVModel, k: int = 5, seed: int = 0, batch_size: int = 64):
         self.target, self.k, self.seed, self.batch_size = target, k, seed, batch_size
         self.name = f"icl-{k}"
-        self._train: dict[str, Any] = {}
+        self.demos: dict[str, Task] = {}
 
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
         by_task: dict[str, list] = {}
         for p in splits.train:
             by_task.setdefault(p.task, []).append(p.query)
-        self._train = {t: Task(t, tuple(exs)) for t, exs in by_task.items()}
+        self.demos = {t: Task(t, tuple(exs)) for t, exs in by_task.items()}
         return {}
 
+    def prompts(self, prompts: Sequence[ICLPrompt]) -> list[ICLPrompt]:
+        """Each prompt's query after ``k`` demonstrations of its task, in its template (an
+        instruction, if the template has one, comes first)."""
+        out = []
+        for p in prompts:
+            s = self.seed * 1_000_003 + (hash_text(p.task + "\x00" + p.query.input) % 1_000_003)
+            out += sample_prompts(self.demos[p.task], self.k, 1, seed=s, template=p.template,
+                                  queries=Task(p.task, (p.query,)))  # fmt: skip
+        return out
+
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
-        shots = []
-        for i, p in enumerate(prompts):  # the prompt's own query, k training demonstrations
-            query = Task(p.task, (p.query,))
-            shots += sample_prompts(self._train[p.task], self.k, 1, seed=self.seed + i,
-                                    template=p.template, queries=query)  # fmt: skip
-        return evaluate_prompts(self.target, shots, batch_size=self.batch_size)
+        return evaluate_prompts(self.target, self.prompts(prompts), batch_size=self.batch_size)
 
 
 class ATVMethod(SteeringMethod):

@@ -1,58 +1,70 @@
 """The comparison's trained methods: LoRA and prefix tuning (peft, on the plain HF model), ATV as
-published and at matched parameter budgets, and a static (query-independent) ATV; and
-:func:`build_method`, which makes any method of the comparison by name."""
+published, ATV with a frozen generator at matched parameter budgets, and the equal-rank pair
+(a rank-r ATV expansion against rank-r LoRA on each block's residual write). All train through
+:func:`tvlens.atv.baselines.engine_fit` (early stopping on dev, best-dev weights kept)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from tvlens.atv.baselines import (
     CompareMethod,
-    FunctionVectorMethod,
-    ICLMethod,
-    TaskVectorMethod,
-    ZeroShotMethod,
     answer_ce,
     engine_fit,
     fresh_hf,
     hf_logits,
     hf_source,
     lm_batch,
+    load_trainable,
+    trainable_state,
 )
 from tvlens.atv.compare_setup import CompareContext
 from tvlens.atv.data import ATVSplits
 from tvlens.errors import TVLensError
-from tvlens.icl_accuracy import answer_correctness, evaluate_prompts
+from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.models.hf import quiet_transformers
 from tvlens.models.loading import TVModel
 from tvlens.tasks.prompts import ICLPrompt, tokenize_prompts
 
+# Each block's MLP output projection: the linear map that writes into the residual stream
+# after the block, where ATV adds its vector (the sites of the equal-rank pair). A regex where
+# the plain name would also match the attention's output projection.
+RESIDUAL_WRITE = {"gpt2": r".*\.mlp\.c_proj", "gpt_neox": ["dense_4h_to_h"]}
+PEFT_KINDS = ("lora_qv", "lora_all", "lora_sites", "prefix")
 
-def peft_config(kind: str, cfg: Any, model_type: str):
-    """The peft config of ``lora_qv`` / ``lora_all`` / ``lora_r1`` / ``prefix``."""
+
+def peft_config(kind: str, cfg: Any, model_type: str, rank: int | None = None):
+    """The peft config of ``lora_qv`` / ``lora_all`` / ``lora_sites`` / ``prefix``
+    (``rank``: the LoRA rank, default ``cfg.lora_rank``)."""
     from peft import LoraConfig, PrefixTuningConfig
 
+    if kind not in PEFT_KINDS:
+        raise TVLensError(f"Unknown peft kind {kind!r}; use one of {list(PEFT_KINDS)}.")
     if kind == "prefix":
         return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.prefix_tokens)
     # q and v projections; GPT-2 and NeoX fuse q, k and v in one matrix: LoRA then adapts it.
     qv = {"gpt2": ["c_attn"], "gpt_neox": ["query_key_value"]}.get(model_type, ["q_proj", "v_proj"])
-    rank = 1 if kind == "lora_r1" else cfg.lora_rank
+    targets = {"lora_all": "all-linear", "lora_qv": qv,
+               "lora_sites": RESIDUAL_WRITE.get(model_type, ["down_proj"])}[kind]  # fmt: skip
+    rank = rank or cfg.lora_rank
     return LoraConfig(
         r=rank,
         lora_alpha=cfg.lora_alpha_ratio * rank,
         lora_dropout=0.0,
-        target_modules="all-linear" if kind == "lora_all" else qv,
+        target_modules=targets,
         task_type="CAUSAL_LM",
     )
 
 
-def peft_parameter_count(target: TVModel, kind: str, cfg: Any) -> int:
+def peft_parameter_count(target: TVModel, kind: str, cfg: Any, rank: int | None = None) -> int:
     """Trainable parameters of a peft method on ``target``, counted on a weightless (meta)
     copy of its architecture: exact, and nothing is loaded."""
     from peft import get_peft_model
@@ -62,7 +74,7 @@ def peft_parameter_count(target: TVModel, kind: str, cfg: Any) -> int:
     hf_cfg = AutoConfig.from_pretrained(src, revision=rev)
     with torch.device("meta"), quiet_transformers():
         model = AutoModelForCausalLM.from_config(hf_cfg)
-    pm = get_peft_model(model, peft_config(kind, cfg, hf_cfg.model_type))
+    pm = get_peft_model(model, peft_config(kind, cfg, hf_cfg.model_type, rank))
     return sum(p.numel() for p in pm.parameters() if p.requires_grad)
 
 
@@ -107,38 +119,54 @@ def init_prefix_from_tokens(model: nn.Module, ids: Int[Tensor, "1 n"]) -> None:
 
 class PeftMethod(CompareMethod):
     """LoRA or prefix tuning (peft) on a fresh plain HF copy of the target, trained on the
-    in-domain training queries through the engine."""
+    in-domain training queries (``kind``: see :func:`peft_config`; ``rank``: LoRA's)."""
 
     path = "hf"
 
-    def __init__(self, ctx: CompareContext, name: str, seed: int):
-        super().__init__(ctx, name, seed)
+    def __init__(
+        self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None,
+        kind: str = "lora_qv", rank: int | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(ctx, name, seed, variant)
+        self.kind, self.rank = kind, rank
         self.model: nn.Module | None = None
-        if name == "prefix":
+        if kind == "prefix":
             self.virtual_tokens = ctx.cfg.prefix_tokens
 
     def build(self) -> nn.Module:
         from peft import get_peft_model
 
         hf = fresh_hf(self.target)
+        conf = peft_config(self.kind, self.ctx.cfg, hf.config.model_type, self.rank)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            return get_peft_model(hf, peft_config(self.name, self.ctx.cfg, hf.config.model_type))
+            return get_peft_model(hf, conf)
 
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
         self.model = self.build()
-        train, target = splits.train, self.target
-        if self.name == "prefix":
-            init_prefix_from_tokens(self.model, prefix_init_ids(train, target, self.virtual_tokens))
+        target = self.target
+        if self.kind == "prefix":
+            init_prefix_from_tokens(
+                self.model, prefix_init_ids(splits.train, target, self.virtual_tokens)
+            )
         info = engine_fit(
-            self.ctx, self.name, self.seed, self.model,
+            self, self.model,
             loss=lambda m, b: answer_ce(hf_logits(m, b.tokens, b.attention_mask), b.labels),
-            prompts=train,
-            collate=lambda idx: lm_batch([train[int(i)] for i in idx], target),
-            lr=self.ctx.cfg.peft_lr, weight_decay=self.ctx.cfg.weight_decay,
+            splits=splits,
+            collate=lambda ps: lm_batch(ps, target),
+            lr=self.variant.get("lr", self.ctx.cfg.peft_lrs[0]),
+            weight_decay=self.ctx.cfg.weight_decay,
         )  # fmt: skip
         self.model.eval()
-        return info
+        return {**info, "kind": self.kind, "rank": self.rank}
+
+    def save_best(self, path: Path) -> None:
+        save_file(trainable_state(self.model), str(path))
+
+    def restore(self, path: Path) -> None:
+        self.model = self.build()
+        load_trainable(self.model, path)
+        self.model.eval()
 
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
         return evaluate_prompts(self.model, list(prompts), tokenizer=self.target,
@@ -146,7 +174,7 @@ class PeftMethod(CompareMethod):
 
     def trainable_parameters(self) -> int:
         if self.model is None:
-            return peft_parameter_count(self.target, self.name, self.ctx.cfg)
+            return peft_parameter_count(self.target, self.kind, self.ctx.cfg, self.rank)
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
 
@@ -160,13 +188,21 @@ def matched_rank(budget: int, d_gen: int, n_out: int) -> int:
 
 
 class ATVCompareMethod(CompareMethod):
-    """:class:`tvlens.atv.model.ATV` trained through the engine on the in-domain training
-    queries. ``atv``: generator trained, full-rank expansion (the paper); ``atv_lora_budget``
-    / ``atv_prefix_budget``: frozen generator, low-rank expansion at LoRA-q,v's / prefix
-    tuning's parameter count."""
+    """:class:`tvlens.atv.model.ATV` trained on the in-domain training queries. ``kind``:
+    ``atv`` (the paper: generator trained, full-rank expansion, the generator LM at
+    ``atv_generator_lr_ratio`` times the expansion's learning rate); ``lora_budget`` /
+    ``prefix_budget`` (frozen generator, low-rank expansion at LoRA-q,v's / prefix tuning's
+    parameter count); ``rank`` (frozen generator, rank-``rank`` expansion). The variant sets
+    the learning rate ``lr`` and λ ``scale``."""
 
-    def __init__(self, ctx: CompareContext, name: str, seed: int):
-        super().__init__(ctx, name, seed)
+    def __init__(
+        self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None,
+        kind: str = "atv", rank: int | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(ctx, name, seed, variant)
+        if kind not in ("atv", "lora_budget", "prefix_budget", "rank"):
+            raise TVLensError(f"Unknown ATV kind {kind!r}.")
+        self.kind, self.rank, self.budget = kind, rank, None
         self.atv = None
 
     def generator_lm(self, trainable: bool) -> TVModel:
@@ -185,123 +221,76 @@ class ATVCompareMethod(CompareMethod):
         from tvlens.atv.model import ATV
 
         cfg, t = self.ctx.cfg, self.target
-        trainable = self.name == "atv"
+        trainable = self.kind == "atv"
         gen = self.generator_lm(trainable)
-        rank, budget = None, None
-        if not trainable:
-            budget = peft_parameter_count(t, "lora_qv" if self.name == "atv_lora_budget"
-                                          else "prefix", cfg)  # fmt: skip
-            rank = matched_rank(budget, gen.d_model, t.n_layers * t.d_model)
-        self.rank, self.budget = rank, budget
-        return ATV.build(t, gen, scale=cfg.atv_scale, positions=cfg.atv_positions, rank=rank,
+        if self.kind.endswith("_budget"):
+            peft = "lora_qv" if self.kind == "lora_budget" else "prefix"
+            self.budget = peft_parameter_count(t, peft, cfg)
+            self.rank = matched_rank(self.budget, gen.d_model, t.n_layers * t.d_model)
+        return ATV.build(t, gen, scale=self.variant.get("scale", cfg.atv_scale),
+                         positions=cfg.atv_positions, rank=self.rank,
                          train_generator=trainable,
                          generator_stop_at_layer=cfg.atv_generator_stop_at_layer,
                          template=self.ctx.template, seed=self.seed)  # fmt: skip
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The expansion at the variant's lr; the generator LM (when trained) at
+        ``atv_generator_lr_ratio`` times it."""
+        gen, lr = self.atv.generator, self.variant.get("lr", self.ctx.cfg.atv_lrs[0])
+        expansion = [p for p in gen.expansion.parameters() if p.requires_grad]
+        lm = [p for p in gen.lm.parameters() if p.requires_grad]
+        return [{"params": expansion, "lr": lr},
+                {"params": lm, "lr": lr * self.ctx.cfg.atv_generator_lr_ratio}]  # fmt: skip
+
+    def steer_ratio(self, prompts: Sequence[ICLPrompt]) -> dict[str, Any]:
+        """‖λ v_l‖ / ‖h_l‖ per target layer, averaged over ``prompts``: how large the written
+        vector is against the residual it is added to (h: the unsteered target's residual
+        after block l at the query's last token)."""
+        from tvlens.extraction.residual import residual_at_query
+
+        atv = self.atv
+        key = ("resid_norms", id(self.target), len(prompts))
+        if key not in self.ctx.cache:
+            pb = tokenize_prompts(list(prompts), self.target, "left")
+            h = residual_at_query(self.target, pb, atv.spec.layers, batch_size=self.batch_size)
+            self.ctx.cache[key] = h.float().norm(dim=-1).mean(-1).cpu()
+        b = atv.batch(list(prompts)).to(self.ctx.device)
+        with torch.no_grad():
+            v = atv.generator(b.gen_tokens, b.gen_mask).float()
+        ratio = (atv.spec.scale * v.norm(dim=-1).mean(0).cpu()) / self.ctx.cache[key]
+        return {"steer_ratio": [round(float(x), 5) for x in ratio]}
 
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
         from tvlens.atv.model import WEIGHTS_FILE
 
         atv = self.atv = self.build()
-        train = splits.train
+        probe = splits.dev[:: max(1, len(splits.dev) // 32)]
         info = engine_fit(
-            self.ctx, self.name, self.seed, atv.generator,
+            self, atv.generator,
             loss=lambda m, b: atv.loss(b, generator=m),
-            prompts=train,
-            collate=lambda idx: atv.batch([train[int(i)] for i in idx]),
-            lr=self.ctx.cfg.atv_lr, weight_decay=self.ctx.cfg.atv_weight_decay,
+            splits=splits,
+            collate=lambda ps: atv.batch(ps),
+            lr=self.variant.get("lr", self.ctx.cfg.atv_lrs[0]),
+            weight_decay=self.ctx.cfg.atv_weight_decay,
             save=lambda folder, step: atv.save(folder / WEIGHTS_FILE, extra={"step": step}),
             load=lambda folder, device: atv.load_weights(folder / WEIGHTS_FILE),
             required=(WEIGHTS_FILE,),
+            param_groups=self.param_groups,
+            evaluate_extra=lambda: self.steer_ratio(probe),
         )  # fmt: skip
-        return {**info, "rank": self.rank, "matched_budget": self.budget,
-                "generator": atv.spec.generator["name"], "scale": atv.spec.scale}  # fmt: skip
+        return {**info, "kind": self.kind, "rank": self.rank, "matched_budget": self.budget,
+                "generator": atv.spec.generator["name"], "scale": atv.spec.scale,
+                "generator_lr_ratio": self.ctx.cfg.atv_generator_lr_ratio}  # fmt: skip
+
+    def save_best(self, path: Path) -> None:
+        self.atv.save(path)
+
+    def restore(self, path: Path) -> None:
+        self.atv = self.build()
+        self.atv.load_weights(path)
 
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
         return self.atv.correctness(list(prompts), batch_size=self.batch_size)
 
     def trainable_parameters(self) -> int:
         return self.atv.trainable_parameters() if self.atv is not None else 0
-
-
-class StaticVectors(nn.Module):
-    """One learned vector per target layer, the same for every query (zeros at the start:
-    training starts from the frozen target)."""
-
-    def __init__(self, n_layers: int, d_model: int):
-        super().__init__()
-        self.vectors = nn.Parameter(torch.zeros(n_layers, d_model))
-
-    def forward(self, batch_size: int) -> Float[Tensor, "batch n_layers d_model"]:
-        return self.vectors[None].expand(batch_size, -1, -1)
-
-
-class StaticATVMethod(CompareMethod):
-    """A query-independent ATV: ``scale * v_l`` added after every block at every real token,
-    ``v_l`` learned (no generator: the query is not read)."""
-
-    def __init__(self, ctx: CompareContext, name: str, seed: int):
-        super().__init__(ctx, name, seed)
-        t = self.target
-        self.module = StaticVectors(t.n_layers, t.d_model).to(t.device)
-        self.layers = list(range(t.n_layers))
-
-    def logits(self, module: nn.Module, tokens: Tensor, mask: Tensor) -> Tensor:
-        from tvlens.atv.steering import steer
-
-        with steer(self.target, module(tokens.shape[0]), self.layers, mask, "all",
-                   self.ctx.cfg.static_scale):  # fmt: skip
-            return self.target(tokens, attention_mask=mask)
-
-    def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
-        train, target = splits.train, self.target
-        return engine_fit(
-            self.ctx, self.name, self.seed, self.module,
-            loss=lambda m, b: answer_ce(self.logits(m, b.tokens, b.attention_mask), b.labels),
-            prompts=train,
-            collate=lambda idx: lm_batch([train[int(i)] for i in idx], target),
-            lr=self.ctx.cfg.peft_lr, weight_decay=self.ctx.cfg.weight_decay,
-        )  # fmt: skip
-
-    @torch.no_grad()
-    def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
-        method = self
-
-        class _Steered:  # what answer_correctness calls: the target with the vectors added
-            bridge = self.target.bridge
-
-            def __call__(self, tokens: Tensor, attention_mask: Tensor) -> Tensor:
-                return method.logits(method.module, tokens, attention_mask)
-
-        firsts, exacts = [], []
-        for start in range(0, len(prompts), self.batch_size):
-            pb = tokenize_prompts(list(prompts[start : start + self.batch_size]), self.target,
-                                  "left", include_answer=True)  # fmt: skip
-            f, e = answer_correctness(_Steered(), pb)
-            firsts.append(f.numpy())
-            exacts.append(e.numpy())
-        return np.concatenate(firsts), np.concatenate(exacts)
-
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.module.parameters())
-
-
-# ---------------------------------------------------------------------------- registry
-
-
-def build_method(ctx: CompareContext, name: str, seed: int) -> CompareMethod:
-    """The method ``name`` of :data:`tvlens.atv.compare.METHODS` for one cell."""
-    if name == "zero_shot":
-        return ZeroShotMethod(ctx, name, seed)
-    if name.startswith("icl_"):
-        return ICLMethod(ctx, name, seed, int(name.split("_")[1]))
-    if name == "task_vector":
-        return TaskVectorMethod(ctx, name, seed)
-    if name == "function_vector":
-        return FunctionVectorMethod(ctx, name, seed)
-    if name in ("lora_qv", "lora_all", "lora_r1", "prefix"):
-        return PeftMethod(ctx, name, seed)
-    if name in ("atv", "atv_lora_budget", "atv_prefix_budget"):
-        return ATVCompareMethod(ctx, name, seed)
-    if name == "static_atv":
-        return StaticATVMethod(ctx, name, seed)
-    raise TVLensError(f"Unknown method {name!r}.")

@@ -137,7 +137,7 @@ def compare_cmd(
         Path | None,
         typer.Option(
             help="Function-vector datasets folder (abstractive/, extractive/) for "
-            "fv/<task> tasks, e.g. ../shared/data/function_vectors."
+            "fv/<task> tasks (default: the copy shipped with tvlens)."
         ),
     ] = None,  # fmt: skip
     in_domain: Annotated[
@@ -158,9 +158,10 @@ def compare_cmd(
         ),
     ] = "auto",
 ) -> None:
-    """Compare zero-shot, ICL, task / function vectors, LoRA, prefix tuning and ATV on
-    in-domain and unseen tasks; writes OUT/comparison.{json,csv} and figures. Resumes."""
-    from tvlens.atv.compare import format_table, run_compare
+    """Compare zero-shot, ICL, task / function vectors, retrieval, LoRA, prefix tuning and ATV
+    on instructed in-domain and unseen tasks; writes OUT/comparison.{json,csv}, the tables,
+    the verdicts and figures. Resumes."""
+    from tvlens.atv.compare import run_compare
 
     overrides = {
         "seeds": seeds,
@@ -174,7 +175,8 @@ def compare_cmd(
     }
     res = run_compare(target, out, preset=preset, device=device, workers=workers,
                       **{k: v for k, v in overrides.items() if v is not None})  # fmt: skip
-    typer.echo(format_table(res.rows))
+    typer.echo(res.table)
+    typer.echo((res.out / "verdicts.md").read_text())
     typer.echo(
         f"{len(res.ran)} cell(s) computed, the others reused; wrote {res.out / 'comparison.csv'}"
         f" ({res.seconds:.0f} s)"

@@ -28,7 +28,9 @@ class PromptTemplate:
 
     ``demo`` and ``query`` are format strings with ``{x}`` (and ``{y}``); ``separator`` goes
     between demonstrations and before the query; ``answer_prefix`` goes between the query
-    and its answer when the answer is appended (a space for ``x -> y``).
+    and its answer when the answer is appended (a space for ``x -> y``). ``instruction``
+    (optional) is a natural-language line that opens the prompt, before the demonstrations
+    (the instructed prompts of Kang et al. 2025's tasks).
     """
 
     name: str
@@ -36,17 +38,33 @@ class PromptTemplate:
     query: str
     separator: str
     answer_prefix: str = " "
+    instruction: str = ""
+
+    @property
+    def head(self) -> str:
+        """What opens every prompt: the instruction line and a newline, or nothing."""
+        return self.instruction + "\n" if self.instruction else ""
+
+    def with_instruction(self, instruction: str, name: str | None = None) -> PromptTemplate:
+        """The same layout opened by ``instruction`` (one line, no newline)."""
+        if "\n" in instruction or not instruction.strip():
+            raise PromptError(f"An instruction is one non-empty line, got {instruction!r}.")
+        return replace(self, instruction=instruction, name=name or f"{self.name}+instruction")
+
+    def bare(self) -> PromptTemplate:
+        """The same layout without an instruction."""
+        return replace(self, instruction="", name=self.name.split("+")[0])
 
     def render(self, demos: Sequence[Example], query: Example) -> str:
         parts = [self.demo.format(x=d.input, y=d.output) for d in demos]
         parts.append(self.query.format(x=query.input))
-        return self.separator.join(parts)
+        return self.head + self.separator.join(parts)
 
     def segments(self, demos: Sequence[Example], query: Example) -> list[tuple[str, bool]]:
         """The prompt *with* the query's answer as ``(text, is_answer)`` pieces, whose
         concatenation is ``render(...) + answer_prefix + answer``. Used by training to put the
         loss on every answer (demonstrations' and query's)."""
-        out: list[tuple[str, bool]] = []
+        out: list[tuple[str, bool]] = [(self.head, False)] if self.head else []
         head, _, tail = self.demo.partition("{y}")
         for i, d in enumerate(demos):
             if i:

@@ -109,6 +109,11 @@ class RunKind(Generic[B]):
         setup: ``setup(device)``, called once on each process with its device before
             training: where a kind places what the loss runs but the engine does not train
             (a frozen model), since under data parallelism the device is known only then.
+        stop: ``stop(entries)``: after each checkpoint's evaluation, whether to end the run
+            there (early stopping); ``entries`` are ``metrics["checkpoints"]`` so far. A
+            resumed run that had stopped stays stopped.
+        param_groups: ``param_groups()``: optimizer parameter groups (dicts with ``params``
+            and e.g. their own ``lr``) instead of ``parameters`` with ``cfg.lr``.
     """
 
     model: nn.Module
@@ -122,6 +127,8 @@ class RunKind(Generic[B]):
     postfix: Callable[[dict[str, Any]], dict[str, str]] | None = None
     required_files: Sequence[str] = REQUIRED_FILES
     setup: Callable[[torch.device], None] | None = None
+    stop: Callable[[list[dict[str, Any]]], bool] | None = None
+    param_groups: Callable[[], list[dict[str, Any]]] | None = None
 
 
 @dataclass
@@ -160,8 +167,16 @@ def lr_factor(cfg: TrainingConfig, total_steps: int) -> Callable[[int], float]:
     return f
 
 
-def make_optimizer(cfg: TrainingConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(
+    cfg: TrainingConfig, params: Iterable[nn.Parameter] | list[dict[str, Any]]
+) -> torch.optim.Optimizer:
+    """AdamW (or Adam) at ``cfg.lr`` over ``params``: parameters, or parameter groups (dicts
+    with ``params`` and their own options, e.g. ``lr``)."""
     params = list(params)
+    if params and isinstance(params[0], dict):
+        if not any(len(g["params"]) for g in params):
+            raise TVLensError("Nothing to train: no parameter requires grad.")
+        params = [g for g in params if g["params"]]
     if not params:
         raise TVLensError("Nothing to train: no parameter requires grad.")
     if cfg.optimizer == "adam":
@@ -256,10 +271,18 @@ def train_run(
     if kind.setup is not None:
         kind.setup(dev)
     pmodel = accelerator.prepare_model(model) if accelerator.num_processes > 1 else model
-    params = list(
-        kind.parameters() if kind.parameters else (p for p in model.parameters() if p.requires_grad)
+    groups = kind.param_groups() if kind.param_groups else None
+    if groups is not None:
+        params = [p for g in groups for p in g["params"]]
+    else:
+        params = list(
+            kind.parameters()
+            if kind.parameters
+            else (p for p in model.parameters() if p.requires_grad)
+        )
+    optimizer = accelerator.prepare_optimizer(
+        make_optimizer(cfg, groups if groups is not None else params), device_placement=False
     )
-    optimizer = accelerator.prepare_optimizer(make_optimizer(cfg, params), device_placement=False)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer, lr_factor(cfg, plan.steps))
     to_device = kind.to_device or move_to
     torch.manual_seed(cfg.seed)
@@ -278,6 +301,9 @@ def train_run(
         info = {"tvlens": tvlens.__version__, **run_info, "device": str(dev)}
         write_json_atomically(run_dir / "config.json", info)
 
+    stopped = (
+        kind.stop is not None and bool(metrics["checkpoints"]) and kind.stop(metrics["checkpoints"])
+    )
     model.train()
     bar = tqdm(
         range(start + 1, plan.steps + 1),
@@ -289,6 +315,8 @@ def train_run(
     running: list[float] = []
     completed = True
     for step in bar:
+        if stopped:
+            break
         running.append(_optimizer_step(kind, cfg, plan, step, accelerator, pmodel, params,
                                        optimizer, scheduler, dev, to_device))  # fmt: skip
         if step % cfg.log_every == 0:
@@ -312,6 +340,9 @@ def train_run(
             if "loss" in entry or kind.postfix is not None:
                 post = kind.postfix(entry) if kind.postfix else {"loss": f"{entry['loss']:.3f}"}
                 bar.set_postfix(**post)
+            if kind.stop is not None and kind.stop(metrics["checkpoints"]):
+                stopped = True  # early stop: the run is complete here
+                continue
         if stop_after is not None and step >= stop_after and step < plan.steps:
             completed = False
             break

@@ -38,6 +38,12 @@ class EpochData(Generic[B]):
     collate: Callable[[np.ndarray], B]
     epochs: int
     drop_last: bool = False
+    # ``collate(indices, epoch)`` instead: batches that vary by epoch (e.g. a prompt template
+    # drawn per example and epoch), still a function of the step only.
+    epoch_aware: bool = False
+
+    def make(self, indices: np.ndarray, epoch: int) -> B:
+        return self.collate(indices, epoch) if self.epoch_aware else self.collate(indices)
 
 
 @dataclass(frozen=True)
@@ -139,9 +145,9 @@ def step_micro_batches(
     out = []
     for j in mine:
         if j < len(chunks):
-            out.append((data.collate(chunks[j]), len(chunks[j]) * processes / total))
+            out.append((data.make(chunks[j], epoch), len(chunks[j]) * processes / total))
     if not out and chunks:
         # The epoch's last step left this process no rows; it must still join the gradient
         # all-reduce (data-parallel training hangs otherwise): a batch weighted 0.
-        out.append((data.collate(chunks[-1]), 0.0))
+        out.append((data.make(chunks[-1], epoch), 0.0))
     return out

@@ -1,0 +1,166 @@
+"""The comparison's methods by name: what each is (its class), what it is allowed to see
+(demonstrations, the test task's label, the instruction) and how it is trained (its
+hyper-parameter sweep). The comparison, its configuration and its table read every list of
+methods from here.
+
+Adding a method is one class (a :class:`tvlens.atv.baselines.CompareMethod`) and one
+:func:`register_method` call; the class is named as ``"module:Class"`` and imported when a
+cell is built, so this module imports none of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tvlens.errors import TVLensError
+
+Variant = dict[str, float]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method of the comparison.
+
+    Attributes:
+        name: Its name in the table.
+        cls: ``"module:Class"`` of its :class:`~tvlens.atv.baselines.CompareMethod`.
+        kwargs: Passed to the class (e.g. ``k`` for ICL, ``rank`` for the rank-r pair).
+        trained: Fitted on the in-domain training queries (never on unseen tasks).
+        demonstrations: Reads demonstrations of the test task (ICL, task / function vectors).
+        oracle_label: Is told the test query's task (it picks the task's own vector).
+        instructed: Sees the instructed prompts; False: the "no instruction" ablation (the
+            same queries, bare ``Q:/A:`` prompts, in training and test).
+        sweep: ``sweep(cfg)`` -> the hyper-parameter variants tried on one seed and chosen
+            on dev (None: one variant, ``{}``).
+        inherits: Takes the variant chosen for this other method instead of sweeping.
+        seedless: Deterministic: one cell whatever the seeds.
+        max_seeds: At most this many seeds (e.g. an ablation row), None: the config's.
+        description: One line for the table's legend.
+    """
+
+    name: str
+    cls: str
+    kwargs: dict = field(default_factory=dict)
+    trained: bool = False
+    demonstrations: bool = False
+    oracle_label: bool = False
+    instructed: bool = True
+    sweep: Callable[[Any], list[Variant]] | None = None
+    inherits: str | None = None
+    seedless: bool = False
+    max_seeds: int | None = None
+    description: str = ""
+
+    def build_class(self) -> type:
+        module, _, name = self.cls.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def variants(self, cfg: Any) -> list[Variant]:
+        if self.sweep is None or self.inherits is not None:
+            return [{}]
+        return self.sweep(cfg) if cfg.sweep else [self.sweep(cfg)[cfg.sweep_default_index]]
+
+
+def variant_label(variant: Variant) -> str:
+    """``lr=0.001,scale=0.01`` (``default`` for no hyper-parameters): a cell's file name part."""
+    return ",".join(f"{k}={v:g}" for k, v in sorted(variant.items())) or "default"
+
+
+def _peft_sweep(cfg: Any) -> list[Variant]:
+    return [{"lr": lr} for lr in cfg.peft_lrs]
+
+
+def _atv_frozen_sweep(cfg: Any) -> list[Variant]:
+    return [{"lr": lr, "scale": cfg.atv_scale} for lr in cfg.atv_lrs]
+
+
+def _atv_sweep(cfg: Any) -> list[Variant]:
+    """The learning rate at the configured λ, then the other λ values at the middle rate:
+    5 runs instead of a 9-run grid (the generator's rate is ``atv_generator_lr_ratio`` times
+    the expansion's)."""
+    mid = cfg.atv_lrs[len(cfg.atv_lrs) // 2]
+    out = _atv_frozen_sweep(cfg)
+    out += [{"lr": mid, "scale": s} for s in cfg.atv_scales if s != cfg.atv_scale]
+    return out
+
+
+_BASE = "tvlens.atv.baselines"
+_TUNED = "tvlens.atv.tuned"
+REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Add ``spec`` to the comparison's methods (its name must be new)."""
+    if spec.name in REGISTRY:
+        raise TVLensError(f"A compare method named {spec.name!r} is already registered.")
+    if spec.inherits is not None and spec.inherits not in REGISTRY:
+        raise TVLensError(
+            f"{spec.name!r} inherits from {spec.inherits!r}, which is not registered."
+        )
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+for _spec in (
+    MethodSpec("zero_shot", f"{_BASE}:ZeroShotMethod", seedless=True,
+               description="the instructed query alone"),
+    MethodSpec("zero_shot_noinstr", f"{_BASE}:ZeroShotMethod", seedless=True, instructed=False,
+               description="ablation: the bare query, no instruction"),
+    MethodSpec("icl_5", f"{_BASE}:ICLMethod", {"k": 5}, demonstrations=True,
+               description="instruction, 5 demonstrations, query"),
+    MethodSpec("icl_16", f"{_BASE}:ICLMethod", {"k": 16}, demonstrations=True,
+               description="instruction, 16 demonstrations, query"),
+    MethodSpec("task_vector", f"{_BASE}:TaskVectorMethod", demonstrations=True,
+               oracle_label=True, description="Hendel et al. 2023; the test task's own vector"),
+    MethodSpec("function_vector", f"{_BASE}:FunctionVectorMethod", demonstrations=True,
+               oracle_label=True, description="Todd et al. 2023; the test task's own vector"),
+    MethodSpec("retrieval", "tvlens.atv.retrieval:RetrievalMethod",
+               description="ELICIT-style: the in-domain task vector nearest the query, no label"),
+    MethodSpec("lora_qv", f"{_TUNED}:PeftMethod", {"kind": "lora_qv"}, trained=True,
+               sweep=_peft_sweep, description="LoRA on the q, v projections"),
+    MethodSpec("lora_all", f"{_TUNED}:PeftMethod", {"kind": "lora_all"}, trained=True,
+               sweep=_peft_sweep, description="LoRA on every linear layer"),
+    MethodSpec("prefix", f"{_TUNED}:PeftMethod", {"kind": "prefix"}, trained=True,
+               sweep=_peft_sweep, description="prefix tuning from real tokens"),
+    MethodSpec("atv", f"{_TUNED}:ATVCompareMethod", {"kind": "atv"}, trained=True,
+               sweep=_atv_sweep, description="ATV as published: generator trained, full rank"),
+    MethodSpec("atv_noinstr", f"{_TUNED}:ATVCompareMethod", {"kind": "atv"}, trained=True,
+               instructed=False, inherits="atv", max_seeds=1,
+               description="ablation: ATV on bare prompts (atv's chosen variant)"),
+    MethodSpec("atv_lora_budget", f"{_TUNED}:ATVCompareMethod", {"kind": "lora_budget"},
+               trained=True, sweep=_atv_frozen_sweep,
+               description="frozen generator, expansion at LoRA-q,v's parameter count"),
+    MethodSpec("atv_prefix_budget", f"{_TUNED}:ATVCompareMethod", {"kind": "prefix_budget"},
+               trained=True, sweep=_atv_frozen_sweep,
+               description="frozen generator, expansion at prefix tuning's parameter count"),
+    MethodSpec("atv_r1", f"{_TUNED}:ATVCompareMethod", {"kind": "rank", "rank": 1},
+               trained=True, sweep=_atv_frozen_sweep,
+               description="frozen generator, rank-1 expansion (pair of lora_r1)"),
+    MethodSpec("lora_r1", f"{_TUNED}:PeftMethod", {"kind": "lora_sites", "rank": 1},
+               trained=True, sweep=_peft_sweep,
+               description="rank-1 LoRA on each block's residual write (pair of atv_r1)"),
+    MethodSpec("atv_r8", f"{_TUNED}:ATVCompareMethod", {"kind": "rank", "rank": 8},
+               trained=True, sweep=_atv_frozen_sweep,
+               description="frozen generator, rank-8 expansion (pair of lora_r8)"),
+    MethodSpec("lora_r8", f"{_TUNED}:PeftMethod", {"kind": "lora_sites", "rank": 8},
+               trained=True, sweep=_peft_sweep,
+               description="rank-8 LoRA on each block's residual write (pair of atv_r8)"),
+):  # fmt: skip
+    register_method(_spec)
+
+# Every built-in method, in the order of the table.
+METHODS: tuple[str, ...] = tuple(REGISTRY)
+
+
+def get_method_spec(name: str) -> MethodSpec:
+    if name not in REGISTRY:
+        raise TVLensError(f"Unknown compare method {name!r}; use some of {list(REGISTRY)}.")
+    return REGISTRY[name]
+
+
+def methods_where(**props: Any) -> list[str]:
+    """The registered methods whose properties equal ``props`` (e.g. ``trained=True``)."""
+    return [n for n, s in REGISTRY.items() if all(getattr(s, k) == v for k, v in props.items())]
