@@ -31,6 +31,10 @@ _NAMES = {
     # ``compare`` is the module tvlens.atv.compare, which once imported would shadow a
     # function of the same name (the attribute then depends on import order).
     "compare_methods": "methods",
+    "run_compare": "compare",
+    "CompareConfig": "compare_setup",
+    "MethodSpec": "registry",
+    "register_method": "registry",
 }
 __all__ = sorted(_NAMES)
 
