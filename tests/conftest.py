@@ -45,13 +45,18 @@ ARCH_KWARGS: dict[str, dict] = {"gpt2": {}, "llama": {"n_kv_heads": 2}, "neox": 
 # layer). A window of 6 positions is shorter than the 3-shot letters prompts (15 tokens), so
 # it bites: old positions leave the window and the sliding cache layers drop them.
 SLIDING_WINDOW = 6
-EXTRA_ARCHS = ("gemma2", "olmo2", "mistral")
+# The newest families: Gemma-3 (q/k norms, post-norms, local sliding-window layers between
+# global ones), Qwen2 (q/k/v biases) and Qwen3 (q/k norms).
+EXTRA_ARCHS = ("gemma2", "olmo2", "mistral", "gemma3", "qwen2", "qwen3")
 ALL_ARCHS = ARCHS + EXTRA_ARCHS
 ARCH_KWARGS.update(
     {
         "gemma2": {"n_kv_heads": 2, "sliding_window": SLIDING_WINDOW},
         "olmo2": {"n_kv_heads": 2},
         "mistral": {"n_kv_heads": 2, "sliding_window": SLIDING_WINDOW},
+        "gemma3": {"n_kv_heads": 2, "sliding_window": SLIDING_WINDOW},
+        "qwen2": {"n_kv_heads": 2},
+        "qwen3": {"n_kv_heads": 2},
     }
 )
 TINY_SIZE = {"n_layers": 3, "d_model": 32, "n_heads": 4, "n_ctx": 64}
@@ -106,6 +111,11 @@ def make_tiny(tmp_path_factory):
             return cache[name]
         built = {**TINY_SIZE, **ARCH_KWARGS[arch], **sizes}
         hf = build_hf_model(arch, len(tokenizer), seed=0, **built)
+        with torch.no_grad():  # biases start at zero (Qwen2's q/k/v): make them count
+            g = torch.Generator().manual_seed(1)
+            for n, p in hf.named_parameters():
+                if n.endswith("bias") and not p.any():
+                    p.copy_(0.1 * torch.randn(p.shape, generator=g))
         if edit is not None:
             with torch.no_grad():
                 edit(hf)
@@ -155,7 +165,7 @@ def sharp_extra(request, make_tiny, letters_tokenizer) -> Tiny:
     return make_tiny(f"sharp-{request.param}", request.param, letters_tokenizer, edit=_sharpen)
 
 
-@pytest.fixture(scope="session", params=("gemma2", "mistral"))
+@pytest.fixture(scope="session", params=("gemma2", "mistral", "gemma3"))
 def sharp_sliding(request, make_tiny, letters_tokenizer) -> Tiny:
     """The sliding-window architectures (window shorter than the test prompts), sharpened."""
     return make_tiny(f"sharp-{request.param}", request.param, letters_tokenizer, edit=_sharpen)

@@ -10,6 +10,7 @@ import torch
 from transformers import cache_utils
 
 from tvlens.models import adapter
+from tvlens.models.hf import POST_NORM_ARCHITECTURES
 
 UPGRADE = "(transformer-lens / transformers upgraded? see tvlens/models/adapter.py)"
 
@@ -58,7 +59,8 @@ def test_hook_attn_out_alias_marks_post_norm_blocks(tiny_all):
     is decided from)."""
     model = tiny_all.model
     target = adapter.block_hook_target(model.bridge.blocks[0], "hook_attn_out")
-    expected = "ln1_post.hook_out" if tiny_all.arch in ("gemma2", "olmo2") else "attn.hook_out"
+    post = tiny_all.arch in POST_NORM_ARCHITECTURES
+    expected = "ln1_post.hook_out" if post else "attn.hook_out"
     assert target == expected, f"hook_attn_out now points to {target!r} {UPGRADE}"
     for layer in range(model.n_layers):
         for name in (model.attn_module_hook(layer), model.attn_out_hook(layer)):

@@ -10,6 +10,7 @@ from transformers import cache_utils
 
 import tvlens.patching.exact as ex
 from tvlens.models import adapter
+from tvlens.models.hf import POST_NORM_ARCHITECTURES, SLIDING_WINDOW_ARCHITECTURES
 from tvlens.patching import LogitDiff, patch
 from tvlens.patching.attn_shortcut import linear_heads
 from tvlens.patching.resume import (
@@ -23,8 +24,7 @@ from tvlens.patching.resume import (
 )
 from tvlens.tasks import sample_prompts, shuffled_label_variants, tokenize_prompts
 
-POST_NORM = ("gemma2", "olmo2")
-SLIDING = ("gemma2", "mistral")
+POST_NORM, SLIDING = POST_NORM_ARCHITECTURES, SLIDING_WINDOW_ARCHITECTURES
 
 
 @pytest.fixture(scope="module")

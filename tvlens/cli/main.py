@@ -389,6 +389,12 @@ def info(
     )
     if is_run_dir(model):
         typer.echo("checkpoints: " + ", ".join(c.revision for c in list_checkpoints(model)))
+    origin = m.spec.origin
+    if origin.get("cache_folder"):
+        typer.echo(f"weights: {origin.get('note', '')}; converted folder (tvlens cache): "
+                   f"{origin['cache_folder']}")  # fmt: skip
+    bos = m.spec.prompt_bos
+    typer.echo(f"prompts start with: {bos.get('token') or 'nothing'} ({bos.get('reason', '')})")
 
 
 @app.command()
@@ -404,12 +410,43 @@ def models() -> None:
         typer.echo(f"{'':16s} from: {row['source'] or 'install with: ' + row['fix']}")
 
 
+cache_app = typer.Typer(help="Converted models (GGUF files, embedded models) in tvlens's cache.")
+
+
+@cache_app.command("list")
+def cache_list() -> None:
+    """Show the converted folders: size, where each came from."""
+    from tvlens.models.pretrained import cache_root, cached_models
+
+    rows = cached_models()
+    typer.echo(f"cache: {cache_root()} ({len(rows)} converted model(s))")
+    for r in rows:
+        state = "" if r["complete"] else " (incomplete: rebuilt on next use)"
+        typer.echo(f"  {r['name']:16s} {r['bytes'] / 2**20:8.1f} MiB  {r['folder']}{state}")
+        if r["source"]:
+            typer.echo(f"  {'':16s} from {r['source']} ({r['dtype']})")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    name: Annotated[
+        str | None, typer.Argument(help="Only folders whose name or source contains this.")
+    ] = None,
+) -> None:
+    """Delete converted folders (they are converted again on next use)."""
+    from tvlens.models.pretrained import clear_cache
+
+    gone = clear_cache(name=name)
+    typer.echo(f"deleted {len(gone)} converted folder(s)" + "".join(f"\n  {g}" for g in gone))
+
+
 def _add_subcommands() -> None:
     from tvlens.cli.atv import app as atv_app
     from tvlens.cli.pretrained import app as pretrained_app
 
     app.add_typer(pretrained_app, name="pretrained")
     app.add_typer(atv_app, name="atv")
+    app.add_typer(cache_app, name="cache")
 
 
 _add_subcommands()

