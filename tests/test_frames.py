@@ -12,10 +12,10 @@ from tvlens.extraction.function_vectors import HeadTable
 from tvlens.frames import tidy
 from tvlens.icl_accuracy import ICLEvaluation, TaskAccuracy
 from tvlens.injection.evaluate import MethodResult, TaskResult, VectorReport
-from tvlens.injection.perturbation import PerturbationResult
 from tvlens.patching.exact import PatchResult
 from tvlens.probing.emergence import EmergenceResult
 from tvlens.probing.layers import LayerTD
+from tvlens.probing.perturbation import PerturbationResult
 from tvlens.probing.series import TDSeries
 
 GEN = torch.Generator().manual_seed(0)

@@ -110,3 +110,44 @@ def test_checker_finds_a_cycle_through_a_package_init(tmp_path):
     assert cycles(graph) == [{"tvlens.a", "tvlens.a.x", "tvlens.b.y"}]
     (pkg / "a" / "x.py").write_text("def f():\n    pass\n")
     assert cycles(import_graph(pkg)) == []
+
+
+# The stages in their import order: each package imports only packages before it (ARCHITECTURE.md
+# draws this line). Modules at tvlens/'s top level (errors, runs, results...) are shared by all.
+STAGES = ["tasks", "plotting", "models", "training", "patching", "extraction", "injection",
+          "probing", "atv", "experiments", "cli"]  # fmt: skip
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """``tvlens.X.*`` -> ``tvlens.Y.*`` edges collapsed to packages X -> Y (X != Y)."""
+
+    def package(mod: str) -> str | None:
+        parts = mod.split(".")
+        return parts[1] if len(parts) > 1 and (ROOT / parts[1]).is_dir() else None
+
+    out: dict[str, set[str]] = {}
+    for mod, targets in graph.items():
+        src = package(mod)
+        if src is None:
+            continue
+        out.setdefault(src, set())
+        out[src] |= {d for t in targets if (d := package(t)) not in (None, src)}
+    return out
+
+
+def test_no_cycle_between_packages_and_stages_in_one_line():
+    """A package-level cycle (probing -> injection -> probing through two different modules)
+    is no module cycle, but it still ties two stages together: none is allowed, and every
+    import goes from a later stage to an earlier one."""
+    pkgs = package_graph(import_graph(ROOT))
+    assert not cycles(pkgs), f"package cycles: {[sorted(c) for c in cycles(pkgs)]}"
+    assert set(pkgs) == set(STAGES), "a new package: give it its place in STAGES"
+    back = [(a, b) for a, deps in pkgs.items() for b in deps if STAGES.index(b) > STAGES.index(a)]
+    assert not back, f"imports from a later stage: {back}"
+
+
+def test_package_checker_finds_a_loop_through_two_modules():
+    graph = {"tvlens.injection.p": {"tvlens.probing.f"}, "tvlens.probing.r": {"tvlens.injection.i"},
+             "tvlens.injection.i": set(), "tvlens.probing.f": set()}  # fmt: skip
+    assert cycles(graph) == []  # no module cycle...
+    assert cycles(package_graph(graph)) == [{"injection", "probing"}]  # ...but a package one

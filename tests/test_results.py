@@ -97,11 +97,11 @@ def test_computed_results_round_trip_and_plot(model, suite, tmp_path):
 
 def test_built_results_round_trip_and_plot(tmp_path):
     from tvlens.atv.methods import MethodResult
+    from tvlens.experiments.finetune import FinetuneResult, FinetuneRow
     from tvlens.icl_accuracy import ICLEvaluation, TaskAccuracy
-    from tvlens.injection.perturbation import PerturbationResult
     from tvlens.plotting import plot_method_comparison, plot_perturbation
     from tvlens.probing.emergence import EmergenceResult
-    from tvlens.training.finetune import FinetuneResult, FinetuneRow
+    from tvlens.probing.perturbation import PerturbationResult
 
     ev = ICLEvaluation(
         k=3, template="arrow", tasks={"t": TaskAccuracy("t", 0.5, 0.25, 4),

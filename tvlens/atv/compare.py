@@ -56,9 +56,9 @@ from tvlens.atv.registry import METHODS, get_method_spec, variant_label
 from tvlens.atv.report import write_outputs
 from tvlens.atv.workers import (
     available_cores,
-    claim_cell,
     device_name,
     resolve_workers,
+    run_cells,
     run_parallel,
 )
 from tvlens.errors import TVLensError
@@ -275,53 +275,11 @@ def run_compare(
          "workers": n_workers, "torch_threads": threads},
     )  # fmt: skip
     if n_workers == 1:
-        ran = run_cells(ctx, cells, stop_after)
+        ran = run_cells(ctx, cells, run_cell, stop_after)
     else:
-        ran = run_parallel(ctx, cells, pending, n_workers, threads)
+        ran = run_parallel(ctx, cells, pending, n_workers, threads, run_cell)
     summary, table = write_outputs(out, cfg, data, desc)
     return CompareResult(out, cfg, summary, table, ran, time.time() - t0)
-
-
-def _ready(ctx: CompareContext, cell: Cell) -> bool:
-    return cell.is_sweep or selection(ctx.cfg, ctx.out, cell.method) is not None
-
-
-def run_cells(
-    ctx: CompareContext,
-    cells: Sequence[Cell],
-    stop_after: int | None = None,
-    tag: str = "compare",
-    announce: bool | None = None,
-    poll: float = 5.0,
-) -> list[Cell]:
-    """Compute the cells not yet on disk that no other live process has claimed, sweeps
-    first; a reported cell waits until its method's sweep cells are done (by any process)."""
-    announce = ctx.progress if announce is None else announce
-    ran: list[Cell] = []
-    while True:
-        todo = [c for c in cells if not cell_path(ctx.out, c).is_file()]
-        if not todo or (stop_after is not None and len(ran) >= stop_after):
-            return ran
-        ready = [c for c in todo if _ready(ctx, c)]
-        cell = next((c for c in ready if claim_cell(cell_path(ctx.out, c))), None)
-        if cell is None:
-            if len(ready) == len(todo):  # all claimed by other live processes: theirs
-                return ran
-            time.sleep(poll)  # some wait for sweep cells that other processes compute
-            continue
-        path = cell_path(ctx.out, cell)
-        try:
-            if path.is_file():  # finished by another process since the check above
-                continue
-            if announce:
-                print(f"[{tag}] {cell}", flush=True)
-            res = run_cell(ctx, cell)
-            res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-            res["torch_threads"] = torch.get_num_threads()
-            write_json_atomically(path, res)
-            ran.append(cell)
-        finally:
-            path.with_suffix(".claim").unlink(missing_ok=True)
 
 
 __all__ = [

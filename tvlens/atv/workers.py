@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,8 +19,10 @@ from tvlens.atv.compare_setup import (
     cell_path,
     compare_cells,
     compare_context,
+    selection,
 )
 from tvlens.errors import TVLensError
+from tvlens.models.checkpoints import write_json_atomically
 from tvlens.models.loading import load_model
 
 CLAIM = ".claim"
@@ -91,14 +95,12 @@ def _claim_alive(claim: Path) -> bool:
 
 
 def _worker(target: str, revision: str | None, out: str, cfg: CompareConfig, device: str,
-            threads: int, index: int) -> None:  # fmt: skip
+            threads: int, index: int, compute: Callable) -> None:  # fmt: skip
     """One extra compare process: its own target, the same cells, claimed one at a time."""
     torch.set_num_threads(threads)
-    from tvlens.atv.compare import run_cells  # compare imports this module
-
     model = load_model(target, revision=revision, device=device)
     ctx = compare_context(cfg, model, Path(out), progress=False)
-    run_cells(ctx, compare_cells(cfg), tag=f"compare w{index}", announce=True)
+    run_cells(ctx, compare_cells(cfg), compute, tag=f"compare w{index}", announce=True)
 
 
 def run_parallel(
@@ -107,17 +109,16 @@ def run_parallel(
     pending: Sequence[Cell],
     n: int,
     threads: int,
+    compute: Callable[[CompareContext, Cell], dict[str, Any]],
 ) -> list[Cell]:
     """This process and ``n - 1`` spawned ones compute the cells; each claims the next free
     one. Numbers equal the one-process run up to float summation order (thread counts)."""
     import multiprocessing as mp
 
-    from tvlens.atv.compare import run_cells  # compare imports this module
-
     spawn = mp.get_context("spawn")
     procs = [
         spawn.Process(target=_worker, args=(ctx.cfg.target, ctx.cfg.target_revision,
-                      str(ctx.out), ctx.cfg, ctx.device, threads, i), daemon=True)
+                      str(ctx.out), ctx.cfg, ctx.device, threads, i, compute), daemon=True)
         for i in range(1, n)
     ]  # fmt: skip
     before = torch.get_num_threads()
@@ -125,7 +126,7 @@ def run_parallel(
     try:
         for p in procs:
             p.start()
-        run_cells(ctx, cells, tag="compare w0")
+        run_cells(ctx, cells, compute, tag="compare w0")
         for p in procs:
             p.join()
     finally:
@@ -142,6 +143,50 @@ def run_parallel(
             f"{[str(c) for c in missing]}. Rerun the same command to resume."
         )
     return [c for c in pending if cell_path(ctx.out, c).is_file()]
+
+
+def _ready(ctx: CompareContext, cell: Cell) -> bool:
+    return cell.is_sweep or selection(ctx.cfg, ctx.out, cell.method) is not None
+
+
+def run_cells(
+    ctx: CompareContext,
+    cells: Sequence[Cell],
+    compute: Callable[[CompareContext, Cell], dict[str, Any]],
+    stop_after: int | None = None,
+    tag: str = "compare",
+    announce: bool | None = None,
+    poll: float = 5.0,
+) -> list[Cell]:
+    """Compute (``compute(ctx, cell)``, e.g. :func:`tvlens.atv.compare.run_cell`) the cells
+    not yet on disk that no other live process has claimed, sweeps first; a reported cell
+    waits until its method's sweep cells are done (by any process)."""
+    announce = ctx.progress if announce is None else announce
+    ran: list[Cell] = []
+    while True:
+        todo = [c for c in cells if not cell_path(ctx.out, c).is_file()]
+        if not todo or (stop_after is not None and len(ran) >= stop_after):
+            return ran
+        ready = [c for c in todo if _ready(ctx, c)]
+        cell = next((c for c in ready if claim_cell(cell_path(ctx.out, c))), None)
+        if cell is None:
+            if len(ready) == len(todo):  # all claimed by other live processes: theirs
+                return ran
+            time.sleep(poll)  # some wait for sweep cells that other processes compute
+            continue
+        path = cell_path(ctx.out, cell)
+        try:
+            if path.is_file():  # finished by another process since the check above
+                continue
+            if announce:
+                print(f"[{tag}] {cell}", flush=True)
+            res = compute(ctx, cell)
+            res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            res["torch_threads"] = torch.get_num_threads()
+            write_json_atomically(path, res)
+            ran.append(cell)
+        finally:
+            path.with_suffix(".claim").unlink(missing_ok=True)
 
 
 def device_name(device: str, threads: int | None = None, processes: int = 1) -> str:

@@ -411,8 +411,8 @@ def layer_finetuning(
     are measured before and after on prompts built from the other pairs only.
     Writes ``out/metrics.json``, ``out/table.md`` and the tuned models (``out/first``,
     ``out/last``); a stopped call resumes."""
+    from tvlens.experiments.finetune import finetune_layers
     from tvlens.probing.family import TokenFamily
-    from tvlens.training.finetune import finetune_layers
 
     if not 0 < train_fraction < 1:
         raise TVLensError(f"train_fraction must be in (0, 1), got {train_fraction}.")

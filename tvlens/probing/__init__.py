@@ -1,8 +1,9 @@
 """Probing task encoding: task decodability (leave-one-out kNN), linear probes, separability.
 
 The seed paper's experiments: task families (:mod:`.family`), emergence (:mod:`.emergence`);
-what ``tvlens probe`` / ``tvlens emergence`` run is :mod:`.run` (not imported here: it uses
-:mod:`tvlens.injection.perturbation`, which uses this package).
+the perturbation test (:mod:`.perturbation`: a task's mean state written over another's);
+what ``tvlens probe`` / ``tvlens emergence`` run is :mod:`.run` (not imported here, nor the
+perturbation test: they load the injection stage).
 """
 
 from tvlens.probing.layers import LayerTD, td_by_layer

@@ -6,7 +6,7 @@ A family knows how to load a checkpoint, sample prompts of a task (or of the Nul
 them once, returning the residual after every block at the last query token and the loss (and
 accuracy) on the query's answer; and, for fine-tuning, how to load a checkpoint as a trainable
 module and compute a training loss on it. Emergence (:mod:`tvlens.probing.emergence`),
-perturbation (:mod:`tvlens.injection.perturbation`) and fine-tuning call only this interface, so
+perturbation (:mod:`tvlens.probing.perturbation`) and fine-tuning call only this interface, so
 a new family is one class here (and one entry in :data:`FAMILIES` for its runs' config).
 """
 

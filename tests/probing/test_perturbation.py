@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tvlens.errors import LayerError, TVLensError
-from tvlens.injection.perturbation import perturbation
 from tvlens.probing.family import family_for_run
+from tvlens.probing.perturbation import perturbation
 
 
 def test_perturbation_shift_same_task_is_no_change_cross_task_changes(reg_run):

@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file
 
 from tvlens.errors import TVLensError
+from tvlens.experiments.finetune import TRAINABLE_FILE, finetune_layers
 from tvlens.models.checkpoints import list_checkpoints
 from tvlens.probing.family import RegressionFamily, TokenFamily, family_for_run
 from tvlens.tasks import get_suite
 from tvlens.tasks.regression import RegressionMixture
 from tvlens.training import train_synthetic
-from tvlens.training.finetune import TRAINABLE_FILE, finetune_layers
 
 
 @pytest.fixture(scope="module")
