@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import json
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from tvlens.errors import ConfigError
+from tvlens.extraction.registry import expand_methods, extraction_choices, get_extraction_method
 from tvlens.runs import EMERGENCE, EVAL, KIND_KEY, PATCH, PROBE, VECTORS
 
 
 def choices(config: type, name: str) -> tuple[str, ...]:
-    """The values the ``Literal`` field ``name`` of ``config`` accepts."""
+    """The values the field ``name`` of ``config`` accepts: its ``Literal``, or the registry
+    its metadata names (``field(metadata={"choices": fn})``)."""
+    meta = next((f.metadata for f in fields(config) if f.name == name), {})
+    if "choices" in meta:
+        return tuple(meta["choices"]())
     hint = typing.get_type_hints(config)[name]
     if get_origin(hint) is not Literal:
         raise TypeError(f"{config.__name__}.{name} is not a Literal field.")
@@ -46,8 +51,9 @@ class AnalysisConfig:
         hints = typing.get_type_hints(type(self))
         for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if get_origin(hints[f.name]) is Literal:
-                allowed = get_args(hints[f.name])
+            registry = f.metadata.get("choices")
+            if registry is not None or get_origin(hints[f.name]) is Literal:
+                allowed = registry() if registry is not None else get_args(hints[f.name])
                 if value not in allowed:
                     raise ConfigError(
                         f"Unknown {f.name} {value!r}: {f.name} must be one of "
@@ -90,7 +96,8 @@ class VectorsConfig(AnalysisConfig):
         "top_k_heads": 1,
         "max_batch": 1,
     }
-    method: Literal["hendel", "fv", "both"] = "hendel"
+    # an extraction method (tvlens.extraction.registry), or "both": every registered one
+    method: str = field(default="hendel", metadata={"choices": extraction_choices})
     k: int | None = None  # default: the model's training k
     n_extract: int = 32
     top_k_heads: int = 10
@@ -105,15 +112,17 @@ class VectorsConfig(AnalysisConfig):
             raise ConfigError(f"Unknown template {self.template!r}: use arrow or qa.")
         object.__setattr__(self, "split", tuple(self.split))
         super().__post_init__()
-        if self.method != "hendel" and self.k is not None and self.k < 2:
-            raise ConfigError(
-                f"k (--k) must be >= 2 for function vectors (their corrupted prompts shuffle the "
-                f"demonstrations' labels), got {self.k}."
-            )
+        for m in self.methods:
+            low = get_extraction_method(m).min_k
+            if self.k is not None and self.k < low:
+                raise ConfigError(
+                    f"k (--k) must be >= {low} for {m} (a function vector's corrupted prompts "
+                    f"shuffle the demonstrations' labels), got {self.k}."
+                )
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return ("hendel", "fv") if self.method == "both" else (self.method,)
+        return expand_methods(self.method)
 
 
 @no_type_check

@@ -140,3 +140,32 @@ def test_saved_vectors_load_back(trained, result):
 def test_unknown_method(trained):
     with pytest.raises(ValueError, match="Unknown method"):
         evaluate_task_vectors(trained, trained.training_suite(), methods=("hendel", "atv"))
+
+
+def test_a_registered_extraction_method_runs_everywhere(trained, monkeypatch):
+    """One function and one registration: a new method (a zero vector, added) is offered by
+    the config and the CLI, runs in the report, and scores exactly zero-shot at every layer
+    (adding nothing changes nothing)."""
+    import tvlens.extraction.registry as R
+    from tvlens.configs import VectorsConfig, choices
+
+    def extract_zero(req):
+        tv = TaskVector(torch.zeros(1, req.model.d_model), (0,), req.model.spec.name,
+                        req.task.name, "zero", req.n_extract)  # fmt: skip
+        return tv, {}
+
+    monkeypatch.setattr(R, "EXTRACTION_METHODS", dict(R.EXTRACTION_METHODS))
+    monkeypatch.setitem(globals(), "extract_zero", extract_zero)
+    R.register_extraction_method(R.ExtractionMethod(
+        "zero", f"{__name__}:extract_zero", "add", label="zero (add)", column="zero (layer)",
+        one_vector=True,
+    ))  # fmt: skip
+    assert "zero" in choices(VectorsConfig, "method")
+    assert VectorsConfig(method="both").methods == ("hendel", "fv", "zero")
+    suite = list(trained.training_suite())[:2]
+    rep = evaluate_task_vectors(trained, suite, methods=("zero",), k=K, progress=False)
+    for t in rep.tasks.values():
+        assert t.methods["zero"].test_by_layer == [t.zero_shot] * trained.n_layers
+    assert rep.config["labels"] == {"zero": "zero (add)"}
+    with pytest.raises(ValueError, match="already registered"):
+        R.register_extraction_method(R.get_extraction_method("zero"))

@@ -187,7 +187,9 @@ def eval_cmd(
 def vectors(
     model: ModelOpt,
     out: Annotated[Path, typer.Option(help="Folder for results.json, vectors and figures.")],
-    method: Annotated[str, choice_opt(VectorsConfig, "method", "Which vectors.")] = "hendel",
+    method: Annotated[
+        str, choice_opt(VectorsConfig, "method", "Which vectors.")
+    ] = VectorsConfig.method,
     suite: SuiteOpt = None,
     revision: RevisionOpt = None,
     k: KOpt = None,

@@ -11,6 +11,7 @@ import typer
 
 from tvlens.cli.errors import number_list, registrar
 from tvlens.errors import TVLensError
+from tvlens.extraction.registry import expand_methods, extraction_choices
 
 app = typer.Typer(
     help="The seed papers' pretrained-model experiments (default model: smollm2-135m).",
@@ -60,7 +61,9 @@ def vectors(
     suite: SuitesOpt = None,
     task: TasksOpt = None,
     n_examples: NExamplesOpt = None,
-    method: Annotated[str, typer.Option(help="hendel, fv or both.")] = "both",
+    method: Annotated[
+        str, typer.Option(help=f"{', '.join(extraction_choices())} (both: every method).")
+    ] = "both",
     k: Annotated[int, typer.Option(help="Demonstrations.")] = 5,
     n_extract: Annotated[int, typer.Option(help="Prompts per vector.")] = 32,
     template: Annotated[str | None, typer.Option(help="arrow, hendel, qa/todd.")] = None,
@@ -76,7 +79,7 @@ def vectors(
     from tvlens.experiments.pretrained import vector_table
     from tvlens.models import load_model
 
-    methods = ("hendel", "fv") if method == "both" else (method,)
+    methods = expand_methods(method)
     fractions = _split(split)
     m = load_model(model, device=device, bos=bos)
     res = vector_table(m, _suites(suite or ["words"], task, n_examples), out,

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tvlens.errors import TVLensError
+from tvlens.extraction.registry import EXTRACTION_METHODS, get_extraction_method
 from tvlens.models.loading import TVModel
 from tvlens.tasks.core import TaskSuite
 
@@ -74,7 +75,7 @@ def vector_table(
     model: TVModel,
     suites: Mapping[str, TaskSuite],
     out: str | Path,
-    methods: tuple[str, ...] = ("hendel", "fv"),
+    methods: tuple[str, ...] | None = None,
     k: int = 5,
     n_extract: int = 32,
     top_k_heads: int = 10,
@@ -91,6 +92,7 @@ def vector_table(
     from tvlens.plotting import plot_layer_sweep, save_figure, write_json
 
     out = Path(out)
+    methods = tuple(EXTRACTION_METHODS) if methods is None else tuple(methods)
     rows, per_suite = [], {}
     for label, suite in suites.items():
         rep = evaluate_task_vectors(
@@ -182,7 +184,7 @@ def summarize_vectors(rows: list[dict], methods: Sequence[str], icl_min: float =
 
 
 def vector_markdown(rows: list[dict], methods: Sequence[str], summary: dict) -> str:
-    names = {"hendel": "task vector (layer)", "fv": "function vector (layer)"}
+    names = {m: get_extraction_method(m).column for m in methods}
     head = ["suite", "task", "n test", "zero-shot", "ICL"] + [names.get(m, m) for m in methods]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:

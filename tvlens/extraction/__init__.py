@@ -1,28 +1,31 @@
-"""Extraction: residual vectors at the query (Hendel), per-query vectors, function vectors."""
+"""Extraction: residual vectors at the query (Hendel), per-query vectors, function vectors;
+the registry of extraction methods (:mod:`.registry`). Names are imported lazily, so that the
+registry (read by the configs and the CLI) does not load torch."""
 
-from tvlens.extraction.function_vectors import (
-    HeadTable,
-    function_vector,
-    head_aie,
-    mean_head_outputs,
-)
-from tvlens.extraction.residual import (
-    activations_at_positions,
-    hendel_task_vector,
-    per_query_vectors,
-    residual_at_query,
-)
-from tvlens.extraction.vectors import TaskVector, VectorMismatchError
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "HeadTable",
-    "TaskVector",
-    "VectorMismatchError",
-    "activations_at_positions",
-    "function_vector",
-    "head_aie",
-    "hendel_task_vector",
-    "mean_head_outputs",
-    "per_query_vectors",
-    "residual_at_query",
-]
+_NAMES = {
+    "HeadTable": "function_vectors",
+    "function_vector": "function_vectors",
+    "head_aie": "function_vectors",
+    "mean_head_outputs": "function_vectors",
+    "activations_at_positions": "residual",
+    "hendel_task_vector": "residual",
+    "per_query_vectors": "residual",
+    "residual_at_query": "residual",
+    "TaskVector": "vectors",
+    "VectorMismatchError": "vectors",
+    "EXTRACTION_METHODS": "registry",
+    "ExtractionMethod": "registry",
+    "ExtractionRequest": "registry",
+    "register_extraction_method": "registry",
+    "get_extraction_method": "registry",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(import_module(f"tvlens.extraction.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'tvlens.extraction' has no attribute {name!r}")

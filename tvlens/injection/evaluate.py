@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,8 +15,12 @@ from tqdm.auto import tqdm
 
 from tvlens.configs import VectorsConfig
 from tvlens.errors import ConfigError
-from tvlens.extraction.function_vectors import HeadTable, function_vector
-from tvlens.extraction.residual import hendel_task_vector
+from tvlens.extraction.function_vectors import HeadTable
+from tvlens.extraction.registry import (
+    EXTRACTION_METHODS,
+    ExtractionRequest,
+    get_extraction_method,
+)
 from tvlens.extraction.vectors import TaskVector
 from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.injection.sweep import layer_sweep_correct
@@ -24,8 +28,6 @@ from tvlens.models.tvmodel import TVModel
 from tvlens.results import Result
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.prompts import sample_prompts
-
-Method = Literal["hendel", "fv"]
 
 
 @dataclass
@@ -126,7 +128,7 @@ class VectorReport(Result):
 def evaluate_task_vectors(
     model: TVModel,
     suite: TaskSuite | list[Task],
-    methods: tuple[str, ...] = ("hendel", "fv"),
+    methods: tuple[str, ...] | None = None,
     k: int | None = None,
     n_extract: int = 32,
     top_k_heads: int = 10,
@@ -139,15 +141,17 @@ def evaluate_task_vectors(
 ) -> VectorReport:
     """Zero-shot, ICL and task-vector accuracy per task (first answer token, test split).
 
-    For each task: split into train / dev / test; ``hendel``: the mean residual after every
-    layer of ``k``-shot train prompts, written (``replace``) at the last token of zero-shot
-    prompts; ``fv``: the function vector, added (``fv_scale``) at each layer. The layer is
+    For each task: split into train / dev / test; each method of ``methods`` (default: every
+    registered one, :mod:`tvlens.extraction.registry`) extracts its vectors from the train
+    split, e.g. ``hendel``: the mean residual after every layer of ``k``-shot train prompts,
+    written (``replace``) at the last token of zero-shot prompts; ``fv``: the function vector,
+    added (``fv_scale``) at each layer. The layer is
     chosen on dev queries and accuracy is reported on test queries. ICL accuracy uses the
     same test queries with ``k`` demonstrations from the train split.
     """
-    unknown = set(methods) - {"hendel", "fv"}
-    if unknown:
-        raise ConfigError(f"Unknown method(s) {sorted(unknown)}; use 'hendel' and/or 'fv'.")
+    methods = tuple(EXTRACTION_METHODS) if methods is None else tuple(methods)
+    for method in methods:
+        get_extraction_method(method)  # one line naming the registered ones
     k_given = k is not None
     k = k if k_given else int(model.spec.train_info.get("k", 5))
     tmpl = model.template(template)
@@ -157,6 +161,9 @@ def evaluate_task_vectors(
         model=model.spec.to_dict(),
         config={
             "methods": list(methods),
+            # how each method is shown in tables and figures (the registry's labels)
+            "labels": {m: get_extraction_method(m).label for m in methods},
+            "columns": {m: get_extraction_method(m).column for m in methods},
             "k": k,
             "n_extract": n_extract,
             "top_k_heads": top_k_heads,
@@ -183,31 +190,23 @@ def evaluate_task_vectors(
         icl = float(evaluate_prompts(model, icl_test)[0].mean())
         res = TaskResult(task.name, zero, icl, len(test), k_task)
         for method in methods:
-            if method == "hendel":
-                tv = hendel_task_vector(model, train, k_task, n_extract, seed=s + 3, template=tmpl)
-                vecs, mode, scale = tv.vectors, "replace", 1.0
-            else:
-                tv, table = function_vector(
-                    model,
-                    train,
-                    k_task,
-                    n_extract,
-                    top_k_heads,
-                    seed=s + 3,
-                    template=tmpl,
-                    max_batch=max_batch,
-                    progress=progress,
-                    answer_token="first",  # the report scores first tokens: so does the AIE
-                )
-                report.heads[task.name] = table
-                vecs, mode, scale = tv.vectors.expand(len(layers), -1), "add", fv_scale
+            spec = get_extraction_method(method)
+            tv, extras = spec.extract(ExtractionRequest(
+                model, train, k_task, n_extract, s + 3, tmpl, top_k_heads, max_batch, progress,
+            ))  # fmt: skip
+            if "heads" in extras:
+                report.heads[task.name] = extras["heads"]
+            # one vector (a function vector): tried at every layer
+            vecs = tv.vectors.expand(len(layers), -1) if spec.one_vector else tv.vectors
+            mode = spec.mode
+            scale = fv_scale if mode == "add" else 1.0
             dev_c = layer_sweep_correct(model, zs_dev, vecs, layers, mode, scale, max_batch)
             test_c = layer_sweep_correct(model, zs_test, vecs, layers, mode, scale, max_batch)
             dev_acc = dev_c.float().mean(0)
             best = int(torch.argmax(dev_acc))  # first layer among ties
             test_acc = test_c.float().mean(0)
             tv_acc = float(test_acc[best])
-            if method == "fv":
+            if spec.one_vector:  # saved at the layer chosen on dev
                 tv.layers = (best,)
             tv.info.update({"best_layer": best, "mode": mode, "scale": scale})
             report.vectors[method][task.name] = tv

@@ -14,12 +14,13 @@ def plot_layer_sweep(results: Any, title: str = "Task-vector accuracy by layer")
     """Mean test accuracy over tasks of zero-shot + vector at each layer, one line per method,
     with zero-shot and ICL accuracy as horizontal references (``results.json`` of
     ``tvlens vectors``, or the :class:`VectorReport` itself)."""
-    tasks = as_dict(results)["tasks"]
+    data = as_dict(results)
+    tasks = data["tasks"]
     methods = list(next(iter(tasks.values()))["methods"])
     n_layers = len(next(iter(tasks.values()))["methods"][methods[0]]["test_by_layer"])
     layers = list(range(n_layers))
     fig = go.Figure()
-    names = {"hendel": "task vector (Hendel, replace)", "fv": "function vector (add)"}
+    names = data.get("config", {}).get("labels", {})  # the extraction registry's labels
     for i, m in enumerate(methods):
         curve = [
             sum(t["methods"][m]["test_by_layer"][j] for t in tasks.values()) / len(tasks)
