@@ -29,8 +29,9 @@ from pathlib import Path
 
 import torch
 
-from tvlens.atv.baselines import ICLMethod, answer_ce, hf_logits, lm_batch
+from tvlens.atv.baselines import ICLMethod
 from tvlens.atv.compare import compare_context, get_compare_preset
+from tvlens.atv.fitting import answer_ce, hf_logits, lm_batch
 from tvlens.atv.tuned import ATVCompareMethod, PeftMethod
 from tvlens.atv.workers import device_name
 from tvlens.icl_accuracy import evaluate_prompts

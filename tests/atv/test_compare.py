@@ -328,3 +328,40 @@ def test_cli(target_run, tmp_path):
 
 def test_notebook_runs(tmp_path, run_notebook):
     run_notebook("06_atv_compare.ipynb", tmp_path)
+
+
+def test_result_round_trips_and_plots(full, tmp_path):
+    from tvlens.atv.compare import CompareResult
+
+    back = CompareResult.load(full.save(tmp_path / "r.json"))
+    assert back.summary == full.summary and back.ran == full.ran and back.config == full.config
+    df = full.to_dataframe()
+    assert set(df["method"]) == set(full.rows()) and "icl_16" not in set(df["method"])
+    assert set(df["instructions"]) == {"train", "heldout"}
+    zs = df[(df.method == "zero_shot") & (df.group == "in_domain") & (df.instructions == "train")]
+    assert zs["first_token"].item() == full.summary["zero_shot"]["in_domain_first_token_mean"]
+    assert len(full.plot().data) == 2  # in-domain and unseen bars
+
+
+def test_a_users_peft_config_is_a_method(target, tmp_path, monkeypatch):
+    """A peft config of the user's joins the comparison as a method: swept, trained on the
+    in-domain queries only, its parameters those of its own config."""
+    from peft import LoraConfig
+
+    import tvlens.atv.registry as R
+    from tvlens.atv.registry import peft_method
+
+    monkeypatch.setattr(R, "REGISTRY", dict(R.REGISTRY))  # this test's methods stay here
+
+    mine = peft_method("my_lora", LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"]))
+    res = run_compare(target, tmp_path / "c", preset="tiny", seeds=1, progress=False,
+                      methods=["zero_shot", mine])  # fmt: skip
+    r = res.summary["my_lora"]
+    L, d = target.n_layers, target.d_model
+    assert r["trainable_params"] == L * 2 * (d + 3 * d)  # rank 2 on c_attn: d -> 3d
+    assert _cell(res.out, "my_lora")["info"]["trained_on_tasks"] == IN_DOMAIN
+    other = peft_method("my_lora", LoraConfig(r=4, target_modules=["c_attn"]))
+    with pytest.raises(TVLensError, match="another name"):
+        run_compare(target, tmp_path / "d", preset="tiny", methods=[other], progress=False)
+    with pytest.raises(TVLensError, match="workers=1"):
+        run_compare(target, tmp_path / "e", preset="tiny", methods=[mine], workers=2)

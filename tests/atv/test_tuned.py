@@ -9,7 +9,7 @@ import pytest
 import torch
 from peft import get_peft_model
 
-from tvlens.atv.baselines import hf_logits
+from tvlens.atv.fitting import hf_logits
 from tvlens.atv.tuned import init_prefix_from_tokens, peft_config
 from tvlens.errors import TVLensError
 

@@ -34,6 +34,7 @@ _NAMES = {
     "run_compare": "compare",
     "CompareConfig": "compare_setup",
     "MethodSpec": "registry",
+    "peft_method": "registry",
     "register_method": "registry",
 }
 __all__ = sorted(_NAMES)

@@ -52,7 +52,7 @@ from tvlens.atv.compare_setup import (  # noqa: F401  (the public names of the c
     selection,
     sweep_variants,
 )
-from tvlens.atv.registry import METHODS, get_method_spec, variant_label
+from tvlens.atv.registry import METHODS, as_method_name, get_method_spec, variant_label
 from tvlens.atv.report import write_outputs
 from tvlens.atv.workers import (
     available_cores,
@@ -64,6 +64,7 @@ from tvlens.atv.workers import (
 from tvlens.errors import TVLensError
 from tvlens.models.checkpoints import write_json_atomically
 from tvlens.models.loading import TVModel, default_device, load_model
+from tvlens.results import Result
 from tvlens.runs import COMPARE, CONFIG_FILE, KIND_KEY, prepare_out_dir
 
 BEST_WEIGHTS = "best.safetensors"  # a sweep cell's best-dev weights, in its run folder
@@ -188,13 +189,53 @@ def run_cell(ctx: CompareContext, cell: Cell) -> dict[str, Any]:
 
 
 @dataclass
-class CompareResult:
+class CompareResult(Result):
+    """What :func:`run_compare` returns: the folder, the configuration, per method its row
+    (``summary``), the markdown table, the cells computed in this call (the others were
+    reused) and the seconds it took. ``to_dataframe()``: one row per method and group;
+    ``plot()``: accuracy with 95% intervals per method; ``save`` / ``load``."""
+
     out: Path
     config: CompareConfig
     summary: dict[str, Any]
     table: str  # markdown (DIR/table.md)
-    ran: list[Cell]  # cells computed in this call (the others were reused)
+    ran: list[Cell]
     seconds: float
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        """The methods that ran (not skipped), by name."""
+        return {m: r for m, r in self.summary.items()
+                if not m.startswith("_") and "skipped" not in r}  # fmt: skip
+
+    def to_dataframe(self):
+        import pandas as pd
+
+        out = []
+        for m, r in self.rows().items():
+            for key in ("in_domain", "in_domain_heldout", "unseen", "unseen_heldout"):
+                if f"{key}_first_token_mean" not in r:
+                    continue
+                out.append({
+                    "method": m, "group": key.replace("_heldout", ""),
+                    "instructions": "heldout" if key.endswith("_heldout") else "train",
+                    "first_token": r[f"{key}_first_token_mean"],
+                    "first_token_std": r[f"{key}_first_token_std"],
+                    "ci_low": r[f"{key}_ci"][0], "ci_high": r[f"{key}_ci"][1],
+                    "exact_match": r[f"{key}_exact_match_mean"], "seeds": len(r["seeds"]),
+                    "trained": r["trained"], "oracle_label": r["oracle_label"],
+                    "trainable_params": r["trainable_params"],
+                })  # fmt: skip
+        return pd.DataFrame(out)
+
+    def plot(self, **kwargs: Any):
+        from tvlens.plotting.atv import plot_compare_bars
+
+        return plot_compare_bars(self.rows(), **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": str(self.out), "config": self.config.to_dict(), "table": self.table,
+                "ran": [str(c) for c in self.ran], "seconds": self.seconds,
+                "methods": self.summary}  # fmt: skip
 
 
 def _check_out(out: Path, cfg: CompareConfig) -> None:
@@ -235,11 +276,21 @@ def run_compare(
             and ``cores // workers`` torch threads; ``"auto"``: one per core (at most 4) on
             a CPU, one on an accelerator. Cells are claimed through files, so processes
             started by hand on the same ``out`` share the work too.
-        overrides: Any :class:`CompareConfig` field (``seeds=3``, ``methods=[...]``,
-            ``data_dir=...``).
+        overrides: Any :class:`CompareConfig` field (``seeds=3``, ``data_dir=...``);
+            ``methods=[...]`` takes names and the user's own methods as
+            :class:`~tvlens.atv.registry.MethodSpec` objects, e.g.
+            ``peft_method("my_lora", LoraConfig(r=4, target_modules=["q_proj"]))``.
     """
     t0 = time.time()
     out = Path(out)
+    user = [m for m in overrides.get("methods") or [] if not isinstance(m, str)]
+    if user:
+        if workers != 1:
+            raise TVLensError(
+                "Methods defined in this process (MethodSpec objects) need workers=1: spawned "
+                "processes do not see them (register them in an importable module instead)."
+            )
+        overrides["methods"] = [as_method_name(m) for m in overrides["methods"]]
     cfg = (config or get_compare_preset(preset)).with_overrides(**overrides)
     if cfg.data_dir is not None:  # the same folder however it was written
         cfg = cfg.with_overrides(data_dir=str(Path(cfg.data_dir).expanduser().resolve()))

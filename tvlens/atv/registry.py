@@ -161,6 +161,36 @@ def get_method_spec(name: str) -> MethodSpec:
     return REGISTRY[name]
 
 
+def peft_method(name: str, config: Any, description: str = "") -> MethodSpec:
+    """A comparison method from a user's peft config (``LoraConfig``, ``PrefixTuningConfig``,
+    ...): trained like the built-in LoRA rows, its learning rate swept over ``peft_lrs``.
+    Pass it in ``run_compare(methods=[...])``."""
+    what = description or f"peft: {type(config).__name__}"
+    return MethodSpec(name, f"{_TUNED}:PeftMethod", {"config": config}, trained=True,
+                      sweep=_peft_sweep, description=what)  # fmt: skip
+
+
+def as_method_name(method: str | MethodSpec) -> str:
+    """A method by name, or a user's :class:`MethodSpec` (registered on first use; the same
+    name with another spec is refused)."""
+    if isinstance(method, str):
+        return method
+    if not isinstance(method, MethodSpec):
+        raise TVLensError(
+            f"A compare method is a name or a MethodSpec (e.g. peft_method(name, LoraConfig(...)))"
+            f", got {type(method).__name__}."
+        )
+    old = REGISTRY.get(method.name)
+    if old is None:
+        register_method(method)
+    elif old is not method and old != method:
+        raise TVLensError(
+            f"A compare method named {method.name!r} is already registered with another "
+            "specification: give yours another name."
+        )
+    return method.name
+
+
 def methods_where(**props: Any) -> list[str]:
     """The registered methods whose properties equal ``props`` (e.g. ``trained=True``)."""
     return [n for n, s in REGISTRY.items() if all(getattr(s, k) == v for k, v in props.items())]

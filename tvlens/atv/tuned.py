@@ -5,6 +5,7 @@ published, ATV with a frozen generator at matched parameter budgets, and the equ
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,19 +16,17 @@ from jaxtyping import Int
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from tvlens.atv.baselines import (
-    CompareMethod,
+from tvlens.atv.baselines import CompareMethod, fresh_hf, hf_source
+from tvlens.atv.compare_setup import CompareContext
+from tvlens.atv.data import ATVSplits
+from tvlens.atv.fitting import (
     answer_ce,
     engine_fit,
-    fresh_hf,
     hf_logits,
-    hf_source,
     lm_batch,
     load_trainable,
     trainable_state,
 )
-from tvlens.atv.compare_setup import CompareContext
-from tvlens.atv.data import ATVSplits
 from tvlens.errors import TVLensError
 from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.models.hf import quiet_transformers
@@ -64,9 +63,12 @@ def peft_config(kind: str, cfg: Any, model_type: str, rank: int | None = None):
     )
 
 
-def peft_parameter_count(target: TVModel, kind: str, cfg: Any, rank: int | None = None) -> int:
-    """Trainable parameters of a peft method on ``target``, counted on a weightless (meta)
-    copy of its architecture: exact, and nothing is loaded."""
+def peft_parameter_count(
+    target: TVModel, kind: str, cfg: Any, rank: int | None = None, config: Any = None
+) -> int:
+    """Trainable parameters of a peft method on ``target`` (``config``: a user's peft config
+    instead of ``kind``'s), counted on a weightless (meta) copy of its architecture: exact,
+    and nothing is loaded."""
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -74,7 +76,8 @@ def peft_parameter_count(target: TVModel, kind: str, cfg: Any, rank: int | None 
     hf_cfg = AutoConfig.from_pretrained(src, revision=rev)
     with torch.device("meta"), quiet_transformers():
         model = AutoModelForCausalLM.from_config(hf_cfg)
-    pm = get_peft_model(model, peft_config(kind, cfg, hf_cfg.model_type, rank))
+    conf = copy.deepcopy(config) if config is not None else None
+    pm = get_peft_model(model, conf or peft_config(kind, cfg, hf_cfg.model_type, rank))
     return sum(p.numel() for p in pm.parameters() if p.requires_grad)
 
 
@@ -119,16 +122,20 @@ def init_prefix_from_tokens(model: nn.Module, ids: Int[Tensor, "1 n"]) -> None:
 
 class PeftMethod(CompareMethod):
     """LoRA or prefix tuning (peft) on a fresh plain HF copy of the target, trained on the
-    in-domain training queries (``kind``: see :func:`peft_config`; ``rank``: LoRA's)."""
+    in-domain training queries (``kind``: see :func:`peft_config`; ``rank``: LoRA's; or
+    ``config``: any peft config of the user's, e.g. ``LoraConfig(...)``, see
+    :func:`tvlens.atv.registry.peft_method`)."""
 
     path = "hf"
 
     def __init__(
         self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None,
-        kind: str = "lora_qv", rank: int | None = None,
+        kind: str = "lora_qv", rank: int | None = None, config: Any = None,
     ) -> None:  # fmt: skip
         super().__init__(ctx, name, seed, variant)
-        self.kind, self.rank = kind, rank
+        self.kind, self.rank, self.config = kind, rank, config
+        if config is not None:
+            self.kind = "prefix" if type(config).__name__ == "PrefixTuningConfig" else "user"
         self.model: nn.Module | None = None
         if kind == "prefix":
             self.virtual_tokens = ctx.cfg.prefix_tokens
@@ -137,7 +144,8 @@ class PeftMethod(CompareMethod):
         from peft import get_peft_model
 
         hf = fresh_hf(self.target)
-        conf = peft_config(self.kind, self.ctx.cfg, hf.config.model_type, self.rank)
+        conf = copy.deepcopy(self.config) if self.config is not None else None
+        conf = conf or peft_config(self.kind, self.ctx.cfg, hf.config.model_type, self.rank)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             return get_peft_model(hf, conf)
@@ -174,7 +182,8 @@ class PeftMethod(CompareMethod):
 
     def trainable_parameters(self) -> int:
         if self.model is None:
-            return peft_parameter_count(self.target, self.kind, self.ctx.cfg, self.rank)
+            return peft_parameter_count(self.target, self.kind, self.ctx.cfg, self.rank,
+                                        self.config)  # fmt: skip
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
 
