@@ -58,10 +58,11 @@ def run_device(device: str | None) -> tuple[str, bool]:
 
 
 def train_synthetic_target(
-    out: str | Path, device: str | None = "cpu", resume: bool = False, progress: bool = True
+    out: str | Path, device: str | None = None, resume: bool = False, progress: bool = True
 ) -> Path:
     """The synthetic setting's target (:mod:`tvlens.atv.data`): the ``tiny`` tvlens model
-    trained on first / last of symbol lists; reused when ``out`` already holds it."""
+    trained on first / last of symbol lists; reused when ``out`` already holds it.
+    ``device``: None picks the best available, as everywhere."""
     from tvlens.training import train_synthetic
     from tvlens.training.engine import load_run_config
 
