@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tvlens.errors import LayerError, PromptError
+from tvlens.errors import ConfigError, LayerError, PromptError
 from tvlens.models.tvmodel import TVModel
 from tvlens.patching.metrics import Metric
 from tvlens.patching.resume import corrupted_run
@@ -60,7 +60,7 @@ def component_hook(model: TVModel, component: str, layer: int, head_act: str = "
         return model.mlp_out_hook(layer)
     if component == "heads":
         return model.head_hook(layer, head_act)
-    raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}.")
+    raise ConfigError(f"component must be one of {COMPONENTS}, got {component!r}.")
 
 
 # ---------------------------------------------------------------------------- checks
@@ -116,7 +116,7 @@ def prepare(
     """Checked inputs of a patching call (exact or attribution): corrupted and clean tokens on
     the model's device, the layers, and the hook patched at each layer."""
     if component not in COMPONENTS:
-        raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}.")
+        raise ConfigError(f"component must be one of {COMPONENTS}, got {component!r}.")
     if positions not in POSITIONS:
         raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}.")
     if head_act not in HEAD_ACTS:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from tvlens.errors import ConfigError
 from tvlens.extraction.residual import residual_at_query
 from tvlens.frames import tidy
 from tvlens.models.tvmodel import TVModel
@@ -96,6 +97,12 @@ def td_by_layer(
     tasks (``tqdm.auto``)."""
     from tqdm.auto import tqdm
 
+    # At the door, as the CLI checks them (ProbeConfig): a kNN over 0 neighbours or a TD from
+    # one prompt per task would be a number that means nothing.
+    for name, value, low in (("knn_k", knn_k, 1), ("n_prompts", n_prompts, 2),
+                             ("batch_size", batch_size, 1), ("k", k, 0)):  # fmt: skip
+        if value is not None and (isinstance(value, bool) or value < low):
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}.")
     k = k if k is not None else int(model.spec.train_info.get("k", 5))
     tmpl = model.template(template)
     tasks = list(suite) + ([null_task(suite)] if include_null else [])
