@@ -29,7 +29,7 @@ from tvlens.atv.compare_setup import CompareContext, merged
 from tvlens.atv.data import ATVSplits
 from tvlens.atv.fitting import by_task
 from tvlens.atv.methods import ICL, SteeringMethod, ZeroShot
-from tvlens.errors import PromptError
+from tvlens.errors import PromptError, TVLensError
 from tvlens.icl_accuracy import answer_correctness, evaluate_prompts
 from tvlens.models.hf import quiet_transformers
 from tvlens.models.loading import TVModel
@@ -111,6 +111,8 @@ class ZeroShotMethod(CompareMethod):
         # Every 4th test query, shortest first as the compare scores: the reference time
         # per query of the plain HF path, and a check that both paths score alike (the peft
         # methods run on the plain HF model). A quarter keeps this cell near one scoring pass.
+        if self.target.spec.source == "memory":  # no plain HF copy to time (fresh_hf)
+            return {"hf_infer_seconds_per_query": None, "hf_checked_queries": 0}
         prompts, _ = self.by_length(
             [p for s in self.ctx.data.groups().values() for p in s.test][::4]
         )
@@ -301,9 +303,17 @@ def hf_source(target: TVModel) -> tuple[str, str | None]:
 
 
 def fresh_hf(target: TVModel) -> nn.Module:
-    """A separate plain HF copy of the target (same weights, same device and dtype)."""
+    """A separate plain HF copy of the target (same weights, same device and dtype), loaded
+    again from its folder or hub name."""
     from transformers import AutoModelForCausalLM
 
+    if target.spec.source == "memory":
+        # The bridge wraps the HF model's modules in place: no plain HF model is left to copy.
+        raise TVLensError(
+            "The peft baselines train a plain HF copy of the target, and a model passed in "
+            "memory has none left to copy: save it (model.save_pretrained(folder), with its "
+            "tokenizer) and pass the folder as the target."
+        )
     src, rev = hf_source(target)
     with quiet_transformers():
         hf = AutoModelForCausalLM.from_pretrained(src, revision=rev, dtype=target.dtype)

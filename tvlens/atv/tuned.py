@@ -72,8 +72,11 @@ def peft_parameter_count(
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    src, rev = hf_source(target)
-    hf_cfg = AutoConfig.from_pretrained(src, revision=rev)
+    if target.spec.source == "memory":  # nothing to read from disk: the model's own config
+        hf_cfg = target.bridge.original_model.config
+    else:
+        src, rev = hf_source(target)
+        hf_cfg = AutoConfig.from_pretrained(src, revision=rev)
     with torch.device("meta"), quiet_transformers():
         model = AutoModelForCausalLM.from_config(hf_cfg)
     conf = copy.deepcopy(config) if config is not None else None
@@ -218,6 +221,12 @@ class ATVCompareMethod(CompareMethod):
         from tvlens.models.loading import load_model
 
         cfg = self.ctx.cfg
+        if cfg.atv_generator is None and self.target.spec.source == "memory":
+            raise TVLensError(
+                "ATV's generator is a fresh copy of the target by default, and a model passed "
+                "in memory cannot be loaded again: set atv_generator= to a model name or "
+                "folder, or pass the target by folder."
+            )
         src = cfg.atv_generator or (self.target.spec.path or self.target.spec.name)
         if trainable:  # modified by training: a fresh copy per cell
             return load_model(src, device=self.ctx.device)
