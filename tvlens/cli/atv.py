@@ -133,9 +133,11 @@ def compare_cmd(
     methods: Annotated[
         str | None, typer.Option(help="Comma-separated subset (default: every method).")
     ] = None,
-    data: Annotated[
+    data_dir: Annotated[
         Path | None,
         typer.Option(
+            "--data-dir",
+            "--data",  # the old name, still accepted
             help="Function-vector datasets folder (abstractive/, extractive/) for "
             "fv/<task> tasks (default: the copy shipped with tvlens)."
         ),
@@ -166,7 +168,7 @@ def compare_cmd(
     overrides = {
         "seeds": seeds,
         "methods": _list(methods),
-        "data_dir": None if data is None else str(data),
+        "data_dir": None if data_dir is None else str(data_dir),
         "in_domain": _list(in_domain),
         "unseen": _list(unseen),
         "epochs": epochs,
