@@ -113,8 +113,9 @@ def test_checker_finds_a_cycle_through_a_package_init(tmp_path):
 
 
 # The stages in their import order: each package imports only packages before it (ARCHITECTURE.md
-# draws this line). Modules at tvlens/'s top level (errors, runs, results...) are shared by all.
-STAGES = ["tasks", "plotting", "models", "training", "patching", "extraction", "injection",
+# draws this line); runs (run folders, checkpoints on disk, JSON) serves them all. Modules at
+# tvlens/'s top level (errors, results, configs...) are shared by all.
+STAGES = ["runs", "tasks", "plotting", "models", "training", "patching", "extraction", "injection",
           "probing", "atv", "experiments", "cli"]  # fmt: skip
 
 

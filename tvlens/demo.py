@@ -27,7 +27,6 @@ from tvlens.injection.evaluate import (
     save_report,
     summary_table,
 )
-from tvlens.models.checkpoints import list_checkpoints
 from tvlens.models.loading import load_model
 from tvlens.plotting import (
     SavedFigure,
@@ -42,6 +41,7 @@ from tvlens.plotting import (
 )
 from tvlens.probing.emergence import emergence, series_from_emergence
 from tvlens.runs import ATV_RUN, DEMO, TRAIN_SYNTHETIC, folder_kind, prepare_out_dir
+from tvlens.runs.checkpoints import list_checkpoints
 from tvlens.training.config import get_preset
 from tvlens.training.train import load_run_config, train_synthetic
 

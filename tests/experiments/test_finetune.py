@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from tvlens.errors import TVLensError
 from tvlens.experiments.finetune import TRAINABLE_FILE, finetune_layers
-from tvlens.models.checkpoints import list_checkpoints
 from tvlens.probing.family import RegressionFamily, TokenFamily, family_for_run
+from tvlens.runs.checkpoints import list_checkpoints
 from tvlens.tasks import get_suite
 from tvlens.tasks.regression import RegressionMixture
 from tvlens.training import train_synthetic

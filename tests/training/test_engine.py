@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from tvlens.errors import CheckpointError, TVLensError
-from tvlens.models.checkpoints import list_checkpoints
+from tvlens.runs.checkpoints import list_checkpoints
 from tvlens.training.config import TrainingConfig
 from tvlens.training.engine import (
     STATE_FILE,

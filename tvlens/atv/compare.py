@@ -62,10 +62,10 @@ from tvlens.atv.workers import (
     run_parallel,
 )
 from tvlens.errors import TVLensError
-from tvlens.models.checkpoints import write_json_atomically
 from tvlens.models.loading import TVModel, default_device, load_model
 from tvlens.results import Result
 from tvlens.runs import COMPARE, CONFIG_FILE, KIND_KEY, prepare_out_dir
+from tvlens.runs.checkpoints import write_json_atomically
 
 BEST_WEIGHTS = "best.safetensors"  # a sweep cell's best-dev weights, in its run folder
 

@@ -10,9 +10,9 @@ from tvlens.atv.data import get_atv_suite, split_queries
 from tvlens.atv.methods import ATVMethod, ZeroShot, compare
 from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import CheckpointError, TVLensError
-from tvlens.models.checkpoints import write_json_atomically
 from tvlens.runs import ATV_RUN, KIND_KEY
-from tvlens.training.engine import load_run_config
+from tvlens.runs.checkpoints import write_json_atomically
+from tvlens.runs.folders import load_run_config
 
 
 def evaluate_run(

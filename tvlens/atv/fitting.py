@@ -20,8 +20,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from tvlens.atv.data import ATVSplits
-from tvlens.models.checkpoints import list_checkpoints
 from tvlens.models.loading import TVModel
+from tvlens.runs.checkpoints import list_checkpoints
 from tvlens.tasks.prompts import ICLPrompt, tokenize_prompts
 from tvlens.training.config import TrainingConfig
 from tvlens.training.engine import EpochData, RunKind, train_run

@@ -22,8 +22,8 @@ import tvlens
 from tvlens.atv.compare_setup import SELECTED, Cell, CompareConfig, CompareData, cell_path
 from tvlens.atv.compare_setup import compare_cells as _cells
 from tvlens.atv.registry import get_method_spec
-from tvlens.models.checkpoints import write_json_atomically
 from tvlens.runs import COMPARISON_FILE
+from tvlens.runs.checkpoints import write_json_atomically
 
 GROUPS = ("in_domain", "unseen")
 # Two accuracies within this margin count as equal (the equal-rank claim).

@@ -63,8 +63,8 @@ def train_synthetic_target(
     """The synthetic setting's target (:mod:`tvlens.atv.data`): the ``tiny`` tvlens model
     trained on first / last of symbol lists; reused when ``out`` already holds it.
     ``device``: None picks the best available, as everywhere."""
+    from tvlens.runs.folders import load_run_config
     from tvlens.training import train_synthetic
-    from tvlens.training.engine import load_run_config
 
     out = Path(out)
     done = load_run_config(out) is not None and (out / "checkpoints").is_dir()

@@ -22,8 +22,8 @@ from tvlens.atv.compare_setup import (
     selection,
 )
 from tvlens.errors import TVLensError
-from tvlens.models.checkpoints import write_json_atomically
 from tvlens.models.loading import load_model
+from tvlens.runs.checkpoints import write_json_atomically
 
 CLAIM = ".claim"
 

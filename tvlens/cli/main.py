@@ -178,7 +178,7 @@ def eval_cmd(
         f"{'mean':24s} first-token {res.mean_first_token:.3f}  exact {res.mean_exact_match:.3f}"
     )
     if out is not None:
-        from tvlens.plotting import write_json
+        from tvlens.runs import write_json
 
         write_json(out, {**cfg.to_dict(), "model": m.spec.to_dict(), **res.to_dict()})
 
@@ -380,7 +380,7 @@ def info(
 ) -> None:
     """Describe a model: sizes, hook names, checkpoints of a tvlens run."""
     from tvlens.models import load_model
-    from tvlens.models.checkpoints import is_run_dir, list_checkpoints
+    from tvlens.runs.checkpoints import is_run_dir, list_checkpoints
 
     m = load_model(model, revision=revision, device=device)
     typer.echo(repr(m))

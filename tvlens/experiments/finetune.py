@@ -23,11 +23,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tvlens.errors import TVLensError
-from tvlens.models.checkpoints import write_json_atomically
 from tvlens.probing.emergence import layer_td
 from tvlens.probing.family import NULL, TaskFamily
 from tvlens.results import Result
 from tvlens.runs import CONFIG_FILE, FINETUNE, KIND_KEY, prepare_out_dir
+from tvlens.runs.checkpoints import write_json_atomically
 from tvlens.training.config import TrainingConfig
 from tvlens.training.engine import RunKind, StepData, train_run
 from tvlens.training.train import decoder_blocks

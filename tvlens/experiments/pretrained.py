@@ -89,7 +89,8 @@ def vector_table(
     ``out/{suite}/results.json`` (+ vectors, ``layer_sweep.html``), ``out/table.md`` and
     ``out/vectors.json``; returns the latter's content."""
     from tvlens.injection.evaluate import evaluate_task_vectors, save_report
-    from tvlens.plotting import plot_layer_sweep, save_figure, write_json
+    from tvlens.plotting import plot_layer_sweep, save_figure
+    from tvlens.runs import write_json
 
     out = Path(out)
     methods = tuple(EXTRACTION_METHODS) if methods is None else tuple(methods)
@@ -138,7 +139,7 @@ def combine_vector_tables(parts: Sequence[str | Path], out: str | Path) -> dict[
     """One table from several ``vector_table`` outputs of the same model and settings (a run
     split over processes): rows concatenated, summary recomputed; writes ``out/vectors.json``
     and ``out/table.md``."""
-    from tvlens.plotting import write_json
+    from tvlens.runs import write_json
 
     loaded = [load_results(Path(p) / "vectors.json") for p in parts]
     first = loaded[0]
@@ -222,10 +223,11 @@ def task_decodability_table(
     appended; the query state does not see it). Writes ``out/{suite}/td.json`` with
     ``td_by_layer`` / ``td_vs_accuracy`` figures, and ``out/td.json``."""
     from tvlens.extraction.residual import activations_at_positions
-    from tvlens.plotting import plot_td_by_layer, plot_td_vs_accuracy, save_figure, write_json
+    from tvlens.plotting import plot_td_by_layer, plot_td_vs_accuracy, save_figure
     from tvlens.probing.layers import LayerTD
     from tvlens.probing.measures import task_decodability
     from tvlens.probing.series import TDSeries, correlation
+    from tvlens.runs import write_json
     from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
     from tvlens.tasks.synthetic import null_task
 
@@ -338,7 +340,8 @@ def head_comparison(
     ``top`` heads. Writes ``out/{task}/`` (patching) and ``out/heads.json``."""
     from tvlens.extraction.function_vectors import function_vector
     from tvlens.patching.run import run_patching
-    from tvlens.plotting import plot_head_aie, save_figure, write_json
+    from tvlens.plotting import plot_head_aie, save_figure
+    from tvlens.runs import write_json
 
     out = Path(out)
     result: dict[str, Any] = {

@@ -17,7 +17,6 @@ import torch
 
 from tvlens.errors import CheckpointError, ConfigError, ModelLoadError
 from tvlens.models.bos import tokenizer_adds_bos
-from tvlens.models.checkpoints import is_run_dir, resolve_checkpoint, validate_checkpoint
 from tvlens.models.hf import quiet_transformers
 from tvlens.models.pretrained import (
     PRETRAINED,
@@ -36,6 +35,7 @@ from tvlens.models.wrap import (  # noqa: F401 - default_device and resolve_* ar
     resolve_dtype,
     spec_fields,
 )
+from tvlens.runs.checkpoints import is_run_dir, resolve_checkpoint, validate_checkpoint
 
 
 def _spec_from_bridge(bridge: Any, name: str, revision, source, path, extra: dict) -> ModelSpec:
@@ -343,7 +343,7 @@ def _load_gguf(path: Path, kwargs: dict[str, Any]) -> TVModel:
 def load_checkpoints(run_dir: str | Path, steps: list[int] | None = None, **kwargs: Any):
     """Yield ``(step, TVModel)`` for each checkpoint of a tvlens run (all, or ``steps``),
     oldest first, loading one at a time."""
-    from tvlens.models.checkpoints import list_checkpoints
+    from tvlens.runs.checkpoints import list_checkpoints
 
     if not is_run_dir(run_dir):
         raise CheckpointError(f"{str(run_dir)!r} is not a tvlens training run folder.")

@@ -15,9 +15,10 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import plotly.graph_objects as go
+
+from tvlens.runs import write_json  # noqa: F401  (write_json's old import path)
 
 NO_PNG_ENV = "TVLENS_NO_PNG"  # "1": write HTML only, as on a machine without a browser
 PNG_HINT = (
@@ -112,10 +113,3 @@ def _record(stem: Path, html: Path, png: Path | None, reason: str | None) -> Non
         "png_skipped": reason,
     }
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    return path

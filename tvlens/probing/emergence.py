@@ -17,12 +17,12 @@ from tqdm.auto import tqdm
 
 from tvlens.errors import TVLensError
 from tvlens.frames import tidy
-from tvlens.models.checkpoints import list_checkpoints
 from tvlens.probing.family import NULL, RunOutput, TaskFamily, family_for_run
 from tvlens.probing.layers import LayerTD
 from tvlens.probing.measures import project_2d, task_decodability
 from tvlens.probing.series import TDSeries, correlation
 from tvlens.results import Result
+from tvlens.runs.checkpoints import list_checkpoints
 
 
 def layer_td(outs: dict[str, RunOutput], knn_k: int) -> tuple[list[float], list[dict]]:

@@ -27,9 +27,9 @@ from torch import Tensor, nn
 from tvlens.errors import CheckpointError, ConfigError, EmptyTaskError, TVLensError
 from tvlens.extraction.residual import activations_at_positions
 from tvlens.models import adapter
-from tvlens.models.checkpoints import is_run_dir, write_atomically
 from tvlens.models.loading import doc_start_token, load_model
 from tvlens.models.tvmodel import TVModel
+from tvlens.runs.checkpoints import is_run_dir, write_atomically
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
 from tvlens.tasks.synthetic import null_task

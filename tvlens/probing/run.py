@@ -10,7 +10,6 @@ from typing import Any
 
 from tvlens.configs import EmergenceConfig, ProbeConfig
 from tvlens.errors import ConfigError, LayerError
-from tvlens.models.checkpoints import write_json_atomically
 from tvlens.plotting import (
     plot_emergence,
     plot_perturbation,
@@ -25,6 +24,7 @@ from tvlens.probing.family import family_for_run, is_regression_run
 from tvlens.probing.perturbation import perturbation
 from tvlens.probing.series import TDSeries, save_series, td_over_checkpoints
 from tvlens.runs import CONFIG_FILE, EMERGENCE_FILE, PERTURBATION_FILE, PROBE, prepare_out_dir
+from tvlens.runs.checkpoints import write_json_atomically
 from tvlens.tasks.core import TaskSuite
 
 

@@ -15,12 +15,12 @@ from tqdm.auto import tqdm
 
 from tvlens.errors import TVLensError
 from tvlens.icl_accuracy import evaluate_icl
-from tvlens.models.checkpoints import is_run_dir, list_checkpoints
 from tvlens.models.loading import load_model
 from tvlens.models.tvmodel import TVModel
 from tvlens.probing.layers import LayerTD, td_by_layer
 from tvlens.results import Result
 from tvlens.runs import TD_FILE
+from tvlens.runs.checkpoints import is_run_dir, list_checkpoints
 from tvlens.tasks.core import TaskSuite
 
 

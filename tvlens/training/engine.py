@@ -53,15 +53,15 @@ from tqdm.auto import tqdm
 
 import tvlens
 from tvlens.errors import TVLensError
-from tvlens.models.checkpoints import (
+from tvlens.models.loading import resolve_device
+from tvlens.runs import KIND_KEY
+from tvlens.runs.checkpoints import (
     REQUIRED_FILES,
     Checkpoint,
     clean_temporary,
     list_checkpoints,
     write_json_atomically,
 )
-from tvlens.models.loading import resolve_device
-from tvlens.runs import KIND_KEY
 from tvlens.training.checkpointing import (
     STATE_FILE,
     check_run_folder,

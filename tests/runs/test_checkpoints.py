@@ -9,7 +9,7 @@ import torch
 
 from tvlens.errors import CheckpointError
 from tvlens.models import list_checkpoints, load_checkpoints, load_model, resolve_checkpoint
-from tvlens.models.checkpoints import (
+from tvlens.runs.checkpoints import (
     REQUIRED_FILES,
     checkpoint_name,
     clean_temporary,

@@ -1,5 +1,7 @@
-"""Run and results folders: the names of the files tvlens writes in them, and the one rule
-for writing into a folder.
+"""Run and results folders, their one home: the names of the files tvlens writes in them, the
+one rule for writing into a folder, JSON writing (:func:`write_json`; atomically:
+:func:`tvlens.runs.checkpoints.write_json_atomically`), and checkpoints on disk
+(:mod:`tvlens.runs.checkpoints`).
 
 The rule (:func:`prepare_out_dir`): a command writes only into a folder that does not exist
 yet, is empty, or already holds a tvlens run of the same kind. Anything else (a file, a user's
@@ -131,4 +133,12 @@ def prepare_out_file(path: str | Path, kind: str) -> Path:
             )
     if (reason := _unwritable(path.parent)) is not None:
         raise OutputError(f"Cannot write {str(path)!r} ({reason}): give a path you can write to.")
+    return path
+
+
+def write_json(path: str | Path, obj: object) -> Path:
+    """``obj`` as indented JSON at ``path`` (folders created; unknown types as strings)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
     return path

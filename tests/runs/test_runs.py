@@ -100,7 +100,7 @@ def test_configs_check_choices_and_bounds_once():
         PatchConfig(max_batch=0)
     with pytest.raises(ConfigError, match="top_k_heads .* must be >= 1, got -3"):
         VectorsConfig(top_k_heads=-3)
-    with pytest.raises(ConfigError, match=r"k \(--k\) must be >= 2 for function vectors"):
+    with pytest.raises(ConfigError, match=r"k \(--k\) must be >= 2 for fv"):
         VectorsConfig(method="both", k=1)
     assert VectorsConfig(method="hendel", k=1).k == 1  # a task vector from one demonstration
     with pytest.raises(ConfigError, match="Unknown perturb_mode 'flip'"):
