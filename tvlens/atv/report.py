@@ -217,13 +217,26 @@ def verdicts(queries: dict, data: CompareData, cfg: CompareConfig) -> list[dict[
     ]
 
 
-def format_verdicts(vs: list[dict[str, Any]]) -> str:
+def format_verdicts(vs: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> str:
+    """Markdown: each claim's verdict and the paired differences behind it; then the trained
+    methods whose dev accuracy was still rising when their epochs ran out (their numbers are
+    lower bounds) and the seeds each method has."""
     lines = []
     for v in vs:
-        lines.append(f"- **{v['claim']}**: {v['verdict']}")
+        why = f" ({v['why']})" if v.get("why") else ""
+        lines.append(f"- **{v['claim']}**: {v['verdict']}{why}")
         for t in v["tests"]:
             lines.append(f"  - {t['a']} − {t['b']} ({t['group']}): {t['diff']:+.3f} "
                          f"[{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}] → {t['outcome']}")  # fmt: skip
+    rows = {
+        m: r for m, r in (summary or {}).items() if not m.startswith("_") and "skipped" not in r
+    }
+    rising = [m for m, r in rows.items() if r.get("still_rising")]
+    if rising:
+        lines.append(f"\nStill rising when the epochs ran out (lower bounds): {', '.join(rising)}.")
+    seeds = {m: len(r["seeds"]) for m, r in rows.items()}
+    if seeds:
+        lines.append("Seeds per method: " + ", ".join(f"{m} {n}" for m, n in seeds.items()) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -380,7 +393,7 @@ def write_outputs(
     _write_text(out / "comparison.csv", _csv(summary, data))
     _write_text(out / "table.md", table)
     _write_text(out / "categories.md", format_categories(summary))
-    _write_text(out / "verdicts.md", format_verdicts(vs))
+    _write_text(out / "verdicts.md", format_verdicts(vs, summary))
     _write_text(out / "overlap.csv", overlap_csv)
     _write_text(out / "overlap.md", overlap_md)
     missing = [str(c) for c in _cells(cfg) if not cell_path(out, c).is_file()]
