@@ -139,7 +139,7 @@ def compare_cmd(
             "--data-dir",
             "--data",  # the old name, still accepted
             help="Function-vector datasets folder (abstractive/, extractive/) for "
-            "fv/<task> tasks (default: the copy shipped with tvlens)."
+            "fv/<task> tasks (default: the copy shipped with tvlens).",
         ),
     ] = None,  # fmt: skip
     in_domain: Annotated[
@@ -183,3 +183,28 @@ def compare_cmd(
         f"{len(res.ran)} cell(s) computed, the others reused; wrote {res.out / 'comparison.csv'}"
         f" ({res.seconds:.0f} s)"
     )
+
+
+@command("distill")
+def distill_cmd(
+    target: Annotated[str, typer.Option(help="Frozen target: HF name, folder or tvlens run.")],
+    out: Annotated[
+        Path, typer.Option(help="A comparison folder (its dev-chosen variants are used).")
+    ] = Path("runs/compare"),
+    preset: Annotated[str, typer.Option(help="tiny, cpu or gpu.")] = "cpu",
+    rank: Annotated[int, typer.Option(help="Rank of the ATV expansion and of LoRA.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the teachers.")] = 0,
+    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+) -> None:
+    """The equal-rank distillation test: rank-r ATV and LoRA teachers, each family's student
+    trained to match the other's; prints and writes OUT/distill_r{rank}.json."""
+    from tvlens.atv.compare import compare_context, get_compare_preset
+    from tvlens.atv.distill import distill_pair
+    from tvlens.models import load_model
+
+    cfg = get_compare_preset(preset).with_overrides(target=target)
+    model = load_model(target, device=device)
+    res = distill_pair(compare_context(cfg, model, out), rank=rank, seed=seed)
+    path = res.save(out / f"distill_r{rank}.json")
+    typer.echo(res.to_dataframe().to_string(index=False))
+    typer.echo(f"wrote {path}")
