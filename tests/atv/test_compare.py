@@ -90,8 +90,19 @@ def test_every_method_scored_with_outputs(full):
     rows = list(csv.DictReader((out / "comparison.csv").open()))
     assert [r["method"] for r in rows] == list(METHODS)
     assert "unseen:first_of_2" in rows[1] and "in_domain:last" in rows[1]
-    for f in ("bars.html", "heatmap.html", "curves.html", "overlap.html", "overlap.csv",
-              "table.md", "categories.md", "verdicts.md", "config.json"):  # fmt: skip
+    outputs = (
+        "bars.html",
+        "heatmap.html",
+        "curves.html",
+        "curves.md",
+        "overlap.html",
+        "overlap.csv",
+        "table.md",
+        "categories.md",
+        "verdicts.md",
+        "config.json",
+    )
+    for f in outputs:
         assert (out / f).is_file(), f
     assert "oracle label" in (out / "table.md").read_text()
     assert len(cfg.methods) == len(METHODS)

@@ -309,6 +309,28 @@ def format_categories(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_curves(summary: dict[str, Any]) -> str:
+    """Markdown: each trained method's dev accuracy after every epoch (its selected variant,
+    seed 0), how its training ended, and every swept variant's best dev accuracy."""
+    sweeps = summary.get("_sweeps", {})
+    cols = ["method", "chosen", "dev accuracy by epoch", "ended", "final train loss",
+            "sweep (best dev)"]  # fmt: skip
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for m, r in summary.items():
+        if m.startswith("_") or "skipped" in r or not r.get("curve"):
+            continue
+        curve = " → ".join(f"{e['dev_acc']:.2f}" for e in r["curve"])
+        info = r.get("info", {})
+        ended = ("still rising" if info.get("still_rising")
+                 else "stopped: no better dev for the patience" if info.get("stopped_early")
+                 else "epoch budget, dev flat")  # fmt: skip
+        loss = r.get("final_train_loss")
+        swept = ", ".join(f"{k} {v['best_dev_acc']:.2f}" for k, v in sweeps.get(m, {}).items())
+        lines.append(f"| {m} | {r.get('selected', {}).get('label', '-')} | {curve} | {ended} | "
+                     f"{'-' if loss is None else f'{loss:.3f}'} | {swept or '-'} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def format_overlap(data: CompareData) -> tuple[str, str]:
     """The input-overlap matrix (share of each task's inputs that are inputs of each
     in-domain task) as CSV and as markdown (unseen tasks' rows)."""
@@ -394,6 +416,7 @@ def write_outputs(
     _write_text(out / "table.md", table)
     _write_text(out / "categories.md", format_categories(summary))
     _write_text(out / "verdicts.md", format_verdicts(vs, summary))
+    _write_text(out / "curves.md", format_curves(summary))
     _write_text(out / "overlap.csv", overlap_csv)
     _write_text(out / "overlap.md", overlap_md)
     missing = [str(c) for c in _cells(cfg) if not cell_path(out, c).is_file()]
