@@ -141,6 +141,13 @@ class ICLMethod(CompareMethod):
         self.k = k
         self.method = ICL(self.target, k, seed, self.batch_size)
         self.method.fit(merged(*ctx.data.groups().values()))
+        fewest = min(len(t) for t in self.method.demos.values())
+        if fewest < k:  # demonstrations come from the training queries only
+            self.skip_reason = (
+                f"{k}-shot prompts need {k} training queries per task as demonstrations; "
+                f"this configuration has {fewest} (n_train)"
+            )
+            return
         tests = [p for s in ctx.data.groups().values() for p in s.test]
         try:
             lens = [
