@@ -3,33 +3,24 @@ the CLI fills it, and the run writes it (``to_dict``) into its ``config.json``.
 
 Choices are ``Literal`` fields and counts have lower bounds, both checked once, when the
 config is made (:class:`~tvlens.errors.ConfigError` naming the field and what it accepts),
-so that nothing deeper has to check them again. The CLI reads its choices from the same
-``Literal`` (:func:`choices`). The training runs have theirs in :mod:`tvlens.training`
-(``TrainConfig``, ``RegressionConfig``).
+so that nothing deeper has to check them again; every field carries its help
+(:func:`~tvlens.runs.config.opt`). The CLI builds its options from these fields: type,
+default, choices and help (``tvlens.cli.options``). The training runs have theirs in
+:mod:`tvlens.training` (``TrainConfig``, ``RegressionConfig``).
 """
 
 from __future__ import annotations
 
-import json
-import typing
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Literal, get_args, get_origin
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 from tvlens.errors import ConfigError
 from tvlens.extraction.registry import expand_methods, extraction_choices, get_extraction_method
-from tvlens.runs import EMERGENCE, EVAL, KIND_KEY, PATCH, PROBE, VECTORS
+from tvlens.runs import EMERGENCE, EVAL, PATCH, PROBE, VECTORS
+from tvlens.runs.config import Config, choices, opt
 
-
-def choices(config: type, name: str) -> tuple[str, ...]:
-    """The values the field ``name`` of ``config`` accepts: its ``Literal``, or the registry
-    its metadata names (``field(metadata={"choices": fn})``)."""
-    meta = next((f.metadata for f in fields(config) if f.name == name), {})
-    if "choices" in meta:
-        return tuple(meta["choices"]())
-    hint = typing.get_type_hints(config)[name]
-    if get_origin(hint) is not Literal:
-        raise TypeError(f"{config.__name__}.{name} is not a Literal field.")
-    return tuple(get_args(hint))
+__all__ = ["Config", "EmergenceConfig", "EvalConfig", "PatchConfig", "ProbeConfig",
+           "VectorsConfig", "choices", "opt"]  # fmt: skip
 
 
 def no_type_check(cls: type) -> type:
@@ -40,53 +31,23 @@ def no_type_check(cls: type) -> type:
     return cls
 
 
-class AnalysisConfig:
-    """What the analysis configs share: validation of choices and bounds, and the JSON form."""
-
-    kind: ClassVar[str]
-    # field -> smallest allowed value (None values are left alone: "the default").
-    minimum: ClassVar[dict[str, int]] = {}
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            registry = f.metadata.get("choices")
-            if registry is not None or get_origin(hints[f.name]) is Literal:
-                allowed = registry() if registry is not None else get_args(hints[f.name])
-                if value not in allowed:
-                    raise ConfigError(
-                        f"Unknown {f.name} {value!r}: {f.name} must be one of "
-                        f"{', '.join(map(str, allowed))}."
-                    )
-            low = self.minimum.get(f.name)
-            if low is not None and value is not None and value < low:
-                raise ConfigError(
-                    f"{f.name} (--{f.name.replace('_', '-')}) must be >= {low}, got {value}."
-                )
-
-    def to_dict(self) -> dict[str, Any]:
-        """As written to ``config.json`` (with the run's kind; tuples become lists)."""
-        return {KIND_KEY: self.kind, **json.loads(json.dumps(asdict(self)))}  # type: ignore[call-overload]
-
-
 @no_type_check
 @dataclass(frozen=True)
-class EvalConfig(AnalysisConfig):
+class EvalConfig(Config):
     """``tvlens eval``: ICL accuracy per task."""
 
     kind: ClassVar[str] = EVAL
     minimum: ClassVar[dict[str, int]] = {"k": 0, "n_prompts": 1, "batch_size": 1}
-    k: int = 5
-    n_prompts: int = 64
-    template: Literal["arrow", "qa"] = "arrow"
-    seed: int = 0
-    batch_size: int = 64
+    k: int = opt(5, "Demonstrations per prompt.")
+    n_prompts: int = opt(64, "Prompts per task.")
+    template: Literal["arrow", "qa"] = opt("arrow", "Prompt template.")
+    seed: int = opt(0, "Seed of the prompts.")
+    batch_size: int = opt(64, "Prompts per forward pass.")
 
 
 @no_type_check
 @dataclass(frozen=True)
-class VectorsConfig(AnalysisConfig):
+class VectorsConfig(Config):
     """``tvlens vectors``: task vectors (Hendel) and/or function vectors (Todd)."""
 
     kind: ClassVar[str] = VECTORS
@@ -96,20 +57,22 @@ class VectorsConfig(AnalysisConfig):
         "top_k_heads": 1,
         "max_batch": 1,
     }
-    # an extraction method (tvlens.extraction.registry), or "both": every registered one
-    method: str = field(default="hendel", metadata={"choices": extraction_choices})
-    k: int | None = None  # default: the model's training k
-    n_extract: int = 32
-    top_k_heads: int = 10
-    fv_scale: float = 1.0
-    split: tuple[float, float, float] = (0.5, 0.2, 0.3)
-    seed: int = 0
-    template: Literal["arrow", "qa"] | None = None
-    max_batch: int = 1024
+    method: str = opt(
+        "hendel", "Which vectors: an extraction method, or both (every registered one).",
+        choices=extraction_choices,
+    )  # fmt: skip
+    k: int | None = opt(None, "Demonstrations (default: the model's training k).")
+    n_extract: int = opt(32, "Prompts to extract each vector from.")
+    top_k_heads: int = opt(10, "Heads in a function vector.")
+    fv_scale: float = opt(1.0, "Scale of the added function vector.")
+    split: tuple[float, float, float] = opt(
+        (0.5, 0.2, 0.3), "Shares of each task's examples: extraction, layer choice, test."
+    )
+    seed: int = opt(0, "Seed of the prompts and splits.")
+    template: Literal["arrow", "qa"] | None = opt(None, "Prompt template (default: the model's).")
+    max_batch: int = opt(1024, "Rows per forward pass.")
 
     def __post_init__(self) -> None:
-        if self.template is not None and self.template not in ("arrow", "qa"):
-            raise ConfigError(f"Unknown template {self.template!r}: use arrow or qa.")
         object.__setattr__(self, "split", tuple(self.split))
         super().__post_init__()
         for m in self.methods:
@@ -127,22 +90,26 @@ class VectorsConfig(AnalysisConfig):
 
 @no_type_check
 @dataclass(frozen=True)
-class PatchConfig(AnalysisConfig):
+class PatchConfig(Config):
     """``tvlens patch``: activation patching of every component."""
 
     kind: ClassVar[str] = PATCH
     # k >= 2: the corrupted prompts shuffle the demonstrations' labels.
     minimum: ClassVar[dict[str, int]] = {"k": 2, "n_prompts": 1, "max_batch": 1}
-    component: Literal["resid", "attn", "mlp", "heads"] = "heads"
-    method: Literal["exact", "attribution", "both"] = "exact"
-    positions: Literal["all", "each", "last"] = "all"
-    corruption: Literal["shuffled", "mean", "zero"] = "shuffled"
-    head_act: Literal["z", "q", "k", "v"] = "z"
-    k: int | None = None  # default: the model's training k
-    n_prompts: int = 16
-    tasks: tuple[str, ...] | None = None
-    seed: int = 0
-    max_batch: int = 1024
+    component: Literal["resid", "attn", "mlp", "heads"] = opt("heads", "What to patch.")
+    method: Literal["exact", "attribution", "both"] = opt("exact", "Exact or attribution.")
+    positions: Literal["all", "each", "last"] = opt(
+        "all", "all (at once), each (one by one) or last."
+    )
+    corruption: Literal["shuffled", "mean", "zero"] = opt(
+        "shuffled", "shuffled (labels), mean or zero (ablation)."
+    )
+    head_act: Literal["z", "q", "k", "v"] = opt("z", "For heads: which activation.")
+    k: int | None = opt(None, "Demonstrations (default: the model's training k).")
+    n_prompts: int = opt(16, "Prompts per task.")
+    tasks: tuple[str, ...] | None = opt(None, "Only this task (repeat for several).", flag="--task")
+    seed: int = opt(0, "Seed of the prompts.")
+    max_batch: int = opt(1024, "Rows (prompts x copies) per pass.")
 
     def __post_init__(self) -> None:
         if self.tasks is not None:
@@ -152,16 +119,19 @@ class PatchConfig(AnalysisConfig):
 
 @no_type_check
 @dataclass(frozen=True)
-class ProbeConfig(AnalysisConfig):
+class ProbeConfig(Config):
     """``tvlens probe``: task decodability at every layer of every checkpoint."""
 
     kind: ClassVar[str] = PROBE
     minimum: ClassVar[dict[str, int]] = {"k": 1, "n_prompts": 2}
-    revisions: tuple[str, ...] | None = None  # default: every checkpoint of a tvlens run
-    k: int | None = None
-    n_prompts: int = 100
-    probe: bool = False
-    seed: int = 0
+    revisions: tuple[str, ...] | None = opt(
+        None, "A checkpoint to probe (repeat; default: every checkpoint of a tvlens run, "
+        "or the model as it is).", flag="--revision",
+    )  # fmt: skip
+    k: int | None = opt(None, "Demonstrations (default: the model's training k).")
+    n_prompts: int = opt(100, "Prompts per task.")
+    probe: bool = opt(False, "Also a linear probe per layer.", flag="--linear-probe")
+    seed: int = opt(0, "Seed of the prompts.")
 
     def __post_init__(self) -> None:
         if self.revisions is not None:
@@ -171,18 +141,25 @@ class ProbeConfig(AnalysisConfig):
 
 @no_type_check
 @dataclass(frozen=True)
-class EmergenceConfig(AnalysisConfig):
+class EmergenceConfig(Config):
     """``tvlens emergence``: task encoding and decoding over a run, and the perturbation test."""
 
     kind: ClassVar[str] = EMERGENCE
     minimum: ClassVar[dict[str, int]] = {"n_prompts": 2, "perturb_prompts": 1}
-    revisions: tuple[str, ...] | None = None
-    n_prompts: int = 100
-    seed: int = 0
-    perturb_layer: int | None = None  # default: the middle layer; negative: skip the test
-    perturb_mode: Literal["shift", "replace"] = "shift"
-    perturb_prompts: int = 64
-    perturb_steps: tuple[int, ...] | None = None
+    revisions: tuple[str, ...] | None = opt(
+        None, "A checkpoint (repeat; default: every checkpoint of the run).", flag="--revision"
+    )
+    n_prompts: int = opt(100, "Prompts per task.")
+    seed: int = opt(0, "Seed of the prompts.")
+    perturb_layer: int | None = opt(
+        None, "Layer of the perturbation test (-1: skip; default: middle)."
+    )
+    perturb_mode: Literal["shift", "replace"] = opt("shift", "Perturbation.")
+    perturb_prompts: int = opt(64, "Prompts of the perturbation test.")
+    perturb_steps: tuple[int, ...] | None = opt(
+        None, "Checkpoint steps of the perturbation test (repeat; default: an early and the "
+        "last).", flag="--perturb-step",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         for name in ("revisions", "perturb_steps"):

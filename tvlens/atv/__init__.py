@@ -32,7 +32,7 @@ _NAMES = {
     # function of the same name (the attribute then depends on import order).
     "compare_methods": "methods",
     "run_compare": "compare",
-    "CompareConfig": "compare_setup",
+    "CompareConfig": "compare_config",
     "MethodSpec": "registry",
     "peft_method": "registry",
     "register_method": "registry",

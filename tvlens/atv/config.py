@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tvlens.runs.config import opt
 from tvlens.training.config import TrainingConfig, pick_preset
 
 
@@ -19,27 +20,32 @@ class ATVConfig(TrainingConfig):
 
     _kind = "ATV"
 
-    target: str = ""
+    target: str = opt("", "Target model: HF name, folder or tvlens run.")
     target_revision: str | None = None
-    generator: str | None = None
+    generator: str | None = opt(None, "Generator model (default: a copy of the target).")
     generator_revision: str | None = None
     generator_stop_at_layer: int | None = None  # use only the generator's first N blocks
-    train_generator: bool = True
+    train_generator: bool = opt(
+        True, "Train the generator LM too (or freeze it).",
+        flag="--train-generator/--frozen-generator",
+    )  # fmt: skip
     pooling: str = "last"
     generator_input: str = "prompt"  # "prompt" (templated query) or "input" (raw query)
-    rank: int | None = None  # None: full-rank expansion
-    layers: list[int] | None = None  # None: every layer of the target
-    positions: str = "all"
-    scale: float = 1e-3
+    rank: int | None = opt(None, "Rank of the expansion (default: full).")
+    layers: list[int] | None = opt(
+        None, "Target layers to steer, e.g. 0,1,2 (default: all).", sep=","
+    )
+    positions: str = opt("all", "Positions steered.", choices=lambda: ("all", "last"))
+    scale: float = opt(1e-3, "λ, the steering scale.")
     # data
     suite: dict = field(default_factory=lambda: {"name": "atv_lists"})
     template: str = "arrow"
-    n_train: int = 90
+    n_train: int = opt(90, "Training queries per task.")
     n_dev: int = 20
     n_test: int = 50
     # optimisation (the engine's options: TrainingConfig; `steps` follows from the epochs)
-    epochs: int = 15
-    batch_size: int = 1
+    epochs: int = opt(15, "Epochs.")
+    batch_size: int = opt(1, "Rows per micro-batch.")
     lr: float = 5e-4
     weight_decay: float = 1e-5
     log_every: int = 1
@@ -47,7 +53,6 @@ class ATVConfig(TrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.check_choice("positions", ("all", "last"))
         self.check_choice("pooling", ("last", "mean"))
         if self.rank is not None:
             self.check_at_least(1, "rank", why=" (or None for full rank)")

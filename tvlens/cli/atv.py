@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from tvlens.cli.errors import json_option, number_list, registrar
+from tvlens.atv.compare_config import PRESETS as COMPARE_PRESETS
+from tvlens.atv.compare_config import CompareConfig
+from tvlens.atv.config import PRESETS as ATV_PRESETS
+from tvlens.atv.config import ATVConfig
+from tvlens.cli.errors import json_option, registrar
+from tvlens.cli.options import config_options
 
 app = typer.Typer(
     help="Adaptive task vectors: a generator reads the query and steers a frozen target.",
@@ -30,19 +35,14 @@ def _suite_spec(suite: str | None) -> dict | None:
     return json_option(suite, "--suite", 'a suite name or \'{"name": "words"}\'')
 
 
-def _layers(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    return number_list(text, "--layers", int, "comma-separated integers")
-
-
 @command("train")
+@config_options(
+    ATVConfig, overrides=True,
+    only=("target", "generator", "rank", "positions", "scale", "layers", "epochs", "seed",
+          "batch_size", "grad_accum", "n_train", "train_generator"),
+)  # fmt: skip
 def train_cmd(
-    target: Annotated[str, typer.Option(help="Target model: HF name, folder or tvlens run.")],
     out: Annotated[Path, typer.Option(help="Run folder to write.")],
-    generator: Annotated[
-        str | None, typer.Option(help="Generator model (default: a copy of the target).")
-    ] = None,
     suite: Annotated[
         str | None,
         typer.Option(
@@ -50,53 +50,18 @@ def train_cmd(
             '"atv_lists", the synthetic setting).'
         ),
     ] = None,  # fmt: skip
-    preset: Annotated[str, typer.Option(help="tiny, cpu or gpu.")] = "tiny",
-    rank: Annotated[int | None, typer.Option(help="Low-rank expansion (default: full).")] = None,
-    positions: Annotated[str | None, typer.Option(help="all or last.")] = None,
-    scale: Annotated[float | None, typer.Option(help="λ, the steering scale.")] = None,
-    layers: Annotated[
-        str | None, typer.Option(help="Target layers to steer, e.g. 0,1,2 (default: all).")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override the preset's epochs.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Override the preset's seed.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Rows per micro-batch.")] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
-    n_train: Annotated[int | None, typer.Option(help="Training queries per task.")] = None,
-    frozen_generator: Annotated[
-        bool | None,
-        typer.Option("--frozen-generator/--train-generator", help="Freeze the generator LM."),
-    ] = None,
+    preset: Annotated[str, typer.Option(help=", ".join(ATV_PRESETS) + ".")] = "tiny",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
     device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+    *,
+    config: dict[str, Any],
 ) -> None:
     """Train an ATV generator against a frozen target; writes OUT/atv.safetensors."""
     from tvlens.atv.train import train_atv
 
-    res = train_atv(
-        out,
-        preset=preset,
-        resume=resume,
-        device=device,
-        **{
-            k: v
-            for k, v in {
-                "target": target,
-                "generator": generator,
-                "suite": _suite_spec(suite),
-                "rank": rank,
-                "positions": positions,
-                "scale": scale,
-                "layers": _layers(layers),
-                "epochs": epochs,
-                "seed": seed,
-                "batch_size": batch_size,
-                "grad_accum": grad_accum,
-                "n_train": n_train,
-                "train_generator": None if frozen_generator is None else not frozen_generator,
-            }.items()
-            if v is not None
-        },
-    )
+    if suite is not None:
+        config["suite"] = _suite_spec(suite)
+    res = train_atv(out, preset=preset, resume=resume, device=device, **config)
     last = res.metrics["checkpoints"][-1] if res.metrics.get("checkpoints") else {}
     typer.echo(
         f"ATV ({res.atv.trainable_parameters()} trainable parameters) in {res.run_dir} "
@@ -118,39 +83,15 @@ def eval_cmd(
     typer.echo(json.dumps(res, indent=2))
 
 
-def _list(text: str | None) -> list[str] | None:
-    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
-
-
 @command("compare")
+@config_options(
+    CompareConfig, overrides=True,
+    only=("target", "seeds", "methods", "data_dir", "in_domain", "unseen", "epochs", "n_train",
+          "n_test"),
+)  # fmt: skip
 def compare_cmd(
-    target: Annotated[
-        str | None, typer.Option(help="Frozen target: HF name, folder or tvlens run.")
-    ] = None,
     out: Annotated[Path, typer.Option(help="Folder for the comparison.")] = Path("runs/compare"),
-    preset: Annotated[str, typer.Option(help="tiny, cpu or gpu.")] = "cpu",
-    seeds: Annotated[int | None, typer.Option(help="Seeds per trained method.")] = None,
-    methods: Annotated[
-        str | None, typer.Option(help="Comma-separated subset (default: every method).")
-    ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            "--data",  # the old name, still accepted
-            help="Function-vector datasets folder (abstractive/, extractive/) for "
-            "fv/<task> tasks (default: the copy shipped with tvlens).",
-        ),
-    ] = None,  # fmt: skip
-    in_domain: Annotated[
-        str | None, typer.Option(help="Comma-separated alias/task list (default: preset's).")
-    ] = None,
-    unseen: Annotated[
-        str | None, typer.Option(help="Comma-separated alias/task list (default: preset's).")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override the preset's epochs.")] = None,
-    n_train: Annotated[int | None, typer.Option(help="Training queries per task.")] = None,
-    n_test: Annotated[int | None, typer.Option(help="Test queries per task.")] = None,
+    preset: Annotated[str, typer.Option(help=", ".join(COMPARE_PRESETS) + ".")] = "cpu",
     device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
     workers: Annotated[
         str,
@@ -159,24 +100,16 @@ def compare_cmd(
             "one per core (at most 4) on a CPU, one on an accelerator."
         ),
     ] = "auto",
+    *,
+    config: dict[str, Any],
 ) -> None:
     """Compare zero-shot, ICL, task / function vectors, retrieval, LoRA, prefix tuning and ATV
     on instructed in-domain and unseen tasks; writes OUT/comparison.{json,csv}, the tables,
     the verdicts and figures. Resumes."""
     from tvlens.atv.compare import run_compare
 
-    overrides = {
-        "seeds": seeds,
-        "methods": _list(methods),
-        "data_dir": None if data_dir is None else str(data_dir),
-        "in_domain": _list(in_domain),
-        "unseen": _list(unseen),
-        "epochs": epochs,
-        "n_train": n_train,
-        "n_test": n_test,
-    }
-    res = run_compare(target, out, preset=preset, device=device, workers=workers,
-                      **{k: v for k, v in overrides.items() if v is not None})  # fmt: skip
+    target = config.pop("target", None)
+    res = run_compare(target, out, preset=preset, device=device, workers=workers, **config)
     typer.echo(res.table)
     typer.echo((res.out / "verdicts.md").read_text())
     typer.echo(

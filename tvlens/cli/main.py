@@ -4,22 +4,18 @@ modules), each a thin layer over a public function (same arguments)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from tvlens.cli.errors import json_option, registrar
-from tvlens.configs import (
-    EmergenceConfig,
-    EvalConfig,
-    PatchConfig,
-    ProbeConfig,
-    VectorsConfig,
-    choices,
-)
+from tvlens.cli.errors import registrar
+from tvlens.cli.options import config_options
+from tvlens.configs import EmergenceConfig, EvalConfig, PatchConfig, ProbeConfig, VectorsConfig
 from tvlens.errors import ConfigError
+from tvlens.training.config import PRESETS, TrainConfig
+from tvlens.training.regression_config import RegressionConfig
 
 app = typer.Typer(
     help="tvlens: task vectors, task encoding and patching on TransformerLens 4.x.",
@@ -35,35 +31,12 @@ app = typer.Typer(
 command = registrar(app)
 
 
-def choice(values: Sequence[str], what: str) -> Callable[[str], str]:
-    """A typer ``parser`` that accepts only ``values`` (named ``what`` in the error)."""
-
-    def parse(value: str) -> str:
-        if value not in values:
-            raise typer.BadParameter(
-                f"Unknown {what} {value!r}: {what} must be one of {', '.join(values)}."
-            )
-        return value
-
-    return parse
-
-
-def choice_opt(config: type, name: str, help: str, what: str | None = None) -> Any:
-    """A typer option whose choices are the ``Literal`` of ``config``'s field ``name``."""
-    values = choices(config, name)
-    return typer.Option(
-        help=help, parser=choice(values, what or name), metavar="[" + "|".join(values) + "]"
-    )
-
-
 # Options several commands share.
 ModelOpt = Annotated[str, typer.Option(help="HF name, model folder or tvlens run.")]
 SuiteOpt = Annotated[
     str | None, typer.Option(help="Suite name or folder (default: the model's training suite).")
 ]
 RevisionOpt = Annotated[str | None, typer.Option(help="Revision / checkpoint.")]
-KOpt = Annotated[int | None, typer.Option(help="Demonstrations (default: the model's).")]
-SeedOpt = Annotated[int, typer.Option()]
 DeviceOpt = Annotated[str | None, typer.Option(help="cuda, mps or cpu (default: best).")]
 
 
@@ -75,9 +48,7 @@ def demo(
     run_dir: Annotated[Path, typer.Option(help="Training run to reuse or create.")] = Path(
         "runs/default"
     ),
-    preset: Annotated[
-        str, typer.Option(help="Training preset: tiny, default, gpu or plain.")
-    ] = "default",
+    preset: Annotated[str, typer.Option(help="Training preset: " + ", ".join(PRESETS))] = "default",
     device: DeviceOpt = None,
     retrain: Annotated[bool, typer.Option(help="Delete the run and train again.")] = False,
 ) -> None:
@@ -109,60 +80,48 @@ def _train(
 
 
 @command("train-synthetic")
+@config_options(
+    TrainConfig, only=("steps", "seed", "suite", "arch", "tv_loss_weight", "tv_loss_layer"),
+    overrides=True,
+)  # fmt: skip
 def train_synthetic_cmd(
     out: Annotated[Path, typer.Option(help="Run folder to write.")],
-    preset: Annotated[
-        str, typer.Option(help="Training preset: tiny, default, gpu or plain.")
-    ] = "default",
+    preset: Annotated[str, typer.Option(help="Training preset: " + ", ".join(PRESETS))] = "default",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
     device: DeviceOpt = None,
-    steps: Annotated[int | None, typer.Option(help="Override the preset's steps.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Override the preset's seed.")] = None,
-    suite: Annotated[
-        str | None,
-        typer.Option(help='Suite spec as JSON, e.g. \'{"name": "bitwise", "n_bits": 3}\'.'),
-    ] = None,
-    arch: Annotated[str | None, typer.Option(help="gpt2, llama or neox.")] = None,
-    tv_loss_weight: Annotated[
-        float | None, typer.Option(help="Weight of the task-vector prompting loss (0: off).")
-    ] = None,
-    tv_loss_layer: Annotated[
-        int | None, typer.Option(help="Block whose output carries the task vector for that loss.")
-    ] = None,
+    *,
+    config: dict[str, Any],
 ) -> None:
     """Train a small transformer from scratch on synthetic ICL tasks, with checkpoints."""
     from tvlens.training import train_synthetic
 
-    suite_spec = json_option(suite, "--suite", '\'{"name": "bitwise"}\'') if suite else None
-    if suite_spec is not None and not isinstance(suite_spec, dict):
+    if not isinstance(config.get("suite", {}), dict):
         raise ConfigError('--suite must be a JSON object, e.g. \'{"name": "bitwise"}\'.')
     _train(
         train_synthetic, out,
         lambda last: f"final loss {last.get('loss', float('nan')):.3f}, "
         f"ICL accuracy {last.get('mean_icl_accuracy', float('nan')):.3f}",
-        preset=preset, resume=resume, device=device, steps=steps, seed=seed, suite=suite_spec,
-        arch=arch, tv_loss_weight=tv_loss_weight, tv_loss_layer=tv_loss_layer,
+        preset=preset, resume=resume, device=device, **config,
     )  # fmt: skip
 
 
 @command("eval")
+@config_options(EvalConfig)
 def eval_cmd(
     model: ModelOpt,
     suite: SuiteOpt = None,
     revision: Annotated[str | None, typer.Option(help="Revision / checkpoint (step750).")] = None,
-    k: Annotated[int, typer.Option(help="Demonstrations per prompt.")] = 5,
-    n_prompts: Annotated[int, typer.Option(help="Prompts per task.")] = 64,
-    template: Annotated[str, choice_opt(EvalConfig, "template", "Prompt template.")] = "arrow",
-    seed: SeedOpt = 0,
     device: DeviceOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write results JSON here.")] = None,
+    *,
+    config: EvalConfig,
 ) -> None:
     """ICL accuracy (first token and exact match) per task."""
     from tvlens.icl_accuracy import evaluate_icl
     from tvlens.models.loading import model_and_suite
     from tvlens.runs import prepare_out_file
 
-    cfg = EvalConfig(k=k, n_prompts=n_prompts, template=template, seed=seed)
+    cfg = config
     if out is not None:
         prepare_out_file(out, cfg.kind)
     m, s = model_and_suite(model, suite, revision, device)
@@ -184,61 +143,41 @@ def eval_cmd(
 
 
 @command()
+@config_options(VectorsConfig, skip=("split", "template", "max_batch"))
 def vectors(
     model: ModelOpt,
     out: Annotated[Path, typer.Option(help="Folder for results.json, vectors and figures.")],
-    method: Annotated[
-        str, choice_opt(VectorsConfig, "method", "Which vectors.")
-    ] = VectorsConfig.method,
     suite: SuiteOpt = None,
     revision: RevisionOpt = None,
-    k: KOpt = None,
-    n_extract: Annotated[int, typer.Option(help="Prompts to extract each vector from.")] = 32,
-    top_k_heads: Annotated[int, typer.Option(help="Heads in a function vector.")] = 10,
-    fv_scale: Annotated[float, typer.Option(help="Scale of the added function vector.")] = 1.0,
-    seed: SeedOpt = 0,
     device: DeviceOpt = None,
+    *,
+    config: VectorsConfig,
 ) -> None:
     """Extract task vectors (Hendel) or function vectors (Todd), sweep layers, and report
     zero-shot / ICL / vector accuracy on held-out queries."""
     from tvlens.injection import format_table, run_task_vectors, summary_table
 
-    cfg = VectorsConfig(
-        method=method, k=k, n_extract=n_extract, top_k_heads=top_k_heads, fv_scale=fv_scale,
-        seed=seed,
-    )  # fmt: skip
-    rep = run_task_vectors(model, out, suite=suite, config=cfg, revision=revision, device=device)
+    rep = run_task_vectors(model, out, suite=suite, config=config, revision=revision,
+                           device=device)  # fmt: skip
     typer.echo(format_table(summary_table(rep)))
     typer.echo(f"wrote {out / 'results.json'}")
 
 
 @command()
+@config_options(ProbeConfig)
 def probe(
     model: Annotated[str, typer.Option(help="tvlens run, HF name or model folder.")],
     out: Annotated[Path, typer.Option(help="Folder for td.json and figures.")],
-    revisions: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--revision",
-            help="A checkpoint to probe (repeat; default: every checkpoint of a tvlens run, "
-            "or the model as it is).",
-        ),
-    ] = None,
     suite: SuiteOpt = None,
-    k: KOpt = None,
-    n_prompts: Annotated[int, typer.Option(help="Prompts per task.")] = 100,
-    linear_probe: Annotated[bool, typer.Option(help="Also a linear probe per layer.")] = False,
-    seed: SeedOpt = 0,
     device: DeviceOpt = None,
+    *,
+    config: ProbeConfig,
 ) -> None:
     """Task decodability (leave-one-out 10-NN, Null task included) at every layer of every
     checkpoint, against ICL accuracy."""
     from tvlens.probing.run import run_probe
 
-    cfg = ProbeConfig(
-        revisions=revisions or None, k=k, n_prompts=n_prompts, probe=linear_probe, seed=seed
-    )
-    series = run_probe(model, out, suite=suite, config=cfg, device=device)
+    series = run_probe(model, out, suite=suite, config=config, device=device)
     for rev, r in zip(series.revisions, series.by_checkpoint, strict=True):
         typer.echo(
             f"{rev:>12s}  TD by layer "
@@ -252,18 +191,14 @@ def probe(
 
 
 @command("train-regression")
+@config_options(RegressionConfig, only=("mixture", "steps", "seed", "arch"), overrides=True)
 def train_regression_cmd(
     out: Annotated[Path, typer.Option(help="Run folder to write.")],
-    preset: Annotated[str, typer.Option(help="tiny, cpu or paper.")] = "cpu",
-    mixture: Annotated[
-        str | None,
-        typer.Option(help="orthogonal4, orthogonal6, overlapping8 (or another named mixture)."),
-    ] = None,
+    preset: Annotated[str, typer.Option(help="Preset (an unknown name lists them).")] = "cpu",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
     device: DeviceOpt = None,
-    steps: Annotated[int | None, typer.Option(help="Override the preset's steps.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Override the preset's seed.")] = None,
-    arch: Annotated[str | None, typer.Option(help="gpt2 or llama.")] = None,
+    *,
+    config: dict[str, Any],
 ) -> None:
     """Train a read-in/read-out transformer on the sparse-linear-regression mixture
     (Han et al. 2025), with checkpoints that load through the bridge."""
@@ -273,32 +208,23 @@ def train_regression_cmd(
         train_regression, out,
         lambda last: "final MSE "
         + ", ".join(f"{t} {v:.3f}" for t, v in last.get("query_loss", {}).items()),
-        preset=preset, resume=resume, device=device, steps=steps, seed=seed, mixture=mixture,
-        arch=arch,
+        preset=preset, resume=resume, device=device, **config,
     )  # fmt: skip
 
 
 @command()
+@config_options(EmergenceConfig, skip=("revisions", "perturb_prompts", "perturb_steps"))
 def emergence(
     run: Annotated[Path, typer.Option(help="tvlens run (token suite or regression).")],
     out: Annotated[Path, typer.Option(help="Folder for JSON and figures.")],
-    n_prompts: Annotated[int, typer.Option(help="Prompts per task.")] = 100,
-    perturb_layer: Annotated[
-        int | None, typer.Option(help="Layer of the perturbation test (-1: skip; default: middle).")
-    ] = None,
-    perturb_mode: Annotated[
-        str, choice_opt(EmergenceConfig, "perturb_mode", "Perturbation.", "perturb-mode")
-    ] = "shift",
-    seed: SeedOpt = 0,
+    *,
+    config: EmergenceConfig,
 ) -> None:
     """Task encoding (TD per task, every layer) and decoding (loss) over a run's checkpoints,
     and the mean-state perturbation test at an early and the last checkpoint."""
     from tvlens.probing.run import run_emergence
 
-    cfg = EmergenceConfig(
-        n_prompts=n_prompts, seed=seed, perturb_layer=perturb_layer, perturb_mode=perturb_mode
-    )
-    res = run_emergence(run, out, config=cfg)
+    res = run_emergence(run, out, config=config)
     em = res["emergence"]
     for s, row in zip(em.steps, em.td, strict=True):
         typer.echo(f"step {s:>7d}  TD by layer " + " ".join(f"{x:.2f}" for x in row))
@@ -310,45 +236,25 @@ def emergence(
 
 
 @command()
+@config_options(PatchConfig)
 def patch(
     model: ModelOpt,
     out: Annotated[Path, typer.Option(help="Folder for patching.json and the heatmap.")],
-    component: Annotated[str, choice_opt(PatchConfig, "component", "What to patch.")] = "heads",
-    method: Annotated[str, choice_opt(PatchConfig, "method", "Exact or attribution.")] = "exact",
-    positions: Annotated[
-        str,
-        choice_opt(PatchConfig, "positions", "all (at once), each (one by one) or last."),
-    ] = "all",
-    corruption: Annotated[
-        str, choice_opt(PatchConfig, "corruption", "shuffled (labels), mean or zero (ablation).")
-    ] = "shuffled",
-    head_act: Annotated[
-        str, choice_opt(PatchConfig, "head_act", "For heads: which activation.", "head-act")
-    ] = "z",
     suite: SuiteOpt = None,
-    task: Annotated[
-        list[str] | None, typer.Option("--task", help="Only this task (repeat for several).")
-    ] = None,
     revision: RevisionOpt = None,
-    k: KOpt = None,
-    n_prompts: Annotated[int, typer.Option(help="Prompts per task.")] = 16,
-    max_batch: Annotated[int, typer.Option(help="Rows (prompts x copies) per pass.")] = 1024,
-    seed: SeedOpt = 0,
     device: DeviceOpt = None,
+    *,
+    config: PatchConfig,
 ) -> None:
     """Activation patching (exact, or attribution patching) of every component, with a heatmap."""
     from tvlens.patching import run_patching
 
-    cfg = PatchConfig(
-        component=component, method=method, positions=positions, corruption=corruption,
-        head_act=head_act, k=k, n_prompts=n_prompts, tasks=task or None, seed=seed,
-        max_batch=max_batch,
-    )  # fmt: skip
-    run = run_patching(model, out, suite=suite, config=cfg, revision=revision, device=device)
+    run = run_patching(model, out, suite=suite, config=config, revision=revision, device=device)
     res = run.main
     typer.echo(
-        f"{res.method} patching, {component} ({positions}): clean {res.clean_metric:.3f}, "
-        f"corrupted {res.corrupted_metric:.3f}; {run.config['n_prompts']} prompts"
+        f"{res.method} patching, {config.component} ({config.positions}): clean "
+        f"{res.clean_metric:.3f}, corrupted {res.corrupted_metric:.3f}; "
+        f"{run.config['n_prompts']} prompts"
     )
     for where, effect in res.top(5):
         typer.echo("  " + " ".join(f"{d}={i}" for d, i in where.items()) + f"  {effect:+.4f}")

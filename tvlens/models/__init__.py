@@ -1,23 +1,28 @@
 """Model layer: the loaded model (TVModel), TransformerBridge loading, tvlens checkpoints, tiny HF
-models."""
+models. Names are imported lazily, so that a light submodule (``tvlens.models.archs``) does
+not load torch and TransformerLens."""
 
-from tvlens.models.hf import ARCHITECTURES, build_hf_model, save_hf_model
-from tvlens.models.loading import default_device, load_checkpoints, load_model
-from tvlens.models.tokenizer import build_word_tokenizer
-from tvlens.models.tvmodel import ModelSpec, TVModel
-from tvlens.runs.checkpoints import Checkpoint, list_checkpoints, resolve_checkpoint
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "ARCHITECTURES",
-    "Checkpoint",
-    "ModelSpec",
-    "TVModel",
-    "build_hf_model",
-    "build_word_tokenizer",
-    "default_device",
-    "list_checkpoints",
-    "load_checkpoints",
-    "load_model",
-    "resolve_checkpoint",
-    "save_hf_model",
-]
+_NAMES = {
+    "ARCHITECTURES": "tvlens.models.archs",
+    "build_hf_model": "tvlens.models.hf",
+    "save_hf_model": "tvlens.models.hf",
+    "default_device": "tvlens.models.loading",
+    "load_checkpoints": "tvlens.models.loading",
+    "load_model": "tvlens.models.loading",
+    "build_word_tokenizer": "tvlens.models.tokenizer",
+    "ModelSpec": "tvlens.models.tvmodel",
+    "TVModel": "tvlens.models.tvmodel",
+    "Checkpoint": "tvlens.runs.checkpoints",
+    "list_checkpoints": "tvlens.runs.checkpoints",
+    "resolve_checkpoint": "tvlens.runs.checkpoints",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'tvlens.models' has no attribute {name!r}")

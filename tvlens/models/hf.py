@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
 import torch
 from transformers import (
@@ -27,17 +26,12 @@ from transformers import (
     PreTrainedModel,
 )
 
-Architecture = Literal[
-    "gpt2", "llama", "neox", "gemma2", "olmo2", "mistral", "gemma3", "qwen2", "qwen3"
-]
-ARCHITECTURES: tuple[str, ...] = (
-    "gpt2", "llama", "neox", "gemma2", "olmo2", "mistral", "gemma3", "qwen2", "qwen3"
-)  # fmt: skip
-# Architectures that break shortcuts a patching library is tempted to take: Gemma-2 and OLMo-2
-# normalise the attention output before it reaches the residual stream (post-norm), Gemma-2
-# and Mistral attend within a sliding window (their KV caches drop old positions).
-POST_NORM_ARCHITECTURES: tuple[str, ...] = ("gemma2", "olmo2", "gemma3")
-SLIDING_WINDOW_ARCHITECTURES: tuple[str, ...] = ("gemma2", "mistral", "gemma3")
+from tvlens.models.archs import (  # noqa: E402,F401  (public here too)
+    ARCHITECTURES,
+    POST_NORM_ARCHITECTURES,
+    SLIDING_WINDOW_ARCHITECTURES,
+    Architecture,
+)
 
 
 def build_hf_model(

@@ -1,30 +1,32 @@
 """Training: small transformers trained from scratch on ICL tasks, saved as checkpoints.
 
 :mod:`tvlens.training.engine` is the one training loop; a run kind plugs into it with a
-:class:`RunKind` (its model, batches, loss, evaluation and files).
+:class:`RunKind` (its model, batches, loss, evaluation and files). Names are imported lazily,
+so that the configurations (``tvlens.training.config``), which the CLI reads at start-up, do
+not load torch.
 """
 
-from tvlens.training.config import (
-    PRESETS,
-    TrainConfig,
-    TrainingConfig,
-    checkpoint_steps,
-    get_preset,
-)
-from tvlens.training.engine import EpochData, RunKind, StepData, TrainResult, train_run
-from tvlens.training.train import evaluate_checkpoint, train_synthetic
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "PRESETS",
-    "EpochData",
-    "RunKind",
-    "StepData",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingConfig",
-    "checkpoint_steps",
-    "evaluate_checkpoint",
-    "get_preset",
-    "train_run",
-    "train_synthetic",
-]
+_NAMES = {
+    "PRESETS": "config",
+    "TrainConfig": "config",
+    "TrainingConfig": "config",
+    "checkpoint_steps": "config",
+    "get_preset": "config",
+    "EpochData": "engine",
+    "RunKind": "engine",
+    "StepData": "engine",
+    "TrainResult": "engine",
+    "train_run": "engine",
+    "evaluate_checkpoint": "train",
+    "train_synthetic": "train",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(import_module(f"tvlens.training.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'tvlens.training' has no attribute {name!r}")

@@ -2,56 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 from tvlens.errors import TVLensError
-
-
-class RunConfig:
-    """What every run configuration shares: overrides by field name, and the JSON form
-    written to ``config.json``."""
-
-    _kind = "training"  # names the options in errors
-    # Fields left out of ``config.json`` while at their default (the engine's options added
-    # after runs were saved without them: those runs still compare equal and resume).
-    _omit_at_default: tuple[str, ...] = ()
-
-    def with_overrides(self, **overrides: Any):
-        names = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise TVLensError(f"Unknown {self._kind} option(s) {unknown}; valid: {sorted(names)}.")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-    def to_dict(self) -> dict:
-        """As written to ``config.json`` (JSON types: tuples become lists), so that it
-        compares equal to a run's saved config."""
-        d = json.loads(json.dumps(asdict(self)))
-        defaults = {f.name: f.default for f in fields(self)}
-        for name in self._omit_at_default:
-            if name in d and d[name] == defaults[name]:
-                del d[name]
-        return d
-
-    # The checks every run configuration's ``__post_init__`` makes, each with one message form.
-    def check_at_least(self, minimum: int, *names: str, why: str = "") -> None:
-        """:class:`TVLensError` unless every field in ``names`` is ``>= minimum``."""
-        values = [getattr(self, n) for n in names]
-        if min(values) < minimum:
-            raise TVLensError(
-                f"{' and '.join(names)} must be >= {minimum}{why}, "
-                f"got {', '.join(str(v) for v in values)}."
-            )
-
-    def check_choice(self, name: str, valid: Sequence[Any]) -> None:
-        """:class:`TVLensError` unless field ``name`` is one of ``valid``."""
-        value = getattr(self, name)
-        if value not in valid:
-            raise TVLensError(f"{name} must be one of {list(valid)}, got {value!r}.")
-
+from tvlens.models.archs import ARCHITECTURES
+from tvlens.runs.config import Config, opt
 
 C = TypeVar("C")
 
@@ -70,7 +27,7 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
-class TrainingConfig(RunConfig):
+class TrainingConfig(Config):
     """The options every training run shares, read by :func:`tvlens.training.engine.train_run`.
     A run kind's configuration subclasses it (and may change the defaults).
 
@@ -80,19 +37,21 @@ class TrainingConfig(RunConfig):
     log-spaced steps from ``first_checkpoint`` (Pythia-like), or one per epoch.
     """
 
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-3
+    _kind: ClassVar[str] = "training"  # names the options in errors
+
+    steps: int = opt(1000, "Optimizer steps.")
+    batch_size: int = opt(64, "Rows per micro-batch.")
+    lr: float = opt(1e-3, "Learning rate.")
     weight_decay: float = 0.0
     warmup_steps: int = 0
     grad_clip: float = 1.0  # max global grad norm; 0 turns clipping off
-    seed: int = 0
+    seed: int = opt(0, "Seed of the weights and the data.")
     n_checkpoints: int = 24
     first_checkpoint: int = 10
     eval_prompts: int = 64
     log_every: int = 10
     # engine options (absent from config.json at their defaults)
-    grad_accum: int = 1
+    grad_accum: int = opt(1, "Micro-batches per optimizer step.")
     optimizer: str = "adamw"  # "adamw" (decoupled weight decay) or "adam" (L2 in the gradient)
     schedule: str = "constant"  # after the linear warm-up: constant, or linear / cosine decay to 0
     mixed_precision: str = "no"  # "bf16" / "fp16" autocast on a GPU; ignored on CPU
@@ -100,6 +59,7 @@ class TrainingConfig(RunConfig):
     _omit_at_default = ("grad_accum", "optimizer", "schedule", "mixed_precision")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.check_at_least(1, "steps")
         self.check_at_least(1, "batch_size", "grad_accum")
         self.check_choice("optimizer", OPTIMIZERS)
@@ -117,7 +77,7 @@ class TrainConfig(TrainingConfig):
     """
 
     # model
-    arch: str = "gpt2"
+    arch: str = opt("gpt2", "Architecture of the new model (tvlens.models.ARCHITECTURES).")
     n_layers: int = 4
     d_model: int = 128
     n_heads: int = 4
@@ -125,13 +85,14 @@ class TrainConfig(TrainingConfig):
     d_mlp: int | None = 256
     n_ctx: int = 64
     # data
-    suite: dict = field(
-        default_factory=lambda: {"name": "latent", "n_tasks": 8, "n_symbols": 32, "seed": 0}
+    suite: dict = opt(
+        help='Suite spec as JSON, e.g. \'{"name": "bitwise", "n_bits": 3}\'.',
+        factory=lambda: {"name": "latent", "n_tasks": 8, "n_symbols": 32, "seed": 0},
     )
     k: int = 5
     template: str = "arrow"
     # optimisation: the shared fields of TrainingConfig, with these defaults
-    steps: int = 1400
+    steps: int = opt(1400, "Optimizer steps.")
     batch_size: int = 128
     weight_decay: float = 0.01
     warmup_steps: int = 50
@@ -139,8 +100,10 @@ class TrainConfig(TrainingConfig):
     # emergence, formation, and benefits"): the residual after block ``tv_loss_layer`` at the
     # query of each ICL prompt is written into the zero-shot prompt of the same query, whose
     # answer is then also trained (weight ``tv_loss_weight``). 0 turns it off.
-    tv_loss_weight: float = 0.0
-    tv_loss_layer: int | None = None  # default: n_layers // 2
+    tv_loss_weight: float = opt(0.0, "Weight of the task-vector prompting loss (0: off).")
+    tv_loss_layer: int | None = opt(
+        None, "Block whose output carries the task vector for that loss (default: the middle)."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -150,7 +113,6 @@ class TrainConfig(TrainingConfig):
                 f"got {self.tv_loss_layer}."
             )
         self.check_at_least(1, "k", why=" for ICL training")
-        from tvlens.models.hf import ARCHITECTURES
 
         if self.arch not in ARCHITECTURES:
             raise TVLensError(

@@ -9,7 +9,6 @@ Run folder (as :mod:`tvlens.training.train`)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,67 +18,20 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from tvlens.errors import TVLensError
 from tvlens.models.hf import build_hf_model
 from tvlens.models.regression import READ_IN_FILE, ReadInOutModel, RegressionModel
 from tvlens.models.tokenizer import build_word_tokenizer
 from tvlens.runs import KIND_KEY, TRAIN_REGRESSION
 from tvlens.tasks.regression import (
-    MIXTURES,
     RegressionMixture,
     interleave,
     predictions_at_x,
     regression_batch,
 )
 from tvlens.training.checkpointing import load_hf_weights, write_hf_folder
-from tvlens.training.config import TrainingConfig, pick_preset
+from tvlens.training.config import pick_preset
 from tvlens.training.engine import RunKind, StepData, TrainResult, train_from_preset
-
-
-@dataclass(frozen=True)
-class RegressionConfig(TrainingConfig):
-    """Everything that determines a regression training run (saved as ``config.json``)."""
-
-    _kind = "regression"
-
-    mixture: str | dict = "orthogonal4"
-    noise_std: float = 0.1
-    n_points: int = 20
-    # model: "gpt2" (learned absolute positions: a token knows whether it is an x or a y, as
-    # in Garg et al.) or "llama" (rotary; only relative positions)
-    arch: str = "gpt2"
-    # GPT-2 initialises positions with std 0.02, tiny next to the read-in's output: the model
-    # then barely tells x tokens from y tokens at first and sits on the predict-0 plateau for
-    # longer. A larger init makes the token type visible from step 0.
-    pos_init_std: float = 0.5
-    n_layers: int = 4
-    d_model: int = 128
-    n_heads: int = 4
-    d_mlp: int | None = 512
-    # optimisation: the shared fields of TrainingConfig, with these defaults
-    steps: int = 3000
-    warmup_steps: int = 100
-    eval_prompts: int = 128
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.check_choice("arch", ("gpt2", "llama"))
-        self.check_at_least(2, "n_points", why=" (a demonstration and a query)")
-        self.get_mixture()  # an unknown mixture name fails here, before anything is written
-
-    def get_mixture(self) -> RegressionMixture:
-        base = MIXTURES.get(self.mixture) if isinstance(self.mixture, str) else None
-        if isinstance(self.mixture, str) and base is None:
-            raise TVLensError(f"Unknown mixture {self.mixture!r}; use one of {sorted(MIXTURES)}.")
-        if base is None:
-            base = RegressionMixture(**self.mixture)
-        return replace(base, noise_std=self.noise_std)
-
-    # checkpoint_steps reads these like a TrainConfig
-    @property
-    def n_ctx(self) -> int:
-        return 2 * self.n_points
-
+from tvlens.training.regression_config import RegressionConfig
 
 REGRESSION_PRESETS: dict[str, RegressionConfig] = {
     # Seconds: tests and the notebook's fast path.

@@ -1,0 +1,129 @@
+"""CLI options built from configuration fields (tvlens.cli.options): the option's type,
+default, choices and help are the field's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import pytest
+import typer
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from tvlens.cli import app
+from tvlens.cli.options import config_options
+from tvlens.configs import EvalConfig, PatchConfig, ProbeConfig, VectorsConfig
+from tvlens.runs.config import Config, opt
+
+runner = CliRunner()
+
+
+@dataclass(frozen=True)
+class Demo(Config):
+    mode: Literal["a", "b"] = opt("a", "A mode.")
+    n: int = opt(3, "A count.")
+    scale: float | None = opt(None, "A scale.")
+    layers: list[int] | None = opt(None, "Layers.", sep=",")
+    tags: tuple[str, ...] | None = opt(None, "A tag (repeat).", flag="--tag")
+    spec: dict | None = opt(None, "A spec.")
+    on: bool = opt(False, "A switch.")
+    minimum = {"n": 1}
+
+
+def _app(overrides: bool) -> tuple[typer.Typer, list]:
+    got: list = []
+    demo = typer.Typer()
+
+    @demo.command()
+    @config_options(Demo, overrides=overrides)
+    def run(name: str = "x", *, config: Any) -> None:
+        got.append((name, config))
+
+    @demo.command()
+    def other() -> None:  # two commands: typer then names them
+        pass
+
+    return demo, got
+
+
+def test_options_fill_the_config():
+    demo, got = _app(overrides=False)
+    res = runner.invoke(demo, ["run", "--mode", "b", "--n", "5", "--layers", "0,2", "--tag",
+                               "u", "--tag", "v", "--spec", '{"k": 1}', "--on"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert got == [("x", Demo(mode="b", n=5, layers=[0, 2], tags=("u", "v"), spec={"k": 1},
+                              on=True))]  # fmt: skip
+    res = runner.invoke(demo, ["run"])
+    assert got[-1] == ("x", Demo())  # the field defaults
+
+
+def test_overrides_pass_only_what_was_given():
+    demo, got = _app(overrides=True)
+    assert runner.invoke(demo, ["run", "--n", "7", "--no-on"]).exit_code == 0
+    assert got == [("x", {"n": 7, "on": False})]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mode", "c"], "Unknown mode 'c': mode must be one of a, b"),
+        (["--layers", "0,x"], "--layers must be comma-separated integers"),
+        (["--spec", "{"], "--spec is not valid JSON"),
+        (["--n", "0"], "n (--n) must be >= 1, got 0"),  # the config's own check
+    ],
+)
+def test_bad_values_are_one_line(args, message):
+    from tvlens.cli.errors import one_line_errors
+
+    demo = typer.Typer()
+    demo.command("run")(one_line_errors(config_options(Demo)(lambda *, config: None)))
+    demo.command("other")(lambda: None)
+    res = runner.invoke(demo, ["run", *args])
+    assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_a_field_without_help_is_refused():
+    @dataclass(frozen=True)
+    class NoHelp(Config):
+        n: int = 1
+
+    with pytest.raises(TypeError, match="NoHelp.n has no help"):
+        config_options(NoHelp)(lambda *, config: None)
+
+
+@pytest.mark.parametrize(
+    "command, config, skip",
+    [
+        ("eval", EvalConfig, ()),
+        ("vectors", VectorsConfig, ("split", "template", "max_batch")),
+        ("patch", PatchConfig, ()),
+        ("probe", ProbeConfig, ()),
+    ],
+)
+def test_commands_take_defaults_choices_and_help_from_their_config(command, config, skip):
+    """What `tvlens COMMAND --help` says of every field is the field's own."""
+    cmd = get_command(app).commands[command]
+    params = {p.name: p for p in cmd.params}
+    for f in fields(config):
+        if f.name in skip:
+            assert f.name not in params
+            continue
+        p = params[f.name]
+        default = f.default
+        assert p.default == (list(default) if isinstance(default, tuple) else default), f.name
+        assert f.metadata["help"] in p.help
+    res = runner.invoke(app, [command, "--help"])
+    assert res.exit_code == 0
+    if command == "patch":
+        assert "[resid|attn|mlp|heads]" in res.output  # the Literal's values
+
+
+def test_cli_imports_no_torch():
+    """The configs the CLI reads at start-up are torch-free modules (``tvlens --help`` is fast)."""
+    import subprocess
+    import sys
+
+    code = "import sys, tvlens.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

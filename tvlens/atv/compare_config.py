@@ -1,0 +1,245 @@
+"""A comparison's configuration and presets (imported by the CLI to build its options, so it
+loads neither torch nor a model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tvlens.atv.registry import METHODS, get_method_spec
+from tvlens.errors import TVLensError
+from tvlens.runs.config import Config, opt
+
+# In-domain tasks: 6 categories (``tvlens/tasks/data/instructions/fv.json``). Tasks that share
+# inputs (capitalize / capitalize_first_letter, english-french / english-spanish) are told
+# apart by their instructions only.
+CPU_IN_DOMAIN = [
+    "fv/country-capital", "fv/landmark-country", "fv/product-company",
+    "fv/english-french", "fv/english-spanish", "fv/antonym", "fv/present-past",
+    "fv/capitalize", "fv/capitalize_first_letter", "fv/choose_first_of_3",
+    "fv/animal_v_object_3", "fv/sentiment",
+]  # fmt: skip
+# Unseen tasks: new tasks with their own instructions, none sharing more than
+# ``max_unseen_overlap`` of its inputs with an in-domain task (the overlap matrix is written).
+CPU_UNSEEN = [
+    "fv/person-occupation", "fv/next_item", "fv/lowercase_first_letter",
+    "fv/choose_middle_of_3", "fv/color_v_animal_3",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CompareConfig(Config):
+    """Everything that determines a comparison (``DIR/config.json``).
+
+    Tasks are ``alias/task`` references: ``fv/<task>`` is a file of the function-vector
+    datasets (``data_dir``, default: the copy shipped with tvlens), any other alias a suite
+    spec in ``suites`` (or a suite name :func:`tvlens.atv.data.get_atv_suite` knows).
+    """
+
+    _kind = "compare"
+
+    target: str = opt("", "Frozen target: HF name, folder or tvlens run.")
+    target_revision: str | None = None
+    in_domain: list = opt(
+        help="Comma-separated alias/task list.", factory=lambda: list(CPU_IN_DOMAIN), sep=","
+    )
+    unseen: list = opt(
+        help="Comma-separated alias/task list.", factory=lambda: list(CPU_UNSEEN), sep=","
+    )
+    suites: dict = field(default_factory=dict)
+    data_dir: str | None = opt(
+        None, "Function-vector datasets folder (abstractive/, extractive/) for fv/<task> "
+        "tasks (default: the copy shipped with tvlens).", flag="--data-dir", alias="--data",
+    )  # fmt: skip
+    max_input_chars: int = 80  # drop long inputs (e.g. news articles): short prompts only
+    # Instructions (tvlens.tasks.instructions): a shipped name ("fv"), a JSON file, or a dict;
+    # None: bare prompts for every method (no task is then told apart by its prompt).
+    instructions: Any = "fv"
+    template: str | None = None  # the layout; None: "qa" with instructions, else the target's
+    max_unseen_overlap: float = 0.2  # share of an unseen task's inputs in an in-domain task
+    overlap_allowed: dict = field(default_factory=dict)  # {"unseen|in_domain": why}
+    n_train: int = opt(90, "Training queries per task.")
+    n_dev: int = 20
+    n_test: int = opt(50, "Test queries per task.")
+    data_seed: int = 0
+    seeds: int = opt(3, "Seeds per trained method.")
+    demo_seeds: int | None = None  # seeds of the demonstration methods (None: ``seeds``)
+    methods: list = opt(
+        help="Comma-separated subset of the methods.", factory=lambda: list(METHODS), sep=","
+    )
+    # task vectors (Hendel) and function vectors (Todd): both read the task's demonstrations
+    tv_k: int = 5
+    n_extract: int = 16
+    fv_top_heads: int = 10
+    fv_aie_tasks: int = 4  # in-domain tasks whose mean AIE ranks the heads (Todd et al.)
+    fv_aie_prompts: int = 16
+    sweep_layers: list | None = None  # layers tried on dev (None: every layer)
+    retrieval_layer: int | None = None  # the query representation (None: the middle layer)
+    retrieval_k: int = 5  # nearest stored queries that vote for a task
+    # training: every trained method the same queries, epochs, batch size and stopping rule
+    epochs: int = opt(15, "Epochs, at most (early stopping on dev).")
+    patience: int = 2  # stop after this many epochs without a better dev accuracy
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    sweep: bool = True  # learning rates (and ATV's λ) tried on seed 0, chosen on dev
+    sweep_default_index: int = 1  # the variant used without a sweep
+    peft_lrs: list = field(default_factory=lambda: [3e-4, 1e-3, 3e-3])  # LoRA, prefix
+    lora_rank: int = 8
+    lora_alpha_ratio: float = 2.0
+    prefix_tokens: int = 10
+    # ATV (Kang et al. 2025; official code: λ 0.001, lr 5e-4, weight decay 1e-5)
+    atv_generator: str | None = None  # None: a separate copy of the target
+    atv_generator_stop_at_layer: int | None = None
+    atv_scale: float = 1e-3  # λ
+    atv_scales: list = field(default_factory=lambda: [1e-3, 1e-2, 1e-1])  # λ tried
+    atv_lrs: list = field(default_factory=lambda: [2e-4, 5e-4, 2e-3])  # expansion
+    atv_generator_lr_ratio: float = 1.0  # generator LM's lr / expansion's (official: 1)
+    atv_weight_decay: float = 1e-5
+    atv_positions: str = "all"
+    eval_batch_size: int = 32
+    bootstrap: int = 1000  # resamples of the test queries for the 95% intervals
+    mixed_precision: str = "no"
+    scale_note: str = ""  # what the preset scaled down, written into the output
+
+    def __post_init__(self) -> None:
+        for m in self.methods:
+            get_method_spec(m)  # one line naming the valid ones
+        self.check_at_least(1, "seeds", "epochs", "patience", "bootstrap")
+        self.check_at_least(1, "n_train", "n_dev", "n_test")
+        if not self.peft_lrs or not self.atv_lrs or self.atv_scale not in self.atv_scales:
+            raise TVLensError(
+                "peft_lrs and atv_lrs need at least one value, and atv_scales must hold "
+                f"atv_scale ({self.atv_scale})."
+            )
+        overlap = sorted(set(self.in_domain) & set(self.unseen))
+        if overlap:
+            raise TVLensError(f"Tasks {overlap} are both in-domain and unseen; pick one.")
+        if not self.in_domain or not self.unseen:
+            raise TVLensError("The comparison needs at least one in-domain and one unseen task.")
+
+    def fingerprint(self) -> dict:
+        """What a finished cell depends on: everything but which methods and how many seeds
+        are asked for (adding a method or a seed reuses the cells already there)."""
+        d = self.to_dict()
+        for k in ("methods", "seeds", "demo_seeds"):
+            d.pop(k, None)
+        return d
+
+
+def _sym_lists(seed: int, lengths: tuple[int, int], n: int = 200) -> dict:
+    return {"name": "lists", "n_symbols": 16, "min_len": lengths[0], "max_len": lengths[1],
+            "ops": ["first", "last"], "n_examples": n, "seed": seed}  # fmt: skip
+
+
+# The tiny preset's "instructions": its target is a tvlens-trained model whose vocabulary is
+# list symbols, so an instruction is a line of them that shows the operation once.
+TINY_INSTRUCTIONS = {"tasks": {
+    "first": {"category": "list", "train": ["s1 s2 s3 -> s1", "s4 s5 s6 -> s4", "s7 s8 -> s7"],
+              "heldout": "s9 s10 s11 s12 -> s9"},
+    "last": {"category": "list", "train": ["s1 s2 s3 -> s3", "s4 s5 s6 -> s6", "s7 s8 -> s8"],
+             "heldout": "s9 s10 s11 s12 -> s12"},
+    "first_of_2": {"category": "list", "train": ["s1 s2 -> s1", "s3 s4 -> s3", "s5 s6 -> s5"],
+                   "heldout": "s13 s14 -> s13"},
+    "last_of_2": {"category": "list", "train": ["s1 s2 -> s2", "s3 s4 -> s4", "s5 s6 -> s6"],
+                  "heldout": "s13 s14 -> s14"},
+}}  # fmt: skip
+
+PRESETS: dict[str, CompareConfig] = {
+    # Seconds: the synthetic setting's target (tvlens.atv.data.SYNTHETIC_TARGET, first / last
+    # of symbol lists in context). In-domain: first and last of the same lists of 3-4 symbols
+    # (only the instruction tells them apart); unseen: first / last of 2 symbols.
+    "tiny": CompareConfig(
+        in_domain=["l34/first", "l34/last"],
+        unseen=["l2/first=first_of_2", "l2/last=last_of_2"],
+        suites={"l34": _sym_lists(11, (3, 4)), "l2": _sym_lists(12, (2, 2), 120)},
+        instructions=TINY_INSTRUCTIONS,
+        template="arrow",
+        n_train=24,
+        n_dev=8,
+        n_test=16,
+        seeds=2,
+        n_extract=8,
+        fv_top_heads=4,
+        fv_aie_tasks=2,
+        fv_aie_prompts=8,
+        retrieval_k=3,
+        epochs=3,
+        patience=1,
+        batch_size=8,
+        peft_lrs=[2e-3, 5e-3],
+        lora_rank=4,
+        prefix_tokens=4,
+        atv_scale=1.0,
+        atv_scales=[0.3, 1.0],
+        atv_lrs=[1e-3, 3e-3],
+        eval_batch_size=64,
+        bootstrap=200,
+        scale_note="tiny: 24 train / 8 dev / 16 test queries per task, at most 3 epochs "
+        "(mechanics).",
+    ),  # fmt: skip
+    # SmolLM2-135M on a 2-core CPU in about 2 hours: every method, up to 3 seeds, scaled down
+    # (scale_note); the generator is SmolLM2's own first 4 blocks.
+    "cpu": CompareConfig(
+        target="smollm2-135m",
+        methods=[m for m in METHODS if not m.endswith("_budget")],
+        n_train=12,
+        n_dev=8,
+        n_test=16,
+        seeds=3,
+        demo_seeds=1,
+        n_extract=12,
+        fv_top_heads=10,
+        fv_aie_tasks=2,
+        fv_aie_prompts=8,
+        sweep_layers=[3, 6, 9, 12, 15, 18, 21],
+        epochs=5,
+        patience=2,
+        batch_size=8,
+        peft_lrs=[3e-4, 1e-3, 3e-3],
+        lora_rank=8,
+        prefix_tokens=10,
+        atv_generator="smollm2-135m",
+        atv_generator_stop_at_layer=4,
+        atv_scale=1e-2,
+        atv_scales=[1e-3, 1e-2, 1e-1],
+        atv_lrs=[2e-4, 1e-3, 5e-3],
+        atv_generator_lr_ratio=0.1,
+        eval_batch_size=40,
+        scale_note=(
+            "cpu (2-core CPU, about 2 hours): 12 in-domain + 5 unseen tasks; 12 (not 90) "
+            "training queries, 8 dev and 16 test queries per task; at most 5 epochs (not 15) "
+            "of batch 8 (not 1), stopped after 2 epochs without a better dev accuracy, "
+            "best-dev epoch kept; learning rate (3 values; ATV also λ in {1e-3, 1e-2, 1e-1}) "
+            "chosen on dev with seed 0, then up to 3 seeds (seed by seed: a run stopped at its "
+            "time budget reports the seeds it finished); generator = SmolLM2's first 4 blocks "
+            "(not GPT-2) at 0.1x the expansion's lr; demonstration methods and the ATV "
+            "no-instruction ablation 1 seed; TV/FV layers swept 3..21 step 3; the matched-"
+            "budget ATV rows (atv_lora_budget, atv_prefix_budget) left out."
+        ),
+    ),  # fmt: skip
+    # The paper's recipe (official code): 90 queries per task, 15 epochs, batch 1, GPT-2
+    # generator fully trained, λ 0.001, lr 5e-4; bf16 autocast on the GPU.
+    "gpu": CompareConfig(
+        n_train=90,
+        n_dev=20,
+        n_test=50,
+        epochs=15,
+        patience=3,
+        batch_size=1,
+        atv_generator="gpt2",
+        atv_scale=1e-3,
+        atv_lrs=[2e-4, 5e-4, 1e-3],
+        mixed_precision="bf16",
+        eval_batch_size=64,
+        scale_note="gpu: the paper's recipe (Kang et al. 2025, official code), with early "
+        "stopping on dev.",
+    ),  # fmt: skip
+}
+
+
+def get_compare_preset(name: str) -> CompareConfig:
+    if name not in PRESETS:
+        raise TVLensError(f"Unknown compare preset {name!r}; use one of {sorted(PRESETS)}.")
+    return PRESETS[name]

@@ -1,0 +1,101 @@
+"""The one base of every configuration dataclass (training, ATV, comparison, analysis runs):
+overrides by field name, validation with one error type and one message form, the JSON form
+written to ``config.json``, and each field's help (:func:`opt`), from which the CLI builds its
+options (``tvlens.cli.options``)."""
+
+from __future__ import annotations
+
+import json
+import typing
+from dataclasses import MISSING, asdict, field, fields, replace
+from typing import Any, ClassVar, Literal, get_args, get_origin
+
+from tvlens.errors import ConfigError
+from tvlens.runs import KIND_KEY
+
+
+def opt(default: Any = MISSING, help: str = "", *, factory: Any = MISSING, **meta: Any) -> Any:
+    """A dataclass field with its help (and any other metadata, e.g. ``choices=fn`` for a
+    registry, ``flag="--revision"`` for the CLI's option name)."""
+    return field(default=default, default_factory=factory, metadata={"help": help, **meta})
+
+
+def _literal_args(hint: Any) -> tuple | None:
+    """The values of ``Literal[...]`` or ``Literal[...] | None`` (None: not a Literal)."""
+    if get_origin(hint) is Literal:
+        return get_args(hint)
+    lits = [a for a in get_args(hint) if get_origin(a) is Literal]
+    return get_args(lits[0]) if lits else None
+
+
+def choices(config: type, name: str) -> tuple[Any, ...] | None:
+    """The values the field ``name`` of ``config`` accepts: the registry its metadata names
+    (``opt(..., choices=fn)``), its ``Literal``, or None (any value of its type)."""
+    meta = next((f.metadata for f in fields(config) if f.name == name), {})
+    if "choices" in meta:
+        return tuple(meta["choices"]())
+    return _literal_args(typing.get_type_hints(config)[name])
+
+
+class Config:
+    """What every configuration shares. A subclass is a frozen dataclass; its fields' choices
+    are ``Literal`` types (or a registry, :func:`opt`) and its lower bounds ``minimum``, both
+    checked here, when the config is made, so that nothing deeper checks them again."""
+
+    # The run kind written into ``config.json`` (analysis runs); None: not written.
+    kind: ClassVar[str | None] = None
+    # What the options are called in errors ("training", "ATV", ...).
+    _kind: ClassVar[str] = "configuration"
+    # field -> smallest allowed value (None values are left alone: "the default").
+    minimum: ClassVar[dict[str, int]] = {}
+    # Fields left out of ``config.json`` while at their default (options added after runs
+    # were saved without them: those runs still compare equal and resume).
+    _omit_at_default: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            allowed = choices(type(self), f.name)
+            value = getattr(self, f.name)
+            if allowed is not None and value is not None:
+                self.check_choice(f.name, allowed)
+            low = self.minimum.get(f.name)
+            if low is not None and value is not None and value < low:
+                raise ConfigError(
+                    f"{f.name} (--{f.name.replace('_', '-')}) must be >= {low}, got {value}."
+                )
+
+    def with_overrides(self, **overrides: Any):
+        """A copy with these fields replaced (None values are ignored: "keep")."""
+        names = {f.name for f in fields(self)}  # type: ignore[arg-type]
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(f"Unknown {self._kind} option(s) {unknown}; valid: {sorted(names)}.")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        """As written to ``config.json`` (JSON types: tuples become lists; the run's kind
+        first where it has one), so that it compares equal to a saved config."""
+        d = json.loads(json.dumps(asdict(self)))  # type: ignore[call-overload]
+        defaults = {f.name: f.default for f in fields(self)}  # type: ignore[arg-type]
+        for name in self._omit_at_default:
+            if name in d and d[name] == defaults[name]:
+                del d[name]
+        return {KIND_KEY: self.kind, **d} if self.kind else d
+
+    # The checks a ``__post_init__`` makes beyond choices and ``minimum``, same message forms.
+    def check_at_least(self, minimum: int, *names: str, why: str = "") -> None:
+        """:class:`ConfigError` unless every field in ``names`` is ``>= minimum``."""
+        values = [getattr(self, n) for n in names]
+        if min(values) < minimum:
+            raise ConfigError(
+                f"{' and '.join(names)} must be >= {minimum}{why}, "
+                f"got {', '.join(str(v) for v in values)}."
+            )
+
+    def check_choice(self, name: str, valid: typing.Sequence[Any]) -> None:
+        """:class:`ConfigError` unless field ``name`` is one of ``valid``."""
+        value = getattr(self, name)
+        if value not in valid:
+            raise ConfigError(
+                f"Unknown {name} {value!r}: {name} must be one of {', '.join(map(str, valid))}."
+            )
