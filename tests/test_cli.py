@@ -225,7 +225,11 @@ BAD = {
     ),
     "pretrained split": (
         ["pretrained", "vectors", "--model", "{model}", "--out", "{tmp}/o", "--split", "a,b"],
-        "--split must be three fractions like 0.5,0.2,0.3, got 'a,b'",
+        "--split must be comma-separated numbers, got 'a,b'",
+    ),
+    "pretrained split size": (
+        ["pretrained", "vectors", "--model", "{model}", "--out", "{tmp}/o", "--split", "0.5,0.5"],
+        "split must be three positive fractions summing to at most 1",
     ),
 }
 if not __import__("torch").cuda.is_available():

@@ -14,6 +14,12 @@ from typer.testing import CliRunner
 from tvlens.cli import app
 from tvlens.cli.options import config_options
 from tvlens.configs import EvalConfig, PatchConfig, ProbeConfig, VectorsConfig
+from tvlens.experiments.configs import (
+    DecodabilityConfig,
+    HeadsConfig,
+    LayerFinetuneConfig,
+    VectorTableConfig,
+)
 from tvlens.runs.config import Config, opt
 
 runner = CliRunner()
@@ -99,11 +105,17 @@ def test_a_field_without_help_is_refused():
         ("vectors", VectorsConfig, ("split", "template", "max_batch")),
         ("patch", PatchConfig, ()),
         ("probe", ProbeConfig, ()),
+        ("pretrained vectors", VectorTableConfig, ()),
+        ("pretrained decodability", DecodabilityConfig, ()),
+        ("pretrained heads", HeadsConfig, ()),
+        ("pretrained finetune", LayerFinetuneConfig, ()),
     ],
 )
 def test_commands_take_defaults_choices_and_help_from_their_config(command, config, skip):
     """What `tvlens COMMAND --help` says of every field is the field's own."""
-    cmd = get_command(app).commands[command]
+    cmd = get_command(app)
+    for word in command.split():
+        cmd = cmd.commands[word]
     params = {p.name: p for p in cmd.params}
     for f in fields(config):
         if f.name in skip:
@@ -111,9 +123,11 @@ def test_commands_take_defaults_choices_and_help_from_their_config(command, conf
             continue
         p = params[f.name]
         default = f.default
+        if "sep" in f.metadata:  # a list option: written "a,b,c"
+            default = ",".join(map(str, default))
         assert p.default == (list(default) if isinstance(default, tuple) else default), f.name
         assert f.metadata["help"] in p.help
-    res = runner.invoke(app, [command, "--help"])
+    res = runner.invoke(app, [*command.split(), "--help"])
     assert res.exit_code == 0
     if command == "patch":
         assert "[resid|attn|mlp|heads]" in res.output  # the Literal's values

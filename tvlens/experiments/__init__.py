@@ -1,18 +1,26 @@
 """The seed papers' pretrained-model experiments, run on any loaded model (measured on SmolLM2-135M:
-docs/results/pretrained.md)."""
+docs/results/pretrained.md). Names are imported lazily, so that the configurations
+(``tvlens.experiments.configs``), which the CLI reads at start-up, do not load torch."""
 
-from tvlens.experiments.pretrained import (
-    FV_SHORT_TASKS,
-    head_comparison,
-    sized_suite,
-    task_decodability_table,
-    vector_table,
-)
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "FV_SHORT_TASKS",
-    "head_comparison",
-    "sized_suite",
-    "task_decodability_table",
-    "vector_table",
-]
+_NAMES = {
+    "FV_SHORT_TASKS": "pretrained",
+    "head_comparison": "pretrained",
+    "layer_finetuning": "pretrained",
+    "sized_suite": "pretrained",
+    "task_decodability_table": "pretrained",
+    "vector_table": "pretrained",
+    "DecodabilityConfig": "configs",
+    "HeadsConfig": "configs",
+    "LayerFinetuneConfig": "configs",
+    "VectorTableConfig": "configs",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(import_module(f"tvlens.experiments.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'tvlens.experiments' has no attribute {name!r}")

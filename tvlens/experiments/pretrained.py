@@ -23,7 +23,13 @@ import torch
 from tqdm.auto import tqdm
 
 from tvlens.errors import TVLensError
-from tvlens.extraction.registry import EXTRACTION_METHODS, get_extraction_method
+from tvlens.experiments.configs import (
+    DecodabilityConfig,
+    HeadsConfig,
+    LayerFinetuneConfig,
+    VectorTableConfig,
+)
+from tvlens.extraction.registry import get_extraction_method
 from tvlens.models.loading import TVModel
 from tvlens.tasks.core import TaskSuite
 
@@ -75,25 +81,24 @@ def vector_table(
     model: TVModel,
     suites: Mapping[str, TaskSuite],
     out: str | Path,
-    methods: tuple[str, ...] | None = None,
-    k: int = 5,
-    n_extract: int = 32,
-    top_k_heads: int = 10,
-    seed: int = 0,
-    template: str | None = None,
-    split: tuple[float, float, float] = (0.5, 0.2, 0.3),
+    config: VectorTableConfig | None = None,
+    *,
     progress: bool = True,
+    **options: Any,
 ) -> dict[str, Any]:
     """Hendel et al.'s Table 1 on ``model``: per task zero-shot, ICL, task vector (layer
     chosen on dev) and function vector accuracy on held-out test queries. Writes
     ``out/{suite}/results.json`` (+ vectors, ``layer_sweep.html``), ``out/table.md`` and
-    ``out/vectors.json``; returns the latter's content."""
+    ``out/vectors.json``; returns the latter's content. Options: :class:`VectorTableConfig`
+    (``config=``, or its fields as keyword arguments)."""
     from tvlens.injection.evaluate import evaluate_task_vectors, save_report
     from tvlens.plotting import plot_layer_sweep, save_figure
     from tvlens.runs import write_json
 
+    cfg = (config or VectorTableConfig()).with_overrides(**options)
+    k, n_extract, top_k_heads, seed = cfg.k, cfg.n_extract, cfg.top_k_heads, cfg.seed
+    template, split, methods = cfg.template, cfg.split, cfg.methods
     out = Path(out)
-    methods = tuple(EXTRACTION_METHODS) if methods is None else tuple(methods)
     rows, per_suite = [], {}
     for label, suite in suites.items():
         rep = evaluate_task_vectors(
@@ -205,13 +210,10 @@ def task_decodability_table(
     model: TVModel,
     suites: Mapping[str, TaskSuite],
     out: str | Path,
-    k: int = 5,
-    n_prompts: int = 40,
-    seed: int = 0,
-    template: str | None = None,
-    knn_k: int = 10,
-    batch_size: int = 16,
+    config: DecodabilityConfig | None = None,
+    *,
     progress: bool = True,
+    **options: Any,
 ) -> dict[str, Any]:
     """Task decodability (leave-one-out ``knn_k``-NN over the last query token's residual,
     Null task included) at every layer, per suite, and each task's TD at the peak layer
@@ -221,7 +223,8 @@ def task_decodability_table(
     the same token (SmolLM2 writes " 01101" as a space, then one token per digit): there it
     is greedy exact match of the whole answer. One pass per batch gives both (the answer is
     appended; the query state does not see it). Writes ``out/{suite}/td.json`` with
-    ``td_by_layer`` / ``td_vs_accuracy`` figures, and ``out/td.json``."""
+    ``td_by_layer`` / ``td_vs_accuracy`` figures, and ``out/td.json``. Options:
+    :class:`DecodabilityConfig` (``config=``, or its fields as keyword arguments)."""
     from tvlens.extraction.residual import activations_at_positions
     from tvlens.plotting import plot_td_by_layer, plot_td_vs_accuracy, save_figure
     from tvlens.probing.layers import LayerTD
@@ -231,8 +234,16 @@ def task_decodability_table(
     from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
     from tvlens.tasks.synthetic import null_task
 
+    cfg = (config or DecodabilityConfig()).with_overrides(**options)
+    k, n_prompts, seed, knn_k, batch_size = (
+        cfg.k,
+        cfg.n_prompts,
+        cfg.seed,
+        cfg.knn_k,
+        cfg.batch_size,
+    )
     out = Path(out)
-    tmpl = model.template(template)
+    tmpl = model.template(cfg.template)
     names_resid = model.resid_hooks("post")
     result: dict[str, Any] = {
         "model": model.spec.to_dict(),
@@ -327,22 +338,22 @@ def head_comparison(
     suite: TaskSuite,
     tasks: Sequence[str],
     out: str | Path,
-    k: int = 5,
-    n_prompts: int = 16,
-    n_extract: int = 32,
-    top: int = 10,
-    seed: int = 0,
-    template: str | None = None,
+    config: HeadsConfig | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Per task: every head patched at the last position from clean prompts into the same
     prompts with shuffled labels (exact and attribution), and the function-vector AIE of
     every head (mean clean head output into shuffled-label prompts); the overlap of their top
-    ``top`` heads. Writes ``out/{task}/`` (patching) and ``out/heads.json``."""
+    ``top`` heads. Writes ``out/{task}/`` (patching) and ``out/heads.json``. Options:
+    :class:`HeadsConfig` (``config=``, or its fields as keyword arguments)."""
     from tvlens.extraction.function_vectors import function_vector
     from tvlens.patching.run import run_patching
     from tvlens.plotting import plot_head_aie, save_figure
     from tvlens.runs import write_json
 
+    cfg = (config or HeadsConfig()).with_overrides(**options)
+    k, n_prompts, n_extract, top, seed = cfg.k, cfg.n_prompts, cfg.n_extract, cfg.top, cfg.seed
+    template = cfg.template
     out = Path(out)
     result: dict[str, Any] = {
         "model": model.spec.to_dict(),
@@ -398,29 +409,24 @@ def layer_finetuning(
     model: str | Path,
     suite: TaskSuite,
     out: str | Path,
-    k_layers: int = 5,
-    method: str = "lora",
-    steps: int = 60,
-    lr: float = 1e-3,
-    batch_size: int = 8,
-    k: int = 5,
-    n_prompts: int = 40,
-    train_fraction: float = 0.5,
-    seed: int = 0,
+    config: LayerFinetuneConfig | None = None,
+    *,
     device: str | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> dict[str, Any]:
     """Early- against late-layer fine-tuning (Han et al. 2025, Table 1) of a pretrained
     model: only its first or only its last ``k_layers`` blocks are tuned (LoRA or full) on
     ``train_fraction`` of each task's pairs, and loss, accuracy and TD (with the Null task)
     are measured before and after on prompts built from the other pairs only.
     Writes ``out/metrics.json``, ``out/table.md`` and the tuned models (``out/first``,
-    ``out/last``); a stopped call resumes."""
+    ``out/last``); a stopped call resumes. Options: :class:`LayerFinetuneConfig`
+    (``config=``, or its fields as keyword arguments)."""
     from tvlens.experiments.finetune import finetune_layers
     from tvlens.probing.family import TokenFamily
 
-    if not 0 < train_fraction < 1:
-        raise TVLensError(f"train_fraction must be in (0, 1), got {train_fraction}.")
+    cfg = (config or LayerFinetuneConfig()).with_overrides(**options)
+    train_fraction, seed, k = cfg.train_fraction, cfg.seed, cfg.k
     parts = [t.split((train_fraction, 1 - train_fraction), seed=seed) for t in suite]
     split = {"train_fraction": train_fraction, "split_seed": seed}
     train = TaskSuite(
@@ -430,8 +436,8 @@ def layer_finetuning(
         suite.name, tuple(p[1] for p in parts), spec={**suite.spec, **split, "part": 1}
     )
     res = finetune_layers(
-        model, TokenFamily(train, k=k), out, k_layers=k_layers, steps=steps, lr=lr,
-        batch_size=batch_size, n_prompts=n_prompts, seed=seed, method=method,
+        model, TokenFamily(train, k=k), out, k_layers=cfg.k_layers, steps=cfg.steps, lr=cfg.lr,
+        batch_size=cfg.batch_size, n_prompts=cfg.n_prompts, seed=seed, method=cfg.method,
         progress=progress, device=device, eval_family=TokenFamily(held, k=k),
     )  # fmt: skip
     (Path(out) / "table.md").write_text(res.table() + "\n")
