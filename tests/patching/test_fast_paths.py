@@ -11,9 +11,7 @@ from transformers import cache_utils
 import tvlens.patching.exact as ex
 from tvlens.models import adapter
 from tvlens.models.hf import POST_NORM_ARCHITECTURES, SLIDING_WINDOW_ARCHITECTURES
-from tvlens.patching import LogitDiff, patch
-from tvlens.patching.attn_shortcut import linear_heads
-from tvlens.patching.resume import (
+from tvlens.models.resume import (
     attn_out_is_slot_output,
     cache_prefix,
     can_pack,
@@ -22,6 +20,8 @@ from tvlens.patching.resume import (
     last_position_mlp,
     resume,
 )
+from tvlens.patching import LogitDiff, patch
+from tvlens.patching.attn_shortcut import linear_heads
 from tvlens.tasks import sample_prompts, shuffled_label_variants, tokenize_prompts
 
 POST_NORM, SLIDING = POST_NORM_ARCHITECTURES, SLIDING_WINDOW_ARCHITECTURES

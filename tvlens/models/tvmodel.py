@@ -345,6 +345,23 @@ class TVModel:
 
     __call__ = forward
 
+    def run_from(
+        self,
+        layer: int,
+        resid: Float[Tensor, "batch new_pos d_model"],
+        attention_mask: Int[Tensor, "batch pos"],
+        past: Any = None,
+        last_only: bool = False,
+    ) -> Float[Tensor, "batch _ d_vocab"]:
+        """Logits of a pass that starts with ``resid`` entering block ``layer``: blocks before
+        it are skipped, not run, where that is exact for this model (else they run on the
+        swapped-in residual, as TransformerLens's ``start_at_layer``); ``past``: an HF cache
+        of the positions before ``resid``'s. See :func:`tvlens.models.resume.resume`."""
+        # imported here: tvlens.models.resume imports this module (its functions take a TVModel)
+        from tvlens.models.resume import resume
+
+        return resume(self, resid, layer, attention_mask, past, last_only)
+
     def to(self, device: str | torch.device) -> TVModel:
         self.bridge.to(device)
         return self

@@ -17,9 +17,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tvlens.models.resume import attention_slot, attn_out_is_slot_output
 from tvlens.models.tvmodel import TVModel
 from tvlens.patching.copies import Job, at_positions
-from tvlens.patching.resume import attention_slot, attn_out_is_slot_output
 
 
 def may_skip_attention(model: TVModel, component: str, positions: str, head_act: str,

@@ -1,7 +1,7 @@
 """Activation patching: residual stream, attention output, MLP output and attention heads, from a
 clean run (or a mean / zero ablation) into a corrupted run, one metric value per component.
 
-Each patched copy recomputes only what its patch can change (:mod:`tvlens.patching.resume`):
+Each patched copy recomputes only what its patch can change (:mod:`tvlens.models.resume`):
 
 - a patch at layer ``l`` resumes from the corrupted run's residual entering block ``l``, so
   blocks ``0..l-1`` are not run again;
@@ -13,7 +13,7 @@ Each patched copy recomputes only what its patch can change (:mod:`tvlens.patchi
 
 Each of these shortcuts is taken only where its assumption holds for the loaded model (checked;
 ``PatchResult.info["fast_paths"]`` says which were taken), else the copy is recomputed: see
-:mod:`tvlens.patching.resume` and the comments in :func:`patch`.
+:mod:`tvlens.models.resume` and the comments in :func:`patch`.
 
 TransformerLens's ``patching`` functions run one full forward pass per component; the results
 here equal theirs (tests, 1e-5 in float32) at a fraction of the work (``bench/patching.py``).
@@ -31,6 +31,16 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tvlens.models import adapter
+from tvlens.models.resume import (
+    cache_prefix,
+    can_pack,
+    can_skip_blocks,
+    corrupted_run,
+    fixed_attention,
+    last_position_mlp,
+    resume,
+    resume_packed,
+)
 from tvlens.models.tvmodel import TVModel
 from tvlens.patching.attn_shortcut import linear_heads, may_skip_attention, patched_attention
 from tvlens.patching.attribution import attribution_patch
@@ -45,16 +55,6 @@ from tvlens.patching.inputs import (
 )
 from tvlens.patching.metrics import Metric
 from tvlens.patching.result import PatchResult, make_result, result_dims
-from tvlens.patching.resume import (
-    cache_prefix,
-    can_pack,
-    can_skip_blocks,
-    corrupted_run,
-    fixed_attention,
-    last_position_mlp,
-    resume,
-    resume_packed,
-)
 from tvlens.tasks.prompts import PromptBatch
 
 

@@ -13,9 +13,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tvlens.errors import ConfigError, LayerError, PromptError
+from tvlens.models.resume import corrupted_run
 from tvlens.models.tvmodel import TVModel
 from tvlens.patching.metrics import Metric
-from tvlens.patching.resume import corrupted_run
 from tvlens.tasks.prompts import PromptBatch
 
 Component = Literal["resid", "attn", "mlp", "heads"]

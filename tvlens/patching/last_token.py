@@ -23,8 +23,8 @@ from torch import Tensor
 
 from tvlens.errors import PromptError
 from tvlens.models import adapter
+from tvlens.models.resume import cache_prefix, can_pack, corrupted_run, packed_mask
 from tvlens.models.tvmodel import TVModel
-from tvlens.patching.resume import cache_prefix, can_pack, corrupted_run, packed_mask
 from tvlens.tasks.prompts import PromptBatch
 
 # A patch receives the hooked activation of the last token viewed as [batch, copies, ...]
@@ -82,9 +82,9 @@ def last_token_logits(
     (hook name, function on ``[batch, copies, 1, ...]``) applied to the last token.
 
     The copies sit side by side along the positions of one row, each attending to the shared
-    prefix cache and to itself (:func:`tvlens.patching.resume.packed_mask`), so the prefix's
+    prefix cache and to itself (:func:`tvlens.models.resume.packed_mask`), so the prefix's
     keys/values are not repeated per copy; where that does not hold exactly
-    (:func:`tvlens.patching.resume.can_pack`: flash attention, or a sliding window shorter than
+    (:func:`tvlens.models.resume.can_pack`: flash attention, or a sliding window shorter than
     the prompt) the cache is repeated along the batch instead.
     """
     bridge = model.bridge
