@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,39 @@ class Result:
 def as_dict(x: Any) -> Any:
     """A result object's ``to_dict()``, or ``x`` itself (plot functions take either)."""
     return x.to_dict() if hasattr(x, "to_dict") and not isinstance(x, dict) else x
+
+
+@dataclasses.dataclass
+class Report(Result, Mapping):
+    """A result that is the JSON document its run writes (``res["rows"]``, ``res.keys()``: it
+    reads as that mapping), with its table as ``to_dataframe()``. A subclass says where the
+    table is (:meth:`rows`) and which figure ``plot()`` draws."""
+
+    data: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat dict per row of the table."""
+        return list(self.data.get("rows", []))
+
+    def to_dataframe(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows())
+
+    def plot(self, **kwargs: Any):
+        raise TVLensError(
+            f"A {type(self).__name__} has no single figure: its run wrote its figures next to "
+            "its JSON; to_dataframe() gives the table to plot."
+        )

@@ -9,7 +9,7 @@ import pytest
 
 from tvlens.errors import TVLensError
 from tvlens.experiments import head_comparison, sized_suite, task_decodability_table, vector_table
-from tvlens.experiments.pretrained import combine_vector_tables, layer_finetuning
+from tvlens.experiments.pretrained import VectorTable, combine_vector_tables, layer_finetuning
 from tvlens.tasks import Task, TaskSuite, get_suite
 
 
@@ -51,6 +51,13 @@ def test_vector_table_matches_its_rows(make_tiny, letters_tokenizer, suite, tmp_
     assert [r["task"] for r in both["rows"]] == ["letters", "back"]
     assert both["rows"][0] == one["rows"][0] == res["rows"][0]
     assert both["summary"]["n_tasks"] == 2 and two["summary"]["n_tasks"] == 1
+    # A typed result: its table, and save / load round trip.
+    df = res.to_dataframe()
+    assert list(df["task"]) == ["letters", "back"] and list(df["icl"]) == [r["icl"] for r in
+                                                                          res["rows"]]  # fmt: skip
+    assert VectorTable.load(res.save(tmp_path / "res.json")) == res
+    with pytest.raises(TVLensError, match="no single figure"):
+        res.plot()
 
 
 def test_task_decodability_table(make_tiny, letters_tokenizer, suite, tmp_path):
@@ -64,6 +71,9 @@ def test_task_decodability_table(make_tiny, letters_tokenizer, suite, tmp_path):
     assert set(r["td_at_peak"]) == {"letters", "back"}
     td = json.loads((tmp_path / "letters" / "td.json").read_text())
     assert td["checkpoints"][0]["td"] == r["td_by_layer"]
+    df = res.to_dataframe()
+    assert sorted(df["task"]) == ["back", "letters"]
+    assert dict(zip(df["task"], df["td_at_peak"], strict=True)) == r["td_at_peak"]
 
 
 def test_head_comparison(make_tiny, letters_tokenizer, suite, tmp_path):
@@ -74,6 +84,8 @@ def test_head_comparison(make_tiny, letters_tokenizer, suite, tmp_path):
     assert set(r["top"]) == {"exact", "attribution", "aie"}
     assert all(len(v) == 3 for v in r["top"].values())
     ov = r["overlap_top3"]
+    row = res.to_dataframe().iloc[0]
+    assert row["task"] == "letters" and row["exact_vs_aie"] == ov["exact_vs_aie"]
     assert ov["exact_vs_aie"] == len({tuple(x) for x in r["top"]["exact"]}
                                      & {tuple(x) for x in r["top"]["aie"]})  # fmt: skip
 
@@ -90,6 +102,7 @@ def test_layer_finetuning_on_a_model_tvlens_did_not_train(make_tiny, letters_tok
     res = layer_finetuning(tiny.folder, suite, tmp_path / "ft", k_layers=1, steps=2,
                            batch_size=4, k=2, n_prompts=6, progress=False)  # fmt: skip
     assert [r["which"] for r in res["rows"]] == ["first", "last"]
+    assert list(res.to_dataframe()["which"]) == ["first", "last"]
     assert [r["blocks"] for r in res["rows"]] == [[0], [tiny.model.n_layers - 1]]
     assert all(len(r["td_by_layer_after"]) == tiny.model.n_layers for r in res["rows"])
     cfg = res["config"]

@@ -34,3 +34,21 @@ def test_emergence_regression_run_has_loss_and_no_accuracy(reg_run):
     assert len(res.steps) == len(res.td) == len(res.loss) >= 2
     assert all(0.0 <= v <= 1.0 for row in res.td for v in row)
     assert set(res.onsets()) == {"basis_0", "basis_1", "basis_2", "basis_3"}
+
+
+def test_run_emergence_returns_a_typed_result(token_run, tmp_path):
+    """``run_emergence`` gives an ``EmergenceRun``: the series, the perturbation tests (absent
+    when skipped), the emergence table, and the mapping it used to be."""
+    from tvlens.probing.emergence import EmergenceResult
+    from tvlens.probing.run import EmergenceRun, run_emergence
+
+    res = run_emergence(token_run, tmp_path / "skip", revisions=["10", "150"], n_prompts=12,
+                        perturb_layer=-1, progress=False)  # fmt: skip
+    assert isinstance(res, EmergenceRun) and isinstance(res["emergence"], EmergenceResult)
+    assert "perturbation" not in res and res.get("perturbation", []) == []
+    assert res.to_dataframe().equals(res.emergence.to_dataframe())
+    res = run_emergence(token_run, tmp_path / "pert", revisions=["10", "150"], n_prompts=12,
+                        perturb_layer=0, perturb_prompts=4, progress=False)  # fmt: skip
+    assert res["perturbation"] and all(p.layer == 0 for p in res["perturbation"])
+    saved = json.loads((tmp_path / "pert" / "perturbation.json").read_text())
+    assert res.to_dict()["perturbation"] == saved

@@ -10,9 +10,20 @@ from tvlens.atv.data import get_atv_suite, split_queries
 from tvlens.atv.methods import ATVMethod, ZeroShot, compare
 from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import CheckpointError, TVLensError
+from tvlens.results import Report
 from tvlens.runs import ATV_RUN, KIND_KEY
 from tvlens.runs.checkpoints import write_json_atomically
 from tvlens.runs.folders import load_run_config
+
+
+class ATVEvaluation(Report):
+    """:func:`evaluate_run`'s result (``RUN/eval.json``): ``to_dataframe()`` has a row per
+    (method, task), first-token and exact-match accuracy."""
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"method": m, "task": t, **r}
+                for m, d in self.data["methods"].items()
+                for t, r in d["tasks"].items()]  # fmt: skip
 
 
 def evaluate_run(
@@ -21,7 +32,7 @@ def evaluate_run(
     split: str = "test",
     device: str | None = None,
     write: bool = True,
-) -> dict[str, Any]:
+) -> ATVEvaluation:
     """Zero-shot and ATV accuracy (first token and exact match, per task) on the run's
     ``split`` queries (or those of another ``suite``, split the same way); written to
     ``RUN/eval.json``."""
@@ -55,4 +66,4 @@ def evaluate_run(
     }
     if write:
         write_json_atomically(run / "eval.json", out)
-    return out
+    return ATVEvaluation(out)

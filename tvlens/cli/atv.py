@@ -80,7 +80,7 @@ def eval_cmd(
     from tvlens.atv.evaluate import evaluate_run
 
     res = evaluate_run(run, suite=_suite_spec(suite), split=split, device=device)
-    typer.echo(json.dumps(res, indent=2))
+    typer.echo(json.dumps(res.to_dict(), indent=2))
 
 
 @command("compare")

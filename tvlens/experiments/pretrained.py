@@ -31,6 +31,7 @@ from tvlens.experiments.configs import (
 )
 from tvlens.extraction.registry import get_extraction_method
 from tvlens.models.loading import TVModel
+from tvlens.results import Report
 from tvlens.tasks.core import TaskSuite
 
 # Function-vector abstractive tasks whose answers are a word or a letter (first-token scoring
@@ -77,6 +78,49 @@ def with_bos(model: TVModel, bos: str | int) -> TVModel:
 # ---------------------------------------------------------------------------- 1. vectors
 
 
+class VectorTable(Report):
+    """:func:`vector_table`'s result (``out/vectors.json``): ``to_dataframe()`` has a row per
+    task (zero-shot, ICL, each method's accuracy and layer)."""
+
+
+class DecodabilityTable(Report):
+    """:func:`task_decodability_table`'s result (``out/td.json``): ``to_dataframe()`` has a row
+    per task (TD at its suite's peak layer against ICL accuracy)."""
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "suite": label,
+                "task": task,
+                "peak_layer": r["peak_layer"],
+                "td_at_peak": td,
+                "icl_accuracy": r["icl_accuracy"][task],
+            }  # fmt: skip
+            for label, r in self.data["suites"].items()
+            for task, td in r["td_at_peak"].items()
+        ]
+
+
+class HeadComparison(Report):
+    """:func:`head_comparison`'s result (``out/heads.json``): ``to_dataframe()`` has a row per
+    task (clean / corrupted metric, attribution-vs-exact Spearman, top-head overlaps)."""
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for task, r in self.data["tasks"].items():
+            overlaps = next(v for k, v in r.items() if k.startswith("overlap_top"))
+            out.append({"task": task, "clean_metric": r["clean_metric"],
+                        "corrupted_metric": r["corrupted_metric"],
+                        "spearman_attribution_vs_exact": r["spearman_attribution_vs_exact"],
+                        **overlaps})  # fmt: skip
+        return out
+
+
+class FinetuneTable(Report):
+    """:func:`layer_finetuning`'s result (``out/metrics.json``): ``to_dataframe()`` has a row
+    per fine-tuning (first or last blocks), before and after."""
+
+
 def vector_table(
     model: TVModel,
     suites: Mapping[str, TaskSuite],
@@ -85,7 +129,7 @@ def vector_table(
     *,
     progress: bool = True,
     **options: Any,
-) -> dict[str, Any]:
+) -> VectorTable:
     """Hendel et al.'s Table 1 on ``model``: per task zero-shot, ICL, task vector (layer
     chosen on dev) and function vector accuracy on held-out test queries. Writes
     ``out/{suite}/results.json`` (+ vectors, ``layer_sweep.html``), ``out/table.md`` and
@@ -137,10 +181,10 @@ def vector_table(
     }
     write_json(out / "vectors.json", result)
     (out / "table.md").write_text(vector_markdown(rows, methods, result["summary"]))
-    return result
+    return VectorTable(result)
 
 
-def combine_vector_tables(parts: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+def combine_vector_tables(parts: Sequence[str | Path], out: str | Path) -> VectorTable:
     """One table from several ``vector_table`` outputs of the same model and settings (a run
     split over processes): rows concatenated, summary recomputed; writes ``out/vectors.json``
     and ``out/table.md``."""
@@ -166,7 +210,7 @@ def combine_vector_tables(parts: Sequence[str | Path], out: str | Path) -> dict[
     out = Path(out)
     write_json(out / "vectors.json", result)
     (out / "table.md").write_text(vector_markdown(rows, methods, result["summary"]))
-    return result
+    return VectorTable(result)
 
 
 def summarize_vectors(rows: list[dict], methods: Sequence[str], icl_min: float = 0.4) -> dict:
@@ -214,7 +258,7 @@ def task_decodability_table(
     *,
     progress: bool = True,
     **options: Any,
-) -> dict[str, Any]:
+) -> DecodabilityTable:
     """Task decodability (leave-one-out ``knn_k``-NN over the last query token's residual,
     Null task included) at every layer, per suite, and each task's TD at the peak layer
     against its ICL accuracy on the same prompts, with R².
@@ -321,7 +365,7 @@ def task_decodability_table(
         }
     result["pooled_td_vs_icl"] = correlation(all_td, all_acc)
     write_json(out / "td.json", result)
-    return result
+    return DecodabilityTable(result)
 
 
 # ---------------------------------------------------------------------------- 3. heads
@@ -340,7 +384,7 @@ def head_comparison(
     out: str | Path,
     config: HeadsConfig | None = None,
     **options: Any,
-) -> dict[str, Any]:
+) -> HeadComparison:
     """Per task: every head patched at the last position from clean prompts into the same
     prompts with shuffled labels (exact and attribution), and the function-vector AIE of
     every head (mean clean head output into shuffled-label prompts); the overlap of their top
@@ -394,7 +438,7 @@ def head_comparison(
             },
         }
     write_json(out / "heads.json", result)
-    return result
+    return HeadComparison(result)
 
 
 def load_results(path: str | Path) -> dict:
@@ -414,7 +458,7 @@ def layer_finetuning(
     device: str | None = None,
     progress: bool = True,
     **options: Any,
-) -> dict[str, Any]:
+) -> FinetuneTable:
     """Early- against late-layer fine-tuning (Han et al. 2025, Table 1) of a pretrained
     model: only its first or only its last ``k_layers`` blocks are tuned (LoRA or full) on
     ``train_fraction`` of each task's pairs, and loss, accuracy and TD (with the Null task)
@@ -441,4 +485,4 @@ def layer_finetuning(
         progress=progress, device=device, eval_family=TokenFamily(held, k=k),
     )  # fmt: skip
     (Path(out) / "table.md").write_text(res.table() + "\n")
-    return res.to_dict()
+    return FinetuneTable(res.to_dict())

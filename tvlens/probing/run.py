@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,11 @@ from tvlens.plotting import (
     plot_td_vs_accuracy,
     save_figure,
 )
-from tvlens.probing.emergence import emergence, series_from_emergence
+from tvlens.probing.emergence import EmergenceResult, emergence, series_from_emergence
 from tvlens.probing.family import family_for_run, is_regression_run
 from tvlens.probing.perturbation import perturbation
 from tvlens.probing.series import TDSeries, save_series, td_over_checkpoints
+from tvlens.results import Result
 from tvlens.runs import CONFIG_FILE, EMERGENCE_FILE, PERTURBATION_FILE, PROBE, prepare_out_dir
 from tvlens.runs.checkpoints import write_json_atomically
 from tvlens.tasks.core import TaskSuite
@@ -90,13 +93,49 @@ def run_probe(
     return series
 
 
+@dataclass
+class EmergenceRun(Result, Mapping):
+    """:func:`run_emergence`'s result: the emergence series, the perturbation tests (none when
+    skipped) and the figures written; it reads as the mapping it once was
+    (``res["emergence"]``, ``res.get("perturbation", [])``)."""
+
+    emergence: EmergenceResult
+    figures: dict[str, Any] = field(default_factory=dict)
+    perturbation: list[Any] = field(default_factory=list)
+
+    def _keys(self) -> list[str]:
+        return ["emergence", "figures"] + (["perturbation"] if self.perturbation else [])
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"emergence": self.emergence.to_dict(),
+                "perturbation": [p.to_dict() for p in self.perturbation]}  # fmt: skip
+
+    def to_dataframe(self):
+        """The emergence table (step, layer, TD, loss)."""
+        return self.emergence.to_dataframe()
+
+    def plot(self, **kwargs: Any):
+        return self.emergence.plot(**kwargs)
+
+
 def run_emergence(
     run: str | Path,
     out: str | Path,
     config: EmergenceConfig | None = None,
     progress: bool = True,
     **options: Any,
-) -> dict[str, Any]:
+) -> EmergenceRun:
     """What ``tvlens emergence`` runs, as ``config`` says (an
     :class:`~tvlens.configs.EmergenceConfig`, or its fields as keyword ``options``):
     :func:`emergence` on a run, then (unless ``perturb_layer`` is negative) the perturbation
@@ -155,4 +194,4 @@ def run_emergence(
             "seconds": round(time.time() - t0, 1),
         },
     )
-    return result
+    return EmergenceRun(**result)
