@@ -152,3 +152,40 @@ def test_package_checker_finds_a_loop_through_two_modules():
              "tvlens.injection.i": set(), "tvlens.probing.f": set()}  # fmt: skip
     assert cycles(graph) == []  # no module cycle...
     assert cycles(package_graph(graph)) == [{"injection", "probing"}]  # ...but a package one
+
+
+def hidden_tvlens_imports(root: Path) -> list[str]:
+    """``file:line`` of each import of a tvlens module inside a function, outside the CLI
+    (whose commands import their library function when run, so that ``tvlens --help`` does
+    not load torch), that does not say why (a comment on its line or the line before)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if "cli" in path.relative_to(root).parts:
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.ImportFrom) and (sub.module or "").startswith("tvlens"):
+                    n = sub.lineno
+                    if "#" not in lines[n - 1] and not lines[n - 2].strip().startswith("#"):
+                        found.append(f"{path.relative_to(root.parent)}:{n}")
+    return found
+
+
+def test_imports_inside_functions_say_why():
+    """A tvlens import hidden in a function is a cycle or a start-up cost in disguise: each
+    one left says which (an optional dependency or start-up time)."""
+    assert hidden_tvlens_imports(ROOT) == []
+
+
+def test_hidden_import_checker_finds_one(tmp_path):
+    pkg = tmp_path / "tvlens"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("def f():\n    from tvlens.b import g\n")
+    assert hidden_tvlens_imports(pkg) == ["tvlens/a.py:2"]
+    (pkg / "a.py").write_text(
+        "def f():\n    # imported here: b loads torch\n    from tvlens.b import g\n"
+    )
+    assert hidden_tvlens_imports(pkg) == []

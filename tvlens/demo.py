@@ -28,6 +28,7 @@ from tvlens.injection.evaluate import (
     summary_table,
 )
 from tvlens.models.loading import load_model
+from tvlens.patching import run_patching
 from tvlens.plotting import (
     SavedFigure,
     plot_accuracy_by_demo,
@@ -35,6 +36,7 @@ from tvlens.plotting import (
     plot_head_aie,
     plot_icl_over_checkpoints,
     plot_layer_sweep,
+    plot_patching,
     plot_td_by_layer,
     save_figure,
     write_json,
@@ -191,8 +193,6 @@ def run_demo(
 def _patching_figures(model, res: DemoResult, progress: bool) -> dict:
     """Head patching (exact and attribution) and residual patching by position, on clean
     prompts vs the same prompts with shuffled labels; figures and ``patching.json``."""
-    from tvlens.patching import run_patching
-    from tvlens.plotting import plot_patching
 
     heads = run_patching(model, None, component="heads", method="both", n_prompts=16,
                          progress=progress)  # fmt: skip

@@ -21,6 +21,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from tvlens.errors import ConfigError
+from tvlens.plotting import plot_icl_accuracy
 from tvlens.results import Result
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.prompts import (
@@ -66,7 +67,6 @@ class ICLEvaluation(Result):
         return frame
 
     def plot(self, **kwargs):
-        from tvlens.plotting import plot_icl_accuracy
 
         return plot_icl_accuracy(self, **kwargs)
 

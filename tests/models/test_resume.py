@@ -1,11 +1,11 @@
-"""``TVModel.run_from``: a pass started at block ``l`` from that block's input equals the full
+"""``tvlens.models.run_from``: a pass started at block ``l`` from that block's input equals the full
 pass, on every test architecture (post-norm and sliding-window ones included), with the
 earlier blocks skipped where that is exact and run where it is not."""
 
 import pytest
 import torch
 
-from tvlens.models import adapter
+from tvlens.models import adapter, run_from
 from tvlens.models.resume import cache_prefix, can_skip_blocks, corrupted_run
 from tvlens.tasks import sample_prompts, tokenize_prompts
 
@@ -30,14 +30,14 @@ def test_run_from_equals_the_full_pass(sharp_all, prompts):
     mask, names, full, acts, kv = _setup(model, prompts)
     ran = []
     with model.hooks(fwd_hooks=[(model.attn_out_hook(0), lambda x, hook: ran.append(1))]):
-        model.run_from(1, acts[names[1]], mask)
+        run_from(model, 1, acts[names[1]], mask)
     assert can_skip_blocks(model) and not ran  # block 0 skipped, not run
     for layer in range(model.n_layers):
         with torch.no_grad():
-            got = model.run_from(layer, acts[names[layer]], mask)
+            got = run_from(model, layer, acts[names[layer]], mask)
             # the last 3 positions only, the others from the cache
-            tail = model.run_from(
-                layer, acts[names[layer]][:, -3:], mask, cache_prefix(kv, -3 % mask.shape[1])
+            tail = run_from(
+                model, layer, acts[names[layer]][:, -3:], mask, cache_prefix(kv, -3 % mask.shape[1])
             )  # noqa: E501
         torch.testing.assert_close(got, full, atol=1e-4, rtol=0)
         torch.testing.assert_close(tail, full[:, -3:], atol=1e-4, rtol=0)
@@ -54,6 +54,6 @@ def test_blocks_run_where_skipping_them_is_not_exact(sharp_all, prompts, monkeyp
     ran = []
     first = model.attn_out_hook(0)  # fires only when block 0's attention runs
     with model.hooks(fwd_hooks=[(first, lambda x, hook: ran.append(1))]), torch.no_grad():
-        got = model.run_from(1, acts[names[1]], mask)
+        got = run_from(model, 1, acts[names[1]], mask)
     assert ran  # block 0 ran (it is skipped, and the hook silent, where skipping is exact)
     torch.testing.assert_close(got, full, atol=1e-4, rtol=0)

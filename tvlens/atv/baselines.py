@@ -16,6 +16,7 @@ The trained methods (:mod:`tvlens.atv.tuned`) train with :func:`tvlens.atv.fitti
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,20 @@ from tvlens.atv.data import ATVSplits
 from tvlens.atv.fitting import by_task
 from tvlens.atv.methods import ICL, SteeringMethod, ZeroShot
 from tvlens.errors import PromptError, TVLensError
+from tvlens.extraction.function_vectors import head_aie, mean_head_outputs
+from tvlens.extraction.residual import hendel_task_vector
 from tvlens.icl_accuracy import answer_correctness, evaluate_prompts
+from tvlens.injection.inject import inject
+from tvlens.injection.sweep import layer_sweep_correct
 from tvlens.models.hf import quiet_transformers
 from tvlens.models.loading import TVModel
 from tvlens.tasks.core import Task
-from tvlens.tasks.prompts import ICLPrompt, sample_prompts, tokenize_prompts
+from tvlens.tasks.prompts import (
+    ICLPrompt,
+    sample_prompts,
+    shuffled_label_variants,
+    tokenize_prompts,
+)
 
 # ---------------------------------------------------------------------------- shared pieces
 
@@ -106,7 +116,6 @@ class ZeroShotMethod(CompareMethod):
         self.method = ZeroShot(self.target, self.batch_size)
 
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
-        import time
 
         # Every 4th test query, shortest first as the compare scores: the reference time
         # per query of the plain HF path, and a check that both paths score alike (the peft
@@ -189,7 +198,6 @@ class _VectorMethod(CompareMethod):
         raise NotImplementedError
 
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
-        from tvlens.injection.sweep import layer_sweep_correct
 
         train, dev = tasks_of(splits, "train"), by_task(splits.dev)
         chosen = {}
@@ -208,7 +216,6 @@ class _VectorMethod(CompareMethod):
         return [p.task for p in prompts]
 
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
-        from tvlens.injection.inject import inject
 
         first = np.zeros(len(prompts), dtype=bool)
         exact = np.zeros(len(prompts), dtype=bool)
@@ -234,7 +241,6 @@ class TaskVectorMethod(_VectorMethod):
     prompts with dummy queries, written over (replace) the zero-shot query's residual."""
 
     def task_vectors(self, task: Task, ti: int) -> Tensor:
-        from tvlens.extraction.residual import hendel_task_vector
 
         cfg = self.ctx.cfg
         templates = self.ctx.data.templates[task.name]
@@ -257,8 +263,6 @@ class FunctionVectorMethod(_VectorMethod):
     mode = "add"
 
     def heads(self) -> list[tuple[int, int]]:
-        from tvlens.extraction.function_vectors import head_aie, mean_head_outputs
-        from tvlens.tasks.prompts import shuffled_label_variants
 
         key = ("fv_heads", self.seed)
         if key not in self.ctx.cache:
@@ -282,7 +286,6 @@ class FunctionVectorMethod(_VectorMethod):
         return self.ctx.cache[key]
 
     def task_vectors(self, task: Task, ti: int) -> Tensor:
-        from tvlens.extraction.function_vectors import mean_head_outputs
 
         cfg, t = self.ctx.cfg, self.target
         templates = self.ctx.data.templates[task.name]

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 import tvlens
@@ -63,6 +64,7 @@ from tvlens.atv.workers import (
 )
 from tvlens.errors import TVLensError
 from tvlens.models.loading import TVModel, default_device, load_model
+from tvlens.plotting.atv import plot_compare_bars
 from tvlens.results import Result
 from tvlens.runs import COMPARE, CONFIG_FILE, KIND_KEY, prepare_out_dir
 from tvlens.runs.checkpoints import write_json_atomically
@@ -208,7 +210,6 @@ class CompareResult(Result):
                 if not m.startswith("_") and "skipped" not in r}  # fmt: skip
 
     def to_dataframe(self):
-        import pandas as pd
 
         out = []
         for m, r in self.rows().items():
@@ -228,7 +229,6 @@ class CompareResult(Result):
         return pd.DataFrame(out)
 
     def plot(self, **kwargs: Any):
-        from tvlens.plotting.atv import plot_compare_bars
 
         return plot_compare_bars(self.rows(), **kwargs)
 

@@ -35,6 +35,7 @@ from tvlens.tasks.prompts import (
     get_template,
     tokenize_prompts,
 )
+from tvlens.tasks.registry import get_suite
 from tvlens.tasks.synthetic import list_suite
 
 GeneratorInput = Literal["prompt", "input"]
@@ -84,7 +85,6 @@ def query_identifiable_suite(
 
 def get_atv_suite(spec: dict | str) -> TaskSuite:
     """A suite from its spec: ``atv_lists`` (the synthetic setting) or any tvlens suite."""
-    from tvlens.tasks.registry import get_suite
 
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     if spec.get("name") == "atv_lists":

@@ -9,6 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tvlens.atv.config import get_preset as get_atv_preset
+from tvlens.atv.data import SYNTHETIC_TARGET, get_atv_suite
+from tvlens.atv.methods import ICL, ATVMethod, ZeroShot, compare
+from tvlens.atv.model import WEIGHTS_FILE
+from tvlens.atv.train import train_atv, train_synthetic_target
 from tvlens.plotting import (
     plot_method_comparison,
     save_figure,
@@ -47,11 +52,6 @@ def _atv_step(
     """``res``: the demo's ``DemoResult`` (its figures folder and figures). Train (or reuse /
     resume) the synthetic setting's target and a ``tiny`` ATV on it;
     score zero-shot, k-shot ICL and ATV on the held-out test queries; the figure."""
-    from tvlens.atv.config import get_preset as get_atv_preset
-    from tvlens.atv.data import SYNTHETIC_TARGET, get_atv_suite
-    from tvlens.atv.methods import ICL, ATVMethod, ZeroShot, compare
-    from tvlens.atv.model import WEIGHTS_FILE
-    from tvlens.atv.train import train_atv, train_synthetic_target
 
     t0 = time.time()
     target_cfg = get_preset("tiny").with_overrides(**SYNTHETIC_TARGET).to_dict()

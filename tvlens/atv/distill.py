@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
@@ -81,8 +82,6 @@ class DistillResult(Result):
         return {"rank": self.rank, "seed": self.seed, "directions": self.directions}
 
     def to_dataframe(self):
-        import pandas as pd
-
         return pd.DataFrame([{"direction": d, "group": g, **v} for d, r in self.directions.items()
                              for g, v in r["groups"].items()])  # fmt: skip
 

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from tvlens.atv.data import ATVSplits, hash_text
+from tvlens.atv.train import train_atv
 from tvlens.icl_accuracy import ICLEvaluation, TaskAccuracy, evaluate_prompts
 from tvlens.models.tvmodel import TVModel
+from tvlens.plotting import plot_method_comparison
 from tvlens.results import Result
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import ICLPrompt, sample_prompts
@@ -104,7 +106,6 @@ class ATVMethod(SteeringMethod):
         self.train_kwargs = train_kwargs
 
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
-        from tvlens.atv.train import train_atv
 
         if self.run_dir is None:  # given trained
             return {}
@@ -137,7 +138,6 @@ class MethodResult(Result):
         return df
 
     def plot(self, **kwargs):
-        from tvlens.plotting import plot_method_comparison
 
         return plot_method_comparison([self], **kwargs)
 

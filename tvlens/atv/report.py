@@ -22,6 +22,13 @@ import tvlens
 from tvlens.atv.compare_setup import SELECTED, Cell, CompareConfig, CompareData, cell_path
 from tvlens.atv.compare_setup import compare_cells as _cells
 from tvlens.atv.registry import get_method_spec
+from tvlens.plotting import save_figure
+from tvlens.plotting.atv import (
+    plot_compare_bars,
+    plot_compare_heatmap,
+    plot_learning_curves,
+    plot_overlap,
+)
 from tvlens.runs import COMPARISON_FILE
 from tvlens.runs.checkpoints import write_json_atomically
 
@@ -399,13 +406,6 @@ def write_outputs(
 ) -> tuple[dict, str]:
     """Every output from the cells present (a partial compare writes a partial table, and
     says which cells are missing); ``device`` in words, as the cells were computed."""
-    from tvlens.plotting import save_figure
-    from tvlens.plotting.atv import (
-        plot_compare_bars,
-        plot_compare_heatmap,
-        plot_learning_curves,
-        plot_overlap,
-    )
 
     cells, sweeps = load_cells(out, cfg)
     summary, queries = summarize(cells, sweeps, cfg, data)

@@ -30,6 +30,8 @@ from tvlens.errors import TVLensError
 from tvlens.models.loading import default_device, load_model
 from tvlens.models.tvmodel import TVModel
 from tvlens.runs import ATV_RUN, KIND_KEY, prepare_out_dir
+from tvlens.runs.folders import load_run_config
+from tvlens.training import train_synthetic
 from tvlens.training.engine import EpochData, RunKind, train_run
 
 
@@ -63,8 +65,6 @@ def train_synthetic_target(
     """The synthetic setting's target (:mod:`tvlens.atv.data`): the ``tiny`` tvlens model
     trained on first / last of symbol lists; reused when ``out`` already holds it.
     ``device``: None picks the best available, as everywhere."""
-    from tvlens.runs.folders import load_run_config
-    from tvlens.training import train_synthetic
 
     out = Path(out)
     done = load_run_config(out) is not None and (out / "checkpoints").is_dir()

@@ -27,10 +27,12 @@ from tvlens.atv.fitting import (
     load_trainable,
     trainable_state,
 )
+from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import TVLensError
+from tvlens.extraction.residual import residual_at_query
 from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.models.hf import quiet_transformers
-from tvlens.models.loading import TVModel
+from tvlens.models.loading import TVModel, load_model
 from tvlens.tasks.prompts import ICLPrompt, tokenize_prompts
 
 # Each block's MLP output projection: the linear map that writes into the residual stream
@@ -218,7 +220,6 @@ class ATVCompareMethod(CompareMethod):
         self.atv = None
 
     def generator_lm(self, trainable: bool) -> TVModel:
-        from tvlens.models.loading import load_model
 
         cfg = self.ctx.cfg
         if cfg.atv_generator is None and self.target.spec.source == "memory":
@@ -236,7 +237,6 @@ class ATVCompareMethod(CompareMethod):
         return self.ctx.cache[key]
 
     def build(self):
-        from tvlens.atv.model import ATV
 
         cfg, t = self.ctx.cfg, self.target
         trainable = self.kind == "atv"
@@ -264,7 +264,6 @@ class ATVCompareMethod(CompareMethod):
         """‖λ v_l‖ / ‖h_l‖ per target layer, averaged over ``prompts``: how large the written
         vector is against the residual it is added to (h: the unsteered target's residual
         after block l at the query's last token)."""
-        from tvlens.extraction.residual import residual_at_query
 
         atv = self.atv
         key = ("resid_norms", id(self.target), len(prompts))
@@ -279,7 +278,6 @@ class ATVCompareMethod(CompareMethod):
         return {"steer_ratio": [round(float(x), 5) for x in ratio]}
 
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
-        from tvlens.atv.model import WEIGHTS_FILE
 
         atv = self.atv = self.build()
         probe = splits.dev[:: max(1, len(splits.dev) // 32)]

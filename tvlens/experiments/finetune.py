@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
 from tvlens.errors import TVLensError
+from tvlens.plotting import plot_finetune
 from tvlens.probing.emergence import layer_td
 from tvlens.probing.family import NULL, TaskFamily
 from tvlens.results import Result
@@ -74,14 +76,12 @@ class FinetuneResult(Result):
 
     def to_dataframe(self):
         """One row per tuning (``which``): loss, accuracy and TD before and after."""
-        import pandas as pd
 
         rows = [{k: v for k, v in asdict(r).items() if not k.startswith("td_by_layer")}
                 for r in self.rows]  # fmt: skip
         return pd.DataFrame(rows)
 
     def plot(self, **kwargs):
-        from tvlens.plotting import plot_finetune
 
         return plot_finetune(self, **kwargs)
 

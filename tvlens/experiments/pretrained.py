@@ -29,10 +29,29 @@ from tvlens.experiments.configs import (
     LayerFinetuneConfig,
     VectorTableConfig,
 )
+from tvlens.experiments.finetune import finetune_layers
+from tvlens.extraction.function_vectors import function_vector
 from tvlens.extraction.registry import get_extraction_method
+from tvlens.extraction.residual import activations_at_positions
+from tvlens.injection.evaluate import evaluate_task_vectors, save_report
 from tvlens.models.loading import TVModel
+from tvlens.patching.run import run_patching
+from tvlens.plotting import (
+    plot_head_aie,
+    plot_layer_sweep,
+    plot_td_by_layer,
+    plot_td_vs_accuracy,
+    save_figure,
+)
+from tvlens.probing.family import TokenFamily
+from tvlens.probing.layers import LayerTD
+from tvlens.probing.measures import task_decodability
+from tvlens.probing.series import TDSeries, correlation
 from tvlens.results import Report
+from tvlens.runs import write_json
 from tvlens.tasks.core import TaskSuite
+from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
+from tvlens.tasks.synthetic import null_task
 
 # Function-vector abstractive tasks whose answers are a word or a letter (first-token scoring
 # is meaningful); ag_news, commonsense_qa, sentiment, word_length and country-currency are not
@@ -135,9 +154,6 @@ def vector_table(
     ``out/{suite}/results.json`` (+ vectors, ``layer_sweep.html``), ``out/table.md`` and
     ``out/vectors.json``; returns the latter's content. Options: :class:`VectorTableConfig`
     (``config=``, or its fields as keyword arguments)."""
-    from tvlens.injection.evaluate import evaluate_task_vectors, save_report
-    from tvlens.plotting import plot_layer_sweep, save_figure
-    from tvlens.runs import write_json
 
     cfg = (config or VectorTableConfig()).with_overrides(**options)
     k, n_extract, top_k_heads, seed = cfg.k, cfg.n_extract, cfg.top_k_heads, cfg.seed
@@ -188,7 +204,6 @@ def combine_vector_tables(parts: Sequence[str | Path], out: str | Path) -> Vecto
     """One table from several ``vector_table`` outputs of the same model and settings (a run
     split over processes): rows concatenated, summary recomputed; writes ``out/vectors.json``
     and ``out/table.md``."""
-    from tvlens.runs import write_json
 
     loaded = [load_results(Path(p) / "vectors.json") for p in parts]
     first = loaded[0]
@@ -269,14 +284,6 @@ def task_decodability_table(
     appended; the query state does not see it). Writes ``out/{suite}/td.json`` with
     ``td_by_layer`` / ``td_vs_accuracy`` figures, and ``out/td.json``. Options:
     :class:`DecodabilityConfig` (``config=``, or its fields as keyword arguments)."""
-    from tvlens.extraction.residual import activations_at_positions
-    from tvlens.plotting import plot_td_by_layer, plot_td_vs_accuracy, save_figure
-    from tvlens.probing.layers import LayerTD
-    from tvlens.probing.measures import task_decodability
-    from tvlens.probing.series import TDSeries, correlation
-    from tvlens.runs import write_json
-    from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
-    from tvlens.tasks.synthetic import null_task
 
     cfg = (config or DecodabilityConfig()).with_overrides(**options)
     k, n_prompts, seed, knn_k, batch_size = (
@@ -390,10 +397,6 @@ def head_comparison(
     every head (mean clean head output into shuffled-label prompts); the overlap of their top
     ``top`` heads. Writes ``out/{task}/`` (patching) and ``out/heads.json``. Options:
     :class:`HeadsConfig` (``config=``, or its fields as keyword arguments)."""
-    from tvlens.extraction.function_vectors import function_vector
-    from tvlens.patching.run import run_patching
-    from tvlens.plotting import plot_head_aie, save_figure
-    from tvlens.runs import write_json
 
     cfg = (config or HeadsConfig()).with_overrides(**options)
     k, n_prompts, n_extract, top, seed = cfg.k, cfg.n_prompts, cfg.n_extract, cfg.top, cfg.seed
@@ -466,8 +469,6 @@ def layer_finetuning(
     Writes ``out/metrics.json``, ``out/table.md`` and the tuned models (``out/first``,
     ``out/last``); a stopped call resumes. Options: :class:`LayerFinetuneConfig`
     (``config=``, or its fields as keyword arguments)."""
-    from tvlens.experiments.finetune import finetune_layers
-    from tvlens.probing.family import TokenFamily
 
     cfg = (config or LayerFinetuneConfig()).with_overrides(**options)
     train_fraction, seed, k = cfg.train_fraction, cfg.seed, cfg.k

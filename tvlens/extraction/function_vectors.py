@@ -23,7 +23,9 @@ from tvlens.extraction.residual import activations_at_positions
 from tvlens.extraction.vectors import TaskVector
 from tvlens.frames import tidy
 from tvlens.models.tvmodel import TVModel
+from tvlens.names import renamed
 from tvlens.patching import AnswerProb, patch
+from tvlens.plotting import plot_head_aie
 from tvlens.results import Result
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import (
@@ -52,7 +54,6 @@ class HeadTable(Result):
         return [(layer, head) for layer, head, _ in self.ranked()[:k]]
 
     def plot(self, **kwargs):
-        from tvlens.plotting import plot_head_aie
 
         return plot_head_aie(self.aie, **kwargs)
 
@@ -136,7 +137,6 @@ def function_vector(
     """
     if answer_token not in ("only", "first"):
         raise ConfigError(f"answer_token must be 'only' or 'first', got {answer_token!r}.")
-    from tvlens.names import renamed
 
     top_k = renamed("top_k", top_k, "top_k_heads", top_k_heads, default=10)
     if top_k < 1:

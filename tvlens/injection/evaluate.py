@@ -4,6 +4,7 @@ same test queries. (A model's plain ICL accuracy is :mod:`tvlens.icl_accuracy`.)
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,11 @@ from tvlens.extraction.registry import (
 from tvlens.extraction.vectors import TaskVector
 from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.injection.sweep import layer_sweep_correct
+from tvlens.models.loading import model_and_suite
 from tvlens.models.tvmodel import TVModel
+from tvlens.plotting import plot_head_aie, plot_layer_sweep, save_figure
 from tvlens.results import Result
+from tvlens.runs import CONFIG_FILE, TABLE_FILE, VECTORS, prepare_out_dir
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.prompts import sample_prompts
 
@@ -87,7 +91,6 @@ class VectorReport(Result):
         return pd.DataFrame(rows)
 
     def plot(self, **kwargs):
-        from tvlens.plotting import plot_layer_sweep
 
         return plot_layer_sweep(self, **kwargs)
 
@@ -224,7 +227,6 @@ def evaluate_task_vectors(
 
 def save_report(report: VectorReport, out: str | Path, primary: str | None = None) -> Path:
     """``out/results.json`` and ``out/vectors/{method}/{task}.safetensors``."""
-    import json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -271,12 +273,6 @@ def run_task_vectors(
     :class:`~tvlens.configs.VectorsConfig`. ``suite`` defaults to the suite the model was
     trained on.
     """
-    import json
-    from dataclasses import asdict
-
-    from tvlens.models.loading import model_and_suite
-    from tvlens.plotting import plot_head_aie, plot_layer_sweep, save_figure
-    from tvlens.runs import CONFIG_FILE, TABLE_FILE, VECTORS, prepare_out_dir
 
     if config is not None and options:
         raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")

@@ -15,6 +15,7 @@ _NAMES = {
     "build_word_tokenizer": "tvlens.models.tokenizer",
     "ModelSpec": "tvlens.models.tvmodel",
     "TVModel": "tvlens.models.tvmodel",
+    "run_from": "tvlens.models.resume",
     "Checkpoint": "tvlens.runs.checkpoints",
     "list_checkpoints": "tvlens.runs.checkpoints",
     "resolve_checkpoint": "tvlens.runs.checkpoints",

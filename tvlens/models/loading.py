@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from tvlens.errors import CheckpointError, ConfigError, ModelLoadError
+from tvlens.errors import CheckpointError, ConfigError, ModelLoadError, TVLensError
 from tvlens.models.bos import tokenizer_adds_bos
 from tvlens.models.hf import quiet_transformers
 from tvlens.models.pretrained import (
@@ -35,7 +35,13 @@ from tvlens.models.wrap import (  # noqa: F401 - default_device and resolve_* ar
     resolve_dtype,
     spec_fields,
 )
-from tvlens.runs.checkpoints import is_run_dir, resolve_checkpoint, validate_checkpoint
+from tvlens.runs.checkpoints import (
+    is_run_dir,
+    list_checkpoints,
+    resolve_checkpoint,
+    validate_checkpoint,
+)
+from tvlens.tasks.registry import get_suite
 
 
 def _spec_from_bridge(bridge: Any, name: str, revision, source, path, extra: dict) -> ModelSpec:
@@ -343,7 +349,6 @@ def _load_gguf(path: Path, kwargs: dict[str, Any]) -> TVModel:
 def load_checkpoints(run_dir: str | Path, steps: list[int] | None = None, **kwargs: Any):
     """Yield ``(step, TVModel)`` for each checkpoint of a tvlens run (all, or ``steps``),
     oldest first, loading one at a time."""
-    from tvlens.runs.checkpoints import list_checkpoints
 
     if not is_run_dir(run_dir):
         raise CheckpointError(f"{str(run_dir)!r} is not a tvlens training run folder.")
@@ -361,8 +366,6 @@ def model_and_suite(
     """A loaded model (loading ``model`` when it is a name or folder) and a task suite:
     ``suite`` itself, the suite of that name or folder, or (None) the suite the model was
     trained on. What the CLI-level runs (vectors, patching) start from."""
-    from tvlens.errors import TVLensError
-    from tvlens.tasks.registry import get_suite
 
     if isinstance(model, str | Path):
         model = load_model(model, revision=revision, device=device)

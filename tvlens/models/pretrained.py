@@ -238,10 +238,12 @@ def convert_gguf(gguf: Path, out: Path) -> dict:
     """Dequantize the GGUF file ``gguf`` with transformers' GGUF reader and save a plain HF
     folder in ``out`` (model + tokenizer, float32). The one conversion of tvlens: the embedded
     models and any user's GGUF file go through it. Returns what the manifest records."""
+    # imported here: torch and transformers take seconds, and `tvlens models` / `tvlens cache`
+    # read this module without converting anything
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tvlens.models.hf import quiet_transformers
+    from tvlens.models.hf import quiet_transformers  # loads transformers (as above)
 
     meta = inspect_gguf(gguf)
     with quiet_transformers():

@@ -1,4 +1,4 @@
-"""Run a model from block ``k`` on cached activations (``TVModel.run_from``), computing only
+"""Run a model from block ``k`` on cached activations (:func:`run_from`), computing only
 what a patch at layer ``k`` (from position ``p`` on) can change: a model capability, used by
 :mod:`tvlens.patching` and by anything else that starts a pass mid-model.
 
@@ -196,6 +196,22 @@ def resume(
     skip = skipped_blocks(model, layer) if can_skip_blocks(model) else contextlib.nullcontext()
     with skip:
         return bridge(resid, start_at_layer=layer, attention_mask=mask, **kwargs)
+
+
+def run_from(
+    model: TVModel,
+    layer: int,
+    resid: Float[Tensor, "batch new_pos d_model"],
+    attention_mask: Int[Tensor, "batch pos"],
+    past: Any = None,
+    last_only: bool = False,
+) -> Float[Tensor, "batch _ d_vocab"]:
+    """Logits of ``model``'s pass that starts with ``resid`` entering block ``layer``: blocks
+    before it are skipped, not run, where that is exact for this model (:func:`can_skip_blocks`;
+    else they run and the residual is swapped in at ``layer``, as TransformerLens's
+    ``start_at_layer``); ``past``: an HF cache of the positions before ``resid``'s
+    (:func:`cache_prefix`). The public name of :func:`resume`."""
+    return resume(model, resid, layer, attention_mask, past, last_only)
 
 
 def can_pack(model: TVModel, n_pos: int | None = None) -> bool:

@@ -14,8 +14,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 import tvlens.models.adapter as adapter
-from tvlens.errors import LayerError
+from tvlens.errors import LayerError, PromptError
 from tvlens.models.bos import resolve_prompt_bos
+from tvlens.models.wrap import ConfigError, bridge_from_object, resolve_device
+from tvlens.tasks.registry import get_suite
 
 ResidPoint = Literal["pre", "mid", "post"]
 
@@ -111,7 +113,6 @@ class TVModel:
         says so, and the peft model keeps its adapters); prefix / prompt tuning is refused
         (its virtual tokens are outside the layers). ``spec.source`` is ``"memory"``.
         """
-        from tvlens.models.wrap import ConfigError, bridge_from_object, resolve_device
 
         if isinstance(model, cls):
             if tokenizer is not None or name is not None:
@@ -322,8 +323,6 @@ class TVModel:
         if self.prompt_bos_id is not None:
             return self.prompt_bos_id
         if self.tokenizer.bos_token_id is None:
-            from tvlens.errors import PromptError
-
             raise PromptError(
                 f"prepend_bos=True but {self.name}'s tokenizer has no BOS token: pass "
                 "bos='<token>' to load_model to name the token to prepend."
@@ -345,23 +344,6 @@ class TVModel:
 
     __call__ = forward
 
-    def run_from(
-        self,
-        layer: int,
-        resid: Float[Tensor, "batch new_pos d_model"],
-        attention_mask: Int[Tensor, "batch pos"],
-        past: Any = None,
-        last_only: bool = False,
-    ) -> Float[Tensor, "batch _ d_vocab"]:
-        """Logits of a pass that starts with ``resid`` entering block ``layer``: blocks before
-        it are skipped, not run, where that is exact for this model (else they run on the
-        swapped-in residual, as TransformerLens's ``start_at_layer``); ``past``: an HF cache
-        of the positions before ``resid``'s. See :func:`tvlens.models.resume.resume`."""
-        # imported here: tvlens.models.resume imports this module (its functions take a TVModel)
-        from tvlens.models.resume import resume
-
-        return resume(self, resid, layer, attention_mask, past, last_only)
-
     def to(self, device: str | torch.device) -> TVModel:
         self.bridge.to(device)
         return self
@@ -378,8 +360,6 @@ class TVModel:
         info = self.spec.train_info.get("suite")
         if not info:
             return None
-        from tvlens.tasks.registry import get_suite
-
         return get_suite(**info)
 
 

@@ -5,6 +5,7 @@ keeps it, the BOS the model's own tokenizer prepends, and models already in memo
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,6 @@ def _user_tokenizer(tokenizer: Any) -> Any:
     object; a tokenizer built in memory, e.g. ``PreTrainedTokenizerFast(tokenizer_object=...)``,
     has no such entry, and TransformerLens's ``get_tokenizer_with_bos`` stops with
     ``KeyError: 'name_or_path'`` — what made ``boot_transformers(hf_model=...)`` fail)."""
-    import copy
 
     from transformers import AutoTokenizer
 
@@ -153,7 +153,6 @@ def _unwrap_peft(model: Any) -> tuple[Any, dict]:
     and logits are those of the adapted model, and the user's peft model keeps its adapters.
     Prompt-learning adapters (prefix / prompt tuning) add virtual tokens that no hook of the
     bridge sees: they are refused rather than silently dropped."""
-    import copy
 
     cfg = model.peft_config.get(model.active_adapter)
     kind = str(getattr(getattr(cfg, "peft_type", None), "value", cfg.__class__.__name__))

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tvlens.errors import ConfigError
 from tvlens.models import adapter
 from tvlens.models.resume import (
     cache_prefix,
@@ -98,7 +99,6 @@ def patch(
         :class:`PatchResult` with ``values`` of shape ``[layer]`` (resid/attn/mlp, all or
         last), ``[layer, pos]`` (each), ``[layer, head]`` or ``[layer, pos, head]`` (heads).
     """
-    from tvlens.errors import ConfigError
 
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise ConfigError(

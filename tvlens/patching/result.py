@@ -12,9 +12,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tvlens.frames import patch_frame
 from tvlens.models.tvmodel import TVModel
 from tvlens.patching.inputs import metric_value
 from tvlens.patching.metrics import Metric, metric_name
+from tvlens.plotting import plot_patching
 from tvlens.results import Result
 
 
@@ -66,7 +68,6 @@ class PatchResult(Result):
     def to_dataframe(self) -> pd.DataFrame:
         """Tidy: one row per component, a column per dim (``layer`` is the model's layer;
         ``pos_label`` beside ``pos``), then ``value``, ``effect``, ``normalized``."""
-        from tvlens.frames import patch_frame
 
         return patch_frame(self)
 
@@ -91,7 +92,6 @@ class PatchResult(Result):
         }
 
     def plot(self, **kwargs):
-        from tvlens.plotting import plot_patching
 
         return plot_patching(self, **kwargs)
 

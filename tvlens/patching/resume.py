@@ -1,5 +1,5 @@
 """Moved: running a model from block ``l`` is a model capability, :mod:`tvlens.models.resume`
-(``TVModel.run_from``). This name stays for code written against it."""
+(``tvlens.models.run_from``). This name stays for code written against it."""
 
 from tvlens.models.resume import (  # noqa: F401  (the names callers used)
     attention_slot,

@@ -19,11 +19,15 @@ import pandas as pd
 
 from tvlens.configs import PatchConfig, choices
 from tvlens.errors import ConfigError, EmptyTaskError, PromptError
+from tvlens.models.loading import model_and_suite
 from tvlens.models.tvmodel import TVModel
+from tvlens.names import renamed
 from tvlens.patching.attribution import rank_correlation
 from tvlens.patching.exact import PatchResult, patch
 from tvlens.patching.metrics import AnswerProb
+from tvlens.plotting import plot_patching, save_figure
 from tvlens.results import Result
+from tvlens.runs import CONFIG_FILE, PATCH, PATCHING_FILE, prepare_out_dir
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import (
     ICLPrompt,
@@ -63,7 +67,6 @@ class PatchingRun(Result):
 
     def plot(self, **kwargs):
         """The exact patching heatmap (else the attribution one)."""
-        from tvlens.plotting import plot_patching
 
         return plot_patching(self.exact or self.attribution, **kwargs)
 
@@ -91,8 +94,6 @@ def patching_prompts(
     pairs whose two prompts have the most common token length: no padding, so position ``p``
     is the same slot of the template in every row (axis labels read from row 0 hold for all).
     ``n_per_task`` is the old name of ``n_prompts`` (deprecated)."""
-    from tvlens.errors import ConfigError
-    from tvlens.names import renamed
 
     n_prompts = renamed("n_per_task", n_per_task, "n_prompts", n_prompts)
     if n_prompts is None:
@@ -138,9 +139,6 @@ def run_patching(
     ``out/patching.json``, ``out/config.json`` and the heatmap
     ``out/patching_{component}.{html,png}`` (``..._attribution`` too with ``method="both"``).
     """
-    from tvlens.models.loading import model_and_suite
-    from tvlens.plotting import plot_patching, save_figure
-    from tvlens.runs import CONFIG_FILE, PATCH, PATCHING_FILE, prepare_out_dir
 
     if config is not None and options:
         raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from tvlens.errors import TVLensError
 from tvlens.frames import tidy
+from tvlens.plotting import plot_emergence
 from tvlens.probing.family import NULL, RunOutput, TaskFamily, family_for_run
 from tvlens.probing.layers import LayerTD
 from tvlens.probing.measures import project_2d, task_decodability
@@ -130,7 +131,6 @@ class EmergenceResult(Result):
         return tidy(values, ("step", "layer", "task"), {**coords, "task": tasks})
 
     def plot(self, **kwargs):
-        from tvlens.plotting import plot_emergence
 
         return plot_emergence(self, **kwargs)
 

@@ -27,12 +27,20 @@ from torch import Tensor, nn
 from tvlens.errors import CheckpointError, ConfigError, EmptyTaskError, TVLensError
 from tvlens.extraction.residual import activations_at_positions
 from tvlens.models import adapter
+from tvlens.models.hf import quiet_transformers
 from tvlens.models.loading import doc_start_token, load_model
+from tvlens.models.regression import READ_IN_FILE, ReadInOutModel, load_regression_model
 from tvlens.models.tvmodel import TVModel
 from tvlens.runs.checkpoints import is_run_dir, write_atomically
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
+from tvlens.tasks.registry import get_suite
+from tvlens.tasks.regression import RegressionMixture, query_tokens, regression_batch
 from tvlens.tasks.synthetic import null_task
+from tvlens.training.checkpointing import write_hf_folder
+from tvlens.training.data import ICLBatcher
+from tvlens.training.regression import regression_loss
+from tvlens.training.train import icl_loss
 
 NULL = "null"
 
@@ -75,7 +83,6 @@ class Trainable:
             self.module = hf
 
     def save(self, folder: Path) -> None:
-        from tvlens.training.checkpointing import write_hf_folder
 
         def write(tmp: Path) -> None:
             write_hf_folder(tmp, self.hf, self.tokenizer, self.info)
@@ -132,8 +139,6 @@ class TaskFamily(Protocol):
 def _load_hf_checkpoint(ckpt: Path) -> tuple[nn.Module, Any, dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tvlens.models.hf import quiet_transformers
-
     with quiet_transformers():
         hf = AutoModelForCausalLM.from_pretrained(ckpt)
     tokenizer = AutoTokenizer.from_pretrained(ckpt)
@@ -163,7 +168,6 @@ class TokenFamily:
 
     @classmethod
     def from_run_config(cls, cfg: dict, **kwargs: Any) -> TokenFamily:
-        from tvlens.tasks.registry import get_suite
 
         c = cfg["config"]
         return cls(get_suite(**c["suite"]), k=c["k"], template=c["template"], **kwargs)
@@ -216,7 +220,6 @@ class TokenFamily:
     def train_batch(
         self, trainable: Trainable, step: int, batch_size: int, seed: int, micro: int = 0
     ) -> Any:
-        from tvlens.training.data import ICLBatcher
 
         if self._batcher is None:
             self._batcher = ICLBatcher(
@@ -225,7 +228,6 @@ class TokenFamily:
         return self._batcher.batch(step, batch_size, seed, micro)
 
     def train_loss(self, module: nn.Module, batch: Any) -> Float[Tensor, ""]:
-        from tvlens.training.train import icl_loss
 
         return icl_loss(module, batch)
 
@@ -244,7 +246,6 @@ class RegressionFamily:
 
     @classmethod
     def from_run_config(cls, cfg: dict, **kwargs: Any) -> RegressionFamily:
-        from tvlens.tasks.regression import RegressionMixture
 
         return cls(
             RegressionMixture(**cfg["mixture"]), n_points=cfg["config"]["n_points"], **kwargs
@@ -258,7 +259,6 @@ class RegressionFamily:
         return {"kind": self.kind, "mixture": self.mixture.to_dict(), "n_points": self.n_points}
 
     def load(self, run: str | Path, revision: str | int | None = None, device: str | None = None):
-        from tvlens.models.regression import load_regression_model
 
         return load_regression_model(run, revision=revision, device=device)
 
@@ -267,7 +267,6 @@ class RegressionFamily:
 
     @torch.no_grad()
     def run(self, model, task: str, n: int, seed: int) -> RunOutput:
-        from tvlens.tasks.regression import query_tokens
 
         x, y, w = self.mixture.sample(task, n, self.n_points, seed=seed)
         tokens = query_tokens(x, y)  # ends at the last query x_p
@@ -287,8 +286,6 @@ class RegressionFamily:
     def trainable(self, checkpoint: Path) -> Trainable:
         from safetensors.torch import load_file
 
-        from tvlens.models.regression import READ_IN_FILE, ReadInOutModel
-
         hf, tokenizer, info = _load_hf_checkpoint(checkpoint)
         module = ReadInOutModel(hf, self.mixture.d_in, hf.config.hidden_size)
         module.read_in.load_state_dict(load_file(str(checkpoint / READ_IN_FILE)))
@@ -299,12 +296,10 @@ class RegressionFamily:
     def train_batch(
         self, trainable: Trainable, step: int, batch_size: int, seed: int, micro: int = 0
     ) -> Any:
-        from tvlens.tasks.regression import regression_batch
 
         return regression_batch(self.mixture, step, batch_size, self.n_points, seed, micro)[:2]
 
     def train_loss(self, module: nn.Module, batch: Any) -> Float[Tensor, ""]:
-        from tvlens.training.regression import regression_loss
 
         return regression_loss(module, batch)
 

@@ -11,6 +11,7 @@ from tvlens.errors import ConfigError
 from tvlens.extraction.residual import residual_at_query
 from tvlens.frames import tidy
 from tvlens.models.tvmodel import TVModel
+from tvlens.plotting import plot_td_by_layer
 from tvlens.probing.measures import (
     probe_accuracy,
     project_2d,
@@ -61,7 +62,6 @@ class LayerTD(Result):
 
     def plot(self, **kwargs):
         """TD by layer (:func:`~tvlens.plotting.plot_td_by_layer`)."""
-        from tvlens.plotting import plot_td_by_layer
 
         return plot_td_by_layer(self, **kwargs)
 

@@ -17,6 +17,7 @@ import torch
 from tvlens.errors import EmptyTaskError, TVLensError
 from tvlens.frames import tidy
 from tvlens.injection.inject import inject
+from tvlens.plotting import plot_perturbation
 from tvlens.probing.family import TaskFamily
 from tvlens.probing.measures import task_decodability
 from tvlens.results import Result
@@ -86,7 +87,6 @@ class PerturbationResult(Result):
         )
 
     def plot(self, **kwargs):
-        from tvlens.plotting import plot_perturbation
 
         return plot_perturbation(self, **kwargs)
 

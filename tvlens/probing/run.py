@@ -29,6 +29,7 @@ from tvlens.results import Result
 from tvlens.runs import CONFIG_FILE, EMERGENCE_FILE, PERTURBATION_FILE, PROBE, prepare_out_dir
 from tvlens.runs.checkpoints import write_json_atomically
 from tvlens.tasks.core import TaskSuite
+from tvlens.tasks.registry import get_suite
 
 
 def run_probe(
@@ -45,7 +46,6 @@ def run_probe(
     ``out/td.json``, ``out/config.json`` and the figures ``td_by_layer``, ``td_heatmap``,
     ``td_vs_accuracy`` and ``projection`` (the last checkpoint's peak layer), as HTML and PNG.
     ``model`` may be a model object (see :func:`td_over_checkpoints`)."""
-    from tvlens.tasks.registry import get_suite
 
     if config is not None and options:
         raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")

@@ -13,6 +13,7 @@ import pandas as pd
 from scipy import stats
 from tqdm.auto import tqdm
 
+from tvlens import plotting
 from tvlens.errors import TVLensError
 from tvlens.icl_accuracy import evaluate_icl
 from tvlens.models.loading import load_model
@@ -94,7 +95,6 @@ class TDSeries(Result):
     def plot(self, kind: str = "by_layer", **kwargs):
         """``"by_layer"`` (one line per checkpoint), ``"heatmap"`` or ``"accuracy"`` (TD
         against ICL accuracy)."""
-        from tvlens import plotting
 
         plots = {"by_layer": plotting.plot_td_by_layer, "heatmap": plotting.plot_td_heatmap,
                  "accuracy": plotting.plot_td_vs_accuracy}  # fmt: skip
