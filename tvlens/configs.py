@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from tvlens.errors import ConfigError
-from tvlens.extraction.registry import expand_methods, extraction_choices, get_extraction_method
+from tvlens.extraction.registry import (
+    DEFAULT_METHOD,
+    expand_methods,
+    extraction_choices,
+    get_extraction_method,
+)
 from tvlens.runs import EMERGENCE, EVAL, PATCH, PROBE, VECTORS
 from tvlens.runs.config import Config, choices, opt
 
@@ -58,7 +63,7 @@ class VectorsConfig(Config):
         "max_batch": 1,
     }
     method: str = opt(
-        "hendel", "Which vectors: an extraction method, or both (every registered one).",
+        DEFAULT_METHOD, "Which vectors: an extraction method, or both (every registered one).",
         choices=extraction_choices,
     )  # fmt: skip
     k: int | None = opt(None, "Demonstrations (default: the model's training k).")

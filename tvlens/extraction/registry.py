@@ -96,8 +96,10 @@ def expand_methods(method: str) -> tuple[str, ...]:
     return (get_extraction_method(method).name,)
 
 
+# The default where one method is asked for: the task vector, the field's first method.
+DEFAULT_METHOD = "hendel"
 register_extraction_method(ExtractionMethod(
-    "hendel", "tvlens.extraction.residual:extract_hendel", "replace",
+    DEFAULT_METHOD, "tvlens.extraction.residual:extract_hendel", "replace",
     label="task vector (Hendel, replace)", column="task vector (layer)",
     description="Hendel et al. 2023: the mean residual at the query of k-shot prompts",
 ))  # fmt: skip
