@@ -121,3 +121,22 @@ def test_mismatched_target_refused_by_eval(cli_run, tmp_path, make_tiny, letters
         ATV.load(out, target=other)
     r = CliRunner().invoke(app, ["atv", "eval", "--run", str(tmp_path / "nothing")])
     assert r.exit_code != 0 and "not an ATV run" in r.output
+
+
+def test_evaluate_run_gives_a_typed_result(cli_run):
+    """``evaluate_run`` returns an ``ATVEvaluation``: the JSON the CLI printed, its table (a
+    row per method and task) and its figure (bars per task, one colour per method)."""
+    from tvlens.atv.evaluate import ATVEvaluation, evaluate_run
+
+    out, printed = cli_run
+    res = evaluate_run(out, device="cpu", write=False)
+    assert isinstance(res, ATVEvaluation)
+    assert res["atv_minus_zero_shot"] == printed["atv_minus_zero_shot"]
+    for m in ("zero-shot", "atv"):  # the same scores (the timings differ)
+        assert res["methods"][m]["tasks"] == printed["methods"][m]["tasks"]
+    df = res.to_dataframe()
+    atv = df[df["method"] == "atv"].set_index("task")["first_token"]
+    assert atv.to_dict() == {
+        t: a["first_token"] for t, a in printed["methods"]["atv"]["tasks"].items()
+    }
+    assert len(res.plot().data) == 2  # zero-shot and ATV

@@ -56,8 +56,9 @@ def test_vector_table_matches_its_rows(make_tiny, letters_tokenizer, suite, tmp_
     assert list(df["task"]) == ["letters", "back"] and list(df["icl"]) == [r["icl"] for r in
                                                                           res["rows"]]  # fmt: skip
     assert VectorTable.load(res.save(tmp_path / "res.json")) == res
-    with pytest.raises(TVLensError, match="no single figure"):
-        res.plot()
+    fig = res.plot()
+    assert [t.name for t in fig.data] == ["zero_shot", "icl", "hendel", "fv"]
+    assert list(fig.data[1].y) == [r["icl"] for r in res["rows"]]
 
 
 def test_task_decodability_table(make_tiny, letters_tokenizer, suite, tmp_path):
@@ -74,6 +75,7 @@ def test_task_decodability_table(make_tiny, letters_tokenizer, suite, tmp_path):
     df = res.to_dataframe()
     assert sorted(df["task"]) == ["back", "letters"]
     assert dict(zip(df["task"], df["td_at_peak"], strict=True)) == r["td_at_peak"]
+    assert list(res.plot().data[0].y) == list(df["td_at_peak"])
 
 
 def test_head_comparison(make_tiny, letters_tokenizer, suite, tmp_path):
@@ -86,6 +88,7 @@ def test_head_comparison(make_tiny, letters_tokenizer, suite, tmp_path):
     ov = r["overlap_top3"]
     row = res.to_dataframe().iloc[0]
     assert row["task"] == "letters" and row["exact_vs_aie"] == ov["exact_vs_aie"]
+    assert list(res.plot().data[0].y) == [ov["exact_vs_aie"]]
     assert ov["exact_vs_aie"] == len({tuple(x) for x in r["top"]["exact"]}
                                      & {tuple(x) for x in r["top"]["aie"]})  # fmt: skip
 
@@ -103,6 +106,7 @@ def test_layer_finetuning_on_a_model_tvlens_did_not_train(make_tiny, letters_tok
                            batch_size=4, k=2, n_prompts=6, progress=False)  # fmt: skip
     assert [r["which"] for r in res["rows"]] == ["first", "last"]
     assert list(res.to_dataframe()["which"]) == ["first", "last"]
+    assert len(res.plot().data) == 4  # before and after, first and last blocks
     assert [r["blocks"] for r in res["rows"]] == [[0], [tiny.model.n_layers - 1]]
     assert all(len(r["td_by_layer_after"]) == tiny.model.n_layers for r in res["rows"])
     cfg = res["config"]

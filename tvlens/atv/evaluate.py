@@ -10,6 +10,7 @@ from tvlens.atv.data import get_atv_suite, split_queries
 from tvlens.atv.methods import ATVMethod, ZeroShot, compare
 from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import CheckpointError, TVLensError
+from tvlens.plotting import plot_method_comparison
 from tvlens.results import Report
 from tvlens.runs import ATV_RUN, KIND_KEY
 from tvlens.runs.checkpoints import write_json_atomically
@@ -18,7 +19,10 @@ from tvlens.runs.folders import load_run_config
 
 class ATVEvaluation(Report):
     """:func:`evaluate_run`'s result (``RUN/eval.json``): ``to_dataframe()`` has a row per
-    (method, task), first-token and exact-match accuracy."""
+    (method, task), first-token and exact-match accuracy; ``plot()`` the bars per task."""
+
+    def plot(self, **kwargs: Any):
+        return plot_method_comparison(self.data, **kwargs)
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"method": m, "task": t, **r}

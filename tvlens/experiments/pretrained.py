@@ -37,12 +37,14 @@ from tvlens.injection.evaluate import evaluate_task_vectors, save_report
 from tvlens.models.loading import TVModel
 from tvlens.patching.run import run_patching
 from tvlens.plotting import (
+    plot_finetune,
     plot_head_aie,
     plot_layer_sweep,
     plot_td_by_layer,
     plot_td_vs_accuracy,
     save_figure,
 )
+from tvlens.plotting.tables import plot_table_bars
 from tvlens.probing.family import TokenFamily
 from tvlens.probing.layers import LayerTD
 from tvlens.probing.measures import task_decodability
@@ -99,12 +101,23 @@ def with_bos(model: TVModel, bos: str | int) -> TVModel:
 
 class VectorTable(Report):
     """:func:`vector_table`'s result (``out/vectors.json``): ``to_dataframe()`` has a row per
-    task (zero-shot, ICL, each method's accuracy and layer)."""
+    task (zero-shot, ICL, each method's accuracy and layer); ``plot()`` their bars."""
+
+    def plot(self, **kwargs: Any):
+        ys = ["zero_shot", "icl", *self.data["config"]["methods"]]
+        kwargs.setdefault("title", "Accuracy per task: zero-shot, ICL and the vectors")
+        return plot_table_bars(self.rows(), "task", ys, y_title="accuracy", y_range=(0.0, 1.05),
+                               **kwargs)  # fmt: skip
 
 
 class DecodabilityTable(Report):
     """:func:`task_decodability_table`'s result (``out/td.json``): ``to_dataframe()`` has a row
-    per task (TD at its suite's peak layer against ICL accuracy)."""
+    per task (TD at its suite's peak layer against ICL accuracy); ``plot()`` their bars."""
+
+    def plot(self, **kwargs: Any):
+        kwargs.setdefault("title", "TD at the peak layer and ICL accuracy per task")
+        return plot_table_bars(self.rows(), "task", ["td_at_peak", "icl_accuracy"],
+                               y_range=(0.0, 1.05), **kwargs)  # fmt: skip
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -122,7 +135,13 @@ class DecodabilityTable(Report):
 
 class HeadComparison(Report):
     """:func:`head_comparison`'s result (``out/heads.json``): ``to_dataframe()`` has a row per
-    task (clean / corrupted metric, attribution-vs-exact Spearman, top-head overlaps)."""
+    task (clean / corrupted metric, attribution-vs-exact Spearman, top-head overlaps);
+    ``plot()`` the overlaps."""
+
+    def plot(self, **kwargs: Any):
+        ys = ["exact_vs_aie", "attribution_vs_aie", "exact_vs_attribution"]
+        kwargs.setdefault("title", f"Top-{self.data['config']['top']} heads in common")
+        return plot_table_bars(self.rows(), "task", ys, y_title="heads", **kwargs)
 
     def rows(self) -> list[dict[str, Any]]:
         out = []
@@ -137,7 +156,10 @@ class HeadComparison(Report):
 
 class FinetuneTable(Report):
     """:func:`layer_finetuning`'s result (``out/metrics.json``): ``to_dataframe()`` has a row
-    per fine-tuning (first or last blocks), before and after."""
+    per fine-tuning (first or last blocks), before and after; ``plot()`` TD by layer."""
+
+    def plot(self, **kwargs: Any):
+        return plot_finetune(self.data, **kwargs)
 
 
 def vector_table(

@@ -24,6 +24,7 @@ from tvlens.plotting.save import (
     write_json,
 )
 from tvlens.plotting.style import PALETTE
+from tvlens.plotting.tables import plot_table_bars
 from tvlens.plotting.training import (
     plot_accuracy_by_demo,
     plot_finetune,
@@ -48,6 +49,7 @@ __all__ = [
     "plot_layer_sweep",
     "plot_method_comparison",
     "plot_patching",
+    "plot_table_bars",
     "plot_perturbation",
     "plot_projection",
     "plot_td_by_layer",

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tvlens.plotting.style import PALETTE
+from tvlens.results import as_dict
 
 
 def plot_icl_over_checkpoints(
@@ -103,14 +104,15 @@ def plot_icl_accuracy(evaluation: Any, title: str = "ICL accuracy per task") -> 
 
 def plot_finetune(result: Any, title: str = "TD by layer, before and after tuning") -> go.Figure:
     """TD per layer before (dotted) and after (solid) tuning the first / last blocks (a
-    ``FinetuneResult``)."""
+    ``FinetuneResult``, or its ``to_dict()``)."""
     fig = go.Figure()
-    for i, r in enumerate(result.rows):
-        layers = list(range(len(r.td_by_layer_after)))
-        for when, y, dash in (("before", r.td_by_layer_before, "dot"),
-                              ("after", r.td_by_layer_after, "solid")):  # fmt: skip
+    rows = as_dict(result)["rows"]
+    for i, r in enumerate(rows):
+        layers = list(range(len(r["td_by_layer_after"])))
+        for when, y, dash in (("before", r["td_by_layer_before"], "dot"),
+                              ("after", r["td_by_layer_after"], "solid")):  # fmt: skip
             fig.add_trace(go.Scatter(
-                x=layers, y=y, name=f"{r.which} {r.blocks} {when}", mode="lines+markers",
+                x=layers, y=y, name=f"{r['which']} {r['blocks']} {when}", mode="lines+markers",
                 line={"dash": dash, "color": PALETTE[i % len(PALETTE)]},
             ))  # fmt: skip
     fig.update_xaxes(title_text="layer")
