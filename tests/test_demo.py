@@ -66,7 +66,8 @@ def test_demo_writes_figures_report_and_json(tmp_path):
         # ~32 s; its steps (extraction, layer sweeps, reports) have their own tests: run with
         # `-m slow` to keep the default run under 10 minutes
         pytest.param("02_task_vectors.ipynb", marks=pytest.mark.slow),
-        "04_patching.ipynb",
+        # ~30 s; patching has its own tests (equal to TransformerLens's): `-m slow`
+        pytest.param("04_patching.ipynb", marks=pytest.mark.slow),
     ],
 )
 def test_notebook_runs(name, tmp_path, run_notebook):
