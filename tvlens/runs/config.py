@@ -5,9 +5,10 @@ options (``tvlens.cli.options``)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import typing
-from dataclasses import MISSING, asdict, field, fields, replace
+from dataclasses import MISSING, Field, asdict, field, fields, replace
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from tvlens.errors import ConfigError
@@ -28,13 +29,26 @@ def _literal_args(hint: Any) -> tuple | None:
     return get_args(lits[0]) if lits else None
 
 
+@functools.cache
+def _hints(config: type) -> dict[str, Any]:
+    """``config``'s resolved field types, once per class (resolving them is the slow part of
+    making a config)."""
+    return typing.get_type_hints(config)
+
+
+def _allowed(config: type, f: Field) -> tuple[Any, ...] | None:
+    if "choices" in f.metadata:  # a registry: read each time (methods can be registered late)
+        return tuple(f.metadata["choices"]())
+    return _literal_args(_hints(config)[f.name])
+
+
 def choices(config: type, name: str) -> tuple[Any, ...] | None:
     """The values the field ``name`` of ``config`` accepts: the registry its metadata names
     (``opt(..., choices=fn)``), its ``Literal``, or None (any value of its type)."""
-    meta = next((f.metadata for f in fields(config) if f.name == name), {})
-    if "choices" in meta:
-        return tuple(meta["choices"]())
-    return _literal_args(typing.get_type_hints(config)[name])
+    f = next((f for f in fields(config) if f.name == name), None)
+    if f is None:
+        raise KeyError(f"{config.__name__} has no field {name!r}.")
+    return _allowed(config, f)
 
 
 class Config:
@@ -54,7 +68,7 @@ class Config:
 
     def __post_init__(self) -> None:
         for f in fields(self):  # type: ignore[arg-type]
-            allowed = choices(type(self), f.name)
+            allowed = _allowed(type(self), f)
             value = getattr(self, f.name)
             if allowed is not None and value is not None:
                 self.check_choice(f.name, allowed)
