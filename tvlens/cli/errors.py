@@ -77,12 +77,13 @@ def registrar(app: typer.Typer) -> Callable[[str | None], Decorator]:
     return command
 
 
-def json_option(text: str, option: str, example: str) -> Any:
-    """An option's JSON value, or one line naming the option and an example."""
+def json_option(text: str, option: str, example: str | None = None) -> Any:
+    """An option's JSON value, or one line naming the option (and an example)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{option} is not valid JSON ({e}): e.g. {example}.") from None
+        hint = f": e.g. {example}." if example else "."
+        raise ConfigError(f"{option} is not valid JSON ({e}){hint}") from None
 
 
 def number_list(text: str, option: str, cast: Callable[[str], Any], expected: str) -> list:

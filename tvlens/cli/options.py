@@ -22,6 +22,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 import typer
 
+from tvlens.cli.errors import json_option, number_list
 from tvlens.errors import ConfigError
 from tvlens.runs.config import choices as field_choices
 
@@ -48,9 +49,9 @@ def _json(flag: str, or_text: bool) -> Callable[[str], Any]:
         if or_text and not value.lstrip().startswith(("{", "[")):
             return value
         try:
-            return json.loads(value)
-        except json.JSONDecodeError as e:
-            raise typer.BadParameter(f"{flag} is not valid JSON ({e}).") from None
+            return json_option(value, flag)
+        except ConfigError as e:  # at parse time: click's one-line form
+            raise typer.BadParameter(str(e)) from None
 
     return parse
 
@@ -68,13 +69,15 @@ _WORDS = {int: "integers", float: "numbers", str: "names"}
 
 
 def _split(flag: str, cast: Any) -> Callable[[str], list]:
+    """Names: blanks around and between commas are dropped; numbers: every item must parse."""
+
     def parse(value: str) -> list:
+        if cast is str:
+            return [x.strip() for x in value.split(",") if x.strip()]
         try:
-            return [cast(x.strip()) for x in value.split(",") if x.strip()]
-        except ValueError:
-            raise typer.BadParameter(
-                f"{flag} must be comma-separated {_WORDS.get(cast, 'values')}, got {value!r}."
-            ) from None
+            return number_list(value, flag, cast, f"comma-separated {_WORDS.get(cast, 'values')}")
+        except ConfigError as e:  # at parse time: click's one-line form
+            raise typer.BadParameter(str(e)) from None
 
     return parse
 
