@@ -31,7 +31,7 @@ from tvlens.models import (
     load_model,
     save_hf_model,
 )
-from tvlens.tasks import Task, synthetic_vocabulary
+from tvlens.tasks import Task, sample_prompts, synthetic_vocabulary
 
 # Tiny models run thousands of small matmuls: one intra-op thread is as fast when the CPU is
 # idle and avoids a 100x slowdown (OpenMP spin-waits) when another process shares the 2 cores.
@@ -95,6 +95,15 @@ def symbol_tokenizer():
 def letters_task() -> Task:
     return Task.from_pairs(
         "letters", [("a", "b"), ("c", "d"), ("e", "f"), ("g", "h"), ("x", "y"), ("b", "a")]
+    )
+
+
+@pytest.fixture(scope="session")
+def mixed(letters_task):
+    """Left-padded 2- and 4-shot prompts (11 and 19 tokens: longer than the window of 6 of the
+    sliding-window test models)."""
+    return sample_prompts(letters_task, k=2, n=2, seed=0) + sample_prompts(
+        letters_task, k=4, n=2, seed=1
     )
 
 

@@ -2,20 +2,11 @@
 pass, on every test architecture (post-norm and sliding-window ones included), with the
 earlier blocks skipped where that is exact and run where it is not."""
 
-import pytest
 import torch
 
 from tvlens.models import adapter, run_from
 from tvlens.models.resume import cache_prefix, can_skip_blocks, corrupted_run
-from tvlens.tasks import sample_prompts, tokenize_prompts
-
-
-@pytest.fixture(scope="module")
-def prompts(letters_task):
-    # 2- and 4-shot prompts, left-padded together
-    return sample_prompts(letters_task, k=2, n=2, seed=0) + sample_prompts(
-        letters_task, k=4, n=2, seed=1
-    )
+from tvlens.tasks import tokenize_prompts
 
 
 def _setup(model, prompts):
@@ -25,9 +16,9 @@ def _setup(model, prompts):
     return batch.attention_mask, names, full, acts, kv
 
 
-def test_run_from_equals_the_full_pass(sharp_all, prompts):
+def test_run_from_equals_the_full_pass(sharp_all, mixed):
     model = sharp_all.model
-    mask, names, full, acts, kv = _setup(model, prompts)
+    mask, names, full, acts, kv = _setup(model, mixed)
     ran = []
     with model.hooks(fwd_hooks=[(model.attn_out_hook(0), lambda x, hook: ran.append(1))]):
         run_from(model, 1, acts[names[1]], mask)
@@ -43,11 +34,11 @@ def test_run_from_equals_the_full_pass(sharp_all, prompts):
         torch.testing.assert_close(tail, full[:, -3:], atol=1e-4, rtol=0)
 
 
-def test_blocks_run_where_skipping_them_is_not_exact(sharp_all, prompts, monkeypatch):
+def test_blocks_run_where_skipping_them_is_not_exact(sharp_all, mixed, monkeypatch):
     """A model whose blocks share state across layers (e.g. Gemma-3n's shared keys/values)
     gets no skipped blocks: the earlier blocks run, and the result is still the full pass."""
     model = sharp_all.model
-    mask, names, full, acts, _ = _setup(model, prompts)
+    mask, names, full, acts, _ = _setup(model, mixed)
     cfg = adapter.hf_config(model.bridge)
     monkeypatch.setattr(cfg, "num_kv_shared_layers", 1, raising=False)
     assert not can_skip_blocks(model)

@@ -22,17 +22,9 @@ from tvlens.models.resume import (
 )
 from tvlens.patching import LogitDiff, patch
 from tvlens.patching.attn_shortcut import linear_heads
-from tvlens.tasks import sample_prompts, shuffled_label_variants, tokenize_prompts
+from tvlens.tasks import shuffled_label_variants, tokenize_prompts
 
 POST_NORM, SLIDING = POST_NORM_ARCHITECTURES, SLIDING_WINDOW_ARCHITECTURES
-
-
-@pytest.fixture(scope="module")
-def mixed(letters_task):
-    """Left-padded 2- and 4-shot prompts (11 and 19 tokens: longer than the window of 6)."""
-    return sample_prompts(letters_task, k=2, n=2, seed=0) + sample_prompts(
-        letters_task, k=4, n=2, seed=1
-    )
 
 
 def test_head_outputs_reach_the_attention_module_linearly(sharp_all, mixed):
