@@ -81,8 +81,8 @@ def test_train_eval_info_vectors_on_tiny(tmp_path):
             str(run),
             "--out",
             str(vec_dir),
-            "--method",
-            "both",
+            "--methods",
+            "all",
             "--k",
             "2",
             "--n-extract",
@@ -110,7 +110,7 @@ def test_train_eval_info_vectors_on_tiny(tmp_path):
             "cpu",
         ],
     )
-    assert res.exit_code == 2 and "Unknown method" in res.output
+    assert res.exit_code == 2 and "Unknown methods 'nope'" in res.output
     # The same command again returns the finished run (a rerun trains nothing); other
     # options into the same folder are refused in one line.
     before = (run / "metrics.json").read_text()

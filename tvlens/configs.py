@@ -62,9 +62,10 @@ class VectorsConfig(Config):
         "top_k_heads": 1,
         "max_batch": 1,
     }
-    method: str = opt(
-        DEFAULT_METHOD, "Which vectors: an extraction method, or both (every registered one).",
-        choices=extraction_choices,
+    renamed_fields: ClassVar[dict[str, str]] = {"method": "methods"}
+    methods: tuple[str, ...] = opt(
+        (DEFAULT_METHOD,), "Which vectors: extraction methods, comma-separated, or all.",
+        choices=extraction_choices, sep=",", alias="--method",
     )  # fmt: skip
     k: int | None = opt(None, "Demonstrations (default: the model's training k).")
     n_extract: int = opt(32, "Prompts to extract each vector from.")
@@ -79,6 +80,7 @@ class VectorsConfig(Config):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "split", tuple(self.split))
+        object.__setattr__(self, "methods", expand_methods(self.methods))
         super().__post_init__()
         for m in self.methods:
             low = get_extraction_method(m).min_k
@@ -87,10 +89,6 @@ class VectorsConfig(Config):
                     f"k (--k) must be >= {low} for {m} (a function vector's corrupted prompts "
                     f"shuffle the demonstrations' labels), got {self.k}."
                 )
-
-    @property
-    def methods(self) -> tuple[str, ...]:
-        return expand_methods(self.method)
 
 
 @no_type_check

@@ -245,6 +245,24 @@ def test_resume_without_redoing(full, target):
     assert len(res.summary["lora_r1"]["seeds"]) == 3
 
 
+def test_folder_saved_under_an_old_option_name_resumes(full, target):
+    """``fv_top_heads`` became ``top_k_heads``: a comparison saved with the old key resumes, and
+    the old keyword still works, warned."""
+    path = full.out / "config.json"
+    saved = json.loads(path.read_text())
+    fp = saved["fingerprint"]
+    fp["fv_top_heads"] = fp.pop("top_k_heads")
+    path.write_text(json.dumps(saved))
+    with pytest.warns(DeprecationWarning, match="fv_top_heads= is renamed top_k_heads="):
+        again = run_compare(target, full.out, preset="tiny", seeds=2, progress=False,
+                            fv_top_heads=fp["fv_top_heads"])  # fmt: skip
+    assert again.ran == []
+    assert again.config.top_k_heads == fp["fv_top_heads"]
+    with pytest.raises(TVLensError, match="another configuration"):
+        run_compare(target, full.out, preset="tiny", seeds=2, progress=False,
+                    top_k_heads=fp["fv_top_heads"] + 1)  # fmt: skip
+
+
 def test_stopped_compare_resumes(target, tmp_path):
     methods = ["zero_shot", "lora_r1"]
     first = run_compare(target, tmp_path, preset="tiny", seeds=2, methods=methods,

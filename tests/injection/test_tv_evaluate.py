@@ -32,7 +32,7 @@ def result(trained, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(go.Figure, "write_image", _no_png)
         with pytest.warns(UserWarning, match="PNG not written"):
-            report = run_task_vectors(trained, out, method="both", progress=False, k=K)
+            report = run_task_vectors(trained, out, methods="all", progress=False, k=K)
     return out, report, json.loads((out / "results.json").read_text())
 
 
@@ -46,7 +46,7 @@ def _no_png(*args, **kwargs):
 # 02_task_vectors notebook and `tvlens vectors` on a tiny run). Fix: when k is None, use
 # min(train k, len(train) - 1) for extraction (or say which k fits in the error).
 def test_default_k_fits_the_tiny_preset(trained, tmp_path):
-    run_task_vectors(trained, tmp_path, method="hendel", progress=False)
+    run_task_vectors(trained, tmp_path, methods="hendel", progress=False)
 
 
 def test_results_json_layout_and_layer_choice(trained, result):
@@ -160,8 +160,8 @@ def test_a_registered_extraction_method_runs_everywhere(trained, monkeypatch):
         "zero", f"{__name__}:extract_zero", "add", label="zero (add)", column="zero (layer)",
         one_vector=True,
     ))  # fmt: skip
-    assert "zero" in choices(VectorsConfig, "method")
-    assert VectorsConfig(method="both").methods == ("hendel", "fv", "zero")
+    assert "zero" in choices(VectorsConfig, "methods")
+    assert VectorsConfig(methods="all").methods == ("hendel", "fv", "zero")
     suite = list(trained.training_suite())[:2]
     rep = evaluate_task_vectors(trained, suite, methods=("zero",), k=K, progress=False)
     for t in rep.tasks.values():

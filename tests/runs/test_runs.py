@@ -101,8 +101,15 @@ def test_configs_check_choices_and_bounds_once():
     with pytest.raises(ConfigError, match="top_k_heads .* must be >= 1, got -3"):
         VectorsConfig(top_k_heads=-3)
     with pytest.raises(ConfigError, match=r"k \(--k\) must be >= 2 for fv"):
-        VectorsConfig(method="both", k=1)
-    assert VectorsConfig(method="hendel", k=1).k == 1  # a task vector from one demonstration
+        VectorsConfig(methods="all", k=1)
+    assert VectorsConfig(methods=("hendel",), k=1).k == 1  # a task vector from one demonstration
+    with pytest.raises(ConfigError, match="Unknown method 'tv': the extraction methods are"):
+        VectorsConfig(methods="hendel,tv")
+    # the old keyword and the old name of "all", both warned
+    with pytest.warns(DeprecationWarning, match="method= is renamed methods="):
+        with pytest.warns(DeprecationWarning, match="'both' is renamed 'all'"):
+            old = VectorsConfig().with_overrides(method="both")
+    assert old.methods == VectorsConfig(methods="all,fv").methods == ("hendel", "fv")
     with pytest.raises(ConfigError, match="Unknown perturb_mode 'flip'"):
         EmergenceConfig(perturb_mode="flip")
     d = PatchConfig(component="resid", tasks=["latent_0"]).to_dict()

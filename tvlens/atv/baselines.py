@@ -281,7 +281,7 @@ class FunctionVectorMethod(_VectorMethod):
                 bad = tokenize_prompts(shuffled_label_variants(ps, seed=ti), t, "left")
                 aies.append(head_aie(t, bad, mean_head_outputs(t, clean), max_batch=256))
             aie = torch.stack(aies).mean(0)
-            order = torch.argsort(aie.flatten(), descending=True)[: cfg.fv_top_heads]
+            order = torch.argsort(aie.flatten(), descending=True)[: cfg.top_k_heads]
             self.ctx.cache[key] = [(int(i) // t.n_heads, int(i) % t.n_heads) for i in order]
         return self.ctx.cache[key]
 

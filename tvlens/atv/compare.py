@@ -247,7 +247,7 @@ def _check_out(out: Path, cfg: CompareConfig) -> None:
             old = json.loads(path.read_text())
         except json.JSONDecodeError:
             old = {}
-        if old.get("fingerprint") != cfg.fingerprint():
+        if CompareConfig.upgrade(old.get("fingerprint") or {}) != cfg.fingerprint():
             raise TVLensError(
                 f"{str(out)!r} holds a comparison with another configuration; use the same "
                 "preset and options to resume it, or choose another --out."

@@ -37,6 +37,7 @@ class CompareConfig(Config):
     """
 
     _kind = "compare"
+    renamed_fields = {"fv_top_heads": "top_k_heads"}  # old name -> new
 
     target: str = opt("", "Frozen target: HF name, folder or tvlens run.")
     target_revision: str | None = None
@@ -70,7 +71,7 @@ class CompareConfig(Config):
     # task vectors (Hendel) and function vectors (Todd): both read the task's demonstrations
     tv_k: int = 5
     n_extract: int = 16
-    fv_top_heads: int = 10
+    top_k_heads: int = 10  # heads summed into the function vector
     fv_aie_tasks: int = 4  # in-domain tasks whose mean AIE ranks the heads (Todd et al.)
     fv_aie_prompts: int = 16
     sweep_layers: list | None = None  # layers tried on dev (None: every layer)
@@ -161,7 +162,7 @@ PRESETS: dict[str, CompareConfig] = {
         n_test=16,
         seeds=2,
         n_extract=8,
-        fv_top_heads=4,
+        top_k_heads=4,
         fv_aie_tasks=2,
         fv_aie_prompts=8,
         retrieval_k=3,
@@ -190,7 +191,7 @@ PRESETS: dict[str, CompareConfig] = {
         seeds=3,
         demo_seeds=1,
         n_extract=12,
-        fv_top_heads=10,
+        top_k_heads=10,
         fv_aie_tasks=2,
         fv_aie_prompts=8,
         sweep_layers=[3, 6, 9, 12, 15, 18, 21],

@@ -68,12 +68,13 @@ def _base(hint: Any) -> tuple[Any, bool]:
 _WORDS = {int: "integers", float: "numbers", str: "names"}
 
 
-def _split(flag: str, cast: Any) -> Callable[[str], list]:
-    """Names: blanks around and between commas are dropped; numbers: every item must parse."""
+def _split(flag: str, cast: Any, item: Callable[[str], Any] = str) -> Callable[[str], list]:
+    """Names (each checked by ``item``): blanks around and between commas are dropped;
+    numbers: every item must parse."""
 
     def parse(value: str) -> list:
         if cast is str:
-            return [x.strip() for x in value.split(",") if x.strip()]
+            return [item(x.strip()) for x in value.split(",") if x.strip()]
         try:
             return number_list(value, flag, cast, f"comma-separated {_WORDS.get(cast, 'values')}")
         except ConfigError as e:  # at parse time: click's one-line form
@@ -93,7 +94,11 @@ def _option(config: type, f: Field, hint: Any, overrides: bool) -> tuple[Any, An
     values = field_choices(config, f.name)
     kw: dict[str, Any] = {"help": help_}
     repeat = False
-    if values is not None:
+    if values is not None and "sep" in f.metadata:  # "a,b" of the allowed values
+        ann, kw["parser"] = str, _split(flag, str, choice(values, flag.lstrip("-")))
+        kw["metavar"] = "[" + "|".join(map(str, values)) + "],..."
+        default = None if default is None else ",".join(map(str, default))
+    elif values is not None:
         ann: Any = str
         metavar = "[" + "|".join(map(str, values)) + "]"
         kw.update(parser=choice(values, flag.lstrip("-")), metavar=metavar)

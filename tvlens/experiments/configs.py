@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from tvlens.configs import no_type_check
 from tvlens.errors import ConfigError
-from tvlens.extraction.registry import expand_methods, extraction_choices
+from tvlens.extraction.registry import ALL, expand_methods, extraction_choices
 from tvlens.runs.config import Config, opt
 
 _K = "Demonstrations per prompt."
@@ -24,9 +24,10 @@ class VectorTableConfig(Config):
 
     _kind: ClassVar[str] = "vector table"
     minimum: ClassVar[dict[str, int]] = {"k": 1, "n_extract": 1, "top_k_heads": 1}
-    method: str = opt(
-        "both", "Which vectors: an extraction method, or both (every registered one).",
-        choices=extraction_choices,
+    renamed_fields: ClassVar[dict[str, str]] = {"method": "methods"}
+    methods: tuple[str, ...] = opt(
+        (ALL,), "Which vectors: extraction methods, comma-separated, or all.",
+        choices=extraction_choices, sep=",", alias="--method",
     )  # fmt: skip
     k: int = opt(5, _K)
     n_extract: int = opt(32, "Prompts per vector.")
@@ -39,16 +40,13 @@ class VectorTableConfig(Config):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "split", tuple(self.split))
+        object.__setattr__(self, "methods", expand_methods(self.methods))
         if len(self.split) != 3 or min(self.split) <= 0 or sum(self.split) > 1 + 1e-9:
             raise ConfigError(
                 f"split must be three positive fractions summing to at most 1 (train, dev, "
                 f"test), got {self.split}."
             )
         super().__post_init__()
-
-    @property
-    def methods(self) -> tuple[str, ...]:
-        return expand_methods(self.method)
 
 
 @no_type_check

@@ -12,6 +12,8 @@ light (the CLI reads its choices without loading torch).
 from __future__ import annotations
 
 import importlib
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,7 +41,7 @@ class ExtractionMethod:
     """One extraction method.
 
     Attributes:
-        name: Its name (``--method``, the report's keys).
+        name: Its name (``methods=``, ``--methods``, the report's keys).
         extractor: ``"module:function"``: ``function(request) -> (TaskVector, extras)``, with
             one vector per layer (``extras["heads"]``: a head table, if the method has one).
         mode: How its vector is written at the query: ``replace`` or ``add``.
@@ -66,11 +68,12 @@ class ExtractionMethod:
 
 
 EXTRACTION_METHODS: dict[str, ExtractionMethod] = {}
-ALL = "both"  # every registered method (the historical name of the two built-ins together)
+ALL = "all"  # every registered method
+OLD_ALL = "both"  # its old name (when there were two methods), still accepted
 
 
 def register_extraction_method(method: ExtractionMethod) -> ExtractionMethod:
-    if method.name in EXTRACTION_METHODS or method.name == ALL:
+    if method.name in (*EXTRACTION_METHODS, ALL, OLD_ALL):
         raise ConfigError(f"An extraction method named {method.name!r} is already registered.")
     EXTRACTION_METHODS[method.name] = method
     return method
@@ -85,15 +88,26 @@ def get_extraction_method(name: str) -> ExtractionMethod:
 
 
 def extraction_choices() -> tuple[str, ...]:
-    """What ``--method`` accepts: every registered method, or ``both`` (all of them)."""
+    """What ``methods`` (``--methods``) accepts: registered methods, or ``all``."""
     return (*EXTRACTION_METHODS, ALL)
 
 
-def expand_methods(method: str) -> tuple[str, ...]:
-    """``both`` -> every registered method; a name -> itself (checked)."""
-    if method == ALL:
-        return tuple(EXTRACTION_METHODS)
-    return (get_extraction_method(method).name,)
+def expand_methods(methods: str | Sequence[str]) -> tuple[str, ...]:
+    """``methods`` (a name, ``"a,b"`` or a sequence of names) as registered method names,
+    in order, without repeats: ``all`` is every registered method (``both``, its old name,
+    is accepted with a ``DeprecationWarning``)."""
+    names = methods.split(",") if isinstance(methods, str) else list(methods)
+    out: list[str] = []
+    for name in (n.strip() for n in names):
+        if name == OLD_ALL:
+            warnings.warn(f"{OLD_ALL!r} is renamed {ALL!r}.", DeprecationWarning, stacklevel=3)
+            name = ALL
+        for m in EXTRACTION_METHODS if name == ALL else (get_extraction_method(name).name,):
+            if m not in out:
+                out.append(m)
+    if not out:
+        raise ConfigError(f"methods is empty: name one of {list(extraction_choices())}.")
+    return tuple(out)
 
 
 # The default where one method is asked for: the task vector, the field's first method.

@@ -269,18 +269,18 @@ def run_task_vectors(
     (``out/vectors/{method}/{task}.safetensors``), ``out/table.md``, ``out/config.json`` and the
     figures ``out/layer_sweep.{html,png}`` (and ``out/head_aie.{html,png}`` for FV).
 
-    ``config``, or its fields as keyword ``options`` (``method="both"``, ``k=4``...): a
+    ``config``, or its fields as keyword ``options`` (``methods="all"``, ``k=4``...): a
     :class:`~tvlens.configs.VectorsConfig`. ``suite`` defaults to the suite the model was
     trained on.
     """
 
     if config is not None and options:
         raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")
-    config = config or VectorsConfig(**options)
+    config = config or VectorsConfig().with_overrides(**options)  # old names too
     out = prepare_out_dir(out, VECTORS)
     model, suite = model_and_suite(model, suite, revision, device)
     methods = config.methods
-    kwargs = {k: v for k, v in asdict(config).items() if k != "method"}
+    kwargs = {k: v for k, v in asdict(config).items() if k != "methods"}
     report = evaluate_task_vectors(model, suite, methods=methods, progress=progress, **kwargs)
     save_report(report, out, primary=methods[0])
     data = report.to_dict(methods[0])

@@ -12,6 +12,7 @@ from dataclasses import MISSING, Field, asdict, field, fields, replace
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from tvlens.errors import ConfigError
+from tvlens.names import renamed
 from tvlens.runs import KIND_KEY
 
 
@@ -65,6 +66,9 @@ class Config:
     # Fields left out of ``config.json`` while at their default (options added after runs
     # were saved without them: those runs still compare equal and resume).
     _omit_at_default: ClassVar[tuple[str, ...]] = ()
+    # Old field name -> new one: still accepted by :meth:`with_overrides` (with a
+    # ``DeprecationWarning``) and read from saved configs (:meth:`upgrade`).
+    renamed_fields: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         for f in fields(self):  # type: ignore[arg-type]
@@ -81,10 +85,20 @@ class Config:
     def with_overrides(self, **overrides: Any):
         """A copy with these fields replaced (None values are ignored: "keep")."""
         names = {f.name for f in fields(self)}  # type: ignore[arg-type]
+        for old, new in self.renamed_fields.items():
+            if old in overrides:
+                overrides = dict(overrides)
+                overrides[new] = renamed(old, overrides.pop(old), new, overrides.get(new))
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ConfigError(f"Unknown {self._kind} option(s) {unknown}; valid: {sorted(names)}.")
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[type-var]
+
+    @classmethod
+    def upgrade(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """A saved config (or fingerprint) dict with its old field names replaced by the
+        current ones, so that runs saved before a rename still compare equal and resume."""
+        return {cls.renamed_fields.get(k, k): v for k, v in saved.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """As written to ``config.json`` (JSON types: tuples become lists; the run's kind
@@ -107,9 +121,11 @@ class Config:
             )
 
     def check_choice(self, name: str, valid: typing.Sequence[Any]) -> None:
-        """:class:`ConfigError` unless field ``name`` is one of ``valid``."""
+        """:class:`ConfigError` unless field ``name`` is one of ``valid`` (a list field: each
+        of its items)."""
         value = getattr(self, name)
-        if value not in valid:
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        for value in (v for v in items if v not in valid):
             raise ConfigError(
                 f"Unknown {name} {value!r}: {name} must be one of {', '.join(map(str, valid))}."
             )
