@@ -20,6 +20,7 @@ import torch
 
 from tvlens.atv.demo_step import _atv_report, _atv_step, atv_dirs, atv_summary  # noqa: F401
 from tvlens.errors import TVLensError
+from tvlens.extraction.registry import ALL, DEFAULT_METHOD, expand_methods, get_extraction_method
 from tvlens.icl_accuracy import evaluate_icl
 from tvlens.injection.evaluate import (
     evaluate_task_vectors,
@@ -121,10 +122,11 @@ def run_demo(
     final_eval = evaluate_icl(
         model, suite, k=cfg["k"], n_prompts=64, seed=1, template=cfg["template"]
     )
-    # Task vectors (Hendel) and function vectors (Todd) of the final checkpoint.
-    report = evaluate_task_vectors(model, suite, methods=("hendel", "fv"), progress=progress)
+    # Every registered extraction method on the final checkpoint (task vectors, Hendel et
+    # al.; function vectors, Todd et al.; and any the user registered).
+    report = evaluate_task_vectors(model, suite, methods=expand_methods(ALL), progress=progress)
     save_report(report, run_dir / "task_vectors")
-    tv_data = report.to_dict("hendel")
+    tv_data = report.to_dict(DEFAULT_METHOD)
     res.figures["layer_sweep"] = save_figure(plot_layer_sweep(tv_data), figures_dir / "layer_sweep")
     mean_aie = torch.stack([h.aie for h in report.heads.values()]).mean(0)
     res.figures["head_aie"] = save_figure(
@@ -266,12 +268,24 @@ def resid_summary(by_layer: list[dict]) -> str:
     return ""
 
 
+def _method_sentence(name: str) -> str:
+    """How an extraction method builds its vector and writes it in, from its registration."""
+    m = get_extraction_method(name)
+    how = "replaces" if m.mode == "replace" else "is added to"
+    return (f"The {m.label.split(' (')[0]} ({m.description}) {how} the residual at the last "
+            "token of zero-shot test prompts")  # fmt: skip
+
+
 def _write_report(res: DemoResult, ck: list[dict]) -> None:
     s = res.summary
     cfg = s["config"]
     k = cfg["k"]
-    hs = s["task_vectors"]["summary"]["hendel"]
-    fs = s["task_vectors"]["summary"]["fv"]
+    tvs = s["task_vectors"]["summary"]
+    chosen = "; ".join(
+        f"{get_extraction_method(m).label} {tvs[m]['task_vector']:.2f} ({tvs[m]['recovered']:.0%} "
+        "of ICL)"
+        for m in s["task_vectors"]["config"]["methods"]
+    )
     by_demo = ", ".join(f"{x:.2f}" for x in s["final_accuracy_by_demo"])
     te = s["task_encoding"]
     td_last = ", ".join(f"{x:.2f}" for x in te["td_by_layer"][-1])
@@ -317,16 +331,11 @@ def _write_report(res: DemoResult, ck: list[dict]) -> None:
         "## layer_sweep.png",
         "![Task-vector accuracy by layer](layer_sweep.png)",
         "",
-        "Each task is split into train / dev / test queries. A task vector (Hendel et al.: the "
-        "mean residual after a layer at the query token of k-shot train prompts) replaces the "
-        "residual at the last token of zero-shot test prompts; a function vector (Todd et al.: "
-        "the summed mean output of the top heads by AIE) is added there. Lines: mean test "
-        "accuracy over tasks for each layer; dashed: ICL and zero-shot accuracy on the same "
-        f"queries. At the layer chosen on dev queries the task vector gets {hs['task_vector']:.2f} "
-        f"(ICL {s['task_vectors']['summary']['icl']:.2f}, zero-shot "
-        f"{s['task_vectors']['summary']['zero_shot']:.2f}): it recovers "
-        f"{hs['recovered']:.0%} of ICL accuracy; the function vector gets "
-        f"{fs['task_vector']:.2f} ({fs['recovered']:.0%}).",
+        "Each task is split into train / dev / test queries. "
+        + " ".join(f"{_method_sentence(m)}." for m in s["task_vectors"]["config"]["methods"])
+        + " Lines: mean test accuracy over tasks for each layer; dashed: ICL and zero-shot "
+        f"accuracy on the same queries (ICL {tvs['icl']:.2f}, zero-shot {tvs['zero_shot']:.2f}). "
+        f"At the layer chosen on dev queries: {chosen}.",
         "",
         "## head_aie.png",
         "![AIE per head](head_aie.png)",
