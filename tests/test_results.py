@@ -61,6 +61,7 @@ def _round_trip(result, tmp_path):
     assert isinstance(result.to_dataframe(), pd.DataFrame)
     assert isinstance(back.plot(), go.Figure)
     assert len(back.plot().data) > 0
+    assert str(result).strip() and str(back) == str(result)  # print(result): the CLI's text
     return back
 
 
@@ -107,6 +108,11 @@ def test_built_results_round_trip_and_plot(tmp_path):
         k=3, template="arrow", tasks={"t": TaskAccuracy("t", 0.5, 0.25, 4),
                                       "u": TaskAccuracy("u", 1.0, 1.0, 4)},
     )  # fmt: skip
+    assert str(ev).splitlines() == [
+        f"{'t':24s} first-token 0.500  exact 0.250  (n=4)",
+        f"{'u':24s} first-token 1.000  exact 1.000  (n=4)",
+        f"{'mean':24s} first-token 0.750  exact 0.625",
+    ]
     mr = MethodResult("icl", ev, 0, 0.0, 1.5)
     _round_trip(mr, tmp_path)
     assert list(mr.to_dataframe()["method"]) == ["icl", "icl"]

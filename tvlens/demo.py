@@ -60,6 +60,15 @@ class DemoResult:
     figures: dict[str, SavedFigure] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
 
+    def __str__(self) -> str:
+        s = self.summary
+        return "\n".join([
+            f"run: {self.run_dir}  figures: {self.figures_dir}  ({s['seconds']} s)",
+            f"ICL accuracy 0.9 first reached at step {s['first_step_with_icl_accuracy_0.9']};"
+            f" final accuracy {s['final_icl_evaluation']['mean_first_token']:.3f}",
+            *(f"  {name}: {f.png or f.html}" for name, f in self.figures.items()),
+        ])  # fmt: skip
+
 
 def _run_state(run_dir: Path, preset: str) -> str:
     """'missing', 'stale', 'complete' (all checkpoints of the preset) or 'partial'."""

@@ -70,6 +70,12 @@ class ICLEvaluation(Result):
 
         return plot_icl_accuracy(self, **kwargs)
 
+    def __str__(self) -> str:
+        rows = [(n, t.first_token, t.exact_match, f"  (n={t.n})") for n, t in self.tasks.items()]
+        rows.append(("mean", self.mean_first_token, self.mean_exact_match, ""))
+        return "\n".join(f"{n:24s} first-token {f:.3f}  exact {e:.3f}{tail}"
+                         for n, f, e, tail in rows)  # fmt: skip
+
     def to_dict(self) -> dict:
         return {
             "k": self.k,

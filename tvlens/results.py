@@ -92,13 +92,18 @@ class Result:
     """What every result object has: ``to_dataframe()``, ``plot()``, ``save()``, ``load()``.
 
     Subclasses (dataclasses) define ``to_dataframe`` and ``plot`` (the library's figure for
-    them); ``save`` / ``load`` are shared."""
+    them); ``save`` / ``load`` are shared; ``print(result)`` shows what the CLI prints."""
 
     def to_dataframe(self):  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
     def plot(self, **kwargs: Any):  # pragma: no cover - every subclass defines it
         raise NotImplementedError
+
+    def __str__(self) -> str:
+        """``print(result)``: a few lines for people, what the ``tvlens`` command prints
+        after the run (here: the table; subclasses say more)."""
+        return self.to_dataframe().to_string(index=False)
 
     def save(self, path: str | Path) -> Path:
         """``path`` (JSON): ``to_dict()`` plus the state :meth:`load` reads back."""

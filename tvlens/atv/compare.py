@@ -204,6 +204,15 @@ class CompareResult(Result):
     ran: list[Cell]
     seconds: float
 
+    def __str__(self) -> str:
+        """The table, the verdicts on the paper's claims, and what this call computed."""
+        verdicts = self.out / "verdicts.md"
+        return "\n".join([
+            self.table, verdicts.read_text() if verdicts.is_file() else "",
+            f"{len(self.ran)} cell(s) computed, the others reused; wrote "
+            f"{self.out / 'comparison.csv'} ({self.seconds:.0f} s)",
+        ])  # fmt: skip
+
     def rows(self) -> dict[str, dict[str, Any]]:
         """The methods that ran (not skipped), by name."""
         return {m: r for m, r in self.summary.items()

@@ -45,6 +45,12 @@ class ATVTrainResult:
     completed: bool
     seconds: float
 
+    def __str__(self) -> str:
+        last = self.metrics["checkpoints"][-1] if self.metrics.get("checkpoints") else {}
+        return (f"ATV ({self.atv.trainable_parameters()} trainable parameters) in "
+                f"{self.run_dir} ({self.seconds:.0f} s); dev accuracy "
+                f"{last.get('mean_dev_accuracy', float('nan')):.3f}")  # fmt: skip
+
 
 def run_device(device: str | None) -> tuple[str, bool]:
     """The device this process trains on and whether it is the main process: accelerate's

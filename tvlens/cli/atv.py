@@ -14,7 +14,7 @@ from tvlens.atv.compare_config import CompareConfig
 from tvlens.atv.config import PRESETS as ATV_PRESETS
 from tvlens.atv.config import ATVConfig
 from tvlens.cli.errors import json_option, registrar
-from tvlens.cli.options import config_options
+from tvlens.cli.options import DeviceOpt, ResumeOpt, config_options, out_opt, preset_opt
 
 app = typer.Typer(
     help="Adaptive task vectors: a generator reads the query and steers a frozen target.",
@@ -42,7 +42,7 @@ def _suite_spec(suite: str | None) -> dict | None:
           "batch_size", "grad_accum", "n_train", "train_generator"),
 )  # fmt: skip
 def train_cmd(
-    out: Annotated[Path, typer.Option(help="Run folder to write.")],
+    out: out_opt("the run"),
     suite: Annotated[
         str | None,
         typer.Option(
@@ -50,9 +50,9 @@ def train_cmd(
             '"atv_lists", the synthetic setting).'
         ),
     ] = None,  # fmt: skip
-    preset: Annotated[str, typer.Option(help=", ".join(ATV_PRESETS) + ".")] = "tiny",
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
-    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+    preset: preset_opt(ATV_PRESETS) = "tiny",
+    resume: ResumeOpt = False,
+    device: DeviceOpt = None,
     *,
     config: dict[str, Any],
 ) -> None:
@@ -61,12 +61,7 @@ def train_cmd(
 
     if suite is not None:
         config["suite"] = _suite_spec(suite)
-    res = train_atv(out, preset=preset, resume=resume, device=device, **config)
-    last = res.metrics["checkpoints"][-1] if res.metrics.get("checkpoints") else {}
-    typer.echo(
-        f"ATV ({res.atv.trainable_parameters()} trainable parameters) in {res.run_dir} "
-        f"({res.seconds:.0f} s); dev accuracy {last.get('mean_dev_accuracy', float('nan')):.3f}"
-    )
+    typer.echo(train_atv(out, preset=preset, resume=resume, device=device, **config))
 
 
 @command("eval")
@@ -74,7 +69,7 @@ def eval_cmd(
     run: Annotated[Path, typer.Option(help="ATV run folder (or an atv.safetensors file).")],
     suite: Annotated[str | None, typer.Option(help="Suite to score (default: the run's).")] = None,
     split: Annotated[str, typer.Option(help="test or dev queries of the run's split.")] = "test",
-    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Score zero-shot and ATV on held-out queries; prints JSON and writes RUN/eval.json."""
     from tvlens.atv.evaluate import evaluate_run
@@ -91,8 +86,8 @@ def eval_cmd(
 )  # fmt: skip
 def compare_cmd(
     out: Annotated[Path, typer.Option(help="Folder for the comparison.")] = Path("runs/compare"),
-    preset: Annotated[str, typer.Option(help=", ".join(COMPARE_PRESETS) + ".")] = "cpu",
-    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+    preset: preset_opt(COMPARE_PRESETS) = "cpu",
+    device: DeviceOpt = None,
     workers: Annotated[
         str,
         typer.Option(
@@ -109,13 +104,7 @@ def compare_cmd(
     from tvlens.atv.compare import run_compare
 
     target = config.pop("target", None)
-    res = run_compare(target, out, preset=preset, device=device, workers=workers, **config)
-    typer.echo(res.table)
-    typer.echo((res.out / "verdicts.md").read_text())
-    typer.echo(
-        f"{len(res.ran)} cell(s) computed, the others reused; wrote {res.out / 'comparison.csv'}"
-        f" ({res.seconds:.0f} s)"
-    )
+    typer.echo(run_compare(target, out, preset=preset, device=device, workers=workers, **config))
 
 
 @command("distill")
@@ -124,10 +113,10 @@ def distill_cmd(
     out: Annotated[
         Path, typer.Option(help="A comparison folder (its dev-chosen variants are used).")
     ] = Path("runs/compare"),
-    preset: Annotated[str, typer.Option(help="tiny, cpu or gpu.")] = "cpu",
+    preset: preset_opt(COMPARE_PRESETS) = "cpu",
     rank: Annotated[int, typer.Option(help="Rank of the ATV expansion and of LoRA.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the teachers.")] = 0,
-    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """The equal-rank distillation test: rank-r ATV and LoRA teachers, each family's student
     trained to match the other's; prints and writes OUT/distill_r{rank}.json."""
@@ -139,5 +128,4 @@ def distill_cmd(
     model = load_model(target, device=device)
     res = distill_pair(compare_context(cfg, model, out), rank=rank, seed=seed)
     path = res.save(out / f"distill_r{rank}.json")
-    typer.echo(res.to_dataframe().to_string(index=False))
-    typer.echo(f"wrote {path}")
+    typer.echo(f"{res}\nwrote {path}")

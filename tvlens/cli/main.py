@@ -3,15 +3,22 @@ modules), each a thin layer over a public function (same arguments)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from tvlens.cli.errors import registrar
-from tvlens.cli.options import config_options
+from tvlens.cli.options import (
+    DeviceOpt,
+    ModelOpt,
+    ResumeOpt,
+    RevisionOpt,
+    SuiteOpt,
+    config_options,
+    out_opt,
+    preset_opt,
+)
 from tvlens.configs import EmergenceConfig, EvalConfig, PatchConfig, ProbeConfig, VectorsConfig
 from tvlens.errors import ConfigError
 from tvlens.training.config import PRESETS, TrainConfig
@@ -31,15 +38,6 @@ app = typer.Typer(
 command = registrar(app)
 
 
-# Options several commands share.
-ModelOpt = Annotated[str, typer.Option(help="HF name, model folder or tvlens run.")]
-SuiteOpt = Annotated[
-    str | None, typer.Option(help="Suite name or folder (default: the model's training suite).")
-]
-RevisionOpt = Annotated[str | None, typer.Option(help="Revision / checkpoint.")]
-DeviceOpt = Annotated[str | None, typer.Option(help="cuda, mps or cpu (default: best).")]
-
-
 @command()
 def demo(
     figures_dir: Annotated[Path, typer.Option(help="Where figures and the report go.")] = Path(
@@ -48,35 +46,14 @@ def demo(
     run_dir: Annotated[Path, typer.Option(help="Training run to reuse or create.")] = Path(
         "runs/default"
     ),
-    preset: Annotated[str, typer.Option(help="Training preset: " + ", ".join(PRESETS))] = "default",
+    preset: preset_opt(PRESETS) = "default",
     device: DeviceOpt = None,
     retrain: Annotated[bool, typer.Option(help="Delete the run and train again.")] = False,
 ) -> None:
     """Train (or reuse) the default synthetic ICL model and write the demo figures."""
     from tvlens.demo import run_demo
 
-    res = run_demo(figures_dir, run_dir, preset=preset, device=device, retrain=retrain)
-    s = res.summary
-    typer.echo(f"run: {res.run_dir}  figures: {res.figures_dir}  ({s['seconds']} s)")
-    typer.echo(
-        f"ICL accuracy 0.9 first reached at step {s['first_step_with_icl_accuracy_0.9']};"
-        f" final accuracy {s['final_icl_evaluation']['mean_first_token']:.3f}"
-    )
-    for name, f in res.figures.items():
-        typer.echo(f"  {name}: {f.png or f.html}")
-
-
-def _train(
-    train: Callable[..., Any], out: Path, report: Callable[[dict], str], **options: Any
-) -> None:
-    """Run a training function and print one line: checkpoints, folder, time, and ``report`` of
-    the last checkpoint's metrics (an empty dict when there is none)."""
-    res = train(out, **options)
-    last = res.metrics["checkpoints"][-1] if res.metrics["checkpoints"] else {}
-    typer.echo(
-        f"{len(res.checkpoints)} checkpoints in {res.run_dir} ({res.seconds:.0f} s); "
-        + report(last)
-    )
+    typer.echo(run_demo(figures_dir, run_dir, preset=preset, device=device, retrain=retrain))
 
 
 @command("train-synthetic")
@@ -85,9 +62,9 @@ def _train(
     overrides=True,
 )  # fmt: skip
 def train_synthetic_cmd(
-    out: Annotated[Path, typer.Option(help="Run folder to write.")],
-    preset: Annotated[str, typer.Option(help="Training preset: " + ", ".join(PRESETS))] = "default",
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    out: out_opt("the run"),
+    preset: preset_opt(PRESETS) = "default",
+    resume: ResumeOpt = False,
     device: DeviceOpt = None,
     *,
     config: dict[str, Any],
@@ -97,12 +74,7 @@ def train_synthetic_cmd(
 
     if not isinstance(config.get("suite", {}), dict):
         raise ConfigError('--suite must be a JSON object, e.g. \'{"name": "bitwise"}\'.')
-    _train(
-        train_synthetic, out,
-        lambda last: f"final loss {last.get('loss', float('nan')):.3f}, "
-        f"ICL accuracy {last.get('mean_icl_accuracy', float('nan')):.3f}",
-        preset=preset, resume=resume, device=device, **config,
-    )  # fmt: skip
+    typer.echo(train_synthetic(out, preset=preset, resume=resume, device=device, **config))
 
 
 @command("eval")
@@ -110,7 +82,7 @@ def train_synthetic_cmd(
 def eval_cmd(
     model: ModelOpt,
     suite: SuiteOpt = None,
-    revision: Annotated[str | None, typer.Option(help="Revision / checkpoint (step750).")] = None,
+    revision: RevisionOpt = None,
     device: DeviceOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write results JSON here.")] = None,
     *,
@@ -119,34 +91,23 @@ def eval_cmd(
     """ICL accuracy (first token and exact match) per task."""
     from tvlens.icl_accuracy import evaluate_icl
     from tvlens.models.loading import model_and_suite
-    from tvlens.runs import prepare_out_file
+    from tvlens.runs import prepare_out_file, write_json
 
-    cfg = config
     if out is not None:
-        prepare_out_file(out, cfg.kind)
+        prepare_out_file(out, config.kind)
     m, s = model_and_suite(model, suite, revision, device)
-    res = evaluate_icl(
-        m, s, k=cfg.k, n_prompts=cfg.n_prompts, seed=cfg.seed, template=cfg.template,
-        batch_size=cfg.batch_size,
-    )  # fmt: skip
-    for name, t in res.tasks.items():
-        typer.echo(
-            f"{name:24s} first-token {t.first_token:.3f}  exact {t.exact_match:.3f}  (n={t.n})"
-        )
-    typer.echo(
-        f"{'mean':24s} first-token {res.mean_first_token:.3f}  exact {res.mean_exact_match:.3f}"
-    )
+    fields = ("k", "n_prompts", "seed", "template", "batch_size")
+    res = evaluate_icl(m, s, **{f: getattr(config, f) for f in fields})
+    typer.echo(res)
     if out is not None:
-        from tvlens.runs import write_json
-
-        write_json(out, {**cfg.to_dict(), "model": m.spec.to_dict(), **res.to_dict()})
+        write_json(out, {**config.to_dict(), "model": m.spec.to_dict(), **res.to_dict()})
 
 
 @command()
 @config_options(VectorsConfig, skip=("split", "template", "max_batch"))
 def vectors(
     model: ModelOpt,
-    out: Annotated[Path, typer.Option(help="Folder for results.json, vectors and figures.")],
+    out: out_opt("results.json, vectors and figures"),
     suite: SuiteOpt = None,
     revision: RevisionOpt = None,
     device: DeviceOpt = None,
@@ -155,19 +116,17 @@ def vectors(
 ) -> None:
     """Extract task vectors (Hendel) or function vectors (Todd), sweep layers, and report
     zero-shot / ICL / vector accuracy on held-out queries."""
-    from tvlens.injection import format_table, run_task_vectors, summary_table
+    from tvlens.injection import run_task_vectors
 
-    rep = run_task_vectors(model, out, suite=suite, config=config, revision=revision,
-                           device=device)  # fmt: skip
-    typer.echo(format_table(summary_table(rep)))
+    typer.echo(run_task_vectors(model, out, suite, config, revision, device))
     typer.echo(f"wrote {out / 'results.json'}")
 
 
 @command()
 @config_options(ProbeConfig)
 def probe(
-    model: Annotated[str, typer.Option(help="tvlens run, HF name or model folder.")],
-    out: Annotated[Path, typer.Option(help="Folder for td.json and figures.")],
+    model: ModelOpt,
+    out: out_opt("td.json and figures"),
     suite: SuiteOpt = None,
     device: DeviceOpt = None,
     *,
@@ -177,25 +136,16 @@ def probe(
     checkpoint, against ICL accuracy."""
     from tvlens.probing.run import run_probe
 
-    series = run_probe(model, out, suite=suite, config=config, device=device)
-    for rev, r in zip(series.revisions, series.by_checkpoint, strict=True):
-        typer.echo(
-            f"{rev:>12s}  TD by layer "
-            + " ".join(f"{x:.2f}" for x in r.td)
-            + f"  (peak layer {r.peak_layer})"
-        )
-    pooled = series.correlations()["pooled"]
-    if pooled["pearson_r"] is not None:
-        typer.echo(f"TD vs accuracy: r = {pooled['pearson_r']:.2f}, R2 = {pooled['r2']:.2f}")
+    typer.echo(run_probe(model, out, suite=suite, config=config, device=device))
     typer.echo(f"wrote {out / 'td.json'}")
 
 
 @command("train-regression")
 @config_options(RegressionConfig, only=("mixture", "steps", "seed", "arch"), overrides=True)
 def train_regression_cmd(
-    out: Annotated[Path, typer.Option(help="Run folder to write.")],
+    out: out_opt("the run"),
     preset: Annotated[str, typer.Option(help="Preset (an unknown name lists them).")] = "cpu",
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    resume: ResumeOpt = False,
     device: DeviceOpt = None,
     *,
     config: dict[str, Any],
@@ -204,19 +154,14 @@ def train_regression_cmd(
     (Han et al. 2025), with checkpoints that load through the bridge."""
     from tvlens.training.regression import train_regression
 
-    _train(
-        train_regression, out,
-        lambda last: "final MSE "
-        + ", ".join(f"{t} {v:.3f}" for t, v in last.get("query_loss", {}).items()),
-        preset=preset, resume=resume, device=device, **config,
-    )  # fmt: skip
+    typer.echo(train_regression(out, preset=preset, resume=resume, device=device, **config))
 
 
 @command()
 @config_options(EmergenceConfig, skip=("revisions", "perturb_prompts", "perturb_steps"))
 def emergence(
     run: Annotated[Path, typer.Option(help="tvlens run (token suite or regression).")],
-    out: Annotated[Path, typer.Option(help="Folder for JSON and figures.")],
+    out: out_opt("JSON and figures"),
     *,
     config: EmergenceConfig,
 ) -> None:
@@ -224,14 +169,7 @@ def emergence(
     and the mean-state perturbation test at an early and the last checkpoint."""
     from tvlens.probing.run import run_emergence
 
-    res = run_emergence(run, out, config=config)
-    em = res["emergence"]
-    for s, row in zip(em.steps, em.td, strict=True):
-        typer.echo(f"step {s:>7d}  TD by layer " + " ".join(f"{x:.2f}" for x in row))
-    for t, o in em.onsets().items():
-        typer.echo(f"{t:12s} TD>=0.5 at step {o['td_step']}, loss halved at step {o['loss_step']}")
-    for p in res.get("perturbation", []):
-        typer.echo(f"perturbation step {p.step} layer {p.layer}: {p.summary()}")
+    typer.echo(run_emergence(run, out, config=config))
     typer.echo(f"wrote {out / 'emergence.json'}")
 
 
@@ -239,7 +177,7 @@ def emergence(
 @config_options(PatchConfig)
 def patch(
     model: ModelOpt,
-    out: Annotated[Path, typer.Option(help="Folder for patching.json and the heatmap.")],
+    out: out_opt("patching.json and the heatmap"),
     suite: SuiteOpt = None,
     revision: RevisionOpt = None,
     device: DeviceOpt = None,
@@ -249,17 +187,8 @@ def patch(
     """Activation patching (exact, or attribution patching) of every component, with a heatmap."""
     from tvlens.patching import run_patching
 
-    run = run_patching(model, out, suite=suite, config=config, revision=revision, device=device)
-    res = run.main
-    typer.echo(
-        f"{res.method} patching, {config.component} ({config.positions}): clean "
-        f"{res.clean_metric:.3f}, corrupted {res.corrupted_metric:.3f}; "
-        f"{run.config['n_prompts']} prompts"
-    )
-    for where, effect in res.top(5):
-        typer.echo("  " + " ".join(f"{d}={i}" for d, i in where.items()) + f"  {effect:+.4f}")
-    if run.spearman is not None:
-        typer.echo(f"attribution vs exact: Spearman {run.spearman:.3f}")
+    typer.echo(run_patching(model, out, suite=suite, config=config, revision=revision,
+                            device=device))  # fmt: skip
     typer.echo(f"wrote {out / 'patching.json'}")
 
 
@@ -288,21 +217,9 @@ def info(
     from tvlens.models import load_model
     from tvlens.runs.checkpoints import is_run_dir, list_checkpoints
 
-    m = load_model(model, revision=revision, device=device)
-    typer.echo(repr(m))
-    typer.echo(json.dumps(m.spec.to_dict(), indent=2))
-    typer.echo(
-        f"residual hooks: {m.resid_hook(0)} .. {m.resid_hook(-1)}; "
-        f"heads: {m.z_hook(0)} [batch pos head d_head]"
-    )
+    typer.echo(load_model(model, revision=revision, device=device).describe())
     if is_run_dir(model):
         typer.echo("checkpoints: " + ", ".join(c.revision for c in list_checkpoints(model)))
-    origin = m.spec.origin
-    if origin.get("cache_folder"):
-        typer.echo(f"weights: {origin.get('note', '')}; converted folder (tvlens cache): "
-                   f"{origin['cache_folder']}")  # fmt: skip
-    bos = m.spec.prompt_bos
-    typer.echo(f"prompts start with: {bos.get('token') or 'nothing'} ({bos.get('reason', '')})")
 
 
 @app.command()

@@ -18,6 +18,7 @@ import types
 import typing
 from collections.abc import Callable, Collection
 from dataclasses import MISSING, Field, fields
+from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import typer
@@ -25,6 +26,24 @@ import typer
 from tvlens.cli.errors import json_option, number_list
 from tvlens.errors import ConfigError
 from tvlens.runs.config import choices as field_choices
+
+# Options that several commands share (the rest come from the configs).
+ModelOpt = Annotated[str, typer.Option(help="Short name, HF name, folder, GGUF or tvlens run.")]
+SuiteOpt = Annotated[
+    str | None, typer.Option(help="Suite name or folder (default: the model's training suite).")
+]
+RevisionOpt = Annotated[str | None, typer.Option(help="Revision / checkpoint (step750).")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cuda, mps or cpu (default: the best).")]
+ResumeOpt = Annotated[bool, typer.Option(help="Continue the run in --out.")]
+
+
+def out_opt(what: str) -> Any:
+    """``--out``: a folder for ``what``."""
+    return Annotated[Path, typer.Option(help=f"Folder for {what}.")]
+
+
+def preset_opt(presets: Collection[str]) -> Any:
+    return Annotated[str, typer.Option(help="Preset: " + ", ".join(presets) + ".")]
 
 
 def choice(values: Collection[Any], what: str) -> Callable[[str], Any]:

@@ -3,14 +3,13 @@ line (thin wrappers of :mod:`tvlens.experiments.pretrained`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from tvlens.cli.errors import registrar
-from tvlens.cli.options import config_options
+from tvlens.cli.options import DeviceOpt, ModelOpt, config_options, out_opt
 from tvlens.errors import TVLensError
 from tvlens.experiments.configs import (
     DecodabilityConfig,
@@ -25,7 +24,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ModelOpt = Annotated[str, typer.Option(help="Short name, HF name or model folder.")]
 SuitesOpt = Annotated[
     list[str] | None,
     typer.Option("--suite", help="Suite name or folder (repeat for several)."),
@@ -34,7 +32,6 @@ TasksOpt = Annotated[
     list[str] | None,
     typer.Option("--task", help="Keep only these tasks of each suite (repeat)."),
 ]
-DeviceOpt = Annotated[str | None, typer.Option(help="cuda, mps or cpu.")]
 NExamplesOpt = Annotated[
     int | None, typer.Option(help="At most this many (input, output) pairs per task.")
 ]
@@ -60,7 +57,7 @@ def _suites(names: list[str], tasks: list[str] | None, n_examples: int | None) -
 @command()
 @config_options(VectorTableConfig)
 def vectors(
-    out: Annotated[Path, typer.Option(help="Folder for vectors.json, table.md, figures.")],
+    out: out_opt("vectors.json, table.md, figures"),
     model: ModelOpt = "smollm2-135m",
     suite: SuitesOpt = None,
     task: TasksOpt = None,
@@ -76,28 +73,24 @@ def vectors(
     from tvlens.models import load_model
 
     m = load_model(model, device=device, bos=bos)
-    res = vector_table(m, _suites(suite or ["words"], task, n_examples), out, config)
-    typer.echo((out / "table.md").read_text())
-    typer.echo(json.dumps(res["summary"], indent=1))
+    typer.echo(vector_table(m, _suites(suite or ["words"], task, n_examples), out, config))
 
 
 @command()
 def combine(
-    out: Annotated[Path, typer.Option(help="Folder for the combined vectors.json, table.md.")],
+    out: out_opt("the combined vectors.json, table.md"),
     parts: Annotated[list[Path], typer.Argument(help="Output folders of `pretrained vectors`.")],
 ) -> None:
     """Combine the tables of several `pretrained vectors` runs (a run split over processes)."""
     from tvlens.experiments.pretrained import combine_vector_tables
 
-    res = combine_vector_tables(parts, out)
-    typer.echo((out / "table.md").read_text())
-    typer.echo(json.dumps(res["summary"], indent=1))
+    typer.echo(combine_vector_tables(parts, out))
 
 
 @command()
 @config_options(DecodabilityConfig)
 def decodability(
-    out: Annotated[Path, typer.Option(help="Folder for td.json and figures.")],
+    out: out_opt("td.json and figures"),
     model: ModelOpt = "smollm2-135m",
     suite: SuitesOpt = None,
     task: TasksOpt = None,
@@ -111,20 +104,14 @@ def decodability(
     from tvlens.models import load_model
 
     m = load_model(model, device=device)
-    res = task_decodability_table(m, _suites(suite or ["bitwise"], task, n_examples), out, config)
-    for label, r in res["suites"].items():
-        c = r["td_vs_icl"]
-        typer.echo(
-            f"{label}: peak TD {r['peak_td']:.2f} at layer {r['peak_layer']} (chance "
-            f"{r['chance']:.2f}); TD vs ICL r={c['pearson_r']}, R2={c['r2']}"
-        )
-    typer.echo(f"pooled: {res['pooled_td_vs_icl']}")
+    suites = _suites(suite or ["bitwise"], task, n_examples)
+    typer.echo(task_decodability_table(m, suites, out, config))
 
 
 @command()
 @config_options(HeadsConfig)
 def heads(
-    out: Annotated[Path, typer.Option(help="Folder for heads.json and figures.")],
+    out: out_opt("heads.json and figures"),
     model: ModelOpt = "smollm2-135m",
     suite: Annotated[str, typer.Option(help="Suite name or folder.")] = "words",
     task: TasksOpt = None,
@@ -139,20 +126,17 @@ def heads(
 
     m = load_model(model, device=device)
     s = get_suite(suite)
-    res = head_comparison(m, s, task or s.names[:2], out, config)
-    for t, r in res["tasks"].items():
-        typer.echo(f"{t}: {json.dumps(r['overlap_top10'])}, Spearman "
-                   f"{r['spearman_attribution_vs_exact']:.2f}")  # fmt: skip
+    typer.echo(head_comparison(m, s, task or s.names[:2], out, config))
 
 
 @command()
 @config_options(LayerFinetuneConfig)
 def finetune(
-    out: Annotated[Path, typer.Option(help="Folder for metrics.json, table.md, tuned models.")],
+    out: out_opt("metrics.json, table.md, tuned models"),
     model: ModelOpt = "smollm2-135m",
     suite: Annotated[str, typer.Option(help="Suite name or folder.")] = "words",
     task: TasksOpt = None,
-    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu.")] = "cpu",
+    device: DeviceOpt = None,
     *,
     config: LayerFinetuneConfig,
 ) -> None:
@@ -160,5 +144,4 @@ def finetune(
     from tvlens.experiments.pretrained import layer_finetuning
 
     (s,) = _suites([suite], task, None).values()
-    layer_finetuning(model, s, out, config, device=device)
-    typer.echo((out / "table.md").read_text())
+    typer.echo(layer_finetuning(model, s, out, config, device=device))

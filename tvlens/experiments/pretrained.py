@@ -103,6 +103,12 @@ class VectorTable(Report):
     """:func:`vector_table`'s result (``out/vectors.json``): ``to_dataframe()`` has a row per
     task (zero-shot, ICL, each method's accuracy and layer); ``plot()`` their bars."""
 
+    def __str__(self) -> str:
+        """``out/table.md`` and the summary (means and recovery)."""
+        d = self.data
+        table = vector_markdown(d["rows"], d["config"]["methods"], d["summary"])
+        return table + "\n" + json.dumps(d["summary"], indent=1)
+
     def plot(self, **kwargs: Any):
         ys = ["zero_shot", "icl", *self.data["config"]["methods"]]
         kwargs.setdefault("title", "Accuracy per task: zero-shot, ICL and the vectors")
@@ -113,6 +119,15 @@ class VectorTable(Report):
 class DecodabilityTable(Report):
     """:func:`task_decodability_table`'s result (``out/td.json``): ``to_dataframe()`` has a row
     per task (TD at its suite's peak layer against ICL accuracy); ``plot()`` their bars."""
+
+    def __str__(self) -> str:
+        lines = []
+        for label, r in self.data["suites"].items():
+            c = r["td_vs_icl"]
+            lines.append(f"{label}: peak TD {r['peak_td']:.2f} at layer {r['peak_layer']} "
+                         f"(chance {r['chance']:.2f}); TD vs ICL r={c['pearson_r']}, "
+                         f"R2={c['r2']}")  # fmt: skip
+        return "\n".join([*lines, f"pooled: {self.data['pooled_td_vs_icl']}"])
 
     def plot(self, **kwargs: Any):
         kwargs.setdefault("title", "TD at the peak layer and ICL accuracy per task")
@@ -138,6 +153,11 @@ class HeadComparison(Report):
     task (clean / corrupted metric, attribution-vs-exact Spearman, top-head overlaps);
     ``plot()`` the overlaps."""
 
+    def __str__(self) -> str:
+        return "\n".join(f"{t}: {json.dumps(r['overlap_top10'])}, Spearman "
+                         f"{r['spearman_attribution_vs_exact']:.2f}"
+                         for t, r in self.data["tasks"].items())  # fmt: skip
+
     def plot(self, **kwargs: Any):
         ys = ["exact_vs_aie", "attribution_vs_aie", "exact_vs_attribution"]
         kwargs.setdefault("title", f"Top-{self.data['config']['top']} heads in common")
@@ -160,6 +180,10 @@ class FinetuneTable(Report):
 
     def plot(self, **kwargs: Any):
         return plot_finetune(self.data, **kwargs)
+
+    def __str__(self) -> str:
+        """``out/table.md``: TD and accuracy before and after each fine-tuning."""
+        return self.data["table"]
 
 
 def vector_table(

@@ -62,6 +62,10 @@ class VectorReport(Result):
     vectors: dict[str, dict[str, TaskVector]] = field(default_factory=dict)  # method -> task
     heads: dict[str, HeadTable] = field(default_factory=dict)  # task -> FV head table
 
+    def __str__(self) -> str:
+        """The markdown table: zero-shot, ICL and each method per task, and the mean."""
+        return format_table(summary_table(self))
+
     def mean(self, key: str, method: str | None = None) -> float:
         vals = []
         for t in self.tasks.values():

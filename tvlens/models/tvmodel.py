@@ -4,6 +4,7 @@ it (:class:`ModelSpec`), its hook names, per-head outputs and tokenization. Load
 
 from __future__ import annotations
 
+import json
 import operator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -146,6 +147,20 @@ class TVModel:
             f"TVModel({s.name}{rev}: {s.architecture}, {s.n_layers} layers, {s.n_heads} heads"
             f" ({s.n_kv_heads} kv), d_model={s.d_model}, n_ctx={s.n_ctx}, device={self.device})"
         )
+
+    def describe(self) -> str:
+        """What ``tvlens info`` prints: sizes, the spec, hook names, where the weights came
+        from and what prompts start with."""
+        spec, bos, origin = self.spec, self.spec.prompt_bos, self.spec.origin
+        lines = [repr(self), json.dumps(spec.to_dict(), indent=2),
+                 f"residual hooks: {self.resid_hook(0)} .. {self.resid_hook(-1)}; "
+                 f"heads: {self.z_hook(0)} [batch pos head d_head]"]  # fmt: skip
+        if origin.get("cache_folder"):
+            lines.append(f"weights: {origin.get('note', '')}; converted folder (tvlens cache): "
+                         f"{origin['cache_folder']}")  # fmt: skip
+        lines.append(f"prompts start with: {bos.get('token') or 'nothing'} "
+                     f"({bos.get('reason', '')})")  # fmt: skip
+        return "\n".join(lines)
 
     def __getattr__(self, name: str) -> Any:
         if name in ("bridge", "spec"):  # not set yet (during unpickling): avoid recursion

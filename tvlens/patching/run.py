@@ -59,6 +59,19 @@ class PatchingRun(Result):
             return None
         return rank_correlation(self.exact, self.attribution)
 
+    def __str__(self) -> str:
+        """The clean and corrupted metric, the five largest effects, and the rank correlation
+        of attribution with exact patching (with both)."""
+        res, c = self.main, self.config
+        lines = [f"{res.method} patching, {c['component']} ({c['positions']}): clean "
+                 f"{res.clean_metric:.3f}, corrupted {res.corrupted_metric:.3f}; "
+                 f"{c['n_prompts']} prompts"]  # fmt: skip
+        lines += ["  " + " ".join(f"{d}={i}" for d, i in where.items()) + f"  {effect:+.4f}"
+                  for where, effect in res.top(5)]  # fmt: skip
+        if self.spearman is not None:
+            lines.append(f"attribution vs exact: Spearman {self.spearman:.3f}")
+        return "\n".join(lines)
+
     def to_dataframe(self) -> pd.DataFrame:
         """Tidy: the exact and attribution results' rows stacked (their ``method`` column
         tells them apart)."""

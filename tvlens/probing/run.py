@@ -121,6 +121,16 @@ class EmergenceRun(Result, Mapping):
         return {"emergence": self.emergence.to_dict(),
                 "perturbation": [p.to_dict() for p in self.perturbation]}  # fmt: skip
 
+    def __str__(self) -> str:
+        em = self.emergence
+        lines = [f"step {s:>7d}  TD by layer " + " ".join(f"{x:.2f}" for x in row)
+                 for s, row in zip(em.steps, em.td, strict=True)]  # fmt: skip
+        lines += [f"{t:12s} TD>=0.5 at step {o['td_step']}, loss halved at step {o['loss_step']}"
+                  for t, o in em.onsets().items()]  # fmt: skip
+        lines += [f"perturbation step {p.step} layer {p.layer}: {p.summary()}"
+                  for p in self.perturbation]  # fmt: skip
+        return "\n".join(lines)
+
     def to_dataframe(self):
         """The emergence table (step, layer, TD, loss)."""
         return self.emergence.to_dataframe()

@@ -46,6 +46,15 @@ class TDSeries(Result):
     accuracy: list[dict[str, float]]  # per checkpoint: task -> ICL accuracy
     config: dict = field(default_factory=dict)
 
+    def __str__(self) -> str:
+        lines = [f"{rev:>12s}  TD by layer " + " ".join(f"{x:.2f}" for x in r.td)
+                 + f"  (peak layer {r.peak_layer})"
+                 for rev, r in zip(self.revisions, self.by_checkpoint, strict=True)]  # fmt: skip
+        pooled = self.correlations()["pooled"]
+        if pooled["pearson_r"] is not None:
+            lines.append(f"TD vs accuracy: r = {pooled['pearson_r']:.2f}, R2 = {pooled['r2']:.2f}")
+        return "\n".join(lines)
+
     @property
     def table(self) -> np.ndarray:
         """``[layer, checkpoint]`` TD."""

@@ -147,6 +147,24 @@ class TrainResult:
     def final(self) -> Checkpoint:
         return self.checkpoints[-1]
 
+    def __str__(self) -> str:
+        """Checkpoints, folder and time, and the last checkpoint's loss and accuracy (or, for
+        regression, the query MSE per task)."""
+        last = self.metrics["checkpoints"][-1] if self.metrics.get("checkpoints") else {}
+        said = [f"final loss {last['loss']:.3f}"] if "loss" in last else []
+        if "mean_icl_accuracy" in last:
+            said.append(f"ICL accuracy {last['mean_icl_accuracy']:.3f}")
+        if "query_loss" in last:
+            said.append("final MSE " + ", ".join(f"{t} {v:.3f}"
+                                                 for t, v in last["query_loss"].items()))  # fmt: skip
+        if "mean_dev_accuracy" in last:
+            said.append(f"dev accuracy {last['mean_dev_accuracy']:.3f}")
+        return (
+            f"{len(self.checkpoints)} checkpoints in {self.run_dir} ({self.seconds:.0f} s)"
+            + "".join(f"; {s}" for s in said[:1])
+            + "".join(f", {s}" for s in said[1:])
+        )
+
 
 def lr_factor(cfg: TrainingConfig, total_steps: int) -> Callable[[int], float]:
     """The learning-rate multiplier after ``s`` scheduler steps: linear warm-up
