@@ -155,10 +155,8 @@ class TrainResult:
         if "mean_icl_accuracy" in last:
             said.append(f"ICL accuracy {last['mean_icl_accuracy']:.3f}")
         if "query_loss" in last:
-            said.append("final MSE " + ", ".join(f"{t} {v:.3f}"
-                                                 for t, v in last["query_loss"].items()))  # fmt: skip
-        if "mean_dev_accuracy" in last:
-            said.append(f"dev accuracy {last['mean_dev_accuracy']:.3f}")
+            mse = ", ".join(f"{t} {v:.3f}" for t, v in last["query_loss"].items())
+            said.append(f"final MSE {mse}")
         return (
             f"{len(self.checkpoints)} checkpoints in {self.run_dir} ({self.seconds:.0f} s)"
             + "".join(f"; {s}" for s in said[:1])
