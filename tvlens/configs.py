@@ -72,7 +72,7 @@ class VectorsConfig(Config):
     top_k_heads: int = opt(10, "Heads in a function vector.")
     fv_scale: float = opt(1.0, "Scale of the added function vector.")
     split: tuple[float, float, float] = opt(
-        (0.5, 0.2, 0.3), "Shares of each task's examples: extraction, layer choice, test."
+        (0.5, 0.2, 0.3), "Shares of each task's examples: extraction, layer choice, test.", sep=","
     )
     seed: int = opt(0, "Seed of the prompts and splits.")
     template: Literal["arrow", "qa"] | None = opt(None, "Prompt template (default: the model's).")
@@ -81,6 +81,11 @@ class VectorsConfig(Config):
     def __post_init__(self) -> None:
         object.__setattr__(self, "split", tuple(self.split))
         object.__setattr__(self, "methods", expand_methods(self.methods))
+        if len(self.split) != 3 or min(self.split) <= 0 or sum(self.split) > 1 + 1e-9:
+            raise ConfigError(
+                f"split must be three positive fractions summing to at most 1 (extraction, "
+                f"layer choice, test), got {self.split}."
+            )
         super().__post_init__()
         for m in self.methods:
             low = get_extraction_method(m).min_k

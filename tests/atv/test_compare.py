@@ -160,6 +160,24 @@ def test_sweep_selects_on_dev_and_stops_early(full):
     assert {lb.split("scale=")[1] for lb in labels} == {"0.3", "1"}  # λ is swept too
 
 
+def test_a_shorter_sweep_then_the_full_budget(target, tmp_path):
+    """``sweep_epochs``: the sweep cells train at most that many epochs; seed 0 trains again
+    with the full budget unless its sweep run had stopped on its own (patience)."""
+    res = run_compare(target, tmp_path, preset="tiny", seeds=1, methods=["lora_r1"],
+                      sweep_epochs=1, epochs=3, progress=False)  # fmt: skip
+    cfg = res.config
+    for v in get_method_spec("lora_r1").variants(cfg):
+        info = _cell(tmp_path, "lora_r1", 0, variant_label(v))["info"]
+        assert len(info["curve"]) == 1 and not info["stopped_early"]
+    info = _cell(tmp_path, "lora_r1")["info"]
+    assert "reused" not in info  # a 1-epoch sweep never stops on its own (patience 1)
+    assert 2 <= len(info["curve"]) <= 3
+    # with the same budget for both, seed 0 is the sweep cell's run
+    same = run_compare(target, tmp_path / "same", preset="tiny", seeds=1, methods=["lora_r1"],
+                       sweep_epochs=3, epochs=3, progress=False)  # fmt: skip
+    assert _cell(same.out, "lora_r1")["info"]["reused"].startswith("sweep cell")
+
+
 def test_unseen_tasks_never_trained_and_overlap_stored(full):
     out = full.out
     for path in (out / "cells").glob("*.json"):

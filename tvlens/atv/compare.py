@@ -115,22 +115,34 @@ def _score(m: Any, prompts: list) -> tuple[dict[str, Any], float, float]:
     )
 
 
+def _same_run(cfg: CompareConfig, sweep: dict[str, Any]) -> bool:
+    """Whether a sweep cell's run is the run a reported cell of the same seed would make:
+    with the same budget, or stopped by patience before its shorter budget ran out (the
+    learning rate is constant, so more epochs would not change it)."""
+    if cfg.sweep_epochs is None or cfg.sweep_epochs >= cfg.epochs:
+        return True
+    return sweep.get("epochs_run", 0) - sweep.get("best_epoch", 0) >= cfg.patience
+
+
 def run_cell(ctx: CompareContext, cell: Cell) -> dict[str, Any]:
     """Fit the cell's method and score it: a sweep cell on dev only (its best-dev weights
     kept), a reported cell on both groups' test queries, in the training instructions and in
     the held-out one."""
     spec = get_method_spec(cell.method)
     data = ctx.data if spec.instructed else ctx.data.bare()
+    cfg = ctx.cfg
     if cell.is_sweep:
-        variant = next(v for v in sweep_variants(ctx.cfg, cell.method)
+        variant = next(v for v in sweep_variants(cfg, cell.method)
                        if variant_label(v) == cell.variant)  # fmt: skip
         sel = None
+        if cfg.sweep_epochs is not None:  # the sweep's own, shorter budget
+            cfg = cfg.with_overrides(epochs=cfg.sweep_epochs)
     else:
         sel = selection(ctx.cfg, ctx.out, cell.method)
         if sel is None:
             raise TVLensError(f"{cell}: its sweep cells are not done yet.")
         variant = sel["variant"]
-    sub = CompareContext(ctx.cfg, ctx.target, data, ctx.out, ctx.device, ctx.template,
+    sub = CompareContext(cfg, ctx.target, data, ctx.out, ctx.device, ctx.template,
                          ctx.progress, ctx.cache)  # fmt: skip
     m = build_method(sub, cell.method, cell.seed, variant)
     head = {"method": cell.method, "variant": cell.variant, "seed": cell.seed,
@@ -144,7 +156,7 @@ def run_cell(ctx: CompareContext, cell: Cell) -> dict[str, Any]:
     t0 = time.perf_counter()
     source = sel["source"] if sel else None
     best = None
-    if source is not None and cell.seed == 0:
+    if source is not None and cell.seed == 0 and _same_run(cfg, source["info"]):
         best = ctx.out / "runs" / run_name(Cell(cell.method, sel["label"], 0)) / BEST_WEIGHTS
     if best is not None and best.is_file():
         m.restore(best)

@@ -133,6 +133,8 @@ def engine_fit(
     epoch's weights are loaded back. Returns the learning curve and the training loss."""
     ctx, cfg, seed = method.ctx, method.ctx.cfg, method.seed
     train, dev = splits.train, splits.dev
+    # The schedule stays constant (no decay over the budget): a run stopped by patience is the
+    # same under any longer budget, which lets seed 0 reuse its sweep cell (compare._same_run).
     tcfg = TrainingConfig(
         steps=1,  # EpochData decides the steps
         batch_size=cfg.batch_size,

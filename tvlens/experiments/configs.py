@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from tvlens.configs import no_type_check
+from tvlens.configs import VectorsConfig, no_type_check
 from tvlens.errors import ConfigError
-from tvlens.extraction.registry import ALL, expand_methods, extraction_choices
-from tvlens.runs.config import Config, opt
+from tvlens.extraction.registry import ALL
+from tvlens.runs.config import Config, opt, redefault
 
 _K = "Demonstrations per prompt."
 _SEED = "Seed of the prompts and splits."
@@ -19,34 +19,16 @@ _TEMPLATE = "Prompt template (default: the model's)."
 
 @no_type_check
 @dataclass(frozen=True)
-class VectorTableConfig(Config):
-    """:func:`tvlens.experiments.vector_table`: Hendel et al.'s Table 1."""
+class VectorTableConfig(VectorsConfig):
+    """:func:`tvlens.experiments.vector_table`: Hendel et al.'s Table 1. The fields of
+    :class:`~tvlens.configs.VectorsConfig` (``tvlens vectors``), with every registered method
+    and 5 demonstrations by default, and any prompt template the model knows."""
 
+    kind: ClassVar[str | None] = None  # vector_table writes its own JSON
     _kind: ClassVar[str] = "vector table"
-    minimum: ClassVar[dict[str, int]] = {"k": 1, "n_extract": 1, "top_k_heads": 1}
-    renamed_fields: ClassVar[dict[str, str]] = {"method": "methods"}
-    methods: tuple[str, ...] = opt(
-        (ALL,), "Which vectors: extraction methods, comma-separated, or all.",
-        choices=extraction_choices, sep=",", alias="--method",
-    )  # fmt: skip
-    k: int = opt(5, _K)
-    n_extract: int = opt(32, "Prompts per vector.")
-    top_k_heads: int = opt(10, "Heads in a function vector.")
-    seed: int = opt(0, _SEED)
-    template: str | None = opt(None, _TEMPLATE)
-    split: tuple[float, float, float] = opt(
-        (0.5, 0.2, 0.3), "train,dev,test fractions of each task.", sep=","
-    )
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "split", tuple(self.split))
-        object.__setattr__(self, "methods", expand_methods(self.methods))
-        if len(self.split) != 3 or min(self.split) <= 0 or sum(self.split) > 1 + 1e-9:
-            raise ConfigError(
-                f"split must be three positive fractions summing to at most 1 (train, dev, "
-                f"test), got {self.split}."
-            )
-        super().__post_init__()
+    methods: tuple[str, ...] = redefault(VectorsConfig, "methods", (ALL,))
+    k: int = redefault(VectorsConfig, "k", 5, _K)
+    template: str | None = redefault(VectorsConfig, "template", None)
 
 
 @no_type_check

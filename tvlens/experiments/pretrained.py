@@ -210,6 +210,7 @@ def vector_table(
         rep = evaluate_task_vectors(
             model, suite, methods=methods, k=k, n_extract=n_extract, top_k_heads=top_k_heads,
             seed=seed, template=template, split=split, progress=progress,
+            fv_scale=cfg.fv_scale, max_batch=cfg.max_batch,
         )  # fmt: skip
         save_report(rep, out / label, primary=methods[0])
         data = rep.to_dict(methods[0])

@@ -52,6 +52,14 @@ def choices(config: type, name: str) -> tuple[Any, ...] | None:
     return _allowed(config, f)
 
 
+def redefault(config: type, name: str, default: Any, help: str | None = None) -> Any:
+    """The field ``name`` of ``config`` (its help, choices, flag...) with another default (and
+    help), for a subclass that changes only that: nothing else is written twice."""
+    f = config.__dataclass_fields__[name]  # type: ignore[attr-defined]
+    meta = {**f.metadata, **({"help": help} if help is not None else {})}
+    return field(default=default, metadata=meta)
+
+
 class Config:
     """What every configuration shares. A subclass is a frozen dataclass; its fields' choices
     are ``Literal`` types (or a registry, :func:`opt`) and its lower bounds ``minimum``, both
