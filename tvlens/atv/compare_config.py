@@ -187,7 +187,7 @@ PRESETS: dict[str, CompareConfig] = {
         scale_note="tiny: 24 train / 8 dev / 16 test queries per task, at most 3 epochs "
         "(mechanics).",
     ),  # fmt: skip
-    # SmolLM2-135M on a 2-core CPU in about 2 hours: every method, up to 3 seeds, scaled down
+    # SmolLM2-135M on a 2-core CPU in about 5 hours: every method, up to 3 seeds, scaled down
     # (scale_note); the generator is SmolLM2's own first 4 blocks.
     "cpu": CompareConfig(
         target="smollm2-135m",
