@@ -27,6 +27,7 @@ from tvlens.atv.fitting import (
     load_trainable,
     trainable_state,
 )
+from tvlens.atv.methods import ATVMethod
 from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import TVLensError
 from tvlens.extraction.residual import residual_at_query
@@ -305,8 +306,14 @@ class ATVCompareMethod(CompareMethod):
         self.atv = self.build()
         self.atv.load_weights(path)
 
+    @property
+    def method(self) -> ATVMethod:
+        """The demo's :class:`~tvlens.atv.methods.ATVMethod` on this cell's ATV (the one
+        that scores it), as the zero-shot and ICL cells wrap the demo's classes."""
+        return ATVMethod(atv=self.atv, batch_size=self.batch_size)
+
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
-        return self.atv.correctness(list(prompts), batch_size=self.batch_size)
+        return self.method.correctness(list(prompts))
 
     def trainable_parameters(self) -> int:
-        return self.atv.trainable_parameters() if self.atv is not None else 0
+        return self.method.trainable_parameters()
