@@ -172,6 +172,8 @@ def test_a_shorter_sweep_then_the_full_budget(target, tmp_path):
     info = _cell(tmp_path, "lora_r1")["info"]
     assert "reused" not in info  # a 1-epoch sweep never stops on its own (patience 1)
     assert 2 <= len(info["curve"]) <= 3
+    with pytest.raises(TVLensError, match=r"sweep_epochs must be >= 1, got 0"):
+        get_compare_preset("tiny").with_overrides(sweep_epochs=0)
     # with the same budget for both, seed 0 is the sweep cell's run
     same = run_compare(target, tmp_path / "same", preset="tiny", seeds=1, methods=["lora_r1"],
                        sweep_epochs=3, epochs=3, progress=False)  # fmt: skip
