@@ -53,6 +53,7 @@ from tvlens.atv.compare_setup import (  # noqa: F401  (the public names of the c
     selection,
     sweep_variants,
 )
+from tvlens.atv.fitting import patience_ran_out
 from tvlens.atv.registry import METHODS, as_method_name, get_method_spec, variant_label
 from tvlens.atv.report import write_outputs
 from tvlens.atv.workers import (
@@ -121,7 +122,7 @@ def _same_run(cfg: CompareConfig, sweep: dict[str, Any]) -> bool:
     learning rate is constant, so more epochs would not change it)."""
     if cfg.sweep_epochs is None or cfg.sweep_epochs >= cfg.epochs:
         return True
-    return sweep.get("epochs_run", 0) - sweep.get("best_epoch", 0) >= cfg.patience
+    return patience_ran_out(sweep.get("epochs_run", 0), sweep.get("best_epoch", 0), cfg.patience)
 
 
 def run_cell(ctx: CompareContext, cell: Cell) -> dict[str, Any]:

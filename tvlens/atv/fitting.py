@@ -112,6 +112,12 @@ def best_entry(entries: list[dict[str, Any]]) -> int:
     return int(np.argmax(accs))
 
 
+def patience_ran_out(epochs_run: int, best_epoch: int, patience: int) -> bool:
+    """The stopping rule: ``patience`` epochs after the best one (``best_epoch``, from 1)
+    without a better dev accuracy."""
+    return epochs_run - best_epoch >= patience
+
+
 def engine_fit(
     method: Any,
     module: nn.Module,
@@ -163,7 +169,7 @@ def engine_fit(
         return out
 
     def stop(entries: list[dict[str, Any]]) -> bool:
-        return len(entries) - 1 - best_entry(entries) >= cfg.patience
+        return patience_ran_out(len(entries), best_entry(entries) + 1, cfg.patience)
 
     data = EpochData(
         n_examples=len(train),

@@ -103,11 +103,20 @@ class VectorTable(Report):
     """:func:`vector_table`'s result (``out/vectors.json``): ``to_dataframe()`` has a row per
     task (zero-shot, ICL, each method's accuracy and layer); ``plot()`` their bars."""
 
+    def markdown(self) -> str:
+        """The table as ``out/table.md`` holds it."""
+        d = self.data
+        return vector_markdown(d["rows"], d["config"]["methods"], d["summary"])
+
+    def save_to(self, out: Path) -> VectorTable:
+        """Write ``out/vectors.json`` and ``out/table.md``; returns itself."""
+        write_json(out / "vectors.json", self.data)
+        (out / "table.md").write_text(self.markdown())
+        return self
+
     def __str__(self) -> str:
         """``out/table.md`` and the summary (means and recovery)."""
-        d = self.data
-        table = vector_markdown(d["rows"], d["config"]["methods"], d["summary"])
-        return table + "\n" + json.dumps(d["summary"], indent=1)
+        return self.markdown() + "\n" + json.dumps(self.data["summary"], indent=1)
 
     def plot(self, **kwargs: Any):
         ys = ["zero_shot", "icl", *self.data["config"]["methods"]]
@@ -242,9 +251,7 @@ def vector_table(
         "rows": rows,
         "summary": summarize_vectors(rows, methods),
     }
-    write_json(out / "vectors.json", result)
-    (out / "table.md").write_text(vector_markdown(rows, methods, result["summary"]))
-    return VectorTable(result)
+    return VectorTable(result).save_to(out)
 
 
 def combine_vector_tables(parts: Sequence[str | Path], out: str | Path) -> VectorTable:
@@ -270,9 +277,7 @@ def combine_vector_tables(parts: Sequence[str | Path], out: str | Path) -> Vecto
         "summary": summarize_vectors(rows, methods),
     }
     out = Path(out)
-    write_json(out / "vectors.json", result)
-    (out / "table.md").write_text(vector_markdown(rows, methods, result["summary"]))
-    return VectorTable(result)
+    return VectorTable(result).save_to(out)
 
 
 def summarize_vectors(rows: list[dict], methods: Sequence[str], icl_min: float = 0.4) -> dict:

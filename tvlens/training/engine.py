@@ -157,11 +157,8 @@ class TrainResult:
         if "query_loss" in last:
             mse = ", ".join(f"{t} {v:.3f}" for t, v in last["query_loss"].items())
             said.append(f"final MSE {mse}")
-        return (
-            f"{len(self.checkpoints)} checkpoints in {self.run_dir} ({self.seconds:.0f} s)"
-            + "".join(f"; {s}" for s in said[:1])
-            + "".join(f", {s}" for s in said[1:])
-        )
+        head = f"{len(self.checkpoints)} checkpoints in {self.run_dir} ({self.seconds:.0f} s)"
+        return head + ("; " + ", ".join(said) if said else "")
 
 
 def lr_factor(cfg: TrainingConfig, total_steps: int) -> Callable[[int], float]:
