@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tvlens.atv.compare import compare_context, get_compare_preset
-from tvlens.atv.distill import DistillResult, distill_pair, kl
+from tvlens.atv.distill import DistillResult, kl, run_distill
 from tvlens.models import load_model
 
 
@@ -20,13 +20,14 @@ def test_kl_is_the_textbook_kl():
 
 @pytest.fixture(scope="module")
 def result(atv_target, tmp_path_factory):
-    target = load_model(atv_target, device="cpu")
-    cfg = get_compare_preset("tiny").with_overrides(epochs=2, patience=1)
-    ctx = compare_context(cfg, target, tmp_path_factory.mktemp("distill"), progress=False)
-    return distill_pair(ctx, rank=1), ctx
+    """``run_distill`` (what ``tvlens atv distill`` runs) on the tiny preset, shortened."""
+    out = tmp_path_factory.mktemp("distill")
+    res = run_distill(str(atv_target), out, preset="tiny", device="cpu", epochs=2, patience=1)
+    ctx = compare_context(get_compare_preset("tiny"), load_model(atv_target, device="cpu"), out)
+    return res, ctx
 
 
-def test_distillation_lowers_the_kl_on_held_out_queries(result, tmp_path):
+def test_distillation_lowers_the_kl_on_held_out_queries(result):
     res, ctx = result
     assert set(res.directions) == {"lora->atv", "atv->lora"}
     for d in res.directions.values():
@@ -35,7 +36,7 @@ def test_distillation_lowers_the_kl_on_held_out_queries(result, tmp_path):
             assert v["teacher_to_target"] > 0 and 0 <= v["student_accuracy"] <= 1
         ind = d["groups"]["in_domain"]
         assert ind["student_after"] < ind["student_before"]  # it learned the teacher
-    back = DistillResult.load(res.save(tmp_path / "d.json"))
+    back = DistillResult.load(ctx.out / "distill_r1.json")  # written by run_distill
     assert back.directions == res.directions
     assert set(res.to_dataframe()["group"]) == {"in_domain", "unseen"}
     runs = sorted(p.name for p in (ctx.out / "runs").iterdir())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tvlens.runs.config import opt
 from tvlens.training.config import TrainingConfig, pick_preset
@@ -38,7 +38,11 @@ class ATVConfig(TrainingConfig):
     positions: str = opt("all", "Positions steered.", choices=lambda: ("all", "last"))
     scale: float = opt(1e-3, "λ, the steering scale.")
     # data
-    suite: dict = field(default_factory=lambda: {"name": "atv_lists"})
+    suite: dict | str = opt(
+        help='Suite name, folder or JSON spec, e.g. \'{"name": "words"}\'.',
+        factory=lambda: {"name": "atv_lists"},
+        spec=True,
+    )
     template: str = "arrow"
     n_train: int = opt(90, "Training queries per task.")
     n_dev: int = 20

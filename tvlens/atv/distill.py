@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,8 +26,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tvlens.atv.compare import build_method
-from tvlens.atv.compare_setup import CompareContext, selection
+from tvlens.atv.compare_config import get_compare_preset
+from tvlens.atv.compare_setup import CompareContext, compare_context, selection
 from tvlens.atv.fitting import engine_fit, hf_logits
+from tvlens.models import load_model
 from tvlens.results import Result
 from tvlens.tasks.prompts import ICLPrompt
 
@@ -150,3 +153,25 @@ def distill_pair(ctx: CompareContext, rank: int, seed: int = 0) -> DistillResult
         out.directions[f"{t_fam}->{s_fam}"] = {"groups": groups, "epochs_run": info["epochs_run"],
                                                "still_rising": info["still_rising"]}  # fmt: skip
     return out
+
+
+def run_distill(
+    target: str | Any,
+    out: str | Path = "runs/compare",
+    preset: str = "cpu",
+    rank: int = 1,
+    seed: int = 0,
+    device: str | None = None,
+    **overrides: Any,
+) -> DistillResult:
+    """``tvlens atv distill``: :func:`distill_pair` for the comparison in ``out`` (its
+    ``preset`` with ``overrides``; its dev-chosen variants when it has swept them) on
+    ``target`` (a name, folder or tvlens run, or a loaded model); writes
+    ``out/distill_r{rank}.json``."""
+    cfg = get_compare_preset(preset).with_overrides(**overrides)
+    if isinstance(target, str | Path):
+        cfg = cfg.with_overrides(target=str(target))
+        target = load_model(target, device=device)
+    res = distill_pair(compare_context(cfg, target, Path(out)), rank=rank, seed=seed)
+    res.save(Path(out) / f"distill_r{rank}.json")
+    return res

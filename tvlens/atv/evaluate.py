@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,10 @@ class ATVEvaluation(Report):
 
     def plot(self, **kwargs: Any):
         return plot_method_comparison(self.data, **kwargs)
+
+    def __str__(self) -> str:
+        """The evaluation as indented JSON (what ``tvlens atv eval`` prints)."""
+        return json.dumps(self.to_dict(), indent=2)
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"method": m, "task": t, **r}

@@ -7,6 +7,8 @@ from typing import Any
 
 _NAMES = {
     "FV_SHORT_TASKS": "pretrained",
+    "combine_vector_tables": "pretrained",
+    "named_suites": "pretrained",
     "head_comparison": "pretrained",
     "layer_finetuning": "pretrained",
     "sized_suite": "pretrained",

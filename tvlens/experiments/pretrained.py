@@ -34,7 +34,7 @@ from tvlens.extraction.function_vectors import function_vector
 from tvlens.extraction.registry import get_extraction_method
 from tvlens.extraction.residual import activations_at_positions
 from tvlens.injection.evaluate import evaluate_task_vectors, save_report
-from tvlens.models.loading import TVModel
+from tvlens.models.loading import TVModel, load_model
 from tvlens.patching.run import run_patching
 from tvlens.plotting import (
     plot_finetune,
@@ -53,6 +53,7 @@ from tvlens.results import Report
 from tvlens.runs import write_json
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
+from tvlens.tasks.registry import get_suite
 from tvlens.tasks.synthetic import null_task
 
 # Function-vector abstractive tasks whose answers are a word or a letter (first-token scoring
@@ -195,12 +196,45 @@ class FinetuneTable(Report):
         return self.data["table"]
 
 
+def named_suites(
+    suites: Mapping[str, TaskSuite] | TaskSuite | str | Sequence[str],
+    tasks: Sequence[str] | None = None,
+    n_examples: int | None = None,
+) -> dict[str, TaskSuite]:
+    """Suites by label: a mapping or a suite as they are, or suite names / folders, each
+    loaded through :func:`sized_suite` (repeated inputs dropped); with ``tasks`` or
+    ``n_examples``, every suite keeps only those tasks, at most that many pairs each."""
+    if isinstance(suites, Mapping | TaskSuite):
+        named = dict(suites) if isinstance(suites, Mapping) else {suites.name: suites}
+        if tasks is None and n_examples is None:
+            return named
+    else:
+        loaded = [get_suite(n) for n in ([suites] if isinstance(suites, str) else suites)]
+        named = {s.name: s for s in loaded}
+    out = {}
+    for label, s in named.items():
+        keep = [t for t in s.names if tasks is None or t in tasks]
+        if not keep:
+            raise TVLensError(f"None of the tasks {list(tasks or [])} is in suite {s.name!r}.")
+        out[label] = sized_suite(s, n_examples, keep)
+    return out
+
+
+def as_model(model: TVModel | str | Path, device: str | None = None, **load: Any) -> TVModel:
+    """``model`` itself, or the model of that name or folder loaded on ``device``."""
+    return load_model(model, device=device, **load) if isinstance(model, str | Path) else model
+
+
 def vector_table(
-    model: TVModel,
-    suites: Mapping[str, TaskSuite],
+    model: TVModel | str,
+    suites: Mapping[str, TaskSuite] | TaskSuite | str | Sequence[str],
     out: str | Path,
     config: VectorTableConfig | None = None,
     *,
+    tasks: Sequence[str] | None = None,
+    n_examples: int | None = None,
+    bos: str = "auto",
+    device: str | None = None,
     progress: bool = True,
     **options: Any,
 ) -> VectorTable:
@@ -208,9 +242,13 @@ def vector_table(
     chosen on dev) and function vector accuracy on held-out test queries. Writes
     ``out/{suite}/results.json`` (+ vectors, ``layer_sweep.html``), ``out/table.md`` and
     ``out/vectors.json``; returns the latter's content. Options: :class:`VectorTableConfig`
-    (``config=``, or its fields as keyword arguments)."""
+    (``config=``, or its fields as keyword arguments). ``model`` may be a name or folder
+    (loaded on ``device`` with ``bos``), ``suites`` names (see :func:`named_suites` for
+    ``tasks`` and ``n_examples``)."""
 
     cfg = (config or VectorTableConfig()).with_overrides(**options)
+    model = as_model(model, device, bos=bos)
+    suites = named_suites(suites, tasks, n_examples)
     k, n_extract, top_k_heads, seed = cfg.k, cfg.n_extract, cfg.top_k_heads, cfg.seed
     template, split, methods = cfg.template, cfg.split, cfg.methods
     out = Path(out)
@@ -318,11 +356,14 @@ def vector_markdown(rows: list[dict], methods: Sequence[str], summary: dict) -> 
 
 
 def task_decodability_table(
-    model: TVModel,
-    suites: Mapping[str, TaskSuite],
+    model: TVModel | str,
+    suites: Mapping[str, TaskSuite] | TaskSuite | str | Sequence[str],
     out: str | Path,
     config: DecodabilityConfig | None = None,
     *,
+    tasks: Sequence[str] | None = None,
+    n_examples: int | None = None,
+    device: str | None = None,
     progress: bool = True,
     **options: Any,
 ) -> DecodabilityTable:
@@ -335,9 +376,12 @@ def task_decodability_table(
     is greedy exact match of the whole answer. One pass per batch gives both (the answer is
     appended; the query state does not see it). Writes ``out/{suite}/td.json`` with
     ``td_by_layer`` / ``td_vs_accuracy`` figures, and ``out/td.json``. Options:
-    :class:`DecodabilityConfig` (``config=``, or its fields as keyword arguments)."""
+    :class:`DecodabilityConfig` (``config=``, or its fields as keyword arguments); ``model``
+    and ``suites`` as in :func:`vector_table`."""
 
     cfg = (config or DecodabilityConfig()).with_overrides(**options)
+    model = as_model(model, device)
+    suites = named_suites(suites, tasks, n_examples)
     k, n_prompts, seed, knn_k, batch_size = (
         cfg.k,
         cfg.n_prompts,
@@ -437,20 +481,26 @@ def _top(values: torch.Tensor, n: int) -> list[tuple[int, int]]:
 
 
 def head_comparison(
-    model: TVModel,
-    suite: TaskSuite,
-    tasks: Sequence[str],
+    model: TVModel | str,
+    suite: TaskSuite | str,
+    tasks: Sequence[str] | None,
     out: str | Path,
     config: HeadsConfig | None = None,
+    *,
+    device: str | None = None,
     **options: Any,
 ) -> HeadComparison:
     """Per task: every head patched at the last position from clean prompts into the same
     prompts with shuffled labels (exact and attribution), and the function-vector AIE of
     every head (mean clean head output into shuffled-label prompts); the overlap of their top
     ``top`` heads. Writes ``out/{task}/`` (patching) and ``out/heads.json``. Options:
-    :class:`HeadsConfig` (``config=``, or its fields as keyword arguments)."""
+    :class:`HeadsConfig` (``config=``, or its fields as keyword arguments). ``model`` may be
+    a name or folder (loaded on ``device``), ``suite`` a name; ``tasks`` None: its first two."""
 
     cfg = (config or HeadsConfig()).with_overrides(**options)
+    model = as_model(model, device)
+    suite = get_suite(suite) if isinstance(suite, str) else suite
+    tasks = suite.names[:2] if tasks is None else tasks
     k, n_prompts, n_extract, top, seed = cfg.k, cfg.n_prompts, cfg.n_extract, cfg.top, cfg.seed
     template = cfg.template
     out = Path(out)
@@ -506,10 +556,11 @@ def load_results(path: str | Path) -> dict:
 
 def layer_finetuning(
     model: str | Path,
-    suite: TaskSuite,
+    suite: TaskSuite | str,
     out: str | Path,
     config: LayerFinetuneConfig | None = None,
     *,
+    tasks: Sequence[str] | None = None,
     device: str | None = None,
     progress: bool = True,
     **options: Any,
@@ -520,9 +571,11 @@ def layer_finetuning(
     are measured before and after on prompts built from the other pairs only.
     Writes ``out/metrics.json``, ``out/table.md`` and the tuned models (``out/first``,
     ``out/last``); a stopped call resumes. Options: :class:`LayerFinetuneConfig`
-    (``config=``, or its fields as keyword arguments)."""
+    (``config=``, or its fields as keyword arguments); ``suite`` may be a name, ``tasks``
+    the ones of it to keep."""
 
     cfg = (config or LayerFinetuneConfig()).with_overrides(**options)
+    (suite,) = named_suites(suite, tasks).values()
     train_fraction, seed, k = cfg.train_fraction, cfg.seed, cfg.k
     parts = [t.split((train_fraction, 1 - train_fraction), seed=seed) for t in suite]
     split = {"train_fraction": train_fraction, "split_seed": seed}

@@ -12,6 +12,7 @@ _NAMES = {
     "default_device": "tvlens.models.loading",
     "load_checkpoints": "tvlens.models.loading",
     "load_model": "tvlens.models.loading",
+    "model_info": "tvlens.models.loading",
     "build_word_tokenizer": "tvlens.models.tokenizer",
     "ModelSpec": "tvlens.models.tvmodel",
     "TVModel": "tvlens.models.tvmodel",

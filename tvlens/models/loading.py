@@ -22,6 +22,7 @@ from tvlens.models.pretrained import (
     PRETRAINED,
     PretrainedModel,
     ensure_gguf,
+    missing_model_folder,
     read_manifest,
     resolve_pretrained,
 )
@@ -196,10 +197,7 @@ def load_model(
     path = Path(name).expanduser()
     if path.is_dir() or _looks_like_path(name):
         if not path.exists():
-            raise ModelLoadError(
-                f"Model folder {name!r} does not exist. Give an existing folder, a tvlens "
-                "training run, or an HF hub name."
-            )
+            raise ModelLoadError(str(missing_model_folder(name)))  # a path that is not there
         if checkpoint_value is not None or checkpoint_index is not None:
             raise ValueError(
                 "checkpoint_value/checkpoint_index are for hub models; "
@@ -355,6 +353,14 @@ def load_checkpoints(run_dir: str | Path, steps: list[int] | None = None, **kwar
     for c in list_checkpoints(run_dir):
         if steps is None or c.step in steps:
             yield c.step, load_model(run_dir, revision=c.step, **kwargs)
+
+
+def model_info(model: str | Path, revision: str | None = None, device: str | None = None) -> str:
+    """What ``tvlens info`` prints: :meth:`TVModel.describe`, and a tvlens run's checkpoints."""
+    text = load_model(model, revision=revision, device=device).describe()
+    if is_run_dir(model):
+        text += "\ncheckpoints: " + ", ".join(c.revision for c in list_checkpoints(model))
+    return text
 
 
 def model_and_suite(

@@ -88,6 +88,17 @@ PRETRAINED: dict[str, PretrainedModel] = {
 }
 
 
+def missing_model_folder(name: str | Path) -> str | None:
+    """The error for a model written as a path (``./``, ``/``, ``~``, a backslash) that does not
+    exist, else None: what :func:`~tvlens.models.load_model` raises, and what the CLI says
+    before it imports torch."""
+    text, path = str(name), Path(name).expanduser()
+    if (text.startswith((".", "/", "~")) or "\\" in text) and not path.exists():
+        return (f"Model folder {text!r} does not exist. Give an existing folder, a tvlens "
+                "training run, or an HF hub name.")  # fmt: skip
+    return None
+
+
 def pretrained_names() -> list[str]:
     return sorted(PRETRAINED)
 
@@ -441,6 +452,25 @@ def clear_cache(root: Path | None = None, name: str | None = None) -> list[str]:
     return gone
 
 
+def cache_report(root: Path | None = None) -> str:
+    """What ``tvlens cache list`` prints: every converted folder, its size and source."""
+    rows = cached_models(root)
+    base = cache_root() if root is None else Path(root)
+    lines = [f"cache: {base} ({len(rows)} converted model(s))"]
+    for r in rows:
+        state = "" if r["complete"] else " (incomplete: rebuilt on next use)"
+        lines.append(f"  {r['name']:16s} {r['bytes'] / 2**20:8.1f} MiB  {r['folder']}{state}")
+        if r["source"]:
+            lines.append(f"  {'':16s} from {r['source']} ({r['dtype']})")
+    return "\n".join(lines)
+
+
+def clear_cache_report(name: str | None = None, root: Path | None = None) -> str:
+    """:func:`clear_cache`, said as ``tvlens cache clear`` says it."""
+    gone = clear_cache(root, name=name)
+    return f"deleted {len(gone)} converted folder(s)" + "".join(f"\n  {g}" for g in gone)
+
+
 # ---------------------------------------------------------------------------- resolution
 
 
@@ -497,3 +527,15 @@ def availability(entry: PretrainedModel) -> dict[str, Any]:
     else:
         src = f"{entry.package} {package_version(entry)} (converted on first use into {folder})"
     return {**row, "available": True, "source": src}
+
+
+def models_report() -> str:
+    """What ``tvlens models`` prints: each short name, whether it loads here and from where
+    (or the command that installs it)."""
+    lines = []
+    for entry in PRETRAINED.values():
+        row = availability(entry)
+        state = "available" if row["available"] else "not installed"
+        lines.append(f"{row['name']:16s} {state:14s} {row['description']} [{row['license']}]")
+        lines.append(f"{'':16s} from: {row['source'] or 'install with: ' + row['fix']}")
+    return "\n".join(lines)

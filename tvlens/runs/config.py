@@ -82,6 +82,8 @@ class Config:
         for f in fields(self):  # type: ignore[arg-type]
             allowed = _allowed(type(self), f)
             value = getattr(self, f.name)
+            if f.metadata.get("spec"):  # a suite spec: a name is {"name": name}
+                value = self._spec(f.name, value)
             if allowed is not None and value is not None:
                 self.check_choice(f.name, allowed)
             low = self.minimum.get(f.name)
@@ -89,6 +91,17 @@ class Config:
                 raise ConfigError(
                     f"{f.name} (--{f.name.replace('_', '-')}) must be >= {low}, got {value}."
                 )
+
+    def _spec(self, name: str, value: Any) -> dict:
+        if isinstance(value, str):
+            value = {"name": value}
+            object.__setattr__(self, name, value)  # frozen: set once, while being made
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"--{name.replace('_', '-')} must be a suite name or a JSON object, e.g. "
+                f'\'{{"name": "bitwise"}}\', got {value!r}.'
+            )
+        return value
 
     def with_overrides(self, **overrides: Any):
         """A copy with these fields replaced (None values are ignored: "keep")."""

@@ -11,7 +11,7 @@ from tvlens.tasks.prompts import (
     shuffled_label_variants,
     tokenize_prompts,
 )
-from tvlens.tasks.registry import available_suites, get_suite
+from tvlens.tasks.registry import available_suites, describe_suites, get_suite
 from tvlens.tasks.synthetic import (
     bitwise_suite,
     latent_mapping_suite,
@@ -30,6 +30,7 @@ __all__ = [
     "Task",
     "TaskSuite",
     "available_suites",
+    "describe_suites",
     "bitwise_suite",
     "dummy_query_variants",
     "get_suite",

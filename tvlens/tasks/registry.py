@@ -27,6 +27,19 @@ def available_suites() -> list[str]:
     return sorted(_SUITES)
 
 
+def describe_suites(name: str | None = None) -> str:
+    """What ``tvlens suites`` prints: each built-in suite (or only ``name``, a suite name or
+    folder) with its tasks' sizes and first example."""
+    lines = []
+    for sname in [name] if name else available_suites():
+        s = get_suite(sname)
+        lines.append(f"{sname}: {s.description}")
+        for t in s:
+            ex = t.examples[0]
+            lines.append(f"  {t.name:18s} {len(t):5d} examples  e.g. {ex.input!r} -> {ex.output!r}")
+    return "\n".join(lines)
+
+
 def get_suite(name: str, **kwargs: Any) -> TaskSuite:
     """A suite by registered name (``latent``, ``bitwise``, ``lists``, ``words``), or a folder
     of ``{task}.json`` files; ``fv/abstractive`` and ``fv/extractive`` are the function-vector

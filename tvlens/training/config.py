@@ -85,9 +85,10 @@ class TrainConfig(TrainingConfig):
     d_mlp: int | None = 256
     n_ctx: int = 64
     # data
-    suite: dict = opt(
-        help='Suite spec as JSON, e.g. \'{"name": "bitwise", "n_bits": 3}\'.',
+    suite: dict | str = opt(
+        help='Suite name, or its spec as JSON, e.g. \'{"name": "bitwise", "n_bits": 3}\'.',
         factory=lambda: {"name": "latent", "n_tasks": 8, "n_symbols": 32, "seed": 0},
+        spec=True,
     )
     k: int = 5
     template: str = "arrow"
