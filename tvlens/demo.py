@@ -281,7 +281,7 @@ def _method_sentence(name: str) -> str:
     """How an extraction method builds its vector and writes it in, from its registration."""
     m = get_extraction_method(name)
     how = "replaces" if m.mode == "replace" else "is added to"
-    return (f"The {m.label.split(' (')[0]} ({m.description}) {how} the residual at the last "
+    return (f"The {m.title or m.name} ({m.description}) {how} the residual at the last "
             "token of zero-shot test prompts")  # fmt: skip
 
 

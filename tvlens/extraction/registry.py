@@ -47,6 +47,7 @@ class ExtractionMethod:
         mode: How its vector is written at the query: ``replace`` or ``add``.
         label: For figure legends.
         column: For table headers (the chosen layer follows in parentheses).
+        title: For sentences ("The task vector (...) replaces ..."); default: the name.
         one_vector: The same vector at every layer (a function vector): the vector's own
             ``layers`` become the one chosen on dev.
         min_k: The fewest demonstrations it works with.
@@ -61,6 +62,7 @@ class ExtractionMethod:
     min_k: int = 1
     description: str = ""
     defaults: dict = field(default_factory=dict)
+    title: str = ""
 
     def extract(self, request: ExtractionRequest) -> tuple[Any, dict[str, Any]]:
         module, _, fn = self.extractor.partition(":")
@@ -114,11 +116,12 @@ def expand_methods(methods: str | Sequence[str]) -> tuple[str, ...]:
 DEFAULT_METHOD = "hendel"
 register_extraction_method(ExtractionMethod(
     DEFAULT_METHOD, "tvlens.extraction.residual:extract_hendel", "replace",
-    label="task vector (Hendel, replace)", column="task vector (layer)",
+    label="task vector (Hendel, replace)", column="task vector (layer)", title="task vector",
     description="Hendel et al. 2023: the mean residual at the query of k-shot prompts",
 ))  # fmt: skip
 register_extraction_method(ExtractionMethod(
     "fv", "tvlens.extraction.function_vectors:extract_fv", "add",
     label="function vector (add)", column="function vector (layer)", one_vector=True,
-    min_k=2, description="Todd et al. 2024: the sum of the top heads' mean outputs",
+    title="function vector", min_k=2,
+    description="Todd et al. 2024: the sum of the top heads' mean outputs",
 ))  # fmt: skip
