@@ -39,7 +39,7 @@ def no_type_check(cls: type) -> type:
 @no_type_check
 @dataclass(frozen=True)
 class EvalConfig(Config):
-    """``tvlens eval``: ICL accuracy per task."""
+    """ICL accuracy (first token and exact match) per task (``tvlens eval``)."""
 
     kind: ClassVar[str] = EVAL
     minimum: ClassVar[dict[str, int]] = {"k": 0, "n_prompts": 1, "batch_size": 1}
@@ -53,7 +53,8 @@ class EvalConfig(Config):
 @no_type_check
 @dataclass(frozen=True)
 class VectorsConfig(Config):
-    """``tvlens vectors``: task vectors (Hendel) and/or function vectors (Todd)."""
+    """Extract task vectors (Hendel) or function vectors (Todd), sweep layers, and report
+    zero-shot / ICL / vector accuracy on held-out queries (``tvlens vectors``)."""
 
     kind: ClassVar[str] = VECTORS
     minimum: ClassVar[dict[str, int]] = {
@@ -99,7 +100,8 @@ class VectorsConfig(Config):
 @no_type_check
 @dataclass(frozen=True)
 class PatchConfig(Config):
-    """``tvlens patch``: activation patching of every component."""
+    """Activation patching (exact, or attribution patching) of every component, with a
+    heatmap (``tvlens patch``)."""
 
     kind: ClassVar[str] = PATCH
     # k >= 2: the corrupted prompts shuffle the demonstrations' labels.
@@ -128,7 +130,8 @@ class PatchConfig(Config):
 @no_type_check
 @dataclass(frozen=True)
 class ProbeConfig(Config):
-    """``tvlens probe``: task decodability at every layer of every checkpoint."""
+    """Task decodability (leave-one-out 10-NN, Null task included) at every layer of every
+    checkpoint, against ICL accuracy (``tvlens probe``)."""
 
     kind: ClassVar[str] = PROBE
     minimum: ClassVar[dict[str, int]] = {"k": 1, "n_prompts": 2}
@@ -150,7 +153,9 @@ class ProbeConfig(Config):
 @no_type_check
 @dataclass(frozen=True)
 class EmergenceConfig(Config):
-    """``tvlens emergence``: task encoding and decoding over a run, and the perturbation test."""
+    """Task encoding (TD per task, every layer) and decoding (loss) over a run's checkpoints,
+    and the mean-state perturbation test at an early and the last checkpoint
+    (``tvlens emergence``)."""
 
     kind: ClassVar[str] = EMERGENCE
     minimum: ClassVar[dict[str, int]] = {"n_prompts": 2, "perturb_prompts": 1}

@@ -360,7 +360,7 @@ def test_bad_input_is_one_line(target, tmp_path):
 
 
 def test_cli(target_run, tmp_path):
-    from tvlens.cli.atv import app
+    from tvlens.cli.main import atv as app
 
     out = tmp_path / "c"
     args = ["compare", "--target", str(target_run), "--out", str(out), "--preset", "tiny",

@@ -141,3 +141,59 @@ def test_cli_imports_no_torch():
     code = "import sys, tvlens.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _commands(group: Any = None, path: tuple[str, ...] = ()) -> list:
+    group = group or get_command(app)
+    out = []
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):  # a group: atv, pretrained, cache
+            out += _commands(cmd, (*path, name))
+        else:
+            out.append((" ".join((*path, name)), cmd))
+    return out
+
+
+# Where the CLI's default is not the function's, on purpose.
+CLI_OWN_DEFAULTS = {
+    # The CLI computes cells in parallel; from Python (notebooks) one process unless asked.
+    ("atv compare", "workers"): ("auto", 1),
+}
+
+
+@pytest.mark.parametrize("name, cmd", _commands(), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_command_calls_its_function_with_its_defaults(name, cmd):
+    """The command's function takes every input by name, with the same default (the CLI
+    imports it only when the command runs, so a renamed parameter would fail late)."""
+    import importlib
+    import inspect
+
+    runner = cmd.callback.runner
+    if isinstance(runner, str):
+        module, function = runner.split(":")
+        runner = getattr(importlib.import_module(module), function)
+    sig = inspect.signature(runner)
+    params = {p.name: p for p in cmd.params}
+    for key in cmd.callback.inputs:
+        assert key in sig.parameters, f"{runner.__name__} has no parameter {key!r}"
+        default = sig.parameters[key].default
+        if default is inspect.Parameter.empty:
+            continue  # the library asks for it; the CLI may offer one (smollm2-135m...)
+        cli = params[key].default
+        if (name, key) in CLI_OWN_DEFAULTS:
+            assert (cli, default) == CLI_OWN_DEFAULTS[name, key]
+        else:
+            assert str(cli) == str(default), f"{name} --{key}: {cli!r} vs {default!r}"
+    kinds = {p.kind for p in sig.parameters.values()}
+    has_config = any(p.name not in cmd.callback.inputs for p in cmd.params)
+    if has_config:  # its config's fields: as config= or as keyword overrides
+        assert "config" in sig.parameters or inspect.Parameter.VAR_KEYWORD in kinds
+
+
+def test_a_suite_name_or_spec_fills_a_suite_field():
+    from tvlens.atv.config import ATVConfig
+    from tvlens.training.config import TrainConfig
+
+    assert TrainConfig(suite="bitwise").suite == {"name": "bitwise"}
+    assert ATVConfig().with_overrides(suite="words").suite == {"name": "words"}
+    assert ATVConfig().with_overrides(suite={"name": "words"}).suite == {"name": "words"}

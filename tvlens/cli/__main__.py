@@ -1,5 +1,5 @@
 """``python -m tvlens.cli`` (what ``accelerate launch -m tvlens.cli`` runs)."""
 
-from tvlens.cli.main import main
+from tvlens.cli.main import app
 
-main()
+app()

@@ -5,36 +5,14 @@ without PNGs."""
 from __future__ import annotations
 
 import functools
-import json
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import typer
 
-from tvlens.errors import ConfigError, TVLensError
-
-Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-
-
-def _missing_path(options: dict[str, Any]) -> str | None:
-    """The error for a ``--model`` that is written as a path (``./``, ``/``, ``~``) and does
-    not exist: the same words as ``load_model``, without loading anything. (``--run`` is an
-    output folder in some commands, so it is left to them.)"""
-    import os
-
-    for key in ("model",):
-        value = options.get(key)
-        if not isinstance(value, str | os.PathLike):
-            continue
-        name = str(value)
-        if name.startswith((".", "/", "~")) or "\\" in name:
-            if not os.path.exists(os.path.expanduser(name)):
-                return (
-                    f"Model folder {name!r} does not exist. Give an existing folder, a tvlens "
-                    "training run, or an HF hub name."
-                )
-    return None
+from tvlens.errors import TVLensError
+from tvlens.models.pretrained import missing_model_folder
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,7 +20,7 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        missing = _missing_path(kwargs)
+        missing = missing_model_folder(kwargs.get("model") or "")
         if missing is not None:  # before torch and TransformerLens are imported (seconds)
             typer.secho(f"error: {missing}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=2)
@@ -62,34 +40,3 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 typer.echo(f"note: figures written as HTML only ({reason}); {PNG_HINT}.")
 
     return run
-
-
-def registrar(app: typer.Typer) -> Callable[[str | None], Decorator]:
-    """``command(name)``: register a function as a command of ``app``, with
-    :func:`one_line_errors`."""
-
-    def command(name: str | None = None) -> Decorator:
-        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            return app.command(name)(one_line_errors(fn))
-
-        return register
-
-    return command
-
-
-def json_option(text: str, option: str, example: str | None = None) -> Any:
-    """An option's JSON value, or one line naming the option (and an example)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        hint = f": e.g. {example}." if example else "."
-        raise ConfigError(f"{option} is not valid JSON ({e}){hint}") from None
-
-
-def number_list(text: str, option: str, cast: Callable[[str], Any], expected: str) -> list:
-    """An option's comma-separated numbers, or one line naming the option and what it
-    expects (``expected``, e.g. "comma-separated integers")."""
-    try:
-        return [cast(x) for x in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"{option} must be {expected}, got {text!r}.") from None

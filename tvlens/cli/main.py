@@ -1,285 +1,136 @@
-"""``tvlens ...``: the main commands (``tvlens atv`` and ``tvlens pretrained`` are in their own
-modules), each a thin layer over a public function (same arguments)."""
+"""Every ``tvlens`` command, one entry each: the public function it runs (same arguments), the
+configuration its options come from, and its inputs (:func:`tvlens.cli.options.add_command`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
 
 import typer
 
-from tvlens.cli.errors import registrar
-from tvlens.cli.options import (
-    DeviceOpt,
-    ModelOpt,
-    ResumeOpt,
-    RevisionOpt,
-    SuiteOpt,
-    config_options,
-    out_opt,
-    preset_opt,
-)
+from tvlens.atv.compare_config import PRESETS as COMPARE_PRESETS
+from tvlens.atv.compare_config import CompareConfig
+from tvlens.atv.config import PRESETS as ATV_PRESETS
+from tvlens.atv.config import ATVConfig
+from tvlens.cli.options import Input, add_command, json_value
 from tvlens.configs import EmergenceConfig, EvalConfig, PatchConfig, ProbeConfig, VectorsConfig
-from tvlens.errors import ConfigError
+from tvlens.experiments.configs import (
+    DecodabilityConfig,
+    HeadsConfig,
+    LayerFinetuneConfig,
+    VectorTableConfig,
+)
 from tvlens.training.config import PRESETS, TrainConfig
 from tvlens.training.regression_config import RegressionConfig
 
-app = typer.Typer(
-    help="tvlens: task vectors, task encoding and patching on TransformerLens 4.x.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+
+def group(help: str) -> typer.Typer:
     # Plain click errors: a bad option is one "Error: ..." line, not a drawn box.
-    rich_markup_mode=None,
-)
+    return typer.Typer(help=help, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False, rich_markup_mode=None)  # fmt: skip
 
 
-# Every command prints tvlens errors as one line (tvlens.cli.errors).
-command = registrar(app)
+app = group("tvlens: task vectors, task encoding and patching on TransformerLens 4.x.")
+atv = group("Adaptive task vectors: a generator reads the query and steers a frozen target.")
+pretrained = group("The seed papers' pretrained-model experiments (default model: smollm2-135m).")
+cache = group("Converted models (GGUF files, embedded models) in tvlens's cache.")
+for sub, name in ((pretrained, "pretrained"), (atv, "atv"), (cache, "cache")):
+    app.add_typer(sub, name=name)
 
+# fmt: off
+add_command(app, "demo", "tvlens.demo:run_demo", presets=(PRESETS, "default"), inputs="device",
+            own={"figures_dir": Input(Path, "Where figures and the report go.", Path("figures")),
+                 "run_dir": Input(Path, "Training run to reuse or create.", Path("runs/default")),
+                 "retrain": Input(bool, "Delete the run and train again.", False)},
+            help="Train (or reuse) the default synthetic ICL model and write the demo figures.")
+add_command(app, "train-synthetic", "tvlens.training:train_synthetic", TrainConfig,
+            out="the run", presets=(PRESETS, "default"), inputs="resume device", overrides=True,
+            only=("steps", "seed", "suite", "arch", "tv_loss_weight", "tv_loss_layer"),
+            help="Train a small transformer from scratch on synthetic ICL tasks, with checkpoints.")
+add_command(app, "eval", "tvlens.icl_accuracy:run_eval", EvalConfig,
+            inputs="model suite revision device",
+            own={"out": Input(Path | None, "Write results JSON here.", None)})
+add_command(app, "vectors", "tvlens.injection:run_task_vectors", VectorsConfig,
+            inputs="model suite revision device", out="results.json, vectors and figures",
+            skip=("split", "template", "max_batch"), wrote="results.json")
+add_command(app, "probe", "tvlens.probing.run:run_probe", ProbeConfig, inputs="model suite device",
+            out="td.json and figures", wrote="td.json")
+add_command(app, "train-regression", "tvlens.training.regression:train_regression",
+            RegressionConfig, out="the run", presets=(None, "cpu"), inputs="resume device",
+            overrides=True, only=("mixture", "steps", "seed", "arch"),
+            help="Train a read-in/read-out transformer on the sparse-linear-regression mixture "
+            "(Han et al. 2025), with checkpoints that load through the bridge.")
+add_command(app, "emergence", "tvlens.probing.run:run_emergence", EmergenceConfig,
+            out="JSON and figures", skip=("revisions", "perturb_prompts", "perturb_steps"),
+            own={"run": Input(Path, "tvlens run (token suite or regression).")},
+            wrote="emergence.json")
+add_command(app, "patch", "tvlens.patching:run_patching", PatchConfig, wrote="patching.json",
+            inputs="model suite revision device", out="patching.json and the heatmap")
+add_command(app, "suites", "tvlens.tasks.registry:describe_suites",
+            own={"name": Input(str | None, "Show the tasks of this suite.", None, argument=True)},
+            help="List the built-in task suites, or the tasks of one.")
+add_command(app, "info", "tvlens.models.loading:model_info", inputs="model revision device",
+            help="Describe a model: sizes, hook names, checkpoints of a tvlens run.")
+add_command(app, "models", "tvlens.models.pretrained:models_report",
+            help="List the pretrained models tvlens knows by short name (--model NAME) and "
+            "whether each is available here.")
+add_command(cache, "list", "tvlens.models.pretrained:cache_report",
+            help="Show the converted folders: size, where each came from.")
+add_command(cache, "clear", "tvlens.models.pretrained:clear_cache_report",
+            own={"name": Input(str | None, "Only folders whose name or source contains this.",
+                               None, argument=True)},
+            help="Delete converted folders (they are converted again on next use).")
 
-@command()
-def demo(
-    figures_dir: Annotated[Path, typer.Option(help="Where figures and the report go.")] = Path(
-        "figures"
-    ),
-    run_dir: Annotated[Path, typer.Option(help="Training run to reuse or create.")] = Path(
-        "runs/default"
-    ),
-    preset: preset_opt(PRESETS) = "default",
-    device: DeviceOpt = None,
-    retrain: Annotated[bool, typer.Option(help="Delete the run and train again.")] = False,
-) -> None:
-    """Train (or reuse) the default synthetic ICL model and write the demo figures."""
-    from tvlens.demo import run_demo
+# tvlens atv ...
+add_command(atv, "train", "tvlens.atv.train:train_atv", ATVConfig, out="the run",
+            presets=(ATV_PRESETS, "tiny"), inputs="resume device", overrides=True,
+            only=("target", "generator", "suite", "rank", "positions", "scale", "layers",
+                  "epochs", "seed", "batch_size", "grad_accum", "n_train", "train_generator"),
+            help="Train an ATV generator against a frozen target; writes OUT/atv.safetensors.")
+add_command(atv, "eval", "tvlens.atv.evaluate:evaluate_run", inputs="run suite split device",
+            own={"run": Input(Path, "ATV run folder (or an atv.safetensors file)."),
+                 "suite": Input(str | None, "Suite to score (default: the run's).", None,
+                                parser=json_value("--suite", or_text=True)),
+                 "split": Input(str, "test or dev queries of the run's split.", "test")},
+            help="Score zero-shot and ATV on held-out queries; prints JSON, writes RUN/eval.json.")
+COMPARISON = {"out": Input(Path, "The comparison's folder.", Path("runs/compare"))}
+add_command(atv, "compare", "tvlens.atv.compare:run_compare", CompareConfig,
+            presets=(COMPARE_PRESETS, "cpu"), inputs="out device workers", overrides=True,
+            only=("target", "seeds", "methods", "data_dir", "in_domain", "unseen", "epochs",
+                  "n_train", "n_test"),
+            own={**COMPARISON, "workers": Input(str, "Processes computing cells at once, each "
+                 "with its own target copy; auto: one per core (at most 4) on a CPU, one on an "
+                 "accelerator.", "auto")},
+            help="Compare zero-shot, ICL, task / function vectors, retrieval, LoRA, prefix tuning "
+            "and ATV on instructed in-domain and unseen tasks; writes OUT/comparison.{json,csv}, "
+            "the tables, the verdicts and figures. Resumes.")
+add_command(atv, "distill", "tvlens.atv.distill:run_distill", presets=(COMPARE_PRESETS, "cpu"),
+            inputs="target out rank seed device", wrote="distill_r{rank}.json",
+            own={**COMPARISON, "target": Input(str, "Frozen target: HF name, folder or run."),
+                 "rank": Input(int, "Rank of the ATV expansion and of LoRA.", 1),
+                 "seed": Input(int, "Seed of the teachers.", 0)},
+            help="The equal-rank distillation test: rank-r ATV and LoRA teachers, each family's "
+            "student trained to match the other's (on the comparison's dev-chosen variants).")
 
-    typer.echo(run_demo(figures_dir, run_dir, preset=preset, device=device, retrain=retrain))
-
-
-@command("train-synthetic")
-@config_options(
-    TrainConfig, only=("steps", "seed", "suite", "arch", "tv_loss_weight", "tv_loss_layer"),
-    overrides=True,
-)  # fmt: skip
-def train_synthetic_cmd(
-    out: out_opt("the run"),
-    preset: preset_opt(PRESETS) = "default",
-    resume: ResumeOpt = False,
-    device: DeviceOpt = None,
-    *,
-    config: dict[str, Any],
-) -> None:
-    """Train a small transformer from scratch on synthetic ICL tasks, with checkpoints."""
-    from tvlens.training import train_synthetic
-
-    if not isinstance(config.get("suite", {}), dict):
-        raise ConfigError('--suite must be a JSON object, e.g. \'{"name": "bitwise"}\'.')
-    typer.echo(train_synthetic(out, preset=preset, resume=resume, device=device, **config))
-
-
-@command("eval")
-@config_options(EvalConfig)
-def eval_cmd(
-    model: ModelOpt,
-    suite: SuiteOpt = None,
-    revision: RevisionOpt = None,
-    device: DeviceOpt = None,
-    out: Annotated[Path | None, typer.Option(help="Write results JSON here.")] = None,
-    *,
-    config: EvalConfig,
-) -> None:
-    """ICL accuracy (first token and exact match) per task."""
-    from tvlens.icl_accuracy import evaluate_icl
-    from tvlens.models.loading import model_and_suite
-    from tvlens.runs import prepare_out_file, write_json
-
-    if out is not None:
-        prepare_out_file(out, config.kind)
-    m, s = model_and_suite(model, suite, revision, device)
-    fields = ("k", "n_prompts", "seed", "template", "batch_size")
-    res = evaluate_icl(m, s, **{f: getattr(config, f) for f in fields})
-    typer.echo(res)
-    if out is not None:
-        write_json(out, {**config.to_dict(), "model": m.spec.to_dict(), **res.to_dict()})
-
-
-@command()
-@config_options(VectorsConfig, skip=("split", "template", "max_batch"))
-def vectors(
-    model: ModelOpt,
-    out: out_opt("results.json, vectors and figures"),
-    suite: SuiteOpt = None,
-    revision: RevisionOpt = None,
-    device: DeviceOpt = None,
-    *,
-    config: VectorsConfig,
-) -> None:
-    """Extract task vectors (Hendel) or function vectors (Todd), sweep layers, and report
-    zero-shot / ICL / vector accuracy on held-out queries."""
-    from tvlens.injection import run_task_vectors
-
-    typer.echo(run_task_vectors(model, out, suite, config, revision, device))
-    typer.echo(f"wrote {out / 'results.json'}")
-
-
-@command()
-@config_options(ProbeConfig)
-def probe(
-    model: ModelOpt,
-    out: out_opt("td.json and figures"),
-    suite: SuiteOpt = None,
-    device: DeviceOpt = None,
-    *,
-    config: ProbeConfig,
-) -> None:
-    """Task decodability (leave-one-out 10-NN, Null task included) at every layer of every
-    checkpoint, against ICL accuracy."""
-    from tvlens.probing.run import run_probe
-
-    typer.echo(run_probe(model, out, suite=suite, config=config, device=device))
-    typer.echo(f"wrote {out / 'td.json'}")
-
-
-@command("train-regression")
-@config_options(RegressionConfig, only=("mixture", "steps", "seed", "arch"), overrides=True)
-def train_regression_cmd(
-    out: out_opt("the run"),
-    preset: Annotated[str, typer.Option(help="Preset (an unknown name lists them).")] = "cpu",
-    resume: ResumeOpt = False,
-    device: DeviceOpt = None,
-    *,
-    config: dict[str, Any],
-) -> None:
-    """Train a read-in/read-out transformer on the sparse-linear-regression mixture
-    (Han et al. 2025), with checkpoints that load through the bridge."""
-    from tvlens.training.regression import train_regression
-
-    typer.echo(train_regression(out, preset=preset, resume=resume, device=device, **config))
-
-
-@command()
-@config_options(EmergenceConfig, skip=("revisions", "perturb_prompts", "perturb_steps"))
-def emergence(
-    run: Annotated[Path, typer.Option(help="tvlens run (token suite or regression).")],
-    out: out_opt("JSON and figures"),
-    *,
-    config: EmergenceConfig,
-) -> None:
-    """Task encoding (TD per task, every layer) and decoding (loss) over a run's checkpoints,
-    and the mean-state perturbation test at an early and the last checkpoint."""
-    from tvlens.probing.run import run_emergence
-
-    typer.echo(run_emergence(run, out, config=config))
-    typer.echo(f"wrote {out / 'emergence.json'}")
-
-
-@command()
-@config_options(PatchConfig)
-def patch(
-    model: ModelOpt,
-    out: out_opt("patching.json and the heatmap"),
-    suite: SuiteOpt = None,
-    revision: RevisionOpt = None,
-    device: DeviceOpt = None,
-    *,
-    config: PatchConfig,
-) -> None:
-    """Activation patching (exact, or attribution patching) of every component, with a heatmap."""
-    from tvlens.patching import run_patching
-
-    typer.echo(run_patching(model, out, suite=suite, config=config, revision=revision,
-                            device=device))  # fmt: skip
-    typer.echo(f"wrote {out / 'patching.json'}")
-
-
-@command()
-def suites(
-    name: Annotated[str | None, typer.Argument(help="Show the tasks of this suite.")] = None,
-) -> None:
-    """List the built-in task suites, or the tasks of one."""
-    from tvlens.tasks import available_suites, get_suite
-
-    for sname in [name] if name else available_suites():
-        s = get_suite(sname)
-        typer.echo(f"{sname}: {s.description}")
-        for t in s:
-            ex = t.examples[0]
-            typer.echo(f"  {t.name:18s} {len(t):5d} examples  e.g. {ex.input!r} -> {ex.output!r}")
-
-
-@command()
-def info(
-    model: ModelOpt,
-    revision: RevisionOpt = None,
-    device: DeviceOpt = None,
-) -> None:
-    """Describe a model: sizes, hook names, checkpoints of a tvlens run."""
-    from tvlens.models import load_model
-    from tvlens.runs.checkpoints import is_run_dir, list_checkpoints
-
-    typer.echo(load_model(model, revision=revision, device=device).describe())
-    if is_run_dir(model):
-        typer.echo("checkpoints: " + ", ".join(c.revision for c in list_checkpoints(model)))
-
-
-@app.command()
-def models() -> None:
-    """List the pretrained models tvlens knows by short name (``--model NAME``) and whether
-    each is available here."""
-    from tvlens.models.pretrained import PRETRAINED, availability
-
-    for entry in PRETRAINED.values():
-        row = availability(entry)
-        state = "available" if row["available"] else "not installed"
-        typer.echo(f"{row['name']:16s} {state:14s} {row['description']} [{row['license']}]")
-        typer.echo(f"{'':16s} from: {row['source'] or 'install with: ' + row['fix']}")
-
-
-cache_app = typer.Typer(help="Converted models (GGUF files, embedded models) in tvlens's cache.")
-
-
-@cache_app.command("list")
-def cache_list() -> None:
-    """Show the converted folders: size, where each came from."""
-    from tvlens.models.pretrained import cache_root, cached_models
-
-    rows = cached_models()
-    typer.echo(f"cache: {cache_root()} ({len(rows)} converted model(s))")
-    for r in rows:
-        state = "" if r["complete"] else " (incomplete: rebuilt on next use)"
-        typer.echo(f"  {r['name']:16s} {r['bytes'] / 2**20:8.1f} MiB  {r['folder']}{state}")
-        if r["source"]:
-            typer.echo(f"  {'':16s} from {r['source']} ({r['dtype']})")
-
-
-@cache_app.command("clear")
-def cache_clear(
-    name: Annotated[
-        str | None, typer.Argument(help="Only folders whose name or source contains this.")
-    ] = None,
-) -> None:
-    """Delete converted folders (they are converted again on next use)."""
-    from tvlens.models.pretrained import clear_cache
-
-    gone = clear_cache(name=name)
-    typer.echo(f"deleted {len(gone)} converted folder(s)" + "".join(f"\n  {g}" for g in gone))
-
-
-def _add_subcommands() -> None:
-    from tvlens.cli.atv import app as atv_app
-    from tvlens.cli.pretrained import app as pretrained_app
-
-    app.add_typer(pretrained_app, name="pretrained")
-    app.add_typer(atv_app, name="atv")
-    app.add_typer(cache_app, name="cache")
-
-
-_add_subcommands()
-
-
-def main() -> None:  # pragma: no cover
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+# tvlens pretrained ...: the default model is the embedded SmolLM2-135M.
+SMOLLM2, WORDS = {"model": "smollm2-135m"}, Input(str, "Suite name or folder.", "words")
+add_command(pretrained, "vectors", "tvlens.experiments.pretrained:vector_table",
+            VectorTableConfig, out="vectors.json, table.md, figures",
+            inputs="model suites tasks n_examples bos device",
+            defaults={**SMOLLM2, "suites": ["words"]},
+            own={"bos": Input(str, "auto, none or a token.", "auto")})
+add_command(pretrained, "combine", "tvlens.experiments.pretrained:combine_vector_tables",
+            out="the combined vectors.json, table.md",
+            own={"parts": Input(list[Path], "Output folders of `pretrained vectors`.",
+                                argument=True)},
+            help="Combine the tables of several `pretrained vectors` runs (split over processes).")
+add_command(pretrained, "decodability", "tvlens.experiments.pretrained:task_decodability_table",
+            DecodabilityConfig, out="td.json and figures",
+            inputs="model suites tasks n_examples device",
+            defaults={**SMOLLM2, "suites": ["bitwise"]})
+add_command(pretrained, "heads", "tvlens.experiments.pretrained:head_comparison", HeadsConfig,
+            out="heads.json and figures", inputs="model suite tasks device", defaults=SMOLLM2,
+            own={"suite": WORDS})
+add_command(pretrained, "finetune", "tvlens.experiments.pretrained:layer_finetuning",
+            LayerFinetuneConfig, out="metrics.json, table.md, tuned models",
+            inputs="model suite tasks device", defaults=SMOLLM2, own={"suite": WORDS})
+# fmt: on

@@ -1,15 +1,16 @@
-"""CLI options built from a configuration dataclass's fields (:class:`tvlens.runs.config.Config`):
-the option's type, default, choices and help are the field's, so none is written twice.
+"""Commands built from the function they run and its configuration: :func:`add_command`.
 
-``@config_options(VectorsConfig)`` on a command whose last parameter is ``config`` adds one
-option per field (``--n-extract``...) and passes the command a ``VectorsConfig`` made from
-them; ``overrides=True`` is for preset-based runs: every option defaults to None ("the
-preset's") and the command gets a dict of the options that were given.
+A config field (:class:`tvlens.runs.config.Config`) becomes an option whose type, default,
+choices and help are the field's (:func:`config_options`), so none is written twice; with
+``overrides=True`` (preset-based runs) every option defaults to None ("the preset's") and
+the function gets only the options given. The other parameters, the inputs (model, suite,
+output folder, device...), are :class:`Input` s, shared in :data:`INPUTS`.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import json
 import operator
@@ -17,33 +18,52 @@ import re
 import types
 import typing
 from collections.abc import Callable, Collection
-from dataclasses import MISSING, Field, fields
+from dataclasses import MISSING, Field, dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import typer
 
-from tvlens.cli.errors import json_option, number_list
-from tvlens.errors import ConfigError
+from tvlens.cli.errors import one_line_errors
 from tvlens.runs.config import choices as field_choices
 
-# Options that several commands share (the rest come from the configs).
-ModelOpt = Annotated[str, typer.Option(help="Short name, HF name, folder, GGUF or tvlens run.")]
-SuiteOpt = Annotated[
-    str | None, typer.Option(help="Suite name or folder (default: the model's training suite).")
-]
-RevisionOpt = Annotated[str | None, typer.Option(help="Revision / checkpoint (step750).")]
-DeviceOpt = Annotated[str | None, typer.Option(help="cuda, mps or cpu (default: the best).")]
-ResumeOpt = Annotated[bool, typer.Option(help="Continue the run in --out.")]
+REQUIRED: Any = ...  # no default: the input must be given
+KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 
-def out_opt(what: str) -> Any:
-    """``--out``: a folder for ``what``."""
-    return Annotated[Path, typer.Option(help=f"Folder for {what}.")]
+@dataclass(frozen=True)
+class Input:
+    """A command parameter that is not a config field: what to run on, where to write."""
+
+    type: Any
+    help: str
+    default: Any = REQUIRED
+    flag: str | None = None  # the option's name when not --{name}
+    argument: bool = False
+    parser: Callable[[str], Any] | None = None
+
+    def parameter(self, name: str, default: Any = REQUIRED) -> inspect.Parameter:
+        default = self.default if default is REQUIRED else default
+        default = inspect.Parameter.empty if default is REQUIRED else default
+        kw = {"help": self.help, **({"parser": self.parser} if self.parser else {})}
+        flags = [self.flag] if self.flag else []
+        make = typer.Argument(**kw) if self.argument else typer.Option(*flags, **kw)
+        return inspect.Parameter(name, KEYWORD, default=default,
+                                 annotation=Annotated[self.type, make])  # fmt: skip
 
 
-def preset_opt(presets: Collection[str]) -> Any:
-    return Annotated[str, typer.Option(help="Preset: " + ", ".join(presets) + ".")]
+# The inputs several commands share (the rest are the configs' fields).
+INPUTS = {
+    "model": Input(str, "Short name, HF name, folder, GGUF or tvlens run."),
+    "suite": Input(str | None, "Suite name or folder (default: the model's training suite).", None),
+    "suites": Input(list[str] | None, "Suite name or folder (repeat).", None, "--suite"),
+    "tasks": Input(list[str] | None, "Only these tasks of each suite (repeat).", None, "--task"),
+    "n_examples": Input(int | None, "At most this many (input, output) pairs per task.", None),
+    "revision": Input(str | None, "Revision / checkpoint (step750).", None),
+    "out": Input(Path, "Output folder."),
+    "resume": Input(bool, "Continue the run in --out.", False),
+    "device": Input(str | None, "cuda, mps or cpu (default: the best).", None),
+}
 
 
 def choice(values: Collection[Any], what: str) -> Callable[[str], Any]:
@@ -60,7 +80,7 @@ def choice(values: Collection[Any], what: str) -> Callable[[str], Any]:
     return parse
 
 
-def _json(flag: str, or_text: bool) -> Callable[[str], Any]:
+def json_value(flag: str, or_text: bool = False) -> Callable[[str], Any]:
     """JSON; ``or_text``: a value that is not a JSON object or list is the text itself (a
     name, for fields that take a name or a spec)."""
 
@@ -68,9 +88,9 @@ def _json(flag: str, or_text: bool) -> Callable[[str], Any]:
         if or_text and not value.lstrip().startswith(("{", "[")):
             return value
         try:
-            return json_option(value, flag)
-        except ConfigError as e:  # at parse time: click's one-line form
-            raise typer.BadParameter(str(e)) from None
+            return json.loads(value)
+        except json.JSONDecodeError as e:  # at parse time: click's one-line form
+            raise typer.BadParameter(f"{flag} is not valid JSON ({e}).") from None
 
     return parse
 
@@ -95,9 +115,10 @@ def _split(flag: str, cast: Any, item: Callable[[str], Any] = str) -> Callable[[
         if cast is str:
             return [item(x.strip()) for x in value.split(",") if x.strip()]
         try:
-            return number_list(value, flag, cast, f"comma-separated {_WORDS.get(cast, 'values')}")
-        except ConfigError as e:  # at parse time: click's one-line form
-            raise typer.BadParameter(str(e)) from None
+            return [cast(x) for x in value.split(",")]
+        except ValueError:  # at parse time: click's one-line form
+            says = f"{flag} must be comma-separated {_WORDS.get(cast, 'values')}, got {value!r}."
+            raise typer.BadParameter(says) from None
 
     return parse
 
@@ -134,8 +155,8 @@ def _option(config: type, f: Field, hint: Any, overrides: bool) -> tuple[Any, An
     elif get_origin(base) is tuple:
         ann = base
     else:  # dicts, unions of records...: JSON
-        or_text = str in get_args(base)
-        ann, kw["parser"] = str, _json(flag, or_text)
+        or_text = str in get_args(base) or bool(f.metadata.get("spec"))
+        ann, kw["parser"] = str, json_value(flag, or_text)
         kw["metavar"] = "NAME|JSON" if or_text else "JSON"
         default = None if default is None else json.dumps(default)
     if overrides:
@@ -161,38 +182,79 @@ def config_options(
     dict of the options given)."""
     hints = typing.get_type_hints(config)
     chosen = [f for f in fields(config) if (only is None or f.name in only) and f.name not in skip]
+    made = {f.name: _option(config, f, hints[f.name], overrides) for f in chosen}
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         sig = inspect.signature(fn, eval_str=True)
         own = [p for name, p in sig.parameters.items() if name != "config"]
-        taken = {p.name for p in own}
-        params = list(own)
-        repeated: set[str] = set()
-        for f in chosen:
-            if f.name in taken:
-                raise TypeError(f"{fn.__name__} has its own {f.name!r}; skip it in config_options.")
-            ann, default, repeat = _option(config, f, hints[f.name], overrides)
-            if repeat:
-                repeated.add(f.name)
-            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
-                                            default=default, annotation=ann))  # fmt: skip
+        if clash := {p.name for p in own} & set(made):
+            raise TypeError(f"{fn.__name__} has its own {clash}; skip them in config_options.")
+        params = own + [inspect.Parameter(name, KEYWORD, default=default, annotation=ann)
+                        for name, (ann, default, _) in made.items()]  # fmt: skip
 
         @functools.wraps(fn)
         def command(**kwargs: Any) -> Any:
-            values = {f.name: kwargs.pop(f.name) for f in chosen}
-            for k in repeated:  # repeatable options; none given: the default
-                values[k] = tuple(values[k] or ()) or None
-            if overrides:
-                kwargs["config"] = {k: v for k, v in values.items() if v is not None}
-            else:
-                try:
-                    kwargs["config"] = config(**values)
-                except TypeError as e:  # pragma: no cover - a field the CLI cannot fill
-                    raise ConfigError(str(e)) from None
-            return fn(**kwargs)
+            values = {name: kwargs.pop(name) for name in made}
+            for name in (n for n, (_, _, repeat) in made.items() if repeat):  # none: the default
+                values[name] = tuple(values[name] or ()) or None
+            given = {k: v for k, v in values.items() if v is not None}
+            return fn(**kwargs, config=given if overrides else config(**values))
 
         command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-        command.__annotations__ = {p.name: p.annotation for p in params}
         return command
 
     return decorate
+
+
+def add_command(
+    app: typer.Typer,
+    name: str,
+    runner: str | Callable[..., Any],
+    config: type | None = None,
+    *,
+    help: str | None = None,
+    inputs: str = "",
+    out: str | None = None,
+    presets: tuple[Collection[str] | None, str] | None = None,
+    own: dict[str, Input] | None = None,
+    defaults: dict[str, Any] | None = None,
+    wrote: str | None = None,
+    **fields_: Any,
+) -> None:
+    """Register ``tvlens ... name``, which calls ``runner`` (a function, or ``"module:name"``,
+    imported when the command runs so that ``tvlens --help`` stays fast) with: the ``inputs``
+    (names in :data:`INPUTS` or in ``own``; ``defaults`` replaces theirs), ``out`` (a folder
+    for what ``out`` says), ``preset`` (``presets``: its names, or None for "listed when
+    unknown", and its default) and ``config`` (its fields as options, :func:`config_options`
+    with ``fields_``: ``only``, ``skip``, ``overrides``). ``help`` defaults to the config's
+    docstring. The command prints the result (and ``wrote``: a file under ``out``)."""
+    table = {**INPUTS, **(own or {})}
+    names = inputs.split() + [k for k in own or {} if k not in inputs.split()]
+    if out is not None:
+        table["out"] = replace(INPUTS["out"], help=f"Folder for {out}.")
+        names.insert(0, "out")
+    if presets is not None:
+        said = ": " + ", ".join(presets[0]) if presets[0] else " (an unknown name lists them)"
+        table["preset"], names = Input(str, f"Preset{said}.", presets[1]), [*names, "preset"]
+    params = [table[n].parameter(n, (defaults or {}).get(n, REQUIRED)) for n in names]
+
+    def command(**kwargs: Any) -> None:
+        fn = runner
+        if isinstance(fn, str):
+            module, function = fn.split(":")
+            fn = getattr(importlib.import_module(module), function)
+        if config is not None:  # the config, or (overrides) the dict of its fields given
+            given = kwargs.pop("config")
+            kwargs.update(given if fields_.get("overrides") else {"config": given})
+        typer.echo(fn(**kwargs))
+        if wrote is not None:
+            typer.echo(f"wrote {Path(kwargs['out']) / wrote.format(**kwargs)}")
+
+    command.__name__, command.__doc__ = name.replace("-", "_"), help or config.__doc__
+    command.runner, command.inputs = runner, names  # type: ignore[attr-defined]  # for tests
+    if config is not None:
+        params.append(inspect.Parameter("config", KEYWORD))
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    if config is not None:
+        command = config_options(config, **fields_)(command)
+    app.command(name)(one_line_errors(command))

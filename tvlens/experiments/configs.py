@@ -20,9 +20,10 @@ _TEMPLATE = "Prompt template (default: the model's)."
 @no_type_check
 @dataclass(frozen=True)
 class VectorTableConfig(VectorsConfig):
-    """:func:`tvlens.experiments.vector_table`: Hendel et al.'s Table 1. The fields of
-    :class:`~tvlens.configs.VectorsConfig` (``tvlens vectors``), with every registered method
-    and 5 demonstrations by default, and any prompt template the model knows."""
+    """Zero-shot, ICL, task vector and function vector accuracy per task (Hendel et al.'s
+    Table 1), with the layer curves (:func:`tvlens.experiments.vector_table`). The fields of
+    ``tvlens vectors``, with every registered method and 5 demonstrations by default, and any
+    prompt template the model knows."""
 
     kind: ClassVar[str | None] = None  # vector_table writes its own JSON
     _kind: ClassVar[str] = "vector table"
@@ -34,7 +35,8 @@ class VectorTableConfig(VectorsConfig):
 @no_type_check
 @dataclass(frozen=True)
 class DecodabilityConfig(Config):
-    """:func:`tvlens.experiments.task_decodability_table`."""
+    """Task decodability by layer (Null task included) and TD against ICL accuracy (R²)
+    (:func:`tvlens.experiments.task_decodability_table`)."""
 
     _kind: ClassVar[str] = "decodability"
     minimum: ClassVar[dict[str, int]] = {"k": 1, "n_prompts": 2, "knn_k": 1, "batch_size": 1}
@@ -49,7 +51,8 @@ class DecodabilityConfig(Config):
 @no_type_check
 @dataclass(frozen=True)
 class HeadsConfig(Config):
-    """:func:`tvlens.experiments.head_comparison`."""
+    """Exact and attribution head patching against the function-vector AIE ranking
+    (:func:`tvlens.experiments.head_comparison`)."""
 
     _kind: ClassVar[str] = "heads"
     minimum: ClassVar[dict[str, int]] = {"k": 2, "n_prompts": 1, "n_extract": 1, "top": 1}
@@ -64,7 +67,8 @@ class HeadsConfig(Config):
 @no_type_check
 @dataclass(frozen=True)
 class LayerFinetuneConfig(Config):
-    """:func:`tvlens.experiments.pretrained.layer_finetuning`."""
+    """Early- against late-layer fine-tuning, TD before and after (Han et al., Table 1;
+    :func:`tvlens.experiments.layer_finetuning`)."""
 
     _kind: ClassVar[str] = "fine-tuning"
     minimum: ClassVar[dict[str, int]] = {"k_layers": 1, "steps": 1, "batch_size": 1, "k": 1,
