@@ -129,3 +129,46 @@ def test_layer_finetuning_on_a_model_tvlens_did_not_train(make_tiny, letters_tok
 def test_layer_finetuning_bad_fraction_is_one_line(suite, tmp_path):
     with pytest.raises(TVLensError, match="train_fraction"):
         layer_finetuning("nowhere", suite, tmp_path, train_fraction=1.0)
+
+
+def test_pretrained_commands_take_names(make_tiny, letters_tokenizer, suite, tmp_path):
+    """`tvlens pretrained ...` on a model folder and a suite folder, through the names path
+    (``named_suites``: one task kept, pairs capped): the same table as the call on objects."""
+    from typer.testing import CliRunner
+
+    from tvlens.cli import app
+    from tvlens.models import load_model
+
+    tiny = make_tiny("gpt2", "gpt2", letters_tokenizer)
+    folder = suite.save(tmp_path / "suite")
+    common = ["--model", str(tiny.folder), "--suite", str(folder), "--device", "cpu"]
+    run = CliRunner()
+    args = ["--task", "back", "--n-examples", "12", "--k", "2", "--n-extract", "4"]
+    res = run.invoke(app, ["pretrained", "vectors", *common, *args, "--out", str(tmp_path / "v")])
+    assert res.exit_code == 0, res.output
+    got = json.loads((tmp_path / "v" / "vectors.json").read_text())
+    assert [r["task"] for r in got["rows"]] == ["back"]
+    model = load_model(tiny.folder, device="cpu")
+    want = vector_table(model, str(folder), tmp_path / "w", tasks=["back"], n_examples=12, k=2,
+                        n_extract=4, progress=False)  # fmt: skip
+    assert got["rows"] == want["rows"]
+    res = run.invoke(app, ["pretrained", "combine", str(tmp_path / "v"), str(tmp_path / "w"),
+                           "--out", str(tmp_path / "vw")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert len(json.loads((tmp_path / "vw" / "vectors.json").read_text())["rows"]) == 2
+    res = run.invoke(app, ["pretrained", "decodability", *common, "--k", "2", "--n-prompts",
+                           "6", "--out", str(tmp_path / "td")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "td" / "td.json").is_file()
+    args = ["--k", "2", "--n-prompts", "4", "--n-extract", "4", "--top", "3"]
+    res = run.invoke(app, ["pretrained", "heads", *common, *args, "--out", str(tmp_path / "h")])
+    assert res.exit_code == 0, res.output
+    assert set(json.loads((tmp_path / "h" / "heads.json").read_text())["tasks"]) == set(
+        suite.names[:2]
+    )  # no --task: the suite's first two
+    args = ["--k-layers", "1", "--steps", "2", "--batch-size", "4", "--k", "2", "--n-prompts", "6"]
+    res = run.invoke(app, ["pretrained", "finetune", *common, "--task", "letters", *args,
+                           "--out", str(tmp_path / "ft")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    got = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert [r["which"] for r in got["rows"]] == ["first", "last"]

@@ -164,7 +164,8 @@ class HeadComparison(Report):
     ``plot()`` the overlaps."""
 
     def __str__(self) -> str:
-        return "\n".join(f"{t}: {json.dumps(r['overlap_top10'])}, Spearman "
+        top = self.data["config"]["top"]
+        return "\n".join(f"{t}: {json.dumps(r[f'overlap_top{top}'])}, Spearman "
                          f"{r['spearman_attribution_vs_exact']:.2f}"
                          for t, r in self.data["tasks"].items())  # fmt: skip
 
