@@ -24,8 +24,8 @@ class TaskVector:
     """One vector per layer in ``layers`` (``vectors[i]`` belongs to ``layers[i]``).
 
     Attributes:
-        method: ``"hendel"`` (mean residual at the query), ``"fv"`` (function vector),
-            ``"per_query"`` or anything a user sets.
+        method: The name of the extraction method that made it
+            (:mod:`tvlens.extraction.registry`), ``"per_query"`` or anything a user sets.
         position: Where it was read: ``"query"`` (the last prompt token).
         where: Which residual point (``"post"``: the output of block ``layer``).
         info: Extra metadata (e.g. the function vector's heads).

@@ -150,9 +150,9 @@ def evaluate_task_vectors(
 
     For each task: split into train / dev / test; each method of ``methods`` (default: every
     registered one, :mod:`tvlens.extraction.registry`) extracts its vectors from the train
-    split, e.g. ``hendel``: the mean residual after every layer of ``k``-shot train prompts,
-    written (``replace``) at the last token of zero-shot prompts; ``fv``: the function vector,
-    added (``fv_scale``) at each layer. The layer is
+    split and is written at the last token of zero-shot prompts as its registration says
+    (the task vector: the mean residual after every layer of ``k``-shot train prompts,
+    replacing; the function vector: added, times ``fv_scale``). The layer is
     chosen on dev queries and accuracy is reported on test queries. ICL accuracy uses the
     same test queries with ``k`` demonstrations from the train split.
     """
