@@ -12,7 +12,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from tvlens.cli import app
-from tvlens.cli.options import config_options
+from tvlens.cli.options import Input, add_command
 from tvlens.configs import EvalConfig, PatchConfig, ProbeConfig, VectorsConfig
 from tvlens.experiments.configs import (
     DecodabilityConfig,
@@ -38,18 +38,17 @@ class Demo(Config):
 
 
 def _app(overrides: bool) -> tuple[typer.Typer, list]:
+    """A command ``run`` over a function that records what it was given."""
     got: list = []
     demo = typer.Typer()
 
-    @demo.command()
-    @config_options(Demo, overrides=overrides)
-    def run(name: str = "x", *, config: Any) -> None:
-        got.append((name, config))
+    def record(name: str, config: Any = None, **given: Any) -> str:
+        got.append((name, given if overrides else config))
+        return "done"
 
-    @demo.command()
-    def other() -> None:  # two commands: typer then names them
-        pass
-
+    add_command(demo, "run", record, Demo, own={"name": Input(str, "A name.", "x")},
+                overrides=overrides)  # fmt: skip
+    demo.command("other")(lambda: None)  # two commands: typer then names them
     return demo, got
 
 
@@ -80,11 +79,7 @@ def test_overrides_pass_only_what_was_given():
     ],
 )
 def test_bad_values_are_one_line(args, message):
-    from tvlens.cli.errors import one_line_errors
-
-    demo = typer.Typer()
-    demo.command("run")(one_line_errors(config_options(Demo)(lambda *, config: None)))
-    demo.command("other")(lambda: None)
+    demo, _ = _app(overrides=False)
     res = runner.invoke(demo, ["run", *args])
     assert res.exit_code == 2 and message in res.output, res.output
 
@@ -95,7 +90,9 @@ def test_a_field_without_help_is_refused():
         n: int = 1
 
     with pytest.raises(TypeError, match="NoHelp.n has no help"):
-        config_options(NoHelp)(lambda *, config: None)
+        add_command(typer.Typer(), "x", lambda config: config, NoHelp)
+    with pytest.raises(TypeError, match=r"\['n'\] are inputs and config fields"):
+        add_command(typer.Typer(), "x", lambda n, config: n, Demo, own={"n": Input(int, "N.")})
 
 
 @pytest.mark.parametrize(

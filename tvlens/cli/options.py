@@ -1,7 +1,7 @@
 """Commands built from the function they run and its configuration: :func:`add_command`.
 
 A config field (:class:`tvlens.runs.config.Config`) becomes an option whose type, default,
-choices and help are the field's (:func:`config_options`), so none is written twice; with
+choices and help are the field's, so none is written twice; with
 ``overrides=True`` (preset-based runs) every option defaults to None ("the preset's") and
 the function gets only the options given. The other parameters, the inputs (model, suite,
 output folder, device...), are :class:`Input` s, shared in :data:`INPUTS`.
@@ -170,42 +170,6 @@ def _option(config: type, f: Field, hint: Any, overrides: bool) -> tuple[Any, An
     return Annotated[ann, typer.Option(*names, **kw)], default, repeat
 
 
-def config_options(
-    config: type,
-    *,
-    only: Collection[str] | None = None,
-    skip: Collection[str] = (),
-    overrides: bool = False,
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add ``config``'s fields (``only`` these, less ``skip``) to a command as options; the
-    command's ``config`` parameter receives the config made from them (``overrides=True``: the
-    dict of the options given)."""
-    hints = typing.get_type_hints(config)
-    chosen = [f for f in fields(config) if (only is None or f.name in only) and f.name not in skip]
-    made = {f.name: _option(config, f, hints[f.name], overrides) for f in chosen}
-
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        sig = inspect.signature(fn, eval_str=True)
-        own = [p for name, p in sig.parameters.items() if name != "config"]
-        if clash := {p.name for p in own} & set(made):
-            raise TypeError(f"{fn.__name__} has its own {clash}; skip them in config_options.")
-        params = own + [inspect.Parameter(name, KEYWORD, default=default, annotation=ann)
-                        for name, (ann, default, _) in made.items()]  # fmt: skip
-
-        @functools.wraps(fn)
-        def command(**kwargs: Any) -> Any:
-            values = {name: kwargs.pop(name) for name in made}
-            for name in (n for n, (_, _, repeat) in made.items() if repeat):  # none: the default
-                values[name] = tuple(values[name] or ()) or None
-            given = {k: v for k, v in values.items() if v is not None}
-            return fn(**kwargs, config=given if overrides else config(**values))
-
-        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-        return command
-
-    return decorate
-
-
 def add_command(
     app: typer.Typer,
     name: str,
@@ -218,16 +182,19 @@ def add_command(
     presets: tuple[Collection[str] | None, str] | None = None,
     own: dict[str, Input] | None = None,
     defaults: dict[str, Any] | None = None,
+    only: Collection[str] | None = None,
+    skip: Collection[str] = (),
+    overrides: bool = False,
     wrote: str | None = None,
-    **fields_: Any,
 ) -> None:
     """Register ``tvlens ... name``, which calls ``runner`` (a function, or ``"module:name"``,
     imported when the command runs so that ``tvlens --help`` stays fast) with: the ``inputs``
     (names in :data:`INPUTS` or in ``own``; ``defaults`` replaces theirs), ``out`` (a folder
     for what ``out`` says), ``preset`` (``presets``: its names, or None for "listed when
-    unknown", and its default) and ``config`` (its fields as options, :func:`config_options`
-    with ``fields_``: ``only``, ``skip``, ``overrides``). ``help`` defaults to the config's
-    docstring. The command prints the result (and ``wrote``: a file under ``out``)."""
+    unknown", and its default) and ``config`` made from options, one per field (``only``
+    these, less ``skip``; ``overrides``: each defaults to the preset's and the runner gets the
+    fields given as keyword arguments). ``help`` defaults to the config's docstring. The
+    command prints the result (and ``wrote``: a file under ``out``)."""
     table = {**INPUTS, **(own or {})}
     names = inputs.split() + [k for k in own or {} if k not in inputs.split()]
     if out is not None:
@@ -237,24 +204,32 @@ def add_command(
         said = ": " + ", ".join(presets[0]) if presets[0] else " (an unknown name lists them)"
         table["preset"], names = Input(str, f"Preset{said}.", presets[1]), [*names, "preset"]
     params = [table[n].parameter(n, (defaults or {}).get(n, REQUIRED)) for n in names]
+    chosen = [f for f in fields(config) if (only is None or f.name in only)
+              and f.name not in skip] if config else []  # fmt: skip
+    hints = typing.get_type_hints(config) if config else {}
+    made = {f.name: _option(config, f, hints[f.name], overrides) for f in chosen}
+    if clash := set(names) & set(made):
+        raise TypeError(f"tvlens {name}: {sorted(clash)} are inputs and config fields.")
+    params += [inspect.Parameter(n, KEYWORD, default=default, annotation=ann)
+               for n, (ann, default, _) in made.items()]  # fmt: skip
 
     def command(**kwargs: Any) -> None:
+        values = {n: kwargs.pop(n) for n in made}
+        for n in (n for n, (_, _, repeat) in made.items() if repeat):  # none given: the default
+            values[n] = tuple(values[n] or ()) or None
+        if overrides:
+            kwargs.update({k: v for k, v in values.items() if v is not None})
+        elif config is not None:
+            kwargs["config"] = config(**values)
         fn = runner
         if isinstance(fn, str):
             module, function = fn.split(":")
             fn = getattr(importlib.import_module(module), function)
-        if config is not None:  # the config, or (overrides) the dict of its fields given
-            given = kwargs.pop("config")
-            kwargs.update(given if fields_.get("overrides") else {"config": given})
         typer.echo(fn(**kwargs))
         if wrote is not None:
             typer.echo(f"wrote {Path(kwargs['out']) / wrote.format(**kwargs)}")
 
     command.__name__, command.__doc__ = name.replace("-", "_"), help or config.__doc__
-    command.runner, command.inputs = runner, names  # type: ignore[attr-defined]  # for tests
-    if config is not None:
-        params.append(inspect.Parameter("config", KEYWORD))
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    if config is not None:
-        command = config_options(config, **fields_)(command)
+    command.runner, command.inputs = runner, names  # type: ignore[attr-defined]  # for tests
     app.command(name)(one_line_errors(command))
