@@ -45,7 +45,7 @@ from tvlens.plotting import (
 from tvlens.probing.emergence import emergence, series_from_emergence
 from tvlens.runs import ATV_RUN, DEMO, TRAIN_SYNTHETIC, folder_kind, prepare_out_dir
 from tvlens.runs.checkpoints import list_checkpoints
-from tvlens.training.config import get_preset
+from tvlens.training.config import DEFAULT_PRESET, get_preset
 from tvlens.training.train import load_run_config, train_synthetic
 
 # Task decodability in the demo: a handful of checkpoints, 50 prompts per task (seconds).
@@ -89,7 +89,7 @@ def _run_state(run_dir: Path, preset: str) -> str:
 def run_demo(
     figures_dir: str | Path = "figures",
     run_dir: str | Path = "runs/default",
-    preset: str = "default",
+    preset: str = DEFAULT_PRESET,
     device: str | None = None,
     retrain: bool = False,
     progress: bool = True,

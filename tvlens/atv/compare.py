@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 import tvlens
+from tvlens.atv.compare_config import DEFAULT_PRESET
 from tvlens.atv.compare_setup import (  # noqa: F401  (the public names of the compare)
     CPU_IN_DOMAIN,
     CPU_UNSEEN,
@@ -279,7 +280,7 @@ def _check_out(out: Path, cfg: CompareConfig) -> None:
 def run_compare(
     target: str | TVModel | None = None,
     out: str | Path = "runs/compare",
-    preset: str = "cpu",
+    preset: str = DEFAULT_PRESET,
     config: CompareConfig | None = None,
     device: str | None = None,
     progress: bool = True,

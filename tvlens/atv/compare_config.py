@@ -154,6 +154,7 @@ TINY_INSTRUCTIONS = {"tasks": {
                   "heldout": "s13 s14 -> s14"},
 }}  # fmt: skip
 
+DEFAULT_PRESET = "cpu"  # when none is named: the committed run
 PRESETS: dict[str, CompareConfig] = {
     # Seconds: the synthetic setting's target (tvlens.atv.data.SYNTHETIC_TARGET, first / last
     # of symbol lists in context). In-domain: first and last of the same lists of 3-4 symbols

@@ -63,6 +63,7 @@ class ATVConfig(TrainingConfig):
         self.check_at_least(1, "epochs", "n_train")
 
 
+DEFAULT_PRESET = "tiny"  # when none is named: seconds, the synthetic setting
 PRESETS: dict[str, ATVConfig] = {
     # Seconds on a CPU: the synthetic setting (tvlens-trained list model as target and,
     # trained, as generator), λ = 1 because a 64-wide target needs no 0.001 damping.

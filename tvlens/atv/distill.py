@@ -26,7 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tvlens.atv.compare import build_method
-from tvlens.atv.compare_config import get_compare_preset
+from tvlens.atv.compare_config import DEFAULT_PRESET, get_compare_preset
 from tvlens.atv.compare_setup import CompareContext, compare_context, selection
 from tvlens.atv.fitting import engine_fit, hf_logits
 from tvlens.models import load_model
@@ -158,7 +158,7 @@ def distill_pair(ctx: CompareContext, rank: int, seed: int = 0) -> DistillResult
 def run_distill(
     target: str | Any,
     out: str | Path = "runs/compare",
-    preset: str = "cpu",
+    preset: str = DEFAULT_PRESET,
     rank: int = 1,
     seed: int = 0,
     device: str | None = None,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tvlens.atv.config import ATVConfig, get_preset
+from tvlens.atv.config import DEFAULT_PRESET, ATVConfig, get_preset
 from tvlens.atv.data import SYNTHETIC_TARGET, ATVSplits, get_atv_suite, split_queries
 from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import TVLensError
@@ -125,7 +125,7 @@ def dev_metrics(atv: ATV, prompts: list) -> dict[str, Any]:
 
 def train_atv(
     out: str | Path,
-    preset: str = "tiny",
+    preset: str = DEFAULT_PRESET,
     config: ATVConfig | None = None,
     resume: bool = False,
     device: str | None = None,

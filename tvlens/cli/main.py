@@ -7,8 +7,10 @@ from pathlib import Path
 
 import typer
 
+from tvlens.atv.compare_config import DEFAULT_PRESET as COMPARE_DEFAULT
 from tvlens.atv.compare_config import PRESETS as COMPARE_PRESETS
 from tvlens.atv.compare_config import CompareConfig
+from tvlens.atv.config import DEFAULT_PRESET as ATV_DEFAULT
 from tvlens.atv.config import PRESETS as ATV_PRESETS
 from tvlens.atv.config import ATVConfig
 from tvlens.cli.options import Input, add_command, json_value
@@ -19,8 +21,8 @@ from tvlens.experiments.configs import (
     LayerFinetuneConfig,
     VectorTableConfig,
 )
-from tvlens.training.config import PRESETS, TrainConfig
-from tvlens.training.regression_config import RegressionConfig
+from tvlens.training.config import DEFAULT_PRESET, PRESETS, TrainConfig
+from tvlens.training.regression_config import DEFAULT_REGRESSION_PRESET, RegressionConfig
 
 
 def group(help: str) -> typer.Typer:
@@ -35,15 +37,18 @@ pretrained = group("The seed papers' pretrained-model experiments (default model
 cache = group("Converted models (GGUF files, embedded models) in tvlens's cache.")
 for sub, name in ((pretrained, "pretrained"), (atv, "atv"), (cache, "cache")):
     app.add_typer(sub, name=name)
+# Each run family's presets and the one its function uses when none is named.
+SYNTHETIC, REGRESSION = (PRESETS, DEFAULT_PRESET), (None, DEFAULT_REGRESSION_PRESET)
+ATV_RUN, COMPARISONS = (ATV_PRESETS, ATV_DEFAULT), (COMPARE_PRESETS, COMPARE_DEFAULT)
 
 # fmt: off
-add_command(app, "demo", "tvlens.demo:run_demo", presets=(PRESETS, "default"), inputs="device",
+add_command(app, "demo", "tvlens.demo:run_demo", presets=SYNTHETIC, inputs="device",
             own={"figures_dir": Input(Path, "Where figures and the report go.", Path("figures")),
                  "run_dir": Input(Path, "Training run to reuse or create.", Path("runs/default")),
                  "retrain": Input(bool, "Delete the run and train again.", False)},
             help="Train (or reuse) the default synthetic ICL model and write the demo figures.")
 add_command(app, "train-synthetic", "tvlens.training:train_synthetic", TrainConfig,
-            out="the run", presets=(PRESETS, "default"), inputs="resume device", overrides=True,
+            out="the run", presets=SYNTHETIC, inputs="resume device", overrides=True,
             only=("steps", "seed", "suite", "arch", "tv_loss_weight", "tv_loss_layer"),
             help="Train a small transformer from scratch on synthetic ICL tasks, with checkpoints.")
 add_command(app, "eval", "tvlens.icl_accuracy:run_eval", EvalConfig,
@@ -55,7 +60,7 @@ add_command(app, "vectors", "tvlens.injection:run_task_vectors", VectorsConfig,
 add_command(app, "probe", "tvlens.probing.run:run_probe", ProbeConfig, inputs="model suite device",
             out="td.json and figures", wrote="td.json")
 add_command(app, "train-regression", "tvlens.training.regression:train_regression",
-            RegressionConfig, out="the run", presets=(None, "cpu"), inputs="resume device",
+            RegressionConfig, out="the run", presets=REGRESSION, inputs="resume device",
             overrides=True, only=("mixture", "steps", "seed", "arch"),
             help="Train a read-in/read-out transformer on the sparse-linear-regression mixture "
             "(Han et al. 2025), with checkpoints that load through the bridge.")
@@ -82,7 +87,7 @@ add_command(cache, "clear", "tvlens.models.pretrained:clear_cache_report",
 
 # tvlens atv ...
 add_command(atv, "train", "tvlens.atv.train:train_atv", ATVConfig, out="the run",
-            presets=(ATV_PRESETS, "tiny"), inputs="resume device", overrides=True,
+            presets=ATV_RUN, inputs="resume device", overrides=True,
             only=("target", "generator", "suite", "rank", "positions", "scale", "layers",
                   "epochs", "seed", "batch_size", "grad_accum", "n_train", "train_generator"),
             help="Train an ATV generator against a frozen target; writes OUT/atv.safetensors.")
@@ -94,7 +99,7 @@ add_command(atv, "eval", "tvlens.atv.evaluate:evaluate_run", inputs="run suite s
             help="Score zero-shot and ATV on held-out queries; prints JSON, writes RUN/eval.json.")
 COMPARISON = {"out": Input(Path, "The comparison's folder.", Path("runs/compare"))}
 add_command(atv, "compare", "tvlens.atv.compare:run_compare", CompareConfig,
-            presets=(COMPARE_PRESETS, "cpu"), inputs="out device workers", overrides=True,
+            presets=COMPARISONS, inputs="out device workers", overrides=True,
             only=("target", "seeds", "methods", "data_dir", "in_domain", "unseen", "epochs",
                   "n_train", "n_test"),
             own={**COMPARISON, "workers": Input(str, "Processes computing cells at once, each "
@@ -103,7 +108,7 @@ add_command(atv, "compare", "tvlens.atv.compare:run_compare", CompareConfig,
             help="Compare zero-shot, ICL, task / function vectors, retrieval, LoRA, prefix tuning "
             "and ATV on instructed in-domain and unseen tasks; writes OUT/comparison.{json,csv}, "
             "the tables, the verdicts and figures. Resumes.")
-add_command(atv, "distill", "tvlens.atv.distill:run_distill", presets=(COMPARE_PRESETS, "cpu"),
+add_command(atv, "distill", "tvlens.atv.distill:run_distill", presets=COMPARISONS,
             inputs="target out rank seed device", wrote="distill_r{rank}.json",
             own={**COMPARISON, "target": Input(str, "Frozen target: HF name, folder or run."),
                  "rank": Input(int, "Rank of the ATV expansion and of LoRA.", 1),

@@ -121,6 +121,8 @@ class TrainConfig(TrainingConfig):
             )
 
 
+# The preset a run uses when none is named (the CPU demo's).
+DEFAULT_PRESET = "default"
 PRESETS: dict[str, TrainConfig] = {
     # Seconds on a laptop CPU: for tests and the tiny notebook run.
     "tiny": TrainConfig(

@@ -31,7 +31,7 @@ from tvlens.tasks.regression import (
 from tvlens.training.checkpointing import load_hf_weights, write_hf_folder
 from tvlens.training.config import pick_preset
 from tvlens.training.engine import RunKind, StepData, TrainResult, train_from_preset
-from tvlens.training.regression_config import RegressionConfig
+from tvlens.training.regression_config import DEFAULT_REGRESSION_PRESET, RegressionConfig
 
 REGRESSION_PRESETS: dict[str, RegressionConfig] = {
     # Seconds: tests and the notebook's fast path.
@@ -154,7 +154,7 @@ RegressionTrainResult = TrainResult  # one result type for every run kind
 
 def train_regression(
     out: str | Path,
-    preset: str = "cpu",
+    preset: str = DEFAULT_REGRESSION_PRESET,
     config: RegressionConfig | None = None,
     resume: bool = False,
     device: str | None = None,

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from tvlens.tasks.regression import RegressionMixture
 
 
+# The preset a run uses when none is named (the presets are in tvlens.training.regression).
+DEFAULT_REGRESSION_PRESET = "cpu"
+
+
 @dataclass(frozen=True)
 class RegressionConfig(TrainingConfig):
     """Everything that determines a regression training run (saved as ``config.json``)."""

@@ -33,7 +33,7 @@ from tvlens.training.checkpointing import (
     load_run_config,
     write_hf_folder,
 )
-from tvlens.training.config import TrainConfig, get_preset
+from tvlens.training.config import DEFAULT_PRESET, TrainConfig, get_preset
 from tvlens.training.data import ICLBatcher, TrainBatch
 from tvlens.training.engine import RunKind, StepData, TrainResult, train_from_preset
 
@@ -169,7 +169,7 @@ def evaluate_checkpoint(model, batch: TrainBatch, task_names: list[str]) -> dict
 
 def train_synthetic(
     out: str | Path,
-    preset: str = "default",
+    preset: str = DEFAULT_PRESET,
     config: TrainConfig | None = None,
     resume: bool = False,
     device: str | None = None,
