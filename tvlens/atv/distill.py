@@ -29,7 +29,7 @@ from tvlens.atv.compare import build_method
 from tvlens.atv.compare_config import DEFAULT_PRESET, get_compare_preset
 from tvlens.atv.compare_setup import CompareContext, compare_context, selection
 from tvlens.atv.fitting import engine_fit, hf_logits
-from tvlens.models import load_model
+from tvlens.models.loading import as_model
 from tvlens.results import Result
 from tvlens.tasks.prompts import ICLPrompt
 
@@ -169,9 +169,9 @@ def run_distill(
     ``target`` (a name, folder or tvlens run, or a loaded model); writes
     ``out/distill_r{rank}.json``."""
     cfg = get_compare_preset(preset).with_overrides(**overrides)
-    if isinstance(target, str | Path):
+    if isinstance(target, str | Path):  # recorded as the comparison's target
         cfg = cfg.with_overrides(target=str(target))
-        target = load_model(target, device=device)
-    res = distill_pair(compare_context(cfg, target, Path(out)), rank=rank, seed=seed)
+    ctx = compare_context(cfg, as_model(target, device=device), Path(out))
+    res = distill_pair(ctx, rank=rank, seed=seed)
     res.save(Path(out) / f"distill_r{rank}.json")
     return res

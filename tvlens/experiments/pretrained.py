@@ -34,7 +34,7 @@ from tvlens.extraction.function_vectors import function_vector
 from tvlens.extraction.registry import get_extraction_method
 from tvlens.extraction.residual import activations_at_positions
 from tvlens.injection.evaluate import evaluate_task_vectors, save_report
-from tvlens.models.loading import TVModel, load_model
+from tvlens.models.loading import TVModel, as_model
 from tvlens.patching.run import run_patching
 from tvlens.plotting import (
     plot_finetune,
@@ -221,11 +221,6 @@ def named_suites(
     return out
 
 
-def as_model(model: TVModel | str | Path, device: str | None = None, **load: Any) -> TVModel:
-    """``model`` itself, or the model of that name or folder loaded on ``device``."""
-    return load_model(model, device=device, **load) if isinstance(model, str | Path) else model
-
-
 def vector_table(
     model: TVModel | str,
     suites: Mapping[str, TaskSuite] | TaskSuite | str | Sequence[str],
@@ -248,7 +243,7 @@ def vector_table(
     ``tasks`` and ``n_examples``)."""
 
     cfg = (config or VectorTableConfig()).with_overrides(**options)
-    model = as_model(model, device, bos=bos)
+    model = as_model(model, device=device, bos=bos)
     suites = named_suites(suites, tasks, n_examples)
     k, n_extract, top_k_heads, seed = cfg.k, cfg.n_extract, cfg.top_k_heads, cfg.seed
     template, split, methods = cfg.template, cfg.split, cfg.methods
@@ -381,7 +376,7 @@ def task_decodability_table(
     and ``suites`` as in :func:`vector_table`."""
 
     cfg = (config or DecodabilityConfig()).with_overrides(**options)
-    model = as_model(model, device)
+    model = as_model(model, device=device)
     suites = named_suites(suites, tasks, n_examples)
     k, n_prompts, seed, knn_k, batch_size = (
         cfg.k,
@@ -499,7 +494,7 @@ def head_comparison(
     a name or folder (loaded on ``device``), ``suite`` a name; ``tasks`` None: its first two."""
 
     cfg = (config or HeadsConfig()).with_overrides(**options)
-    model = as_model(model, device)
+    model = as_model(model, device=device)
     suite = get_suite(suite) if isinstance(suite, str) else suite
     tasks = suite.names[:2] if tasks is None else tasks
     k, n_prompts, n_extract, top, seed = cfg.k, cfg.n_prompts, cfg.n_extract, cfg.top, cfg.seed

@@ -363,6 +363,19 @@ def model_info(model: str | Path, revision: str | None = None, device: str | Non
     return text
 
 
+def as_model(
+    model: TVModel | str | Path,
+    revision: str | None = None,
+    device: str | None = None,
+    **load: Any,
+) -> TVModel:
+    """``model`` itself, or the model of that name or folder loaded (``revision``, ``device``
+    and any other :func:`load_model` option)."""
+    if isinstance(model, str | Path):
+        return load_model(model, revision=revision, device=device, **load)
+    return model
+
+
 def model_and_suite(
     model: TVModel | str | Path,
     suite: Any = None,
@@ -373,8 +386,7 @@ def model_and_suite(
     ``suite`` itself, the suite of that name or folder, or (None) the suite the model was
     trained on. What the CLI-level runs (vectors, patching) start from."""
 
-    if isinstance(model, str | Path):
-        model = load_model(model, revision=revision, device=device)
+    model = as_model(model, revision, device)
     if suite is None:
         suite = model.training_suite()
         if suite is None:
