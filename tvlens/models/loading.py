@@ -25,6 +25,7 @@ from tvlens.models.pretrained import (
     missing_model_folder,
     read_manifest,
     resolve_pretrained,
+    written_as_path,
 )
 from tvlens.models.tvmodel import ModelSpec, TVModel
 from tvlens.models.wrap import (  # noqa: F401 - default_device and resolve_* are used from here
@@ -74,7 +75,7 @@ def _is_run_config(path: Path) -> bool:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).exists() or "\\" in name
+    return written_as_path(name) or Path(name).exists()
 
 
 def load_model(

@@ -88,12 +88,18 @@ PRETRAINED: dict[str, PretrainedModel] = {
 }
 
 
+def written_as_path(name: str | Path) -> bool:
+    """Whether a model name is written as a path (``./``, ``/``, ``~``, a backslash), not a
+    short or hub name."""
+    text = str(name)
+    return text.startswith((".", "/", "~")) or "\\" in text
+
+
 def missing_model_folder(name: str | Path) -> str | None:
-    """The error for a model written as a path (``./``, ``/``, ``~``, a backslash) that does not
-    exist, else None: what :func:`~tvlens.models.load_model` raises, and what the CLI says
-    before it imports torch."""
+    """The error for a model written as a path that does not exist, else None: what
+    :func:`~tvlens.models.load_model` raises, and what the CLI says before it imports torch."""
     text, path = str(name), Path(name).expanduser()
-    if (text.startswith((".", "/", "~")) or "\\" in text) and not path.exists():
+    if written_as_path(text) and not path.exists():
         return (f"Model folder {text!r} does not exist. Give an existing folder, a tvlens "
                 "training run, or an HF hub name.")  # fmt: skip
     return None
