@@ -32,14 +32,11 @@ from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import TVLensError
 from tvlens.extraction.residual import residual_at_query
 from tvlens.icl_accuracy import evaluate_prompts
+from tvlens.models.families import lora_query_value, residual_write_sites
 from tvlens.models.hf import quiet_transformers
 from tvlens.models.loading import TVModel, load_model
 from tvlens.tasks.prompts import ICLPrompt, tokenize_prompts
 
-# Each block's MLP output projection: the linear map that writes into the residual stream
-# after the block, where ATV adds its vector (the sites of the equal-rank pair). A regex where
-# the plain name would also match the attention's output projection.
-RESIDUAL_WRITE = {"gpt2": r".*\.mlp\.c_proj", "gpt_neox": ["dense_4h_to_h"]}
 PEFT_KINDS = ("lora_qv", "lora_all", "lora_sites", "prefix")
 
 
@@ -52,10 +49,11 @@ def peft_config(kind: str, cfg: Any, model_type: str, rank: int | None = None):
         raise TVLensError(f"Unknown peft kind {kind!r}; use one of {list(PEFT_KINDS)}.")
     if kind == "prefix":
         return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.prefix_tokens)
-    # q and v projections; GPT-2 and NeoX fuse q, k and v in one matrix: LoRA then adapts it.
-    qv = {"gpt2": ["c_attn"], "gpt_neox": ["query_key_value"]}.get(model_type, ["q_proj", "v_proj"])
-    targets = {"lora_all": "all-linear", "lora_qv": qv,
-               "lora_sites": RESIDUAL_WRITE.get(model_type, ["down_proj"])}[kind]  # fmt: skip
+    # q and v projections (fused with k in GPT-2 and NeoX: LoRA then adapts the fused matrix);
+    # lora_sites: each block's MLP output projection, where ATV adds its vector (the sites of
+    # the equal-rank pair). Both from the model family's record (Llama's names when none).
+    targets = {"lora_all": "all-linear", "lora_qv": lora_query_value(model_type),
+               "lora_sites": residual_write_sites(model_type)}[kind]  # fmt: skip
     rank = rank or cfg.lora_rank
     return LoraConfig(
         r=rank,

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tvlens.errors import TVLensError
+from tvlens.models.families import family_of_model_type
 from tvlens.plotting import plot_finetune
 from tvlens.probing.emergence import layer_td
 from tvlens.probing.family import NULL, TaskFamily
@@ -271,26 +272,21 @@ def _finetune_blocks(
     trainable.save(out / which)
 
 
-LORA_TARGETS = {
-    "gpt2": ["c_attn", "c_proj", "c_fc"],
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-}
-
-
 def with_lora(hf, blocks: list[int], rank: int):
-    """``hf`` with peft LoRA adapters on the attention and MLP matrices of ``blocks`` only."""
+    """``hf`` with peft LoRA adapters on the attention and MLP matrices of ``blocks`` only
+    (the family record's ``lora_targets``)."""
     from peft import LoraConfig, get_peft_model
 
     kind = hf.config.model_type
-    if kind not in LORA_TARGETS:
+    family = family_of_model_type(kind)
+    if family is None:
         raise TVLensError(f"No LoRA targets known for {kind!r}; use method='full'.")
     cfg = LoraConfig(
         r=rank,
         lora_alpha=2 * rank,
         lora_dropout=0.0,
-        target_modules=LORA_TARGETS[kind],
+        target_modules=list(family.lora_targets),
         layers_to_transform=blocks,
-        fan_in_fan_out=kind == "gpt2",  # GPT-2's Conv1D stores weights transposed
+        fan_in_fan_out=family.conv1d,  # GPT-2's Conv1D stores weights transposed
     )
     return get_peft_model(hf, cfg)

@@ -10,21 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from transformers import (
-    Gemma2Config,
-    Gemma2ForCausalLM,
-    GPT2Config,
-    GPT2LMHeadModel,
-    GPTNeoXConfig,
-    GPTNeoXForCausalLM,
-    LlamaConfig,
-    LlamaForCausalLM,
-    MistralConfig,
-    MistralForCausalLM,
-    Olmo2Config,
-    Olmo2ForCausalLM,
-    PreTrainedModel,
-)
+from transformers import PreTrainedModel
 
 from tvlens.models.archs import (  # noqa: E402,F401  (public here too)
     ARCHITECTURES,
@@ -32,6 +18,7 @@ from tvlens.models.archs import (  # noqa: E402,F401  (public here too)
     SLIDING_WINDOW_ARCHITECTURES,
     Architecture,
 )
+from tvlens.models.families import Sizes, get_family
 
 
 def build_hf_model(
@@ -50,8 +37,9 @@ def build_hf_model(
 ) -> PreTrainedModel:
     """A randomly initialised causal LM with no dropout, in eval mode.
 
-    ``n_kv_heads`` < ``n_heads`` gives grouped-query attention (llama, gemma2, olmo2,
-    mistral). ``sliding_window`` (gemma2: every other layer, from the first; mistral: every
+    ``arch`` names a record of :mod:`tvlens.models.families`, which builds the config.
+    ``n_kv_heads`` < ``n_heads`` gives grouped-query attention (every family but gpt2 and
+    neox). ``sliding_window`` (gemma2: every other layer, from the first; mistral: every
     layer) limits how far back a token attends; default: the context length for gemma2,
     none for mistral.
     """
@@ -61,110 +49,21 @@ def build_hf_model(
         )
     if d_model % n_heads:
         raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}.")
-    d_mlp = d_mlp or 4 * d_model
+    family = get_family(arch)
+    if family is None:
+        raise ValueError(f"Unknown architecture {arch!r}; use one of {ARCHITECTURES}.")
+    kv = n_kv_heads or n_heads
+    if family.grouped_query and n_heads % kv:
+        raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={kv}.")
     common = {
         "vocab_size": vocab_size,
         "bos_token_id": bos_token_id,
         "eos_token_id": bos_token_id,
         "pad_token_id": pad_token_id,
     }
-    if arch == "gpt2":
-        cfg = GPT2Config(
-            n_positions=n_ctx,
-            n_embd=d_model,
-            n_layer=n_layers,
-            n_head=n_heads,
-            n_inner=d_mlp,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            **common,
-        )
-        cls = GPT2LMHeadModel
-    elif arch == "llama":
-        kv = n_kv_heads or n_heads
-        if n_heads % kv:
-            raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={kv}.")
-        cfg = LlamaConfig(
-            hidden_size=d_model,
-            intermediate_size=d_mlp,
-            num_hidden_layers=n_layers,
-            num_attention_heads=n_heads,
-            num_key_value_heads=kv,
-            max_position_embeddings=n_ctx,
-            tie_word_embeddings=False,
-            **common,
-        )
-        cls = LlamaForCausalLM
-    elif arch == "neox":
-        cfg = GPTNeoXConfig(
-            hidden_size=d_model,
-            intermediate_size=d_mlp,
-            num_hidden_layers=n_layers,
-            num_attention_heads=n_heads,
-            max_position_embeddings=n_ctx,
-            hidden_dropout=0.0,
-            attention_dropout=0.0,
-            rotary_pct=0.25,
-            **common,
-        )
-        cls = GPTNeoXForCausalLM
-    elif arch in ("gemma2", "olmo2", "mistral", "gemma3", "qwen2", "qwen3"):
-        kv = n_kv_heads or n_heads
-        if n_heads % kv:
-            raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={kv}.")
-        shared = {
-            "hidden_size": d_model,
-            "intermediate_size": d_mlp,
-            "num_hidden_layers": n_layers,
-            "num_attention_heads": n_heads,
-            "num_key_value_heads": kv,
-            "max_position_embeddings": n_ctx,
-            "tie_word_embeddings": False,
-            "attention_dropout": 0.0,
-            **common,
-        }
-        if arch == "gemma2":
-            cfg = Gemma2Config(
-                head_dim=d_model // n_heads,
-                query_pre_attn_scalar=d_model // n_heads,
-                sliding_window=sliding_window or n_ctx,
-                **shared,
-            )
-            cls = Gemma2ForCausalLM
-        elif arch == "gemma3":
-            # Gemma-3: q/k norms, norms before and after attention and MLP, and local layers
-            # (a sliding window) between global ones: layer_types every other layer here.
-            from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-            cfg = Gemma3TextConfig(
-                head_dim=d_model // n_heads,
-                query_pre_attn_scalar=d_model // n_heads,
-                sliding_window=sliding_window or n_ctx,
-                layer_types=[("sliding_attention" if i % 2 == 0 else "full_attention")
-                             for i in range(n_layers)],
-                **shared,
-            )  # fmt: skip
-            cls = Gemma3ForCausalLM
-        elif arch in ("qwen2", "qwen3"):
-            # Qwen2: biases on q, k, v; Qwen3: no biases, q/k norms.
-            from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
-
-            if arch == "qwen2":
-                cfg, cls = Qwen2Config(**shared), Qwen2ForCausalLM
-            else:
-                cfg = Qwen3Config(head_dim=d_model // n_heads, **shared)
-                cls = Qwen3ForCausalLM
-        elif arch == "olmo2":
-            cfg = Olmo2Config(**shared)
-            cls = Olmo2ForCausalLM
-        else:
-            cfg = MistralConfig(
-                head_dim=d_model // n_heads, sliding_window=sliding_window, **shared
-            )
-            cls = MistralForCausalLM
-    else:
-        raise ValueError(f"Unknown architecture {arch!r}; use one of {ARCHITECTURES}.")
+    sizes = Sizes(n_layers, d_model, n_heads, n_ctx, kv, d_mlp or 4 * d_model, sliding_window,
+                  common)  # fmt: skip
+    cfg, cls = family.hf_config(sizes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls(cfg)
