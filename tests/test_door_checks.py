@@ -55,8 +55,8 @@ def test_old_names_still_work_with_a_deprecation_warning(model, letters_task):
 
 def _entry_points(model, task, tmp):
     """(name, call) pairs: each call passes one bad argument to one public entry point."""
+    from tvlens.evaluation.icl import evaluate_icl
     from tvlens.extraction import function_vector, hendel_task_vector, per_query_vectors
-    from tvlens.icl_accuracy import evaluate_icl
     from tvlens.injection import evaluate_task_vectors
     from tvlens.injection.sweep import layer_sweep_correct
     from tvlens.models import load_model

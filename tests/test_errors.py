@@ -339,8 +339,8 @@ def test_multi_token_answers_are_refused_where_one_token_is_read(one_layer, lett
 
 def test_batch_size_zero(one_layer, letters_task):
     from tvlens.errors import ConfigError
+    from tvlens.evaluation.icl import evaluate_icl
     from tvlens.extraction import residual_at_query
-    from tvlens.icl_accuracy import evaluate_icl
 
     with pytest.raises(ConfigError, match="batch_size must be >= 1, got 0"):
         evaluate_icl(one_layer.model, letters_task, k=2, n_prompts=2, batch_size=0)

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
+from tvlens.evaluation.icl import ICLEvaluation, TaskAccuracy
 from tvlens.extraction.function_vectors import HeadTable
 from tvlens.frames import tidy
-from tvlens.icl_accuracy import ICLEvaluation, TaskAccuracy
 from tvlens.injection.evaluate import MethodResult, TaskResult, VectorReport
 from tvlens.patching.exact import PatchResult
 from tvlens.probing.emergence import EmergenceResult

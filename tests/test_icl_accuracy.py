@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tvlens.icl_accuracy import answer_correctness, evaluate_icl, evaluate_prompts, model_logits
+from tvlens.evaluation.icl import answer_correctness, evaluate_icl, evaluate_prompts, model_logits
 from tvlens.tasks import Example, Task, list_suite, sample_prompts, tokenize_prompts
 
 X_ID = 15  # "x" in the letters vocabulary (see conftest.LETTERS)

@@ -66,7 +66,7 @@ def _round_trip(result, tmp_path):
 
 
 def test_computed_results_round_trip_and_plot(model, suite, tmp_path):
-    from tvlens.icl_accuracy import evaluate_icl
+    from tvlens.evaluation.icl import evaluate_icl
     from tvlens.injection.evaluate import evaluate_task_vectors
     from tvlens.patching.run import run_patching
     from tvlens.plotting import plot_td_by_layer
@@ -98,8 +98,8 @@ def test_computed_results_round_trip_and_plot(model, suite, tmp_path):
 
 def test_built_results_round_trip_and_plot(tmp_path):
     from tvlens.atv.methods import MethodResult
+    from tvlens.evaluation.icl import ICLEvaluation, TaskAccuracy
     from tvlens.experiments.finetune import FinetuneResult, FinetuneRow
-    from tvlens.icl_accuracy import ICLEvaluation, TaskAccuracy
     from tvlens.plotting import plot_method_comparison, plot_perturbation
     from tvlens.probing.emergence import EmergenceResult
     from tvlens.probing.perturbation import PerturbationResult
@@ -138,7 +138,7 @@ def test_built_results_round_trip_and_plot(tmp_path):
 
 
 def test_load_refuses_other_files(tmp_path):
-    from tvlens.icl_accuracy import ICLEvaluation, TaskAccuracy
+    from tvlens.evaluation.icl import ICLEvaluation, TaskAccuracy
     from tvlens.probing.layers import LayerTD
 
     (tmp_path / "plain.json").write_text('{"a": 1}')
@@ -164,8 +164,8 @@ def test_atv_compare_is_always_the_module():
 
 
 def test_long_calls_show_a_progress_bar_unless_silenced(model, suite, capsys):
+    from tvlens.evaluation.icl import evaluate_icl
     from tvlens.extraction.function_vectors import function_vector
-    from tvlens.icl_accuracy import evaluate_icl
     from tvlens.probing import td_by_layer
 
     calls = {

@@ -20,8 +20,8 @@ import torch
 
 from tvlens.atv.demo_step import _atv_report, _atv_step, atv_dirs, atv_summary  # noqa: F401
 from tvlens.errors import TVLensError
+from tvlens.evaluation.icl import evaluate_icl
 from tvlens.extraction.registry import ALL, DEFAULT_METHOD, expand_methods, get_extraction_method
-from tvlens.icl_accuracy import evaluate_icl
 from tvlens.injection.evaluate import (
     evaluate_task_vectors,
     format_table,

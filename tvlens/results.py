@@ -55,6 +55,10 @@ def encode(x: Any) -> Any:
     raise TVLensError(f"Cannot save a {type(x).__name__} inside a result.")
 
 
+# Modules that moved: results saved before the move name the old one.
+MOVED_MODULES = {"tvlens.icl_accuracy": "tvlens.evaluation.icl"}
+
+
 def decode(x: Any) -> Any:
     import numpy as np
     import torch
@@ -67,7 +71,7 @@ def decode(x: Any) -> Any:
         module, _, name = x["__dataclass__"].partition(":")
         if not module.startswith("tvlens."):
             raise TVLensError(f"Refusing to load {x['__dataclass__']!r}: not a tvlens type.")
-        cls: Any = importlib.import_module(module)
+        cls: Any = importlib.import_module(MOVED_MODULES.get(module, module))
         for part in name.split("."):
             cls = getattr(cls, part)
         obj = cls.__new__(cls)  # the saved state as it was, without re-running checks

@@ -13,13 +13,16 @@ from typer.testing import CliRunner
 
 from tvlens.cli import app
 from tvlens.cli.options import Input, add_command
-from tvlens.configs import EvalConfig, PatchConfig, ProbeConfig, VectorsConfig
+from tvlens.evaluation.config import EvalConfig
 from tvlens.experiments.configs import (
     DecodabilityConfig,
     HeadsConfig,
     LayerFinetuneConfig,
     VectorTableConfig,
 )
+from tvlens.injection.config import VectorsConfig
+from tvlens.patching.config import PatchConfig
+from tvlens.probing.config import ProbeConfig
 from tvlens.runs.config import Config, opt
 
 runner = CliRunner()

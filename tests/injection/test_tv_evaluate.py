@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from tvlens.evaluation.icl import evaluate_prompts
 from tvlens.extraction import TaskVector
-from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.injection import evaluate_task_vectors, inject, run_task_vectors
 from tvlens.models import load_model
 from tvlens.tasks import sample_prompts, tokenize_prompts
@@ -147,7 +147,8 @@ def test_a_registered_extraction_method_runs_everywhere(trained, monkeypatch):
     the config and the CLI, runs in the report, and scores exactly zero-shot at every layer
     (adding nothing changes nothing)."""
     import tvlens.extraction.registry as R
-    from tvlens.configs import VectorsConfig, choices
+    from tvlens.injection.config import VectorsConfig
+    from tvlens.runs.config import choices
 
     def extract_zero(req):
         tv = TaskVector(torch.zeros(1, req.model.d_model), (0,), req.model.spec.name,

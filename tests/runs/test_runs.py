@@ -6,9 +6,12 @@ import json
 
 import pytest
 
-from tvlens.configs import EmergenceConfig, PatchConfig, VectorsConfig, choices
 from tvlens.errors import ConfigError, OutputError
+from tvlens.injection.config import VectorsConfig
+from tvlens.patching.config import PatchConfig
+from tvlens.probing.config import EmergenceConfig
 from tvlens.runs import folder_kind, prepare_out_dir, prepare_out_file
+from tvlens.runs.config import choices
 
 
 def _user_folder(path):

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from tvlens.errors import CheckpointError, TVLensError
-from tvlens.icl_accuracy import evaluate_icl
+from tvlens.evaluation.icl import evaluate_icl
 from tvlens.models import build_word_tokenizer, list_checkpoints, load_model
 from tvlens.tasks import get_suite
 from tvlens.training import checkpoint_steps, get_preset, train_synthetic

@@ -31,9 +31,9 @@ from tvlens.atv.data import ATVSplits
 from tvlens.atv.fitting import by_task
 from tvlens.atv.methods import ICL, SteeringMethod, ZeroShot
 from tvlens.errors import PromptError, TVLensError
+from tvlens.evaluation.icl import answer_correctness, evaluate_prompts
 from tvlens.extraction.function_vectors import head_aie, mean_head_outputs
 from tvlens.extraction.residual import hendel_task_vector
-from tvlens.icl_accuracy import answer_correctness, evaluate_prompts
 from tvlens.injection.inject import inject
 from tvlens.injection.sweep import layer_sweep_correct
 from tvlens.models.hf import quiet_transformers

@@ -1,6 +1,6 @@
 """Methods that make a frozen target do a task, compared in one loop: each is fitted on the
 training queries, then scores test queries the same way (first answer token over the whole
-vocabulary, and greedy exact match, as :func:`tvlens.icl_accuracy.answer_correctness`), and
+vocabulary, and greedy exact match, as :func:`tvlens.evaluation.icl.answer_correctness`), and
 reports its trainable parameters. The comparison with baselines (ICL, task vectors, LoRA,
 prefix tuning) adds subclasses of :class:`SteeringMethod` and nothing else.
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 from tvlens.atv.data import ATVSplits, hash_text
 from tvlens.atv.train import train_atv
-from tvlens.icl_accuracy import ICLEvaluation, TaskAccuracy, evaluate_prompts
+from tvlens.evaluation.icl import ICLEvaluation, TaskAccuracy, evaluate_prompts
 from tvlens.models.tvmodel import TVModel
 from tvlens.plotting import plot_method_comparison
 from tvlens.results import Result

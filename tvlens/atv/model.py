@@ -28,7 +28,7 @@ from tvlens.atv.data import ATVBatch, GeneratorInput, make_batch
 from tvlens.atv.generator import ATVGenerator, Pooling
 from tvlens.atv.steering import Positions, steer
 from tvlens.errors import CheckpointError, TVLensError
-from tvlens.icl_accuracy import answer_correctness
+from tvlens.evaluation.icl import answer_correctness
 from tvlens.models.loading import load_model
 from tvlens.models.tvmodel import TVModel
 from tvlens.tasks.prompts import ICLPrompt, PaddingSide, tokenize_prompts
@@ -149,7 +149,7 @@ class ATV:
         padding_side: PaddingSide = "left",
     ) -> tuple[np.ndarray, np.ndarray]:
         """(first answer token correct, greedy exact match) per prompt, scored exactly as
-        :func:`tvlens.icl_accuracy.answer_correctness` scores any tvlens model."""
+        :func:`tvlens.evaluation.icl.answer_correctness` scores any tvlens model."""
         was = self.generator.training
         self.generator.eval()
         firsts, exacts = [], []
@@ -244,7 +244,7 @@ class ATV:
 
 
 class _Steered:
-    """Looks like a tvlens model to :func:`tvlens.icl_accuracy.answer_correctness`: the target
+    """Looks like a tvlens model to :func:`tvlens.evaluation.icl.answer_correctness`: the target
     steered by the vectors of one fixed batch."""
 
     def __init__(self, atv: ATV, batch: ATVBatch):

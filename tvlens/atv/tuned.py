@@ -30,8 +30,8 @@ from tvlens.atv.fitting import (
 from tvlens.atv.methods import ATVMethod
 from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import TVLensError
+from tvlens.evaluation.icl import evaluate_prompts
 from tvlens.extraction.residual import residual_at_query
-from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.models.families import lora_query_value, residual_write_sites
 from tvlens.models.hf import quiet_transformers
 from tvlens.models.loading import TVModel, load_model

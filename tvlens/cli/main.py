@@ -14,13 +14,16 @@ from tvlens.atv.config import DEFAULT_PRESET as ATV_DEFAULT
 from tvlens.atv.config import PRESETS as ATV_PRESETS
 from tvlens.atv.config import ATVConfig
 from tvlens.cli.options import Input, add_command, json_value
-from tvlens.configs import EmergenceConfig, EvalConfig, PatchConfig, ProbeConfig, VectorsConfig
+from tvlens.evaluation.config import EvalConfig
 from tvlens.experiments.configs import (
     DecodabilityConfig,
     HeadsConfig,
     LayerFinetuneConfig,
     VectorTableConfig,
 )
+from tvlens.injection.config import VectorsConfig
+from tvlens.patching.config import PatchConfig
+from tvlens.probing.config import EmergenceConfig, ProbeConfig
 from tvlens.training.config import DEFAULT_PRESET, PRESETS, TrainConfig
 from tvlens.training.regression_config import DEFAULT_REGRESSION_PRESET, RegressionConfig
 
@@ -51,7 +54,7 @@ add_command(app, "train-synthetic", "tvlens.training:train_synthetic", TrainConf
             out="the run", presets=SYNTHETIC, inputs="resume device", overrides=True,
             only=("steps", "seed", "suite", "arch", "tv_loss_weight", "tv_loss_layer"),
             help="Train a small transformer from scratch on synthetic ICL tasks, with checkpoints.")
-add_command(app, "eval", "tvlens.icl_accuracy:run_eval", EvalConfig,
+add_command(app, "eval", "tvlens.evaluation.icl:run_eval", EvalConfig,
             inputs="model suite revision device",
             own={"out": Input(Path | None, "Write results JSON here.", None)})
 add_command(app, "vectors", "tvlens.injection:run_task_vectors", VectorsConfig,

@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from tvlens.configs import VectorsConfig, no_type_check
 from tvlens.errors import ConfigError
 from tvlens.extraction.registry import ALL
-from tvlens.runs.config import Config, opt, redefault
+from tvlens.injection.config import VectorsConfig
+from tvlens.runs.config import Config, no_type_check, opt, redefault
 
 _K = "Demonstrations per prompt."
 _SEED = "Seed of the prompts and splits."

@@ -1,6 +1,6 @@
 """Evaluates task vectors and function vectors end to end: extract on a train split, choose the
 layer on a dev split, report accuracy on a test split next to zero-shot and ICL accuracy on the
-same test queries. (A model's plain ICL accuracy is :mod:`tvlens.icl_accuracy`.)"""
+same test queries. (A model's plain ICL accuracy is :mod:`tvlens.evaluation.icl`.)"""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from tvlens.configs import VectorsConfig
 from tvlens.errors import ConfigError
+from tvlens.evaluation.icl import evaluate_prompts
 from tvlens.extraction.function_vectors import HeadTable
 from tvlens.extraction.registry import (
     EXTRACTION_METHODS,
@@ -23,7 +23,7 @@ from tvlens.extraction.registry import (
     get_extraction_method,
 )
 from tvlens.extraction.vectors import TaskVector
-from tvlens.icl_accuracy import evaluate_prompts
+from tvlens.injection.config import VectorsConfig
 from tvlens.injection.sweep import layer_sweep_correct
 from tvlens.models.loading import model_and_suite
 from tvlens.models.tvmodel import TVModel
@@ -274,7 +274,7 @@ def run_task_vectors(
     figures ``out/layer_sweep.{html,png}`` (and ``out/head_aie.{html,png}`` for FV).
 
     ``config``, or its fields as keyword ``options`` (``methods="all"``, ``k=4``...): a
-    :class:`~tvlens.configs.VectorsConfig`. ``suite`` defaults to the suite the model was
+    :class:`~tvlens.injection.config.VectorsConfig`. ``suite`` defaults to the suite the model was
     trained on.
     """
 

@@ -1,37 +1,41 @@
 """Activation patching: residual / attention / MLP / head patching that recomputes only what each
 patch can change (:mod:`~tvlens.patching.exact`), attribution patching
 (:mod:`~tvlens.patching.attribution`), and last-token patching on a cached prefix
-(:mod:`~tvlens.patching.last_token`, used by task-vector layer sweeps)."""
+(:mod:`~tvlens.patching.last_token`, used by task-vector layer sweeps).
+Names are imported lazily, so that the configuration (``config.py``), which the CLI reads at
+start-up, does not load torch.
+"""
 
-from tvlens.models.resume import cache_prefix, resume, skipped_blocks
-from tvlens.patching.attribution import attribution_patch, rank_correlation
-from tvlens.patching.exact import patch
-from tvlens.patching.inputs import COMPONENTS, POSITIONS, component_hook
-from tvlens.patching.last_token import PrefixState, chunks, last_token_logits, run_prefix
-from tvlens.patching.metrics import AnswerProb, LogitDiff, Metric
-from tvlens.patching.result import PatchResult, position_labels
-from tvlens.patching.run import PatchingRun, patching_prompts, run_patching
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "COMPONENTS",
-    "POSITIONS",
-    "AnswerProb",
-    "LogitDiff",
-    "Metric",
-    "PatchResult",
-    "PatchingRun",
-    "PrefixState",
-    "attribution_patch",
-    "cache_prefix",
-    "chunks",
-    "component_hook",
-    "last_token_logits",
-    "patch",
-    "patching_prompts",
-    "position_labels",
-    "rank_correlation",
-    "resume",
-    "run_patching",
-    "run_prefix",
-    "skipped_blocks",
-]
+_NAMES = {
+    "cache_prefix": "tvlens.models.resume",
+    "resume": "tvlens.models.resume",
+    "skipped_blocks": "tvlens.models.resume",
+    "attribution_patch": "tvlens.patching.attribution",
+    "rank_correlation": "tvlens.patching.attribution",
+    "patch": "tvlens.patching.exact",
+    "COMPONENTS": "tvlens.patching.inputs",
+    "POSITIONS": "tvlens.patching.inputs",
+    "component_hook": "tvlens.patching.inputs",
+    "PrefixState": "tvlens.patching.last_token",
+    "chunks": "tvlens.patching.last_token",
+    "last_token_logits": "tvlens.patching.last_token",
+    "run_prefix": "tvlens.patching.last_token",
+    "AnswerProb": "tvlens.patching.metrics",
+    "LogitDiff": "tvlens.patching.metrics",
+    "Metric": "tvlens.patching.metrics",
+    "PatchResult": "tvlens.patching.result",
+    "position_labels": "tvlens.patching.result",
+    "PatchingRun": "tvlens.patching.run",
+    "patching_prompts": "tvlens.patching.run",
+    "run_patching": "tvlens.patching.run",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'tvlens.patching' has no attribute {name!r}")

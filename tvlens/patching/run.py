@@ -17,17 +17,18 @@ from typing import Any
 
 import pandas as pd
 
-from tvlens.configs import PatchConfig, choices
 from tvlens.errors import ConfigError, EmptyTaskError, PromptError
 from tvlens.models.loading import model_and_suite
 from tvlens.models.tvmodel import TVModel
 from tvlens.names import renamed
 from tvlens.patching.attribution import rank_correlation
+from tvlens.patching.config import PatchConfig
 from tvlens.patching.exact import PatchResult, patch
 from tvlens.patching.metrics import AnswerProb
 from tvlens.plotting import plot_patching, save_figure
 from tvlens.results import Result
 from tvlens.runs import CONFIG_FILE, PATCH, PATCHING_FILE, prepare_out_dir
+from tvlens.runs.config import choices
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import (
     ICLPrompt,
@@ -147,7 +148,7 @@ def run_patching(
     **options: Any,
 ) -> PatchingRun:
     """Patch a component of ``model`` on prompts of ``suite`` (default: its training suite)
-    as ``config`` says (a :class:`~tvlens.configs.PatchConfig`, or its fields as keyword
+    as ``config`` says (a :class:`~tvlens.patching.config.PatchConfig`, or its fields as keyword
     ``options``: ``component="resid"``, ``k=4``...) and, with ``out``, write
     ``out/patching.json``, ``out/config.json`` and the heatmap
     ``out/patching_{component}.{html,png}`` (``..._attribution`` too with ``method="both"``).

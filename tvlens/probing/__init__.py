@@ -4,35 +4,31 @@ The seed paper's experiments: task families (:mod:`.family`), emergence (:mod:`.
 the perturbation test (:mod:`.perturbation`: a task's mean state written over another's);
 what ``tvlens probe`` / ``tvlens emergence`` run is :mod:`.run` (not imported here, nor the
 perturbation test: they load the injection stage).
+Names are imported lazily, so that the configuration (``config.py``), which the CLI reads at
+start-up, does not load torch.
 """
 
-from tvlens.probing.layers import LayerTD, td_by_layer
-from tvlens.probing.measures import (
-    TDResult,
-    loo_knn_predict,
-    probe_accuracy,
-    project_2d,
-    separability,
-    task_decodability,
-)
-from tvlens.probing.series import (
-    TDSeries,
-    correlation,
-    save_series,
-    td_over_checkpoints,
-)
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "TDSeries",
-    "correlation",
-    "save_series",
-    "td_over_checkpoints",
-    "LayerTD",
-    "td_by_layer",
-    "TDResult",
-    "loo_knn_predict",
-    "probe_accuracy",
-    "project_2d",
-    "separability",
-    "task_decodability",
-]
+_NAMES = {
+    "LayerTD": "tvlens.probing.layers",
+    "td_by_layer": "tvlens.probing.layers",
+    "TDResult": "tvlens.probing.measures",
+    "loo_knn_predict": "tvlens.probing.measures",
+    "probe_accuracy": "tvlens.probing.measures",
+    "project_2d": "tvlens.probing.measures",
+    "separability": "tvlens.probing.measures",
+    "task_decodability": "tvlens.probing.measures",
+    "TDSeries": "tvlens.probing.series",
+    "correlation": "tvlens.probing.series",
+    "save_series": "tvlens.probing.series",
+    "td_over_checkpoints": "tvlens.probing.series",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'tvlens.probing' has no attribute {name!r}")

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tvlens.configs import EmergenceConfig, ProbeConfig
 from tvlens.errors import ConfigError, LayerError
 from tvlens.plotting import (
     plot_emergence,
@@ -21,6 +20,7 @@ from tvlens.plotting import (
     plot_td_vs_accuracy,
     save_figure,
 )
+from tvlens.probing.config import EmergenceConfig, ProbeConfig
 from tvlens.probing.emergence import EmergenceResult, emergence, series_from_emergence
 from tvlens.probing.family import family_for_run, is_regression_run
 from tvlens.probing.perturbation import perturbation
@@ -42,7 +42,7 @@ def run_probe(
     **options: Any,
 ) -> TDSeries:
     """What ``tvlens probe`` runs: :func:`td_over_checkpoints` as ``config`` says (a
-    :class:`~tvlens.configs.ProbeConfig`, or its fields as keyword ``options``), then
+    :class:`~tvlens.probing.config.ProbeConfig`, or its fields as keyword ``options``), then
     ``out/td.json``, ``out/config.json`` and the figures ``td_by_layer``, ``td_heatmap``,
     ``td_vs_accuracy`` and ``projection`` (the last checkpoint's peak layer), as HTML and PNG.
     ``model`` may be a model object (see :func:`td_over_checkpoints`)."""
@@ -147,7 +147,7 @@ def run_emergence(
     **options: Any,
 ) -> EmergenceRun:
     """What ``tvlens emergence`` runs, as ``config`` says (an
-    :class:`~tvlens.configs.EmergenceConfig`, or its fields as keyword ``options``):
+    :class:`~tvlens.probing.config.EmergenceConfig`, or its fields as keyword ``options``):
     :func:`emergence` on a run, then (unless ``perturb_layer`` is negative) the perturbation
     test at an early and the last checkpoint (default layer: the middle one; ``perturb_steps``
     to choose the checkpoints). Writes ``out/emergence.json``, ``out/perturbation.json``,

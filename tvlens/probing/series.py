@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from tvlens import plotting
 from tvlens.errors import TVLensError
-from tvlens.icl_accuracy import evaluate_icl
+from tvlens.evaluation.icl import evaluate_icl
 from tvlens.models.loading import load_model
 from tvlens.models.tvmodel import TVModel
 from tvlens.probing.layers import LayerTD, td_by_layer

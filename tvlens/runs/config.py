@@ -16,6 +16,14 @@ from tvlens.names import renamed
 from tvlens.runs import KIND_KEY
 
 
+def no_type_check(cls: type) -> type:
+    """Marks a config class for jaxtyping's import hook (which skips what is decorated with a
+    ``no_type_check``), so that the test suite's runtime type checker does not reject a bad
+    choice with its own error before ``__post_init__`` raises the :class:`ConfigError` users
+    see. Unlike ``typing.no_type_check`` it leaves ``get_type_hints`` working."""
+    return cls
+
+
 def opt(default: Any = MISSING, help: str = "", *, factory: Any = MISSING, **meta: Any) -> Any:
     """A dataclass field with its help (and any other metadata, e.g. ``choices=fn`` for a
     registry, ``flag="--revision"`` for the CLI's option name)."""

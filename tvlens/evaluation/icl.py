@@ -21,8 +21,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from tvlens.configs import EvalConfig
 from tvlens.errors import ConfigError
+from tvlens.evaluation.config import EvalConfig
 from tvlens.models.loading import model_and_suite
 from tvlens.plotting import plot_icl_accuracy
 from tvlens.results import Result
@@ -198,7 +198,8 @@ def run_eval(
 ) -> ICLEvaluation:
     """``tvlens eval``: :func:`evaluate_icl` on ``model`` (a loaded model, or a name, folder or
     tvlens run with its ``revision``) and ``suite`` (default: the one the model was trained on),
-    as ``config`` says (an :class:`~tvlens.configs.EvalConfig`, or its fields as ``options``);
+    as ``config`` says (an :class:`~tvlens.evaluation.config.EvalConfig`, or its fields as
+    ``options``);
     with ``out``, the config, the model's spec and the result are written there as JSON (a new
     file or an earlier eval result, never another file)."""
     cfg = (config or EvalConfig()).with_overrides(**options)
