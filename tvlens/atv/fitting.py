@@ -195,12 +195,20 @@ def engine_fit(
     ckpt = {c.step: c for c in list_checkpoints(run_dir)}[entries[best]["step"]]
     (load or load_weights)(ckpt.path, torch.device(ctx.device))
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return _fit_report(res, best, lr, cfg.epochs)
+
+
+def _fit_report(res: Any, best: int, lr: float, epochs: int) -> dict[str, Any]:
+    """What :func:`engine_fit` reports of a finished run (``res``, a ``TrainResult``) whose
+    best-dev checkpoint is ``best``: the dev curve, the training loss (over the last and the
+    best epoch), whether patience stopped it or the dev curve was still rising."""
+    entries = res.metrics["checkpoints"]
     losses = res.metrics.get("train_loss", [])
     steps_per_epoch = entries[0]["step"] if entries else 1
     last_epoch = [v for s, v in losses if s > entries[-1]["step"] - steps_per_epoch]
     best_epoch = [v for s, v in losses if entries[best]["step"] - steps_per_epoch < s
                   <= entries[best]["step"]]  # fmt: skip
-    stopped_early = len(entries) < cfg.epochs
+    stopped_early = len(entries) < epochs
     return {
         "lr": lr,
         "curve": [

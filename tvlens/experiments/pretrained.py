@@ -404,33 +404,11 @@ def task_decodability_table(
     for label, suite in suites.items():
         tasks = [*suite, null_task(suite)]
         null = tasks[-1].name
-        hidden, labels, first, exact, first_ids = [], [], {}, {}, set()
-        for i, task in enumerate(tqdm(tasks, desc=f"TD {label}", disable=not progress)):
-            prompts = sample_prompts(task, k, n_prompts, seed=seed + 1000 * i, template=tmpl)
-            f_all, e_all = [], []
-            for start in range(0, len(prompts), batch_size):
-                batch = tokenize_prompts(prompts[start : start + batch_size], model,
-                                         padding_side="left", include_answer=True)  # fmt: skip
-                kept: dict[str, torch.Tensor] = {}
-
-                def keep(act, hook, kept=kept):
-                    kept["pred"] = act.argmax(-1).cpu()
-
-                with torch.no_grad(), model.hooks(fwd_hooks=[("unembed.hook_out", keep)]):
-                    acts = activations_at_positions(model, batch, names_resid)
-                hidden.append(torch.stack([acts[n] for n in names_resid]).cpu())
-                for r, ans in enumerate(batch.answer_ids):
-                    q = int(batch.query_pos[r])
-                    got = kept["pred"][r, q : q + len(ans)]
-                    f_all.append(bool(got[0] == ans[0]))
-                    e_all.append(bool(torch.equal(got, torch.tensor(ans))))
-                    if task.name != null:
-                        first_ids.add(ans[0])
-            labels += [task.name] * len(prompts)
-            first[task.name], exact[task.name] = float(np.mean(f_all)), float(np.mean(e_all))
+        h, labels, first, exact, first_ids = _suite_states(
+            model, tasks, label, k, n_prompts, seed, tmpl, batch_size, names_resid, progress
+        )
         measure = "exact_match" if len(first_ids) <= 1 else "first_token"
         acc = {t.name: (exact if measure == "exact_match" else first)[t.name] for t in suite}
-        h = torch.cat(hidden, dim=1)  # [layer, n, d]
         res = LayerTD(list(range(model.n_layers)), [], [], [], tasks=[t.name for t in tasks],
                       n_prompts=n_prompts, k=k)  # fmt: skip
         for layer in res.layers:
@@ -465,6 +443,41 @@ def task_decodability_table(
     result["pooled_td_vs_icl"] = correlation(all_td, all_acc)
     write_json(out / "td.json", result)
     return DecodabilityTable(result)
+
+
+def _suite_states(model: TVModel, tasks: list, label: str, k: int, n_prompts: int, seed: int,
+                  tmpl: Any, batch_size: int, names_resid: list[str],
+                  progress: bool) -> tuple[torch.Tensor, list[str], dict, dict, set]:  # fmt: skip
+    """Each task's prompts once, answer appended (the last task is the suite's Null task): the
+    residual at the last query token after every block ``[layer, n, d]``, each prompt's task,
+    each task's first-token and exact-match accuracy, and the first answer tokens seen (the
+    Null task's excepted)."""
+    null = tasks[-1].name
+    hidden, labels, first, exact, first_ids = [], [], {}, {}, set()
+    for i, task in enumerate(tqdm(tasks, desc=f"TD {label}", disable=not progress)):
+        prompts = sample_prompts(task, k, n_prompts, seed=seed + 1000 * i, template=tmpl)
+        f_all, e_all = [], []
+        for start in range(0, len(prompts), batch_size):
+            batch = tokenize_prompts(prompts[start : start + batch_size], model,
+                                     padding_side="left", include_answer=True)  # fmt: skip
+            kept: dict[str, torch.Tensor] = {}
+
+            def keep(act, hook, kept=kept):
+                kept["pred"] = act.argmax(-1).cpu()
+
+            with torch.no_grad(), model.hooks(fwd_hooks=[("unembed.hook_out", keep)]):
+                acts = activations_at_positions(model, batch, names_resid)
+            hidden.append(torch.stack([acts[n] for n in names_resid]).cpu())
+            for r, ans in enumerate(batch.answer_ids):
+                q = int(batch.query_pos[r])
+                got = kept["pred"][r, q : q + len(ans)]
+                f_all.append(bool(got[0] == ans[0]))
+                e_all.append(bool(torch.equal(got, torch.tensor(ans))))
+                if task.name != null:
+                    first_ids.add(ans[0])
+        labels += [task.name] * len(prompts)
+        first[task.name], exact[task.name] = float(np.mean(f_all)), float(np.mean(e_all))
+    return torch.cat(hidden, dim=1), labels, first, exact, first_ids
 
 
 # ---------------------------------------------------------------------------- 3. heads

@@ -284,35 +284,15 @@ def train_run(
     if kind.setup is not None:
         kind.setup(dev)
     pmodel = accelerator.prepare_model(model) if accelerator.num_processes > 1 else model
-    groups = kind.param_groups() if kind.param_groups else None
-    if groups is not None:
-        params = [p for g in groups for p in g["params"]]
-    else:
-        params = list(
-            kind.parameters()
-            if kind.parameters
-            else (p for p in model.parameters() if p.requires_grad)
-        )
+    groups, params = _trained_parameters(kind, model)
     optimizer = accelerator.prepare_optimizer(
         make_optimizer(cfg, groups if groups is not None else params), device_placement=False
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer, lr_factor(cfg, plan.steps))
     to_device = kind.to_device or move_to
     torch.manual_seed(cfg.seed)
-    metrics: dict[str, Any] = {"checkpoints": [], "train_loss": []}
-    start = 0
-    if existing is not None:
-        if main:
-            clean_temporary(run_dir)
-        accelerator.wait_for_everyone()
-        start, metrics = restore_checkpoint(
-            run_dir, kind.load, kind.required_files, optimizer, scheduler, dev, metrics,
-            accelerator.scaler,
-        )  # fmt: skip
-    elif main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        info = {"tvlens": tvlens.__version__, **run_info, "device": str(dev)}
-        write_json_atomically(run_dir / "config.json", info)
+    start, metrics = _start_or_resume(kind, run_dir, run_info, existing is not None, accelerator,
+                                      optimizer, scheduler, dev)  # fmt: skip
 
     stopped = (
         kind.stop is not None and bool(metrics["checkpoints"]) and kind.stop(metrics["checkpoints"])
@@ -337,19 +317,8 @@ def train_run(
             running = []
             bar.set_postfix(loss=f"{metrics['train_loss'][-1][1]:.3f}")
         if step in plan.checkpoints:
-            entry: dict[str, Any] = {"step": step}
-            if plan.steps_per_epoch is not None:
-                entry["epoch"] = plan.epoch(step)
-            if kind.evaluate is not None:
-                model.eval()
-                with torch.no_grad():
-                    entry.update(kind.evaluate(model, step))
-                model.train()
-            metrics["checkpoints"].append(entry)
-            if main:
-                save_checkpoint(run_dir, step, kind.save, optimizer, scheduler, accelerator.scaler)
-                write_json_atomically(run_dir / "metrics.json", metrics)
-            accelerator.wait_for_everyone()
+            entry = _checkpoint(kind, model, step, plan, metrics, run_dir, accelerator, optimizer,
+                                scheduler)  # fmt: skip
             if "loss" in entry or kind.postfix is not None:
                 post = kind.postfix(entry) if kind.postfix else {"loss": f"{entry['loss']:.3f}"}
                 bar.set_postfix(**post)
@@ -362,6 +331,65 @@ def train_run(
     bar.close()
     ckpts = list_checkpoints(run_dir) if (run_dir / "checkpoints").is_dir() else []
     return TrainResult(run_dir, cfg, ckpts, metrics, completed, time.time() - t0)
+
+
+def _trained_parameters(kind: RunKind[B], model: nn.Module) -> tuple[list[dict] | None, list]:
+    """The kind's parameter groups (or None) and every parameter the optimizer updates (the
+    kind's, or the model's that require a gradient)."""
+    groups = kind.param_groups() if kind.param_groups else None
+    if groups is not None:
+        params = [p for g in groups for p in g["params"]]
+    else:
+        params = list(
+            kind.parameters()
+            if kind.parameters
+            else (p for p in model.parameters() if p.requires_grad)
+        )
+    return groups, params
+
+
+def _start_or_resume(kind: RunKind[B], run_dir: Path, run_info: dict[str, Any], existing: bool,
+                     accelerator: Any, optimizer: Any, scheduler: Any,
+                     dev: torch.device) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    """The step to start after and the metrics so far: restored from the last complete
+    checkpoint of an ``existing`` run, else 0 and none (the new run's ``config.json`` written)."""
+    metrics: dict[str, Any] = {"checkpoints": [], "train_loss": []}
+    start = 0
+    main = accelerator.is_main_process
+    if existing:
+        if main:
+            clean_temporary(run_dir)
+        accelerator.wait_for_everyone()
+        start, metrics = restore_checkpoint(
+            run_dir, kind.load, kind.required_files, optimizer, scheduler, dev, metrics,
+            accelerator.scaler,
+        )  # fmt: skip
+    elif main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        info = {"tvlens": tvlens.__version__, **run_info, "device": str(dev)}
+        write_json_atomically(run_dir / "config.json", info)
+    return start, metrics
+
+
+def _checkpoint(kind: RunKind[B], model: nn.Module, step: int, plan: Any,
+                metrics: dict[str, Any], run_dir: Path, accelerator: Any, optimizer: Any,
+                scheduler: Any) -> dict[str, Any]:  # fmt: skip
+    """At a checkpoint step: the kind's evaluation (model in eval mode, no gradients), its
+    entry appended to ``metrics``, and (main process) the checkpoint and ``metrics.json``."""
+    entry: dict[str, Any] = {"step": step}
+    if plan.steps_per_epoch is not None:
+        entry["epoch"] = plan.epoch(step)
+    if kind.evaluate is not None:
+        model.eval()
+        with torch.no_grad():
+            entry.update(kind.evaluate(model, step))
+        model.train()
+    metrics["checkpoints"].append(entry)
+    if accelerator.is_main_process:
+        save_checkpoint(run_dir, step, kind.save, optimizer, scheduler, accelerator.scaler)
+        write_json_atomically(run_dir / "metrics.json", metrics)
+    accelerator.wait_for_everyone()
+    return entry
 
 
 def train_from_preset(
