@@ -20,7 +20,7 @@ from tvlens.experiments.configs import (
     LayerFinetuneConfig,
     VectorTableConfig,
 )
-from tvlens.injection.config import VectorsConfig
+from tvlens.extraction.config import VectorsConfig
 from tvlens.patching.config import PatchConfig
 from tvlens.probing.config import ProbeConfig
 from tvlens.runs.config import Config, opt

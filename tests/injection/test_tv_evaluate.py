@@ -147,7 +147,7 @@ def test_a_registered_extraction_method_runs_everywhere(trained, monkeypatch):
     the config and the CLI, runs in the report, and scores exactly zero-shot at every layer
     (adding nothing changes nothing)."""
     import tvlens.extraction.registry as R
-    from tvlens.injection.config import VectorsConfig
+    from tvlens.extraction.config import VectorsConfig
     from tvlens.runs.config import choices
 
     def extract_zero(req):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tvlens.errors import ConfigError, OutputError
-from tvlens.injection.config import VectorsConfig
+from tvlens.extraction.config import VectorsConfig
 from tvlens.patching.config import PatchConfig
 from tvlens.probing.config import EmergenceConfig
 from tvlens.runs import folder_kind, prepare_out_dir, prepare_out_file

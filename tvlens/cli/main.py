@@ -21,7 +21,7 @@ from tvlens.experiments.configs import (
     LayerFinetuneConfig,
     VectorTableConfig,
 )
-from tvlens.injection.config import VectorsConfig
+from tvlens.extraction.config import VectorsConfig
 from tvlens.patching.config import PatchConfig
 from tvlens.probing.config import EmergenceConfig, ProbeConfig
 from tvlens.training.config import DEFAULT_PRESET, PRESETS, TrainConfig

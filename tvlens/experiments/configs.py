@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from tvlens.errors import ConfigError
+from tvlens.extraction.config import VectorsConfig
 from tvlens.extraction.registry import ALL
-from tvlens.injection.config import VectorsConfig
 from tvlens.runs.config import Config, no_type_check, opt, redefault
 
 _K = "Demonstrations per prompt."

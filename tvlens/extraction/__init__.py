@@ -21,6 +21,7 @@ _NAMES = {
     "ExtractionRequest": "registry",
     "register_extraction_method": "registry",
     "get_extraction_method": "registry",
+    "VectorsConfig": "config",
 }
 __all__ = sorted(_NAMES)
 

@@ -1,29 +1,29 @@
-"""Injection: write vectors into the residual stream (replace / add), layer sweeps, reports.
-Names are imported lazily, so that the configuration (``config.py``), which the CLI reads at
-start-up, does not load torch.
-"""
+"""Injection: write vectors into the residual stream (replace / add), layer sweeps, reports."""
 
-from importlib import import_module
-from typing import Any
+from tvlens.injection.evaluate import (
+    MethodResult,
+    TaskResult,
+    VectorReport,
+    evaluate_task_vectors,
+    format_table,
+    run_task_vectors,
+    save_report,
+    summary_table,
+)
+from tvlens.injection.inject import inject, injection_hook
+from tvlens.injection.sweep import layer_sweep_correct, layer_sweep_logits
 
-_NAMES = {
-    "MethodResult": "tvlens.injection.evaluate",
-    "TaskResult": "tvlens.injection.evaluate",
-    "VectorReport": "tvlens.injection.evaluate",
-    "evaluate_task_vectors": "tvlens.injection.evaluate",
-    "format_table": "tvlens.injection.evaluate",
-    "run_task_vectors": "tvlens.injection.evaluate",
-    "save_report": "tvlens.injection.evaluate",
-    "summary_table": "tvlens.injection.evaluate",
-    "inject": "tvlens.injection.inject",
-    "injection_hook": "tvlens.injection.inject",
-    "layer_sweep_correct": "tvlens.injection.sweep",
-    "layer_sweep_logits": "tvlens.injection.sweep",
-}
-__all__ = sorted(_NAMES)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        return getattr(import_module(_NAMES[name]), name)
-    raise AttributeError(f"module 'tvlens.injection' has no attribute {name!r}")
+__all__ = [
+    "MethodResult",
+    "TaskResult",
+    "VectorReport",
+    "evaluate_task_vectors",
+    "format_table",
+    "run_task_vectors",
+    "inject",
+    "injection_hook",
+    "layer_sweep_correct",
+    "layer_sweep_logits",
+    "save_report",
+    "summary_table",
+]

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from tvlens.errors import ConfigError
 from tvlens.evaluation.icl import evaluate_prompts
+from tvlens.extraction.config import VectorsConfig
 from tvlens.extraction.function_vectors import HeadTable
 from tvlens.extraction.registry import (
     EXTRACTION_METHODS,
@@ -23,7 +24,6 @@ from tvlens.extraction.registry import (
     get_extraction_method,
 )
 from tvlens.extraction.vectors import TaskVector
-from tvlens.injection.config import VectorsConfig
 from tvlens.injection.sweep import layer_sweep_correct
 from tvlens.models.loading import model_and_suite
 from tvlens.models.tvmodel import TVModel
@@ -274,7 +274,7 @@ def run_task_vectors(
     figures ``out/layer_sweep.{html,png}`` (and ``out/head_aie.{html,png}`` for FV).
 
     ``config``, or its fields as keyword ``options`` (``methods="all"``, ``k=4``...): a
-    :class:`~tvlens.injection.config.VectorsConfig`. ``suite`` defaults to the suite the model was
+    :class:`~tvlens.extraction.config.VectorsConfig`. ``suite`` defaults to the suite the model was
     trained on.
     """
 
