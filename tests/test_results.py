@@ -181,3 +181,16 @@ def test_long_calls_show_a_progress_bar_unless_silenced(model, suite, capsys):
         assert desc not in capsys.readouterr().err
         call(True)  # the default
         assert desc in capsys.readouterr().err
+
+
+def test_a_result_saved_before_its_module_moved_loads(tmp_path):
+    """ICL accuracy moved from tvlens/icl_accuracy.py to tvlens/evaluation/icl.py: a result
+    saved before names the old module, and still loads."""
+    from tvlens.evaluation.icl import ICLEvaluation, TaskAccuracy
+
+    ev = ICLEvaluation(k=3, template="arrow", tasks={"t": TaskAccuracy("t", 0.5, 0.25, 4)})
+    path = ev.save(tmp_path / "ev.json")
+    text = path.read_text()
+    assert "tvlens.evaluation.icl:ICLEvaluation" in text
+    path.write_text(text.replace("tvlens.evaluation.icl:", "tvlens.icl_accuracy:"))
+    _equal(ev, ICLEvaluation.load(path))
