@@ -24,13 +24,20 @@ from typing import TYPE_CHECKING, Any
 
 from tvlens.errors import CheckpointError, ConfigError, ModelLoadError, TVLensError
 from tvlens.models.pretrained import ensure_gguf, read_manifest, resolve_pretrained
-from tvlens.models.sources import ModelSource, hub_allowed, model_source, suggest
+from tvlens.models.sources import (
+    ModelSource,
+    folder_source,
+    hub_allowed,
+    model_source,
+    suggest,
+)
 from tvlens.runs.checkpoints import (
     is_run_dir,
     list_checkpoints,
     resolve_checkpoint,
     validate_checkpoint,
 )
+from tvlens.tasks.registry import check_suite_name, get_suite  # light (no torch)
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +64,7 @@ def __getattr__(name: str) -> Any:
 
 def wrap_model(model: Any, tokenizer: Any = None, **kwargs: Any) -> TVModel:
     """:meth:`TVModel.wrap` (a model already in memory as a TVModel)."""
+    # here, not at the top: it loads torch (a bad name is refused before that)
     from tvlens.models.tvmodel import TVModel
 
     return TVModel.wrap(model, tokenizer, **kwargs)
@@ -133,12 +141,9 @@ def load_model(
     a missing path is refused naming what its folder holds. All these checks run before torch
     and TransformerLens are imported.
     """
+    checkpoints = checkpoint_value is not None or checkpoint_index is not None
     source = model_source(
-        name_or_path,
-        revision,
-        checkpoints=checkpoint_value is not None or checkpoint_index is not None,
-        tokenizer_given=tokenizer is not None,
-        allow_hub=allow_hub,
+        name_or_path, revision, checkpoints=checkpoints, allow_hub=allow_hub, classify=False
     )
     if source.kind == "object":
         return _load_object(
@@ -164,6 +169,8 @@ def load_model(
     opts.bridge = _bridge_kwargs(
         device, dtype, device_map, n_devices, n_ctx, trust_remote_code, tokenizer, bridge_kwargs
     )
+    # (a folder's contents are checked after the options, as they always were)
+    source = folder_source(source, revision, checkpoints, tokenizer is not None)
     loader = _load_hub if source.kind == "hub" else _load_folder
     return loader(source, opts)
 
@@ -276,6 +283,7 @@ def _bridge_kwargs(
     device, dtype, device_map, n_devices, n_ctx, trust_remote_code, tokenizer, extra: dict
 ) -> dict[str, Any]:
     """``boot_transformers`` keyword arguments from :func:`load_model`'s options."""
+    # here, not at the top: it loads torch (a bad name is refused before that)
     from tvlens.models.wrap import _user_tokenizer, resolve_device, resolve_dtype
 
     kwargs: dict[str, Any] = dict(extra)
@@ -313,6 +321,7 @@ def _read_tvlens_json(folder: Path) -> dict:
 def _boot_folder(folder: Path, opts: _Options) -> Any:
     from transformer_lens.model_bridge import TransformerBridge
 
+    # here, not at the top: it loads torch (a bad name is refused before that)
     from tvlens.models.hf import quiet_transformers
 
     try:
@@ -334,9 +343,10 @@ def _finish(
     bridge: Any, name: str, source: str, revision, path: str | None, extra: dict, opts: _Options
 ) -> TVModel:
     """The TVModel of a booted bridge: its tokenizer checked, its spec, its BOS policy."""
+    # here, not at the top: it loads torch (a bad name is refused before that)
     from tvlens.models.bos import tokenizer_adds_bos
-    from tvlens.models.tvmodel import ModelSpec, TVModel
-    from tvlens.models.wrap import _native_bos, doc_start_token, spec_fields
+    from tvlens.models.tvmodel import ModelSpec, TVModel  # torch, as above
+    from tvlens.models.wrap import _native_bos, doc_start_token, spec_fields  # torch
 
     bridge.eval()
     # Without tokenizer files transformers hands back a placeholder of one or two special
@@ -451,12 +461,10 @@ def model_and_suite(
     ``suite`` itself, the suite of that name or folder, or (None) the suite the model was
     trained on. What the CLI-level runs (vectors, patching) start from. Both names are
     checked before the model loads."""
-    from tvlens.tasks.registry import check_suite_name, get_suite
-
     if isinstance(suite, str | Path):
         check_suite_name(str(suite))
     if isinstance(model, str | Path):
-        model_source(model, revision)
+        model_source(model, revision, classify=False)
     model = as_model(model, revision, device)
     if suite is None:
         suite = model.training_suite()

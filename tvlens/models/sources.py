@@ -25,13 +25,14 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tvlens.errors import CheckpointError, ConfigError, ModelLoadError
-from tvlens.models.pretrained import PRETRAINED, PretrainedModel, written_as_path
+from tvlens.models.pretrained import PRETRAINED, PretrainedModel
 from tvlens.runs.checkpoints import is_run_dir
+from tvlens.runs.paths import is_path_name, listing, missing_path_message
 
 ALLOW_HUB_ENV = "TVLENS_ALLOW_HUB"
 _TRUE = {"1", "true", "yes", "on"}
@@ -49,8 +50,9 @@ TOKENIZER_FILES = (
 @dataclass(frozen=True)
 class ModelSource:
     """Where a model comes from: ``kind`` is one of ``object``, ``pretrained``, ``gguf``,
-    ``run``, ``checkpoint``, ``folder``, ``hub``; ``path`` is set for the path kinds,
-    ``entry`` for ``pretrained``, ``cached`` for a hub name in the local HF cache."""
+    ``run``, ``checkpoint``, ``folder``, ``hub`` (or ``dir``: a folder not yet classified);
+    ``path`` is set for the path kinds, ``entry`` for ``pretrained``, ``cached`` for a hub
+    name in the local HF cache."""
 
     kind: str
     name: str
@@ -71,63 +73,13 @@ def hub_allowed(allow_hub: bool | None = None) -> bool:
     return bool(allow_hub) if allow_hub is not None else _env_true(ALLOW_HUB_ENV)
 
 
-def is_path_name(name: str | Path) -> bool:
-    """Whether a model name means a local path: written as one, existing, a ``.gguf`` file,
-    or a name whose first component exists here (``runs/tny`` when ``runs/`` exists)."""
-    text = str(name)
-    if isinstance(name, Path) or written_as_path(text) or text.lower().endswith(".gguf"):
-        return True
-    path = Path(text).expanduser()
-    if path.exists():
-        return True
-    parts = path.parts
-    return len(parts) > 1 and Path(parts[0]).exists()
-
-
-def _listing(folder: Path, limit: int = 8) -> list[str]:
-    try:
-        names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
-    except OSError:
-        return []
-    return names[:limit] + (["..."] if len(names) > limit else [])
-
-
-MODEL_FIX = "Give an existing folder or file, a tvlens run, a short name or an HF hub name."
-
-
-def missing_path_message(name: str | Path, what: str = "Model folder", fix: str = MODEL_FIX) -> str:
-    """One line for a path that does not exist, naming what its nearest existing parent
-    folder holds and the closest entry (``runs/`` has no ``tny``; did you mean ``runs/tiny``)."""
-    text = str(name)
-    path = Path(text).expanduser()
-    missing, parent = path.name, path.parent
-    while not parent.exists() and parent != parent.parent:  # the nearest folder that exists
-        missing, parent = parent.name, parent.parent
-    shown = "./" if str(parent) in ("", ".") else str(parent).rstrip("/") + "/"
-    msg = f"{what} {text!r} does not exist"
-    if parent.is_dir():
-        entries = _listing(parent, limit=1000)
-        close = difflib.get_close_matches(missing, entries, n=1, cutoff=0.6)
-        held = _listing(parent)
-        msg += f": {shown!r} has no {missing!r}"
-        msg += f"; it has {', '.join(repr(e) for e in held)}" if held else " and is empty"
-        if close:
-            near = Path(text).parent if missing == path.name else parent  # as the user wrote it
-            msg += f". Did you mean {str(near / close[0])!r}?"
-        else:
-            msg += "."
-    else:
-        msg += "."
-    return f"{msg} {fix}"
-
-
 def suggest(name: str) -> list[str]:
     """Close tvlens short names, and close folders here, for a name that matched nothing."""
     key = name.strip().lower()
     hits = difflib.get_close_matches(key, sorted(PRETRAINED), n=2, cutoff=0.75)
     hubs = {e.hub_name.lower(): e.hub_name for e in PRETRAINED.values()}
     hits += [hubs[h] for h in difflib.get_close_matches(key, sorted(hubs), n=1, cutoff=0.85)]
-    here = [p for p in _listing(Path("."), limit=1000) if Path(p).is_dir()]
+    here = [p for p in listing(Path("."), limit=1000) if Path(p).is_dir()]
     hits += ["./" + h for h in difflib.get_close_matches(name, here, n=1, cutoff=0.75)]
     return hits
 
@@ -212,15 +164,27 @@ def _is_run_config(path: Path) -> bool:
     return isinstance(cfg, dict) and "tvlens" in cfg
 
 
-def _path_source(name: str, revision: Any, checkpoints: bool, tokenizer_given: bool):
+def folder_source(
+    source: ModelSource, revision: Any, checkpoints: bool, tokenizer_given: bool
+) -> ModelSource:
+    """A ``dir`` source (an existing folder) as a ``run``, ``checkpoint`` or ``folder``, with
+    the cheap checks of each (config.json, tokenizer files, ``revision``)."""
+    if source.kind != "dir":
+        return source
+    if checkpoints:
+        raise ConfigError(
+            "checkpoint_value/checkpoint_index are for hub models; "
+            "for a tvlens run use revision='step<N>'."
+        )
+    kind = _folder_kind(source.path, source.name, revision, tokenizer_given)
+    return replace(source, kind=kind)
+
+
+def _path_source(name: str, revision: Any, checkpoints: bool, tokenizer_given: bool, classify):
     path = Path(name).expanduser()
     if path.is_dir():
-        if checkpoints:
-            raise ConfigError(
-                "checkpoint_value/checkpoint_index are for hub models; "
-                "for a tvlens run use revision='step<N>'."
-            )
-        return ModelSource(_folder_kind(path, name, revision, tokenizer_given), name, path)
+        folder = ModelSource("dir", name, path)
+        return folder_source(folder, revision, checkpoints, tokenizer_given) if classify else folder
     if name.lower().endswith(".gguf"):
         if not path.is_file():
             raise ModelLoadError(missing_path_message(name, "GGUF file"))
@@ -242,11 +206,13 @@ def model_source(
     checkpoints: bool = False,
     tokenizer_given: bool = False,
     allow_hub: bool | None = None,
+    classify: bool = True,
 ) -> ModelSource:
     """The kind of source ``name_or_path`` is (see the module's rules), or one clear
     :class:`~tvlens.errors.TVLensError`; no torch, no network. ``checkpoints``: a
     ``checkpoint_value`` / ``checkpoint_index`` was given; ``tokenizer_given``: a
-    ``tokenizer=`` replaces the folder's own."""
+    ``tokenizer=`` replaces the folder's own; ``classify=False`` leaves an existing folder as
+    kind ``dir`` for :func:`folder_source` to classify later."""
     if not isinstance(name_or_path, str | Path):
         return ModelSource("object", type(name_or_path).__name__)
     name = str(name_or_path)
@@ -260,7 +226,7 @@ def model_source(
             )
         return ModelSource("pretrained", name, entry=PRETRAINED[key])
     if is_path_name(name_or_path):
-        return _path_source(name, revision, checkpoints, tokenizer_given)
+        return _path_source(name, revision, checkpoints, tokenizer_given, classify)
     if revision is not None and checkpoints:
         raise ConfigError("Specify either revision= or checkpoint_value/checkpoint_index.")
     cached = hub_cached(name, None if revision is None else str(revision))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tvlens.errors import UnknownTaskError
+from tvlens.runs.paths import is_path_name, missing_path_message
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.synthetic import bitwise_suite, latent_mapping_suite, list_suite
 from tvlens.tasks.words import word_suite
@@ -57,8 +58,6 @@ def _suite_path(name: str) -> Path | None:
             f"Suite {name!r} is a file but not a .json task file: give a suite name, a folder "
             "of {task}.json files, or one task .json file."
         )
-    from tvlens.models.sources import is_path_name, missing_path_message
-
     if is_path_name(name) or name.lower().endswith(".json"):
         fix = "Give a suite name, a folder of {task}.json files, or one task .json file."
         raise UnknownTaskError(missing_path_message(name, "Suite folder or file", fix))
