@@ -145,6 +145,8 @@ def load_model(
     source = model_source(
         name_or_path, revision, checkpoints=checkpoints, allow_hub=allow_hub, classify=False
     )
+    if source.kind == "hub" and not source.cached:  # once, before torch: no network is said at once
+        _look_up_on_hub(source.name, revision)
     if source.kind == "object":
         return _load_object(
             name_or_path,
@@ -248,8 +250,8 @@ def _load_folder(source: ModelSource, opts: _Options) -> TVModel:
 
 
 def _load_hub(source: ModelSource, opts: _Options) -> TVModel:
-    """A hub name: from the local HF cache without the network unless the user allows it;
-    an uncached name (network allowed) is looked up once first, failing in one line."""
+    """A hub name: from the local HF cache without the network unless the user allows it
+    (an uncached name was looked up once by :func:`load_model`)."""
     from transformer_lens.model_bridge import TransformerBridge
 
     name, revision, kwargs = source.name, opts.revision, dict(opts.bridge)
@@ -260,8 +262,6 @@ def _load_hub(source: ModelSource, opts: _Options) -> TVModel:
     if opts.checkpoint_index is not None:
         kwargs["checkpoint_index"] = opts.checkpoint_index
     online = hub_allowed(opts.allow_hub)
-    if not source.cached:
-        _look_up_on_hub(name, revision)
     try:
         with contextlib.nullcontext() if online else _hub_offline():
             bridge = TransformerBridge.boot_transformers(name, **kwargs)
