@@ -152,7 +152,7 @@ def load_model(
             name_or_path,
             dict(revision=revision, checkpoint_value=checkpoint_value,
                  checkpoint_index=checkpoint_index, device_map=device_map, n_devices=n_devices,
-                 n_ctx=n_ctx, **bridge_kwargs),
+                 n_ctx=n_ctx, **dict.fromkeys(bridge_kwargs, True)),
             trust_remote_code,
             dict(tokenizer=tokenizer, device=device, dtype=dtype, prepend_bos=prepend_bos,
                  bos=bos),

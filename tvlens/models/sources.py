@@ -219,7 +219,7 @@ def model_source(
     if not name.strip():
         raise ModelLoadError("The model name is empty: give a short name, folder or hub name.")
     key = name.strip().lower()
-    if isinstance(name_or_path, str) and key in PRETRAINED and not Path(name).exists():
+    if key in PRETRAINED and not Path(name).exists():
         if revision is not None or checkpoints:
             raise ModelLoadError(
                 f"{name!r} is a fixed pretrained model: it has no revisions or checkpoints."
