@@ -41,6 +41,8 @@ def test_a_typo_in_a_run_path_names_what_the_folder_holds(runs_here):
     )
     with pytest.raises(ModelLoadError, match=r"'runs/' has no 'nope'; it has 'tiny'"):
         load_model("./runs/nope/step-1")  # the nearest folder that exists
+    with pytest.raises(ModelLoadError, match=r"Model folder 'elsewhere/a/b' does not exist"):
+        load_model("elsewhere/a/b")  # three components: not a hub name
 
 
 def test_a_short_name_typo_gets_did_you_mean(runs_here, monkeypatch):

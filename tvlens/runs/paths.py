@@ -17,7 +17,8 @@ def written_as_path(name: str | Path) -> bool:
 
 def is_path_name(name: str | Path) -> bool:
     """Whether a model name means a local path: written as one, existing, a ``.gguf`` file,
-    or a name whose first component exists here (``runs/tny`` when ``runs/`` exists)."""
+    a name whose first component exists here (``runs/tny`` when ``runs/`` exists), or one of
+    more than two components (a hub name has two)."""
     text = str(name)
     if isinstance(name, Path) or written_as_path(text) or text.lower().endswith(".gguf"):
         return True
@@ -25,7 +26,8 @@ def is_path_name(name: str | Path) -> bool:
     if path.exists():
         return True
     parts = path.parts
-    return len(parts) > 1 and Path(parts[0]).exists()
+    # A hub name is "org/name": more folders than that, or a first one that exists, is a path.
+    return len(parts) > 2 or (len(parts) > 1 and Path(parts[0]).exists())
 
 
 def listing(folder: Path, limit: int = 8) -> list[str]:
