@@ -37,7 +37,6 @@ from tvlens.runs.checkpoints import (
     resolve_checkpoint,
     validate_checkpoint,
 )
-from tvlens.tasks.registry import check_suite_name, get_suite  # light (no torch)
 
 if TYPE_CHECKING:
     import torch
@@ -461,6 +460,9 @@ def model_and_suite(
     ``suite`` itself, the suite of that name or folder, or (None) the suite the model was
     trained on. What the CLI-level runs (vectors, patching) start from. Both names are
     checked before the model loads."""
+    # here, not at the top: tasks loads numpy, which a bad model name need not wait for
+    from tvlens.tasks.registry import check_suite_name, get_suite
+
     if isinstance(suite, str | Path):
         check_suite_name(str(suite))
     if isinstance(model, str | Path):
