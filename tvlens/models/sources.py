@@ -9,7 +9,8 @@ The rules, in order:
 1. Not a string or a path: a model object (``object``), wrapped as it is.
 2. A tvlens short name (``smollm2-135m``, case-insensitive): ``pretrained``.
 3. A path: a name written as one (``./x``, ``/x``, ``~/x``, a backslash), one that exists, or
-   one whose first component exists here (``runs/tny`` when ``runs/`` exists). A missing path
+   one whose first component exists here (``runs/tny`` when ``runs/`` exists), or one of more
+   than two components (a hub name is ``org/name``). A missing path
    is refused naming what its parent folder does hold. An existing path is a ``run`` (tvlens
    training run), a ``checkpoint`` (tvlens checkpoint folder), a ``folder`` (an HF
    ``save_pretrained`` folder) or a ``gguf`` file (``*.gguf``).
