@@ -158,6 +158,10 @@ def _commands(group: Any = None, path: tuple[str, ...] = ()) -> list:
 CLI_OWN_DEFAULTS = {
     # The CLI computes cells in parallel; from Python (notebooks) one process unless asked.
     ("atv compare", "workers"): ("auto", 1),
+    # --out is required by every command (issue 33); from Python the comparison keeps its
+    # folder runs/compare (the functions move to tvlens/compare/ with their defaults).
+    ("atv compare", "out"): (None, "runs/compare"),
+    ("atv distill", "out"): (None, "runs/compare"),
 }
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import typer
 
 from tvlens.errors import TVLensError
-from tvlens.models.pretrained import missing_model_folder
+from tvlens.models.sources import check_model_name, is_path_name
+from tvlens.tasks.registry import check_suite_name
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -20,10 +21,15 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        missing = missing_model_folder(kwargs.get("model") or "")
-        if missing is not None:  # before torch and TransformerLens are imported (seconds)
-            typer.secho(f"error: {missing}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(code=2)
+        try:  # a bad model or suite name, before torch and TransformerLens are imported
+            check_model_name(kwargs.get("model"))
+            suites = kwargs.get("suites") or [kwargs.get("suite")]
+            for suite in suites:  # paths only: a config may take names get_suite does not
+                if isinstance(suite, str) and (is_path_name(suite) or suite.endswith(".json")):
+                    check_suite_name(suite)
+        except TVLensError as e:
+            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=2) from None
         from tvlens.plotting import PNG_HINT, PngWarning, png_skipped_reason
 
         png_skipped_reason(clear=True)

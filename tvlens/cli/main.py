@@ -100,7 +100,8 @@ add_command(atv, "eval", "tvlens.atv.evaluate:evaluate_run", inputs="run suite s
                                 parser=json_value("--suite", or_text=True)),
                  "split": Input(str, "test or dev queries of the run's split.", "test")},
             help="Score zero-shot and ATV on held-out queries; prints JSON, writes RUN/eval.json.")
-COMPARISON = {"out": Input(Path, "The comparison's folder.", Path("runs/compare"))}
+# Required, as every command's --out (it had a default, runs/compare, alone among them).
+COMPARISON = {"out": Input(Path, "The comparison's folder.")}
 add_command(atv, "compare", "tvlens.atv.compare:run_compare", CompareConfig,
             presets=COMPARISONS, inputs="out device workers", overrides=True,
             only=("target", "seeds", "methods", "data_dir", "in_domain", "unseen", "epochs",
@@ -120,7 +121,7 @@ add_command(atv, "distill", "tvlens.atv.distill:run_distill", presets=COMPARISON
             "student trained to match the other's (on the comparison's dev-chosen variants).")
 
 # tvlens pretrained ...: the default model is the embedded SmolLM2-135M.
-SMOLLM2, WORDS = {"model": "smollm2-135m"}, Input(str, "Suite name or folder.", "words")
+SMOLLM2, WORDS = {"model": "smollm2-135m"}, Input(str, "Suite name, folder or task file.", "words")
 add_command(pretrained, "vectors", "tvlens.experiments.pretrained:vector_table",
             VectorTableConfig, out="vectors.json, table.md, figures",
             inputs="model suites tasks n_examples bos device",

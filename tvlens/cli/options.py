@@ -46,6 +46,9 @@ class Input:
         default = self.default if default is REQUIRED else default
         default = inspect.Parameter.empty if default is REQUIRED else default
         kw = {"help": self.help, **({"parser": self.parser} if self.parser else {})}
+        item, _ = _base(self.type)
+        if get_origin(item) is list and not self.argument:  # not <list[str]>: the item's type
+            kw["metavar"] = f"<{getattr(get_args(item)[0], '__name__', 'value').lower()}>"
         flags = [self.flag] if self.flag else []
         make = typer.Argument(**kw) if self.argument else typer.Option(*flags, **kw)
         return inspect.Parameter(name, KEYWORD, default=default,
@@ -55,8 +58,14 @@ class Input:
 # The inputs several commands share (the rest are the configs' fields).
 INPUTS = {
     "model": Input(str, "Short name, HF name, folder, GGUF or tvlens run."),
-    "suite": Input(str | None, "Suite name or folder (default: the model's training suite).", None),
-    "suites": Input(list[str] | None, "Suite name or folder (repeat).", None, "--suite"),
+    "suite": Input(
+        str | None,
+        "Suite name, folder or task .json file (default: the model's training suite).",
+        None,
+    ),
+    "suites": Input(
+        list[str] | None, "Suite name, folder or task .json file (repeat).", None, "--suite"
+    ),
     "tasks": Input(list[str] | None, "Only these tasks of each suite (repeat).", None, "--task"),
     "n_examples": Input(int | None, "At most this many (input, output) pairs per task.", None),
     "revision": Input(str | None, "Revision / checkpoint (step750).", None),
@@ -64,6 +73,17 @@ INPUTS = {
     "resume": Input(bool, "Continue the run in --out.", False),
     "device": Input(str | None, "cuda, mps or cpu (default: the best).", None),
 }
+
+
+_ROLE = re.compile(r":(?:class|func|meth|mod|attr|data):`~?([^`]+)`")
+
+
+def plain_help(text: str | None) -> str | None:
+    """A docstring as terminal help: reST roles and double backquotes (``tvlens vectors``,
+    :func:`tvlens.x.f`) become plain `tvlens vectors` and `tvlens.x.f`."""
+    if text is None:
+        return None
+    return _ROLE.sub(r"`\1`", text).replace("``", "`")
 
 
 def choice(values: Collection[Any], what: str) -> Callable[[str], Any]:
@@ -132,7 +152,7 @@ def _option(config: type, f: Field, hint: Any, overrides: bool) -> tuple[Any, An
     default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
     base, optional = _base(hint)
     values = field_choices(config, f.name)
-    kw: dict[str, Any] = {"help": help_}
+    kw: dict[str, Any] = {"help": plain_help(help_)}
     repeat = False
     if values is not None and "sep" in f.metadata:  # "a,b" of the allowed values
         ann, kw["parser"] = str, _split(flag, str, choice(values, flag.lstrip("-")))
@@ -144,24 +164,24 @@ def _option(config: type, f: Field, hint: Any, overrides: bool) -> tuple[Any, An
         kw.update(parser=choice(values, flag.lstrip("-")), metavar=metavar)
     elif "sep" in f.metadata:  # a list written "a,b,c"
         cast = (get_args(base) or (str,))[0]
-        ann, kw["parser"], kw["metavar"] = str, _split(flag, cast), f"{cast.__name__},..."
+        ann, kw["parser"], kw["metavar"] = str, _split(flag, cast), f"<{cast.__name__}>,..."
         default = None if default is None else ",".join(map(str, default))
     elif base in (int, float, str, bool):
         ann = base
     elif get_origin(base) is tuple and get_args(base)[-1] is Ellipsis:  # repeat the option
         ann, repeat = list[get_args(base)[0]], True
         default, optional = (None if default is None else list(default)), True
-        kw["metavar"] = get_args(base)[0].__name__
+        kw["metavar"] = f"<{get_args(base)[0].__name__}>"
     elif get_origin(base) is tuple:
         ann = base
     else:  # dicts, unions of records...: JSON
         or_text = str in get_args(base) or bool(f.metadata.get("spec"))
         ann, kw["parser"] = str, json_value(flag, or_text)
-        kw["metavar"] = "NAME|JSON" if or_text else "JSON"
+        kw["metavar"] = "<name|json>" if or_text else "<json>"
         default = None if default is None else json.dumps(default)
     if overrides:
         default, optional = None, True
-        kw["help"] = re.sub(r" ?\(default: [^)]*\)", "", help_) + " (default: the preset's)"
+        kw["help"] = re.sub(r" ?\(default: [^)]*\)", "", kw["help"]) + " (default: the preset's)"
         if ann is bool and "/" not in flag:
             flag = f"{flag}/--no-{flag.removeprefix('--')}"
     if optional:
@@ -229,7 +249,7 @@ def add_command(
         if wrote is not None:
             typer.echo(f"wrote {Path(kwargs['out']) / wrote.format(**kwargs)}")
 
-    command.__name__, command.__doc__ = name.replace("-", "_"), help or config.__doc__
+    command.__name__, command.__doc__ = name.replace("-", "_"), plain_help(help or config.__doc__)
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.runner, command.inputs = runner, names  # type: ignore[attr-defined]  # for tests
     app.command(name)(one_line_errors(command))

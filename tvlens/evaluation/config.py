@@ -17,7 +17,7 @@ class EvalConfig(Config):
 
     kind: ClassVar[str] = EVAL
     minimum: ClassVar[dict[str, int]] = {"k": 0, "n_prompts": 1, "batch_size": 1}
-    k: int = opt(5, "Demonstrations per prompt.")
+    k: int | None = opt(None, "Demonstrations (default: the model's training k, else 5).")
     n_prompts: int = opt(64, "Prompts per task.")
     template: Literal["arrow", "qa"] = opt("arrow", "Prompt template.")
     seed: int = opt(0, "Seed of the prompts.")

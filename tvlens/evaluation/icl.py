@@ -206,7 +206,9 @@ def run_eval(
     if out is not None:
         prepare_out_file(out, cfg.kind)
     m, s = model_and_suite(model, suite, revision, device)
-    res = evaluate_icl(m, s, k=cfg.k, n_prompts=cfg.n_prompts, seed=cfg.seed,
+    # None: the model's training k, as in every other command (docs/api/names.md)
+    k = cfg.k if cfg.k is not None else int(m.spec.train_info.get("k", 5))
+    res = evaluate_icl(m, s, k=k, n_prompts=cfg.n_prompts, seed=cfg.seed,
                        template=cfg.template, batch_size=cfg.batch_size,
                        progress=progress)  # fmt: skip
     if out is not None:

@@ -15,10 +15,18 @@ Policy ``"auto"``, in order:
   3. TransformerLens's default (``default_prepend_bos`` and a ``bos_token``): the BOS token;
   4. nothing.
 ``"none"`` prepends nothing; any other string is a token to prepend; an int is a token id.
+
+A tokenizer whose own BOS is a chat-template token (``<|im_start|>``: a chat turn, not a
+document, starts with it) is flagged once with :class:`ChatBosWarning`: TransformerLens
+reloads SmolLM2's tokenizer so that it prepends ``<|im_start|>``, and a model wrapped with that
+tokenizer object would otherwise start every prompt with it (the pretrained results page
+traces a task-vector collapse to this token).
 """
 
 from __future__ import annotations
 
+import re
+import warnings
 from typing import Any
 
 from tvlens.errors import PromptError
@@ -39,6 +47,48 @@ def tokenizer_adds_bos(tok: Any) -> int | None:
         if first in set(getattr(tok, "all_special_ids", []) or []):
             return int(first)
     return None
+
+
+class ChatBosWarning(UserWarning):
+    """The BOS picked by ``bos="auto"`` is a chat-template token."""
+
+
+_CHAT_MARK = re.compile(r"^<\|[^|<>\s]+\|>$")
+# Chat markers of common templates, for a tokenizer saved without its chat template.
+_KNOWN_CHAT = {"<|im_start|>", "<|im_end|>", "<|start_header_id|>", "<|user|>", "<|system|>"}
+_WARNED: set[str] = set()
+
+
+def is_chat_token(tok: Any, token: str | None) -> bool:
+    """Whether ``token`` is a chat-template marker: written ``<|...|>`` and used by the
+    tokenizer's chat template (or a well-known chat marker when it has no template)."""
+    if not token or not _CHAT_MARK.match(token):
+        return False
+    template = getattr(tok, "chat_template", None)
+    if isinstance(template, dict):  # named templates
+        template = " ".join(str(t) for t in template.values())
+    if isinstance(template, str) and template:
+        return token in template
+    return token in _KNOWN_CHAT
+
+
+def _warn_chat_bos(tok: Any, token: str, doc_start: str | None) -> None:
+    key = f"{getattr(tok, 'name_or_path', '')}:{token}"
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    vocab = tok.get_vocab() if callable(getattr(tok, "get_vocab", None)) else {}
+    other = next((t for t in (doc_start, "<|endoftext|>") if t and t in vocab), None)
+    fix = f"pass bos={other!r} (a document-start token) or bos='none'" if other else (
+        "pass bos='none' or the token that starts a document in the model's training data"
+    )  # fmt: skip
+    warnings.warn(
+        f"The tokenizer's own BOS is {token!r}, a chat-template token (a chat turn starts "
+        f"with it, not a document), so every prompt would start with it: {fix}, or "
+        f"bos={token!r} to keep it (see the models guide, 'What a prompt starts with').",
+        ChatBosWarning,
+        stacklevel=4,
+    )
 
 
 def _token_id(tok: Any, token: str) -> int:
@@ -83,6 +133,10 @@ def resolve_prompt_bos(
     else:
         if native_bos is not None:
             bos_id, reason = int(native_bos), "the tokenizer's own BOS"
+            token = tok.convert_ids_to_tokens([bos_id])[0]
+            if is_chat_token(tok, token):
+                _warn_chat_bos(tok, token, doc_start)
+                reason += " (a chat-template token)"
         elif doc_start is not None:
             bos_id = _token_id(tok, doc_start)
             reason = "the model's document-start token (its tokenizer adds no BOS)"

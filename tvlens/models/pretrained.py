@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tvlens.errors import ModelLoadError
+from tvlens.runs.paths import missing_path_message, written_as_path
 
 MANIFEST = "tvlens_pretrained.json"
 MANIFEST_VERSION = 1
@@ -88,20 +89,11 @@ PRETRAINED: dict[str, PretrainedModel] = {
 }
 
 
-def written_as_path(name: str | Path) -> bool:
-    """Whether a model name is written as a path (``./``, ``/``, ``~``, a backslash), not a
-    short or hub name."""
-    text = str(name)
-    return text.startswith((".", "/", "~")) or "\\" in text
-
-
 def missing_model_folder(name: str | Path) -> str | None:
-    """The error for a model written as a path that does not exist, else None: what
-    :func:`~tvlens.models.load_model` raises, and what the CLI says before it imports torch."""
-    text, path = str(name), Path(name).expanduser()
-    if written_as_path(text) and not path.exists():
-        return (f"Model folder {text!r} does not exist. Give an existing folder, a tvlens "
-                "training run, or an HF hub name.")  # fmt: skip
+    """The error for a model written as a path that does not exist, else None (the message
+    of :func:`tvlens.runs.paths.missing_path_message`, which names what its folder holds)."""
+    if written_as_path(name) and not Path(name).expanduser().exists():
+        return missing_path_message(name)
     return None
 
 

@@ -1,25 +1,33 @@
-"""Task suites: named sets of (input, output) pairs, and ICL prompts built from them."""
+"""Task suites: named sets of (input, output) pairs, and ICL prompts built from them.
 
-from tvlens.tasks.core import Example, Task, TaskSuite
-from tvlens.tasks.prompts import (
-    TEMPLATES,
-    ICLPrompt,
-    PromptBatch,
-    PromptTemplate,
-    dummy_query_variants,
-    sample_prompts,
-    shuffled_label_variants,
-    tokenize_prompts,
-)
-from tvlens.tasks.registry import available_suites, describe_suites, get_suite
-from tvlens.tasks.synthetic import (
-    bitwise_suite,
-    latent_mapping_suite,
-    list_suite,
-    null_task,
-    synthetic_vocabulary,
-)
-from tvlens.tasks.words import word_suite
+Names are imported lazily, so that ``get_suite`` (a light module) can check a suite name
+before torch is imported (``tvlens.tasks.prompts`` needs it)."""
+
+from importlib import import_module
+from typing import Any
+
+_NAMES = {
+    "Example": "tvlens.tasks.core",
+    "Task": "tvlens.tasks.core",
+    "TaskSuite": "tvlens.tasks.core",
+    "TEMPLATES": "tvlens.tasks.prompts",
+    "ICLPrompt": "tvlens.tasks.prompts",
+    "PromptBatch": "tvlens.tasks.prompts",
+    "PromptTemplate": "tvlens.tasks.prompts",
+    "dummy_query_variants": "tvlens.tasks.prompts",
+    "sample_prompts": "tvlens.tasks.prompts",
+    "shuffled_label_variants": "tvlens.tasks.prompts",
+    "tokenize_prompts": "tvlens.tasks.prompts",
+    "available_suites": "tvlens.tasks.registry",
+    "describe_suites": "tvlens.tasks.registry",
+    "get_suite": "tvlens.tasks.registry",
+    "bitwise_suite": "tvlens.tasks.synthetic",
+    "latent_mapping_suite": "tvlens.tasks.synthetic",
+    "list_suite": "tvlens.tasks.synthetic",
+    "null_task": "tvlens.tasks.synthetic",
+    "synthetic_vocabulary": "tvlens.tasks.synthetic",
+    "word_suite": "tvlens.tasks.words",
+}
 
 __all__ = [
     "TEMPLATES",
@@ -43,3 +51,13 @@ __all__ = [
     "tokenize_prompts",
     "word_suite",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'tvlens.tasks' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
