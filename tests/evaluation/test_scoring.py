@@ -2,6 +2,8 @@
 without a steering hook), teacher forcing equal to greedy exact match, first-token flags and
 KL to a reference."""
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -17,6 +19,7 @@ from tvlens.evaluation.scoring import (
 )
 from tvlens.evaluation.stats import hierarchical_bootstrap
 from tvlens.injection.inject import inject
+from tvlens.injection.intervention import Write, apply_intervention
 from tvlens.tasks import Task, sample_prompts, tokenize_prompts
 
 # Multi-token answers (the word tokenizer gives one token per letter).
@@ -53,16 +56,19 @@ def _hf_blocks(hf):
     raise AssertionError(f"no blocks found on {type(hf).__name__}")
 
 
-def _hf_generate(tiny, tokens, mask, n_new, vector=None, every_step=False):
+def _hf_generate(tiny, tokens, mask, n_new, vector=None, every_step=False, everywhere=False):
     """The reference: HF ``generate`` (key/value cache) with a forward hook that adds
-    ``vector`` to block LAYER's output at the last position, on the prompt's forward only or
-    on every forward."""
+    ``vector`` to block LAYER's output at the last position (or at every position computed
+    in that forward), on the prompt's forward only or on every forward."""
 
     def hook(module, args, output):
         hidden = output[0] if isinstance(output, tuple) else output
         if every_step or hidden.shape[1] > 1:  # the prompt's forward has every position
             hidden = hidden.clone()
-            hidden[:, -1] += vector
+            if everywhere:
+                hidden += vector
+            else:
+                hidden[:, -1] += vector
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     handle = _hf_blocks(tiny.hf)[LAYER].register_forward_hook(hook) if vector is not None else None
@@ -98,6 +104,21 @@ def test_greedy_decode_equals_hf_generate(sharp, prompts, steer):
         plain, _ = greedy_decode(model, batch, 4)
         assert not torch.equal(got, plain)  # the vector changes what is generated
     torch.testing.assert_close(got, want)
+    assert _hooks_left(model) == 0
+
+
+def test_an_intervention_at_every_position_and_step_equals_hf_generate(sharp, prompts):
+    # ICV-like: a write at every position, kept on while generating.
+    model = sharp.model
+    batch = tokenize_prompts(prompts, model)
+    tokens, mask = prompt_tokens(model, batch)
+    v = _vector(model, 4, size=3.0)
+    write = Write(LAYER, v, point="resid_post", op="add", positions="all")
+    got, _ = greedy_decode(model, batch, 4, partial(apply_intervention, model, [write]),
+                           steer="every_step")  # fmt: skip
+    want = _hf_generate(sharp, tokens, mask, 4, v, every_step=True, everywhere=True)
+    torch.testing.assert_close(got, want)
+    assert not torch.equal(got, greedy_decode(model, batch, 4)[0])
     assert _hooks_left(model) == 0
 
 
@@ -255,3 +276,7 @@ def test_answer_logits_are_the_query_position_and_kl_zero_without_steering(tiny,
     v = _vector(model, 3)
     steered = answer_logits(model, batch, lambda: inject(model, v, layer=LAYER, mode="add"))
     assert kl_to_reference(got, steered).min() > 0
+    # greedy_exact_match keeps the same logits: KL needs no extra forward.
+    ctx = partial(inject, model, v, LAYER, mode="add")
+    scores = greedy_exact_match(model, batch, intervention_ctx=ctx)
+    torch.testing.assert_close(scores.logits, steered, atol=1e-4, rtol=1e-4)

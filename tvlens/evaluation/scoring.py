@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -182,6 +182,9 @@ class AnswerScores:
     exact: np.ndarray  # bool: the first m generated tokens are the answer's m tokens
     first_token: np.ndarray  # bool: the first generated token is the answer's first
     steer: str
+    # Next-token logits at the answer position [batch, d_vocab] (for kl_to_reference: no
+    # extra forward needed).
+    logits: Tensor = field(repr=False, default_factory=lambda: torch.empty(0))
 
     def records(self, method: str, seed: int | None = None) -> list[dict]:
         """Rows for :mod:`tvlens.evaluation.stats` (``value`` = exact match) with the
@@ -229,7 +232,7 @@ def greedy_exact_match(
             f"max_new_tokens={max_new_tokens} is shorter than the longest answer ({longest} "
             "tokens), which could then never match: leave it out or raise it."
         )
-    gen, _ = greedy_decode(model, batch, max_new_tokens, intervention_ctx, steer)
+    gen, logits = greedy_decode(model, batch, max_new_tokens, intervention_ctx, steer)
     rows = [tuple(int(x) for x in g) for g in gen]
     exact = np.array([g[: len(a)] == a for g, a in zip(rows, answer_ids, strict=True)])
     first = np.array([g[0] == a[0] for g, a in zip(rows, answer_ids, strict=True)])
@@ -243,6 +246,7 @@ def greedy_exact_match(
         exact=exact,
         first_token=first,
         steer=steer,
+        logits=logits,
     )
 
 
