@@ -132,12 +132,13 @@ def test_steering_policies_differ_after_the_first_token(tiny, prompts):
     assert not torch.equal(first[:, 1:], every[:, 1:])
 
 
-@pytest.mark.parametrize("steered", [False, True])
+@pytest.mark.parametrize("steered", [None, LAYER, -1])
 def test_teacher_forcing_equals_greedy_exact_match(tiny, prompts, steered):
+    # -1: a write at the last block's output, which the unembedding reads directly.
     model = tiny.model
     batch = tokenize_prompts(prompts, model)
     v = _vector(model, 2)
-    ctx = (lambda: inject(model, v, layer=LAYER, mode="add")) if steered else None
+    ctx = partial(inject, model, v, steered, mode="add") if steered is not None else None
     scores = greedy_exact_match(model, batch, intervention_ctx=ctx)
     # Targets the model writes (all right), the task's answers, and the model's own
     # continuation with its last token changed (first right, whole wrong when longer).

@@ -87,11 +87,14 @@ def prompt_tokens(
 
 
 class _Replay:
-    """Hooks on every block's input that write back the values of positions computed at an
-    earlier step and record the new ones (key/value-cache semantics on a full re-run)."""
+    """Hooks on every block's input (and the last block's output, which the unembedding
+    reads) that write back the values of positions computed at an earlier step and record the
+    new ones: key/value-cache semantics on a full re-run. Registered after the
+    intervention's hooks, so what is recorded is what the steered model computed."""
 
     def __init__(self, model: TVModel):
         self.names = [model.resid_hook(layer, "pre") for layer in range(model.n_layers)]
+        self.names.append(model.resid_hook(model.n_layers - 1, "post"))
         self.stored: dict[str, Tensor] = {}
 
     def hooks(self) -> list[tuple[str, Any]]:
