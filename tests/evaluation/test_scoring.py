@@ -281,3 +281,15 @@ def test_answer_logits_are_the_query_position_and_kl_zero_without_steering(tiny,
     ctx = partial(inject, model, v, LAYER, mode="add")
     scores = greedy_exact_match(model, batch, intervention_ctx=ctx)
     torch.testing.assert_close(scores.logits, steered, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_greedy_decode_equals_hf_generate_on_newer_architectures(sharp_extra, prompts):
+    # Post-norms (Gemma-2, OLMo-2), sliding windows shorter than the prompts (Gemma-2/3,
+    # Mistral), q/k norms and biases (Qwen2/3): the re-run with replay still equals the cache.
+    model = sharp_extra.model
+    batch = tokenize_prompts(prompts, model)
+    tokens, mask = prompt_tokens(model, batch)
+    v = _vector(model)
+    got, _ = greedy_decode(model, batch, 4, partial(inject, model, v, LAYER, mode="add"))
+    torch.testing.assert_close(got, _hf_generate(sharp_extra, tokens, mask, 4, v))
