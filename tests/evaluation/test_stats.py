@@ -113,6 +113,12 @@ def test_interval_covers_a_known_mean_and_ragged_tasks():
         f"t{t}": 10 + 2 * t for t in range(15)
     }
     assert res.estimate == pytest.approx(np.mean(res.task_means))
+    # Queries are drawn uniformly within each task (the bootstrap mean is the estimate).
+    assert res.samples.mean() == pytest.approx(res.estimate, abs=0.002)
+    skewed = [("a", q, None, "m", 9.0 if q == 2 else 0.0) for q in range(3)]
+    skewed += [("b", q, None, "m", 0.0) for q in range(7)]
+    res = hierarchical_bootstrap(skewed, "m", levels=("query",), n_resamples=20_000)
+    assert res.samples.mean() == pytest.approx(1.5, abs=0.03)  # (9 / 3 + 0) / 2
 
 
 def test_tost_equal_for_identical_methods_and_not_when_shift_exceeds_margin():
