@@ -166,6 +166,17 @@ def test_right_padded_batches_with_answers_score_alike(tiny, prompts):
     a, b = greedy_exact_match(model, left), greedy_exact_match(model, right)
     assert a.generated == b.generated and a.exact.tolist() == b.exact.tolist()
     assert a.predictions == b.predictions
+    # In pieces of 5 (the last of 2): the same scores and logits as in one piece.
+    ctx = partial(inject, model, _vector(model, 5), LAYER, mode="add")
+    whole = greedy_exact_match(model, left, intervention_ctx=ctx, batch_size=None)
+    parts = greedy_exact_match(model, right, intervention_ctx=ctx, batch_size=5)
+    assert whole.generated == parts.generated
+    torch.testing.assert_close(whole.logits, parts.logits, atol=1e-4, rtol=1e-4)
+    tf_whole = teacher_forced_whole_answer(model, left, intervention_ctx=ctx, batch_size=None)
+    tf_parts = teacher_forced_whole_answer(model, left, intervention_ctx=ctx, batch_size=5)
+    assert [t.tolist() for t in tf_whole] == [t.tolist() for t in tf_parts]
+    torch.testing.assert_close(answer_logits(model, left, ctx, batch_size=5), whole.logits,
+                               atol=1e-4, rtol=1e-4)  # fmt: skip
 
 
 def test_known_answers_and_records(sharp, prompts):

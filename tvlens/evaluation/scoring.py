@@ -137,6 +137,16 @@ def _check_steer(steer: str) -> None:
 # ---------------------------------------------------------------------------- greedy
 
 
+def _chunks(batch: PromptBatch, batch_size: int | None) -> list[PromptBatch]:
+    """``batch`` in pieces of at most ``batch_size`` rows (one piece for None)."""
+    if batch_size is None or batch_size >= len(batch):
+        return [batch]
+    if batch_size < 1:
+        raise ScoringError(f"batch_size must be >= 1 (or None for one piece), got {batch_size}.")
+    return [batch.select(range(i, min(i + batch_size, len(batch))))
+            for i in range(0, len(batch), batch_size)]  # fmt: skip
+
+
 @torch.no_grad()
 def greedy_decode(
     model: TVModel,
@@ -144,13 +154,28 @@ def greedy_decode(
     max_new_tokens: int,
     intervention_ctx: InterventionCtx | None = None,
     steer: str = "first_step",  # Steer; checked with a clear line (not by the type checker)
+    batch_size: int | None = 16,
 ) -> tuple[Int[Tensor, "batch new"], Float[Tensor, "batch d_vocab"]]:
     """Greedy continuation of each prompt of ``batch``: ``(generated ids [batch,
     max_new_tokens], next-token logits at the prompt's last position [batch, d_vocab])``.
-    See the module doc for how ``intervention_ctx`` and ``steer`` apply."""
+    See the module doc for how ``intervention_ctx`` and ``steer`` apply. Runs ``batch_size``
+    prompts at a time (the forward's logits are ``batch x positions x vocabulary``); an
+    intervention with one vector per prompt (``[batch, d_model]``) needs ``batch_size=None``."""
     _check_steer(steer)
     if max_new_tokens < 1:
         raise ScoringError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+    parts = [_greedy_chunk(model, part, max_new_tokens, intervention_ctx, steer)
+             for part in _chunks(batch, batch_size)]  # fmt: skip
+    return torch.cat([g for g, _ in parts]), torch.cat([lg for _, lg in parts])
+
+
+def _greedy_chunk(
+    model: TVModel,
+    batch: PromptBatch,
+    max_new_tokens: int,
+    intervention_ctx: InterventionCtx | None,
+    steer: str,
+) -> tuple[Tensor, Tensor]:
     tokens, mask = prompt_tokens(model, batch)
     if tokens.shape[1] + max_new_tokens - 1 > model.n_ctx:
         raise PromptError(
@@ -212,6 +237,7 @@ def greedy_exact_match(
     max_new_tokens: int | None = None,
     intervention_ctx: InterventionCtx | None = None,
     steer: str = "first_step",  # Steer; checked with a clear line (not by the type checker)
+    batch_size: int | None = 16,
 ) -> AnswerScores:
     """Greedy decoding of every prompt, scored against its answer's tokens.
 
@@ -223,6 +249,8 @@ def greedy_exact_match(
         max_new_tokens: Tokens to generate (default: the longest answer; more only lengthens
             the stored predictions).
         intervention_ctx / steer: How a steering method is applied (module doc).
+        batch_size: Prompts per forward (None: all at once; needed for an intervention
+            with one vector per prompt).
     """
     answer_ids = [tuple(a) for a in (answer_ids if answer_ids is not None else batch.answer_ids)]
     if len(answer_ids) != len(batch):
@@ -235,7 +263,7 @@ def greedy_exact_match(
             f"max_new_tokens={max_new_tokens} is shorter than the longest answer ({longest} "
             "tokens), which could then never match: leave it out or raise it."
         )
-    gen, logits = greedy_decode(model, batch, max_new_tokens, intervention_ctx, steer)
+    gen, logits = greedy_decode(model, batch, max_new_tokens, intervention_ctx, steer, batch_size)
     rows = [tuple(int(x) for x in g) for g in gen]
     exact = np.array([g[: len(a)] == a for g, a in zip(rows, answer_ids, strict=True)])
     first = np.array([g[0] == a[0] for g, a in zip(rows, answer_ids, strict=True)])
@@ -262,16 +290,33 @@ def teacher_forced_whole_answer(
     batch: PromptBatch,
     answer_ids: Sequence[Sequence[int]] | None = None,
     intervention_ctx: InterventionCtx | None = None,
+    batch_size: int | None = 16,
 ) -> tuple[Bool[Tensor, " batch"], Bool[Tensor, " batch"]]:
     """``(first token correct, every answer token correct)`` by the argmax of each answer
     token given the prompt and the answer's earlier tokens, in one forward over prompt +
     answer (two with an intervention: the prompt under it, then prompt + answer with the
     prompt's positions as steered). Equal to :func:`greedy_exact_match` with
     ``steer="first_step"``: greedy decoding writes the answer exactly when every one of these
-    argmaxes is right. (``steer="every_step"`` has no one-pass equivalent.)"""
+    argmaxes is right. (``steer="every_step"`` has no one-pass equivalent.) ``batch_size``
+    as for :func:`greedy_exact_match`."""
     answer_ids = [tuple(a) for a in (answer_ids if answer_ids is not None else batch.answer_ids)]
     if len(answer_ids) != len(batch):
         raise ScoringError(f"{len(answer_ids)} answers for a batch of {len(batch)} prompts.")
+    firsts, exacts, start = [], [], 0
+    for part in _chunks(batch, batch_size):
+        f, e = _teacher_chunk(model, part, answer_ids[start : start + len(part)], intervention_ctx)
+        firsts.append(f)
+        exacts.append(e)
+        start += len(part)
+    return torch.cat(firsts), torch.cat(exacts)
+
+
+def _teacher_chunk(
+    model: TVModel,
+    batch: PromptBatch,
+    answer_ids: list[tuple[int, ...]],
+    intervention_ctx: InterventionCtx | None,
+) -> tuple[Tensor, Tensor]:
     tokens, mask = prompt_tokens(model, batch)
     width, m = tokens.shape[1], max(len(a) for a in answer_ids)
     if width + m - 1 > model.n_ctx:
@@ -357,12 +402,18 @@ def first_token_flags(
 
 @torch.no_grad()
 def answer_logits(
-    model: TVModel, batch: PromptBatch, intervention_ctx: InterventionCtx | None = None
+    model: TVModel,
+    batch: PromptBatch,
+    intervention_ctx: InterventionCtx | None = None,
+    batch_size: int | None = 16,
 ) -> Float[Tensor, "batch d_vocab"]:
     """Next-token logits at each prompt's last position (where the answer starts), under
-    ``intervention_ctx`` if given."""
-    tokens, mask = prompt_tokens(model, batch)
-    return _forward(model, tokens, mask, intervention_ctx, None)[:, -1].float().cpu()
+    ``intervention_ctx`` if given, ``batch_size`` prompts at a time."""
+    out = []
+    for part in _chunks(batch, batch_size):
+        tokens, mask = prompt_tokens(model, part)
+        out.append(_forward(model, tokens, mask, intervention_ctx, None)[:, -1].float().cpu())
+    return torch.cat(out)
 
 
 def kl_to_reference(
