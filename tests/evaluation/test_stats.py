@@ -11,10 +11,12 @@ from tvlens.evaluation.stats import (
     Verdict,
     as_frame,
     bootstrap_diffs,
+    compare,
     hierarchical_bootstrap,
     minimal_detectable_difference,
     tost,
     verdict,
+    verdict_table,
     verdict_word,
 )
 
@@ -217,3 +219,13 @@ def test_ten_thousand_resamples_of_a_realistic_shape_are_fast():
     elapsed = time.perf_counter() - start
     assert res.n_resamples == 10_000
     assert elapsed < 3.0  # < 1 s on an idle core; generous for a shared 2-core machine
+
+
+def test_compare_and_verdict_table():
+    df = records(shift=0.1, query_sd=0.05)
+    df = pd.concat([df, df[df.method == "icl"].assign(method="icl16")])
+    out = compare(df, [("atv", "icl"), ("icl16", "icl")], margin=0.05, n_resamples=500)
+    assert [v.word for v in out] == ["better", "equal"]
+    table = verdict_table(out)
+    assert table.count("\n") == 4 and f"| atv vs icl | {out[0].estimate:+.3f} |" in table
+    assert "equal (TOST, margin 0.05)" in table

@@ -604,3 +604,37 @@ def verdict(
         n_resamples=result.n_resamples,
         levels=result.levels,
     )
+
+
+def compare(
+    records: pd.DataFrame | Iterable[Mapping[str, Any] | Sequence[Any]],
+    pairs: Sequence[tuple[str, str]],
+    margin: float | None = None,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    **bootstrap: Any,
+) -> list[Verdict]:
+    """:func:`verdict` for each ``(method, baseline)`` of ``pairs`` on the same records,
+    each bootstrapped with the same options (``levels``, ``n_resamples``, ``seed``)."""
+    frame = as_frame(records)
+    return [
+        verdict(hierarchical_bootstrap(frame, m, b, **bootstrap), margin, alpha, power)
+        for m, b in pairs
+    ]
+
+
+def verdict_table(verdicts: Sequence[Verdict]) -> str:
+    """A markdown table of verdicts (for a README or results page: generated, not written)."""
+    lines = [
+        "| comparison | difference | 95% interval | 90% interval | verdict | MDD | tasks | queries "
+        "| seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v in verdicts:
+        ci = f"[{_num(v.ci[0])}, {_num(v.ci[1])}]"
+        ct = f"[{_num(v.ci_tost[0])}, {_num(v.ci_tost[1])}]"
+        lines.append(
+            f"| {v.method} vs {v.baseline} | {_num(v.estimate)} | {ci} | {ct} | {v.label} | "
+            f"{v.mdd:.3f} | {v.n_tasks} | {v.n_queries} | {v.n_seeds} |"
+        )
+    return "\n".join(lines) + "\n"
