@@ -1,6 +1,9 @@
 """Evaluation: a model's in-context-learning accuracy per task (first token, greedy exact
-match), what ``tvlens eval`` runs (:mod:`.icl`, its config :mod:`.config`). Names are imported
-lazily, so that the config, which the CLI reads at start-up, does not load torch."""
+match), what ``tvlens eval`` runs (:mod:`.icl`, its config :mod:`.config`); scoring steered
+models by the whole answer, the first token and KL to ICL (:mod:`.scoring`); the statistics of
+method comparisons: hierarchical bootstrap, TOST, minimal detectable difference, verdicts
+(:mod:`.stats`). Names are imported lazily, so that the config, which the CLI reads at
+start-up, does not load torch."""
 
 from importlib import import_module
 from typing import Any
