@@ -10,7 +10,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "tvlens"
 
 # Cycles that are known and owned elsewhere; remove an entry when its cycle is gone.
-KNOWN_CYCLES: list[set[str]] = []
+KNOWN_CYCLES: list[set[str]] = [
+    # patching.run -> configs (PatchConfig) -> extraction (VectorsConfig reads the method
+    # classes) -> function_vectors -> patching: issue 30 names it (it was hidden behind the
+    # registry's "module:function" strings); it goes when the configs move beside their
+    # runners (issue 30, point 4).
+    {"tvlens.configs", "tvlens.extraction.function_vectors", "tvlens.extraction.methods",
+     "tvlens.extraction.registry", "tvlens.patching", "tvlens.patching.run"},
+]  # fmt: skip
 
 
 def module_names(root: Path) -> dict[str, Path]:

@@ -66,11 +66,15 @@ INPUTS = {
 }
 
 
-def choice(values: Collection[Any], what: str) -> Callable[[str], Any]:
-    """A typer ``parser`` that accepts only ``values`` (named ``what`` in the error)."""
-    by_text = {str(v): v for v in values}
+def choice(
+    values: Collection[Any] | Callable[[], Collection[Any]], what: str
+) -> Callable[[str], Any]:
+    """A typer ``parser`` that accepts only ``values`` (named ``what`` in the error); a
+    callable (a registry's choices) is read when the option is parsed, so that a method
+    registered after the CLI was built is accepted."""
 
     def parse(value: str) -> Any:
+        by_text = {str(v): v for v in (values() if callable(values) else values)}
         if value not in by_text:
             raise typer.BadParameter(
                 f"Unknown {what} {value!r}: {what} must be one of {', '.join(by_text)}."
@@ -135,7 +139,8 @@ def _option(config: type, f: Field, hint: Any, overrides: bool) -> tuple[Any, An
     kw: dict[str, Any] = {"help": help_}
     repeat = False
     if values is not None and "sep" in f.metadata:  # "a,b" of the allowed values
-        ann, kw["parser"] = str, _split(flag, str, choice(values, flag.lstrip("-")))
+        live = (lambda: field_choices(config, f.name)) if "choices" in f.metadata else values
+        ann, kw["parser"] = str, _split(flag, str, choice(live, flag.lstrip("-")))
         kw["metavar"] = "[" + "|".join(map(str, values)) + "],..."
         default = None if default is None else ",".join(map(str, default))
     elif values is not None:

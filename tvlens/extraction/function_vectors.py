@@ -11,7 +11,7 @@ head's patch recomputes only the last token from its own layer on, many heads pe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import pandas as pd
 import torch
@@ -172,14 +172,3 @@ def function_vector(
         info={"k": k, "top_k": top_k, "heads": [list(x) for x in top], "seed": seed},
     )
     return tv, table
-
-
-def extract_fv(request: Any) -> tuple[TaskVector, dict[str, Any]]:
-    """The registered ``fv`` method (:mod:`tvlens.extraction.registry`): the function vector
-    (one vector, written at whichever layer is chosen) and its head table. The AIE reads the
-    answer's first token, as the report scores first tokens."""
-    r = request
-    tv, table = function_vector(r.model, r.task, r.k, r.n_extract, r.top_k_heads, seed=r.seed,
-                                template=r.template, max_batch=r.max_batch,
-                                answer_token="first", progress=r.progress)  # fmt: skip
-    return tv, {"heads": table}
