@@ -237,4 +237,5 @@ def add_command(
     command.__name__, command.__doc__ = name.replace("-", "_"), help or config.__doc__
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.runner, command.inputs = runner, names  # type: ignore[attr-defined]  # for tests
+    command.config = config  # type: ignore[attr-defined]  # for tests
     app.command(name)(one_line_errors(command))

@@ -27,6 +27,7 @@ from tvlens.names import renamed
 from tvlens.patching import AnswerProb, patch
 from tvlens.plotting import plot_head_aie
 from tvlens.results import Result
+from tvlens.runs.config import MAX_BATCH
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import (
     PromptBatch,
@@ -87,7 +88,7 @@ def head_aie(
     model: TVModel,
     corrupted: PromptBatch,
     head_means: Float[Tensor, "layer head d_head"],
-    max_batch: int = 1024,
+    max_batch: int = MAX_BATCH,
     progress: bool = True,
 ) -> Float[Tensor, "layer head"]:
     """AIE of every head on ``corrupted`` (left-padded) prompts, patching each head's last-token
@@ -119,7 +120,7 @@ def function_vector(
     top_k_heads: int = 10,
     seed: int = 0,
     template: str | PromptTemplate | None = None,
-    max_batch: int = 1024,
+    max_batch: int = MAX_BATCH,
     answer_token: Literal["only", "first"] = "only",
     progress: bool = True,
     *,

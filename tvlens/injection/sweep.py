@@ -16,6 +16,7 @@ from tvlens.extraction.vectors import VectorMismatchError
 from tvlens.injection.inject import Mode, check_mode, write_vector
 from tvlens.models.tvmodel import TVModel
 from tvlens.patching.last_token import run_prefix, sweep_components
+from tvlens.runs.config import MAX_BATCH
 from tvlens.tasks.prompts import ICLPrompt, PromptBatch, tokenize_prompts
 
 
@@ -27,7 +28,7 @@ def layer_sweep_logits(
     layers: Sequence[int],
     mode: Mode = "replace",
     scale: float = 1.0,
-    max_batch: int = 1024,
+    max_batch: int = MAX_BATCH,
 ) -> Float[Tensor, "batch n d_vocab"]:
     """Last-token logits of ``prompts`` with ``vectors[i]`` written at the last token after
     block ``layers[i]`` (``replace`` or ``add`` with ``scale``), for every ``i``."""
@@ -70,7 +71,7 @@ def layer_sweep_correct(
     layers: Sequence[int],
     mode: Mode = "replace",
     scale: float = 1.0,
-    max_batch: int = 1024,
+    max_batch: int = MAX_BATCH,
 ) -> Bool[Tensor, "batch n"]:
     """Whether the first answer token is the argmax, per prompt and per swept layer."""
     batch = tokenize_prompts(prompts, model, padding_side="left")

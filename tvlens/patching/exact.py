@@ -56,6 +56,7 @@ from tvlens.patching.inputs import (
 )
 from tvlens.patching.metrics import Metric
 from tvlens.patching.result import PatchResult, make_result, result_dims
+from tvlens.runs.config import MAX_BATCH
 from tvlens.tasks.prompts import PromptBatch
 
 
@@ -72,7 +73,7 @@ def patch(
     layers: list[int] | None = None,
     source: Literal["clean", "mean", "zero"] | str | Mapping[str, Tensor] = "clean",
     method: Literal["exact", "attribution"] | str = "exact",
-    max_batch: int = 1024,
+    max_batch: int = MAX_BATCH,
     progress: bool = True,
 ) -> PatchResult:
     """Patch every ``component`` at every layer (and position, head) into ``corrupted``.
@@ -103,7 +104,7 @@ def patch(
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise ConfigError(
             f"max_batch must be an integer >= 1 (rows per forward pass), got {max_batch!r}: "
-            "leave it at 1024, or lower it to save memory."
+            f"leave it at {MAX_BATCH}, or lower it to save memory."
         )
     if method == "attribution":
         return attribution_patch(
