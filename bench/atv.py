@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 
-from tvlens.atv.baselines import ICLMethod
-from tvlens.atv.compare import compare_context, get_compare_preset
-from tvlens.atv.fitting import answer_ce, hf_logits, lm_batch
-from tvlens.atv.tuned import ATVCompareMethod, PeftMethod
-from tvlens.atv.workers import device_name
+from tvlens.compare.baselines import ICLMethod
+from tvlens.compare.run import compare_context, get_compare_preset
+from tvlens.compare.fitting import answer_ce, hf_logits, lm_batch
+from tvlens.compare.tuned import ATVCompareMethod, PeftMethod
+from tvlens.compare.workers import device_name
 from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.models import load_model
 from tvlens.tasks.registry import FV_DATA_DIR

@@ -123,7 +123,7 @@ def test_checker_finds_a_cycle_through_a_package_init(tmp_path):
 # draws this line); runs (run folders, checkpoints on disk, JSON) serves them all. Modules at
 # tvlens/'s top level (errors, results, configs...) are shared by all.
 STAGES = ["runs", "tasks", "plotting", "models", "training", "patching", "extraction", "injection",
-          "probing", "atv", "experiments", "cli"]  # fmt: skip
+          "probing", "atv", "compare", "experiments", "cli"]  # fmt: skip
 
 
 def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:

@@ -97,7 +97,7 @@ def test_computed_results_round_trip_and_plot(model, suite, tmp_path):
 
 
 def test_built_results_round_trip_and_plot(tmp_path):
-    from tvlens.atv.methods import MethodResult
+    from tvlens.compare.methods import MethodResult
     from tvlens.experiments.finetune import FinetuneResult, FinetuneRow
     from tvlens.icl_accuracy import ICLEvaluation, TaskAccuracy
     from tvlens.plotting import plot_method_comparison, plot_perturbation
@@ -152,15 +152,15 @@ def test_load_refuses_other_files(tmp_path):
         LayerTD.load(tmp_path / "none.json")
 
 
-def test_atv_compare_is_always_the_module():
+def test_compare_exports_the_loop_and_the_run():
     import importlib
-    import types
 
-    importlib.import_module("tvlens.atv.compare")
-    from tvlens.atv import compare, compare_methods
-    from tvlens.atv.methods import compare as loop
+    importlib.import_module("tvlens.compare.run")
+    from tvlens.compare import compare_methods, run_compare
+    from tvlens.compare.methods import compare as loop
+    from tvlens.compare.run import run_compare as run
 
-    assert isinstance(compare, types.ModuleType) and compare_methods is loop
+    assert compare_methods is loop and run_compare is run
 
 
 def test_long_calls_show_a_progress_bar_unless_silenced(model, suite, capsys):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from tvlens.atv.demo_step import _atv_report, _atv_step, atv_dirs, atv_summary  # noqa: F401
+from tvlens.compare.demo_step import _atv_report, _atv_step, atv_dirs, atv_summary  # noqa: F401
 from tvlens.errors import TVLensError
 from tvlens.extraction.registry import (
     ALL,

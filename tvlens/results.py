@@ -55,6 +55,18 @@ def encode(x: Any) -> Any:
     raise TVLensError(f"Cannot save a {type(x).__name__} inside a result.")
 
 
+# Modules that moved: results saved before still load (issue 30: the comparison left atv/).
+MOVED_MODULES = {
+    **{f"tvlens.atv.{old}": f"tvlens.compare.{new}" for old, new in (
+        ("compare", "run"), ("compare_config", "config"), ("compare_data", "data"),
+        ("compare_setup", "setup"), ("workers", "workers"), ("report", "report"),
+        ("baselines", "baselines"), ("retrieval", "retrieval"), ("tuned", "tuned"),
+        ("fitting", "fitting"), ("registry", "registry"), ("distill", "distill"),
+        ("methods", "methods"), ("evaluate", "evaluate"), ("demo_step", "demo_step"),
+    )},
+}  # fmt: skip
+
+
 def decode(x: Any) -> Any:
     import numpy as np
     import torch
@@ -67,7 +79,7 @@ def decode(x: Any) -> Any:
         module, _, name = x["__dataclass__"].partition(":")
         if not module.startswith("tvlens."):
             raise TVLensError(f"Refusing to load {x['__dataclass__']!r}: not a tvlens type.")
-        cls: Any = importlib.import_module(module)
+        cls: Any = importlib.import_module(MOVED_MODULES.get(module, module))
         for part in name.split("."):
             cls = getattr(cls, part)
         obj = cls.__new__(cls)  # the saved state as it was, without re-running checks

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tvlens.atv.compare import (
+from tvlens.atv.data import generator_text
+from tvlens.compare.registry import get_method_spec, methods_where, variant_label
+from tvlens.compare.run import (
     METHODS,
     SELECTED,
     Cell,
@@ -25,10 +27,8 @@ from tvlens.atv.compare import (
     get_compare_preset,
     run_compare,
 )
-from tvlens.atv.data import generator_text
-from tvlens.atv.registry import get_method_spec, methods_where, variant_label
-from tvlens.atv.tuned import peft_parameter_count
-from tvlens.atv.workers import available_cores, claim_cell, resolve_workers
+from tvlens.compare.tuned import peft_parameter_count
+from tvlens.compare.workers import available_cores, claim_cell, resolve_workers
 from tvlens.errors import TVLensError
 from tvlens.models import load_model
 
@@ -380,7 +380,7 @@ def test_notebook_runs(tmp_path, run_notebook):
 
 
 def test_result_round_trips_and_plots(full, tmp_path):
-    from tvlens.atv.compare import CompareResult
+    from tvlens.compare.run import CompareResult
 
     back = CompareResult.load(full.save(tmp_path / "r.json"))
     assert back.summary == full.summary and back.ran == full.ran and back.config == full.config
@@ -397,8 +397,8 @@ def test_a_users_peft_config_is_a_method(target, tmp_path, monkeypatch):
     in-domain queries only, its parameters those of its own config."""
     from peft import LoraConfig
 
-    import tvlens.atv.registry as R
-    from tvlens.atv.registry import peft_method
+    import tvlens.compare.registry as R
+    from tvlens.compare.registry import peft_method
 
     monkeypatch.setattr(R, "REGISTRY", dict(R.REGISTRY))  # this test's methods stay here
 

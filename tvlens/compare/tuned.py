@@ -1,7 +1,7 @@
 """The comparison's trained methods: LoRA and prefix tuning (peft, on the plain HF model), ATV as
 published, ATV with a frozen generator at matched parameter budgets, and the equal-rank pair
 (a rank-r ATV expansion against rank-r LoRA on each block's residual write). All train through
-:func:`tvlens.atv.baselines.engine_fit` (early stopping on dev, best-dev weights kept)."""
+:func:`tvlens.compare.baselines.engine_fit` (early stopping on dev, best-dev weights kept)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from jaxtyping import Int
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from tvlens.atv.baselines import CompareMethod, fresh_hf, hf_source
-from tvlens.atv.compare_setup import CompareContext
 from tvlens.atv.data import ATVSplits
-from tvlens.atv.fitting import (
+from tvlens.atv.model import ATV, WEIGHTS_FILE
+from tvlens.compare.baselines import CompareMethod, fresh_hf, hf_source
+from tvlens.compare.fitting import (
     answer_ce,
     engine_fit,
     hf_logits,
@@ -27,8 +27,8 @@ from tvlens.atv.fitting import (
     load_trainable,
     trainable_state,
 )
-from tvlens.atv.methods import ATVMethod
-from tvlens.atv.model import ATV, WEIGHTS_FILE
+from tvlens.compare.methods import ATVMethod
+from tvlens.compare.setup import CompareContext
 from tvlens.errors import TVLensError
 from tvlens.extraction.residual import residual_at_query
 from tvlens.icl_accuracy import evaluate_prompts
@@ -130,7 +130,7 @@ class PeftMethod(CompareMethod):
     """LoRA or prefix tuning (peft) on a fresh plain HF copy of the target, trained on the
     in-domain training queries (``kind``: see :func:`peft_config`; ``rank``: LoRA's; or
     ``config``: any peft config of the user's, e.g. ``LoraConfig(...)``, see
-    :func:`tvlens.atv.registry.peft_method`)."""
+    :func:`tvlens.compare.registry.peft_method`)."""
 
     path = "hf"
 
@@ -308,7 +308,7 @@ class ATVCompareMethod(CompareMethod):
 
     @property
     def method(self) -> ATVMethod:
-        """The demo's :class:`~tvlens.atv.methods.ATVMethod` on this cell's ATV (the one
+        """The demo's :class:`~tvlens.compare.methods.ATVMethod` on this cell's ATV (the one
         that scores it), as the zero-shot and ICL cells wrap the demo's classes."""
         return ATVMethod(atv=self.atv, batch_size=self.batch_size)
 

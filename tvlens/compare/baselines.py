@@ -1,7 +1,7 @@
 """The comparison's methods that are not trained, and what the trained ones share.
 
-Every method is a :class:`CompareMethod` (a :class:`tvlens.atv.methods.SteeringMethod`),
-registered by name in :mod:`tvlens.atv.registry`; all score the same instructed prompts the
+Every method is a :class:`CompareMethod` (a :class:`tvlens.compare.methods.SteeringMethod`),
+registered by name in :mod:`tvlens.compare.registry`; all score the same instructed prompts the
 same way (first answer token and greedy exact match).
 
 * ``zero_shot``, ``icl_k``: the frozen target, on the instructed query alone or with ``k``
@@ -11,7 +11,8 @@ same way (first answer token and greedy exact match).
   instructions) and written at the query; the layer is chosen on dev queries. They are told
   the test query's task ("oracle label").
 
-The trained methods (:mod:`tvlens.atv.tuned`) train with :func:`tvlens.atv.fitting.engine_fit`.
+The trained methods (:mod:`tvlens.compare.tuned`) train with
+:func:`tvlens.compare.fitting.engine_fit`.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from tvlens.atv.compare_setup import CompareContext, merged
 from tvlens.atv.data import ATVSplits
-from tvlens.atv.fitting import by_task
-from tvlens.atv.methods import ICL, SteeringMethod, ZeroShot
+from tvlens.compare.fitting import by_task
+from tvlens.compare.methods import ICL, SteeringMethod, ZeroShot
+from tvlens.compare.setup import CompareContext, merged
 from tvlens.errors import PromptError, TVLensError
 from tvlens.extraction.function_vectors import head_aie, mean_head_outputs
 from tvlens.extraction.residual import hendel_task_vector
@@ -105,7 +106,7 @@ def tasks_of(splits: ATVSplits, part: str = "train") -> dict[str, Task]:
 
 
 class ZeroShotMethod(CompareMethod):
-    """:class:`tvlens.atv.methods.ZeroShot` in the comparison. Also times the plain HF model
+    """:class:`tvlens.compare.methods.ZeroShot` in the comparison. Also times the plain HF model
     on the same queries (the reference for the peft methods' inference time) and checks it
     agrees with the bridge."""
 
@@ -139,7 +140,7 @@ class ZeroShotMethod(CompareMethod):
 
 
 class ICLMethod(CompareMethod):
-    """:class:`tvlens.atv.methods.ICL` in the comparison: ``k`` demonstrations of the query's
+    """:class:`tvlens.compare.methods.ICL` in the comparison: ``k`` demonstrations of the query's
     task from its training queries (in-domain or unseen: the method reads the test task's
     demonstrations; ATV does not). Skipped when a prompt exceeds the context."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tvlens.atv.registry import METHODS, get_method_spec
+from tvlens.compare.registry import METHODS, get_method_spec
 from tvlens.errors import TVLensError
 from tvlens.runs.config import Config, opt
 

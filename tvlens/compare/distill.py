@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from tvlens.atv.compare import build_method
-from tvlens.atv.compare_config import DEFAULT_PRESET, get_compare_preset
-from tvlens.atv.compare_setup import CompareContext, compare_context, selection
-from tvlens.atv.fitting import engine_fit, hf_logits
+from tvlens.compare.config import DEFAULT_PRESET, get_compare_preset
+from tvlens.compare.fitting import engine_fit, hf_logits
+from tvlens.compare.run import build_method
+from tvlens.compare.setup import CompareContext, compare_context, selection
 from tvlens.models.loading import as_model
 from tvlens.results import Result
 from tvlens.tasks.prompts import ICLPrompt

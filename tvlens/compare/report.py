@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 import tvlens
-from tvlens.atv.compare_setup import SELECTED, Cell, CompareConfig, CompareData, cell_path
-from tvlens.atv.compare_setup import compare_cells as _cells
-from tvlens.atv.registry import get_method_spec
+from tvlens.compare.registry import get_method_spec
+from tvlens.compare.setup import SELECTED, Cell, CompareConfig, CompareData, cell_path
+from tvlens.compare.setup import compare_cells as _cells
 from tvlens.plotting import save_figure
 from tvlens.plotting.atv import (
     plot_compare_bars,

@@ -5,8 +5,8 @@ and only in-domain training queries are used."""
 import pytest
 import torch
 
-from tvlens.atv.compare import compare_context, get_compare_preset
-from tvlens.atv.distill import DistillResult, kl, run_distill
+from tvlens.compare.distill import DistillResult, kl, run_distill
+from tvlens.compare.run import compare_context, get_compare_preset
 from tvlens.models import load_model
 
 

@@ -3,7 +3,7 @@
 hyper-parameter sweep). The comparison, its configuration and its table read every list of
 methods from here.
 
-Adding a method is one class (a :class:`tvlens.atv.baselines.CompareMethod`) and one
+Adding a method is one class (a :class:`tvlens.compare.baselines.CompareMethod`) and one
 :func:`register_method` call; the class is named as ``"module:Class"`` and imported when a
 cell is built, so this module imports none of them.
 """
@@ -26,7 +26,7 @@ class MethodSpec:
 
     Attributes:
         name: Its name in the table.
-        cls: ``"module:Class"`` of its :class:`~tvlens.atv.baselines.CompareMethod`.
+        cls: ``"module:Class"`` of its :class:`~tvlens.compare.baselines.CompareMethod`.
         kwargs: Passed to the class (e.g. ``k`` for ICL, ``rank`` for the rank-r pair).
         trained: Fitted on the in-domain training queries (never on unseen tasks).
         demonstrations: Reads demonstrations of the test task (ICL, task / function vectors).
@@ -87,8 +87,8 @@ def _atv_sweep(cfg: Any) -> list[Variant]:
     return out
 
 
-_BASE = "tvlens.atv.baselines"
-_TUNED = "tvlens.atv.tuned"
+_BASE = "tvlens.compare.baselines"
+_TUNED = "tvlens.compare.tuned"
 REGISTRY: dict[str, MethodSpec] = {}
 
 
@@ -117,7 +117,7 @@ for _spec in (
                oracle_label=True, description="Hendel et al. 2023; the test task's own vector"),
     MethodSpec("function_vector", f"{_BASE}:FunctionVectorMethod", demonstrations=True,
                oracle_label=True, description="Todd et al. 2023; the test task's own vector"),
-    MethodSpec("retrieval", "tvlens.atv.retrieval:RetrievalMethod",
+    MethodSpec("retrieval", "tvlens.compare.retrieval:RetrievalMethod",
                description="ELICIT-style: the in-domain task vector nearest the query, no label"),
     MethodSpec("lora_qv", f"{_TUNED}:PeftMethod", {"kind": "lora_qv"}, trained=True,
                sweep=_peft_sweep, description="LoRA on the q, v projections"),
