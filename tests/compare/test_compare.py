@@ -414,3 +414,23 @@ def test_a_users_peft_config_is_a_method(target, tmp_path, monkeypatch):
         run_compare(target, tmp_path / "d", preset="tiny", methods=[other], progress=False)
     with pytest.raises(TVLensError, match="workers=1"):
         run_compare(target, tmp_path / "e", preset="tiny", methods=[mine], workers=2)
+
+
+def test_the_claims_are_data_checked_when_the_comparison_is_configured(monkeypatch):
+    import tvlens.compare.registry as R
+    from tvlens.compare.config import CompareConfig
+    from tvlens.errors import TVLensError
+
+    R.check_claims()
+    assert [c.name for c in R.CLAIMS if c.part_of is None] == [
+        "ATV beats ICL and fixed task / function vectors (in-domain)",
+        "ATV generalises to unseen tasks",
+        "equal rank: ATV matches LoRA",
+    ]
+    assert ("atv_r8", "lora_r8", "in_domain") in R.CLAIMS[2].tests
+    monkeypatch.setattr(R, "CLAIMS", (R.Claim("x", (("atv", "nope", "in_domain"),)),))
+    with pytest.raises(TVLensError, match=r"unregistered methods \['nope'\]"):
+        CompareConfig()
+    monkeypatch.setattr(R, "CLAIMS", (R.Claim("x", (("atv", "icl_5", "test"),)),))
+    with pytest.raises(TVLensError, match="bad rule or group"):
+        CompareConfig()

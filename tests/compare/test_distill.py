@@ -18,6 +18,27 @@ def test_kl_is_the_textbook_kl():
     assert torch.allclose(kl(p, p), torch.zeros(3), atol=1e-6) and (kl(p, q) > 0).all()
 
 
+def test_any_rank_is_a_pair_and_a_bad_one_is_refused_before_loading(monkeypatch):
+    import tvlens.compare.distill as D
+    import tvlens.compare.registry as R
+    from tvlens.errors import TVLensError
+
+    monkeypatch.setattr(R, "REGISTRY", dict(R.REGISTRY))
+    assert R.rank_pair(4) == ("lora_r4", "atv_r4")
+    assert R.get_method_spec("lora_r4").kwargs == {"kind": "lora_sites", "rank": 4}
+    assert R.get_method_spec("atv_r4").kwargs == {"kind": "rank", "rank": 4}
+    assert R.rank_pair(4) == ("lora_r4", "atv_r4")  # registered once
+    assert R.get_method_spec("lora_r1") == R.rank_pair_specs(1)[1]
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the rank was checked")
+
+    monkeypatch.setattr(D, "as_model", no_model)
+    for bad in (0, -1):
+        with pytest.raises(TVLensError, match="rank"):
+            run_distill("/no/such/model", rank=bad)
+
+
 @pytest.fixture(scope="module")
 def result(atv_target, tmp_path_factory):
     """``run_distill`` (what ``tvlens atv distill`` runs) on the tiny preset, shortened."""

@@ -32,11 +32,11 @@ from tvlens.compare.fitting import by_task
 from tvlens.compare.methods import ICL, SteeringMethod, ZeroShot
 from tvlens.compare.setup import CompareContext, merged
 from tvlens.errors import PromptError, TVLensError
-from tvlens.extraction.function_vectors import head_aie, mean_head_outputs
-from tvlens.extraction.residual import hendel_task_vector
+from tvlens.extraction.function_vectors import head_aie, mean_head_outputs, sum_head_outputs
+from tvlens.extraction.methods import HendelTaskVector
 from tvlens.icl_accuracy import answer_correctness, evaluate_prompts
 from tvlens.injection.inject import inject
-from tvlens.injection.sweep import layer_sweep_correct
+from tvlens.injection.sweep import best_on_dev, layer_sweep_correct
 from tvlens.models.hf import quiet_transformers
 from tvlens.models.loading import TVModel
 from tvlens.tasks.core import Task
@@ -207,7 +207,7 @@ class _VectorMethod(CompareMethod):
             dev_prompts = [splits.dev[i] for i in dev[name]]
             ok = layer_sweep_correct(self.target, dev_prompts, vecs, self.layers, self.mode,
                                      self.scale, max_batch=256)  # fmt: skip
-            best = int(torch.argmax(ok.float().mean(0)))  # first layer among ties
+            best, _ = best_on_dev(ok)  # the task-vector report's rule
             self.vectors[name] = (vecs[best].detach(), self.layers[best])
             chosen[name] = self.layers[best]
         return {"layers": chosen}
@@ -246,10 +246,11 @@ class TaskVectorMethod(_VectorMethod):
         cfg = self.ctx.cfg
         templates = self.ctx.data.templates[task.name]
         n = max(1, -(-cfg.n_extract // len(templates)))  # the prompts split over instructions
+        method = HendelTaskVector()  # the extraction method itself, on each instruction
         vecs = [
-            hendel_task_vector(self.target, task, min(cfg.tv_k, len(task) - 2), n,
-                               seed=self.seed * 7919 + 31 * ti + j, template=tmpl,
-                               layers=self.layers).vectors
+            method.extract(self.target, task, k=min(cfg.tv_k, len(task) - 2), n_extract=n,
+                           seed=self.seed * 7919 + 31 * ti + j, template=tmpl,
+                           max_batch=256, progress=False).vector.vectors[self.layers]
             for j, tmpl in enumerate(templates)
         ]  # fmt: skip
         return torch.stack(vecs).mean(0)
@@ -296,10 +297,7 @@ class FunctionVectorMethod(_VectorMethod):
               for p in sample_prompts(task, k, n, seed=self.seed * 7919 + 31 * ti + j,
                                       template=tmpl)]  # fmt: skip
         means = mean_head_outputs(t, tokenize_prompts(ps, t, "left"))
-        fv = torch.zeros(t.d_model, device=means.device, dtype=means.dtype)
-        with torch.no_grad():
-            for layer, head in self.heads():
-                fv += t.head_outputs(means[layer], layer)[head]
+        fv = sum_head_outputs(t, means, self.heads())  # the extraction method's sum
         return fv[None].expand(len(self.layers), -1)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tvlens.compare.registry import METHODS, get_method_spec
+from tvlens.compare.registry import METHODS, check_claims, get_method_spec
 from tvlens.errors import TVLensError
 from tvlens.runs.config import Config, opt
 
@@ -112,6 +112,7 @@ class CompareConfig(Config):
     def __post_init__(self) -> None:
         for m in self.methods:
             get_method_spec(m)  # one line naming the valid ones
+        check_claims()  # the paper's claims name registered methods and known splits
         self.check_at_least(1, "seeds", "epochs", "patience", "bootstrap")
         if self.sweep_epochs is not None:
             self.check_at_least(1, "sweep_epochs")

@@ -10,6 +10,7 @@ head's patch recomputes only the last token from its own layer on, many heads pe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -112,6 +113,19 @@ def head_aie(
     return result.effect()
 
 
+@torch.no_grad()
+def sum_head_outputs(
+    model: TVModel, means: Float[Tensor, "layer head d_head"], heads: Sequence[tuple[int, int]]
+) -> Float[Tensor, " d_model"]:
+    """Todd et al.'s function vector from its heads: the sum over ``heads`` (``(layer,
+    head)``, in order) of each head's mean output ``means[layer, head] @ W_O[layer, head]``
+    (no bias)."""
+    fv = torch.zeros(model.d_model, device=means.device, dtype=means.dtype)
+    for layer, head in heads:
+        fv += model.head_outputs(means[layer], layer)[head]
+    return fv
+
+
 def function_vector(
     model: TVModel,
     task: Task,
@@ -158,10 +172,7 @@ def function_vector(
         head_aie(model, corrupted, means, max_batch=max_batch, progress=progress), task.name
     )
     top = table.top(min(top_k, model.n_layers * model.n_heads))
-    fv = torch.zeros(model.d_model, device=means.device, dtype=means.dtype)
-    with torch.no_grad():
-        for layer, head in top:
-            fv += model.head_outputs(means[layer], layer)[head]
+    fv = sum_head_outputs(model, means, top)
     tv = TaskVector(
         vectors=fv[None],
         layers=(model.n_layers // 3,),

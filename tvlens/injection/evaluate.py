@@ -21,7 +21,7 @@ from tvlens.extraction.methods import Extracted, ExtractionMethod, ResidualWrite
 from tvlens.extraction.vectors import TaskVector
 from tvlens.icl_accuracy import evaluate_prompts
 from tvlens.injection.intervention import apply_intervention
-from tvlens.injection.sweep import layer_sweep_correct
+from tvlens.injection.sweep import best_on_dev, layer_sweep_correct
 from tvlens.models.loading import model_and_suite
 from tvlens.models.tvmodel import TVModel
 from tvlens.plotting import plot_head_aie, plot_layer_sweep, save_figure
@@ -243,8 +243,8 @@ def _score_method(
             )  # fmt: skip
             for ps in (zs_dev, zs_test)
         )
-    dev_acc, test_acc = dev_c.float().mean(0), test_c.float().mean(0)
-    best = int(torch.argmax(dev_acc))  # first among ties
+    best, dev_acc = best_on_dev(dev_c)
+    test_acc = test_c.float().mean(0)
     chosen = dict(grid[best])
     tv_acc = float(test_acc[best])
     tv = ex.vector

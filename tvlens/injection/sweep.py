@@ -77,3 +77,11 @@ def layer_sweep_correct(
     batch = tokenize_prompts(prompts, model, padding_side="left")
     logits = _sweep(model, batch, vectors, layers, mode, scale, max_batch)
     return logits.argmax(-1).cpu() == batch.answer_first.cpu()[:, None]
+
+
+def best_on_dev(dev_correct: Bool[Tensor, "batch n"]) -> tuple[int, Float[Tensor, " n"]]:
+    """The choice (a column: a layer, or a method's hyper-parameters) with the best dev
+    accuracy, the first among ties, and the dev accuracy of every choice: the one rule by
+    which the task-vector report and the comparison choose on dev queries (never on test)."""
+    acc = dev_correct.float().mean(0)
+    return int(torch.argmax(acc)), acc
