@@ -1,44 +1,38 @@
-"""The comparison's methods that are not trained, and what the trained ones share.
+"""The comparison's vector baselines: the task vector (Hendel et al. 2023) and the function
+vector (Todd et al. 2023) in the comparison, the extraction methods themselves
+(:class:`~tvlens.extraction.methods.HendelTaskVector`,
+:func:`~tvlens.extraction.function_vectors.sum_head_outputs`) extracted from each task's
+instructed demonstrations (averaged over its training instructions) and written at the query;
+the layer is chosen on dev queries by the task-vector report's rule
+(:func:`~tvlens.injection.sweep.best_on_dev`). They are told the test query's task ("oracle
+label").
 
-Every method is a :class:`CompareMethod` (a :class:`tvlens.compare.methods.SteeringMethod`),
-registered by name in :mod:`tvlens.compare.registry`; all score the same instructed prompts the
-same way (first answer token and greedy exact match).
-
-* ``zero_shot``, ``icl_k``: the frozen target, on the instructed query alone or with ``k``
-  demonstrations of the query's task after the instruction.
-* ``task_vector`` (Hendel et al. 2023), ``function_vector`` (Todd et al. 2023): one vector per
-  task, extracted from that task's instructed demonstrations (averaged over its training
-  instructions) and written at the query; the layer is chosen on dev queries. They are told
-  the test query's task ("oracle label").
-
-The trained methods (:mod:`tvlens.compare.tuned`) train with
-:func:`tvlens.compare.fitting.engine_fit`.
+Every method of the comparison is a :class:`tvlens.compare.methods.SteeringMethod` registered
+by name in :mod:`tvlens.compare.registry`: zero-shot and ICL are
+:class:`~tvlens.compare.methods.ZeroShot` and :class:`~tvlens.compare.methods.ICL`, the
+trained methods are in :mod:`tvlens.compare.tuned` (trained with
+:func:`tvlens.compare.fitting.engine_fit`), retrieval in :mod:`tvlens.compare.retrieval`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
 from tvlens.atv.data import ATVSplits
 from tvlens.compare.fitting import by_task
-from tvlens.compare.methods import ICL, SteeringMethod, ZeroShot
-from tvlens.compare.setup import CompareContext, merged
-from tvlens.errors import PromptError, TVLensError
+from tvlens.compare.methods import SteeringMethod
+from tvlens.compare.setup import CompareContext
 from tvlens.extraction.function_vectors import head_aie, mean_head_outputs, sum_head_outputs
-from tvlens.extraction.methods import HendelTaskVector
-from tvlens.icl_accuracy import answer_correctness, evaluate_prompts
+from tvlens.extraction.methods import FunctionVector, HendelTaskVector
+from tvlens.icl_accuracy import answer_correctness
 from tvlens.injection.inject import inject
 from tvlens.injection.sweep import best_on_dev, layer_sweep_correct
-from tvlens.models.hf import quiet_transformers
-from tvlens.models.loading import TVModel
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import (
     ICLPrompt,
@@ -50,50 +44,6 @@ from tvlens.tasks.prompts import (
 # ---------------------------------------------------------------------------- shared pieces
 
 
-class CompareMethod(SteeringMethod):
-    """A method of the comparison: where it runs (``bridge`` or plain ``hf``), why it is
-    skipped (None: it runs), and its prompt length per query."""
-
-    path = "bridge"
-    skip_reason: str | None = None
-    virtual_tokens = 0
-
-    def __init__(
-        self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None
-    ) -> None:
-        self.ctx, self.name, self.seed = ctx, name, seed
-        self.variant = dict(variant or {})
-        self.target: TVModel = ctx.target
-        self.batch_size = ctx.cfg.eval_batch_size
-        self.run_dir: Path | None = None  # set by the cell: where a trained method trains
-
-    # Trained methods: the weights of the best-dev epoch (a sweep cell keeps them so that the
-    # selected variant's seed 0 is scored without training again).
-    def save_best(self, path: Path) -> None:
-        raise NotImplementedError(f"{self.name} has no trained weights.")
-
-    def restore(self, path: Path) -> None:
-        raise NotImplementedError(f"{self.name} has no trained weights.")
-
-    def scored_prompts(self, prompts: Sequence[ICLPrompt]) -> list[ICLPrompt]:
-        """The prompts the target reads for these queries (zero-shot unless overridden)."""
-        return list(prompts)
-
-    def by_length(self, prompts: Sequence[ICLPrompt]) -> tuple[list[ICLPrompt], list[int]]:
-        """``prompts`` shortest first, with the prompt tokens the target reads for each (BOS
-        included, answer excluded). The compare scores in this order so that a batch pads
-        little: in task order 34% of the cpu preset's zero-shot tokens were pads; sorted, a
-        query scored 1.25x (bridge) to 1.5x (HF) faster (SmolLM2-135M, 1 thread). A query's
-        score does not depend on the order."""
-        lens = []
-        ps = self.scored_prompts(prompts)
-        for start in range(0, len(ps), 256):
-            b = tokenize_prompts(ps[start : start + 256], self.target, device="cpu")
-            lens += b.attention_mask.sum(-1).tolist()
-        order = np.argsort(lens, kind="stable")
-        return [prompts[i] for i in order], [lens[i] for i in order]
-
-
 def tasks_of(splits: ATVSplits, part: str = "train") -> dict[str, Task]:
     """One :class:`Task` per task name from a split's zero-shot prompts (their queries)."""
     by: dict[str, list] = {}
@@ -102,95 +52,20 @@ def tasks_of(splits: ATVSplits, part: str = "train") -> dict[str, Task]:
     return {t: Task(t, tuple(exs)) for t, exs in by.items()}
 
 
-# ---------------------------------------------------------------------------- zero-shot, ICL
-
-
-class ZeroShotMethod(CompareMethod):
-    """:class:`tvlens.compare.methods.ZeroShot` in the comparison. Also times the plain HF model
-    on the same queries (the reference for the peft methods' inference time) and checks it
-    agrees with the bridge."""
-
-    def __init__(
-        self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None
-    ) -> None:
-        super().__init__(ctx, name, seed, variant)
-        self.method = ZeroShot(self.target, self.batch_size)
-
-    def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
-
-        # Every 4th test query, shortest first as the compare scores: the reference time
-        # per query of the plain HF path, and a check that both paths score alike (the peft
-        # methods run on the plain HF model). A quarter keeps this cell near one scoring pass.
-        if self.target.spec.source == "memory":  # no plain HF copy to time (fresh_hf)
-            return {"hf_infer_seconds_per_query": None, "hf_checked_queries": 0}
-        prompts, _ = self.by_length(
-            [p for s in self.ctx.data.groups().values() for p in s.test][::4]
-        )
-        hf = fresh_hf(self.target)
-        t0 = time.perf_counter()
-        f_hf, _ = evaluate_prompts(hf, prompts, tokenizer=self.target, batch_size=self.batch_size)
-        dt = (time.perf_counter() - t0) / len(prompts)
-        f_bridge, _ = self.correctness(prompts)
-        del hf
-        return {"hf_infer_seconds_per_query": dt, "hf_checked_queries": len(prompts),
-                "hf_agrees_with_bridge": float((f_hf == f_bridge).mean())}  # fmt: skip
-
-    def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
-        return self.method.correctness(prompts)
-
-
-class ICLMethod(CompareMethod):
-    """:class:`tvlens.compare.methods.ICL` in the comparison: ``k`` demonstrations of the query's
-    task from its training queries (in-domain or unseen: the method reads the test task's
-    demonstrations; ATV does not). Skipped when a prompt exceeds the context."""
-
-    def __init__(
-        self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None, k: int = 5
-    ) -> None:
-        super().__init__(ctx, name, seed, variant)
-        self.k = k
-        self.method = ICL(self.target, k, seed, self.batch_size)
-        self.method.fit(merged(*ctx.data.groups().values()))
-        fewest = min(len(t) for t in self.method.demos.values())
-        if fewest < k:  # demonstrations come from the training queries only
-            self.skip_reason = (
-                f"{k}-shot prompts need {k} training queries per task as demonstrations; "
-                f"this configuration has {fewest} (n_train)"
-            )
-            return
-        tests = [p for s in ctx.data.groups().values() for p in s.test]
-        try:
-            lens = [
-                tokenize_prompts(self.scored_prompts(tests[i : i + 256]), self.target,
-                                 include_answer=True, device="cpu").attention_mask.sum(-1).max()
-                for i in range(0, len(tests), 256)
-            ]  # fmt: skip
-        except PromptError as e:
-            self.skip_reason = f"{k}-shot prompts do not fit the context: {e}"
-        else:
-            self.max_tokens = int(max(lens))
-
-    def scored_prompts(self, prompts: Sequence[ICLPrompt]) -> list[ICLPrompt]:
-        return self.method.prompts(prompts)
-
-    def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
-        return self.method.correctness(prompts)
-
-
 # ------------------------------------------------------------------- task / function vectors
 
 
-class _VectorMethod(CompareMethod):
+class _VectorMethod(SteeringMethod):
     """A vector per task written at the query position of zero-shot prompts, at the layer
     that scores best on the task's dev queries."""
 
-    mode = "replace"
+    mode = HendelTaskVector.mode  # how the extraction method writes it
     scale = 1.0
 
     def __init__(
         self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None
     ) -> None:
-        super().__init__(ctx, name, seed, variant)
+        self.bind(ctx, name, seed, variant)
         L = self.target.n_layers
         self.layers = [self.target.check_layer(x) for x in (ctx.cfg.sweep_layers or range(L))]
         self.vectors: dict[str, tuple[Tensor, int]] = {}
@@ -262,7 +137,7 @@ class FunctionVectorMethod(_VectorMethod):
     is the sum of those heads' mean outputs over its clean ``tv_k``-shot prompts, added at the
     query."""
 
-    mode = "add"
+    mode = FunctionVector.mode
 
     def heads(self) -> list[tuple[int, int]]:
 
@@ -299,31 +174,3 @@ class FunctionVectorMethod(_VectorMethod):
         means = mean_head_outputs(t, tokenize_prompts(ps, t, "left"))
         fv = sum_head_outputs(t, means, self.heads())  # the extraction method's sum
         return fv[None].expand(len(self.layers), -1)
-
-
-# ---------------------------------------------------------------------------- peft
-
-
-def hf_source(target: TVModel) -> tuple[str, str | None]:
-    s = target.spec
-    if s.path:
-        return s.path, None
-    return s.name, s.revision
-
-
-def fresh_hf(target: TVModel) -> nn.Module:
-    """A separate plain HF copy of the target (same weights, same device and dtype), loaded
-    again from its folder or hub name."""
-    from transformers import AutoModelForCausalLM
-
-    if target.spec.source == "memory":
-        # The bridge wraps the HF model's modules in place: no plain HF model is left to copy.
-        raise TVLensError(
-            "The peft baselines train a plain HF copy of the target, and a model passed in "
-            "memory has none left to copy: save it (model.save_pretrained(folder), with its "
-            "tokenizer) and pass the folder as the target."
-        )
-    src, rev = hf_source(target)
-    with quiet_transformers():
-        hf = AutoModelForCausalLM.from_pretrained(src, revision=rev, dtype=target.dtype)
-    return hf.to(target.device).eval()

@@ -18,19 +18,52 @@ import numpy as np
 
 from tvlens.atv.data import ATVSplits, hash_text
 from tvlens.atv.train import train_atv
+from tvlens.compare.fitting import fresh_hf
+from tvlens.errors import PromptError
 from tvlens.icl_accuracy import ICLEvaluation, TaskAccuracy, evaluate_prompts
 from tvlens.models.tvmodel import TVModel
 from tvlens.plotting import plot_method_comparison
 from tvlens.results import Result
 from tvlens.tasks.core import Task
-from tvlens.tasks.prompts import ICLPrompt, sample_prompts
+from tvlens.tasks.prompts import ICLPrompt, sample_prompts, tokenize_prompts
 
 
 class SteeringMethod(ABC):
     """A way to make ``target`` do the tasks: ``fit`` on training queries, then ``correctness``
-    on zero-shot test prompts (a method may add demonstrations, steer, or adapt weights)."""
+    on zero-shot test prompts (a method may add demonstrations, steer, or adapt weights).
+
+    The one method base of the demo's loop (:func:`compare`) and of the comparison
+    (:mod:`tvlens.compare.run`): a comparison cell makes its method with :meth:`for_cell`
+    (its context, name, seed and hyper-parameter variant), and reads where it runs
+    (``path``: ``bridge`` or plain ``hf``), why it is skipped (``skip_reason``; None: it runs)
+    and its prompt length per query."""
 
     name: str = "method"
+    path = "bridge"
+    skip_reason: str | None = None
+    virtual_tokens = 0
+    ctx: Any = None  # the comparison's context (a cell's method); None: used on its own
+    seed = 0
+    variant: dict = {}
+    run_dir: Path | None = None  # set by a cell: where a trained method trains
+    target: TVModel
+
+    @classmethod
+    def for_cell(
+        cls, ctx: Any, name: str, seed: int, variant: dict | None = None, **kwargs: Any
+    ) -> SteeringMethod:
+        """The method for one comparison cell (a subclass made from the context takes it
+        in ``__init__``: ``cls(ctx, name, seed, variant, **kwargs)``)."""
+        return cls(ctx, name, seed, variant, **kwargs)  # type: ignore[call-arg]
+
+    def bind(self, ctx: Any, name: str, seed: int, variant: dict | None = None) -> None:
+        """Set what a comparison cell's method reads: the context, its name, seed and
+        variant, the target, the batch size."""
+        self.ctx, self.name, self.seed = ctx, name, seed
+        self.variant = dict(variant or {})
+        self.target = ctx.target
+        self.batch_size = ctx.cfg.eval_batch_size
+        self.run_dir = None
 
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
         """Train on ``splits.train`` (dev: ``splits.dev``); returns what to report."""
@@ -43,14 +76,68 @@ class SteeringMethod(ABC):
     def trainable_parameters(self) -> int:
         return 0
 
+    # Trained methods: the weights of the best-dev epoch (a sweep cell keeps them so that the
+    # selected variant's seed 0 is scored without training again).
+    def save_best(self, path: Path) -> None:
+        raise NotImplementedError(f"{self.name} has no trained weights.")
+
+    def restore(self, path: Path) -> None:
+        raise NotImplementedError(f"{self.name} has no trained weights.")
+
+    def scored_prompts(self, prompts: Sequence[ICLPrompt]) -> list[ICLPrompt]:
+        """The prompts the target reads for these queries (zero-shot unless overridden)."""
+        return list(prompts)
+
+    def by_length(self, prompts: Sequence[ICLPrompt]) -> tuple[list[ICLPrompt], list[int]]:
+        """``prompts`` shortest first, with the prompt tokens the target reads for each (BOS
+        included, answer excluded). The compare scores in this order so that a batch pads
+        little: in task order 34% of the cpu preset's zero-shot tokens were pads; sorted, a
+        query scored 1.25x (bridge) to 1.5x (HF) faster (SmolLM2-135M, 1 thread). A query's
+        score does not depend on the order."""
+        lens = []
+        ps = self.scored_prompts(prompts)
+        for start in range(0, len(ps), 256):
+            b = tokenize_prompts(ps[start : start + 256], self.target, device="cpu")
+            lens += b.attention_mask.sum(-1).tolist()
+        order = np.argsort(lens, kind="stable")
+        return [prompts[i] for i in order], [lens[i] for i in order]
+
 
 class ZeroShot(SteeringMethod):
-    """The target on the query alone."""
+    """The target on the query alone. In the comparison it also times the plain HF model on
+    the same queries (the reference for the peft methods' inference time) and checks it
+    agrees with the bridge."""
 
     name = "zero-shot"
 
     def __init__(self, target: TVModel, batch_size: int = 64):
         self.target, self.batch_size = target, batch_size
+
+    @classmethod
+    def for_cell(cls, ctx, name, seed, variant=None, **kwargs) -> ZeroShot:
+        method = cls(ctx.target, ctx.cfg.eval_batch_size)
+        method.bind(ctx, name, seed, variant)
+        return method
+
+    def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
+        if self.ctx is None:
+            return {}
+        # Every 4th test query, shortest first as the compare scores: the reference time
+        # per query of the plain HF path, and a check that both paths score alike (the peft
+        # methods run on the plain HF model). A quarter keeps this cell near one scoring pass.
+        if self.target.spec.source == "memory":  # no plain HF copy to time (fresh_hf)
+            return {"hf_infer_seconds_per_query": None, "hf_checked_queries": 0}
+        prompts, _ = self.by_length(
+            [p for s in self.ctx.data.groups().values() for p in s.test][::4]
+        )
+        hf = fresh_hf(self.target)
+        t0 = time.perf_counter()
+        f_hf, _ = evaluate_prompts(hf, prompts, tokenizer=self.target, batch_size=self.batch_size)
+        dt = (time.perf_counter() - t0) / len(prompts)
+        f_bridge, _ = self.correctness(prompts)
+        del hf
+        return {"hf_infer_seconds_per_query": dt, "hf_checked_queries": len(prompts),
+                "hf_agrees_with_bridge": float((f_hf == f_bridge).mean())}  # fmt: skip
 
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
         return evaluate_prompts(self.target, list(prompts), batch_size=self.batch_size)
@@ -60,18 +147,50 @@ class ICL(SteeringMethod):
     """The target with ``k`` demonstrations of the query's task drawn from the training
     queries (it needs the task's demonstrations; ATV does not). The demonstrations are drawn
     by a seed from the query itself, so every method, call and order of queries sees the same
-    ones (the comparison's ``icl_k`` uses this class too)."""
+    ones. In the comparison (in-domain or unseen: the method reads the test task's
+    demonstrations) it is skipped when a task has fewer than ``k`` training queries or a
+    prompt exceeds the context."""
 
     def __init__(self, target: TVModel, k: int = 5, seed: int = 0, batch_size: int = 64):
         self.target, self.k, self.seed, self.batch_size = target, k, seed, batch_size
         self.name = f"icl-{k}"
         self.demos: dict[str, Task] = {}
 
-    def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
+    @classmethod
+    def for_cell(cls, ctx, name, seed, variant=None, k: int = 5, **kwargs) -> ICL:
+        method = cls(ctx.target, k, seed, ctx.cfg.eval_batch_size)
+        method.bind(ctx, name, seed, variant)
+        groups = ctx.data.groups()
+        method.fit_demos([p for s in groups.values() for p in s.train])
+        fewest = min(len(t) for t in method.demos.values())
+        if fewest < k:  # demonstrations come from the training queries only
+            method.skip_reason = (
+                f"{k}-shot prompts need {k} training queries per task as demonstrations; "
+                f"this configuration has {fewest} (n_train)"
+            )
+            return method
+        tests = [p for s in groups.values() for p in s.test]
+        try:
+            lens = [
+                tokenize_prompts(method.scored_prompts(tests[i : i + 256]), method.target,
+                                 include_answer=True, device="cpu").attention_mask.sum(-1).max()
+                for i in range(0, len(tests), 256)
+            ]  # fmt: skip
+        except PromptError as e:
+            method.skip_reason = f"{k}-shot prompts do not fit the context: {e}"
+        else:
+            method.max_tokens = int(max(lens))
+        return method
+
+    def fit_demos(self, train: Sequence[ICLPrompt]) -> None:
         by_task: dict[str, list] = {}
-        for p in splits.train:
+        for p in train:
             by_task.setdefault(p.task, []).append(p.query)
         self.demos = {t: Task(t, tuple(exs)) for t, exs in by_task.items()}
+
+    def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
+        if self.ctx is None:  # a cell's demonstrations are fitted once, in for_cell
+            self.fit_demos(splits.train)
         return {}
 
     def prompts(self, prompts: Sequence[ICLPrompt]) -> list[ICLPrompt]:
@@ -83,6 +202,9 @@ class ICL(SteeringMethod):
             out += sample_prompts(self.demos[p.task], self.k, 1, seed=s, template=p.template,
                                   queries=Task(p.task, (p.query,)))  # fmt: skip
         return out
+
+    def scored_prompts(self, prompts: Sequence[ICLPrompt]) -> list[ICLPrompt]:
+        return self.prompts(prompts)
 
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
         return evaluate_prompts(self.target, self.prompts(prompts), batch_size=self.batch_size)

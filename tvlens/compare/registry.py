@@ -3,7 +3,7 @@
 hyper-parameter sweep). The comparison, its configuration and its table read every list of
 methods from here.
 
-Adding a method is one class (a :class:`tvlens.compare.baselines.CompareMethod`) and one
+Adding a method is one class (a :class:`tvlens.compare.methods.SteeringMethod`) and one
 :func:`register_method` call; the class is named as ``"module:Class"`` and imported when a
 cell is built, so this module imports none of them.
 """
@@ -26,7 +26,7 @@ class MethodSpec:
 
     Attributes:
         name: Its name in the table.
-        cls: ``"module:Class"`` of its :class:`~tvlens.compare.baselines.CompareMethod`.
+        cls: ``"module:Class"`` of its :class:`~tvlens.compare.methods.SteeringMethod`.
         kwargs: Passed to the class (e.g. ``k`` for ICL, ``rank`` for the rank-r pair).
         trained: Fitted on the in-domain training queries (never on unseen tasks).
         demonstrations: Reads demonstrations of the test task (ICL, task / function vectors).
@@ -88,6 +88,7 @@ def _atv_sweep(cfg: Any) -> list[Variant]:
 
 
 _BASE = "tvlens.compare.baselines"
+_METHODS = "tvlens.compare.methods"
 _TUNED = "tvlens.compare.tuned"
 REGISTRY: dict[str, MethodSpec] = {}
 
@@ -105,13 +106,13 @@ def register_method(spec: MethodSpec) -> MethodSpec:
 
 
 for _spec in (
-    MethodSpec("zero_shot", f"{_BASE}:ZeroShotMethod", seedless=True,
+    MethodSpec("zero_shot", f"{_METHODS}:ZeroShot", seedless=True,
                description="the instructed query alone"),
-    MethodSpec("zero_shot_noinstr", f"{_BASE}:ZeroShotMethod", seedless=True, instructed=False,
+    MethodSpec("zero_shot_noinstr", f"{_METHODS}:ZeroShot", seedless=True, instructed=False,
                description="ablation: the bare query, no instruction"),
-    MethodSpec("icl_5", f"{_BASE}:ICLMethod", {"k": 5}, demonstrations=True,
+    MethodSpec("icl_5", f"{_METHODS}:ICL", {"k": 5}, demonstrations=True,
                description="instruction, 5 demonstrations, query"),
-    MethodSpec("icl_16", f"{_BASE}:ICLMethod", {"k": 16}, demonstrations=True,
+    MethodSpec("icl_16", f"{_METHODS}:ICL", {"k": 16}, demonstrations=True,
                description="instruction, 16 demonstrations, query"),
     MethodSpec("task_vector", f"{_BASE}:TaskVectorMethod", demonstrations=True,
                oracle_label=True, description="Hendel et al. 2023; the test task's own vector"),

@@ -86,7 +86,7 @@ def _per_task(first: np.ndarray, exact: np.ndarray, prompts: Sequence) -> dict[s
 def build_method(ctx: CompareContext, method: str, seed: int, variant: dict | None = None):
     """The registered method ``method`` for one cell (:mod:`tvlens.compare.registry`)."""
     spec = get_method_spec(method)
-    return spec.build_class()(ctx, method, seed, variant, **spec.kwargs)
+    return spec.build_class().for_cell(ctx, method, seed, variant, **spec.kwargs)
 
 
 def _score(m: Any, prompts: list) -> tuple[dict[str, Any], float, float]:

@@ -1,7 +1,7 @@
 """The comparison's trained methods: LoRA and prefix tuning (peft, on the plain HF model), ATV as
 published, ATV with a frozen generator at matched parameter budgets, and the equal-rank pair
 (a rank-r ATV expansion against rank-r LoRA on each block's residual write). All train through
-:func:`tvlens.compare.baselines.engine_fit` (early stopping on dev, best-dev weights kept)."""
+:func:`tvlens.compare.fitting.engine_fit` (early stopping on dev, best-dev weights kept)."""
 
 from __future__ import annotations
 
@@ -18,16 +18,17 @@ from torch import Tensor, nn
 
 from tvlens.atv.data import ATVSplits
 from tvlens.atv.model import ATV, WEIGHTS_FILE
-from tvlens.compare.baselines import CompareMethod, fresh_hf, hf_source
 from tvlens.compare.fitting import (
     answer_ce,
     engine_fit,
+    fresh_hf,
     hf_logits,
+    hf_source,
     lm_batch,
     load_trainable,
     trainable_state,
 )
-from tvlens.compare.methods import ATVMethod
+from tvlens.compare.methods import ATVMethod, SteeringMethod
 from tvlens.compare.setup import CompareContext
 from tvlens.errors import TVLensError
 from tvlens.extraction.residual import residual_at_query
@@ -126,7 +127,7 @@ def init_prefix_from_tokens(model: nn.Module, ids: Int[Tensor, "1 n"]) -> None:
         raise TVLensError("peft unpacks the prefix in another layout than this copy assumed.")
 
 
-class PeftMethod(CompareMethod):
+class PeftMethod(SteeringMethod):
     """LoRA or prefix tuning (peft) on a fresh plain HF copy of the target, trained on the
     in-domain training queries (``kind``: see :func:`peft_config`; ``rank``: LoRA's; or
     ``config``: any peft config of the user's, e.g. ``LoraConfig(...)``, see
@@ -138,7 +139,7 @@ class PeftMethod(CompareMethod):
         self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None,
         kind: str = "lora_qv", rank: int | None = None, config: Any = None,
     ) -> None:  # fmt: skip
-        super().__init__(ctx, name, seed, variant)
+        self.bind(ctx, name, seed, variant)
         self.kind, self.rank, self.config = kind, rank, config
         if config is not None:
             self.kind = "prefix" if type(config).__name__ == "PrefixTuningConfig" else "user"
@@ -202,7 +203,7 @@ def matched_rank(budget: int, d_gen: int, n_out: int) -> int:
     return max(1, round((budget - n_out) / (d_gen + n_out)))
 
 
-class ATVCompareMethod(CompareMethod):
+class ATVCompareMethod(SteeringMethod):
     """:class:`tvlens.atv.model.ATV` trained on the in-domain training queries. ``kind``:
     ``atv`` (the paper: generator trained, full-rank expansion, the generator LM at
     ``atv_generator_lr_ratio`` times the expansion's learning rate); ``lora_budget`` /
@@ -214,7 +215,7 @@ class ATVCompareMethod(CompareMethod):
         self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None,
         kind: str = "atv", rank: int | None = None,
     ) -> None:  # fmt: skip
-        super().__init__(ctx, name, seed, variant)
+        self.bind(ctx, name, seed, variant)
         if kind not in ("atv", "lora_budget", "prefix_budget", "rank"):
             raise TVLensError(f"Unknown ATV kind {kind!r}.")
         self.kind, self.rank, self.budget = kind, rank, None
