@@ -181,3 +181,24 @@ def test_long_calls_show_a_progress_bar_unless_silenced(model, suite, capsys):
         assert desc not in capsys.readouterr().err
         call(True)  # the default
         assert desc in capsys.readouterr().err
+
+
+def test_results_saved_under_moved_or_renamed_types_still_load(tmp_path):
+    """The comparison left tvlens/atv/ and the task-vector report's per-method record was
+    renamed (issue 30): results saved before load as the new types."""
+    import json
+    from pathlib import Path
+
+    from tvlens.compare.distill import DistillResult
+    from tvlens.injection.evaluate import VectorMethodResult
+    from tvlens.results import decode
+
+    saved = Path(__file__).resolve().parents[1] / "figures/atv_compare/cpu_v3/distill_r1.json"
+    assert '"tvlens.atv.distill:DistillResult"' in saved.read_text()  # written before the move
+    res = DistillResult.load(saved)
+    assert isinstance(res, DistillResult) and res.rank == 1
+    old = {"__dataclass__": "tvlens.injection.evaluate:MethodResult",
+           "fields": {"method": "fv", "best_layer": 1, "task_vector": 0.5, "recovered": 0.5,
+                      "dev_by_layer": [0.1], "test_by_layer": [0.5]}}  # fmt: skip
+    got = decode(json.loads(json.dumps(old)))
+    assert isinstance(got, VectorMethodResult) and got.best_layer == 1 and got.chosen == {}

@@ -65,6 +65,11 @@ MOVED_MODULES = {
         ("methods", "methods"), ("evaluate", "evaluate"), ("demo_step", "demo_step"),
     )},
 }  # fmt: skip
+# Types renamed: "module:Name" -> the new one.
+RENAMED_TYPES = {
+    # one MethodResult (the comparison's); the task-vector report's per-method record
+    "tvlens.injection.evaluate:MethodResult": "tvlens.injection.evaluate:VectorMethodResult",
+}
 
 
 def decode(x: Any) -> Any:
@@ -76,7 +81,7 @@ def decode(x: Any) -> Any:
     if not isinstance(x, dict):
         return x
     if "__dataclass__" in x:
-        module, _, name = x["__dataclass__"].partition(":")
+        module, _, name = RENAMED_TYPES.get(x["__dataclass__"], x["__dataclass__"]).partition(":")
         if not module.startswith("tvlens."):
             raise TVLensError(f"Refusing to load {x['__dataclass__']!r}: not a tvlens type.")
         cls: Any = importlib.import_module(MOVED_MODULES.get(module, module))
@@ -85,6 +90,9 @@ def decode(x: Any) -> Any:
         obj = cls.__new__(cls)  # the saved state as it was, without re-running checks
         for k, v in x["fields"].items():
             object.__setattr__(obj, k, decode(v))
+        for f in dataclasses.fields(cls):  # a field added since it was saved: its default
+            if f.name not in x["fields"] and f.default_factory is not dataclasses.MISSING:
+                object.__setattr__(obj, f.name, f.default_factory())
         return obj
     if "__tensor__" in x:
         dtype = getattr(torch, x["dtype"])

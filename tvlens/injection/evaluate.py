@@ -32,7 +32,11 @@ from tvlens.tasks.prompts import ICLPrompt, sample_prompts, tokenize_prompts
 
 
 @dataclass
-class MethodResult:
+class VectorMethodResult:
+    """One extraction method on one task: the choice made on dev and its test accuracy, and
+    the accuracy at every choice (layer). (A method's result in the comparison of steering
+    methods is :class:`tvlens.compare.methods.MethodResult`.)"""
+
     method: str
     best_layer: int
     task_vector: float  # test accuracy at best_layer
@@ -50,7 +54,7 @@ class TaskResult:
     icl: float
     n_test: int
     k: int
-    methods: dict[str, MethodResult] = field(default_factory=dict)
+    methods: dict[str, VectorMethodResult] = field(default_factory=dict)
 
 
 @dataclass
@@ -219,7 +223,7 @@ def _score_method(
     zs_test: list[ICLPrompt],
     icl: float,
     max_batch: int,
-) -> MethodResult:
+) -> VectorMethodResult:
     """Dev and test accuracy at every choice of the method's dev grid; the test accuracy at
     the choice that is best on dev (the first among ties)."""
     grid = method.dev_grid(model, ex)
@@ -255,7 +259,7 @@ def _score_method(
         tv.info.update({"best_layer": layer, "mode": method.mode, "scale": method.strength})
     else:
         tv.info.update({"chosen": chosen})
-    return MethodResult(
+    return VectorMethodResult(
         method.name,
         layer,
         tv_acc,
