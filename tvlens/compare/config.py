@@ -8,6 +8,7 @@ from typing import Any
 
 from tvlens.compare.registry import METHODS, check_claims, get_method_spec
 from tvlens.errors import TVLensError
+from tvlens.extraction.methods import FunctionVector
 from tvlens.runs.config import Config, opt
 
 # In-domain tasks: 6 categories (``tvlens/tasks/data/instructions/fv.json``). Tasks that share
@@ -72,7 +73,7 @@ class CompareConfig(Config):
     # task vectors (Hendel) and function vectors (Todd): both read the task's demonstrations
     tv_k: int = 5
     n_extract: int = 16
-    top_k_heads: int = 10  # heads summed into the function vector
+    top_k_heads: int = FunctionVector.top_k_heads  # the extraction method's default
     fv_aie_tasks: int = 4  # in-domain tasks whose mean AIE ranks the heads (Todd et al.)
     fv_aie_prompts: int = 16
     sweep_layers: list | None = None  # layers tried on dev (None: every layer)
