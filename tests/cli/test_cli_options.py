@@ -247,3 +247,17 @@ def test_method_options_have_one_default():
     assert cfg.max_batch == MAX_BATCH == PatchConfig().max_batch
     helps = {f.name: f.metadata["help"] for f in fields(VectorsConfig)}
     assert helps["top_k_heads"] == FunctionVector.option_help("top_k_heads")
+
+
+def test_library_functions_share_their_commands_defaults():
+    """A library function that takes a run's options one by one (not its config) has the
+    config's defaults, read from it: ``evaluate_icl`` and ``tvlens eval`` agree."""
+    import inspect
+
+    from tvlens.icl_accuracy import evaluate_icl
+
+    sig = inspect.signature(evaluate_icl).parameters
+    shared = [f for f in fields(EvalConfig) if f.name in sig]
+    assert {f.name for f in shared} == {"k", "n_prompts", "seed", "template", "batch_size"}
+    for f in shared:
+        assert sig[f.name].default == f.default, f.name
