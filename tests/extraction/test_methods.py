@@ -181,6 +181,12 @@ def test_an_entry_point_registers_a_method(MeanShift, registry, monkeypatch):
     monkeypatch.setattr(R, "_entry_points_loaded", False)
     assert R.get_extraction_method("shift") is MeanShift
     assert "shift" in R.extraction_choices()
+    # a broken plugin is left out with a warning naming it; tvlens still runs
+    broken = EntryPoint("gone", f"{__name__}:NoSuchClass", R.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(R, "entry_points", lambda group: [broken])
+    monkeypatch.setattr(R, "_entry_points_loaded", False)
+    with pytest.warns(UserWarning, match="'gone'.*was not registered"):
+        assert "gone" not in R.extraction_choices()
 
 
 def test_report_config_is_json(MeanShift, model, suite, tmp_path):

@@ -55,9 +55,16 @@ def load_entry_points() -> None:
         return
     _entry_points_loaded = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        cls = ep.load()
-        if getattr(cls, "name", None) not in EXTRACTION_METHODS:
-            register_extraction_method(cls)
+        try:
+            cls = ep.load()
+            if getattr(cls, "name", None) not in EXTRACTION_METHODS:
+                register_extraction_method(cls)
+        except Exception as e:  # another package's plugin: warn, and tvlens still runs
+            warnings.warn(
+                f"The extraction method {ep.name!r} ({ep.value}, entry point group "
+                f"{ENTRY_POINT_GROUP!r}) was not registered: {type(e).__name__}: {e}",
+                stacklevel=2,
+            )
 
 
 def get_extraction_method(name: str) -> type[ExtractionMethod]:
