@@ -434,3 +434,45 @@ def test_the_claims_are_data_checked_when_the_comparison_is_configured(monkeypat
     monkeypatch.setattr(R, "CLAIMS", (R.Claim("x", (("atv", "icl_5", "test"),)),))
     with pytest.raises(TVLensError, match="bad rule or group"):
         CompareConfig()
+
+
+def test_each_setting_belongs_to_the_methods_that_read_it():
+    """CompareConfig's fields are the common ones (config.COMMON) and the settings each
+    method class declares; a method reads (``cfg.X``) only common fields and its own."""
+    import ast
+    import inspect
+    from dataclasses import fields
+
+    from tvlens.compare import baselines, methods, retrieval, tuned
+    from tvlens.compare.config import COMMON, CompareConfig
+    from tvlens.compare.registry import REGISTRY
+
+    classes = {spec.build_class() for spec in REGISTRY.values()}
+    owned = {s for cls in classes for s in cls.settings}
+    names = {f.name for f in fields(CompareConfig)}
+    assert set(COMMON) <= names and not owned & set(COMMON)
+    assert names == set(COMMON) | owned, sorted(names - set(COMMON) - owned)
+
+    def is_cfg(v) -> bool:  # cfg.X or self.ctx.cfg.X
+        return (isinstance(v, ast.Name) and v.id == "cfg") or (
+            isinstance(v, ast.Attribute) and v.attr == "cfg"
+        )
+
+    def reads(node) -> set[str]:
+        return {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute) and is_cfg(n.value)}
+
+    for module in (methods, baselines, retrieval, tuned):
+        tree = ast.parse(inspect.getsource(module))
+        mine = [c for c in classes if c.__module__ == module.__name__]
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                cls = getattr(module, node.name)
+                allowed = set(COMMON) | set(getattr(cls, "settings", ()))
+            elif isinstance(node, ast.FunctionDef):  # a helper of the module's methods
+                allowed = set(COMMON) | {s for c in mine for s in c.settings}
+            else:
+                continue
+            extra = reads(node) - allowed
+            assert not extra, f"{module.__name__}.{node.name} reads {sorted(extra)}"
+    assert tuned.PeftMethod.settings_of(CompareConfig())["lora_rank"] == 8
+    assert "top_k_heads" in reads(ast.parse(inspect.getsource(baselines.FunctionVectorMethod)))

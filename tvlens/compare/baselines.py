@@ -61,6 +61,7 @@ class _VectorMethod(SteeringMethod):
 
     mode = HendelTaskVector.mode  # how the extraction method writes it
     scale = 1.0
+    settings = ("tv_k", "n_extract", "sweep_layers")
 
     def __init__(
         self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None
@@ -138,6 +139,7 @@ class FunctionVectorMethod(_VectorMethod):
     query."""
 
     mode = FunctionVector.mode
+    settings = (*_VectorMethod.settings, "top_k_heads", "fv_aie_tasks", "fv_aie_prompts")
 
     def heads(self) -> list[tuple[int, int]]:
 

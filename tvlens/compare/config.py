@@ -28,6 +28,21 @@ CPU_UNSEEN = [
 ]  # fmt: skip
 
 
+# The fields every method shares (tasks, splits, seeds, the training protocol, scoring); the
+# others are settings of one method family, declared by its class
+# (``SteeringMethod.settings``: the vectors' ``tv_k``..., peft's ``lora_rank``..., ATV's
+# ``atv_*``). They stay flat fields here so that the CLI offers them and saved comparisons
+# resume.
+COMMON = (
+    "target", "target_revision", "in_domain", "unseen", "suites", "data_dir",
+    "max_input_chars", "instructions", "template", "max_unseen_overlap", "overlap_allowed",
+    "n_train", "n_dev", "n_test", "data_seed", "seeds", "demo_seeds", "methods", "epochs",
+    "patience", "batch_size", "weight_decay", "warmup_steps", "grad_clip", "sweep",
+    "sweep_default_index", "sweep_epochs", "eval_batch_size", "bootstrap", "mixed_precision",
+    "scale_note",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class CompareConfig(Config):
     """Everything that determines a comparison (``DIR/config.json``).

@@ -47,6 +47,14 @@ class SteeringMethod(ABC):
     variant: dict = {}
     run_dir: Path | None = None  # set by a cell: where a trained method trains
     target: TVModel
+    # The CompareConfig fields this method reads beyond the common ones (config.COMMON):
+    # its own settings (the comparison's presets set them; `settings_of` reads them).
+    settings: tuple[str, ...] = ()
+
+    @classmethod
+    def settings_of(cls, cfg: Any) -> dict[str, Any]:
+        """This method's settings in the comparison's configuration ``cfg``."""
+        return {name: getattr(cfg, name) for name in cls.settings}
 
     @classmethod
     def for_cell(

@@ -174,6 +174,7 @@ def rank_pair(rank: int) -> tuple[str, str]:
             register_method(spec)
     return lora.name, atv.name
 
+
 # Every built-in method, in the order of the table.
 METHODS: tuple[str, ...] = tuple(REGISTRY)
 

@@ -29,6 +29,8 @@ from tvlens.tasks.prompts import ICLPrompt, tokenize_prompts
 class RetrievalMethod(TaskVectorMethod):
     """Task vectors of the in-domain tasks, retrieved by the query (no label at test time)."""
 
+    settings = (*TaskVectorMethod.settings, "retrieval_layer", "retrieval_k")
+
     def layer(self) -> int:
         cfg = self.ctx.cfg
         mid = self.target.n_layers // 2

@@ -134,6 +134,7 @@ class PeftMethod(SteeringMethod):
     :func:`tvlens.compare.registry.peft_method`)."""
 
     path = "hf"
+    settings = ("peft_lrs", "lora_rank", "lora_alpha_ratio", "prefix_tokens")
 
     def __init__(
         self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None,
@@ -210,6 +211,17 @@ class ATVCompareMethod(SteeringMethod):
     ``prefix_budget`` (frozen generator, low-rank expansion at LoRA-q,v's / prefix tuning's
     parameter count); ``rank`` (frozen generator, rank-``rank`` expansion). The variant sets
     the learning rate ``lr`` and λ ``scale``."""
+
+    settings = (
+        "atv_generator",
+        "atv_generator_stop_at_layer",
+        "atv_scale",
+        "atv_scales",
+        "atv_lrs",
+        "atv_generator_lr_ratio",
+        "atv_weight_decay",
+        "atv_positions",
+    )
 
     def __init__(
         self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None,
