@@ -81,10 +81,23 @@ class VectorsConfig(Config):
     seed: int = opt(0, "Seed of the prompts and splits.")
     template: Literal["arrow", "qa"] | None = opt(None, "Prompt template (default: the model's).")
     max_batch: int = opt(MAX_BATCH, "Rows per forward pass.")
+    # Any method's own options (its dataclass fields), by method name: a new method's options
+    # reach `tvlens vectors` with no edit here.
+    method_options: dict = opt(
+        factory=dict, help='Methods\' own options, as JSON: {"fv": {"top_k_heads": 4}}.'
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "split", tuple(self.split))
         object.__setattr__(self, "methods", expand_methods(self.methods))
+        for name, given in self.method_options.items():
+            cls = get_extraction_method(name)
+            unknown = sorted(set(given) - set(cls.option_fields()))
+            if unknown:
+                raise ConfigError(
+                    f"method_options: {name} has no option {unknown}; its options are "
+                    f"{sorted(cls.option_fields())}."
+                )
         if len(self.split) != 3 or min(self.split) <= 0 or sum(self.split) > 1 + 1e-9:
             raise ConfigError(
                 f"split must be three positive fractions summing to at most 1 (extraction, "
@@ -101,9 +114,12 @@ class VectorsConfig(Config):
 
     def method_objects(self) -> tuple[Any, ...]:
         """The methods as objects: a name becomes its class with the options this config
-        sets (e.g. ``top_k_heads``, ``fv_scale``); an object is used as given."""
+        sets (e.g. ``top_k_heads``, ``fv_scale``, and ``method_options[name]``); an object is
+        used as given."""
         return tuple(
-            get_extraction_method(m).from_config(self) if isinstance(m, str) else m
+            get_extraction_method(m).from_config(self, **self.method_options.get(m, {}))
+            if isinstance(m, str)
+            else m
             for m in self.methods
         )
 

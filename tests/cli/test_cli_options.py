@@ -3,7 +3,8 @@ default, choices and help are the field's."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import json
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, Literal
 
 import pytest
@@ -119,9 +120,11 @@ def test_commands_take_defaults_choices_and_help_from_their_config(command, conf
             assert f.name not in params
             continue
         p = params[f.name]
-        default = f.default
+        default = f.default if f.default is not MISSING else f.default_factory()
         if "sep" in f.metadata:  # a list option: written "a,b,c"
             default = ",".join(map(str, default))
+        elif isinstance(default, dict):  # a JSON option
+            default = json.dumps(default)
         assert p.default == (list(default) if isinstance(default, tuple) else default), f.name
         assert f.metadata["help"] in p.help
     res = runner.invoke(app, [*command.split(), "--help"])

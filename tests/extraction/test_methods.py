@@ -171,6 +171,18 @@ def test_a_registered_method_is_offered_by_config_and_cli(MeanShift, registry, t
     assert bad.exit_code == 2 and "Unknown methods 'nope'" in bad.output
     ok = CliRunner().invoke(app, [*args, "hendel,shift"])
     assert "Unknown methods" not in ok.output and "/no/such" in ok.output, ok.output
+    # its own option, from the command line, with no edit to the config or the CLI
+    assert VectorsConfig(
+        methods="shift", method_options={"shift": {"alpha": 2.0}}
+    ).method_objects() == (MeanShift(alpha=2.0),)
+    opts = ["--method-options"]
+    empty = tmp_path / "not_a_model"
+    empty.mkdir()
+    args = ["vectors", "--model", str(empty), "--out", str(tmp_path / "o2"), "--methods", "shift"]
+    bad = CliRunner().invoke(app, [*args, *opts, '{"shift": {"beta": 1}}'])
+    assert bad.exit_code != 0 and "shift has no option ['beta']" in bad.output, bad.output
+    ok = CliRunner().invoke(app, [*args, *opts, '{"shift": {"alpha": 2}}'])
+    assert "no option" not in ok.output and "not_a_model" in ok.output, ok.output
 
 
 def test_an_entry_point_registers_a_method(MeanShift, registry, monkeypatch):

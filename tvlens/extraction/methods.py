@@ -127,10 +127,11 @@ class ExtractionMethod:
         return cls.option_fields()[name].metadata.get("help", "")
 
     @classmethod
-    def from_config(cls, config: Any) -> ExtractionMethod:
-        """The method with the options a run's config sets (``config_fields``)."""
+    def from_config(cls, config: Any, **options: Any) -> ExtractionMethod:
+        """The method with the options a run's config sets (``config_fields``), and
+        ``options`` (given by name: they win)."""
         kw = {o: getattr(config, f) for f, o in cls.config_fields.items() if hasattr(config, f)}
-        return cls(**kw)
+        return cls(**{**kw, **options})
 
 
 def method_name(method: Any) -> str:
