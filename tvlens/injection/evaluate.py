@@ -227,9 +227,8 @@ def _score_method(
     """Dev and test accuracy at every choice of the method's dev grid; the test accuracy at
     the choice that is best on dev (the first among ties)."""
     grid = method.dev_grid(model, ex)
-    if isinstance(method, ResidualWrite) and [c for c in grid] == [
-        {"layer": layer} for layer in range(model.n_layers)
-    ]:
+    every_layer = [{"layer": layer} for layer in range(model.n_layers)]
+    if isinstance(method, ResidualWrite) and list(grid) == every_layer:
         # One residual write at one layer: every layer from one prefix run (the same numbers
         # as applying its intervention layer by layer).
         vecs, layers = method.layer_vectors(model, ex), list(range(model.n_layers))
