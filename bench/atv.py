@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 
-from tvlens.atv.baselines import ICLMethod
-from tvlens.atv.compare import compare_context, get_compare_preset
-from tvlens.atv.fitting import answer_ce, hf_logits, lm_batch
-from tvlens.atv.tuned import ATVCompareMethod, PeftMethod
-from tvlens.atv.workers import device_name
+from tvlens.compare.fitting import answer_ce, hf_logits, lm_batch
+from tvlens.compare.methods import ICL
+from tvlens.compare.run import compare_context, get_compare_preset
+from tvlens.compare.tuned import ATVCompareMethod, PeftMethod
+from tvlens.compare.workers import device_name
 from tvlens.evaluation.icl import evaluate_prompts
 from tvlens.models import load_model
 from tvlens.tasks.registry import FV_DATA_DIR
@@ -135,7 +135,7 @@ def main() -> None:
     atv.generator.eval()
     icl_k = None
     for k in (16, 12, 8, 5, 3):
-        icl = ICLMethod(ctx, f"icl_{k}", 0, k=k)
+        icl = ICL.for_cell(ctx, f"icl_{k}", 0, k=k)
         if icl.skip_reason is None:
             icl_k = k
             break

@@ -211,6 +211,15 @@ def run_notebook(monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def atv_target(tmp_path_factory) -> Path:
+    """ATV's synthetic setting's target, trained once per test session (~40 s on 2 cores);
+    read by tests/atv and tests/compare."""
+    from tvlens.atv.train import train_synthetic_target
+
+    return train_synthetic_target(tmp_path_factory.mktemp("atv") / "target", progress=False)
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """The tiny preset trained for 300 of its 450 steps (ICL works: 0.75 vs 0.125 zero-shot at
     step 250), shared read-only by every test that needs a trained tvlens run."""

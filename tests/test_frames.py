@@ -11,7 +11,7 @@ import torch
 from tvlens.evaluation.icl import ICLEvaluation, TaskAccuracy
 from tvlens.extraction.function_vectors import HeadTable
 from tvlens.frames import tidy
-from tvlens.injection.evaluate import MethodResult, TaskResult, VectorReport
+from tvlens.injection.evaluate import TaskResult, VectorMethodResult, VectorReport
 from tvlens.patching.exact import PatchResult
 from tvlens.probing.emergence import EmergenceResult
 from tvlens.probing.layers import LayerTD
@@ -149,7 +149,7 @@ def test_vector_report_head_table_and_icl_frames():
     tasks = {}
     for i, name in enumerate(["x", "y"]):
         methods = {
-            m: MethodResult(m, 1, 0.5 + i / 10, 0.6, [0.1, 0.2, 0.3], [0.4, 0.5 + j, 0.6])
+            m: VectorMethodResult(m, 1, 0.5 + i / 10, 0.6, [0.1, 0.2, 0.3], [0.4, 0.5 + j, 0.6])
             for j, m in enumerate(["hendel", "fv"])
         }
         tasks[name] = TaskResult(name, 0.1 * i, 0.9, 10, 5, methods)

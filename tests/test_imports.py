@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[1] / "tvlens"
 # Cycles that are known and owned elsewhere; remove an entry when its cycle is gone.
 KNOWN_CYCLES: list[set[str]] = [
     # The comparison's registry names its methods' classes as "module:Class" strings, and those
-    # modules import the registry back (issue 30: the comparison moves to tvlens/compare/ and
-    # its methods become objects that own their options).
-    {"tvlens.atv.baselines", "tvlens.atv.compare_config", "tvlens.atv.compare_setup",
-     "tvlens.atv.registry", "tvlens.atv.retrieval", "tvlens.atv.tuned"},
+    # modules import the registry back (their settings and claims): the comparison's methods
+    # are to become objects that own their options as the extraction methods are.
+    {"tvlens.compare.baselines", "tvlens.compare.config", "tvlens.compare.registry",
+     "tvlens.compare.retrieval", "tvlens.compare.setup", "tvlens.compare.tuned"},
 ]  # fmt: skip
 
 
@@ -171,7 +171,7 @@ def test_checker_finds_a_cycle_through_a_package_init(tmp_path):
 # the packages. ARCHITECTURE.md draws this line (test_architecture_draws_the_stage_line).
 STAGES = ["errors", "names", "results", "frames", "runs", "tasks", "plotting", "models",
           "training", "evaluation", "patching", "extraction", "injection", "probing", "atv",
-          "experiments", "demo", "cli"]  # fmt: skip
+          "compare", "experiments", "demo", "cli"]  # fmt: skip
 
 
 def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -220,10 +220,10 @@ def test_runtime_strings_are_imports(tmp_path):
 def test_the_cli_commands_are_in_the_graph():
     """The CLI names its commands' functions as strings: each one is an edge of the graph."""
     graph = import_graph(ROOT)
-    assert {"tvlens.demo", "tvlens.evaluation.icl", "tvlens.atv.compare"} <= graph[
+    assert {"tvlens.demo", "tvlens.evaluation.icl", "tvlens.compare.run"} <= graph[
         "tvlens.cli.main"
     ]
-    assert "tvlens.extraction.function_vectors" in graph["tvlens.extraction.registry"]
+    assert "tvlens.extraction.function_vectors" in graph["tvlens.extraction.methods"]
 
 
 def test_architecture_draws_the_stage_line():

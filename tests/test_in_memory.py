@@ -10,7 +10,7 @@ from tvlens.models import TVModel, build_hf_model
 
 
 def test_every_main_job_runs_on_a_model_built_in_memory(tmp_path):
-    from tvlens.atv.compare import run_compare
+    from tvlens.compare.run import run_compare
     from tvlens.evaluation.icl import evaluate_icl
     from tvlens.extraction import function_vector, hendel_task_vector
     from tvlens.injection import evaluate_task_vectors

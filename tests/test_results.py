@@ -99,7 +99,7 @@ def test_computed_results_round_trip_and_plot(model, suite, tmp_path):
 
 
 def test_built_results_round_trip_and_plot(tmp_path):
-    from tvlens.atv.methods import MethodResult
+    from tvlens.compare.methods import MethodResult
     from tvlens.evaluation.icl import ICLEvaluation, TaskAccuracy
     from tvlens.experiments.finetune import FinetuneResult, FinetuneRow
     from tvlens.plotting import plot_method_comparison, plot_perturbation
@@ -154,15 +154,15 @@ def test_load_refuses_other_files(tmp_path):
         LayerTD.load(tmp_path / "none.json")
 
 
-def test_atv_compare_is_always_the_module():
+def test_compare_exports_the_loop_and_the_run():
     import importlib
-    import types
 
-    importlib.import_module("tvlens.atv.compare")
-    from tvlens.atv import compare, compare_methods
-    from tvlens.atv.methods import compare as loop
+    importlib.import_module("tvlens.compare.run")
+    from tvlens.compare import compare_methods, run_compare
+    from tvlens.compare.methods import compare as loop
+    from tvlens.compare.run import run_compare as run
 
-    assert isinstance(compare, types.ModuleType) and compare_methods is loop
+    assert compare_methods is loop and run_compare is run
 
 
 def test_long_calls_show_a_progress_bar_unless_silenced(model, suite, capsys):
@@ -196,3 +196,24 @@ def test_a_result_saved_before_its_module_moved_loads(tmp_path):
     assert "tvlens.evaluation.icl:ICLEvaluation" in text
     path.write_text(text.replace("tvlens.evaluation.icl:", "tvlens.icl_accuracy:"))
     _equal(ev, ICLEvaluation.load(path))
+
+
+def test_results_saved_under_moved_or_renamed_types_still_load(tmp_path):
+    """The comparison left tvlens/atv/ and the task-vector report's per-method record was
+    renamed (issue 30): results saved before load as the new types."""
+    import json
+    from pathlib import Path
+
+    from tvlens.compare.distill import DistillResult
+    from tvlens.injection.evaluate import VectorMethodResult
+    from tvlens.results import decode
+
+    saved = Path(__file__).resolve().parents[1] / "figures/atv_compare/cpu_v3/distill_r1.json"
+    assert '"tvlens.atv.distill:DistillResult"' in saved.read_text()  # written before the move
+    res = DistillResult.load(saved)
+    assert isinstance(res, DistillResult) and res.rank == 1
+    old = {"__dataclass__": "tvlens.injection.evaluate:MethodResult",
+           "fields": {"method": "fv", "best_layer": 1, "task_vector": 0.5, "recovered": 0.5,
+                      "dev_by_layer": [0.1], "test_by_layer": [0.5]}}  # fmt: skip
+    got = decode(json.loads(json.dumps(old)))
+    assert isinstance(got, VectorMethodResult) and got.best_layer == 1 and got.chosen == {}

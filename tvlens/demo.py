@@ -18,10 +18,16 @@ from pathlib import Path
 
 import torch
 
-from tvlens.atv.demo_step import _atv_report, _atv_step, atv_dirs, atv_summary  # noqa: F401
+from tvlens.compare.demo_step import _atv_report, _atv_step, atv_dirs, atv_summary  # noqa: F401
 from tvlens.errors import TVLensError
 from tvlens.evaluation.icl import evaluate_icl
-from tvlens.extraction.registry import ALL, DEFAULT_METHOD, expand_methods, get_extraction_method
+from tvlens.extraction.registry import (
+    ALL,
+    DEFAULT_METHOD,
+    expand_methods,
+    get_extraction_method,
+    method_object,
+)
 from tvlens.injection.evaluate import (
     evaluate_task_vectors,
     format_table,
@@ -278,9 +284,9 @@ def resid_summary(by_layer: list[dict]) -> str:
 
 
 def _method_sentence(name: str) -> str:
-    """How an extraction method builds its vector and writes it in, from its registration."""
-    m = get_extraction_method(name)
-    how = "replaces" if m.mode == "replace" else "is added to"
+    """How an extraction method builds its vector and writes it in, from its class."""
+    m = method_object(name)
+    how = m.how_written()
     return (f"The {m.title or m.name} ({m.description}) {how} the residual at the last "
             "token of zero-shot test prompts")  # fmt: skip
 

@@ -55,8 +55,27 @@ def encode(x: Any) -> Any:
     raise TVLensError(f"Cannot save a {type(x).__name__} inside a result.")
 
 
-# Modules that moved: results saved before the move name the old one.
-MOVED_MODULES = {"tvlens.icl_accuracy": "tvlens.evaluation.icl"}
+# Modules that moved: results saved before still load (issue 30: the comparison left atv/).
+MOVED_MODULES = {
+    "tvlens.icl_accuracy": "tvlens.evaluation.icl",
+    **{f"tvlens.atv.{old}": f"tvlens.compare.{new}" for old, new in (
+        ("compare", "run"), ("compare_config", "config"), ("compare_data", "data"),
+        ("compare_setup", "setup"), ("workers", "workers"), ("report", "report"),
+        ("baselines", "baselines"), ("retrieval", "retrieval"), ("tuned", "tuned"),
+        ("fitting", "fitting"), ("registry", "registry"), ("distill", "distill"),
+        ("methods", "methods"), ("evaluate", "evaluate"), ("demo_step", "demo_step"),
+    )},
+}  # fmt: skip
+# Types renamed: (module, Name) -> the new one. Pairs, not "module:Name" strings: this table
+# describes saved files, it imports nothing (the import test reads "module:Name" strings as
+# run-time imports).
+RENAMED_TYPES = {
+    # one MethodResult (the comparison's); the task-vector report's per-method record
+    ("tvlens.injection.evaluate", "MethodResult"): (
+        "tvlens.injection.evaluate",
+        "VectorMethodResult",
+    ),
+}
 
 
 def decode(x: Any) -> Any:
@@ -69,6 +88,7 @@ def decode(x: Any) -> Any:
         return x
     if "__dataclass__" in x:
         module, _, name = x["__dataclass__"].partition(":")
+        module, name = RENAMED_TYPES.get((module, name), (module, name))
         if not module.startswith("tvlens."):
             raise TVLensError(f"Refusing to load {x['__dataclass__']!r}: not a tvlens type.")
         cls: Any = importlib.import_module(MOVED_MODULES.get(module, module))
@@ -77,6 +97,9 @@ def decode(x: Any) -> Any:
         obj = cls.__new__(cls)  # the saved state as it was, without re-running checks
         for k, v in x["fields"].items():
             object.__setattr__(obj, k, decode(v))
+        for f in dataclasses.fields(cls):  # a field added since it was saved: its default
+            if f.name not in x["fields"] and f.default_factory is not dataclasses.MISSING:
+                object.__setattr__(obj, f.name, f.default_factory())
         return obj
     if "__tensor__" in x:
         dtype = getattr(torch, x["dtype"])

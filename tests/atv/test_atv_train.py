@@ -126,7 +126,7 @@ def test_mismatched_target_refused_by_eval(cli_run, tmp_path, make_tiny, letters
 def test_evaluate_run_gives_a_typed_result(cli_run):
     """``evaluate_run`` returns an ``ATVEvaluation``: the JSON the CLI printed, its table (a
     row per method and task) and its figure (bars per task, one colour per method)."""
-    from tvlens.atv.evaluate import ATVEvaluation, evaluate_run
+    from tvlens.compare.evaluate import ATVEvaluation, evaluate_run
 
     out, printed = cli_run
     res = evaluate_run(out, device="cpu", write=False)

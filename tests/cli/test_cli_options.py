@@ -3,7 +3,8 @@ default, choices and help are the field's."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import json
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, Literal
 
 import pytest
@@ -122,9 +123,11 @@ def test_commands_take_defaults_choices_and_help_from_their_config(command, conf
             assert f.name not in params
             continue
         p = params[f.name]
-        default = f.default
+        default = f.default if f.default is not MISSING else f.default_factory()
         if "sep" in f.metadata:  # a list option: written "a,b,c"
             default = ",".join(map(str, default))
+        elif isinstance(default, dict):  # a JSON option
+            default = json.dumps(default)
         assert p.default == (list(default) if isinstance(default, tuple) else default), f.name
         assert f.metadata["help"] in p.help
     res = runner.invoke(app, [*command.split(), "--help"])
@@ -201,3 +204,70 @@ def test_a_suite_name_or_spec_fills_a_suite_field():
     assert TrainConfig(suite="bitwise").suite == {"name": "bitwise"}
     assert ATVConfig().with_overrides(suite="words").suite == {"name": "words"}
     assert ATVConfig().with_overrides(suite={"name": "words"}).suite == {"name": "words"}
+
+
+def _library_functions_and_configs():
+    """(function, config) pairs: a library function that takes a run's config and must not
+    write any of its fields' defaults again (the command reads the config's)."""
+    import importlib
+
+    from tvlens.extraction.config import VectorsConfig
+    from tvlens.injection.evaluate import evaluate_task_vectors, run_task_vectors
+
+    out = [(evaluate_task_vectors, VectorsConfig), (run_task_vectors, VectorsConfig)]
+    for _name, cmd in _commands():
+        runner = cmd.callback.runner
+        if isinstance(runner, str):
+            module, function = runner.split(":")
+
+            runner = getattr(importlib.import_module(module), function)
+        config = getattr(cmd.callback, "config", None)
+        if config is not None:
+            out.append((runner, config))
+    return out
+
+
+def test_no_library_function_repeats_a_config_default():
+    """One default per parameter: a function that takes a config takes its fields through
+    it (``config=`` or ``**options``), never as parameters with defaults of their own, which
+    could disagree with the config's (and so with the CLI's)."""
+    import inspect
+
+    pairs = _library_functions_and_configs()
+    assert len(pairs) >= 2
+    for fn, config in pairs:
+        names = {f.name for f in fields(config)}
+        sig = inspect.signature(fn)
+        twice = [
+            p
+            for p in sig.parameters.values()
+            if p.name in names and p.default not in (inspect.Parameter.empty, None)
+        ]  # fmt: skip  (None: "the config's")
+        assert not twice, f"{fn.__name__} repeats {config.__name__} defaults: {twice}"
+
+
+def test_method_options_have_one_default():
+    """The function vector's options in the config are the method's own fields."""
+    from tvlens.extraction.methods import FunctionVector
+    from tvlens.runs.config import MAX_BATCH
+
+    cfg = VectorsConfig()
+    assert cfg.top_k_heads == FunctionVector().top_k_heads
+    assert cfg.fv_scale == FunctionVector().scale
+    assert cfg.max_batch == MAX_BATCH == PatchConfig().max_batch
+    helps = {f.name: f.metadata["help"] for f in fields(VectorsConfig)}
+    assert helps["top_k_heads"] == FunctionVector.option_help("top_k_heads")
+
+
+def test_library_functions_share_their_commands_defaults():
+    """A library function that takes a run's options one by one (not its config) has the
+    config's defaults, read from it: ``evaluate_icl`` and ``tvlens eval`` agree."""
+    import inspect
+
+    from tvlens.evaluation.icl import evaluate_icl
+
+    sig = inspect.signature(evaluate_icl).parameters
+    shared = [f for f in fields(EvalConfig) if f.name in sig]
+    assert {f.name for f in shared} == {"k", "n_prompts", "seed", "template", "batch_size"}
+    for f in shared:
+        assert sig[f.name].default == f.default, f.name

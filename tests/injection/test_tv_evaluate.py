@@ -143,24 +143,32 @@ def test_unknown_method(trained):
 
 
 def test_a_registered_extraction_method_runs_everywhere(trained, monkeypatch):
-    """One function and one registration: a new method (a zero vector, added) is offered by
+    """One class and one registration: a new method (a zero vector, added) is offered by
     the config and the CLI, runs in the report, and scores exactly zero-shot at every layer
     (adding nothing changes nothing)."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
     import tvlens.extraction.registry as R
     from tvlens.extraction.config import VectorsConfig
+    from tvlens.extraction.methods import Extracted, ResidualWrite
     from tvlens.runs.config import choices
 
-    def extract_zero(req):
-        tv = TaskVector(torch.zeros(1, req.model.d_model), (0,), req.model.spec.name,
-                        req.task.name, "zero", req.n_extract)  # fmt: skip
-        return tv, {}
+    @dataclass(frozen=True)
+    class ZeroVector(ResidualWrite):
+        name: ClassVar[str] = "zero"
+        label: ClassVar[str] = "zero (add)"
+        column: ClassVar[str] = "zero (layer)"
+        mode: ClassVar[str] = "add"
+        one_vector: ClassVar[bool] = True
+
+        def extract(self, model, task, *, k, n_extract, seed, template, max_batch, progress):
+            tv = TaskVector(torch.zeros(1, model.d_model), (0,), model.spec.name, task.name,
+                            "zero", n_extract)  # fmt: skip
+            return Extracted(tv)
 
     monkeypatch.setattr(R, "EXTRACTION_METHODS", dict(R.EXTRACTION_METHODS))
-    monkeypatch.setitem(globals(), "extract_zero", extract_zero)
-    R.register_extraction_method(R.ExtractionMethod(
-        "zero", f"{__name__}:extract_zero", "add", label="zero (add)", column="zero (layer)",
-        one_vector=True,
-    ))  # fmt: skip
+    R.register_extraction_method(ZeroVector)
     assert "zero" in choices(VectorsConfig, "methods")
     assert VectorsConfig(methods="all").methods == ("hendel", "fv", "zero")
     suite = list(trained.training_suite())[:2]

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import typer
 
-from tvlens.atv.compare_config import DEFAULT_PRESET as COMPARE_DEFAULT
-from tvlens.atv.compare_config import PRESETS as COMPARE_PRESETS
-from tvlens.atv.compare_config import CompareConfig
 from tvlens.atv.config import DEFAULT_PRESET as ATV_DEFAULT
 from tvlens.atv.config import PRESETS as ATV_PRESETS
 from tvlens.atv.config import ATVConfig
 from tvlens.cli.options import Input, add_command, json_value
+from tvlens.compare.config import DEFAULT_PRESET as COMPARE_DEFAULT
+from tvlens.compare.config import PRESETS as COMPARE_PRESETS
+from tvlens.compare.config import CompareConfig
 from tvlens.evaluation.config import EvalConfig
 from tvlens.experiments.configs import (
     DecodabilityConfig,
@@ -94,7 +94,7 @@ add_command(atv, "train", "tvlens.atv.train:train_atv", ATVConfig, out="the run"
             only=("target", "generator", "suite", "rank", "positions", "scale", "layers",
                   "epochs", "seed", "batch_size", "grad_accum", "n_train", "train_generator"),
             help="Train an ATV generator against a frozen target; writes OUT/atv.safetensors.")
-add_command(atv, "eval", "tvlens.atv.evaluate:evaluate_run", inputs="run suite split device",
+add_command(atv, "eval", "tvlens.compare.evaluate:evaluate_run", inputs="run suite split device",
             own={"run": Input(Path, "ATV run folder (or an atv.safetensors file)."),
                  "suite": Input(str | None, "Suite to score (default: the run's).", None,
                                 parser=json_value("--suite", or_text=True)),
@@ -102,7 +102,7 @@ add_command(atv, "eval", "tvlens.atv.evaluate:evaluate_run", inputs="run suite s
             help="Score zero-shot and ATV on held-out queries; prints JSON, writes RUN/eval.json.")
 # Required, as every command's --out (it had a default, runs/compare, alone among them).
 COMPARISON = {"out": Input(Path, "The comparison's folder.")}
-add_command(atv, "compare", "tvlens.atv.compare:run_compare", CompareConfig,
+add_command(atv, "compare", "tvlens.compare.run:run_compare", CompareConfig,
             presets=COMPARISONS, inputs="out device workers", overrides=True,
             only=("target", "seeds", "methods", "data_dir", "in_domain", "unseen", "epochs",
                   "n_train", "n_test"),
@@ -112,7 +112,7 @@ add_command(atv, "compare", "tvlens.atv.compare:run_compare", CompareConfig,
             help="Compare zero-shot, ICL, task / function vectors, retrieval, LoRA, prefix tuning "
             "and ATV on instructed in-domain and unseen tasks; writes OUT/comparison.{json,csv}, "
             "the tables, the verdicts and figures. Resumes.")
-add_command(atv, "distill", "tvlens.atv.distill:run_distill", presets=COMPARISONS,
+add_command(atv, "distill", "tvlens.compare.distill:run_distill", presets=COMPARISONS,
             inputs="target out rank seed device", wrote="distill_r{rank}.json",
             own={**COMPARISON, "target": Input(str, "Frozen target: HF name, folder or run."),
                  "rank": Input(int, "Rank of the ATV expansion and of LoRA.", 1),

@@ -86,11 +86,15 @@ def plain_help(text: str | None) -> str | None:
     return _ROLE.sub(r"`\1`", text).replace("``", "`")
 
 
-def choice(values: Collection[Any], what: str) -> Callable[[str], Any]:
-    """A typer ``parser`` that accepts only ``values`` (named ``what`` in the error)."""
-    by_text = {str(v): v for v in values}
+def choice(
+    values: Collection[Any] | Callable[[], Collection[Any]], what: str
+) -> Callable[[str], Any]:
+    """A typer ``parser`` that accepts only ``values`` (named ``what`` in the error); a
+    callable (a registry's choices) is read when the option is parsed, so that a method
+    registered after the CLI was built is accepted."""
 
     def parse(value: str) -> Any:
+        by_text = {str(v): v for v in (values() if callable(values) else values)}
         if value not in by_text:
             raise typer.BadParameter(
                 f"Unknown {what} {value!r}: {what} must be one of {', '.join(by_text)}."
@@ -155,7 +159,8 @@ def _option(config: type, f: Field, hint: Any, overrides: bool) -> tuple[Any, An
     kw: dict[str, Any] = {"help": plain_help(help_)}
     repeat = False
     if values is not None and "sep" in f.metadata:  # "a,b" of the allowed values
-        ann, kw["parser"] = str, _split(flag, str, choice(values, flag.lstrip("-")))
+        live = (lambda: field_choices(config, f.name)) if "choices" in f.metadata else values
+        ann, kw["parser"] = str, _split(flag, str, choice(live, flag.lstrip("-")))
         kw["metavar"] = "[" + "|".join(map(str, values)) + "],..."
         default = None if default is None else ",".join(map(str, default))
     elif values is not None:
@@ -252,4 +257,5 @@ def add_command(
     command.__name__, command.__doc__ = name.replace("-", "_"), plain_help(help or config.__doc__)
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.runner, command.inputs = runner, names  # type: ignore[attr-defined]  # for tests
+    command.config = config  # type: ignore[attr-defined]  # for tests
     app.command(name)(one_line_errors(command))

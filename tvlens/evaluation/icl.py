@@ -155,12 +155,12 @@ def evaluate_prompts(
 def evaluate_icl(
     model: Any,
     tasks: TaskSuite | Task | Sequence[Task],
-    k: int = 5,
-    n_prompts: int = 64,
-    seed: int = 0,
-    template: str | PromptTemplate = "arrow",
+    k: int = EvalConfig.k,  # the defaults are `tvlens eval`'s (EvalConfig), written once
+    n_prompts: int = EvalConfig.n_prompts,
+    seed: int = EvalConfig.seed,
+    template: str | PromptTemplate = EvalConfig.template,
     tokenizer: Any | None = None,
-    batch_size: int = 64,
+    batch_size: int = EvalConfig.batch_size,
     padding_side: PaddingSide = "left",
     progress: bool = True,
 ) -> ICLEvaluation:

@@ -107,7 +107,8 @@ class VectorTable(Report):
     def markdown(self) -> str:
         """The table as ``out/table.md`` holds it."""
         d = self.data
-        return vector_markdown(d["rows"], d["config"]["methods"], d["summary"])
+        cfg = d["config"]
+        return vector_markdown(d["rows"], cfg["methods"], d["summary"], cfg.get("columns"))
 
     def save_to(self, out: Path) -> VectorTable:
         """Write ``out/vectors.json`` and ``out/table.md``; returns itself."""
@@ -245,16 +246,12 @@ def vector_table(
     cfg = (config or VectorTableConfig()).with_overrides(**options)
     model = as_model(model, device=device, bos=bos)
     suites = named_suites(suites, tasks, n_examples)
-    k, n_extract, top_k_heads, seed = cfg.k, cfg.n_extract, cfg.top_k_heads, cfg.seed
-    template, split, methods = cfg.template, cfg.split, cfg.methods
+    methods = cfg.method_names()
     out = Path(out)
-    rows, per_suite = [], {}
+    rows, per_suite, columns = [], {}, {}
     for label, suite in suites.items():
-        rep = evaluate_task_vectors(
-            model, suite, methods=methods, k=k, n_extract=n_extract, top_k_heads=top_k_heads,
-            seed=seed, template=template, split=split, progress=progress,
-            fv_scale=cfg.fv_scale, max_batch=cfg.max_batch,
-        )  # fmt: skip
+        rep = evaluate_task_vectors(model, suite, cfg, progress=progress)
+        columns.update(rep.config["columns"])
         save_report(rep, out / label, primary=methods[0])
         data = rep.to_dict(methods[0])
         save_figure(
@@ -272,14 +269,15 @@ def vector_table(
     result = {
         "model": model.spec.to_dict(),
         "config": {
-            "k": k,
-            "n_extract": n_extract,
-            "top_k_heads": top_k_heads,
-            "seed": seed,
-            "split": list(split),
-            "template": model.template(template),
+            "k": cfg.k,
+            "n_extract": cfg.n_extract,
+            "top_k_heads": cfg.top_k_heads,
+            "seed": cfg.seed,
+            "split": list(cfg.split),
+            "template": model.template(cfg.template),
             "prompt_bos": model.prompt_bos,
             "methods": list(methods),
+            "columns": columns,  # the methods' own table headers
         },  # fmt: skip
         "suites": per_suite,
         "rows": rows,
@@ -334,8 +332,12 @@ def summarize_vectors(rows: list[dict], methods: Sequence[str], icl_min: float =
     return out
 
 
-def vector_markdown(rows: list[dict], methods: Sequence[str], summary: dict) -> str:
-    names = {m: get_extraction_method(m).column for m in methods}
+def vector_markdown(
+    rows: list[dict], methods: Sequence[str], summary: dict, columns: dict | None = None
+) -> str:
+    """``columns``: each method's table header (tables saved before it was written: the
+    registered method's)."""
+    names = columns or {m: get_extraction_method(m).column for m in methods}
     head = ["suite", "task", "n test", "zero-shot", "ICL"] + [names.get(m, m) for m in methods]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:

@@ -1,6 +1,7 @@
 """Extraction: residual vectors at the query (Hendel), per-query vectors, function vectors;
-the registry of extraction methods (:mod:`.registry`). Names are imported lazily, so that the
-registry (read by the configs and the CLI) does not load torch."""
+the extraction methods as objects (:mod:`.methods`) and their registry (:mod:`.registry`).
+Names are imported lazily, so that the registry (read by the configs and the CLI) does not
+load torch."""
 
 from importlib import import_module
 from typing import Any
@@ -17,8 +18,13 @@ _NAMES = {
     "TaskVector": "vectors",
     "VectorMismatchError": "vectors",
     "EXTRACTION_METHODS": "registry",
-    "ExtractionMethod": "registry",
-    "ExtractionRequest": "registry",
+    "ExtractionMethod": "methods",
+    "Extracted": "methods",
+    "FunctionVector": "methods",
+    "HendelTaskVector": "methods",
+    "ResidualWrite": "methods",
+    "option": "methods",
+    "method_object": "registry",
     "register_extraction_method": "registry",
     "get_extraction_method": "registry",
     "VectorsConfig": "config",

@@ -10,8 +10,9 @@ head's patch recomputes only the last token from its own layer on, many heads pe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import pandas as pd
 import torch
@@ -27,6 +28,7 @@ from tvlens.names import renamed
 from tvlens.patching import AnswerProb, patch
 from tvlens.plotting import plot_head_aie
 from tvlens.results import Result
+from tvlens.runs.config import MAX_BATCH
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import (
     PromptBatch,
@@ -87,7 +89,7 @@ def head_aie(
     model: TVModel,
     corrupted: PromptBatch,
     head_means: Float[Tensor, "layer head d_head"],
-    max_batch: int = 1024,
+    max_batch: int = MAX_BATCH,
     progress: bool = True,
 ) -> Float[Tensor, "layer head"]:
     """AIE of every head on ``corrupted`` (left-padded) prompts, patching each head's last-token
@@ -111,6 +113,19 @@ def head_aie(
     return result.effect()
 
 
+@torch.no_grad()
+def sum_head_outputs(
+    model: TVModel, means: Float[Tensor, "layer head d_head"], heads: Sequence[tuple[int, int]]
+) -> Float[Tensor, " d_model"]:
+    """Todd et al.'s function vector from its heads: the sum over ``heads`` (``(layer,
+    head)``, in order) of each head's mean output ``means[layer, head] @ W_O[layer, head]``
+    (no bias)."""
+    fv = torch.zeros(model.d_model, device=means.device, dtype=means.dtype)
+    for layer, head in heads:
+        fv += model.head_outputs(means[layer], layer)[head]
+    return fv
+
+
 def function_vector(
     model: TVModel,
     task: Task,
@@ -119,7 +134,7 @@ def function_vector(
     top_k_heads: int = 10,
     seed: int = 0,
     template: str | PromptTemplate | None = None,
-    max_batch: int = 1024,
+    max_batch: int = MAX_BATCH,
     answer_token: Literal["only", "first"] = "only",
     progress: bool = True,
     *,
@@ -157,10 +172,7 @@ def function_vector(
         head_aie(model, corrupted, means, max_batch=max_batch, progress=progress), task.name
     )
     top = table.top(min(top_k, model.n_layers * model.n_heads))
-    fv = torch.zeros(model.d_model, device=means.device, dtype=means.dtype)
-    with torch.no_grad():
-        for layer, head in top:
-            fv += model.head_outputs(means[layer], layer)[head]
+    fv = sum_head_outputs(model, means, top)
     tv = TaskVector(
         vectors=fv[None],
         layers=(model.n_layers // 3,),
@@ -172,14 +184,3 @@ def function_vector(
         info={"k": k, "top_k": top_k, "heads": [list(x) for x in top], "seed": seed},
     )
     return tv, table
-
-
-def extract_fv(request: Any) -> tuple[TaskVector, dict[str, Any]]:
-    """The registered ``fv`` method (:mod:`tvlens.extraction.registry`): the function vector
-    (one vector, written at whichever layer is chosen) and its head table. The AIE reads the
-    answer's first token, as the report scores first tokens."""
-    r = request
-    tv, table = function_vector(r.model, r.task, r.k, r.n_extract, r.top_k_heads, seed=r.seed,
-                                template=r.template, max_batch=r.max_batch,
-                                answer_token="first", progress=r.progress)  # fmt: skip
-    return tv, {"heads": table}

@@ -7,7 +7,6 @@ size ``batch × pos × d_model`` is stored per layer, unlike ``run_with_cache``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import einops
 import torch
@@ -125,10 +124,3 @@ def hendel_task_vector(
         n_prompts=n_prompts,
         info={"k": k, "seed": seed},
     )
-
-
-def extract_hendel(request: Any) -> tuple[TaskVector, dict[str, Any]]:
-    """The registered ``hendel`` method (:mod:`tvlens.extraction.registry`)."""
-    r = request
-    return hendel_task_vector(r.model, r.task, r.k, r.n_extract, seed=r.seed,
-                              template=r.template), {}  # fmt: skip

@@ -1,8 +1,8 @@
 """Injection: write vectors into the residual stream (replace / add), layer sweeps, reports."""
 
 from tvlens.injection.evaluate import (
-    MethodResult,
     TaskResult,
+    VectorMethodResult,
     VectorReport,
     evaluate_task_vectors,
     format_table,
@@ -14,7 +14,7 @@ from tvlens.injection.inject import inject, injection_hook
 from tvlens.injection.sweep import layer_sweep_correct, layer_sweep_logits
 
 __all__ = [
-    "MethodResult",
+    "VectorMethodResult",
     "TaskResult",
     "VectorReport",
     "evaluate_task_vectors",

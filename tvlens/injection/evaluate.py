@@ -18,30 +18,33 @@ from tvlens.errors import ConfigError
 from tvlens.evaluation.icl import evaluate_prompts
 from tvlens.extraction.config import VectorsConfig
 from tvlens.extraction.function_vectors import HeadTable
-from tvlens.extraction.registry import (
-    EXTRACTION_METHODS,
-    ExtractionRequest,
-    get_extraction_method,
-)
+from tvlens.extraction.methods import Extracted, ExtractionMethod, ResidualWrite
 from tvlens.extraction.vectors import TaskVector
-from tvlens.injection.sweep import layer_sweep_correct
+from tvlens.injection.intervention import apply_intervention
+from tvlens.injection.sweep import best_on_dev, layer_sweep_correct
 from tvlens.models.loading import model_and_suite
 from tvlens.models.tvmodel import TVModel
 from tvlens.plotting import plot_head_aie, plot_layer_sweep, save_figure
 from tvlens.results import Result
 from tvlens.runs import CONFIG_FILE, TABLE_FILE, VECTORS, prepare_out_dir
 from tvlens.tasks.core import Task, TaskSuite
-from tvlens.tasks.prompts import sample_prompts
+from tvlens.tasks.prompts import ICLPrompt, sample_prompts, tokenize_prompts
 
 
 @dataclass
-class MethodResult:
+class VectorMethodResult:
+    """One extraction method on one task: the choice made on dev and its test accuracy, and
+    the accuracy at every choice (layer). (A method's result in the comparison of steering
+    methods is :class:`tvlens.compare.methods.MethodResult`.)"""
+
     method: str
     best_layer: int
     task_vector: float  # test accuracy at best_layer
     recovered: float  # task_vector / icl (0 when icl is 0)
-    dev_by_layer: list[float]
+    dev_by_layer: list[float]  # dev accuracy per choice of the method's dev_grid (a layer)
     test_by_layer: list[float]
+    # the hyper-parameters chosen on dev, where the method tunes more than the layer
+    chosen: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,7 +54,7 @@ class TaskResult:
     icl: float
     n_test: int
     k: int
-    methods: dict[str, MethodResult] = field(default_factory=dict)
+    methods: dict[str, VectorMethodResult] = field(default_factory=dict)
 
 
 @dataclass
@@ -135,53 +138,55 @@ class VectorReport(Result):
 def evaluate_task_vectors(
     model: TVModel,
     suite: TaskSuite | list[Task],
-    methods: tuple[str, ...] | None = None,
-    k: int | None = None,
-    n_extract: int = 32,
-    top_k_heads: int = 10,
-    fv_scale: float = 1.0,
-    split: tuple[float, float, float] = (0.5, 0.2, 0.3),
-    seed: int = 0,
-    template: str | None = None,
-    max_batch: int = 1024,
+    config: VectorsConfig | None = None,
+    *,
     progress: bool = True,
+    **options: Any,
 ) -> VectorReport:
     """Zero-shot, ICL and task-vector accuracy per task (first answer token, test split).
 
-    For each task: split into train / dev / test; each method of ``methods`` (default: every
-    registered one, :mod:`tvlens.extraction.registry`) extracts its vectors from the train
-    split and is written at the last token of zero-shot prompts as its registration says
-    (the task vector: the mean residual after every layer of ``k``-shot train prompts,
-    replacing; the function vector: added, times ``fv_scale``). The layer is
-    chosen on dev queries and accuracy is reported on test queries. ICL accuracy uses the
-    same test queries with ``k`` demonstrations from the train split.
+    ``config`` (a :class:`~tvlens.extraction.config.VectorsConfig`), or its fields as keyword
+    ``options`` (``methods=("hendel", "fv")``, ``k=4``...; their defaults are the config's).
+    ``methods`` takes registered names and method objects
+    (:class:`~tvlens.extraction.methods.ExtractionMethod`, e.g. ``FunctionVector(scale=2)``).
+
+    For each task: split into train / dev / test; each method extracts from the train split
+    (:meth:`~tvlens.extraction.methods.ExtractionMethod.extract`), its hyper-parameters (the
+    layer; more where its :meth:`~tvlens.extraction.methods.ExtractionMethod.dev_grid` says)
+    are chosen on dev queries, and accuracy is reported on test queries, with what it writes
+    (:meth:`~tvlens.extraction.methods.ExtractionMethod.intervention`) at the last token of
+    zero-shot prompts. ICL accuracy uses the same test queries with ``k`` demonstrations from
+    the train split.
     """
-    methods = tuple(EXTRACTION_METHODS) if methods is None else tuple(methods)
-    for method in methods:
-        get_extraction_method(method)  # one line naming the registered ones
+    if config is not None and options:
+        raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")
+    config = config or VectorsConfig().with_overrides(**options)  # old names too
+    methods = config.method_objects()
+    k = config.k
     k_given = k is not None
     k = k if k_given else int(model.spec.train_info.get("k", 5))
-    tmpl = model.template(template)
+    tmpl = model.template(config.template)
+    split, seed = config.split, config.seed
     tasks = list(suite)
-    layers = list(range(model.n_layers))
     report = VectorReport(
         model=model.spec.to_dict(),
         config={
-            "methods": list(methods),
-            # how each method is shown in tables and figures (the registry's labels)
-            "labels": {m: get_extraction_method(m).label for m in methods},
-            "columns": {m: get_extraction_method(m).column for m in methods},
+            "methods": [m.name for m in methods],
+            # how each method is shown in tables and figures (the method's own labels)
+            "labels": {m.name: m.label for m in methods},
+            "columns": {m.name: m.column for m in methods},
+            "options": {m.name: m.options() for m in methods},
             "k": k,
-            "n_extract": n_extract,
-            "top_k_heads": top_k_heads,
-            "fv_scale": fv_scale,
+            "n_extract": config.n_extract,
+            "top_k_heads": config.top_k_heads,
+            "fv_scale": config.fv_scale,
             "split": list(split),
             "seed": seed,
             "template": tmpl if isinstance(tmpl, str) else tmpl.name,
             "prompt_bos": model.prompt_bos,
         },
         tasks={},
-        vectors={m: {} for m in methods},
+        vectors={m.name: {} for m in methods},
     )
     for ti, task in enumerate(tqdm(tasks, desc="task vectors", disable=not progress)):
         train, dev, test = task.split(split, seed=seed + ti)
@@ -197,36 +202,86 @@ def evaluate_task_vectors(
         icl = float(evaluate_prompts(model, icl_test)[0].mean())
         res = TaskResult(task.name, zero, icl, len(test), k_task)
         for method in methods:
-            spec = get_extraction_method(method)
-            tv, extras = spec.extract(ExtractionRequest(
-                model, train, k_task, n_extract, s + 3, tmpl, top_k_heads, max_batch, progress,
-            ))  # fmt: skip
-            if "heads" in extras:
-                report.heads[task.name] = extras["heads"]
-            # one vector (a function vector): tried at every layer
-            vecs = tv.vectors.expand(len(layers), -1) if spec.one_vector else tv.vectors
-            mode = spec.mode
-            scale = fv_scale if mode == "add" else 1.0
-            dev_c = layer_sweep_correct(model, zs_dev, vecs, layers, mode, scale, max_batch)
-            test_c = layer_sweep_correct(model, zs_test, vecs, layers, mode, scale, max_batch)
-            dev_acc = dev_c.float().mean(0)
-            best = int(torch.argmax(dev_acc))  # first layer among ties
-            test_acc = test_c.float().mean(0)
-            tv_acc = float(test_acc[best])
-            if spec.one_vector:  # saved at the layer chosen on dev
-                tv.layers = (best,)
-            tv.info.update({"best_layer": best, "mode": mode, "scale": scale})
-            report.vectors[method][task.name] = tv
-            res.methods[method] = MethodResult(
-                method,
-                best,
-                tv_acc,
-                tv_acc / icl if icl > 0 else 0.0,
-                [float(x) for x in dev_acc],
-                [float(x) for x in test_acc],
+            ex = method.extract(model, train, k=k_task, n_extract=config.n_extract, seed=s + 3,
+                                template=tmpl, max_batch=config.max_batch,
+                                progress=progress)  # fmt: skip
+            if "heads" in ex.extras:
+                report.heads[task.name] = ex.extras["heads"]
+            res.methods[method.name] = _score_method(
+                model, method, ex, zs_dev, zs_test, icl, config.max_batch
             )
+            report.vectors[method.name][task.name] = ex.vector
         report.tasks[task.name] = res
     return report
+
+
+def _score_method(
+    model: TVModel,
+    method: ExtractionMethod,
+    ex: Extracted,
+    zs_dev: list[ICLPrompt],
+    zs_test: list[ICLPrompt],
+    icl: float,
+    max_batch: int,
+) -> VectorMethodResult:
+    """Dev and test accuracy at every choice of the method's dev grid; the test accuracy at
+    the choice that is best on dev (the first among ties)."""
+    grid = method.dev_grid(model, ex)
+    every_layer = [{"layer": layer} for layer in range(model.n_layers)]
+    if isinstance(method, ResidualWrite) and list(grid) == every_layer:
+        # One residual write at one layer: every layer from one prefix run (the same numbers
+        # as applying its intervention layer by layer).
+        vecs, layers = method.layer_vectors(model, ex), list(range(model.n_layers))
+        mode, scale = method.mode, method.strength
+        dev_c = layer_sweep_correct(model, zs_dev, vecs, layers, mode, scale, max_batch)
+        test_c = layer_sweep_correct(model, zs_test, vecs, layers, mode, scale, max_batch)
+    else:
+        dev_c, test_c = (
+            torch.stack(
+                [
+                    _first_token_correct(model, ps, method.intervention(model, ex, **c), max_batch)
+                    for c in grid
+                ],
+                dim=1,
+            )  # fmt: skip
+            for ps in (zs_dev, zs_test)
+        )
+    best, dev_acc = best_on_dev(dev_c)
+    test_acc = test_c.float().mean(0)
+    chosen = dict(grid[best])
+    tv_acc = float(test_acc[best])
+    tv = ex.vector
+    layer = int(chosen.get("layer", -1))
+    if isinstance(method, ResidualWrite):
+        if method.one_vector:  # saved at the layer chosen on dev
+            tv.layers = (layer,)
+        tv.info.update({"best_layer": layer, "mode": method.mode, "scale": method.strength})
+    else:
+        tv.info.update({"chosen": chosen})
+    return VectorMethodResult(
+        method.name,
+        layer,
+        tv_acc,
+        tv_acc / icl if icl > 0 else 0.0,
+        [float(x) for x in dev_acc],
+        [float(x) for x in test_acc],
+        {} if set(chosen) == {"layer"} else chosen,
+    )
+
+
+@torch.no_grad()
+def _first_token_correct(
+    model: TVModel, prompts: list[ICLPrompt], intervention: Any, max_batch: int
+) -> torch.Tensor:
+    """Whether the first answer token is the argmax at the last prompt token (left padding),
+    with ``intervention`` applied: the score of :func:`layer_sweep_correct`, for any write."""
+    out = []
+    for start in range(0, len(prompts), max_batch):
+        batch = tokenize_prompts(prompts[start : start + max_batch], model, padding_side="left")
+        with apply_intervention(model, intervention):
+            logits = model(batch.tokens, attention_mask=batch.attention_mask)
+        out.append(logits[:, -1].argmax(-1).cpu() == batch.answer_first.cpu())
+    return torch.cat(out)
 
 
 def save_report(report: VectorReport, out: str | Path, primary: str | None = None) -> Path:
@@ -283,11 +338,10 @@ def run_task_vectors(
     config = config or VectorsConfig().with_overrides(**options)  # old names too
     out = prepare_out_dir(out, VECTORS)
     model, suite = model_and_suite(model, suite, revision, device)
-    methods = config.methods
-    kwargs = {k: v for k, v in asdict(config).items() if k != "methods"}
-    report = evaluate_task_vectors(model, suite, methods=methods, progress=progress, **kwargs)
-    save_report(report, out, primary=methods[0])
-    data = report.to_dict(methods[0])
+    report = evaluate_task_vectors(model, suite, config, progress=progress)
+    primary = config.method_names()[0]
+    save_report(report, out, primary=primary)
+    data = report.to_dict(primary)
     (out / CONFIG_FILE).write_text(
         json.dumps(
             {

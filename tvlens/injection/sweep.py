@@ -16,6 +16,7 @@ from tvlens.extraction.vectors import VectorMismatchError
 from tvlens.injection.inject import Mode, check_mode, write_vector
 from tvlens.models.tvmodel import TVModel
 from tvlens.patching.last_token import run_prefix, sweep_components
+from tvlens.runs.config import MAX_BATCH
 from tvlens.tasks.prompts import ICLPrompt, PromptBatch, tokenize_prompts
 
 
@@ -27,7 +28,7 @@ def layer_sweep_logits(
     layers: Sequence[int],
     mode: Mode = "replace",
     scale: float = 1.0,
-    max_batch: int = 1024,
+    max_batch: int = MAX_BATCH,
 ) -> Float[Tensor, "batch n d_vocab"]:
     """Last-token logits of ``prompts`` with ``vectors[i]`` written at the last token after
     block ``layers[i]`` (``replace`` or ``add`` with ``scale``), for every ``i``."""
@@ -70,9 +71,17 @@ def layer_sweep_correct(
     layers: Sequence[int],
     mode: Mode = "replace",
     scale: float = 1.0,
-    max_batch: int = 1024,
+    max_batch: int = MAX_BATCH,
 ) -> Bool[Tensor, "batch n"]:
     """Whether the first answer token is the argmax, per prompt and per swept layer."""
     batch = tokenize_prompts(prompts, model, padding_side="left")
     logits = _sweep(model, batch, vectors, layers, mode, scale, max_batch)
     return logits.argmax(-1).cpu() == batch.answer_first.cpu()[:, None]
+
+
+def best_on_dev(dev_correct: Bool[Tensor, "batch n"]) -> tuple[int, Float[Tensor, " n"]]:
+    """The choice (a column: a layer, or a method's hyper-parameters) with the best dev
+    accuracy, the first among ties, and the dev accuracy of every choice: the one rule by
+    which the task-vector report and the comparison choose on dev queries (never on test)."""
+    acc = dev_correct.float().mean(0)
+    return int(torch.argmax(acc)), acc

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from tvlens.runs import PATCH
-from tvlens.runs.config import Config, no_type_check, opt
+from tvlens.runs.config import MAX_BATCH, Config, no_type_check, opt
 
 
 @no_type_check
@@ -32,7 +32,7 @@ class PatchConfig(Config):
     n_prompts: int = opt(16, "Prompts per task.")
     tasks: tuple[str, ...] | None = opt(None, "Only this task (repeat for several).", flag="--task")
     seed: int = opt(0, "Seed of the prompts.")
-    max_batch: int = opt(1024, "Rows (prompts x copies) per pass.")
+    max_batch: int = opt(MAX_BATCH, "Rows (prompts x copies) per pass.")
 
     def __post_init__(self) -> None:
         if self.tasks is not None:

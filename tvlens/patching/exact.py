@@ -59,6 +59,7 @@ from tvlens.patching.inputs import (
 )
 from tvlens.patching.metrics import Metric
 from tvlens.patching.result import PatchResult, make_result, result_dims
+from tvlens.runs.config import MAX_BATCH
 from tvlens.tasks.prompts import PromptBatch
 
 
@@ -75,7 +76,7 @@ def patch(
     layers: list[int] | None = None,
     source: Literal["clean", "mean", "zero"] | str | Mapping[str, Tensor] = "clean",
     method: Literal["exact", "attribution"] | str = "exact",
-    max_batch: int = 1024,
+    max_batch: int = MAX_BATCH,
     progress: bool = True,
 ) -> PatchResult:
     """Patch every ``component`` at every layer (and position, head) into ``corrupted``.

@@ -25,6 +25,7 @@ from tvlens.errors import PromptError
 from tvlens.models import adapter
 from tvlens.models.resume import cache_prefix, can_pack, corrupted_run, packed_mask
 from tvlens.models.tvmodel import TVModel
+from tvlens.runs.config import MAX_BATCH
 from tvlens.tasks.prompts import PromptBatch
 
 # A patch receives the hooked activation of the last token viewed as [batch, copies, ...]
@@ -128,7 +129,7 @@ def sweep_components(
     state: PrefixState,
     hook_names: Sequence[str],
     write: ComponentWrite,
-    max_batch: int = 1024,
+    max_batch: int = MAX_BATCH,
 ) -> Float[Tensor, "batch n d_vocab"]:
     """Last-token logits with one patched copy per component ``i`` (hooked at
     ``hook_names[i]``), many copies per pass: ``max_batch`` bounds prompts × copies."""

@@ -15,7 +15,7 @@ def plot_method_comparison(
 ) -> go.Figure:
     """Grouped bars: first-token accuracy per task (x) for each method (one bar colour each),
     from ``{"methods": {name: {"tasks": {task: {"first_token": ...}}}}}`` (the demo's
-    ``atv`` entry; a method's ``to_dict`` from :func:`tvlens.atv.methods.compare`), or a
+    ``atv`` entry; a method's ``to_dict`` from :func:`tvlens.compare.methods.compare`), or a
     list of ``MethodResult`` objects."""
     if isinstance(comparison, list | tuple):
         comparison = {"methods": {r.method: as_dict(r) for r in comparison}}

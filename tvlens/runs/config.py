@@ -15,6 +15,10 @@ from tvlens.errors import ConfigError
 from tvlens.names import renamed
 from tvlens.runs import KIND_KEY
 
+# Rows per forward pass where a run batches prompts x copies (layer sweeps, patching, the
+# function vector's AIE): the one default of every ``max_batch``.
+MAX_BATCH = 1024
+
 
 def no_type_check(cls: type) -> type:
     """Marks a config class for jaxtyping's import hook (which skips what is decorated with a
@@ -28,6 +32,13 @@ def opt(default: Any = MISSING, help: str = "", *, factory: Any = MISSING, **met
     """A dataclass field with its help (and any other metadata, e.g. ``choices=fn`` for a
     registry, ``flag="--revision"`` for the CLI's option name)."""
     return field(default=default, default_factory=factory, metadata={"help": help, **meta})
+
+
+def method_opt(method: type, name: str, **meta: Any) -> Any:
+    """A config field for the option ``name`` of a method class (a dataclass): its default
+    and its help are the method's own, written once, there."""
+    f = method.__dataclass_fields__[name]  # type: ignore[attr-defined]
+    return opt(f.default, f.metadata.get("help", ""), **meta)
 
 
 def _literal_args(hint: Any) -> tuple | None:
@@ -132,12 +143,16 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """As written to ``config.json`` (JSON types: tuples become lists; the run's kind
         first where it has one), so that it compares equal to a saved config."""
-        d = json.loads(json.dumps(asdict(self)))  # type: ignore[call-overload]
+        d = json.loads(json.dumps(self._as_dict()))
         defaults = {f.name: f.default for f in fields(self)}  # type: ignore[arg-type]
         for name in self._omit_at_default:
             if name in d and d[name] == defaults[name]:
                 del d[name]
         return {KIND_KEY: self.kind, **d} if self.kind else d
+
+    def _as_dict(self) -> dict[str, Any]:
+        """The fields as plain values (a subclass writes an object field its own way)."""
+        return asdict(self)  # type: ignore[call-overload]
 
     # The checks a ``__post_init__`` makes beyond choices and ``minimum``, same message forms.
     def check_at_least(self, minimum: int, *names: str, why: str = "") -> None:
@@ -154,6 +169,8 @@ class Config:
         of its items)."""
         value = getattr(self, name)
         items = value if isinstance(value, (list, tuple)) else (value,)
+        if self.__dataclass_fields__[name].metadata.get("objects"):  # type: ignore[attr-defined]
+            items = [v for v in items if isinstance(v, str)]  # objects: checked by the field
         for value in (v for v in items if v not in valid):
             raise ConfigError(
                 f"Unknown {name} {value!r}: {name} must be one of {', '.join(map(str, valid))}."

@@ -5,8 +5,8 @@ and only in-domain training queries are used."""
 import pytest
 import torch
 
-from tvlens.atv.compare import compare_context, get_compare_preset
-from tvlens.atv.distill import DistillResult, kl, run_distill
+from tvlens.compare.distill import DistillResult, kl, run_distill
+from tvlens.compare.run import compare_context, get_compare_preset
 from tvlens.models import load_model
 
 
@@ -16,6 +16,27 @@ def test_kl_is_the_textbook_kl():
     want = torch.nn.functional.kl_div(q, p, log_target=True, reduction="none").sum(-1)
     torch.testing.assert_close(kl(p, q), want)
     assert torch.allclose(kl(p, p), torch.zeros(3), atol=1e-6) and (kl(p, q) > 0).all()
+
+
+def test_any_rank_is_a_pair_and_a_bad_one_is_refused_before_loading(monkeypatch):
+    import tvlens.compare.distill as D
+    import tvlens.compare.registry as R
+    from tvlens.errors import TVLensError
+
+    monkeypatch.setattr(R, "REGISTRY", dict(R.REGISTRY))
+    assert R.rank_pair(4) == ("lora_r4", "atv_r4")
+    assert R.get_method_spec("lora_r4").kwargs == {"kind": "lora_sites", "rank": 4}
+    assert R.get_method_spec("atv_r4").kwargs == {"kind": "rank", "rank": 4}
+    assert R.rank_pair(4) == ("lora_r4", "atv_r4")  # registered once
+    assert R.get_method_spec("lora_r1") == R.rank_pair_specs(1)[1]
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the rank was checked")
+
+    monkeypatch.setattr(D, "as_model", no_model)
+    for bad in (0, -1):
+        with pytest.raises(TVLensError, match="rank"):
+            run_distill("/no/such/model", rank=bad)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The comparison's tasks: ``alias/task`` references resolved to tasks, their disjoint train /
 dev / test queries, their instructions (training and held-out), categories, and the input
 overlap of every task with the in-domain ones (the unseen split's check). ``cfg`` is a
-:class:`tvlens.atv.compare_setup.CompareConfig`."""
+:class:`tvlens.compare.setup.CompareConfig`."""
 
 from __future__ import annotations
 

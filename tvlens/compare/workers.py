@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from tvlens.atv.compare_setup import (
+from tvlens.compare.setup import (
     Cell,
     CompareConfig,
     CompareContext,
@@ -158,7 +158,7 @@ def run_cells(
     announce: bool | None = None,
     poll: float = 5.0,
 ) -> list[Cell]:
-    """Compute (``compute(ctx, cell)``, e.g. :func:`tvlens.atv.compare.run_cell`) the cells
+    """Compute (``compute(ctx, cell)``, e.g. :func:`tvlens.compare.run.run_cell`) the cells
     not yet on disk that no other live process has claimed, sweeps first; a reported cell
     waits until its method's sweep cells are done (by any process)."""
     announce = ctx.progress if announce is None else announce

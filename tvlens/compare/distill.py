@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from tvlens.atv.compare import build_method
-from tvlens.atv.compare_config import DEFAULT_PRESET, get_compare_preset
-from tvlens.atv.compare_setup import CompareContext, compare_context, selection
-from tvlens.atv.fitting import engine_fit, hf_logits
+from tvlens.compare.config import DEFAULT_PRESET, get_compare_preset
+from tvlens.compare.fitting import engine_fit, hf_logits
+from tvlens.compare.registry import rank_pair
+from tvlens.compare.run import build_method
+from tvlens.compare.setup import CompareContext, compare_context, selection
 from tvlens.models.loading import as_model
 from tvlens.results import Result
 from tvlens.tasks.prompts import ICLPrompt
@@ -109,7 +110,8 @@ def distill_pair(ctx: CompareContext, rank: int, seed: int = 0) -> DistillResult
     """Train ``lora_r{rank}`` and ``atv_r{rank}`` teachers (their dev-selected variants when
     the comparison in ``ctx.out`` has swept them), then each family's student to match the
     other's teacher; runs in ``ctx.out/runs/distill_r{rank}_*``."""
-    names = {"lora": f"lora_r{rank}", "atv": f"atv_r{rank}"}
+    lora, atv = rank_pair(rank)
+    names = {"lora": lora, "atv": atv}
     data = ctx.data
     teachers = {}
     for fam, name in names.items():
@@ -168,6 +170,7 @@ def run_distill(
     ``preset`` with ``overrides``; its dev-chosen variants when it has swept them) on
     ``target`` (a name, folder or tvlens run, or a loaded model); writes
     ``out/distill_r{rank}.json``."""
+    rank_pair(rank)  # a bad rank is refused before the model loads
     cfg = get_compare_preset(preset).with_overrides(**overrides)
     if isinstance(target, str | Path):  # recorded as the comparison's target
         cfg = cfg.with_overrides(target=str(target))

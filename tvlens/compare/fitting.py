@@ -20,6 +20,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from tvlens.atv.data import ATVSplits
+from tvlens.errors import TVLensError
+from tvlens.models.hf import quiet_transformers
 from tvlens.models.loading import TVModel
 from tvlens.runs.checkpoints import list_checkpoints
 from tvlens.tasks.prompts import ICLPrompt, tokenize_prompts
@@ -231,3 +233,31 @@ def _fit_report(res: Any, best: int, lr: float, epochs: int) -> dict[str, Any]:
         },  # fmt: skip
         "engine_seconds": round(res.seconds, 2),
     }
+
+
+# ---------------------------------------------------------------------------- plain HF copies
+
+
+def hf_source(target: TVModel) -> tuple[str, str | None]:
+    s = target.spec
+    if s.path:
+        return s.path, None
+    return s.name, s.revision
+
+
+def fresh_hf(target: TVModel) -> nn.Module:
+    """A separate plain HF copy of the target (same weights, same device and dtype), loaded
+    again from its folder or hub name."""
+    from transformers import AutoModelForCausalLM
+
+    if target.spec.source == "memory":
+        # The bridge wraps the HF model's modules in place: no plain HF model is left to copy.
+        raise TVLensError(
+            "The peft baselines train a plain HF copy of the target, and a model passed in "
+            "memory has none left to copy: save it (model.save_pretrained(folder), with its "
+            "tokenizer) and pass the folder as the target."
+        )
+    src, rev = hf_source(target)
+    with quiet_transformers():
+        hf = AutoModelForCausalLM.from_pretrained(src, revision=rev, dtype=target.dtype)
+    return hf.to(target.device).eval()

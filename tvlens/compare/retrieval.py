@@ -4,7 +4,7 @@ vector of the task whose stored queries lie nearest to the test query, chosen wi
 task's label. On an unseen task it is the nearest in-domain task's vector.
 
 The library's vectors are Hendel et al.'s task vectors at each task's dev-chosen layer
-(:class:`tvlens.atv.baselines.TaskVectorMethod`); a query is represented by the target's
+(:class:`tvlens.compare.baselines.TaskVectorMethod`); a query is represented by the target's
 residual at its last token after ``retrieval_layer`` (default: the middle layer), and the
 ``retrieval_k`` nearest stored training queries (cosine) vote for a task.
 """
@@ -20,14 +20,16 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from tvlens.atv.baselines import TaskVectorMethod
 from tvlens.atv.data import ATVSplits
+from tvlens.compare.baselines import TaskVectorMethod
 from tvlens.extraction.residual import residual_at_query
 from tvlens.tasks.prompts import ICLPrompt, tokenize_prompts
 
 
 class RetrievalMethod(TaskVectorMethod):
     """Task vectors of the in-domain tasks, retrieved by the query (no label at test time)."""
+
+    settings = (*TaskVectorMethod.settings, "retrieval_layer", "retrieval_k")
 
     def layer(self) -> int:
         cfg = self.ctx.cfg

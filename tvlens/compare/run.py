@@ -2,17 +2,17 @@
 task and function vectors (told the test task: oracle label), ELICIT-style retrieval, LoRA,
 prefix tuning, ATV as published, ATV at matched budgets and the equal-rank pair, on instructed
 in-domain tasks and on unseen tasks no trained method ever sees, plus the "no instruction"
-ablation rows. The methods are registered in :mod:`tvlens.atv.registry`.
+ablation rows. The methods are registered in :mod:`tvlens.compare.registry`.
 
-The work is a list of cells (:func:`tvlens.atv.compare_setup.compare_cells`): first each
+The work is a list of cells (:func:`tvlens.compare.setup.compare_cells`): first each
 swept method's variants (learning rate, ATV's λ) trained on seed 0 and scored on dev; then
 every method's reported cells, one per seed, with the variant of best dev accuracy (seed 0
 reuses the sweep's best-dev weights). Each cell is one JSON file written atomically
 (``DIR/cells/``): a stopped compare resumes without redoing them. Trained methods train with
-:func:`tvlens.atv.baselines.engine_fit` in ``DIR/runs/<cell>``. Several processes share the
-cells (:mod:`tvlens.atv.workers`).
+:func:`tvlens.compare.baselines.engine_fit` in ``DIR/runs/<cell>``. Several processes share the
+cells (:mod:`tvlens.compare.workers`).
 
-Output (:mod:`tvlens.atv.report`): ``DIR/config.json``, ``DIR/comparison.{json,csv}``,
+Output (:mod:`tvlens.compare.report`): ``DIR/config.json``, ``DIR/comparison.{json,csv}``,
 ``DIR/table.md``, ``DIR/categories.md``, ``DIR/verdicts.md``, ``DIR/overlap.csv`` and the
 figures (bars, heatmap, learning curves, overlap).
 """
@@ -31,8 +31,11 @@ import pandas as pd
 import torch
 
 import tvlens
-from tvlens.atv.compare_config import DEFAULT_PRESET
-from tvlens.atv.compare_setup import (  # noqa: F401  (the public names of the compare)
+from tvlens.compare.config import DEFAULT_PRESET
+from tvlens.compare.fitting import patience_ran_out
+from tvlens.compare.registry import METHODS, as_method_name, get_method_spec, variant_label
+from tvlens.compare.report import write_outputs
+from tvlens.compare.setup import (  # noqa: F401  (the public names of the compare)
     CPU_IN_DOMAIN,
     CPU_UNSEEN,
     FV_ALIAS,
@@ -54,10 +57,7 @@ from tvlens.atv.compare_setup import (  # noqa: F401  (the public names of the c
     selection,
     sweep_variants,
 )
-from tvlens.atv.fitting import patience_ran_out
-from tvlens.atv.registry import METHODS, as_method_name, get_method_spec, variant_label
-from tvlens.atv.report import write_outputs
-from tvlens.atv.workers import (
+from tvlens.compare.workers import (
     available_cores,
     device_name,
     resolve_workers,
@@ -84,9 +84,9 @@ def _per_task(first: np.ndarray, exact: np.ndarray, prompts: Sequence) -> dict[s
 
 
 def build_method(ctx: CompareContext, method: str, seed: int, variant: dict | None = None):
-    """The registered method ``method`` for one cell (:mod:`tvlens.atv.registry`)."""
+    """The registered method ``method`` for one cell (:mod:`tvlens.compare.registry`)."""
     spec = get_method_spec(method)
-    return spec.build_class()(ctx, method, seed, variant, **spec.kwargs)
+    return spec.build_class().for_cell(ctx, method, seed, variant, **spec.kwargs)
 
 
 def _score(m: Any, prompts: list) -> tuple[dict[str, Any], float, float]:
@@ -301,7 +301,7 @@ def run_compare(
             started by hand on the same ``out`` share the work too.
         overrides: Any :class:`CompareConfig` field (``seeds=3``, ``data_dir=...``);
             ``methods=[...]`` takes names and the user's own methods as
-            :class:`~tvlens.atv.registry.MethodSpec` objects, e.g.
+            :class:`~tvlens.compare.registry.MethodSpec` objects, e.g.
             ``peft_method("my_lora", LoraConfig(r=4, target_modules=["q_proj"]))``.
     """
     t0 = time.time()

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tvlens.atv.compare import (
+from tvlens.atv.data import generator_text
+from tvlens.compare.registry import get_method_spec, methods_where, variant_label
+from tvlens.compare.run import (
     METHODS,
     SELECTED,
     Cell,
@@ -25,10 +27,8 @@ from tvlens.atv.compare import (
     get_compare_preset,
     run_compare,
 )
-from tvlens.atv.data import generator_text
-from tvlens.atv.registry import get_method_spec, methods_where, variant_label
-from tvlens.atv.tuned import peft_parameter_count
-from tvlens.atv.workers import available_cores, claim_cell, resolve_workers
+from tvlens.compare.tuned import peft_parameter_count
+from tvlens.compare.workers import available_cores, claim_cell, resolve_workers
 from tvlens.errors import TVLensError
 from tvlens.models import load_model
 
@@ -380,7 +380,7 @@ def test_notebook_runs(tmp_path, run_notebook):
 
 
 def test_result_round_trips_and_plots(full, tmp_path):
-    from tvlens.atv.compare import CompareResult
+    from tvlens.compare.run import CompareResult
 
     back = CompareResult.load(full.save(tmp_path / "r.json"))
     assert back.summary == full.summary and back.ran == full.ran and back.config == full.config
@@ -397,8 +397,8 @@ def test_a_users_peft_config_is_a_method(target, tmp_path, monkeypatch):
     in-domain queries only, its parameters those of its own config."""
     from peft import LoraConfig
 
-    import tvlens.atv.registry as R
-    from tvlens.atv.registry import peft_method
+    import tvlens.compare.registry as R
+    from tvlens.compare.registry import peft_method
 
     monkeypatch.setattr(R, "REGISTRY", dict(R.REGISTRY))  # this test's methods stay here
 
@@ -414,3 +414,65 @@ def test_a_users_peft_config_is_a_method(target, tmp_path, monkeypatch):
         run_compare(target, tmp_path / "d", preset="tiny", methods=[other], progress=False)
     with pytest.raises(TVLensError, match="workers=1"):
         run_compare(target, tmp_path / "e", preset="tiny", methods=[mine], workers=2)
+
+
+def test_the_claims_are_data_checked_when_the_comparison_is_configured(monkeypatch):
+    import tvlens.compare.registry as R
+    from tvlens.compare.config import CompareConfig
+    from tvlens.errors import TVLensError
+
+    R.check_claims()
+    assert [c.name for c in R.CLAIMS if c.part_of is None] == [
+        "ATV beats ICL and fixed task / function vectors (in-domain)",
+        "ATV generalises to unseen tasks",
+        "equal rank: ATV matches LoRA",
+    ]
+    assert ("atv_r8", "lora_r8", "in_domain") in R.CLAIMS[2].tests
+    monkeypatch.setattr(R, "CLAIMS", (R.Claim("x", (("atv", "nope", "in_domain"),)),))
+    with pytest.raises(TVLensError, match=r"unregistered methods \['nope'\]"):
+        CompareConfig()
+    monkeypatch.setattr(R, "CLAIMS", (R.Claim("x", (("atv", "icl_5", "test"),)),))
+    with pytest.raises(TVLensError, match="bad rule or group"):
+        CompareConfig()
+
+
+def test_each_setting_belongs_to_the_methods_that_read_it():
+    """CompareConfig's fields are the common ones (config.COMMON) and the settings each
+    method class declares; a method reads (``cfg.X``) only common fields and its own."""
+    import ast
+    import inspect
+    from dataclasses import fields
+
+    from tvlens.compare import baselines, methods, retrieval, tuned
+    from tvlens.compare.config import COMMON, CompareConfig
+    from tvlens.compare.registry import REGISTRY
+
+    classes = {spec.build_class() for spec in REGISTRY.values()}
+    owned = {s for cls in classes for s in cls.settings}
+    names = {f.name for f in fields(CompareConfig)}
+    assert set(COMMON) <= names and not owned & set(COMMON)
+    assert names == set(COMMON) | owned, sorted(names - set(COMMON) - owned)
+
+    def is_cfg(v) -> bool:  # cfg.X or self.ctx.cfg.X
+        return (isinstance(v, ast.Name) and v.id == "cfg") or (
+            isinstance(v, ast.Attribute) and v.attr == "cfg"
+        )
+
+    def reads(node) -> set[str]:
+        return {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute) and is_cfg(n.value)}
+
+    for module in (methods, baselines, retrieval, tuned):
+        tree = ast.parse(inspect.getsource(module))
+        mine = [c for c in classes if c.__module__ == module.__name__]
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                cls = getattr(module, node.name)
+                allowed = set(COMMON) | set(getattr(cls, "settings", ()))
+            elif isinstance(node, ast.FunctionDef):  # a helper of the module's methods
+                allowed = set(COMMON) | {s for c in mine for s in c.settings}
+            else:
+                continue
+            extra = reads(node) - allowed
+            assert not extra, f"{module.__name__}.{node.name} reads {sorted(extra)}"
+    assert tuned.PeftMethod.settings_of(CompareConfig())["lora_rank"] == 8
+    assert "top_k_heads" in reads(ast.parse(inspect.getsource(baselines.FunctionVectorMethod)))

@@ -1,5 +1,5 @@
 """What a comparison is run on: its configuration and presets, its tasks and their splits, and
-the context every (method, seed) cell reads (:mod:`tvlens.atv.compare` runs the cells)."""
+the context every (method, seed) cell reads (:mod:`tvlens.compare.run` runs the cells)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tvlens.atv.compare_config import (  # noqa: F401  (part of the compare's public names)
+from tvlens.compare.config import (  # noqa: F401  (part of the compare's public names)
     CPU_IN_DOMAIN,
     CPU_UNSEEN,
     PRESETS,
     CompareConfig,
     get_compare_preset,
 )
-from tvlens.atv.compare_data import (  # noqa: F401  (part of the compare's public names)
+from tvlens.compare.data import (  # noqa: F401  (part of the compare's public names)
     FV_ALIAS,
     CompareData,
     input_overlap,
@@ -23,7 +23,7 @@ from tvlens.atv.compare_data import (  # noqa: F401  (part of the compare's publ
     merged,
     resolve_task,
 )
-from tvlens.atv.registry import get_method_spec, variant_label
+from tvlens.compare.registry import get_method_spec, variant_label
 from tvlens.models.loading import TVModel
 from tvlens.runs import CELLS_DIR
 

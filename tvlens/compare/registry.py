@@ -3,7 +3,7 @@
 hyper-parameter sweep). The comparison, its configuration and its table read every list of
 methods from here.
 
-Adding a method is one class (a :class:`tvlens.atv.baselines.CompareMethod`) and one
+Adding a method is one class (a :class:`tvlens.compare.methods.SteeringMethod`) and one
 :func:`register_method` call; the class is named as ``"module:Class"`` and imported when a
 cell is built, so this module imports none of them.
 """
@@ -26,7 +26,7 @@ class MethodSpec:
 
     Attributes:
         name: Its name in the table.
-        cls: ``"module:Class"`` of its :class:`~tvlens.atv.baselines.CompareMethod`.
+        cls: ``"module:Class"`` of its :class:`~tvlens.compare.methods.SteeringMethod`.
         kwargs: Passed to the class (e.g. ``k`` for ICL, ``rank`` for the rank-r pair).
         trained: Fitted on the in-domain training queries (never on unseen tasks).
         demonstrations: Reads demonstrations of the test task (ICL, task / function vectors).
@@ -87,8 +87,9 @@ def _atv_sweep(cfg: Any) -> list[Variant]:
     return out
 
 
-_BASE = "tvlens.atv.baselines"
-_TUNED = "tvlens.atv.tuned"
+_BASE = "tvlens.compare.baselines"
+_METHODS = "tvlens.compare.methods"
+_TUNED = "tvlens.compare.tuned"
 REGISTRY: dict[str, MethodSpec] = {}
 
 
@@ -105,19 +106,19 @@ def register_method(spec: MethodSpec) -> MethodSpec:
 
 
 for _spec in (
-    MethodSpec("zero_shot", f"{_BASE}:ZeroShotMethod", seedless=True,
+    MethodSpec("zero_shot", f"{_METHODS}:ZeroShot", seedless=True,
                description="the instructed query alone"),
-    MethodSpec("zero_shot_noinstr", f"{_BASE}:ZeroShotMethod", seedless=True, instructed=False,
+    MethodSpec("zero_shot_noinstr", f"{_METHODS}:ZeroShot", seedless=True, instructed=False,
                description="ablation: the bare query, no instruction"),
-    MethodSpec("icl_5", f"{_BASE}:ICLMethod", {"k": 5}, demonstrations=True,
+    MethodSpec("icl_5", f"{_METHODS}:ICL", {"k": 5}, demonstrations=True,
                description="instruction, 5 demonstrations, query"),
-    MethodSpec("icl_16", f"{_BASE}:ICLMethod", {"k": 16}, demonstrations=True,
+    MethodSpec("icl_16", f"{_METHODS}:ICL", {"k": 16}, demonstrations=True,
                description="instruction, 16 demonstrations, query"),
     MethodSpec("task_vector", f"{_BASE}:TaskVectorMethod", demonstrations=True,
                oracle_label=True, description="Hendel et al. 2023; the test task's own vector"),
     MethodSpec("function_vector", f"{_BASE}:FunctionVectorMethod", demonstrations=True,
                oracle_label=True, description="Todd et al. 2023; the test task's own vector"),
-    MethodSpec("retrieval", "tvlens.atv.retrieval:RetrievalMethod",
+    MethodSpec("retrieval", "tvlens.compare.retrieval:RetrievalMethod",
                description="ELICIT-style: the in-domain task vector nearest the query, no label"),
     MethodSpec("lora_qv", f"{_TUNED}:PeftMethod", {"kind": "lora_qv"}, trained=True,
                sweep=_peft_sweep, description="LoRA on the q, v projections"),
@@ -136,23 +137,94 @@ for _spec in (
     MethodSpec("atv_prefix_budget", f"{_TUNED}:ATVCompareMethod", {"kind": "prefix_budget"},
                trained=True, sweep=_atv_frozen_sweep,
                description="frozen generator, expansion at prefix tuning's parameter count"),
-    MethodSpec("atv_r1", f"{_TUNED}:ATVCompareMethod", {"kind": "rank", "rank": 1},
-               trained=True, sweep=_atv_frozen_sweep,
-               description="frozen generator, rank-1 expansion (pair of lora_r1)"),
-    MethodSpec("lora_r1", f"{_TUNED}:PeftMethod", {"kind": "lora_sites", "rank": 1},
-               trained=True, sweep=_peft_sweep,
-               description="rank-1 LoRA on each block's residual write (pair of atv_r1)"),
-    MethodSpec("atv_r8", f"{_TUNED}:ATVCompareMethod", {"kind": "rank", "rank": 8},
-               trained=True, sweep=_atv_frozen_sweep,
-               description="frozen generator, rank-8 expansion (pair of lora_r8)"),
-    MethodSpec("lora_r8", f"{_TUNED}:PeftMethod", {"kind": "lora_sites", "rank": 8},
-               trained=True, sweep=_peft_sweep,
-               description="rank-8 LoRA on each block's residual write (pair of atv_r8)"),
 ):  # fmt: skip
     register_method(_spec)
 
+
+def rank_pair_specs(rank: int) -> tuple[MethodSpec, MethodSpec]:
+    """The equal-rank pair at ``rank``: a frozen generator with a rank-``rank`` expansion
+    (``atv_r{rank}``) and rank-``rank`` LoRA on each block's residual write
+    (``lora_r{rank}``)."""
+    return (
+        MethodSpec(f"atv_r{rank}", f"{_TUNED}:ATVCompareMethod", {"kind": "rank", "rank": rank},
+                   trained=True, sweep=_atv_frozen_sweep,
+                   description=f"frozen generator, rank-{rank} expansion (pair of lora_r{rank})"),
+        MethodSpec(f"lora_r{rank}", f"{_TUNED}:PeftMethod", {"kind": "lora_sites", "rank": rank},
+                   trained=True, sweep=_peft_sweep,
+                   description=f"rank-{rank} LoRA on each block's residual write (pair of "
+                   f"atv_r{rank})"),
+    )  # fmt: skip
+
+
+# The pairs the comparison runs (the paper's ranks 1 and 8); other ranks: rank_pair(rank).
+PAIR_RANKS = (1, 8)
+for _rank in PAIR_RANKS:
+    for _spec in rank_pair_specs(_rank):
+        register_method(_spec)
+
+
+def rank_pair(rank: int) -> tuple[str, str]:
+    """The names ``(lora_r{rank}, atv_r{rank})`` of the equal-rank pair at any ``rank >= 1``
+    (registered on first use); a bad rank is refused in one line, before any model loads."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise TVLensError(f"rank (--rank) must be an integer >= 1, got {rank!r}.")
+    atv, lora = rank_pair_specs(rank)
+    for spec in (atv, lora):
+        if spec.name not in REGISTRY:
+            register_method(spec)
+    return lora.name, atv.name
+
+
 # Every built-in method, in the order of the table.
 METHODS: tuple[str, ...] = tuple(REGISTRY)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One of the paper's claims as data: ``tests`` are ``(a, b, group)`` — method ``a``
+    against method ``b`` on the same test queries of ``group`` (``in_domain`` / ``unseen``);
+    ``rule`` ``beats`` (every paired interval above 0) or ``equal`` (within the equivalence
+    margin, or better). ``part_of``: reported inside that claim's verdict."""
+
+    name: str
+    tests: tuple[tuple[str, str, str], ...]
+    rule: str = "beats"
+    part_of: str | None = None
+
+    def methods(self) -> set[str]:
+        return {m for a, b, _ in self.tests for m in (a, b)}
+
+
+# Kang et al. 2025's claims, as the comparison tests them (tvlens.compare.report.verdicts).
+_EQUAL_RANK = "equal rank: ATV matches LoRA"
+CLAIMS: tuple[Claim, ...] = (
+    Claim("ATV beats ICL and fixed task / function vectors (in-domain)",
+          tuple(("atv", b, "in_domain")
+                for b in ("icl_5", "task_vector", "function_vector", "retrieval"))),
+    Claim("ATV generalises to unseen tasks",
+          tuple(("atv", b, "unseen") for b in ("zero_shot", "icl_5", "retrieval", "lora_qv"))),
+    Claim(_EQUAL_RANK, tuple((f"atv_r{r}", f"lora_r{r}", "in_domain") for r in PAIR_RANKS),
+          "equal"),
+    Claim("ATV beats prefix tuning", (("atv", "prefix", "in_domain"),), part_of=_EQUAL_RANK),
+)  # fmt: skip
+# The method whose inference time is the reference of the others' (the target alone).
+TIME_REFERENCE = "zero_shot"
+
+
+def check_claims(claims: tuple[Claim, ...] | None = None) -> None:
+    """Every method a claim (default: :data:`CLAIMS`) names is registered, every group is a
+    split and every rule is known (checked when a comparison is configured)."""
+    claims = CLAIMS if claims is None else claims
+    for c in claims:
+        missing = sorted(c.methods() - set(REGISTRY))
+        if missing:
+            raise TVLensError(f"The claim {c.name!r} names unregistered methods {missing}.")
+        if c.rule not in ("beats", "equal") or any(
+            g not in ("in_domain", "unseen") for *_, g in c.tests
+        ):
+            raise TVLensError(f"The claim {c.name!r} has a bad rule or group.")
+        if c.part_of is not None and c.part_of not in {x.name for x in claims}:
+            raise TVLensError(f"The claim {c.name!r} is part of an unknown claim {c.part_of!r}.")
 
 
 def get_method_spec(name: str) -> MethodSpec:

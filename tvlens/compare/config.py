@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tvlens.atv.registry import METHODS, get_method_spec
+from tvlens.compare.registry import METHODS, check_claims, get_method_spec
 from tvlens.errors import TVLensError
+from tvlens.extraction.methods import FunctionVector
 from tvlens.runs.config import Config, opt
 
 # In-domain tasks: 6 categories (``tvlens/tasks/data/instructions/fv.json``). Tasks that share
@@ -25,6 +26,21 @@ CPU_UNSEEN = [
     "fv/person-occupation", "fv/next_item", "fv/lowercase_first_letter",
     "fv/choose_middle_of_3", "fv/color_v_animal_3",
 ]  # fmt: skip
+
+
+# The fields every method shares (tasks, splits, seeds, the training protocol, scoring); the
+# others are settings of one method family, declared by its class
+# (``SteeringMethod.settings``: the vectors' ``tv_k``..., peft's ``lora_rank``..., ATV's
+# ``atv_*``). They stay flat fields here so that the CLI offers them and saved comparisons
+# resume.
+COMMON = (
+    "target", "target_revision", "in_domain", "unseen", "suites", "data_dir",
+    "max_input_chars", "instructions", "template", "max_unseen_overlap", "overlap_allowed",
+    "n_train", "n_dev", "n_test", "data_seed", "seeds", "demo_seeds", "methods", "epochs",
+    "patience", "batch_size", "weight_decay", "warmup_steps", "grad_clip", "sweep",
+    "sweep_default_index", "sweep_epochs", "eval_batch_size", "bootstrap", "mixed_precision",
+    "scale_note",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,7 +88,7 @@ class CompareConfig(Config):
     # task vectors (Hendel) and function vectors (Todd): both read the task's demonstrations
     tv_k: int = 5
     n_extract: int = 16
-    top_k_heads: int = 10  # heads summed into the function vector
+    top_k_heads: int = FunctionVector.top_k_heads  # the extraction method's default
     fv_aie_tasks: int = 4  # in-domain tasks whose mean AIE ranks the heads (Todd et al.)
     fv_aie_prompts: int = 16
     sweep_layers: list | None = None  # layers tried on dev (None: every layer)
@@ -112,6 +128,7 @@ class CompareConfig(Config):
     def __post_init__(self) -> None:
         for m in self.methods:
             get_method_spec(m)  # one line naming the valid ones
+        check_claims()  # the paper's claims name registered methods and known splits
         self.check_at_least(1, "seeds", "epochs", "patience", "bootstrap")
         if self.sweep_epochs is not None:
             self.check_at_least(1, "sweep_epochs")

@@ -1,7 +1,7 @@
 """The comparison's trained methods: LoRA and prefix tuning (peft, on the plain HF model), ATV as
 published, ATV with a frozen generator at matched parameter budgets, and the equal-rank pair
 (a rank-r ATV expansion against rank-r LoRA on each block's residual write). All train through
-:func:`tvlens.atv.baselines.engine_fit` (early stopping on dev, best-dev weights kept)."""
+:func:`tvlens.compare.fitting.engine_fit` (early stopping on dev, best-dev weights kept)."""
 
 from __future__ import annotations
 
@@ -16,19 +16,20 @@ from jaxtyping import Int
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from tvlens.atv.baselines import CompareMethod, fresh_hf, hf_source
-from tvlens.atv.compare_setup import CompareContext
 from tvlens.atv.data import ATVSplits
-from tvlens.atv.fitting import (
+from tvlens.atv.model import ATV, WEIGHTS_FILE
+from tvlens.compare.fitting import (
     answer_ce,
     engine_fit,
+    fresh_hf,
     hf_logits,
+    hf_source,
     lm_batch,
     load_trainable,
     trainable_state,
 )
-from tvlens.atv.methods import ATVMethod
-from tvlens.atv.model import ATV, WEIGHTS_FILE
+from tvlens.compare.methods import ATVMethod, SteeringMethod
+from tvlens.compare.setup import CompareContext
 from tvlens.errors import TVLensError
 from tvlens.evaluation.icl import evaluate_prompts
 from tvlens.extraction.residual import residual_at_query
@@ -124,19 +125,20 @@ def init_prefix_from_tokens(model: nn.Module, ids: Int[Tensor, "1 n"]) -> None:
         raise TVLensError("peft unpacks the prefix in another layout than this copy assumed.")
 
 
-class PeftMethod(CompareMethod):
+class PeftMethod(SteeringMethod):
     """LoRA or prefix tuning (peft) on a fresh plain HF copy of the target, trained on the
     in-domain training queries (``kind``: see :func:`peft_config`; ``rank``: LoRA's; or
     ``config``: any peft config of the user's, e.g. ``LoraConfig(...)``, see
-    :func:`tvlens.atv.registry.peft_method`)."""
+    :func:`tvlens.compare.registry.peft_method`)."""
 
     path = "hf"
+    settings = ("peft_lrs", "lora_rank", "lora_alpha_ratio", "prefix_tokens")
 
     def __init__(
         self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None,
         kind: str = "lora_qv", rank: int | None = None, config: Any = None,
     ) -> None:  # fmt: skip
-        super().__init__(ctx, name, seed, variant)
+        self.bind(ctx, name, seed, variant)
         self.kind, self.rank, self.config = kind, rank, config
         if config is not None:
             self.kind = "prefix" if type(config).__name__ == "PrefixTuningConfig" else "user"
@@ -200,7 +202,7 @@ def matched_rank(budget: int, d_gen: int, n_out: int) -> int:
     return max(1, round((budget - n_out) / (d_gen + n_out)))
 
 
-class ATVCompareMethod(CompareMethod):
+class ATVCompareMethod(SteeringMethod):
     """:class:`tvlens.atv.model.ATV` trained on the in-domain training queries. ``kind``:
     ``atv`` (the paper: generator trained, full-rank expansion, the generator LM at
     ``atv_generator_lr_ratio`` times the expansion's learning rate); ``lora_budget`` /
@@ -208,11 +210,22 @@ class ATVCompareMethod(CompareMethod):
     parameter count); ``rank`` (frozen generator, rank-``rank`` expansion). The variant sets
     the learning rate ``lr`` and λ ``scale``."""
 
+    settings = (
+        "atv_generator",
+        "atv_generator_stop_at_layer",
+        "atv_scale",
+        "atv_scales",
+        "atv_lrs",
+        "atv_generator_lr_ratio",
+        "atv_weight_decay",
+        "atv_positions",
+    )
+
     def __init__(
         self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None,
         kind: str = "atv", rank: int | None = None,
     ) -> None:  # fmt: skip
-        super().__init__(ctx, name, seed, variant)
+        self.bind(ctx, name, seed, variant)
         if kind not in ("atv", "lora_budget", "prefix_budget", "rank"):
             raise TVLensError(f"Unknown ATV kind {kind!r}.")
         self.kind, self.rank, self.budget = kind, rank, None
@@ -306,7 +319,7 @@ class ATVCompareMethod(CompareMethod):
 
     @property
     def method(self) -> ATVMethod:
-        """The demo's :class:`~tvlens.atv.methods.ATVMethod` on this cell's ATV (the one
+        """The demo's :class:`~tvlens.compare.methods.ATVMethod` on this cell's ATV (the one
         that scores it), as the zero-shot and ICL cells wrap the demo's classes."""
         return ATVMethod(atv=self.atv, batch_size=self.batch_size)
 

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 import tvlens
-from tvlens.atv.compare_setup import SELECTED, Cell, CompareConfig, CompareData, cell_path
-from tvlens.atv.compare_setup import compare_cells as _cells
-from tvlens.atv.registry import get_method_spec
+from tvlens.compare import registry
+from tvlens.compare.registry import TIME_REFERENCE, get_method_spec
+from tvlens.compare.setup import SELECTED, Cell, CompareConfig, CompareData, cell_path
+from tvlens.compare.setup import compare_cells as _cells
 from tvlens.plotting import save_figure
 from tvlens.plotting.atv import (
     plot_compare_bars,
@@ -84,7 +85,7 @@ def summarize(
     """Per method its row (see the module docstring); and per (method, group, instructions)
     the per-query correctness the verdicts compare."""
     idx = {g: resamples(data, g, cfg.bootstrap, cfg.data_seed) for g in GROUPS}
-    zs = next((r for r in cells.get("zero_shot", []) if "skipped" not in r), None)
+    zs = next((r for r in cells.get(TIME_REFERENCE, []) if "skipped" not in r), None)
     ref = {}
     if zs is not None:
         ref = {"bridge": zs["infer_seconds_per_query"],
@@ -202,26 +203,22 @@ def verdicts(queries: dict, data: CompareData, cfg: CompareConfig) -> list[dict[
     zero-shot, ICL, retrieval and LoRA on unseen tasks; (3) at equal rank ATV is no worse
     than LoRA (within ±0.05), and ATV beats prefix tuning."""
     idx = {g: resamples(data, g, cfg.bootstrap, cfg.data_seed) for g in GROUPS}
-    c1 = [paired(queries, "atv", b, "in_domain", idx["in_domain"])
-          for b in ("icl_5", "task_vector", "function_vector", "retrieval")]  # fmt: skip
-    c2 = [paired(queries, "atv", b, "unseen", idx["unseen"])
-          for b in ("zero_shot", "icl_5", "retrieval", "lora_qv")]  # fmt: skip
-    c3 = [paired(queries, f"atv_r{r}", f"lora_r{r}", "in_domain", idx["in_domain"])
-          for r in (1, 8)]  # fmt: skip
-    c3b = paired(queries, "atv", "prefix", "in_domain", idx["in_domain"])
-    three = _claim("equal rank: ATV matches LoRA", c3, "equal")
-    prefix = _claim("ATV beats prefix tuning", [c3b], "beats")
-    if prefix["tests"]:
-        three["tests"].append(prefix["tests"][0])
-        both = (three["verdict"], prefix["verdict"])
-        three["verdict"] = ("not reproduced" if "not reproduced" in both
-                            else "reproduced" if both == ("reproduced",) * 2
-                            else "inconclusive")  # fmt: skip
-    return [
-        _claim("ATV beats ICL and fixed task / function vectors (in-domain)", c1, "beats"),
-        _claim("ATV generalises to unseen tasks", c2, "beats"),
-        {**three, "claim": "equal rank: ATV matches LoRA; ATV beats prefix tuning"},
-    ]
+    claims = {
+        c.name: _claim(c.name, [paired(queries, a, b, g, idx[g]) for a, b, g in c.tests], c.rule)
+        for c in registry.CLAIMS
+    }
+    for c in registry.CLAIMS:  # a claim reported inside another: its test joins, verdicts combine
+        if c.part_of is None:
+            continue
+        part, whole = claims.pop(c.name), claims[c.part_of]
+        if part["tests"]:
+            whole["tests"].append(part["tests"][0])
+            both = (whole["verdict"], part["verdict"])
+            whole["verdict"] = ("not reproduced" if "not reproduced" in both
+                                else "reproduced" if both == ("reproduced",) * 2
+                                else "inconclusive")  # fmt: skip
+        whole["claim"] = f"{c.part_of}; {c.name}"
+    return list(claims.values())
 
 
 def format_verdicts(vs: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> str:

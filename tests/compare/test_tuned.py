@@ -9,8 +9,8 @@ import pytest
 import torch
 from peft import get_peft_model
 
-from tvlens.atv.fitting import hf_logits
-from tvlens.atv.tuned import init_prefix_from_tokens, peft_config
+from tvlens.compare.fitting import hf_logits
+from tvlens.compare.tuned import init_prefix_from_tokens, peft_config
 from tvlens.errors import TVLensError
 
 
@@ -42,7 +42,7 @@ def test_prefix_layout_mismatch_is_refused(tiny):
 
 
 def test_prefix_needs_enough_real_tokens(tiny, letters_task):
-    from tvlens.atv.tuned import prefix_init_ids
+    from tvlens.compare.tuned import prefix_init_ids
     from tvlens.tasks import sample_prompts, tokenize_prompts
 
     prompts = sample_prompts(letters_task, 0, 2, seed=0, template=tiny.model.template(None))
