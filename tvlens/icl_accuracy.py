@@ -26,7 +26,7 @@ from tvlens.errors import ConfigError
 from tvlens.models.loading import model_and_suite
 from tvlens.plotting import plot_icl_accuracy
 from tvlens.results import Result
-from tvlens.runs import prepare_out_file, write_json
+from tvlens.runs import prepare_out_file
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.prompts import (
     PaddingSide,
@@ -209,5 +209,6 @@ def run_eval(
                        template=cfg.template, batch_size=cfg.batch_size,
                        progress=progress)  # fmt: skip
     if out is not None:
-        write_json(out, {**cfg.to_dict(), "model": m.spec.to_dict(), **res.to_dict()})
+        # ICLEvaluation.load(out) reads it back
+        res.save(out, extra={**cfg.to_dict(), "model": m.spec.to_dict()})
     return res

@@ -105,11 +105,18 @@ class Result:
         after the run (here: the table; subclasses say more)."""
         return self.to_dataframe().to_string(index=False)
 
-    def save(self, path: str | Path) -> Path:
-        """``path`` (JSON): ``to_dict()`` plus the state :meth:`load` reads back."""
-        path = Path(path)
+    def save(self, path: str | Path, *, extra: Mapping[str, Any] | None = None,
+             **to_dict_options: Any) -> Path:  # fmt: skip
+        """``path`` (JSON): ``extra`` (a run's config...), ``to_dict(**to_dict_options)`` plus
+        the state :meth:`load` reads back. A file at ``path`` is overwritten only when tvlens
+        wrote it (:func:`tvlens.runs.claim_file`)."""
+        from tvlens.runs import claim_file
+
+        path = claim_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = dict(self.to_dict()) if hasattr(self, "to_dict") else {}
+        data = dict(extra or {})
+        if hasattr(self, "to_dict"):
+            data.update(self.to_dict(**to_dict_options))
         data[KEY] = {"type": f"{type(self).__module__}:{type(self).__qualname__}",
                      "state": encode(self)}  # fmt: skip
         path.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")

@@ -13,6 +13,7 @@ import typer
 
 from tvlens.errors import TVLensError
 from tvlens.models.pretrained import missing_model_folder
+from tvlens.runs import created_count, discard_unused_folders
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -27,13 +28,18 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         from tvlens.plotting import PNG_HINT, PngWarning, png_skipped_reason
 
         png_skipped_reason(clear=True)
+        since = created_count()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", PngWarning)  # said once below
                 return fn(*args, **kwargs)
         except TVLensError as e:
+            discard_unused_folders(since)  # a failed command leaves no empty folder behind
             typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=2) from None
+        except BaseException:
+            discard_unused_folders(since)
+            raise
         finally:
             reason = png_skipped_reason(clear=True)
             if reason is not None:

@@ -50,7 +50,14 @@ from tvlens.probing.layers import LayerTD
 from tvlens.probing.measures import task_decodability
 from tvlens.probing.series import TDSeries, correlation
 from tvlens.results import Report
-from tvlens.runs import write_json
+from tvlens.runs import (
+    PRETRAINED_DECODABILITY,
+    PRETRAINED_HEADS,
+    PRETRAINED_VECTORS,
+    prepare_out_dir,
+    tidy_on_error,
+    write_json,
+)
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
 from tvlens.tasks.registry import get_suite
@@ -111,7 +118,7 @@ class VectorTable(Report):
 
     def save_to(self, out: Path) -> VectorTable:
         """Write ``out/vectors.json`` and ``out/table.md``; returns itself."""
-        write_json(out / "vectors.json", self.data)
+        self.save(out / "vectors.json")  # VectorTable.load reads it back
         (out / "table.md").write_text(self.markdown())
         return self
 
@@ -221,6 +228,7 @@ def named_suites(
     return out
 
 
+@tidy_on_error
 def vector_table(
     model: TVModel | str,
     suites: Mapping[str, TaskSuite] | TaskSuite | str | Sequence[str],
@@ -243,6 +251,7 @@ def vector_table(
     ``tasks`` and ``n_examples``)."""
 
     cfg = (config or VectorTableConfig()).with_overrides(**options)
+    out = prepare_out_dir(out, PRETRAINED_VECTORS)  # before the model is loaded
     model = as_model(model, device=device, bos=bos)
     suites = named_suites(suites, tasks, n_examples)
     k, n_extract, top_k_heads, seed = cfg.k, cfg.n_extract, cfg.top_k_heads, cfg.seed
@@ -288,12 +297,14 @@ def vector_table(
     return VectorTable(result).save_to(out)
 
 
+@tidy_on_error
 def combine_vector_tables(parts: Sequence[str | Path], out: str | Path) -> VectorTable:
     """One table from several ``vector_table`` outputs of the same model and settings (a run
     split over processes): rows concatenated, summary recomputed; writes ``out/vectors.json``
     and ``out/table.md``."""
 
     loaded = [load_results(Path(p) / "vectors.json") for p in parts]
+    out = prepare_out_dir(out, PRETRAINED_VECTORS)
     first = loaded[0]
     for other in loaded[1:]:
         a = {k: v for k, v in first["config"].items()}
@@ -351,6 +362,7 @@ def vector_markdown(rows: list[dict], methods: Sequence[str], summary: dict) -> 
 # ---------------------------------------------------------------------------- 2. TD
 
 
+@tidy_on_error
 def task_decodability_table(
     model: TVModel | str,
     suites: Mapping[str, TaskSuite] | TaskSuite | str | Sequence[str],
@@ -376,6 +388,7 @@ def task_decodability_table(
     and ``suites`` as in :func:`vector_table`."""
 
     cfg = (config or DecodabilityConfig()).with_overrides(**options)
+    out = prepare_out_dir(out, PRETRAINED_DECODABILITY)  # before the model is loaded
     model = as_model(model, device=device)
     suites = named_suites(suites, tasks, n_examples)
     k, n_prompts, seed, knn_k, batch_size = (
@@ -463,8 +476,9 @@ def task_decodability_table(
             "td_vs_icl": correlation(list(per_task_td.values()), list(acc.values())),
         }
     result["pooled_td_vs_icl"] = correlation(all_td, all_acc)
-    write_json(out / "td.json", result)
-    return DecodabilityTable(result)
+    table = DecodabilityTable(result)
+    table.save(out / "td.json")  # DecodabilityTable.load reads it back
+    return table
 
 
 # ---------------------------------------------------------------------------- 3. heads
@@ -476,6 +490,7 @@ def _top(values: torch.Tensor, n: int) -> list[tuple[int, int]]:
     return [(int(i) // n_heads, int(i) % n_heads) for i in order]
 
 
+@tidy_on_error
 def head_comparison(
     model: TVModel | str,
     suite: TaskSuite | str,
@@ -494,6 +509,7 @@ def head_comparison(
     a name or folder (loaded on ``device``), ``suite`` a name; ``tasks`` None: its first two."""
 
     cfg = (config or HeadsConfig()).with_overrides(**options)
+    out = prepare_out_dir(out, PRETRAINED_HEADS)  # before the model is loaded
     model = as_model(model, device=device)
     suite = get_suite(suite) if isinstance(suite, str) else suite
     tasks = suite.names[:2] if tasks is None else tasks
@@ -538,8 +554,9 @@ def head_comparison(
                 "exact_vs_attribution": overlap("exact", "attribution"),
             },
         }
-    write_json(out / "heads.json", result)
-    return HeadComparison(result)
+    heads = HeadComparison(result)
+    heads.save(out / "heads.json")  # HeadComparison.load reads it back
+    return heads
 
 
 def load_results(path: str | Path) -> dict:
@@ -550,6 +567,7 @@ def load_results(path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+@tidy_on_error
 def layer_finetuning(
     model: str | Path,
     suite: TaskSuite | str,

@@ -12,7 +12,9 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+import tvlens
 from tvlens.errors import LayerError, TVLensError
+from tvlens.runs import claim_file
 
 
 class VectorMismatchError(TVLensError, ValueError):
@@ -93,6 +95,7 @@ class TaskVector:
         path = Path(path)
         if path.suffix != ".safetensors":
             path = path.with_suffix(".safetensors")
+        claim_file(path), claim_file(path.with_suffix(".json"))  # no user file is overwritten
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = self.metadata()
         save_file(
@@ -100,7 +103,8 @@ class TaskVector:
             str(path),
             metadata={"tvlens": json.dumps(meta)},
         )
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+        signed = {**meta, "tvlens": tvlens.__version__}  # tvlens's signature (tvlens.runs)
+        path.with_suffix(".json").write_text(json.dumps(signed, indent=2) + "\n")
         return path
 
     @classmethod

@@ -29,7 +29,7 @@ from tvlens.models.loading import model_and_suite
 from tvlens.models.tvmodel import TVModel
 from tvlens.plotting import plot_head_aie, plot_layer_sweep, save_figure
 from tvlens.results import Result
-from tvlens.runs import CONFIG_FILE, TABLE_FILE, VECTORS, prepare_out_dir
+from tvlens.runs import CONFIG_FILE, TABLE_FILE, VECTORS, prepare_out_dir, tidy_on_error
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.prompts import sample_prompts
 
@@ -237,9 +237,8 @@ def save_report(report: VectorReport, out: str | Path, primary: str | None = Non
     for method, by_task in report.vectors.items():
         for task, tv in by_task.items():
             tv.save(out / "vectors" / method / f"{task}.safetensors")
-    path = out / "results.json"
-    path.write_text(json.dumps(report.to_dict(primary), indent=2) + "\n")
-    return path
+    # Through the result's save(): VectorReport.load(out / "results.json") gives it back.
+    return report.save(out / "results.json", primary=primary)
 
 
 def summary_table(report: VectorReport) -> list[dict[str, Any]]:
@@ -259,6 +258,7 @@ def summary_table(report: VectorReport) -> list[dict[str, Any]]:
     return rows
 
 
+@tidy_on_error
 def run_task_vectors(
     model: TVModel | str,
     out: str | Path,
