@@ -12,6 +12,7 @@ from tvlens.runs import (
     RUN_MARKER,
     adopt_folder,
     claim_file,
+    created_count,
     discard_unused_folders,
     folder_kind,
     prepare_out_dir,
@@ -189,4 +190,6 @@ def test_a_failing_runner_removes_only_the_folders_it_created_unused(tmp_path):
     with pytest.raises(RuntimeError):
         runner(empty, "early")
     assert empty.is_dir() and not any(empty.iterdir())  # the user's folder stays, unsigned
-    assert discard_unused_folders() == []
+    n = created_count()
+    prepare_out_dir(tmp_path / "direct", "patch")
+    assert discard_unused_folders(n) == [tmp_path / "direct"]

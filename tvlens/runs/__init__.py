@@ -225,10 +225,12 @@ def tidy_on_error(fn):
     def run(*args, **kwargs):
         since = created_count()
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except BaseException:
             discard_unused_folders(since)
             raise
+        del _created[since:]  # done: what it made is its output
+        return result
 
     return run
 
