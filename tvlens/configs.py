@@ -78,6 +78,10 @@ class VectorsConfig(Config):
     seed: int = opt(0, "Seed of the prompts and splits.")
     template: Literal["arrow", "qa"] | None = opt(None, "Prompt template (default: the model's).")
     max_batch: int = opt(1024, "Rows per forward pass.")
+    answer_token: Literal["only", "first"] = opt(
+        "only", "Answers of several tokens: only (refuse them) or first (score their first "
+        "token, as Hendel et al. and Todd et al. do)."
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "split", tuple(self.split))

@@ -263,6 +263,7 @@ def vector_table(
             model, suite, methods=methods, k=k, n_extract=n_extract, top_k_heads=top_k_heads,
             seed=seed, template=template, split=split, progress=progress,
             fv_scale=cfg.fv_scale, max_batch=cfg.max_batch,
+            answer_token="first",  # Hendel et al.'s Table 1 scores the first token, said so
         )  # fmt: skip
         save_report(rep, out / label, primary=methods[0])
         data = rep.to_dict(methods[0])
@@ -289,6 +290,7 @@ def vector_table(
             "template": model.template(template),
             "prompt_bos": model.prompt_bos,
             "methods": list(methods),
+            "answer_token": "first",
         },  # fmt: skip
         "suites": per_suite,
         "rows": rows,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ from tvlens.plotting import plot_head_aie, plot_layer_sweep, save_figure
 from tvlens.results import Result
 from tvlens.runs import CONFIG_FILE, TABLE_FILE, VECTORS, prepare_out_dir, tidy_on_error
 from tvlens.tasks.core import Task, TaskSuite
-from tvlens.tasks.prompts import sample_prompts
+from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
 
 
 @dataclass
@@ -145,8 +145,9 @@ def evaluate_task_vectors(
     template: str | None = None,
     max_batch: int = 1024,
     progress: bool = True,
+    answer_token: Literal["only", "first"] = "only",
 ) -> VectorReport:
-    """Zero-shot, ICL and task-vector accuracy per task (first answer token, test split).
+    """Zero-shot, ICL and task-vector accuracy per task (the answer token, test split).
 
     For each task: split into train / dev / test; each method of ``methods`` (default: every
     registered one, :mod:`tvlens.extraction.registry`) extracts its vectors from the train
@@ -155,6 +156,10 @@ def evaluate_task_vectors(
     replacing; the function vector: added, times ``fv_scale``). The layer is
     chosen on dev queries and accuracy is reported on test queries. ICL accuracy uses the
     same test queries with ``k`` demonstrations from the train split.
+
+    ``answer_token``: one token is scored per answer; ``"only"`` refuses a suite with answers
+    of several tokens (checked before anything is computed), ``"first"`` scores their first
+    token (Hendel et al. 2023; Todd et al. 2023).
     """
     methods = tuple(EXTRACTION_METHODS) if methods is None else tuple(methods)
     for method in methods:
@@ -163,6 +168,9 @@ def evaluate_task_vectors(
     k = k if k_given else int(model.spec.train_info.get("k", 5))
     tmpl = model.template(template)
     tasks = list(suite)
+    for task in tasks:  # every answer, before minutes of extraction
+        every = sample_prompts(task, 0, len(task), seed=seed, template=tmpl)
+        tokenize_prompts(every, model).require_answer_token(answer_token)
     layers = list(range(model.n_layers))
     report = VectorReport(
         model=model.spec.to_dict(),
@@ -179,6 +187,7 @@ def evaluate_task_vectors(
             "seed": seed,
             "template": tmpl if isinstance(tmpl, str) else tmpl.name,
             "prompt_bos": model.prompt_bos,
+            "answer_token": answer_token,
         },
         tasks={},
         vectors={m: {} for m in methods},
@@ -207,8 +216,10 @@ def evaluate_task_vectors(
             vecs = tv.vectors.expand(len(layers), -1) if spec.one_vector else tv.vectors
             mode = spec.mode
             scale = fv_scale if mode == "add" else 1.0
-            dev_c = layer_sweep_correct(model, zs_dev, vecs, layers, mode, scale, max_batch)
-            test_c = layer_sweep_correct(model, zs_test, vecs, layers, mode, scale, max_batch)
+            dev_c = layer_sweep_correct(model, zs_dev, vecs, layers, mode, scale, max_batch,
+                                        answer_token)  # fmt: skip
+            test_c = layer_sweep_correct(model, zs_test, vecs, layers, mode, scale, max_batch,
+                                         answer_token)  # fmt: skip
             dev_acc = dev_c.float().mean(0)
             best = int(torch.argmax(dev_acc))  # first layer among ties
             test_acc = test_c.float().mean(0)

@@ -212,10 +212,15 @@ class TVModel:
         """A valid layer index (negative counts from the end) or :class:`LayerError`."""
         hi = self.n_layers + (1 if allow_n_layers else 0)
         try:
+            if isinstance(layer, bool):
+                raise TypeError
             layer = operator.index(layer)  # numpy integers (e.g. from argmax) are fine
         except TypeError:
-            layer = None
-        if layer is None or not -hi <= layer < hi:
+            raise LayerError(
+                f"layer must be an integer, got {layer!r} ({type(layer).__name__}): pass a "
+                f"layer index 0..{hi - 1} of {self.name} (or a negative one from the end)."
+            ) from None
+        if not -hi <= layer < hi:
             raise LayerError(
                 f"Layer {layer!r} is out of range for {self.name} with {self.n_layers} layers: "
                 f"use 0..{hi - 1} (or negative indices from the end)."
@@ -224,7 +229,7 @@ class TVModel:
 
     def check_head(self, head: int) -> int:
         try:
-            head = operator.index(head)
+            head = None if isinstance(head, bool) else operator.index(head)
         except TypeError:
             head = None
         if head is None or not 0 <= head < self.n_heads:
