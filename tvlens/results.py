@@ -126,6 +126,12 @@ class Result:
     def load(cls, path: str | Path):
         """A result written by :meth:`save` (a clear error for any other file)."""
         path = Path(path)
+        if path.is_dir():
+            found = sorted(p.name for p in path.glob("*.json") if not p.name.startswith("."))
+            raise TVLensError(
+                f"{str(path)!r} is a folder, not a result file: give the JSON file a run wrote "
+                f"in it{' (' + ', '.join(found[:6]) + ')' if found else ''}."
+            )
         if not path.is_file():
             raise TVLensError(f"No result file {str(path)!r}.")
         try:
