@@ -13,17 +13,42 @@ import typer
 
 from tvlens.errors import TVLensError
 from tvlens.models.pretrained import missing_model_folder
-from tvlens.runs import created_count, discard_unused_folders
+from tvlens.runs import (
+    FILE_KINDS,
+    check_out_dir,
+    check_out_file,
+    created_count,
+    discard_unused_folders,
+)
 
 
-def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` with tvlens errors turned into one red ``error: ...`` line and exit code 2."""
+def _early_error(kwargs: dict[str, Any], writes: dict[str, str] | None) -> str | None:
+    """What can be refused before torch and TransformerLens are imported (seconds): a model
+    folder that does not exist, an output folder or file the command may not write."""
+    missing = missing_model_folder(kwargs.get("model") or "")
+    if missing is not None:
+        return missing
+    for name, kind in (writes or {}).items():
+        if kwargs.get(name) is None:
+            continue
+        try:
+            (check_out_file if kind in FILE_KINDS else check_out_dir)(kwargs[name], kind)
+        except TVLensError as e:
+            return str(e)
+    return None
+
+
+def one_line_errors(
+    fn: Callable[..., Any], writes: dict[str, str] | None = None
+) -> Callable[..., Any]:
+    """``fn`` with tvlens errors turned into one red ``error: ...`` line and exit code 2;
+    ``writes`` (input name: run kind) checked first, before the heavy imports."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        missing = missing_model_folder(kwargs.get("model") or "")
-        if missing is not None:  # before torch and TransformerLens are imported (seconds)
-            typer.secho(f"error: {missing}", fg=typer.colors.RED, err=True)
+        early = _early_error(kwargs, writes)
+        if early is not None:
+            typer.secho(f"error: {early}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=2)
         from tvlens.plotting import PNG_HINT, PngWarning, png_skipped_reason
 

@@ -59,6 +59,9 @@ KINDS = frozenset({TRAIN_SYNTHETIC, TRAIN_REGRESSION, VECTORS, PROBE, PATCH, EME
                    FINETUNE, ATV_RUN, EVAL, COMPARE, "train", PRETRAINED_VECTORS,
                    PRETRAINED_DECODABILITY, PRETRAINED_HEADS, PRETRAINED_FINETUNE})  # fmt: skip
 
+# Kinds written as one JSON file, not a folder (prepare_out_file).
+FILE_KINDS = frozenset({EVAL})
+
 # tvlens's signature in a folder it writes into: written by prepare_out_dir before anything
 # else, so that the folder is known as tvlens's whatever the files in it are named.
 RUN_MARKER = ".tvlens-run.json"  # {"kind": ..., "tvlens": version}
@@ -140,6 +143,22 @@ def prepare_out_dir(out: str | Path, kind: str) -> Path:
     :class:`OutputError` when ``out`` is a file, a non-empty folder without tvlens's signature
     of the same kind (:func:`folder_kind`), or not writable. Nothing is written or changed in
     a refused folder. Returns ``out`` as a Path."""
+    out = check_out_dir(out, kind)
+    top = _missing_top(out)
+    if (reason := _unwritable(out)) is not None:
+        raise OutputError(
+            f"Cannot write to output folder {str(out)!r} ({reason}): give a folder "
+            "you can write to."
+        )
+    if not (out / RUN_MARKER).exists():
+        _write_marker(out, kind)
+        _created.append((out, top))
+    return out
+
+
+def check_out_dir(out: str | Path, kind: str) -> Path:
+    """:func:`prepare_out_dir`'s refusals, without creating or writing anything (the CLI
+    runs it before torch is imported, so that a wrong ``--out`` is answered at once)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(
@@ -165,15 +184,6 @@ def prepare_out_dir(out: str | Path, kind: str) -> Path:
                 f"Output folder {str(out)!r} is not empty and holds a tvlens {found} run, not "
                 f"a {kind} run: give a new or empty folder (nothing in it was changed)."
             )
-    top = _missing_top(out)
-    if (reason := _unwritable(out)) is not None:
-        raise OutputError(
-            f"Cannot write to output folder {str(out)!r} ({reason}): give a folder "
-            "you can write to."
-        )
-    if not (out / RUN_MARKER).exists():
-        _write_marker(out, kind)
-        _created.append((out, top))
     return out
 
 
@@ -249,6 +259,14 @@ def _unwritable(folder: Path) -> str | None:
 def prepare_out_file(path: str | Path, kind: str) -> Path:
     """The same rule for a command that writes one JSON file: ``path`` may be new or a JSON
     result of the same ``kind`` signed by tvlens; its folder must be writable."""
+    path = check_out_file(path, kind)
+    if (reason := _unwritable(path.parent)) is not None:
+        raise OutputError(f"Cannot write {str(path)!r} ({reason}): give a path you can write to.")
+    return path
+
+
+def check_out_file(path: str | Path, kind: str) -> Path:
+    """:func:`prepare_out_file`'s refusals, without writing anything."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"Output {str(path)!r} is a folder: give a file name (results.json).")
@@ -259,8 +277,6 @@ def prepare_out_file(path: str | Path, kind: str) -> Path:
                 f"Output file {str(path)!r} exists and is not a tvlens {kind} result: give a "
                 "new file name (it was not changed)."
             )
-    if (reason := _unwritable(path.parent)) is not None:
-        raise OutputError(f"Cannot write {str(path)!r} ({reason}): give a path you can write to.")
     return path
 
 
