@@ -130,3 +130,129 @@ def test_every_entry_point_refuses_bad_arguments_in_one_line(model, letters_task
             failures.append(f"{name}: accepted")
     assert not any(h.fwd_hooks for h in model.bridge.hook_dict.values())
     assert not failures, "\n".join(failures)
+
+
+# ---------------------------------------------------------------------------- issue 29's doors
+
+
+def _hooks_gone(model) -> bool:
+    return not any(h.fwd_hooks for h in model.bridge.hook_dict.values())
+
+
+def test_inject_refuses_positions_past_the_prompt(model):
+    from tvlens.injection.inject import inject
+
+    tokens = model.to_tokens(["a -> b", "c -> d"])
+    n = tokens.shape[1]
+    vec = torch.zeros(model.d_model)
+    for bad in (torch.tensor([1, n]), torch.tensor([-n - 1, 0])):
+        with pytest.raises(ConfigError, match=rf"positions holds -?\d+, past the prompts \({n} "):
+            with inject(model, vec, layer=1, positions=bad), torch.no_grad():
+                model(tokens)
+        assert _hooks_gone(model)
+    # beartype refuses these first under the tests; without it, a ConfigError says the same
+    for bad in (torch.tensor([0.5, 1.0]), "first"):
+        with pytest.raises((ConfigError, TypeError), match="positions"):
+            with inject(model, vec, layer=1, positions=bad):
+                pass
+    # in range: runs, and equals writing the same position by hand
+    with inject(model, vec, layer=1, positions=torch.tensor([n - 1, n - 1])), torch.no_grad():
+        a = model(tokens)
+    with inject(model, vec, layer=1, positions="last"), torch.no_grad():
+        b = model(tokens)
+    torch.testing.assert_close(a, b)
+
+
+def test_a_metric_built_for_another_batch_is_refused(model):
+    from tvlens.patching.metrics import LogitDiff
+
+    tokens = model.to_tokens(["a -> b", "c -> d", "e -> f"])
+    with torch.no_grad():
+        logits = model(tokens)
+    with pytest.raises(ConfigError, match=r"AnswerProb.answer has 2 entries but the batch has 3"):
+        AnswerProb(torch.tensor([7, 8]))(logits)
+    with pytest.raises(ConfigError, match=r"AnswerProb.pos holds positions outside"):
+        AnswerProb(torch.tensor([7, 8, 9]), torch.tensor([0, 1, 99]))(logits)
+    with pytest.raises(ConfigError, match=r"AnswerProb.answer holds token ids outside"):
+        AnswerProb(torch.tensor([7, 8, 10_000]))(logits)
+    with pytest.raises(ConfigError, match=r"LogitDiff.correct has 2 .*from_batches\(clean"):
+        LogitDiff(torch.tensor([7, 8]), torch.tensor([7, 9]))(logits)
+    # the right batch: the mean probability of the answers at the last position
+    want = torch.softmax(logits[:, -1].float(), -1)[torch.arange(3), torch.tensor([7, 8, 9])]
+    torch.testing.assert_close(AnswerProb(torch.tensor([7, 8, 9]))(logits), want.mean())
+
+
+@pytest.mark.parametrize("layer", [1.5, True, "1", None])
+def test_a_layer_that_is_not_an_integer_is_named(model, layer):
+    from tvlens.errors import LayerError
+
+    # beartype may refuse it first under the tests (it takes True for an int); the check
+    # itself, as a user without beartype meets it:
+    with pytest.raises((LayerError, TypeError), match="layer"):
+        model.resid_hook(layer)
+    check = getattr(type(model).check_layer, "__wrapped__", type(model).check_layer)
+    with pytest.raises(LayerError, match=rf"layer must be an integer, got {layer!r}"):
+        check(model, layer)
+    import numpy as np
+
+    assert check(model, np.int64(2)) == 2 and check(model, -1) == 2  # numpy ints stay fine
+
+
+def test_patch_refuses_empty_and_bad_layer_lists(model):
+    from tvlens.errors import LayerError
+
+    tokens = model.to_tokens(["a -> b", "c -> d"])
+    metric = AnswerProb(torch.tensor([7, 7]))
+    with pytest.raises(ConfigError, match=r"layers=\[\] patches nothing"):
+        patch(model, tokens, tokens, metric, "resid", layers=[], progress=False)
+    with pytest.raises(ConfigError, match=r"layers=\[\] patches nothing"):
+        patch(model, tokens, tokens, metric, "resid", layers=[], method="attribution")
+    # beartype refuses these first under the tests; without it, the same error classes
+    with pytest.raises((ConfigError, TypeError), match="layers"):
+        patch(model, tokens, tokens, metric, "resid", layers=1, progress=False)
+    with pytest.raises((LayerError, TypeError), match="layer"):
+        patch(model, tokens, tokens, metric, "resid", layers=[0.5], progress=False)
+    res = patch(model, tokens, tokens, metric, "resid", layers=[2, 0, -1], progress=False)
+    assert res.values.shape[0] == 2  # layers 0 and 2 (-1 is 2)
+
+
+def test_a_prompt_longer_than_the_context_or_a_foreign_token_is_refused(make_tiny, letters_tokenizer):
+    from tvlens.errors import PromptError
+
+    short = make_tiny("short-ctx", "gpt2", letters_tokenizer, n_layers=1, n_ctx=16).model
+    with pytest.raises(PromptError, match="17 tokens long but .* n_ctx=16: use fewer"):
+        short(torch.full((1, 17), 7))
+    with pytest.raises(PromptError, match="17 tokens long"):
+        short.run_with_cache(torch.full((1, 17), 7))
+    with pytest.raises(PromptError, match=r"Token id 500 is outside .* vocabulary \(0..16\)"):
+        short(torch.tensor([[1, 500]]))
+    assert short(torch.full((1, 16), 7)).shape == (1, 16, 17)
+
+
+def test_one_answer_token_policy_for_every_scorer(model, letters_task):
+    """Multi-token answers: vectors and layer_sweep_correct refuse them, as patch and
+    function_vector do, with the way to score their first token explicitly."""
+    from tvlens.errors import PromptError
+    from tvlens.injection import evaluate_task_vectors
+    from tvlens.injection.sweep import layer_sweep_correct
+    from tvlens.tasks import Task, sample_prompts
+
+    two = Task.from_pairs("two", [(w, f"{w} a") for w in "bcdefghxy"])
+    with pytest.raises(PromptError, match=r"pass answer_token='first' \(--answer-token first\)"):
+        evaluate_task_vectors(model, [two], methods=("hendel",), k=2, n_extract=2, progress=False)
+    prompts = sample_prompts(two, 0, 3, seed=0)
+    vecs = torch.zeros(model.n_layers, model.d_model)
+    layers = list(range(model.n_layers))
+    with pytest.raises(PromptError, match="answer_token='first'"):
+        layer_sweep_correct(model, prompts, vecs, layers)
+    first = layer_sweep_correct(model, prompts, vecs, layers, answer_token="first")
+    assert first.shape == (3, model.n_layers)
+    rep = evaluate_task_vectors(model, [two], methods=("hendel",), k=2, n_extract=2,
+                                progress=False, answer_token="first")  # fmt: skip
+    assert rep.config["answer_token"] == "first" and "two" in rep.tasks
+    # single-token tasks: the default scores them as before
+    one = evaluate_task_vectors(model, [letters_task], methods=("hendel",), k=2, n_extract=2,
+                                split=(0.5, 0.2, 0.3), progress=False)  # fmt: skip
+    assert 0.0 <= one.tasks["letters"].icl <= 1.0
+    with pytest.raises((ConfigError, TypeError), match="answer_token"):
+        layer_sweep_correct(model, prompts, vecs, layers, answer_token="all")

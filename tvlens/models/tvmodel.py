@@ -360,9 +360,34 @@ class TVModel:
         **kwargs: Any,
     ) -> Float[Tensor, "batch pos d_vocab"]:
         """Logits. Pass the ``attention_mask`` of a padded batch (positions follow it)."""
+        self.check_tokens(tokens)
         return self.bridge(tokens, attention_mask=attention_mask, **kwargs)
 
     __call__ = forward
+
+    def run_with_cache(self, tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        """The bridge's ``run_with_cache``, after :meth:`check_tokens`."""
+        if isinstance(tokens, Tensor):
+            self.check_tokens(tokens)
+        return self.bridge.run_with_cache(tokens, *args, **kwargs)
+
+    def check_tokens(self, tokens: Tensor) -> None:
+        """Token ids this model can run, or :class:`PromptError`: at most ``n_ctx`` positions
+        (a longer prompt ends in an index error inside the position embedding, or runs past
+        what the model was trained on) and ids within its vocabulary."""
+        if tokens.ndim >= 1 and tokens.shape[-1] > self.n_ctx:
+            raise PromptError(
+                f"The prompt is {tokens.shape[-1]} tokens long but {self.name} reads at most "
+                f"n_ctx={self.n_ctx}: use fewer demonstrations (smaller k) or shorter inputs."
+            )
+        if tokens.numel() and not tokens.is_floating_point():
+            hi, vocab = int(tokens.max()), self.spec.d_vocab
+            if hi >= vocab or int(tokens.min()) < 0:
+                bad = hi if hi >= vocab else int(tokens.min())
+                raise PromptError(
+                    f"Token id {bad} is outside {self.name}'s vocabulary (0..{vocab - 1}): "
+                    "make the tokens with this model's tokenizer (model.to_tokens)."
+                )
 
     def to(self, device: str | torch.device) -> TVModel:
         self.bridge.to(device)

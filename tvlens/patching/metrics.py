@@ -25,6 +25,10 @@ def _last_column_is_query(batch: PromptBatch) -> bool:
     return bool((batch.query_pos == batch.tokens.shape[1] - 1).all())
 
 
+BUILT_BY = {"AnswerProb": "AnswerProb.from_batch(batch)",
+            "LogitDiff": "LogitDiff.from_batches(clean, corrupted)"}  # fmt: skip
+
+
 def check_metric_batch(metric: str, logits: Tensor, *rows: tuple[str, Tensor | None]) -> None:
     """``metric`` was built for the batch ``logits`` come from: one entry per prompt in each
     of ``rows`` (its token ids and positions), ids within the vocabulary, positions within
@@ -37,7 +41,7 @@ def check_metric_batch(metric: str, logits: Tensor, *rows: tuple[str, Tensor | N
             raise ConfigError(
                 f"{metric}.{field} has {t.shape[0]} entries but the batch has {n} prompts: the "
                 f"metric was built for another batch; build it from this one "
-                f"({metric}.from_batch(batch))."
+                f"({BUILT_BY.get(metric, metric)})."
             )
         hi = n_pos if field == "pos" else vocab
         if t.numel() and not (-hi <= int(t.min()) and int(t.max()) < hi):
