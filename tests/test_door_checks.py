@@ -216,7 +216,7 @@ def test_patch_refuses_empty_and_bad_layer_lists(model):
     assert res.values.shape[0] == 2  # layers 0 and 2 (-1 is 2)
 
 
-def test_a_prompt_longer_than_the_context_or_a_foreign_token_is_refused(make_tiny, letters_tokenizer):
+def test_too_long_prompts_and_foreign_tokens_are_refused(make_tiny, letters_tokenizer):
     from tvlens.errors import PromptError
 
     short = make_tiny("short-ctx", "gpt2", letters_tokenizer, n_layers=1, n_ctx=16).model
