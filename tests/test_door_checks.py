@@ -256,3 +256,100 @@ def test_one_answer_token_policy_for_every_scorer(model, letters_task):
     assert 0.0 <= one.tasks["letters"].icl <= 1.0
     with pytest.raises((ConfigError, TypeError), match="answer_token"):
         layer_sweep_correct(model, prompts, vecs, layers, answer_token="all")
+
+
+def _hashes(folder) -> dict:
+    """Every file under ``folder`` by its bytes' hash (the user's files, before and after)."""
+    import hashlib
+    from pathlib import Path
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def test_wrap_refuses_a_model_it_cannot_measure(make_tiny, letters_tokenizer):
+    import copy
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tests.conftest import LETTERS
+    from tvlens.models import TVModel, build_word_tokenizer
+
+    tiny = make_tiny("gpt2", "gpt2", letters_tokenizer)
+    base = copy.deepcopy(tiny.hf).transformer  # a GPT2Model: what AutoModel loads
+    with pytest.raises(ConfigError, match="has no language-model head .* AutoModelForCausalLM"):
+        TVModel.wrap(base, letters_tokenizer)
+    with torch.device("meta"):
+        meta = GPT2LMHeadModel(GPT2Config(vocab_size=len(letters_tokenizer), n_embd=32,
+                                          n_layer=1, n_head=4, n_positions=64))  # fmt: skip
+    with pytest.raises(ConfigError, match="weights are on the 'meta' device"):
+        TVModel.wrap(meta, letters_tokenizer)
+    bigger = build_word_tokenizer((*LETTERS, "p", "q", "r"))
+    rows = tiny.hf.get_input_embeddings().num_embeddings
+    with pytest.raises(
+        ConfigError, match=rf"tokenizer has {len(bigger)} tokens but .* {rows} rows"
+    ):
+        TVModel.wrap(copy.deepcopy(tiny.hf), bigger)
+    # the model and tokenizer it was made with still wrap
+    assert TVModel.wrap(copy.deepcopy(tiny.hf), letters_tokenizer).n_layers == 3
+
+
+def test_task_files_with_a_repeated_key_or_an_empty_split(tmp_path):
+    import json
+
+    from tvlens.errors import EmptyTaskError, TaskFormatError
+    from tvlens.tasks import Task
+
+    dup = tmp_path / "dup.json"
+    dup.write_text('{"cat": "chat", "dog": "chien", "cat": "gato"}')
+    row_dup = tmp_path / "rows.json"
+    row_dup.write_text('[{"input": "a", "output": "b", "output": "c"}]')
+    empty = tmp_path / "splits.json"
+    empty.write_text(json.dumps({"train": {"a": "b", "c": "d"}, "valid": [], "test": {"e": "f"}}))
+    before = _hashes(tmp_path)
+    with pytest.raises(TaskFormatError, match="has the key 'cat' twice .* list of"):
+        Task.from_json(dup)
+    with pytest.raises(TaskFormatError, match="has the key 'output' twice"):
+        Task.from_json(row_dup)
+    with pytest.raises(EmptyTaskError, match="split 'valid' is empty"):
+        Task.from_json(empty)
+    with pytest.raises(TaskFormatError, match="is a folder, not a task file: .* suite"):
+        Task.from_json(tmp_path)
+    assert _hashes(tmp_path) == before
+    # repeated inputs are fine as rows, and a file with every split filled loads
+    ok = tmp_path / "ok.json"
+    ok.write_text('[{"input": "a", "output": "b"}, {"input": "a", "output": "c"}]')
+    assert len(Task.from_json(ok)) == 2
+
+
+@pytest.mark.parametrize("arch", ["t5", "mamba"])
+def test_a_gguf_of_a_non_causal_lm_is_refused_before_conversion(arch, tmp_path, monkeypatch):
+    from tests.models.gguf_files import write_header_only
+    from tvlens.errors import ModelLoadError
+    from tvlens.models import load_model
+
+    monkeypatch.setenv("TVLENS_CACHE", str(tmp_path / "cache"))
+    user = tmp_path / "user"
+    user.mkdir()
+    path = user / f"{arch}.gguf"
+    write_header_only(path, arch)
+    before = _hashes(user)
+    with pytest.raises(ModelLoadError, match=rf"holds a '{arch}' model \(.*\): tvlens reads "
+                       "decoder-only causal language models"):  # fmt: skip
+        load_model(str(path), device="cpu")
+    assert _hashes(user) == before
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.json"))
+
+
+def test_a_folder_named_gguf_says_what_it_is(make_tiny, letters_tokenizer, tmp_path):
+    import shutil
+
+    from tvlens.errors import ModelLoadError
+    from tvlens.models import load_model
+
+    tiny = make_tiny("gpt2", "gpt2", letters_tokenizer)
+    folder = shutil.copytree(tiny.folder, tmp_path / "x.gguf")
+    before = _hashes(folder)
+    with pytest.raises(ModelLoadError, match="is a folder, not a GGUF file: it holds a Hugging"):
+        load_model(str(folder), device="cpu")
+    assert _hashes(folder) == before
