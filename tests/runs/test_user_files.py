@@ -155,9 +155,9 @@ def test_a_result_save_and_a_figure_never_overwrite_a_users_file(tiny_model, tmp
     import plotly.graph_objects as go
 
     from tvlens.plotting import save_figure
-    from tvlens.probing.series import TDSeries
+    from tvlens.experiments.pretrained import HeadComparison
 
-    series = TDSeries("m", ["main"], [0], [], [0.5], {})
+    series = HeadComparison({"tasks": {}, "note": "a result"})
     mine = tmp_path / "td.json"
     mine.write_text('{"mine": 1}')
     html = tmp_path / "fig.html"
@@ -170,7 +170,7 @@ def test_a_result_save_and_a_figure_never_overwrite_a_users_file(tiny_model, tmp
     assert _hashes(tmp_path) == before
     # what tvlens wrote itself may be written again
     saved = series.save(tmp_path / "mine2.json")
-    assert series.save(saved) == saved
+    assert series.save(saved) == saved and HeadComparison.load(saved).data == series.data
     assert save_figure(go.Figure(), tmp_path / "new").html.is_file()
     assert save_figure(go.Figure(), tmp_path / "new").html.is_file()
 
