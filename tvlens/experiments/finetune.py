@@ -197,7 +197,7 @@ def finetune_layers(
                         round(time.time() - t0, 1))
         )  # fmt: skip
     res = FinetuneResult(family.kind, k_layers, rows, config)
-    write_json_atomically(out / "metrics.json", res.to_dict())
+    res.save(out / "metrics.json")  # FinetuneResult.load(out / "metrics.json") reads it back
     return res
 
 
