@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tvlens.errors import TVLensError
+from tvlens.runs import claim_file
 
 KEY = "tvlens_result"
 
@@ -110,8 +111,6 @@ class Result:
         """``path`` (JSON): ``extra`` (a run's config...), ``to_dict(**to_dict_options)`` plus
         the state :meth:`load` reads back. A file at ``path`` is overwritten only when tvlens
         wrote it (:func:`tvlens.runs.claim_file`)."""
-        from tvlens.runs import claim_file
-
         path = claim_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = dict(extra or {})

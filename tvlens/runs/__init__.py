@@ -15,10 +15,12 @@ that fails before writing removes the folders it created (:func:`tidy_on_error`)
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from pathlib import Path
 
+from tvlens import __version__
 from tvlens.errors import OutputError
 
 # ---------------------------------------------------------------------------- file names
@@ -83,9 +85,7 @@ def _read_json(path: Path) -> object:
 
 
 def _version() -> str:
-    import tvlens
-
-    return tvlens.__version__
+    return __version__
 
 
 def folder_kind(path: str | Path) -> str | None:
@@ -229,8 +229,6 @@ def discard_unused_folders(since: int = 0) -> list[Path]:
 def tidy_on_error(fn):
     """``fn`` (a runner that writes an output folder) removing, when it fails, the folders it
     created and did not write into (:func:`discard_unused_folders`)."""
-    import functools
-
     @functools.wraps(fn)
     def run(*args, **kwargs):
         since = created_count()
