@@ -229,6 +229,7 @@ def discard_unused_folders(since: int = 0) -> list[Path]:
 def tidy_on_error(fn):
     """``fn`` (a runner that writes an output folder) removing, when it fails, the folders it
     created and did not write into (:func:`discard_unused_folders`)."""
+
     @functools.wraps(fn)
     def run(*args, **kwargs):
         since = created_count()

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tvlens.errors import ConfigError, EmptyTaskError, TaskFormatError, UnknownTaskError
+from tvlens.runs import claim_file
 
 _SHAPES = (
     'a JSON list of {"input": ..., "output": ...} objects, one object {input: output, ...}, or '
@@ -199,7 +200,9 @@ class Task:
 
     # ------------------------------------------------------------------ JSON
     def to_json(self, path: str | Path) -> Path:
-        path = Path(path)
+        """The task as a list of ``{"input", "output"}`` rows; an existing file is replaced
+        only when tvlens wrote it (:func:`tvlens.runs.claim_file`)."""
+        path = claim_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = [{"input": ex.input, "output": ex.output} for ex in self.examples]
         path.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
