@@ -236,3 +236,20 @@ def test_every_command_output_loads_back_through_its_result_class(make_tiny, let
         assert res.exit_code == 0, res.output
     ev = ICLEvaluation.load(out)
     assert json.loads(out.read_text())["kind"] == "eval" and ev.to_dataframe() is not None
+
+
+def test_a_folder_where_a_file_is_read_says_so(tmp_path):
+    from tvlens.errors import TVLensError
+    from tvlens.extraction.vectors import TaskVector
+    from tvlens.patching import PatchingRun
+
+    run = tmp_path / "run"
+    (run / "vectors" / "hendel").mkdir(parents=True)
+    (run / "patching.json").write_text("{}")
+    (run / "vectors" / "hendel" / "t.safetensors").write_bytes(b"x")
+    with pytest.raises(TVLensError, match=r"is a folder, not a result file: .*\(patching.json\)"):
+        PatchingRun.load(run)
+    with pytest.raises(TVLensError, match="is a folder, not a vector file: .* t.safetensors"):
+        TaskVector.load(run / "vectors")
+    with pytest.raises(TVLensError, match="was not written by a result's save()"):
+        PatchingRun.load(run / "patching.json")  # a file of the right name, not a result

@@ -119,6 +119,12 @@ class TaskVector:
         from safetensors import safe_open
 
         path = Path(path)
+        if path.is_dir():
+            found = sorted(p.name for p in path.rglob("*.safetensors"))[:4]
+            raise TVLensError(
+                f"{str(path)!r} is a folder, not a vector file: give one .safetensors file"
+                + (f" (e.g. {', '.join(found)} under it)." if found else ".")
+            )
         if not path.is_file():
             raise TVLensError(f"No vector file {str(path)!r}.")
         try:
