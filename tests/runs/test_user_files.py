@@ -154,8 +154,8 @@ def test_every_python_runner_refuses_a_users_folder(runner_name, tiny_model, let
 def test_a_result_save_and_a_figure_never_overwrite_a_users_file(tiny_model, tmp_path):
     import plotly.graph_objects as go
 
-    from tvlens.plotting import save_figure
     from tvlens.experiments.pretrained import HeadComparison
+    from tvlens.plotting import save_figure
 
     series = HeadComparison({"tasks": {}, "note": "a result"})
     mine = tmp_path / "td.json"
@@ -253,3 +253,28 @@ def test_a_folder_where_a_file_is_read_says_so(tmp_path):
         TaskVector.load(run / "vectors")
     with pytest.raises(TVLensError, match="was not written by a result's save()"):
         PatchingRun.load(run / "patching.json")  # a file of the right name, not a result
+
+
+def test_a_users_out_folder_is_refused_before_torch_is_imported(tmp_path):
+    """The CLI answers a wrong --out before it imports torch or TransformerLens (seconds):
+    ``-X importtime`` lists every module the refusing process imported."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    user = _user_folder(tmp_path / "user", "patching.json")
+    before = _hashes(user)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "tvlens.cli", "patch", "--model",
+         str(tmp_path), "--out", str(user)],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    assert res.returncode == 2
+    assert "holds patching.json but not tvlens's signature" in res.stderr
+    imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if "|" in line}
+    assert not {"torch", "transformer_lens", "transformers"} & imported, seconds
+    assert _hashes(user) == before
