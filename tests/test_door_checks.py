@@ -203,9 +203,9 @@ def test_patch_refuses_empty_and_bad_layer_lists(model):
 
     tokens = model.to_tokens(["a -> b", "c -> d"])
     metric = AnswerProb(torch.tensor([7, 7]))
-    with pytest.raises(ConfigError, match=r"layers=\[\] patches nothing"):
+    with pytest.raises(ConfigError, match=r"layers=\[\] measures nothing"):
         patch(model, tokens, tokens, metric, "resid", layers=[], progress=False)
-    with pytest.raises(ConfigError, match=r"layers=\[\] patches nothing"):
+    with pytest.raises(ConfigError, match=r"layers=\[\] measures nothing"):
         patch(model, tokens, tokens, metric, "resid", layers=[], method="attribution")
     # beartype refuses these first under the tests; without it, the same error classes
     with pytest.raises((ConfigError, TypeError), match="layers"):
@@ -353,3 +353,18 @@ def test_a_folder_named_gguf_says_what_it_is(make_tiny, letters_tokenizer, tmp_p
     with pytest.raises(ModelLoadError, match="is a folder, not a GGUF file: it holds a Hugging"):
         load_model(str(folder), device="cpu")
     assert _hashes(folder) == before
+
+
+def test_empty_lists_are_refused_by_name(model, letters_task):
+    from tvlens.errors import EmptyTaskError
+    from tvlens.extraction import hendel_task_vector
+    from tvlens.injection import evaluate_task_vectors
+
+    with pytest.raises(ConfigError, match=r"layers=\[\] measures nothing"):
+        hendel_task_vector(model, letters_task, k=2, n_prompts=2, layers=[])
+    with pytest.raises(EmptyTaskError, match="got no tasks"):
+        evaluate_task_vectors(model, [], methods=("hendel",), progress=False)
+    with pytest.raises(ConfigError, match="methods is empty"):
+        evaluate_task_vectors(model, [letters_task], methods=(), progress=False)
+    tv = hendel_task_vector(model, letters_task, k=2, n_prompts=2, layers=[2, 0])
+    assert tuple(tv.layers) == (2, 0)

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tvlens.configs import VectorsConfig
-from tvlens.errors import ConfigError
+from tvlens.errors import ConfigError, EmptyTaskError
 from tvlens.extraction.function_vectors import HeadTable
 from tvlens.extraction.registry import (
     EXTRACTION_METHODS,
@@ -168,6 +168,10 @@ def evaluate_task_vectors(
     k = k if k_given else int(model.spec.train_info.get("k", 5))
     tmpl = model.template(template)
     tasks = list(suite)
+    if not tasks:
+        raise EmptyTaskError("evaluate_task_vectors got no tasks: pass a suite or a list of tasks.")
+    if not methods:
+        raise ConfigError(f"methods is empty: name one or more of {list(EXTRACTION_METHODS)}.")
     for task in tasks:  # every answer, before minutes of extraction
         every = sample_prompts(task, 0, len(task), seed=seed, template=tmpl)
         tokenize_prompts(every, model).require_answer_token(answer_token)

@@ -227,6 +227,25 @@ class TVModel:
             )
         return layer % hi
 
+    def check_layers(self, layers: Any, what: str = "layers") -> list[int]:
+        """Valid layer indices (:meth:`check_layer` each, in the order given; None: every
+        layer), or one error naming ``what``: not a list, or empty (which would measure
+        nothing and return an empty result)."""
+        if layers is None:
+            return list(range(self.n_layers))
+        if isinstance(layers, int | str | float) or not hasattr(layers, "__iter__"):
+            raise ConfigError(
+                f"{what} must be a list of layer indices, got {layers!r}: pass e.g. "
+                f"{what}=[0, 2], or leave it out for every layer."
+            )
+        layers = list(layers)
+        if not layers:
+            raise ConfigError(
+                f"{what}=[] measures nothing: pass the layers to use (e.g. [0, 2]), or leave "
+                "it out for every layer."
+            )
+        return [self.check_layer(x) for x in layers]
+
     def check_head(self, head: int) -> int:
         try:
             head = None if isinstance(head, bool) else operator.index(head)

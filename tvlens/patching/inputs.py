@@ -65,21 +65,7 @@ def component_hook(model: TVModel, component: str, layer: int, head_act: str = "
 
 # ---------------------------------------------------------------------------- checks
 def _check_layers(model: TVModel, layers: list[int] | None) -> list[int]:
-    n = model.n_layers
-    if layers is None:
-        return list(range(n))
-    if isinstance(layers, int | str) or not hasattr(layers, "__iter__"):
-        raise ConfigError(
-            f"layers must be a list of layer indices, got {layers!r}: pass e.g. layers=[0, 2], "
-            "or leave it out for every layer."
-        )
-    layers = list(layers)
-    if not layers:
-        raise ConfigError(
-            "layers=[] patches nothing: pass the layers to patch (e.g. [0, 2]), or leave it "
-            "out for every layer."
-        )
-    return sorted({model.check_layer(layer) for layer in layers})
+    return sorted(set(model.check_layers(layers)))
 
 
 def _check_pair(clean: Tokens | None, corrupted: Tokens, positions: str) -> None:
