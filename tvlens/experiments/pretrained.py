@@ -243,7 +243,9 @@ def vector_table(
     **options: Any,
 ) -> VectorTable:
     """Hendel et al.'s Table 1 on ``model``: per task zero-shot, ICL, task vector (layer
-    chosen on dev) and function vector accuracy on held-out test queries. Writes
+    chosen on dev) and function vector accuracy on held-out test queries, each scoring the
+    answer's first token (``answer_token="first"``, recorded in the config, as the paper's
+    table does for multi-token answers). Writes
     ``out/{suite}/results.json`` (+ vectors, ``layer_sweep.html``), ``out/table.md`` and
     ``out/vectors.json``; returns the latter's content. Options: :class:`VectorTableConfig`
     (``config=``, or its fields as keyword arguments). ``model`` may be a name or folder
