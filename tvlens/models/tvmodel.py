@@ -394,12 +394,14 @@ class TVModel:
         """Token ids this model can run, or :class:`PromptError`: at most ``n_ctx`` positions
         (a longer prompt ends in an index error inside the position embedding, or runs past
         what the model was trained on) and ids within its vocabulary."""
+        if tokens.is_floating_point():  # embeddings (start_at_layer=...): not token ids
+            return
         if tokens.ndim >= 1 and tokens.shape[-1] > self.n_ctx:
             raise PromptError(
                 f"The prompt is {tokens.shape[-1]} tokens long but {self.name} reads at most "
                 f"n_ctx={self.n_ctx}: use fewer demonstrations (smaller k) or shorter inputs."
             )
-        if tokens.numel() and not tokens.is_floating_point():
+        if tokens.numel():
             hi, vocab = int(tokens.max()), self.spec.d_vocab
             if hi >= vocab or int(tokens.min()) < 0:
                 bad = hi if hi >= vocab else int(tokens.min())
