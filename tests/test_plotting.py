@@ -13,6 +13,7 @@ import sys
 import plotly.graph_objects as go
 import pytest
 
+import tvlens
 import tvlens.plotting as plotting
 from tvlens.plotting import NO_PNG_ENV, PngWarning, png_unavailable, save_figure
 
@@ -42,7 +43,8 @@ def _check_html_only(tmp_path, reason: str) -> None:
     assert saved.png is None and saved.png_skipped == reason
     assert saved.html.stat().st_size > 1000 and not (tmp_path / "fig.png").exists()
     record = json.loads((tmp_path / "figures.json").read_text())
-    assert record == {"fig": {"html": "fig.html", "png": None, "png_skipped": reason}}
+    assert record == {"fig": {"html": "fig.html", "png": None, "png_skipped": reason},
+                      "tvlens": tvlens.__version__}  # fmt: skip
     assert plotting.png_skipped_reason(clear=True) == reason
     with pytest.raises(RuntimeError, match="bash install.sh --png"):
         save_figure(_fig(), tmp_path / "fig2", require_png=True)

@@ -49,7 +49,14 @@ from tvlens.plotting import (
     write_json,
 )
 from tvlens.probing.emergence import emergence, series_from_emergence
-from tvlens.runs import ATV_RUN, DEMO, TRAIN_SYNTHETIC, folder_kind, prepare_out_dir
+from tvlens.runs import (
+    ATV_RUN,
+    DEMO,
+    TRAIN_SYNTHETIC,
+    folder_kind,
+    prepare_out_dir,
+    tidy_on_error,
+)
 from tvlens.runs.checkpoints import list_checkpoints
 from tvlens.training.config import DEFAULT_PRESET, get_preset
 from tvlens.training.train import load_run_config, train_synthetic
@@ -92,6 +99,7 @@ def _run_state(run_dir: Path, preset: str) -> str:
     return "complete" if have and have[-1] == get_preset(preset).steps else "partial"
 
 
+@tidy_on_error
 def run_demo(
     figures_dir: str | Path = "figures",
     run_dir: str | Path = "runs/default",
@@ -102,6 +110,7 @@ def run_demo(
 ) -> DemoResult:
     """Train (or reuse / resume) the preset's model in ``run_dir``; write figures and report."""
     t0 = time.time()
+    get_preset(preset)  # an unknown preset is refused before any folder is made
     run_dir, figures_dir = Path(run_dir), Path(figures_dir)
     # Both folders are checked before anything is trained, written or deleted: --retrain
     # deletes only a tvlens training run.

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tvlens.errors import TVLensError
+from tvlens.runs import claim_file
 
 KEY = "tvlens_result"
 
@@ -132,11 +133,16 @@ class Result:
         after the run (here: the table; subclasses say more)."""
         return self.to_dataframe().to_string(index=False)
 
-    def save(self, path: str | Path) -> Path:
-        """``path`` (JSON): ``to_dict()`` plus the state :meth:`load` reads back."""
-        path = Path(path)
+    def save(self, path: str | Path, *, extra: Mapping[str, Any] | None = None,
+             **to_dict_options: Any) -> Path:  # fmt: skip
+        """``path`` (JSON): ``extra`` (a run's config...), ``to_dict(**to_dict_options)`` plus
+        the state :meth:`load` reads back. A file at ``path`` is overwritten only when tvlens
+        wrote it (:func:`tvlens.runs.claim_file`)."""
+        path = claim_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = dict(self.to_dict()) if hasattr(self, "to_dict") else {}
+        data = dict(extra or {})
+        if hasattr(self, "to_dict"):
+            data.update(self.to_dict(**to_dict_options))
         data[KEY] = {"type": f"{type(self).__module__}:{type(self).__qualname__}",
                      "state": encode(self)}  # fmt: skip
         path.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
@@ -146,6 +152,12 @@ class Result:
     def load(cls, path: str | Path):
         """A result written by :meth:`save` (a clear error for any other file)."""
         path = Path(path)
+        if path.is_dir():
+            found = sorted(p.name for p in path.glob("*.json") if not p.name.startswith("."))
+            raise TVLensError(
+                f"{str(path)!r} is a folder, not a result file: give the JSON file a run wrote "
+                f"in it{' (' + ', '.join(found[:6]) + ')' if found else ''}."
+            )
         if not path.is_file():
             raise TVLensError(f"No result file {str(path)!r}.")
         try:

@@ -320,7 +320,10 @@ def test_two_processes_share_the_cells(full, target_run, tmp_path):
 def test_claimed_cells_are_left_to_their_process(target, tmp_path):
     """A cell claimed by a live process is skipped (the compare stays incomplete); a claim
     whose process is gone is taken over."""
+    from tvlens.runs import COMPARE, prepare_out_dir
+
     methods = ["zero_shot", "icl_5"]
+    prepare_out_dir(tmp_path, COMPARE)  # the comparison another process started (signed)
     path = cell_path(tmp_path, Cell("icl_5", SELECTED, 0))
     assert claim_cell(path) and not claim_cell(path)  # held by this (live) process
     res = run_compare(target, tmp_path, preset="tiny", seeds=1, methods=methods, progress=False)

@@ -59,6 +59,9 @@ def test_finetune_first_k_only_changes_first_k_blocks(token_run, tmp_path):
             assert same == (changed not in name), (which, name)
     metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert metrics["k_layers"] == 1 and "TD before" in metrics["table"]
+    from tvlens.experiments.finetune import FinetuneResult
+
+    assert FinetuneResult.load(tmp_path / "ft" / "metrics.json").to_dict() == res.to_dict()
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["steps"] == 3
     with pytest.raises(TVLensError):
         finetune_layers(token_run, fam, tmp_path / "bad", k_layers=0, progress=False)

@@ -9,7 +9,13 @@ import pytest
 
 from tvlens.errors import TVLensError
 from tvlens.experiments import head_comparison, sized_suite, task_decodability_table, vector_table
-from tvlens.experiments.pretrained import VectorTable, combine_vector_tables, layer_finetuning
+from tvlens.experiments.pretrained import (
+    DecodabilityTable,
+    HeadComparison,
+    VectorTable,
+    combine_vector_tables,
+    layer_finetuning,
+)
 from tvlens.tasks import Task, TaskSuite, get_suite
 
 
@@ -56,6 +62,14 @@ def test_vector_table_matches_its_rows(make_tiny, letters_tokenizer, suite, tmp_
     assert list(df["task"]) == ["letters", "back"] and list(df["icl"]) == [r["icl"] for r in
                                                                           res["rows"]]  # fmt: skip
     assert VectorTable.load(res.save(tmp_path / "res.json")) == res
+    # what the run wrote loads back too (issue 29), and so do the per-suite reports
+    assert VectorTable.load(tmp_path / "vectors.json") == res
+    assert VectorTable.load(tmp_path / "ab" / "vectors.json") == both
+    from tvlens.injection.evaluate import VectorReport
+
+    rep = VectorReport.load(tmp_path / "letters" / "results.json")
+    assert rep.to_dict()["tasks"]["back"]["icl"] == res["rows"][1]["icl"]
+    assert res["config"]["answer_token"] == "first"  # said, not silent
     fig = res.plot()
     assert [t.name for t in fig.data] == ["zero_shot", "icl", "hendel", "fv"]
     assert list(fig.data[1].y) == [r["icl"] for r in res["rows"]]
@@ -76,6 +90,7 @@ def test_task_decodability_table(make_tiny, letters_tokenizer, suite, tmp_path):
     assert sorted(df["task"]) == ["back", "letters"]
     assert dict(zip(df["task"], df["td_at_peak"], strict=True)) == r["td_at_peak"]
     assert list(res.plot().data[0].y) == list(df["td_at_peak"])
+    assert DecodabilityTable.load(tmp_path / "td.json") == res  # loads back (issue 29)
 
 
 def test_head_comparison(make_tiny, letters_tokenizer, suite, tmp_path):
@@ -89,6 +104,7 @@ def test_head_comparison(make_tiny, letters_tokenizer, suite, tmp_path):
     row = res.to_dataframe().iloc[0]
     assert row["task"] == "letters" and row["exact_vs_aie"] == ov["exact_vs_aie"]
     assert list(res.plot().data[0].y) == [ov["exact_vs_aie"]]
+    assert HeadComparison.load(tmp_path / "heads.json") == res  # loads back (issue 29)
     assert ov["exact_vs_aie"] == len({tuple(x) for x in r["top"]["exact"]}
                                      & {tuple(x) for x in r["top"]["aie"]})  # fmt: skip
 

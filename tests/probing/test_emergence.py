@@ -52,3 +52,6 @@ def test_run_emergence_returns_a_typed_result(token_run, tmp_path):
     assert res["perturbation"] and all(p.layer == 0 for p in res["perturbation"])
     saved = json.loads((tmp_path / "pert" / "perturbation.json").read_text())
     assert res.to_dict()["perturbation"] == saved
+    # emergence.json loads back through its result class (issue 29)
+    back = EmergenceResult.load(tmp_path / "pert" / "emergence.json")
+    assert back.to_dict() == res.emergence.to_dict()

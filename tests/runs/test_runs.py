@@ -10,7 +10,17 @@ from tvlens.errors import ConfigError, OutputError
 from tvlens.extraction.config import VectorsConfig
 from tvlens.patching.config import PatchConfig
 from tvlens.probing.config import EmergenceConfig
-from tvlens.runs import folder_kind, prepare_out_dir, prepare_out_file
+from tvlens.runs import (
+    RUN_MARKER,
+    adopt_folder,
+    claim_file,
+    created_count,
+    discard_unused_folders,
+    folder_kind,
+    prepare_out_dir,
+    prepare_out_file,
+    tidy_on_error,
+)
 from tvlens.runs.config import choices
 
 
@@ -46,10 +56,19 @@ def test_a_run_of_another_kind_is_refused_and_the_same_kind_accepted(tmp_path):
     assert prepare_out_dir(run, "patch") == run
     with pytest.raises(OutputError, match="holds a tvlens patch run, not a vectors run"):
         prepare_out_dir(run, "vectors")
-    # Runs written before config.json named its kind are known by their files.
-    (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "td.json").write_text("{}")
-    assert folder_kind(tmp_path / "old") == "probe"
+    # A file's name alone is never a run: td.json without tvlens's signature is refused
+    # with the way to reuse an older tvlens's folder (adopt_folder), and left as it was.
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "td.json").write_text("{}")
+    assert folder_kind(old) is None
+    with pytest.raises(OutputError, match=r"holds td.json but not tvlens's signature .*adopt_fo"):
+        prepare_out_dir(old, "probe")
+    assert sorted(p.name for p in old.iterdir()) == ["td.json"]
+    assert adopt_folder(old, "probe") == old and folder_kind(old) == "probe"
+    assert prepare_out_dir(old, "probe") == old
+    with pytest.raises(OutputError, match="already a tvlens probe run, not a patch run"):
+        adopt_folder(old, "patch")
     train = tmp_path / "train"
     (train / "checkpoints").mkdir(parents=True)
     (train / "config.json").write_text(json.dumps({"tvlens": "0.1", "family": "regression"}))
@@ -87,7 +106,10 @@ def test_out_file(tmp_path):
     with pytest.raises(OutputError, match="exists and is not a tvlens eval result"):
         prepare_out_file(mine, "eval")
     assert mine.read_text() == '{"mine": 1}'
-    (tmp_path / "ok.json").write_text(json.dumps({"kind": "eval"}))
+    (tmp_path / "unsigned.json").write_text(json.dumps({"kind": "eval"}))
+    with pytest.raises(OutputError, match="exists and is not a tvlens eval result"):
+        prepare_out_file(tmp_path / "unsigned.json", "eval")  # a kind key alone is no signature
+    (tmp_path / "ok.json").write_text(json.dumps({"kind": "eval", "tvlens": "0.1.0"}))
     assert prepare_out_file(tmp_path / "ok.json", "eval").name == "ok.json"
     with pytest.raises(OutputError, match="is a folder"):
         prepare_out_file(tmp_path, "eval")
@@ -118,3 +140,59 @@ def test_configs_check_choices_and_bounds_once():
     d = PatchConfig(component="resid", tasks=["latent_0"]).to_dict()
     assert d["kind"] == "patch" and d["component"] == "resid" and d["tasks"] == ["latent_0"]
     assert json.loads(json.dumps(d)) == d
+
+
+def test_a_new_folder_is_signed_and_a_signed_folder_is_reused(tmp_path):
+    out = prepare_out_dir(tmp_path / "new", "vectors")
+    marker = json.loads((out / RUN_MARKER).read_text())
+    assert marker["kind"] == "vectors" and marker["tvlens"]
+    (out / "results.json").write_text("{}")
+    assert folder_kind(out) == "vectors" and prepare_out_dir(out, "vectors") == out
+    with pytest.raises(OutputError, match="holds a tvlens vectors run, not a probe run"):
+        prepare_out_dir(out, "probe")
+
+
+def test_one_file_is_written_only_when_new_in_a_run_or_signed(tmp_path):
+    mine = tmp_path / "plot.html"
+    mine.write_text("mine")
+    with pytest.raises(OutputError, match="exists and was not written by tvlens"):
+        claim_file(mine)
+    assert mine.read_text() == "mine"
+    assert claim_file(tmp_path / "new.json") == tmp_path / "new.json"
+    signed = tmp_path / "signed.json"
+    signed.write_text(json.dumps({"tvlens_result": {}}))
+    assert claim_file(signed) == signed
+    run = prepare_out_dir(tmp_path / "run", "patch")
+    (run / "sub").mkdir()
+    (run / "sub" / "x.html").write_text("tvlens's")
+    assert claim_file(run / "sub" / "x.html")  # in a tvlens run folder
+    with pytest.raises(OutputError, match="is a folder"):
+        claim_file(run)
+
+
+def test_a_failing_runner_removes_only_the_folders_it_created_unused(tmp_path):
+    used = tmp_path / "keep"
+    used.mkdir()
+    (used / "mine.txt").write_text("x")
+
+    @tidy_on_error
+    def runner(out, fail):
+        out = prepare_out_dir(out, "patch")
+        if fail == "late":
+            (out / "patching.json").write_text("{}")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        runner(tmp_path / "a" / "b" / "c", "early")
+    assert not (tmp_path / "a").exists()  # every folder it made, up to the topmost
+    with pytest.raises(RuntimeError):
+        runner(tmp_path / "written", "late")
+    assert (tmp_path / "written" / "patching.json").is_file()  # what it wrote stays
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RuntimeError):
+        runner(empty, "early")
+    assert empty.is_dir() and not any(empty.iterdir())  # the user's folder stays, unsigned
+    n = created_count()
+    prepare_out_dir(tmp_path / "direct", "patch")
+    assert discard_unused_folders(n) == [tmp_path / "direct"]

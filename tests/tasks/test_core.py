@@ -151,7 +151,7 @@ def test_suite_of_split_files_loads_one_split(tmp_path):
         ("just text", "must be a JSON list of"),
         ({"train": [{"input": "a", "output": ["b"]}]}, "split 'train', row 0: output"),
         ([], "has no examples"),
-        ({"train": [], "test": {}}, "has no examples"),
+        ({"train": [], "test": {}}, "split 'train' is empty"),  # named (issue 29)
     ],
 )
 def test_malformed_task_files_give_one_clear_error(tmp_path, data, match):

@@ -31,6 +31,7 @@ from tvlens.errors import CheckpointError, TVLensError
 from tvlens.evaluation.icl import answer_correctness
 from tvlens.models.loading import load_model
 from tvlens.models.tvmodel import TVModel
+from tvlens.runs import claim_file
 from tvlens.tasks.prompts import ICLPrompt, PaddingSide, tokenize_prompts
 
 WEIGHTS_FILE = "atv.safetensors"
@@ -175,6 +176,7 @@ class ATV:
         if path.suffix != ".safetensors":
             path.mkdir(parents=True, exist_ok=True)
             path = path / WEIGHTS_FILE
+        claim_file(path)  # a user's file is never replaced
         spec = asdict(self.spec)
         spec["extra"] = {**spec["extra"], **(extra or {})}
         meta = {"tvlens": tvlens.__version__, "atv_spec": json.dumps(spec)}

@@ -29,7 +29,7 @@ from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.errors import TVLensError
 from tvlens.models.loading import default_device, load_model
 from tvlens.models.tvmodel import TVModel
-from tvlens.runs import ATV_RUN, KIND_KEY, prepare_out_dir
+from tvlens.runs import ATV_RUN, KIND_KEY, prepare_out_dir, tidy_on_error
 from tvlens.runs.folders import load_run_config
 from tvlens.training import train_synthetic
 from tvlens.training.engine import EpochData, RunKind, train_run
@@ -123,6 +123,7 @@ def dev_metrics(atv: ATV, prompts: list) -> dict[str, Any]:
     return {"dev_accuracy": per, "mean_dev_accuracy": float(np.mean(list(per.values())))}
 
 
+@tidy_on_error
 def train_atv(
     out: str | Path,
     preset: str = DEFAULT_PRESET,

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 import typer
 
+import tvlens.runs as R
 from tvlens.cli.errors import one_line_errors
 from tvlens.runs.config import choices as field_choices
 
@@ -72,6 +73,27 @@ INPUTS = {
     "out": Input(Path, "Output folder."),
     "resume": Input(bool, "Continue the run in --out.", False),
     "device": Input(str | None, "cuda, mps or cpu (default: the best).", None),
+}
+
+
+# What each command's output inputs hold (input: run kind), by the function the command runs:
+# checked before the command's module (torch, TransformerLens) is imported (tvlens.runs).
+WRITES: dict[str, dict[str, str]] = {
+    "tvlens.demo:run_demo": {"figures_dir": R.DEMO, "run_dir": R.TRAIN_SYNTHETIC},
+    "tvlens.training:train_synthetic": {"out": R.TRAIN_SYNTHETIC},
+    "tvlens.training.regression:train_regression": {"out": R.TRAIN_REGRESSION},
+    "tvlens.evaluation.icl:run_eval": {"out": R.EVAL},
+    "tvlens.injection:run_task_vectors": {"out": R.VECTORS},
+    "tvlens.probing.run:run_probe": {"out": R.PROBE},
+    "tvlens.probing.run:run_emergence": {"out": R.EMERGENCE},
+    "tvlens.patching:run_patching": {"out": R.PATCH},
+    "tvlens.atv.train:train_atv": {"out": R.ATV_RUN},
+    "tvlens.compare.run:run_compare": {"out": R.COMPARE},
+    "tvlens.experiments.pretrained:vector_table": {"out": R.PRETRAINED_VECTORS},
+    "tvlens.experiments.pretrained:combine_vector_tables": {"out": R.PRETRAINED_VECTORS},
+    "tvlens.experiments.pretrained:task_decodability_table": {"out": R.PRETRAINED_DECODABILITY},
+    "tvlens.experiments.pretrained:head_comparison": {"out": R.PRETRAINED_HEADS},
+    "tvlens.experiments.pretrained:layer_finetuning": {"out": R.FINETUNE},
 }
 
 
@@ -211,6 +233,7 @@ def add_command(
     skip: Collection[str] = (),
     overrides: bool = False,
     wrote: str | None = None,
+    writes: dict[str, str] | None = None,
 ) -> None:
     """Register ``tvlens ... name``, which calls ``runner`` (a function, or ``"module:name"``,
     imported when the command runs so that ``tvlens --help`` stays fast) with: the ``inputs``
@@ -219,7 +242,8 @@ def add_command(
     unknown", and its default) and ``config`` made from options, one per field (``only``
     these, less ``skip``; ``overrides``: each defaults to the preset's and the runner gets the
     fields given as keyword arguments). ``help`` defaults to the config's docstring. The
-    command prints the result (and ``wrote``: a file under ``out``)."""
+    command prints the result (and ``wrote``: a file under ``out``). ``writes``: the run kind
+    of each output input (``{"out": "vectors"}``), checked before anything is imported."""
     table = {**INPUTS, **(own or {})}
     names = inputs.split() + [k for k in own or {} if k not in inputs.split()]
     if out is not None:
@@ -258,4 +282,5 @@ def add_command(
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.runner, command.inputs = runner, names  # type: ignore[attr-defined]  # for tests
     command.config = config  # type: ignore[attr-defined]  # for tests
-    app.command(name)(one_line_errors(command))
+    writes = writes if writes is not None else WRITES.get(runner if isinstance(runner, str) else "")
+    app.command(name)(one_line_errors(command, writes))

@@ -81,8 +81,9 @@ class _VectorMethod(SteeringMethod):
         for ti, (name, task) in enumerate(train.items()):
             vecs = self.task_vectors(task, ti)
             dev_prompts = [splits.dev[i] for i in dev[name]]
+            # the comparison's metric is the first answer token (said in comparison.json)
             ok = layer_sweep_correct(self.target, dev_prompts, vecs, self.layers, self.mode,
-                                     self.scale, max_batch=256)  # fmt: skip
+                                     self.scale, max_batch=256, answer_token="first")  # fmt: skip
             best, _ = best_on_dev(ok)  # the task-vector report's rule
             self.vectors[name] = (vecs[best].detach(), self.layers[best])
             chosen[name] = self.layers[best]

@@ -14,7 +14,6 @@ from tvlens.errors import CheckpointError, TVLensError
 from tvlens.plotting import plot_method_comparison
 from tvlens.results import Report
 from tvlens.runs import ATV_RUN, KIND_KEY
-from tvlens.runs.checkpoints import write_json_atomically
 from tvlens.runs.folders import load_run_config
 
 
@@ -73,6 +72,7 @@ def evaluate_run(
         "atv_minus_zero_shot": by_name["atv"]["mean_first_token"]
         - by_name["zero-shot"]["mean_first_token"],
     }
+    result = ATVEvaluation(out)
     if write:
-        write_json_atomically(run / "eval.json", out)
-    return ATVEvaluation(out)
+        result.save(run / "eval.json")  # ATVEvaluation.load(run / "eval.json") reads it back
+    return result

@@ -68,7 +68,7 @@ from tvlens.errors import TVLensError
 from tvlens.models.loading import TVModel, default_device, load_model
 from tvlens.plotting.atv import plot_compare_bars
 from tvlens.results import Result
-from tvlens.runs import COMPARE, CONFIG_FILE, KIND_KEY, prepare_out_dir
+from tvlens.runs import COMPARE, CONFIG_FILE, KIND_KEY, prepare_out_dir, tidy_on_error
 from tvlens.runs.checkpoints import write_json_atomically
 
 BEST_WEIGHTS = "best.safetensors"  # a sweep cell's best-dev weights, in its run folder
@@ -277,6 +277,7 @@ def _check_out(out: Path, cfg: CompareConfig) -> None:
             )
 
 
+@tidy_on_error
 def run_compare(
     target: str | TVModel | None = None,
     out: str | Path = "runs/compare",

@@ -26,7 +26,7 @@ from tvlens.evaluation.config import EvalConfig
 from tvlens.models.loading import model_and_suite
 from tvlens.plotting import plot_icl_accuracy
 from tvlens.results import Result
-from tvlens.runs import prepare_out_file, write_json
+from tvlens.runs import prepare_out_file
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.prompts import (
     PaddingSide,
@@ -152,10 +152,17 @@ def evaluate_prompts(
     return np.concatenate(firsts), np.concatenate(exacts)
 
 
+def default_k(model: Any) -> int:
+    """The model's training k (a tvlens run records it), else 5: what ``k=None`` means, as in
+    every other command (docs/api/names.md)."""
+    spec = getattr(model, "spec", None)
+    return int(getattr(spec, "train_info", {}).get("k", 5))
+
+
 def evaluate_icl(
     model: Any,
     tasks: TaskSuite | Task | Sequence[Task],
-    k: int = EvalConfig.k,  # the defaults are `tvlens eval`'s (EvalConfig), written once
+    k: int | None = EvalConfig.k,  # the defaults are `tvlens eval`'s (EvalConfig), written once
     n_prompts: int = EvalConfig.n_prompts,
     seed: int = EvalConfig.seed,
     template: str | PromptTemplate = EvalConfig.template,
@@ -170,12 +177,15 @@ def evaluate_icl(
         model: A ``TVModel``, a ``TransformerBridge``, or an HF causal LM (then pass
             ``tokenizer``).
         tasks: A suite, a task, or a list of tasks.
+        k: Demonstrations per prompt; ``None``: the model's training k (a tvlens run), else 5.
         n_prompts: Prompts per task (each query used once when the task is large enough).
         progress: A progress bar over the tasks (``tqdm.auto``: a widget in notebooks).
     """
     from tqdm.auto import tqdm
 
     task_list = [tasks] if isinstance(tasks, Task) else list(tasks)
+    if k is None:
+        k = default_k(model)
     results = {}
     bar = tqdm(task_list, desc="ICL accuracy", disable=not progress, leave=False)
     for ti, task in enumerate(bar):
@@ -206,11 +216,10 @@ def run_eval(
     if out is not None:
         prepare_out_file(out, cfg.kind)
     m, s = model_and_suite(model, suite, revision, device)
-    # None: the model's training k, as in every other command (docs/api/names.md)
-    k = cfg.k if cfg.k is not None else int(m.spec.train_info.get("k", 5))
-    res = evaluate_icl(m, s, k=k, n_prompts=cfg.n_prompts, seed=cfg.seed,
+    res = evaluate_icl(m, s, k=cfg.k, n_prompts=cfg.n_prompts, seed=cfg.seed,
                        template=cfg.template, batch_size=cfg.batch_size,
                        progress=progress)  # fmt: skip
     if out is not None:
-        write_json(out, {**cfg.to_dict(), "model": m.spec.to_dict(), **res.to_dict()})
+        # ICLEvaluation.load(out) reads it back
+        res.save(out, extra={**cfg.to_dict(), "model": m.spec.to_dict()})
     return res

@@ -29,7 +29,7 @@ from tvlens.plotting import plot_finetune
 from tvlens.probing.emergence import layer_td
 from tvlens.probing.family import NULL, TaskFamily
 from tvlens.results import Result
-from tvlens.runs import CONFIG_FILE, FINETUNE, KIND_KEY, prepare_out_dir
+from tvlens.runs import CONFIG_FILE, FINETUNE, KIND_KEY, prepare_out_dir, tidy_on_error
 from tvlens.runs.checkpoints import write_json_atomically
 from tvlens.training.config import TrainingConfig
 from tvlens.training.engine import RunKind, StepData, train_run
@@ -109,6 +109,7 @@ def _evaluate_family(model, family, n_prompts: int, seed: int, knn_k: int = 10):
     return loss, acc, td
 
 
+@tidy_on_error
 def finetune_layers(
     run: str | Path,
     family: TaskFamily,
@@ -197,7 +198,7 @@ def finetune_layers(
                         round(time.time() - t0, 1))
         )  # fmt: skip
     res = FinetuneResult(family.kind, k_layers, rows, config)
-    write_json_atomically(out / "metrics.json", res.to_dict())
+    res.save(out / "metrics.json")  # FinetuneResult.load(out / "metrics.json") reads it back
     return res
 
 

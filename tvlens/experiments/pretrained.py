@@ -50,7 +50,14 @@ from tvlens.probing.layers import LayerTD
 from tvlens.probing.measures import task_decodability
 from tvlens.probing.series import TDSeries, correlation
 from tvlens.results import Report
-from tvlens.runs import write_json
+from tvlens.runs import (
+    PRETRAINED_DECODABILITY,
+    PRETRAINED_HEADS,
+    PRETRAINED_VECTORS,
+    prepare_out_dir,
+    tidy_on_error,
+    write_json,
+)
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
 from tvlens.tasks.registry import get_suite
@@ -112,7 +119,7 @@ class VectorTable(Report):
 
     def save_to(self, out: Path) -> VectorTable:
         """Write ``out/vectors.json`` and ``out/table.md``; returns itself."""
-        write_json(out / "vectors.json", self.data)
+        self.save(out / "vectors.json")  # VectorTable.load reads it back
         (out / "table.md").write_text(self.markdown())
         return self
 
@@ -222,6 +229,7 @@ def named_suites(
     return out
 
 
+@tidy_on_error
 def vector_table(
     model: TVModel | str,
     suites: Mapping[str, TaskSuite] | TaskSuite | str | Sequence[str],
@@ -236,7 +244,9 @@ def vector_table(
     **options: Any,
 ) -> VectorTable:
     """Hendel et al.'s Table 1 on ``model``: per task zero-shot, ICL, task vector (layer
-    chosen on dev) and function vector accuracy on held-out test queries. Writes
+    chosen on dev) and function vector accuracy on held-out test queries, each scoring the
+    answer's first token (``answer_token="first"``, recorded in the config, as the paper's
+    table does for multi-token answers). Writes
     ``out/{suite}/results.json`` (+ vectors, ``layer_sweep.html``), ``out/table.md`` and
     ``out/vectors.json``; returns the latter's content. Options: :class:`VectorTableConfig`
     (``config=``, or its fields as keyword arguments). ``model`` may be a name or folder
@@ -244,13 +254,16 @@ def vector_table(
     ``tasks`` and ``n_examples``)."""
 
     cfg = (config or VectorTableConfig()).with_overrides(**options)
+    out = prepare_out_dir(out, PRETRAINED_VECTORS)  # before the model is loaded
     model = as_model(model, device=device, bos=bos)
     suites = named_suites(suites, tasks, n_examples)
     methods = cfg.method_names()
     out = Path(out)
     rows, per_suite, columns = [], {}, {}
     for label, suite in suites.items():
-        rep = evaluate_task_vectors(model, suite, cfg, progress=progress)
+        rep = evaluate_task_vectors(
+            model, suite, cfg.with_overrides(answer_token="first"), progress=progress
+        )  # Hendel et al.'s Table 1 scores the first token, said so in the config
         columns.update(rep.config["columns"])
         save_report(rep, out / label, primary=methods[0])
         data = rep.to_dict(methods[0])
@@ -278,6 +291,7 @@ def vector_table(
             "prompt_bos": model.prompt_bos,
             "methods": list(methods),
             "columns": columns,  # the methods' own table headers
+            "answer_token": "first",
         },  # fmt: skip
         "suites": per_suite,
         "rows": rows,
@@ -286,12 +300,14 @@ def vector_table(
     return VectorTable(result).save_to(out)
 
 
+@tidy_on_error
 def combine_vector_tables(parts: Sequence[str | Path], out: str | Path) -> VectorTable:
     """One table from several ``vector_table`` outputs of the same model and settings (a run
     split over processes): rows concatenated, summary recomputed; writes ``out/vectors.json``
     and ``out/table.md``."""
 
     loaded = [load_results(Path(p) / "vectors.json") for p in parts]
+    out = prepare_out_dir(out, PRETRAINED_VECTORS)
     first = loaded[0]
     for other in loaded[1:]:
         a = {k: v for k, v in first["config"].items()}
@@ -353,6 +369,7 @@ def vector_markdown(
 # ---------------------------------------------------------------------------- 2. TD
 
 
+@tidy_on_error
 def task_decodability_table(
     model: TVModel | str,
     suites: Mapping[str, TaskSuite] | TaskSuite | str | Sequence[str],
@@ -378,6 +395,7 @@ def task_decodability_table(
     and ``suites`` as in :func:`vector_table`."""
 
     cfg = (config or DecodabilityConfig()).with_overrides(**options)
+    out = prepare_out_dir(out, PRETRAINED_DECODABILITY)  # before the model is loaded
     model = as_model(model, device=device)
     suites = named_suites(suites, tasks, n_examples)
     k, n_prompts, seed, knn_k, batch_size = (
@@ -443,8 +461,9 @@ def task_decodability_table(
             "td_vs_icl": correlation(list(per_task_td.values()), list(acc.values())),
         }
     result["pooled_td_vs_icl"] = correlation(all_td, all_acc)
-    write_json(out / "td.json", result)
-    return DecodabilityTable(result)
+    table = DecodabilityTable(result)
+    table.save(out / "td.json")  # DecodabilityTable.load reads it back
+    return table
 
 
 def _suite_states(model: TVModel, tasks: list, label: str, k: int, n_prompts: int, seed: int,
@@ -491,6 +510,7 @@ def _top(values: torch.Tensor, n: int) -> list[tuple[int, int]]:
     return [(int(i) // n_heads, int(i) % n_heads) for i in order]
 
 
+@tidy_on_error
 def head_comparison(
     model: TVModel | str,
     suite: TaskSuite | str,
@@ -509,6 +529,7 @@ def head_comparison(
     a name or folder (loaded on ``device``), ``suite`` a name; ``tasks`` None: its first two."""
 
     cfg = (config or HeadsConfig()).with_overrides(**options)
+    out = prepare_out_dir(out, PRETRAINED_HEADS)  # before the model is loaded
     model = as_model(model, device=device)
     suite = get_suite(suite) if isinstance(suite, str) else suite
     tasks = suite.names[:2] if tasks is None else tasks
@@ -553,8 +574,9 @@ def head_comparison(
                 "exact_vs_attribution": overlap("exact", "attribution"),
             },
         }
-    write_json(out / "heads.json", result)
-    return HeadComparison(result)
+    heads = HeadComparison(result)
+    heads.save(out / "heads.json")  # HeadComparison.load reads it back
+    return heads
 
 
 def load_results(path: str | Path) -> dict:
@@ -565,6 +587,7 @@ def load_results(path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+@tidy_on_error
 def layer_finetuning(
     model: str | Path,
     suite: TaskSuite | str,

@@ -51,6 +51,10 @@ class VectorsConfig(Config):
     seed: int = opt(0, "Seed of the prompts and splits.")
     template: Literal["arrow", "qa"] | None = opt(None, "Prompt template (default: the model's).")
     max_batch: int = opt(MAX_BATCH, "Rows per forward pass.")
+    answer_token: Literal["only", "first"] = opt(
+        "only", "Answers of several tokens: only (refuse them) or first (score their first "
+        "token, as Hendel et al. and Todd et al. do)."
+    )  # fmt: skip
     # Any method's own options (its dataclass fields), by method name: a new method's options
     # reach `tvlens vectors` with no edit here.
     method_options: dict = opt(

@@ -64,9 +64,7 @@ def residual_at_query(
     """The residual stream at each row's query position, for ``layers`` (default: all)."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
-    layers = (
-        list(range(model.n_layers)) if layers is None else [model.check_layer(x) for x in layers]
-    )
+    layers = model.check_layers(layers)
     names = [model.resid_hook(x, where) for x in layers]
     parts = []
     for start in range(0, len(batch), batch_size):
@@ -109,11 +107,7 @@ def hendel_task_vector(
     the test queries (pass the train split as ``task``).
     """
     acts, _ = per_query_vectors(model, task, k, n_prompts, seed, template, layers)
-    layer_ids = (
-        tuple(range(model.n_layers))
-        if layers is None
-        else tuple(model.check_layer(x) for x in layers)
-    )
+    layer_ids = tuple(model.check_layers(layers))
     return TaskVector(
         vectors=einops.reduce(acts, "layer prompt d -> layer d", "mean"),
         layers=layer_ids,

@@ -12,7 +12,9 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+import tvlens
 from tvlens.errors import LayerError, TVLensError
+from tvlens.runs import claim_file
 
 
 class VectorMismatchError(TVLensError, ValueError):
@@ -93,6 +95,7 @@ class TaskVector:
         path = Path(path)
         if path.suffix != ".safetensors":
             path = path.with_suffix(".safetensors")
+        claim_file(path), claim_file(path.with_suffix(".json"))  # no user file is overwritten
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = self.metadata()
         save_file(
@@ -100,7 +103,8 @@ class TaskVector:
             str(path),
             metadata={"tvlens": json.dumps(meta)},
         )
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+        signed = {**meta, "tvlens": tvlens.__version__}  # tvlens's signature (tvlens.runs)
+        path.with_suffix(".json").write_text(json.dumps(signed, indent=2) + "\n")
         return path
 
     @classmethod
@@ -115,6 +119,12 @@ class TaskVector:
         from safetensors import safe_open
 
         path = Path(path)
+        if path.is_dir():
+            found = sorted(p.name for p in path.rglob("*.safetensors"))[:4]
+            raise TVLensError(
+                f"{str(path)!r} is a folder, not a vector file: give one .safetensors file"
+                + (f" (e.g. {', '.join(found)} under it)." if found else ".")
+            )
         if not path.is_file():
             raise TVLensError(f"No vector file {str(path)!r}.")
         try:

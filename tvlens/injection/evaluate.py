@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from tvlens.errors import ConfigError
+from tvlens.errors import ConfigError, EmptyTaskError
 from tvlens.evaluation.icl import evaluate_prompts
 from tvlens.extraction.config import VectorsConfig
 from tvlens.extraction.function_vectors import HeadTable
@@ -26,7 +26,7 @@ from tvlens.models.loading import model_and_suite
 from tvlens.models.tvmodel import TVModel
 from tvlens.plotting import plot_head_aie, plot_layer_sweep, save_figure
 from tvlens.results import Result
-from tvlens.runs import CONFIG_FILE, TABLE_FILE, VECTORS, prepare_out_dir
+from tvlens.runs import CONFIG_FILE, TABLE_FILE, VECTORS, prepare_out_dir, tidy_on_error
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.prompts import ICLPrompt, sample_prompts, tokenize_prompts
 
@@ -143,7 +143,7 @@ def evaluate_task_vectors(
     progress: bool = True,
     **options: Any,
 ) -> VectorReport:
-    """Zero-shot, ICL and task-vector accuracy per task (first answer token, test split).
+    """Zero-shot, ICL and task-vector accuracy per task (the answer token, test split).
 
     ``config`` (a :class:`~tvlens.extraction.config.VectorsConfig`), or its fields as keyword
     ``options`` (``methods=("hendel", "fv")``, ``k=4``...; their defaults are the config's).
@@ -157,6 +157,10 @@ def evaluate_task_vectors(
     (:meth:`~tvlens.extraction.methods.ExtractionMethod.intervention`) at the last token of
     zero-shot prompts. ICL accuracy uses the same test queries with ``k`` demonstrations from
     the train split.
+
+    ``answer_token`` (a config field): one token is scored per answer; ``"only"`` refuses a
+    suite with answers of several tokens (checked before anything is computed), ``"first"``
+    scores their first token (Hendel et al. 2023; Todd et al. 2023).
     """
     if config is not None and options:
         raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")
@@ -168,6 +172,12 @@ def evaluate_task_vectors(
     tmpl = model.template(config.template)
     split, seed = config.split, config.seed
     tasks = list(suite)
+    answer_token = config.answer_token
+    if not tasks:
+        raise EmptyTaskError("evaluate_task_vectors got no tasks: pass a suite or a list of tasks.")
+    for task in tasks:  # every answer, before minutes of extraction
+        every = sample_prompts(task, 0, len(task), seed=seed, template=tmpl)
+        tokenize_prompts(every, model).require_answer_token(answer_token)
     report = VectorReport(
         model=model.spec.to_dict(),
         config={
@@ -184,6 +194,7 @@ def evaluate_task_vectors(
             "seed": seed,
             "template": tmpl if isinstance(tmpl, str) else tmpl.name,
             "prompt_bos": model.prompt_bos,
+            "answer_token": answer_token,
         },
         tasks={},
         vectors={m.name: {} for m in methods},
@@ -208,7 +219,7 @@ def evaluate_task_vectors(
             if "heads" in ex.extras:
                 report.heads[task.name] = ex.extras["heads"]
             res.methods[method.name] = _score_method(
-                model, method, ex, zs_dev, zs_test, icl, config.max_batch
+                model, method, ex, zs_dev, zs_test, icl, config.max_batch, answer_token
             )
             report.vectors[method.name][task.name] = ex.vector
         report.tasks[task.name] = res
@@ -223,6 +234,7 @@ def _score_method(
     zs_test: list[ICLPrompt],
     icl: float,
     max_batch: int,
+    answer_token: str = "only",
 ) -> VectorMethodResult:
     """Dev and test accuracy at every choice of the method's dev grid; the test accuracy at
     the choice that is best on dev (the first among ties)."""
@@ -233,8 +245,10 @@ def _score_method(
         # as applying its intervention layer by layer).
         vecs, layers = method.layer_vectors(model, ex), list(range(model.n_layers))
         mode, scale = method.mode, method.strength
-        dev_c = layer_sweep_correct(model, zs_dev, vecs, layers, mode, scale, max_batch)
-        test_c = layer_sweep_correct(model, zs_test, vecs, layers, mode, scale, max_batch)
+        dev_c = layer_sweep_correct(model, zs_dev, vecs, layers, mode, scale, max_batch,
+                                    answer_token)  # fmt: skip
+        test_c = layer_sweep_correct(model, zs_test, vecs, layers, mode, scale, max_batch,
+                                     answer_token)  # fmt: skip
     else:
         dev_c, test_c = (
             torch.stack(
@@ -292,9 +306,8 @@ def save_report(report: VectorReport, out: str | Path, primary: str | None = Non
     for method, by_task in report.vectors.items():
         for task, tv in by_task.items():
             tv.save(out / "vectors" / method / f"{task}.safetensors")
-    path = out / "results.json"
-    path.write_text(json.dumps(report.to_dict(primary), indent=2) + "\n")
-    return path
+    # Through the result's save(): VectorReport.load(out / "results.json") gives it back.
+    return report.save(out / "results.json", primary=primary)
 
 
 def summary_table(report: VectorReport) -> list[dict[str, Any]]:
@@ -314,6 +327,7 @@ def summary_table(report: VectorReport) -> list[dict[str, Any]]:
     return rows
 
 
+@tidy_on_error
 def run_task_vectors(
     model: TVModel | str,
     out: str | Path,

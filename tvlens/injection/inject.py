@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tvlens.errors import ConfigError
 from tvlens.extraction.vectors import TaskVector, VectorMismatchError
 from tvlens.models.tvmodel import ResidPoint, TVModel
 
@@ -36,7 +37,7 @@ def _resolve(model: TVModel, vector: TaskVector | Tensor, layer: int | None) -> 
         vec = vector.vectors[0] if len(vector.layers) == 1 else vector.at(layer)
         return vec, model.check_layer(layer)
     if layer is None:
-        raise ValueError("Pass layer=... to inject a plain tensor.")
+        raise ConfigError("Pass layer=... to inject a plain tensor (the block to write into).")
     if vector.shape[-1] != model.d_model:
         raise VectorMismatchError(
             f"Vector has size {vector.shape[-1]} but {model.name} has d_model={model.d_model}."
@@ -46,7 +47,7 @@ def _resolve(model: TVModel, vector: TaskVector | Tensor, layer: int | None) -> 
 
 def check_mode(mode: str) -> None:
     if mode not in ("replace", "add"):
-        raise ValueError(f"mode must be 'replace' or 'add', got {mode!r}.")
+        raise ConfigError(f"mode must be 'replace' or 'add', got {mode!r}.")
 
 
 def write_vector(
@@ -68,6 +69,15 @@ def injection_hook(
 ):
     """The hook function: ``vector`` is ``[d_model]`` or one per row ``[batch, d_model]``."""
     check_mode(mode)
+    if not (
+        (isinstance(positions, str) and positions in ("last", "all"))
+        or (isinstance(positions, Tensor) and positions.ndim == 1
+            and not positions.dtype.is_floating_point and positions.dtype != torch.bool)
+    ):  # fmt: skip
+        raise ConfigError(
+            f"positions must be 'last', 'all' or a tensor of one integer position per prompt "
+            f"(e.g. batch.query_pos), got {positions!r}."
+        )
 
     if vector.ndim not in (1, 2):
         raise VectorMismatchError(
@@ -94,6 +104,13 @@ def injection_hook(
             if pos.shape[0] != act.shape[0]:
                 raise VectorMismatchError(
                     f"positions has {pos.shape[0]} rows but the batch has {act.shape[0]}."
+                )
+            n_pos = act.shape[1]
+            if pos.numel() and not (-n_pos <= int(pos.min()) and int(pos.max()) < n_pos):
+                bad = int(pos.max()) if int(pos.max()) >= n_pos else int(pos.min())
+                raise ConfigError(
+                    f"positions holds {bad}, past the prompts ({n_pos} tokens): pass positions "
+                    f"0..{n_pos - 1} (e.g. batch.query_pos of these prompts), or 'last'."
                 )
             idx = (torch.arange(act.shape[0], device=act.device), pos)
         act = act.clone()

@@ -7,6 +7,7 @@ so each layer's copy recomputes just that token (:mod:`tvlens.patching.last_toke
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from jaxtyping import Bool, Float
@@ -72,9 +73,14 @@ def layer_sweep_correct(
     mode: Mode = "replace",
     scale: float = 1.0,
     max_batch: int = MAX_BATCH,
+    answer_token: Literal["only", "first"] = "only",
 ) -> Bool[Tensor, "batch n"]:
-    """Whether the first answer token is the argmax, per prompt and per swept layer."""
+    """Whether the answer token is the argmax, per prompt and per swept layer.
+
+    ``answer_token``: ``"only"`` refuses answers of several tokens (one argmax cannot score
+    them); ``"first"`` scores their first token (Hendel et al. 2023; Todd et al. 2023)."""
     batch = tokenize_prompts(prompts, model, padding_side="left")
+    batch.require_answer_token(answer_token)
     logits = _sweep(model, batch, vectors, layers, mode, scale, max_batch)
     return logits.argmax(-1).cpu() == batch.answer_first.cpu()[:, None]
 

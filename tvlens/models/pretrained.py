@@ -357,12 +357,34 @@ def ensure_cached(
 # ---------------------------------------------------------------------------- GGUF files
 
 GGUF_MAGIC = b"GGUF"
+# GGUF architectures transformers reads but tvlens cannot use: task vectors, heads and
+# patching need a decoder-only transformer (a residual stream read by attention heads).
+NOT_CAUSAL_TRANSFORMERS = {
+    "t5": "an encoder-decoder model",
+    "umt5": "an encoder-decoder model",
+    "mamba": "a state-space model without attention heads",
+}
+
+
+def causal_gguf_architectures(archs: set[str]) -> set[str]:
+    """The GGUF architectures of ``archs`` that load as causal LMs with attention."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - set(NOT_CAUSAL_TRANSFORMERS)
+    return archs & causal
 
 
 def inspect_gguf(path: str | Path) -> dict[str, Any]:
     """A GGUF file's architecture, name and tensor types, or one clear :class:`ModelLoadError`
     (missing, not GGUF, truncated, or an architecture transformers cannot read from GGUF)."""
     path = Path(path).expanduser()
+    if path.is_dir():  # exists, but the wrong kind of path
+        hf = (path / "config.json").is_file()
+        raise ModelLoadError(
+            f"{str(path)!r} is a folder, not a GGUF file"
+            + (": it holds a Hugging Face model; rename the folder without the .gguf ending "
+               "and load the folder." if hf else ": give the .gguf file itself.")
+        )  # fmt: skip
     if not path.is_file():
         raise ModelLoadError(f"GGUF file {str(path)!r} does not exist.")
     with path.open("rb") as f:
@@ -388,11 +410,18 @@ def inspect_gguf(path: str | Path) -> dict[str, Any]:
             f"{str(e)[:120]}); download or write it again."
         ) from None
     # The mapping's keys also hold the metadata sections "general" and "tokenizer".
-    supported = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})
-    if arch not in supported:
+    readable = set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"}
+    supported = sorted(causal_gguf_architectures(readable))
+    if arch not in readable:
         raise ModelLoadError(
             f"{str(path)!r} holds a {arch!r} model, which transformers cannot read from GGUF; "
-            f"it reads {', '.join(supported)}."
+            f"tvlens reads GGUF files of {', '.join(supported)}."
+        )
+    if arch not in supported:  # before a conversion that would end in transformers' list
+        what = NOT_CAUSAL_TRANSFORMERS.get(arch, "not a causal language model")
+        raise ModelLoadError(
+            f"{str(path)!r} holds a {arch!r} model ({what}): tvlens reads decoder-only causal "
+            f"language models with attention; give a GGUF file of {', '.join(supported)}."
         )
     return {"architecture": arch, "name": name, "tensor_types": types}
 

@@ -212,19 +212,43 @@ class TVModel:
         """A valid layer index (negative counts from the end) or :class:`LayerError`."""
         hi = self.n_layers + (1 if allow_n_layers else 0)
         try:
+            if isinstance(layer, bool):
+                raise TypeError
             layer = operator.index(layer)  # numpy integers (e.g. from argmax) are fine
         except TypeError:
-            layer = None
-        if layer is None or not -hi <= layer < hi:
+            raise LayerError(
+                f"layer must be an integer, got {layer!r} ({type(layer).__name__}): pass a "
+                f"layer index 0..{hi - 1} of {self.name} (or a negative one from the end)."
+            ) from None
+        if not -hi <= layer < hi:
             raise LayerError(
                 f"Layer {layer!r} is out of range for {self.name} with {self.n_layers} layers: "
                 f"use 0..{hi - 1} (or negative indices from the end)."
             )
         return layer % hi
 
+    def check_layers(self, layers: Any, what: str = "layers") -> list[int]:
+        """Valid layer indices (:meth:`check_layer` each, in the order given; None: every
+        layer), or one error naming ``what``: not a list, or empty (which would measure
+        nothing and return an empty result)."""
+        if layers is None:
+            return list(range(self.n_layers))
+        if isinstance(layers, int | str | float) or not hasattr(layers, "__iter__"):
+            raise ConfigError(
+                f"{what} must be a list of layer indices, got {layers!r}: pass e.g. "
+                f"{what}=[0, 2], or leave it out for every layer."
+            )
+        layers = list(layers)
+        if not layers:
+            raise ConfigError(
+                f"{what}=[] measures nothing: pass the layers to use (e.g. [0, 2]), or leave "
+                "it out for every layer."
+            )
+        return [self.check_layer(x) for x in layers]
+
     def check_head(self, head: int) -> int:
         try:
-            head = operator.index(head)
+            head = None if isinstance(head, bool) else operator.index(head)
         except TypeError:
             head = None
         if head is None or not 0 <= head < self.n_heads:
@@ -355,9 +379,36 @@ class TVModel:
         **kwargs: Any,
     ) -> Float[Tensor, "batch pos d_vocab"]:
         """Logits. Pass the ``attention_mask`` of a padded batch (positions follow it)."""
+        self.check_tokens(tokens)
         return self.bridge(tokens, attention_mask=attention_mask, **kwargs)
 
     __call__ = forward
+
+    def run_with_cache(self, tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        """The bridge's ``run_with_cache``, after :meth:`check_tokens`."""
+        if isinstance(tokens, Tensor):
+            self.check_tokens(tokens)
+        return self.bridge.run_with_cache(tokens, *args, **kwargs)
+
+    def check_tokens(self, tokens: Tensor) -> None:
+        """Token ids this model can run, or :class:`PromptError`: at most ``n_ctx`` positions
+        (a longer prompt ends in an index error inside the position embedding, or runs past
+        what the model was trained on) and ids within its vocabulary."""
+        if tokens.is_floating_point():  # embeddings (start_at_layer=...): not token ids
+            return
+        if tokens.ndim >= 1 and tokens.shape[-1] > self.n_ctx:
+            raise PromptError(
+                f"The prompt is {tokens.shape[-1]} tokens long but {self.name} reads at most "
+                f"n_ctx={self.n_ctx}: use fewer demonstrations (smaller k) or shorter inputs."
+            )
+        if tokens.numel():
+            hi, vocab = int(tokens.max()), self.spec.d_vocab
+            if hi >= vocab or int(tokens.min()) < 0:
+                bad = hi if hi >= vocab else int(tokens.min())
+                raise PromptError(
+                    f"Token id {bad} is outside {self.name}'s vocabulary (0..{vocab - 1}): "
+                    "make the tokens with this model's tokenizer (model.to_tokens)."
+                )
 
     def to(self, device: str | torch.device) -> TVModel:
         self.bridge.to(device)

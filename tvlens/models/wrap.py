@@ -166,6 +166,33 @@ def _unwrap_peft(model: Any) -> tuple[Any, dict]:
     return merged, {"type": kind, "adapter": str(model.active_adapter), "merged": True}
 
 
+def check_wrappable(model: Any, tok: Any) -> None:
+    """What the bridge and every measure need of an HF model, checked before wrapping it: an
+    LM head (next-token logits), real weights (not on the ``meta`` device), and an
+    embedding row for every token id its tokenizer can produce."""
+    kind = type(model).__name__
+    if model.get_output_embeddings() is None:
+        raise ConfigError(
+            f"The {kind} has no language-model head (a base model, e.g. from AutoModel): "
+            "load it with AutoModelForCausalLM, or give its name or folder to load_model."
+        )
+    if any(p.is_meta for p in model.parameters()):
+        raise ConfigError(
+            f"The {kind}'s weights are on the 'meta' device (not loaded, e.g. built under "
+            "init_empty_weights or with device_map='meta'): load its weights first, or give "
+            "its name or folder to load_model."
+        )
+    emb = model.get_input_embeddings()
+    rows = getattr(emb, "num_embeddings", None)
+    n_tok = len(tok) if tok is not None else None
+    if rows is not None and n_tok is not None and n_tok > rows:
+        raise ConfigError(
+            f"The tokenizer has {n_tok} tokens but the {kind}'s embedding has {rows} rows: "
+            f"ids {rows}..{n_tok - 1} would index past it. Pass the tokenizer the model was "
+            "trained with (or resize its embeddings: model.resize_token_embeddings(len(tok)))."
+        )
+
+
 def _already_bridged(hf_model: Any) -> bool:
     from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
@@ -232,6 +259,7 @@ def bridge_from_object(
             tokenizer = cfg_name
         user_tok = tokenizer
         tok = _user_tokenizer(tokenizer)
+        check_wrappable(model, tok)
         if device is not None:
             model.to(resolve_device(device))
         if dtype is not None:

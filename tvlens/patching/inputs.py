@@ -65,15 +65,7 @@ def component_hook(model: TVModel, component: str, layer: int, head_act: str = "
 
 # ---------------------------------------------------------------------------- checks
 def _check_layers(model: TVModel, layers: list[int] | None) -> list[int]:
-    n = model.n_layers
-    if layers is None:
-        return list(range(n))
-    out = []
-    for layer in layers:
-        if not isinstance(layer, int) or not -n <= layer < n:
-            raise LayerError(f"Layer {layer!r} is out of range for a model with {n} layers.")
-        out.append(layer % n)
-    return sorted(set(out))
+    return sorted(set(model.check_layers(layers)))
 
 
 def _check_pair(clean: Tokens | None, corrupted: Tokens, positions: str) -> None:

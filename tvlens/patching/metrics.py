@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tvlens.errors import PromptError
+from tvlens.errors import ConfigError, PromptError
 from tvlens.tasks.prompts import PromptBatch
 
 Metric = Callable[[Tensor], Tensor]
@@ -23,6 +23,33 @@ Metric = Callable[[Tensor], Tensor]
 
 def _last_column_is_query(batch: PromptBatch) -> bool:
     return bool((batch.query_pos == batch.tokens.shape[1] - 1).all())
+
+
+BUILT_BY = {"AnswerProb": "AnswerProb.from_batch(batch)",
+            "LogitDiff": "LogitDiff.from_batches(clean, corrupted)"}  # fmt: skip
+
+
+def check_metric_batch(metric: str, logits: Tensor, *rows: tuple[str, Tensor | None]) -> None:
+    """``metric`` was built for the batch ``logits`` come from: one entry per prompt in each
+    of ``rows`` (its token ids and positions), ids within the vocabulary, positions within
+    the prompts; else one :class:`~tvlens.errors.ConfigError` naming the field and the fix."""
+    n, n_pos, vocab = logits.shape
+    for field, t in rows:
+        if t is None:
+            continue
+        if t.shape[0] != n:
+            raise ConfigError(
+                f"{metric}.{field} has {t.shape[0]} entries but the batch has {n} prompts: the "
+                f"metric was built for another batch; build it from this one "
+                f"({BUILT_BY.get(metric, metric)})."
+            )
+        hi = n_pos if field == "pos" else vocab
+        if t.numel() and not (-hi <= int(t.min()) and int(t.max()) < hi):
+            what = "positions" if field == "pos" else "token ids"
+            raise ConfigError(
+                f"{metric}.{field} holds {what} outside 0..{hi - 1} (this batch has {n_pos} "
+                f"positions and a vocabulary of {vocab}): build the metric from this batch."
+            )
 
 
 def _at(
@@ -48,6 +75,8 @@ class LogitDiff:
         return self.pos is None
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
+        check_metric_batch("LogitDiff", logits, ("correct", self.correct), ("wrong", self.wrong),
+                           ("pos", self.pos))  # fmt: skip
         lg = _at(logits, self.pos).float()
         rows = torch.arange(lg.shape[0], device=lg.device)
         return (lg[rows, self.correct] - lg[rows, self.wrong]).mean()
@@ -74,6 +103,7 @@ class AnswerProb:
         return self.pos is None
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
+        check_metric_batch("AnswerProb", logits, ("answer", self.answer), ("pos", self.pos))
         probs = torch.softmax(_at(logits, self.pos).float(), dim=-1)
         return probs[torch.arange(probs.shape[0], device=probs.device), self.answer].mean()
 

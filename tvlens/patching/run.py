@@ -27,7 +27,7 @@ from tvlens.patching.exact import PatchResult, patch
 from tvlens.patching.metrics import AnswerProb
 from tvlens.plotting import plot_patching, save_figure
 from tvlens.results import Result
-from tvlens.runs import CONFIG_FILE, PATCH, PATCHING_FILE, prepare_out_dir
+from tvlens.runs import CONFIG_FILE, PATCH, PATCHING_FILE, prepare_out_dir, tidy_on_error
 from tvlens.runs.config import choices
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import (
@@ -137,6 +137,7 @@ def patching_prompts(
     return clean, corrupted
 
 
+@tidy_on_error
 def run_patching(
     model: TVModel | str,
     out: str | Path | None,
@@ -192,7 +193,7 @@ def run_patching(
                             progress=progress, **kw)  # fmt: skip
     run = PatchingRun(exact, attribution, config)
     if out is not None:
-        (out / PATCHING_FILE).write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+        run.save(out / PATCHING_FILE)  # PatchingRun.load(out / "patching.json") reads it back
         (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         for res in (exact, attribution):
             if res is not None:

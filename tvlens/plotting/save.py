@@ -18,7 +18,12 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from tvlens.runs import write_json  # noqa: F401  (write_json's old import path)
+import tvlens
+from tvlens.runs import (
+    VERSION_KEY,
+    claim_file,
+    write_json,  # noqa: F401  (write_json's old import path)
+)
 
 NO_PNG_ENV = "TVLENS_NO_PNG"  # "1": write HTML only, as on a machine without a browser
 PNG_HINT = (
@@ -79,10 +84,11 @@ def save_figure(
     (else :class:`PngWarning`, or an error with ``require_png``); record both in the folder's
     ``figures.json``."""
     stem = Path(stem)
+    html, png_path = stem.with_suffix(".html"), stem.with_suffix(".png")
+    _claim_figure(stem, html, png_path)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    html = stem.with_suffix(".html")
     fig.write_html(html, include_plotlyjs="cdn")
-    png: Path | None = stem.with_suffix(".png")
+    png: Path | None = png_path
     reason = png_unavailable()
     if reason is None:
         try:
@@ -100,6 +106,26 @@ def save_figure(
     return SavedFigure(html, png, reason)
 
 
+def _claim_figure(stem: Path, *paths: Path) -> None:
+    """The one rule for writing (tvlens.runs.claim_file): a figure's files are written when
+    new, in a tvlens run folder, or listed in the tvlens-signed ``figures.json`` beside
+    them (a figure saved there before); a user's file is never overwritten."""
+    listed = _read_figures(stem.parent / FIGURES_FILE)
+    mine = listed is not None and stem.name in listed
+    for p in (*paths, stem.parent / FIGURES_FILE):
+        if not (mine or (p.name == FIGURES_FILE and listed is not None)):
+            claim_file(p)
+
+
+def _read_figures(path: Path) -> dict | None:
+    """``figures.json`` when tvlens wrote it (it carries the tvlens version), else None."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and VERSION_KEY in data else None
+
+
 def _record(stem: Path, html: Path, png: Path | None, reason: str | None) -> None:
     """Add this figure to ``figures.json`` beside it: which files exist, and why no PNG."""
     path = stem.parent / FIGURES_FILE
@@ -107,6 +133,7 @@ def _record(stem: Path, html: Path, png: Path | None, reason: str | None) -> Non
         data = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, json.JSONDecodeError):
         data = {}
+    data[VERSION_KEY] = tvlens.__version__  # tvlens's signature (tvlens.runs.claim_file)
     data[stem.name] = {
         "html": html.name,
         "png": png.name if png is not None else None,

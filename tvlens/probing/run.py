@@ -26,12 +26,20 @@ from tvlens.probing.family import family_for_run, is_regression_run
 from tvlens.probing.perturbation import perturbation
 from tvlens.probing.series import TDSeries, save_series, td_over_checkpoints
 from tvlens.results import Result
-from tvlens.runs import CONFIG_FILE, EMERGENCE_FILE, PERTURBATION_FILE, PROBE, prepare_out_dir
+from tvlens.runs import (
+    CONFIG_FILE,
+    EMERGENCE_FILE,
+    PERTURBATION_FILE,
+    PROBE,
+    prepare_out_dir,
+    tidy_on_error,
+)
 from tvlens.runs.checkpoints import write_json_atomically
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.registry import get_suite
 
 
+@tidy_on_error
 def run_probe(
     model: str | Path | Any,
     out: str | Path,
@@ -139,6 +147,7 @@ class EmergenceRun(Result, Mapping):
         return self.emergence.plot(**kwargs)
 
 
+@tidy_on_error
 def run_emergence(
     run: str | Path,
     out: str | Path,
@@ -172,7 +181,7 @@ def run_emergence(
         run, family, revisions=revisions, n_prompts=n_prompts, seed=seed, progress=progress
     )
     em_d = em.to_dict()
-    write_json_atomically(out / EMERGENCE_FILE, em_d)
+    em.save(out / EMERGENCE_FILE)  # EmergenceResult.load(out / "emergence.json") reads it back
     figs = {"emergence": save_figure(plot_emergence(em_d), out / "emergence")}
     result: dict[str, Any] = {"emergence": em, "figures": figs}
     if perturb_layer is None or perturb_layer >= 0:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +189,5 @@ def td_over_checkpoints(
 def save_series(series: TDSeries, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / TD_FILE
-    path.write_text(json.dumps(series.to_dict(), indent=2) + "\n")
-    return path
+    # Through the result's save(): TDSeries.load(out / "td.json") gives the series back.
+    return series.save(out / TD_FILE)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tvlens.errors import ConfigError, EmptyTaskError, TaskFormatError, UnknownTaskError
+from tvlens.runs import claim_file
 
 _SHAPES = (
     'a JSON list of {"input": ..., "output": ...} objects, one object {input: output, ...}, or '
@@ -56,6 +57,21 @@ def _pairs(data: object, where: str) -> list[tuple[str, str]]:
                     "inputs and outputs must be strings (or numbers)."
                 )
     return [(str(r["input"]), str(r["output"])) for r in data]
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``json.loads``'s ``object_pairs_hook``: JSON lets a key repeat and keeps the last value,
+    which in an ``{input: output}`` object silently loses a pair."""
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
 
 
 def _is_splits(data: object) -> bool:
@@ -184,7 +200,9 @@ class Task:
 
     # ------------------------------------------------------------------ JSON
     def to_json(self, path: str | Path) -> Path:
-        path = Path(path)
+        """The task as a list of ``{"input", "output"}`` rows; an existing file is replaced
+        only when tvlens wrote it (:func:`tvlens.runs.claim_file`)."""
+        path = claim_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = [{"input": ex.input, "output": ex.output} for ex in self.examples]
         path.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -206,10 +224,24 @@ class Task:
         :attr:`splits` keeps them apart.
         """
         path = Path(path)
+        if path.is_dir():
+            raise TaskFormatError(
+                f"{str(path)!r} is a folder, not a task file: a folder of task files is a suite "
+                "(get_suite(folder), --suite FOLDER); give one .json file here."
+            )
         if not path.is_file():
             raise UnknownTaskError(f"Task file {str(path)!r} does not exist.")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(
+                path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys
+            )
+        except _DuplicateKey as e:
+            raise TaskFormatError(
+                f"Task file {str(path)!r} has the key {e.args[0]!r} twice in one object (JSON "
+                "keeps only the last, so a pair would be lost): give each input once, or write "
+                'the task as a list of {"input": ..., "output": ...} rows, which may repeat an '
+                "input."
+            ) from None
         except json.JSONDecodeError as e:
             raise TaskFormatError(f"Task file {str(path)!r} is not valid JSON: {e}") from None
         except UnicodeDecodeError as e:
@@ -222,6 +254,11 @@ class Task:
         if _is_splits(data):
             for key, rows in data.items():
                 pairs_k = _pairs(rows, f"{where}, split {key!r}")
+                if not pairs_k:
+                    raise EmptyTaskError(
+                        f"{where}: split {key!r} is empty; give it pairs, or remove it from the "
+                        "file (a split with no pairs cannot be sampled or scored)."
+                    )
                 splits[str(key)] = tuple(Example(i, o) for i, o in pairs_k)
             wanted = (
                 list(splits)

@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from tvlens.errors import EmptyTaskError, PromptError
+from tvlens.errors import ConfigError, EmptyTaskError, PromptError
 from tvlens.tasks.core import Example, Task
 
 PaddingSide = Literal["left", "right"]
@@ -307,6 +307,23 @@ class PromptBatch:
                 f"{list(bad[0][1])}); this measure reads the answer's first token only. Use "
                 "single-token tasks, or exact-match evaluation for multi-token answers."
             )
+
+    def require_answer_token(self, answer_token: str, where: str = "answer_token") -> None:
+        """The one policy of every function that scores an answer by one token:
+        ``answer_token="only"`` refuses answers of several tokens, saying how to score their
+        first token instead (``"first"``, explicitly); never a silent first-token score."""
+        if answer_token not in ("only", "first"):
+            raise ConfigError(f"{where} must be 'only' or 'first', got {answer_token!r}.")
+        if answer_token == "first":
+            return
+        try:
+            self.require_single_token()
+        except PromptError as e:
+            raise PromptError(
+                f"{str(e).split('; ')[0]}; one token is scored per answer: pass "
+                f"{where}='first' (--answer-token first) to score each answer's first token "
+                "(as Hendel et al. and Todd et al. do), or use single-token tasks."
+            ) from None
 
     def to(self, device: str | torch.device) -> PromptBatch:
         return replace(

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 import tvlens
 from tvlens.errors import TVLensError
 from tvlens.models.loading import resolve_device
-from tvlens.runs import KIND_KEY
+from tvlens.runs import KIND_KEY, tidy_on_error
 from tvlens.runs.checkpoints import (
     REQUIRED_FILES,
     Checkpoint,
@@ -240,6 +240,7 @@ def make_accelerator(cfg: TrainingConfig, device: str | torch.device | None):
     return Accelerator(cpu=dev.type == "cpu", mixed_precision=mp, device_placement=False), dev
 
 
+@tidy_on_error
 def train_run(
     kind: RunKind[B],
     cfg: TrainingConfig,
