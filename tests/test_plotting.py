@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import plotly.graph_objects as go
 import pytest
@@ -36,11 +37,19 @@ def no_kaleido(monkeypatch):
     monkeypatch.setattr(plotly.io, "get_chrome", _never)
 
 
-def _check_html_only(tmp_path, reason: str) -> None:
-    with pytest.warns(PngWarning, match=r"PNG not written .*bash install.sh --png"):
-        saved = save_figure(_fig(), tmp_path / "fig")
+def _check_html_only(tmp_path, reason: str, warns: bool = True) -> None:
+    if warns:
+        with pytest.warns(PngWarning, match=r"PNG not written .*bash install.sh --png"):
+            saved = save_figure(_fig(), tmp_path / "fig")
+    else:  # the user asked for HTML only: nothing to warn about
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            saved = save_figure(_fig(), tmp_path / "fig")
     assert saved.png is None and saved.png_skipped == reason
     assert saved.html.stat().st_size > 1000 and not (tmp_path / "fig.png").exists()
+    # Self-contained: plotly.js is in the file, nothing is fetched from a CDN.
+    html = saved.html.read_text()
+    assert 'src="https://cdn.plot.ly' not in html and len(html) > 1_000_000
     record = json.loads((tmp_path / "figures.json").read_text())
     assert record == {"fig": {"html": "fig.html", "png": None, "png_skipped": reason}}
     assert plotting.png_skipped_reason(clear=True) == reason
@@ -50,7 +59,7 @@ def _check_html_only(tmp_path, reason: str) -> None:
 
 def test_forced_no_png(tmp_path, monkeypatch, no_kaleido):
     monkeypatch.setenv(NO_PNG_ENV, "1")
-    _check_html_only(tmp_path, f"{NO_PNG_ENV} is set")
+    _check_html_only(tmp_path, f"{NO_PNG_ENV} is set", warns=False)
 
 
 def test_no_browser_found(tmp_path, monkeypatch, no_kaleido):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tvlens.errors import TVLensError
+from tvlens.runs.portable import portable
 
 KEY = "tvlens_result"
 
@@ -112,7 +113,7 @@ class Result:
         data = dict(self.to_dict()) if hasattr(self, "to_dict") else {}
         data[KEY] = {"type": f"{type(self).__module__}:{type(self).__qualname__}",
                      "state": encode(self)}  # fmt: skip
-        path.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
+        path.write_text(json.dumps(portable(data), indent=1, allow_nan=True) + "\n")
         return path
 
     @classmethod

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from tvlens.errors import LayerError, TVLensError
+from tvlens.runs.portable import portable
 
 
 class VectorMismatchError(TVLensError, ValueError):
@@ -100,7 +101,7 @@ class TaskVector:
             str(path),
             metadata={"tvlens": json.dumps(meta)},
         )
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+        path.with_suffix(".json").write_text(json.dumps(portable(meta), indent=2) + "\n")
         return path
 
     @classmethod

@@ -30,6 +30,7 @@ from tvlens.models.tvmodel import TVModel
 from tvlens.plotting import plot_head_aie, plot_layer_sweep, save_figure
 from tvlens.results import Result
 from tvlens.runs import CONFIG_FILE, TABLE_FILE, VECTORS, prepare_out_dir
+from tvlens.runs.portable import portable
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.prompts import sample_prompts
 
@@ -238,7 +239,7 @@ def save_report(report: VectorReport, out: str | Path, primary: str | None = Non
         for task, tv in by_task.items():
             tv.save(out / "vectors" / method / f"{task}.safetensors")
     path = out / "results.json"
-    path.write_text(json.dumps(report.to_dict(primary), indent=2) + "\n")
+    path.write_text(json.dumps(portable(report.to_dict(primary)), indent=2) + "\n")
     return path
 
 

@@ -28,6 +28,7 @@ from tvlens.patching.metrics import AnswerProb
 from tvlens.plotting import plot_patching, save_figure
 from tvlens.results import Result
 from tvlens.runs import CONFIG_FILE, PATCH, PATCHING_FILE, prepare_out_dir
+from tvlens.runs.portable import portable
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import (
     ICLPrompt,
@@ -191,8 +192,8 @@ def run_patching(
                             progress=progress, **kw)  # fmt: skip
     run = PatchingRun(exact, attribution, config)
     if out is not None:
-        (out / PATCHING_FILE).write_text(json.dumps(run.to_dict(), indent=2) + "\n")
-        (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        (out / PATCHING_FILE).write_text(json.dumps(portable(run.to_dict()), indent=2) + "\n")
+        (out / CONFIG_FILE).write_text(json.dumps(portable(config), indent=2) + "\n")
         for res in (exact, attribution):
             if res is not None:
                 suffix = "" if res is run.main else f"_{res.method}"

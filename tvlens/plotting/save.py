@@ -1,11 +1,13 @@
 """Plotly figures, saved as interactive HTML always and as static PNG when possible.
 
+The HTML carries plotly.js inside it (no CDN): it opens offline and from a copied folder.
+
 PNG export goes through kaleido (the ``png`` extra), which drives a Chrome/Chromium it finds
 on the machine (``bash install.sh --png`` installs both). Without either, HTML is still
 written, the PNG is skipped with one :class:`PngWarning` (unless ``require_png=True``), and
 kaleido is never started, so it never tries to fetch a browser. ``TVLENS_NO_PNG=1`` takes the
-same path on a machine that has a browser. Each folder's ``figures.json`` records which
-files were written.
+same path on a machine that has a browser, without the warning (the user asked for it). Each
+folder's ``figures.json`` records which files were written.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ PNG_HINT = (
     "environment `pip install 'tvlens[png]'` with a Chrome/Chromium on the machine"
 )
 FIGURES_FILE = "figures.json"
+NO_PNG_REASON = f"{NO_PNG_ENV} is set"
 
 
 class PngWarning(UserWarning):
@@ -47,7 +50,7 @@ def png_unavailable() -> str | None:
     """Why PNG figures cannot be written here (None when they can): ``TVLENS_NO_PNG`` is set,
     or kaleido finds no Chrome/Chromium. Looks only; never downloads a browser."""
     if os.environ.get(NO_PNG_ENV, "").strip().lower() in ("1", "true", "yes"):
-        return f"{NO_PNG_ENV} is set"
+        return NO_PNG_REASON
     try:
         from choreographer.browsers.chromium import Chromium
     except ImportError:
@@ -81,7 +84,7 @@ def save_figure(
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     html = stem.with_suffix(".html")
-    fig.write_html(html, include_plotlyjs="cdn")
+    fig.write_html(html, include_plotlyjs=True)  # self-contained: offline, no CDN
     png: Path | None = stem.with_suffix(".png")
     reason = png_unavailable()
     if reason is None:
@@ -94,6 +97,9 @@ def save_figure(
             raise RuntimeError(f"Could not write {png} ({reason}): {PNG_HINT}.")
         png = None
         _skipped.append(reason)
+        if reason == NO_PNG_REASON:  # asked for: nothing to warn about
+            _record(stem, html, png, reason)
+            return SavedFigure(html, png, reason)
         # One message for every figure, so that Python shows it once per process.
         warnings.warn(f"PNG not written ({reason}); HTML is. {PNG_HINT}.", PngWarning, 2)
     _record(stem, html, png, reason)

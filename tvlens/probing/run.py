@@ -28,6 +28,7 @@ from tvlens.probing.series import TDSeries, save_series, td_over_checkpoints
 from tvlens.results import Result
 from tvlens.runs import CONFIG_FILE, EMERGENCE_FILE, PERTURBATION_FILE, PROBE, prepare_out_dir
 from tvlens.runs.checkpoints import write_json_atomically
+from tvlens.runs.portable import portable
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.registry import get_suite
 
@@ -78,7 +79,9 @@ def run_probe(
             progress=progress,
         )
     save_series(series, out)
-    (out / CONFIG_FILE).write_text(json.dumps({**cfg.to_dict(), "model": series.model}, indent=2))
+    (out / CONFIG_FILE).write_text(
+        json.dumps(portable({**cfg.to_dict(), "model": series.model}), indent=2)
+    )
     data = series.to_dict()
     save_figure(plot_td_by_layer(data), out / "td_by_layer")
     save_figure(plot_td_heatmap(data), out / "td_heatmap")

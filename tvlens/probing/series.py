@@ -22,6 +22,7 @@ from tvlens.probing.layers import LayerTD, td_by_layer
 from tvlens.results import Result
 from tvlens.runs import TD_FILE
 from tvlens.runs.checkpoints import is_run_dir, list_checkpoints
+from tvlens.runs.portable import portable
 from tvlens.tasks.core import TaskSuite
 
 
@@ -191,5 +192,5 @@ def save_series(series: TDSeries, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / TD_FILE
-    path.write_text(json.dumps(series.to_dict(), indent=2) + "\n")
+    path.write_text(json.dumps(portable(series.to_dict()), indent=2) + "\n")
     return path

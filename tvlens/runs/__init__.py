@@ -137,8 +137,11 @@ def prepare_out_file(path: str | Path, kind: str) -> Path:
 
 
 def write_json(path: str | Path, obj: object) -> Path:
-    """``obj`` as indented JSON at ``path`` (folders created; unknown types as strings)."""
+    """``obj`` as indented JSON at ``path`` (folders created; unknown types as strings;
+    absolute paths made portable: :func:`tvlens.runs.portable.portable`)."""
+    from tvlens.runs.portable import portable
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    path.write_text(json.dumps(portable(obj), indent=2, default=str) + "\n")
     return path

@@ -1,0 +1,114 @@
+"""Benchmark: training time under load, for torch's default threads and tvlens's policy.
+
+    python bench/threads.py [--steps 300] [--loads 0 1] [--repeats 1]
+
+Trains the ``tiny`` preset (``--steps`` steps) in a fresh process for each thread policy, with
+0, 1, ... competing CPU-bound processes (``while True: pass``), and prints the training time,
+the load average when it started, and the ratio loaded / idle of each policy, all measured in
+this run. Each training runs in its own process because OpenMP reads its settings once, when
+torch starts its thread pool.
+
+Policies (``TVLENS_THREADS`` in the child's environment, :mod:`tvlens.runtime`):
+
+* ``torch``: torch's defaults (one thread per core, OpenMP's spin-waiting), what tvlens did
+  before it set threads;
+* ``tvlens``: tvlens's default (see :func:`tvlens.runtime.default_threads`);
+* ``1``, ``2``...: that many intra-op threads, with the passive OpenMP wait policy.
+
+On a machine with as many cores as training threads, a competing process takes a core from
+an OpenMP team that spin-waits for every thread at each operation: every op then waits for a
+time slice of the scheduler, and run time multiplies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = """
+import json, sys, time, tempfile
+from pathlib import Path
+t0 = time.perf_counter()
+from tvlens.training import train_synthetic
+import torch
+t1 = time.perf_counter()
+out = Path(tempfile.mkdtemp()) / "run"
+train_synthetic(out, preset="tiny", steps=int(sys.argv[1]), progress=False)
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "train_s": t2 - t1, "threads": torch.get_num_threads()}))
+"""
+
+BUSY = "while True: pass"
+
+
+def run_child(policy: str, steps: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TVLENS_THREADS": policy}
+    # What the user's shell may have set would hide the policy under test.
+    for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS"):
+        env.pop(k, None)
+    done = subprocess.run([sys.executable, "-c", CHILD, str(steps)], env=env, check=True,
+                          capture_output=True, text=True, cwd=tempfile.gettempdir())  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(policy: str, load: int, steps: int) -> dict:
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(load)]
+    try:
+        time.sleep(0.5 if load else 0)  # the busy processes are running before training starts
+        loadavg = os.getloadavg()
+        r = run_child(policy, steps)
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    return {"policy": policy, "load": load, "loadavg_1min": loadavg[0], **r}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--loads", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--policies", nargs="+", default=["torch", "tvlens"])
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--json", type=Path, help="Also write the rows here.")
+    args = ap.parse_args()
+    print(f"cores: {os.cpu_count()}  load average at start: {os.getloadavg()}  "
+          f"tiny preset, {args.steps} steps, median of {args.repeats}", flush=True)  # fmt: skip
+    rows = []
+    # Interleaved: policies and loads alternate, so a change in the machine's other load
+    # falls on all of them alike.
+    for _ in range(args.repeats):
+        for load in args.loads:
+            for policy in args.policies:
+                row = measure(policy, load, args.steps)
+                rows.append(row)
+                print(f"  policy {policy:>6}  competing {load}  threads {row['threads']}  "
+                      f"train {row['train_s']:6.1f} s  load avg {row['loadavg_1min']:.2f}",
+                      flush=True)  # fmt: skip
+    print(f"{'policy':>8} {'threads':>7} " + " ".join(f"{f'load {n} (s)':>11}" for n in args.loads)
+          + " " + " ".join(f"{f'{n}/idle':>8}" for n in args.loads if n))  # fmt: skip
+    for policy in args.policies:
+        med = {n: statistics.median(r["train_s"] for r in rows
+                                    if r["policy"] == policy and r["load"] == n)
+               for n in args.loads}  # fmt: skip
+        threads = next(r["threads"] for r in rows if r["policy"] == policy)
+        idle = med.get(0)
+        ratios = " ".join(f"{med[n] / idle:8.2f}" for n in args.loads if n and idle)
+        print(f"{policy:>8} {threads:>7} " + " ".join(f"{med[n]:11.1f}" for n in args.loads)
+              + " " + ratios)  # fmt: skip
+    print(f"load average at end: {os.getloadavg()}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
