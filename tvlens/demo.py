@@ -387,9 +387,15 @@ def _write_report(res: DemoResult, ck: list[dict]) -> None:
         "",
         *_atv_report(s["atv"]),
     ]
-    readme = res.figures_dir / "README.md"
-    kept = readme.read_text().partition(KEEP_MARKER)[2] if readme.is_file() else ""
-    readme.write_text("\n".join(lines) + (f"\n{KEEP_MARKER}{kept}" if kept.strip() else "\n"))
+    write_readme(res.figures_dir / "README.md", "\n".join(lines))
+
+
+def write_readme(path: Path, report: str) -> None:
+    """Write the demo's ``report`` to ``path``, keeping what an existing file holds after
+    :data:`KEEP_MARKER` (sections of the committed ``figures/README.md`` the demo does not
+    write, e.g. ``pretrained/``)."""
+    kept = path.read_text().partition(KEEP_MARKER)[2] if path.is_file() else ""
+    path.write_text(report + (f"\n{KEEP_MARKER}{kept}" if kept.strip() else "\n"))
 
 
 def regenerate_figures(device: str | None = None, progress: bool = True) -> DemoResult:
