@@ -50,27 +50,36 @@ print(json.dumps({"import_s": t1 - t0, "train_s": t2 - t1, "threads": torch.get_
 BUSY = "while True: pass"
 
 
-def run_child(policy: str, steps: int) -> dict:
+def run_child(policy: str, steps: int, timeout: float) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TVLENS_THREADS": policy}
     # What the user's shell may have set would hide the policy under test.
     for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS"):
         env.pop(k, None)
-    done = subprocess.run([sys.executable, "-c", CHILD, str(steps)], env=env, check=True,
-                          capture_output=True, text=True, cwd=tempfile.gettempdir())  # fmt: skip
+    if policy == "tvlens":  # tvlens's default: nothing set
+        env.pop("TVLENS_THREADS")
+    try:
+        done = subprocess.run([sys.executable, "-c", CHILD, str(steps)], env=env, check=True,
+                              capture_output=True, text=True, cwd=tempfile.gettempdir(),
+                              timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:  # counted as the timeout: a lower bound
+        return {"train_s": timeout, "timed_out": True, "threads": None}
+    except subprocess.CalledProcessError as e:
+        sys.exit(f"policy {policy}: the training process failed:\n{e.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(policy: str, load: int, steps: int) -> dict:
+def measure(policy: str, load: int, steps: int, timeout: float) -> dict:
     busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(load)]
     try:
         time.sleep(0.5 if load else 0)  # the busy processes are running before training starts
         loadavg = os.getloadavg()
-        r = run_child(policy, steps)
+        r = run_child(policy, steps, timeout)
     finally:
         for p in busy:
             p.kill()
             p.wait()
-    return {"policy": policy, "load": load, "loadavg_1min": loadavg[0], **r}
+    return {"policy": policy, "load": load, "loadavg_1min": loadavg[0],
+            "loadavg_1min_end": os.getloadavg()[0], **r}  # fmt: skip
 
 
 def main() -> None:
@@ -79,6 +88,7 @@ def main() -> None:
     ap.add_argument("--loads", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--policies", nargs="+", default=["torch", "tvlens"])
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=600, help="Seconds per run (then '>').")
     ap.add_argument("--json", type=Path, help="Also write the rows here.")
     args = ap.parse_args()
     print(f"cores: {os.cpu_count()}  load average at start: {os.getloadavg()}  "
@@ -89,10 +99,12 @@ def main() -> None:
     for _ in range(args.repeats):
         for load in args.loads:
             for policy in args.policies:
-                row = measure(policy, load, args.steps)
+                row = measure(policy, load, args.steps, args.timeout)
                 rows.append(row)
+                over = ">" if row.get("timed_out") else " "
                 print(f"  policy {policy:>6}  competing {load}  threads {row['threads']}  "
-                      f"train {row['train_s']:6.1f} s  load avg {row['loadavg_1min']:.2f}",
+                      f"train {over}{row['train_s']:6.1f} s  load avg (1 min) "
+                      f"{row['loadavg_1min']:.2f} -> {row['loadavg_1min_end']:.2f}",
                       flush=True)  # fmt: skip
     print(f"{'policy':>8} {'threads':>7} " + " ".join(f"{f'load {n} (s)':>11}" for n in args.loads)
           + " " + " ".join(f"{f'{n}/idle':>8}" for n in args.loads if n))  # fmt: skip
@@ -100,7 +112,7 @@ def main() -> None:
         med = {n: statistics.median(r["train_s"] for r in rows
                                     if r["policy"] == policy and r["load"] == n)
                for n in args.loads}  # fmt: skip
-        threads = next(r["threads"] for r in rows if r["policy"] == policy)
+        threads = next((r["threads"] for r in rows if r["policy"] == policy and r["threads"]), "?")
         idle = med.get(0)
         ratios = " ".join(f"{med[n] / idle:8.2f}" for n in args.loads if n and idle)
         print(f"{policy:>8} {threads:>7} " + " ".join(f"{med[n]:11.1f}" for n in args.loads)

@@ -110,3 +110,15 @@ def test_emergence_figure_rows(with_accuracy):
     assert [t.yaxis or "y" for t in a_traces] == ["y", "y2", "y3"][: 3 if with_accuracy else 2]
     for t in a_traces:
         assert list(t.y) == [rows[t.yaxis or "y"]] * 3
+
+
+def test_notebook_renderer_bundles_plotly_and_adds_png_with_a_browser(monkeypatch):
+    """Notebook figures never load plotly.js from a CDN; a PNG rides along where one can be
+    made (what GitHub shows)."""
+    import plotly.io as pio
+
+    monkeypatch.setattr(pio.renderers, "default", pio.renderers.default)  # restored after
+    monkeypatch.setattr(plotting.save, "png_unavailable", lambda: "no Chrome/Chromium found")
+    assert plotting.use_notebook_renderer() == "notebook" == pio.renderers.default
+    monkeypatch.setattr(plotting.save, "png_unavailable", lambda: None)
+    assert plotting.use_notebook_renderer() == "notebook+png" == pio.renderers.default

@@ -62,6 +62,18 @@ def png_unavailable() -> str | None:
     return None if found else "no Chrome/Chromium found"
 
 
+def use_notebook_renderer() -> str:
+    """Show figures in a notebook so that they survive without the network: plotly.js inside
+    the notebook (``notebook``, not the CDN), plus a PNG of each figure where one can be made
+    (``notebook+png``: the PNG is what GitHub and other static viewers show). Returns the
+    renderer set as ``plotly.io.renderers.default``."""
+    import plotly.io as pio
+
+    name = "notebook+png" if png_unavailable() is None else "notebook"
+    pio.renderers.default = name
+    return name
+
+
 def png_skipped_reason(clear: bool = False) -> str | None:
     """Why PNGs were skipped since the last ``clear`` (None if none were)."""
     reason = _skipped[-1] if _skipped else None
