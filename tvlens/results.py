@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tvlens.errors import TVLensError
-from tvlens.runs.portable import portable
+from tvlens.runs.portable import local, portable
 
 KEY = "tvlens_result"
 
@@ -132,7 +132,7 @@ class Result:
                 f"{KEY!r} entry (files written before tvlens saved results whole cannot be "
                 "loaded back: compute the result again)."
             )
-        obj = decode(data[KEY]["state"])
+        obj = decode(local(data[KEY]["state"]))  # paths were saved portable
         if not isinstance(obj, cls):
             raise TVLensError(
                 f"{str(path)!r} holds a {type(obj).__name__}, not a {cls.__name__}: load it "

@@ -89,3 +89,12 @@ def test_committed_files_hold_no_machine_path():
             if m := MACHINE_PATH.search(line):
                 found.append(f"{f.relative_to(ROOT)}:{i}: {line.strip()[:120]} ({m.group(1)})")
     assert not found, "machine paths:\n" + "\n".join(found[:20])
+
+
+def test_local_is_the_inverse_for_paths_outside_the_current_folder():
+    from tvlens.runs.portable import local
+
+    paths = [str(Path(tempfile.gettempdir()) / "a" / "b"), str(Path.home() / ".cache" / "x"),
+             str(Path(sysconfig.get_paths()["purelib"]) / "pkg" / "f")]  # fmt: skip
+    assert local(portable(paths)) == paths
+    assert local(["runs/default", "text", 3]) == ["runs/default", "text", 3]

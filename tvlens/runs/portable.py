@@ -72,3 +72,30 @@ def portable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [portable(v) for v in obj]
     return obj
+
+
+_PLACEHOLDERS = (("<site-packages>", sysconfig.get_paths()["purelib"]),
+                 ("<tmp>", tempfile.gettempdir()), ("~", str(Path.home())))  # fmt: skip
+
+
+def local_path(path: str) -> str:
+    """The inverse of :func:`portable_path` on this machine, for paths read back into
+    objects (``Result.load``): ``<tmp>/x``, ``~/x``, ``<site-packages>/x`` made absolute here;
+    relative paths stay relative (to the current folder, as Python reads them)."""
+    if not isinstance(path, str):
+        return path
+    for name, root in _PLACEHOLDERS:
+        if path == name or path.startswith(name + "/"):
+            return root + path[len(name) :]
+    return path
+
+
+def local(obj: Any) -> Any:
+    """``obj`` with every :func:`local_path` applied (the inverse of :func:`portable`)."""
+    if isinstance(obj, str):
+        return local_path(obj)
+    if isinstance(obj, dict):
+        return {k: local(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [local(v) for v in obj]
+    return obj
