@@ -33,13 +33,38 @@ print(json.dumps({"wait": os.environ.get("OMP_WAIT_POLICY"), "threads": torch.ge
 def _probe(**env: str) -> dict:
     base = {k: v for k, v in os.environ.items()
             if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "TVLENS_THREADS")}  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", PROBE], env={**base, "PYTHONPATH": str(ROOT), **env},
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    env = {**base, "PYTHONPATH": str(ROOT), **env}
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
+                         check=True)  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_default_policy_is_one_passive_thread():
     assert _probe() == {"wait": "PASSIVE", "threads": 1}
+
+
+def test_training_and_loading_apply_the_policy(tmp_path):
+    """What the library does on its own, each in a fresh process: training (the engine) and
+    loading a model (TVModel) set one thread; the user's own choice after that is kept."""
+    run = str(tmp_path / "run")
+    train = f"""
+from tvlens.training import train_synthetic
+train_synthetic({run!r}, preset="tiny", steps=2, n_checkpoints=1, progress=False, device="cpu")
+"""
+    load = f"""
+from tvlens.models import load_model
+load_model({run!r}, device="cpu")
+print(torch.get_num_threads())
+torch.set_num_threads(2)  # the user's own choice after the first call is kept
+load_model({run!r}, device="cpu")
+"""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "TVLENS_THREADS")}  # fmt: skip
+    for code, expected in ((train, ["1"]), (load, ["1", "2"])):
+        code = f"import torch\n{code}\nprint(torch.get_num_threads())"
+        out = subprocess.run([sys.executable, "-c", code], env={**base, "PYTHONPATH": str(ROOT)},
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        assert out.stdout.split() == expected
 
 
 def test_tvlens_threads_env():
