@@ -109,14 +109,19 @@ def main() -> None:
     print(f"{'policy':>8} {'threads':>7} " + " ".join(f"{f'load {n} (s)':>11}" for n in args.loads)
           + " " + " ".join(f"{f'{n}/idle':>8}" for n in args.loads if n))  # fmt: skip
     for policy in args.policies:
-        med = {n: statistics.median(r["train_s"] for r in rows
-                                    if r["policy"] == policy and r["load"] == n)
+        mine = [r for r in rows if r["policy"] == policy]
+        med = {n: statistics.median(r["train_s"] for r in mine if r["load"] == n)
                for n in args.loads}  # fmt: skip
-        threads = next((r["threads"] for r in rows if r["policy"] == policy and r["threads"]), "?")
+        # A median at a timeout is a lower bound: shown as "> t", its ratios as "?".
+        capped = {n: any(r.get("timed_out") for r in mine if r["load"] == n) for n in args.loads}
+        threads = next((r["threads"] for r in mine if r["threads"]), "?")
         idle = med.get(0)
-        ratios = " ".join(f"{med[n] / idle:8.2f}" for n in args.loads if n and idle)
-        print(f"{policy:>8} {threads:>7} " + " ".join(f"{med[n]:11.1f}" for n in args.loads)
-              + " " + ratios)  # fmt: skip
+        cells = " ".join(f"{('>' if capped[n] else '') + f'{med[n]:.1f}':>11}" for n in args.loads)
+        ratios = " ".join(
+            f"{'?' if capped[n] or capped.get(0) else f'{med[n] / idle:.2f}':>8}"
+            for n in args.loads if n and idle
+        )  # fmt: skip
+        print(f"{policy:>8} {threads!s:>7} {cells} {ratios}")
     print(f"load average at end: {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
