@@ -3,10 +3,11 @@
 torch's default on a CPU is one intra-op thread per core, in an OpenMP team whose idle
 threads spin-wait for the next parallel region. On a machine that is doing anything else (a
 browser, an IDE, another job) a competing process takes a core from that team: every op then
-waits for the descheduled thread, and run time multiplies (measured with ``bench/threads.py``:
-the ``tiny`` preset took 2.65x its idle time with one competing process on 2 cores, up to 15x
-under a load average of 4-6). tvlens's models are small, so the threads buy little even on an
-idle machine; the numbers are in ``docs/benchmarks.md``.
+waits for the descheduled thread, and run time multiplies (issue 33: the ``tiny`` preset took
+2.65x its idle time with one competing process on 2 cores, 15x under a load average of 4-6;
+``bench/threads.py``: 848 s against 9.8 s idle). tvlens's models are small, so one thread is as
+fast on an idle machine (9.2 s against 9.8 s); the numbers are in
+``docs/results/benchmarks.md``.
 
 The policy, in order:
 
@@ -28,7 +29,7 @@ import sys
 
 ENV = "TVLENS_THREADS"
 TORCH_DEFAULT = "torch"
-# Intra-op threads unless told otherwise (measured: docs/benchmarks.md).
+# Intra-op threads unless told otherwise (measured: docs/results/benchmarks.md).
 DEFAULT_THREADS = 1
 
 _configured: int | None = None

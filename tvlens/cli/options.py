@@ -68,7 +68,7 @@ INPUTS = {
 # Every command's: torch's CPU threads (tvlens.runtime), applied before the command runs.
 THREADS = Input(str | None, "CPU threads for torch: a number, or 'torch' for torch's default "
                 "(one per core). Default: $TVLENS_THREADS, else 1 (fast on a busy machine; "
-                "docs/benchmarks.md).", None)  # fmt: skip
+                "docs/results/benchmarks.md).", None)  # fmt: skip
 
 
 def choice(values: Collection[Any], what: str) -> Callable[[str], Any]:
