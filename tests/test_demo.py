@@ -125,3 +125,53 @@ def test_atv_report_says_only_what_the_numbers_say():
     assert mixed == "ATV is above zero-shot on average (0.90 against 0.50) but not on b."
     worse = atv_summary(_atv_numbers([0.5, 0.5, 0.5], [0.9, 0.9, 0.9], [0.5, 0.4, 0.6]))
     assert worse == "ATV (0.50) is not above zero-shot (0.50) here."
+
+
+def _without_timings(obj):
+    """demo.json less what differs between two runs by design: wall times (``seconds``,
+    ``*_seconds``) and whether this call trained."""
+    if isinstance(obj, dict):
+        timing = ("seconds", "trained_in_this_run")
+        return {k: _without_timings(v) for k, v in obj.items()
+                if k not in timing and not k.endswith("_seconds")}  # fmt: skip
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+@pytest.mark.slow
+def test_demo_is_deterministic(tmp_path, monkeypatch):
+    """Two runs from scratch, same preset and thread count (one, tvlens's default), each in
+    its own folder under the same relative names: the same numbers, to the last digit
+    (~2 min on 2 idle cores)."""
+    out = []
+    for i in (1, 2):
+        (tmp_path / str(i)).mkdir()
+        monkeypatch.chdir(tmp_path / str(i))
+        run_demo("fig", "run", preset="tiny", device="cpu", progress=False)
+        out.append(json.loads(Path("fig/demo.json").read_text()))
+    assert _without_timings(out[0]) == _without_timings(out[1])
+    assert out[0]["run_dir"] == "run"  # relative as given: no machine path
+    for name in ("patching.json", "figures.json", "task_vectors.md"):
+        assert (tmp_path / "1" / "fig" / name).read_text() == (
+            tmp_path / "2" / "fig" / name
+        ).read_text()
+
+
+def test_demo_writes_its_own_folder_and_keeps_the_readme_tail(tmp_path):
+    """By default the demo writes to runs/demo, never into the committed figures/; rewriting
+    a README keeps what follows the marker (sections the demo does not own)."""
+    import inspect
+
+    from tvlens.demo import DEMO_DIR, KEEP_MARKER, write_readme
+
+    assert inspect.signature(run_demo).parameters["figures_dir"].default == DEMO_DIR
+    assert DEMO_DIR.parts[0] == "runs"  # gitignored
+    committed = (ROOT / "figures" / "README.md").read_text()
+    assert KEEP_MARKER in committed and "## pretrained/" in committed.split(KEEP_MARKER)[1]
+    readme = tmp_path / "README.md"
+    write_readme(readme, "# report 1")
+    assert readme.read_text() == "# report 1\n"
+    readme.write_text(f"# report 1\n{KEEP_MARKER}\n## mine\nkept\n")
+    write_readme(readme, "# report 2")
+    assert readme.read_text() == f"# report 2\n{KEEP_MARKER}\n## mine\nkept\n"

@@ -1,10 +1,12 @@
 """Every Python block of README.md and docs/guides/*.md runs: in order, one namespace per file,
 in a temporary folder that holds the `tiny` run the examples load (``runs/tiny``). A block
 preceded by ``<!-- test: slow -->`` or ``<!-- test: smollm2 -->`` runs only under that marker
-(with the file's other blocks)."""
+(with the file's other blocks). A warning is an error: an example that prints a deprecation
+or any other warning teaches the reader to ignore them."""
 
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,8 @@ def test_docs_examples_run(path, marker, docs_run, tmp_path, monkeypatch):
         if block_marker not in (None, marker):
             continue
         try:
-            exec(compile(code, f"{path.name}, block {i + 1}", "exec"), namespace)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                exec(compile(code, f"{path.name}, block {i + 1}", "exec"), namespace)
         except Exception as e:
             raise AssertionError(f"{path.name}, Python block {i + 1} failed: {e!r}") from e

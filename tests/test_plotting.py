@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import plotly.graph_objects as go
 import pytest
@@ -37,11 +38,19 @@ def no_kaleido(monkeypatch):
     monkeypatch.setattr(plotly.io, "get_chrome", _never)
 
 
-def _check_html_only(tmp_path, reason: str) -> None:
-    with pytest.warns(PngWarning, match=r"PNG not written .*bash install.sh --png"):
-        saved = save_figure(_fig(), tmp_path / "fig")
+def _check_html_only(tmp_path, reason: str, warns: bool = True) -> None:
+    if warns:
+        with pytest.warns(PngWarning, match=r"PNG not written .*bash install.sh --png"):
+            saved = save_figure(_fig(), tmp_path / "fig")
+    else:  # the user asked for HTML only: nothing to warn about
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            saved = save_figure(_fig(), tmp_path / "fig")
     assert saved.png is None and saved.png_skipped == reason
     assert saved.html.stat().st_size > 1000 and not (tmp_path / "fig.png").exists()
+    # Self-contained: plotly.js is in the file, nothing is fetched from a CDN.
+    html = saved.html.read_text()
+    assert 'src="https://cdn.plot.ly' not in html and len(html) > 1_000_000
     record = json.loads((tmp_path / "figures.json").read_text())
     assert record == {"fig": {"html": "fig.html", "png": None, "png_skipped": reason},
                       "tvlens": tvlens.__version__}  # fmt: skip
@@ -52,7 +61,7 @@ def _check_html_only(tmp_path, reason: str) -> None:
 
 def test_forced_no_png(tmp_path, monkeypatch, no_kaleido):
     monkeypatch.setenv(NO_PNG_ENV, "1")
-    _check_html_only(tmp_path, f"{NO_PNG_ENV} is set")
+    _check_html_only(tmp_path, f"{NO_PNG_ENV} is set", warns=False)
 
 
 def test_no_browser_found(tmp_path, monkeypatch, no_kaleido):
@@ -103,3 +112,15 @@ def test_emergence_figure_rows(with_accuracy):
     assert [t.yaxis or "y" for t in a_traces] == ["y", "y2", "y3"][: 3 if with_accuracy else 2]
     for t in a_traces:
         assert list(t.y) == [rows[t.yaxis or "y"]] * 3
+
+
+def test_notebook_renderer_bundles_plotly_and_adds_png_with_a_browser(monkeypatch):
+    """Notebook figures never load plotly.js from a CDN; a PNG rides along where one can be
+    made (what GitHub shows)."""
+    import plotly.io as pio
+
+    monkeypatch.setattr(pio.renderers, "default", pio.renderers.default)  # restored after
+    monkeypatch.setattr(plotting.save, "png_unavailable", lambda: "no Chrome/Chromium found")
+    assert plotting.use_notebook_renderer() == "notebook" == pio.renderers.default
+    monkeypatch.setattr(plotting.save, "png_unavailable", lambda: None)
+    assert plotting.use_notebook_renderer() == "notebook+png" == pio.renderers.default

@@ -2,6 +2,11 @@
 
 __version__ = "0.1.0"
 
+# Before anything imports torch: OpenMP reads its wait policy once (tvlens.runtime).
+from tvlens.runtime import set_wait_policy  # noqa: E402
+
+set_wait_policy()
+
 from tvlens.errors import (  # noqa: E402
     CheckpointError,
     EmptyTaskError,

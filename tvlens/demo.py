@@ -1,11 +1,14 @@
 """The demo: train (or reuse) the default synthetic model and write the figures.
 
-``tvlens demo`` calls :func:`run_demo`. It writes to ``figures/``: the ICL accuracy per task
-over checkpoints, the accuracy by demonstration index (the emergence of ICL), a
-``figures/README.md`` that says what each figure shows, and ``figures/demo.json`` with the
-configuration and the numbers behind the figures. Its last step trains an ATV (adaptive task
-vectors, Kang et al. 2025) on ATV's synthetic setting (``tvlens.atv.data``; its own small
-target, next to the demo's run) and compares it with zero-shot and ICL on held-out queries.
+``tvlens demo`` calls :func:`run_demo`. It writes to its own folder, ``runs/demo/`` (never
+into the repository's tracked files): the ICL accuracy per task over checkpoints, the
+accuracy by demonstration index (the emergence of ICL), a ``README.md`` that says what each
+figure shows, and ``demo.json`` with the configuration and the numbers behind the figures.
+``tvlens regenerate`` (:func:`regenerate_figures`) writes the same into the committed
+``figures/``, keeping the part of its README the demo does not write. Its last step trains
+an ATV (adaptive task vectors, Kang et al. 2025) on ATV's synthetic setting
+(``tvlens.atv.data``; its own small target, next to the demo's run) and compares it with
+zero-shot and ICL on held-out queries.
 """
 
 from __future__ import annotations
@@ -99,16 +102,28 @@ def _run_state(run_dir: Path, preset: str) -> str:
     return "complete" if have and have[-1] == get_preset(preset).steps else "partial"
 
 
+# The demo's own output folder, and the committed one that `tvlens regenerate` rewrites.
+DEMO_DIR = Path("runs/demo")
+FIGURES_DIR = Path("figures")
+DEMO_RUN_DIR = Path("runs/default")
+# figures/README.md: the text after this line is not the demo's and is kept when it is rewritten.
+KEEP_MARKER = "<!-- Not written by tvlens demo: kept when the demo rewrites this file. -->"
+
+
 @tidy_on_error
 def run_demo(
-    figures_dir: str | Path = "figures",
-    run_dir: str | Path = "runs/default",
+    figures_dir: str | Path = DEMO_DIR,
+    run_dir: str | Path = DEMO_RUN_DIR,
     preset: str = DEFAULT_PRESET,
     device: str | None = None,
     retrain: bool = False,
     progress: bool = True,
 ) -> DemoResult:
-    """Train (or reuse / resume) the preset's model in ``run_dir``; write figures and report."""
+    """Train (or reuse / resume) the preset's model in ``run_dir``; write figures and report.
+
+    For a given preset and thread count (:mod:`tvlens.runtime`) the numbers are the same on
+    every run: training, prompts and evaluation are seeded; only ``seconds`` and
+    ``trained_in_this_run`` differ."""
     t0 = time.time()
     get_preset(preset)  # an unknown preset is refused before any folder is made
     run_dir, figures_dir = Path(run_dir), Path(figures_dir)
@@ -387,7 +402,23 @@ def _write_report(res: DemoResult, ck: list[dict]) -> None:
         "",
         *_atv_report(s["atv"]),
     ]
-    (res.figures_dir / "README.md").write_text("\n".join(lines))
+    write_readme(res.figures_dir / "README.md", "\n".join(lines))
+
+
+def write_readme(path: Path, report: str) -> None:
+    """Write the demo's ``report`` to ``path``, keeping what an existing file holds after
+    :data:`KEEP_MARKER` (sections of the committed ``figures/README.md`` the demo does not
+    write, e.g. ``pretrained/``)."""
+    kept = path.read_text().partition(KEEP_MARKER)[2] if path.is_file() else ""
+    path.write_text(report + (f"\n{KEEP_MARKER}{kept}" if kept.strip() else "\n"))
+
+
+def regenerate_figures(device: str | None = None, progress: bool = True) -> DemoResult:
+    """Rewrite everything the demo owns in the committed ``figures/`` (its figures,
+    ``demo.json``, ``patching.json``, ``task_vectors.md``, ``figures.json`` and its part of
+    ``README.md``) from today's code, training ``runs/default`` if it is missing or stale.
+    The other folders under ``figures/`` come from the commands their README sections name."""
+    return run_demo(FIGURES_DIR, DEMO_RUN_DIR, DEFAULT_PRESET, device=device, progress=progress)
 
 
 def _by_demo_summary(acc: list[float]) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from tvlens.errors import TVLensError
 from tvlens.runs import claim_file
+from tvlens.runs.portable import local, portable
 
 KEY = "tvlens_result"
 
@@ -145,7 +146,7 @@ class Result:
             data.update(self.to_dict(**to_dict_options))
         data[KEY] = {"type": f"{type(self).__module__}:{type(self).__qualname__}",
                      "state": encode(self)}  # fmt: skip
-        path.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
+        path.write_text(json.dumps(portable(data), indent=1, allow_nan=True) + "\n")
         return path
 
     @classmethod
@@ -170,7 +171,7 @@ class Result:
                 f"{KEY!r} entry (files written before tvlens saved results whole cannot be "
                 "loaded back: compute the result again)."
             )
-        obj = decode(data[KEY]["state"])
+        obj = decode(local(data[KEY]["state"]))  # paths were saved portable
         if not isinstance(obj, cls):
             raise TVLensError(
                 f"{str(path)!r} holds a {type(obj).__name__}, not a {cls.__name__}: load it "

@@ -204,7 +204,6 @@ def test_every_command_output_loads_back_through_its_result_class(make_tiny, let
     back as its result, equal to what the run returned; a second run into the same folder is
     allowed (it is tvlens's own)."""
     from tvlens.evaluation.icl import ICLEvaluation
-
     from tvlens.injection.evaluate import VectorReport
     from tvlens.patching import PatchingRun
     from tvlens.probing.series import TDSeries

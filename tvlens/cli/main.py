@@ -46,10 +46,14 @@ ATV_RUN, COMPARISONS = (ATV_PRESETS, ATV_DEFAULT), (COMPARE_PRESETS, COMPARE_DEF
 
 # fmt: off
 add_command(app, "demo", "tvlens.demo:run_demo", presets=SYNTHETIC, inputs="device",
-            own={"figures_dir": Input(Path, "Where figures and the report go.", Path("figures")),
+            own={"figures_dir": Input(Path, "Where figures and the report go.", Path("runs/demo")),
                  "run_dir": Input(Path, "Training run to reuse or create.", Path("runs/default")),
                  "retrain": Input(bool, "Delete the run and train again.", False)},
-            help="Train (or reuse) the default synthetic ICL model and write the demo figures.")
+            help="Train (or reuse) the default synthetic ICL model and write the demo figures "
+            "(to runs/demo; `tvlens regenerate` rewrites the committed figures/).")
+add_command(app, "regenerate", "tvlens.demo:regenerate_figures", inputs="device",
+            help="Rewrite the demo's committed figures/ (figures, demo.json, its README part) "
+            "from today's code, training runs/default if missing. Run from the repository root.")
 add_command(app, "train-synthetic", "tvlens.training:train_synthetic", TrainConfig,
             out="the run", presets=SYNTHETIC, inputs="resume device", overrides=True,
             only=("steps", "seed", "suite", "arch", "tv_loss_weight", "tv_loss_layer"),

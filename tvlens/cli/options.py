@@ -15,6 +15,7 @@ import inspect
 import json
 import operator
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Collection
@@ -74,6 +75,10 @@ INPUTS = {
     "resume": Input(bool, "Continue the run in --out.", False),
     "device": Input(str | None, "cuda, mps or cpu (default: the best).", None),
 }
+# Every command's: torch's CPU threads (tvlens.runtime), applied before the command runs.
+THREADS = Input(str | None, "CPU threads for torch: a number, or 'torch' for torch's default "
+                "(one per core). Default: $TVLENS_THREADS, else 1 (fast on a busy machine; "
+                "docs/results/benchmarks.md).", None)  # fmt: skip
 
 
 # What each command's output inputs hold (input: run kind), by the function the command runs:
@@ -261,8 +266,10 @@ def add_command(
         raise TypeError(f"tvlens {name}: {sorted(clash)} are inputs and config fields.")
     params += [inspect.Parameter(n, KEYWORD, default=default, annotation=ann)
                for n, (ann, default, _) in made.items()]  # fmt: skip
+    params.append(THREADS.parameter("threads"))
 
     def command(**kwargs: Any) -> None:
+        threads = kwargs.pop("threads")
         values = {n: kwargs.pop(n) for n in made}
         for n in (n for n, (_, _, repeat) in made.items() if repeat):  # none given: the default
             values[n] = tuple(values[n] or ()) or None
@@ -274,6 +281,10 @@ def add_command(
         if isinstance(fn, str):
             module, function = fn.split(":")
             fn = getattr(importlib.import_module(module), function)
+        if threads is not None or "torch" in sys.modules:  # a command that runs torch
+            from tvlens.runtime import configure_threads
+
+            configure_threads(threads)
         typer.echo(fn(**kwargs))
         if wrote is not None:
             typer.echo(f"wrote {Path(kwargs['out']) / wrote.format(**kwargs)}")

@@ -19,6 +19,7 @@ from tvlens.plotting import (
     save_figure,
 )
 from tvlens.runs import ATV_RUN, TRAIN_SYNTHETIC, folder_kind
+from tvlens.runs.portable import portable
 from tvlens.training.config import get_preset
 from tvlens.training.train import load_run_config
 
@@ -41,7 +42,8 @@ def _clear_stale(folder: Path, kind: str, config: dict, retrain: bool) -> None:
     saved = load_run_config(folder)
     if saved is None or folder_kind(folder) != kind:
         return
-    if retrain or saved.get("config") != config:
+    # Paths in the saved config are stored portable (tvlens.runs.portable).
+    if retrain or saved.get("config") not in (config, portable(config)):
         shutil.rmtree(folder)
 
 

@@ -70,6 +70,7 @@ from tvlens.plotting.atv import plot_compare_bars
 from tvlens.results import Result
 from tvlens.runs import COMPARE, CONFIG_FILE, KIND_KEY, prepare_out_dir, tidy_on_error
 from tvlens.runs.checkpoints import write_json_atomically
+from tvlens.runs.portable import portable
 
 BEST_WEIGHTS = "best.safetensors"  # a sweep cell's best-dev weights, in its run folder
 
@@ -270,7 +271,8 @@ def _check_out(out: Path, cfg: CompareConfig) -> None:
             old = json.loads(path.read_text())
         except json.JSONDecodeError:
             old = {}
-        if CompareConfig.upgrade(old.get("fingerprint") or {}) != cfg.fingerprint():
+        fp = cfg.fingerprint()  # stored with portable paths (tvlens.runs.portable)
+        if CompareConfig.upgrade(old.get("fingerprint") or {}) not in (fp, portable(fp)):
             raise TVLensError(
                 f"{str(out)!r} holds a comparison with another configuration; use the same "
                 "preset and options to resume it, or choose another --out."

@@ -15,6 +15,7 @@ from torch import Tensor
 import tvlens
 from tvlens.errors import LayerError, TVLensError
 from tvlens.runs import claim_file
+from tvlens.runs.portable import portable
 
 
 class VectorMismatchError(TVLensError, ValueError):
@@ -104,7 +105,7 @@ class TaskVector:
             metadata={"tvlens": json.dumps(meta)},
         )
         signed = {**meta, "tvlens": tvlens.__version__}  # tvlens's signature (tvlens.runs)
-        path.with_suffix(".json").write_text(json.dumps(signed, indent=2) + "\n")
+        path.with_suffix(".json").write_text(json.dumps(portable(signed), indent=2) + "\n")
         return path
 
     @classmethod

@@ -18,6 +18,7 @@ import tvlens.models.adapter as adapter
 from tvlens.errors import LayerError, PromptError
 from tvlens.models.bos import resolve_prompt_bos
 from tvlens.models.wrap import ConfigError, bridge_from_object, resolve_device
+from tvlens.runtime import configure_threads
 from tvlens.tasks.registry import get_suite
 
 ResidPoint = Literal["pre", "mid", "post"]
@@ -68,6 +69,7 @@ class TVModel:
         doc_start: str | None = None,
         native_bos: int | None = None,
     ):
+        configure_threads()  # tvlens.runtime: once per process, before the first analysis
         self.bridge = bridge
         bos_id, record = resolve_prompt_bos(
             bridge.tokenizer,

@@ -29,6 +29,7 @@ from tvlens.plotting import plot_patching, save_figure
 from tvlens.results import Result
 from tvlens.runs import CONFIG_FILE, PATCH, PATCHING_FILE, prepare_out_dir, tidy_on_error
 from tvlens.runs.config import choices
+from tvlens.runs.portable import portable
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import (
     ICLPrompt,
@@ -194,7 +195,7 @@ def run_patching(
     run = PatchingRun(exact, attribution, config)
     if out is not None:
         run.save(out / PATCHING_FILE)  # PatchingRun.load(out / "patching.json") reads it back
-        (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        (out / CONFIG_FILE).write_text(json.dumps(portable(config), indent=2) + "\n")
         for res in (exact, attribution):
             if res is not None:
                 suffix = "" if res is run.main else f"_{res.method}"

@@ -21,6 +21,7 @@ from tvlens.plotting.save import (
     png_skipped_reason,
     png_unavailable,
     save_figure,
+    use_notebook_renderer,
     write_json,
 )
 from tvlens.plotting.style import PALETTE
@@ -58,5 +59,6 @@ __all__ = [
     "png_skipped_reason",
     "png_unavailable",
     "save_figure",
+    "use_notebook_renderer",
     "write_json",
 ]

@@ -1,11 +1,13 @@
 """Plotly figures, saved as interactive HTML always and as static PNG when possible.
 
+The HTML carries plotly.js inside it (no CDN): it opens offline and from a copied folder.
+
 PNG export goes through kaleido (the ``png`` extra), which drives a Chrome/Chromium it finds
 on the machine (``bash install.sh --png`` installs both). Without either, HTML is still
 written, the PNG is skipped with one :class:`PngWarning` (unless ``require_png=True``), and
 kaleido is never started, so it never tries to fetch a browser. ``TVLENS_NO_PNG=1`` takes the
-same path on a machine that has a browser. Each folder's ``figures.json`` records which
-files were written.
+same path on a machine that has a browser, without the warning (the user asked for it). Each
+folder's ``figures.json`` records which files were written.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ PNG_HINT = (
     "environment `pip install 'tvlens[png]'` with a Chrome/Chromium on the machine"
 )
 FIGURES_FILE = "figures.json"
+NO_PNG_REASON = f"{NO_PNG_ENV} is set"
 
 
 class PngWarning(UserWarning):
@@ -52,7 +55,7 @@ def png_unavailable() -> str | None:
     """Why PNG figures cannot be written here (None when they can): ``TVLENS_NO_PNG`` is set,
     or kaleido finds no Chrome/Chromium. Looks only; never downloads a browser."""
     if os.environ.get(NO_PNG_ENV, "").strip().lower() in ("1", "true", "yes"):
-        return f"{NO_PNG_ENV} is set"
+        return NO_PNG_REASON
     try:
         from choreographer.browsers.chromium import Chromium
     except ImportError:
@@ -62,6 +65,18 @@ def png_unavailable() -> str | None:
     except Exception:  # a broken browser install reads as none
         found = None
     return None if found else "no Chrome/Chromium found"
+
+
+def use_notebook_renderer() -> str:
+    """Show figures in a notebook so that they survive without the network: plotly.js inside
+    the notebook (``notebook``, not the CDN), plus a PNG of each figure where one can be made
+    (``notebook+png``: the PNG is what GitHub and other static viewers show). Returns the
+    renderer set as ``plotly.io.renderers.default``."""
+    import plotly.io as pio
+
+    name = "notebook+png" if png_unavailable() is None else "notebook"
+    pio.renderers.default = name
+    return name
 
 
 def png_skipped_reason(clear: bool = False) -> str | None:
@@ -87,7 +102,7 @@ def save_figure(
     html, png_path = stem.with_suffix(".html"), stem.with_suffix(".png")
     _claim_figure(stem, html, png_path)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(html, include_plotlyjs="cdn")
+    fig.write_html(html, include_plotlyjs=True)  # self-contained: offline, no CDN
     png: Path | None = png_path
     reason = png_unavailable()
     if reason is None:
@@ -100,6 +115,9 @@ def save_figure(
             raise RuntimeError(f"Could not write {png} ({reason}): {PNG_HINT}.")
         png = None
         _skipped.append(reason)
+        if reason == NO_PNG_REASON:  # asked for: nothing to warn about
+            _record(stem, html, png, reason)
+            return SavedFigure(html, png, reason)
         # One message for every figure, so that Python shows it once per process.
         warnings.warn(f"PNG not written ({reason}); HTML is. {PNG_HINT}.", PngWarning, 2)
     _record(stem, html, png, reason)

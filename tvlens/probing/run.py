@@ -35,6 +35,7 @@ from tvlens.runs import (
     tidy_on_error,
 )
 from tvlens.runs.checkpoints import write_json_atomically
+from tvlens.runs.portable import portable
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.registry import get_suite
 
@@ -86,7 +87,9 @@ def run_probe(
             progress=progress,
         )
     save_series(series, out)
-    (out / CONFIG_FILE).write_text(json.dumps({**cfg.to_dict(), "model": series.model}, indent=2))
+    (out / CONFIG_FILE).write_text(
+        json.dumps(portable({**cfg.to_dict(), "model": series.model}), indent=2)
+    )
     data = series.to_dict()
     save_figure(plot_td_by_layer(data), out / "td_by_layer")
     save_figure(plot_td_heatmap(data), out / "td_heatmap")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tvlens import __version__
 from tvlens.errors import OutputError
+from tvlens.runs.portable import portable
 
 # ---------------------------------------------------------------------------- file names
 CONFIG_FILE = "config.json"  # every run: what produced it ({"kind": ..., ...})
@@ -324,8 +325,10 @@ def claim_file(path: str | Path) -> Path:
 
 
 def write_json(path: str | Path, obj: object) -> Path:
-    """``obj`` as indented JSON at ``path`` (folders created; unknown types as strings)."""
+    """``obj`` as indented JSON at ``path`` (folders created; unknown types as strings;
+    absolute paths made portable: :func:`tvlens.runs.portable.portable`); a file tvlens did not
+    write is not overwritten (:func:`claim_file`)."""
     path = claim_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    path.write_text(json.dumps(portable(obj), indent=2, default=str) + "\n")
     return path

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvlens.errors import CheckpointError
+from tvlens.runs.portable import portable
 
 CKPT_DIR = "checkpoints"
 _STEP_RE = re.compile(r"^step-(\d+)$")
@@ -153,6 +154,6 @@ def write_json_atomically(path: str | Path, obj) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(json.dumps(portable(obj), indent=2) + "\n")
     os.replace(tmp, path)
     return path

@@ -11,6 +11,7 @@ from typing import Any
 from tvlens.errors import CheckpointError, TVLensError
 from tvlens.runs import prepare_out_dir
 from tvlens.runs.checkpoints import CKPT_DIR, list_checkpoints
+from tvlens.runs.portable import portable
 
 
 def load_run_config(run_dir: str | Path) -> dict | None:
@@ -61,7 +62,8 @@ def check_run_folder(run_dir: Path, config: dict, resume: bool, kind: str) -> di
     prepare_out_dir(run_dir, kind)
     existing = load_run_config(run_dir)
     if existing is not None:
-        if existing.get("config") != config:
+        # Compared as written: paths in the config are stored portable (tvlens.runs.portable).
+        if existing.get("config") not in (config, portable(config)):
             raise TVLensError(
                 f"The run in {str(run_dir)!r} was started with a different configuration"
                 f"{_config_diff(existing.get('config'), config)}; run again with the same "

@@ -28,6 +28,7 @@ from tvlens.runs.folders import (  # noqa: F401  (their old import path)
     load_run_config,
     run_finished,
 )
+from tvlens.runs.portable import portable
 
 STATE_FILE = "training_state.pt"
 
@@ -126,7 +127,7 @@ def write_hf_folder(folder: Path, hf_model: Any, tokenizer: Any, info: dict[str,
     with quiet_transformers():
         save_hf_model(hf_model, tokenizer, folder)
     info = {"tvlens": tvlens.__version__, **info}
-    (folder / "tvlens.json").write_text(json.dumps(info, indent=2) + "\n")
+    (folder / "tvlens.json").write_text(json.dumps(portable(info), indent=2) + "\n")
 
 
 def load_hf_weights(hf_model: Any, folder: Path, device: torch.device | str) -> None:

@@ -62,6 +62,7 @@ from tvlens.runs.checkpoints import (
     list_checkpoints,
     write_json_atomically,
 )
+from tvlens.runtime import configure_threads
 from tvlens.training.checkpointing import (
     STATE_FILE,
     check_run_folder,
@@ -274,6 +275,7 @@ def train_run(
         desc: The progress bar's label (default: ``train <folder name>``).
     """
     t0 = time.time()
+    configure_threads()  # tvlens.runtime: spin-waiting threads multiply run time under load
     run_dir = Path(run_dir)
     # The folder's kind (``tvlens.runs``): a run kind names itself in ``run_info``.
     run_info = {KIND_KEY: "train", **run_info}
