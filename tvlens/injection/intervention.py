@@ -20,16 +20,23 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
 from tvlens.errors import TVLensError
 from tvlens.models.tvmodel import TVModel
 
-Point = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
-Op = Literal["replace", "add", "mix", "add_keep_norm"]
-OPS = ("replace", "add", "mix", "add_keep_norm")
-POINTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+Point = Literal[
+    "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "attn_module", "mlp_module"
+]
+Op = Literal["replace", "add", "mix", "add_keep_norm", "icv"]
+OPS = ("replace", "add", "mix", "add_keep_norm", "icv")
+# ``attn_module`` / ``mlp_module``: the attention / MLP module's own output, before any norm
+# the block puts on it (Gemma-2's post-norms); the same tensor as ``attn_out`` / ``mlp_out``
+# on pre-norm blocks. ICV and I2CL hook the HF modules themselves, so they write here.
+POINTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "attn_module",
+          "mlp_module")  # fmt: skip
 
 
 class InterventionError(TVLensError, ValueError):
@@ -45,7 +52,10 @@ class Write:
       - ``add``: ``h ← h + scale·v``;
       - ``mix``: ``h ← keep·h + scale·v`` (I2CL's linear combination);
       - ``add_keep_norm``: ``h' = h + scale·v``, then rescaled to ``‖h‖`` (ICV: the shift
-        changes the direction of the latent state, not its size).
+        changes the direction of the latent state, not its size);
+      - ``icv``: the official ICV layer (shengliu66/ICV, ``ICVLayer``):
+        ``h ← ‖h‖·normalize(ĥ + scale·(1 + max(0, cos(h, −v)))·v̂)`` with ``x̂ = x/‖x‖``: a
+        unit shift along ``v``, stronger where ``h`` points away from it, norm kept.
     ``vector`` is ``[d_model]`` (every prompt) or ``[batch, d_model]`` (one per prompt).
     """
 
@@ -102,9 +112,11 @@ def hook_name(model: TVModel, point: str, layer: int) -> str:
         return model.attn_out_hook(layer)
     if point == "mlp_out":
         return model.mlp_out_hook(layer)
-    raise InterventionError(
-        f"point must be resid_pre/resid_mid/resid_post/attn_out/mlp_out, got {point!r}."
-    )
+    if point == "attn_module":
+        return model.attn_module_hook(layer)
+    if point == "mlp_module":
+        return f"blocks.{model.check_layer(layer)}.mlp.hook_out"
+    raise InterventionError(f"point must be one of {POINTS}, got {point!r}.")
 
 
 def write_hook(write: Write) -> Any:
@@ -130,13 +142,29 @@ def write_hook(write: Write) -> Any:
             new = h + write.scale * v
         elif write.op == "mix":
             new = write.keep * h + write.scale * v
-        else:  # add_keep_norm
+        elif write.op == "add_keep_norm":
             shifted = h + write.scale * v
             new = shifted * (h.norm(dim=-1, keepdim=True) / shifted.norm(dim=-1, keepdim=True))
+        else:  # icv
+            new = icv_shift(h, v, write.scale)
         act[idx] = new
         return act
 
     return hook
+
+
+def icv_shift(
+    h: Float[Tensor, "*pos d_model"], v: Float[Tensor, "*vpos d_model"], strength: float
+) -> Float[Tensor, "*pos d_model"]:
+    """ICV's shift (Liu et al. 2024; official ``ICVLayer``, one ICV): ``h`` turned toward
+    ``v`` by ``strength·(1 + max(0, cos(h, −v)))`` on the unit sphere, its norm kept. Computed
+    in float32 as the official layer does, returned in ``h``'s dtype."""
+    x = h.float()
+    u = v.float()
+    sim = 1.0 + torch.clamp(F.cosine_similarity(x, -u, dim=-1), min=0.0).unsqueeze(-1)
+    y = strength * sim * F.normalize(u, dim=-1)
+    out = F.normalize(F.normalize(x, dim=-1) + y, dim=-1) * x.norm(dim=-1, keepdim=True)
+    return out.to(h.dtype)
 
 
 def check_intervention(model: TVModel, intervention: Intervention) -> list[tuple[str, Any]]:
