@@ -156,3 +156,20 @@ def test_icv_refuses_bad_options(tiny, letters_task):
     with pytest.raises(ConfigError, match="k=9 demonstrations"):
         in_context_vector(tiny.model, letters_task, k=9)
     assert ICV.name == "icv" and ICV.min_k == 2 and ICV().alpha == 0.1
+
+
+def test_tune_alpha_picks_the_best_dev_accuracy(sharp, letters_task):
+    from tvlens.extraction.icv import first_token_accuracy, tune_alpha
+
+    res = in_context_vector(sharp.model, letters_task, k=4, seed=0)
+    dev = _queries(sharp, letters_task)
+    best, scores = tune_alpha(sharp.model, res, dev, alphas=(0.0, 0.5, 2.0))
+    assert set(scores) == {0.0, 0.5, 2.0} and scores[best] == max(scores.values())
+    # the score at α=0 is the zero-shot accuracy, computed by hand
+    with torch.no_grad():
+        logits = sharp.model(dev.tokens, attention_mask=dev.attention_mask)
+    pred = logits[torch.arange(len(dev)), dev.query_pos].argmax(-1)
+    assert scores[0.0] == pytest.approx(float((pred == dev.answer_first).float().mean()))
+    assert first_token_accuracy(sharp.model, dev) == pytest.approx(scores[0.0])
+    with pytest.raises(ConfigError, match="alphas is empty"):
+        tune_alpha(sharp.model, res, dev, alphas=())

@@ -35,12 +35,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tvlens.errors import ConfigError
-from tvlens.injection.intervention import Intervention, Write
+from tvlens.injection.intervention import Intervention, Write, apply_intervention
 from tvlens.models.tvmodel import TVModel
 from tvlens.tasks.core import Example, Task
-from tvlens.tasks.prompts import PromptTemplate, get_template
+from tvlens.tasks.prompts import PromptBatch, PromptTemplate, get_template
 
 PAIRS = ("separate", "joined")
+# α tried by :func:`tune_alpha` (the official README and notebook use 0.1 and 0.12).
+ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def sample_demonstrations(task: Task, k: int, seed: int) -> list[Example]:
@@ -143,6 +145,34 @@ class ICVResult:
             for layer in chosen
         )  # fmt: skip
         return Intervention(writes, method="icv")
+
+
+@torch.no_grad()
+def first_token_accuracy(
+    model: TVModel, batch: PromptBatch, intervention: Intervention | None = None
+) -> float:
+    """Share of prompts whose next token at the query is the answer's first token, with
+    ``intervention`` applied (if given)."""
+    rows = torch.arange(len(batch), device=batch.tokens.device)
+    if intervention is None:
+        logits = model(batch.tokens, attention_mask=batch.attention_mask)
+    else:
+        with apply_intervention(model, intervention):
+            logits = model(batch.tokens, attention_mask=batch.attention_mask)
+    pred = logits[rows, batch.query_pos].argmax(-1)
+    return float((pred == batch.answer_first).float().mean())
+
+
+def tune_alpha(
+    model: TVModel, result: ICVResult, dev: PromptBatch, alphas: Sequence[float] = ALPHAS
+) -> tuple[float, dict[float, float]]:
+    """The α of ``alphas`` with the best first-token accuracy on ``dev`` (zero-shot *dev*
+    prompts, never test ones; ties go to the smaller α), and every α's accuracy."""
+    if not alphas:
+        raise ConfigError("alphas is empty: give at least one strength to try.")
+    scores = {float(a): first_token_accuracy(model, dev, result.intervention(a)) for a in alphas}
+    best = max(sorted(scores), key=lambda a: scores[a])
+    return best, scores
 
 
 def in_context_vector(
