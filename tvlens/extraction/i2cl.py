@@ -106,7 +106,7 @@ def mix_hooks(
                     noise = torch.randn(out.shape, generator=generator, device=out.device,
                                         dtype=out.dtype)  # fmt: skip
                     out = out + noise * out.norm(dim=-1, keepdim=True).detach() * noise_scale
-                return out
+                return out.to(act.dtype)  # float32 coefficients on a half-precision model
 
             hooks.append((module_hook(model, layer, module), hook))
     return hooks
