@@ -30,7 +30,7 @@ def _hooks_left(model) -> set[str]:
     return {hp.name for hp in model.bridge.hook_dict.values() if hp.fwd_hooks or hp._forward_hooks}
 
 
-@pytest.mark.parametrize("op", ["replace", "add", "mix", "add_keep_norm"])
+@pytest.mark.parametrize("op", ["replace", "add", "mix", "add_keep_norm", "icv"])
 def test_each_op_writes_its_formula(tiny, batch, op):
     model = tiny.model
     name = model.attn_out_hook(1)
@@ -47,6 +47,13 @@ def test_each_op_writes_its_formula(tiny, batch, op):
     if op == "add_keep_norm":
         shifted = clean + 0.5 * v
         expected = shifted * clean.norm(dim=-1, keepdim=True) / shifted.norm(dim=-1, keepdim=True)
+    if op == "icv":  # the official ICVLayer, written out: unit shift, 1 + max(0, cos(h, -v))
+        n = clean.norm(dim=-1, keepdim=True)
+        cos = (clean @ -v)[..., None] / (n * v.norm())
+        shift = 0.5 * (1 + cos.clamp(min=0)) * v / v.norm()
+        turned = clean / n + shift
+        expected = turned / turned.norm(dim=-1, keepdim=True) * n
+        torch.testing.assert_close(got.norm(dim=-1), clean.norm(dim=-1))
     torch.testing.assert_close(got, expected)
     assert not _hooks_left(model)
 
@@ -78,3 +85,20 @@ def test_hooks_removed_on_error_and_bad_writes_refused(tiny):
         Write(0, torch.zeros(4), op="scale")
     with pytest.raises(InterventionError, match="at least one"):
         Intervention(())
+
+
+@pytest.mark.parametrize("module, block", [("attn_module", "attn_out"), ("mlp_module", "mlp_out")])
+def test_module_points_are_the_block_outputs_on_pre_norm_models(tiny, batch, module, block):
+    """On pre-norm blocks the module's own output is what the block adds: a write at either
+    point gives the same logits (Gemma-2 puts a norm between them, see the ICV/I2CL tests)."""
+    model = tiny.model
+    v = torch.randn(model.d_model, generator=torch.Generator().manual_seed(1))
+    out = []
+    for point in (module, block):
+        w = Write(1, v, point=point, positions="all")
+        with torch.no_grad(), apply_intervention(model, [w]):
+            out.append(model(batch.tokens, attention_mask=batch.attention_mask))
+    torch.testing.assert_close(out[0], out[1])
+    with torch.no_grad():
+        clean = model(batch.tokens, attention_mask=batch.attention_mask)
+    assert (out[0] - clean).abs().max() > 1e-4

@@ -1,11 +1,11 @@
 """What a steering method writes, where, and how, as a value: an :class:`Intervention` is a
 tuple of :class:`Write` s, each naming one hook point of one layer, the positions it touches,
-and the operation. The injection stage applies it
-(:func:`tvlens.injection.intervention.apply_intervention`).
+and the operation; :func:`apply_intervention` applies one, a context manager over the bridge's
+``hooks`` (removed on exit and on error). The injection stage offers both
+(:mod:`tvlens.injection.intervention`).
 
-The value lives here, in the extraction stage, because extraction methods produce it
-(:meth:`tvlens.extraction.methods.ExtractionMethod.intervention`) and the injection stage,
-which comes after extraction, applies it: an extraction module imports it from here.
+They live here, in the extraction stage, because extraction methods make and apply them (their
+dev tuning, I2CL's calibration) and the injection stage comes after extraction.
 
 Why a value and not one function per method: the methods of the field write differently —
 Hendel et al. 2023 replace one layer's residual at the query; Todd et al. 2024 add one vector at
@@ -18,18 +18,30 @@ and apply every method the same way.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
 from tvlens.errors import TVLensError
+from tvlens.models.tvmodel import TVModel
 
-Point = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
-Op = Literal["replace", "add", "mix", "add_keep_norm"]
-OPS = ("replace", "add", "mix", "add_keep_norm")
-POINTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+Point = Literal[
+    "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "attn_module", "mlp_module"
+]
+Op = Literal["replace", "add", "mix", "add_keep_norm", "icv"]
+OPS = ("replace", "add", "mix", "add_keep_norm", "icv")
+# ``attn_module`` / ``mlp_module``: the attention / MLP module's own output, before any norm
+# the block puts on it (Gemma-2's post-norms); the same tensor as ``attn_out`` / ``mlp_out``
+# on pre-norm blocks. ICV, I2CL and state vectors hook the HF modules themselves, so they
+# write here.
+POINTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "attn_module",
+          "mlp_module")  # fmt: skip
 
 
 class InterventionError(TVLensError, ValueError):
@@ -45,7 +57,10 @@ class Write:
       - ``add``: ``h ← h + scale·v``;
       - ``mix``: ``h ← keep·h + scale·v`` (I2CL's linear combination);
       - ``add_keep_norm``: ``h' = h + scale·v``, then rescaled to ``‖h‖`` (ICV: the shift
-        changes the direction of the latent state, not its size).
+        changes the direction of the latent state, not its size);
+      - ``icv``: the official ICV layer (shengliu66/ICV, ``ICVLayer``):
+        ``h ← ‖h‖·normalize(ĥ + scale·(1 + max(0, cos(h, −v)))·v̂)`` with ``x̂ = x/‖x‖``: a
+        unit shift along ``v``, stronger where ``h`` points away from it, norm kept.
     ``vector`` is ``[d_model]`` (every prompt) or ``[batch, d_model]`` (one per prompt).
     """
 
@@ -93,3 +108,103 @@ class Intervention:
         layers = self.layers
         where = f"layer {layers[0]}" if len(layers) == 1 else f"{len(layers)} layers"
         return f"{'; '.join(ops)}, {where}"
+
+
+def hook_name(model: TVModel, point: str, layer: int) -> str:
+    if point.startswith("resid_"):
+        return model.resid_hook(layer, point.removeprefix("resid_"))  # type: ignore[arg-type]
+    if point == "attn_out":
+        return model.attn_out_hook(layer)
+    if point == "mlp_out":
+        return model.mlp_out_hook(layer)
+    if point == "attn_module":
+        return model.attn_module_hook(layer)
+    if point == "mlp_module":
+        return f"blocks.{model.check_layer(layer)}.mlp.hook_out"
+    raise InterventionError(f"point must be one of {POINTS}, got {point!r}.")
+
+
+def write_hook(write: Write) -> Any:
+    """The hook function of one write."""
+
+    def hook(act: Tensor, hook: Any = None) -> Tensor:
+        v = write.vector.to(act.device, act.dtype)
+        if v.ndim == 2 and v.shape[0] != act.shape[0]:
+            raise InterventionError(
+                f"the vector has {v.shape[0]} rows (one per prompt) but the batch has "
+                f"{act.shape[0]} prompts: pass one row per prompt, or a [d_model] vector."
+            )
+        if write.positions == "all":
+            idx: tuple = (slice(None), slice(None))
+            v = v[:, None] if v.ndim == 2 else v
+        else:
+            idx = (slice(None), -1)
+        act = act.clone()
+        h = act[idx]
+        if write.op == "replace":
+            new = v.expand_as(h)
+        elif write.op == "add":
+            new = h + write.scale * v
+        elif write.op == "mix":
+            new = write.keep * h + write.scale * v
+        elif write.op == "add_keep_norm":
+            shifted = h + write.scale * v
+            new = shifted * (h.norm(dim=-1, keepdim=True) / shifted.norm(dim=-1, keepdim=True))
+        else:  # icv
+            new = icv_shift(h, v, write.scale)
+        act[idx] = new
+        return act
+
+    return hook
+
+
+def icv_shift(
+    h: Float[Tensor, "*pos d_model"], v: Float[Tensor, "*vpos d_model"], strength: float
+) -> Float[Tensor, "*pos d_model"]:
+    """ICV's shift (Liu et al. 2024; official ``ICVLayer``, one ICV): ``h`` turned toward
+    ``v`` by ``strength·(1 + max(0, cos(h, −v)))`` on the unit sphere, its norm kept. Computed
+    in float32 as the official layer does, returned in ``h``'s dtype."""
+    x = h.float()
+    u = v.float()
+    sim = 1.0 + torch.clamp(F.cosine_similarity(x, -u, dim=-1), min=0.0).unsqueeze(-1)
+    y = strength * sim * F.normalize(u, dim=-1)
+    out = F.normalize(F.normalize(x, dim=-1) + y, dim=-1) * x.norm(dim=-1, keepdim=True)
+    return out.to(h.dtype)
+
+
+def check_intervention(model: TVModel, intervention: Intervention) -> list[tuple[str, Any]]:
+    """The hooks of ``intervention`` on ``model``, checked: layers in range, points the model
+    has, vectors of its ``d_model``."""
+    hooks = []
+    for w in intervention.writes:
+        if w.vector.shape[-1] != model.d_model:
+            raise InterventionError(
+                f"a write at layer {w.layer} has size {w.vector.shape[-1]} but {model.name} has "
+                f"d_model={model.d_model}."
+            )
+        hooks.append((hook_name(model, w.point, w.layer), write_hook(w)))
+    return hooks
+
+
+@contextmanager
+def apply_intervention(
+    model: TVModel, intervention: Intervention | Sequence[Write]
+) -> Iterator[TVModel]:
+    """Apply every write of ``intervention`` while the block runs; the hooks are removed on
+    exit, also when the block raises.
+
+    Example::
+
+        with apply_intervention(model, Intervention((Write(2, v, op="add", scale=4.0),))):
+            logits = model(batch.tokens, attention_mask=batch.attention_mask)
+    """
+    if not isinstance(intervention, Intervention):
+        intervention = Intervention(tuple(intervention))
+    hooks = check_intervention(model, intervention)
+    with model.bridge.hooks(fwd_hooks=hooks):
+        yield model
+
+
+def stack_rows(vectors: Sequence[Tensor]) -> Tensor:
+    """``[n, d_model]`` from ``n`` vectors (a helper for methods that write per layer)."""
+    return torch.stack([v.detach() for v in vectors])
