@@ -247,6 +247,8 @@ def test_momentum_with_few_demonstrations_uses_the_states_there_are():
     # inner average of all 4 = 1.5; sequence [0, 1, 2, 1.5]; the last 3 weights (8, 16, 0)
     # on the differences (1, 1, -0.5): 1.5 + (8 + 16) / 24 = 2.5
     assert momentum_optimize(states).item() == pytest.approx(2.5)
+    # one demonstration: the only difference has weight 0, so the inner average is returned
+    assert momentum_optimize(states[-2:]).item() == pytest.approx(2.5)
 
 
 def test_separator_positions_of_left_padded_prompts(tiny, chain_task):

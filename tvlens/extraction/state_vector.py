@@ -51,6 +51,7 @@ from tvlens.tasks.prompts import (
     ICLPrompt,
     PromptBatch,
     PromptTemplate,
+    get_template,
     sample_prompts,
     tokenize_prompts,
 )
@@ -162,10 +163,12 @@ def momentum_optimize(
     avg = inner_optimize(states, window)
     seq = torch.cat([states[:-1], avg[None]])  # the query's state replaced by the average
     n = min(len(weights), seq.shape[0] - 1)
-    w = list(weights)[-n:]
+    w = list(weights)[-n:] if n else []
+    if sum(w) == 0:  # one demonstration: its only difference has weight 0
+        return avg
     delta = torch.zeros_like(avg)
     for x, i in enumerate(range(seq.shape[0] - n, seq.shape[0])):
-        delta = delta + (seq[i] - seq[i - 1]) * (w[x] / sum(weights[-n:]))
+        delta = delta + (seq[i] - seq[i - 1]) * (w[x] / sum(w))
     return avg + lr * delta
 
 
@@ -216,8 +219,6 @@ def aggregate_states(
     demonstration per group and a dummy query: each group state replaces ``hook_z`` at its
     demonstration's separator in every layer, and the state read at the query (with those
     writes in place) is the aggregate, averaged over the prompts."""
-    from tvlens.tasks.prompts import get_template
-
     tmpl = get_template(template)
     rng = np.random.default_rng(seed)
     need = groups * k + groups + n_prompts
