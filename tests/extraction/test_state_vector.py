@@ -261,6 +261,12 @@ def test_separator_positions_of_left_padded_prompts(tiny, chain_task):
     assert (pos[:, -1] == batch.tokens.shape[1] - 1).all()
 
 
+def test_states_do_not_depend_on_the_batch_size(tiny, chain_task):
+    a = state_vector(tiny.model, chain_task, k=3, n_prompts=5, seed=2)
+    b = state_vector(tiny.model, chain_task, k=3, n_prompts=5, seed=2, max_batch=2)
+    torch.testing.assert_close(a.states, b.states, atol=1e-5, rtol=1e-5)
+
+
 def test_method_object_and_bad_input(tiny, chain_task):
     method = StateVector(optimizer="inner")
     res = method.extract(tiny.model, chain_task, k=3, n_extract=2, seed=0, template=None)

@@ -190,12 +190,22 @@ def optimize_states(
 
 
 def mean_states(
-    model: TVModel, prompts: Sequence[ICLPrompt], n_layers: int | None = None
+    model: TVModel,
+    prompts: Sequence[ICLPrompt],
+    n_layers: int | None = None,
+    max_batch: int = 1024,
 ) -> Float[Tensor, "example layer head d_head"]:
-    """The states at every demonstration's separator and at the query, averaged over prompts."""
-    batch = tokenize_prompts(list(prompts), model, padding_side="left")
-    states = read_states(model, batch, separator_positions(model, batch), n_layers)
-    return states.mean(0)
+    """The states at every demonstration's separator and at the query, averaged over prompts
+    (in forward passes of at most ``max_batch`` prompts)."""
+    if max_batch < 1:
+        raise ConfigError(f"max_batch must be >= 1, got {max_batch}.")
+    prompts = list(prompts)
+    total = None
+    for start in range(0, len(prompts), max_batch):
+        batch = tokenize_prompts(prompts[start : start + max_batch], model, padding_side="left")
+        part = read_states(model, batch, separator_positions(model, batch), n_layers).sum(0)
+        total = part if total is None else total + part
+    return total / len(prompts)
 
 
 # ---------------------------------------------------------------------------- aggregation
@@ -311,6 +321,7 @@ def state_vector(
     momentum_lr: float = 1.0,
     groups: int = 0,
     shuffles: int = 5,
+    max_batch: int = 1024,
 ) -> StateVectorResult:
     """The state vector of ``task`` (Li et al. 2024) from ``n_prompts`` k-shot prompts whose
     queries are dummy queries (pass the train split as ``task``); with ``groups > 0``, the
@@ -330,7 +341,7 @@ def state_vector(
         optimizer = "aggregate"
     else:
         prompts = sample_prompts(task, k, n_prompts, seed=seed, template=tmpl)
-        states = mean_states(model, prompts)
+        states = mean_states(model, prompts, max_batch=max_batch)
         state = optimize_states(states, optimizer, inner_window, momentum_weights, momentum_lr)
     info = {"k": k, "n_prompts": n_prompts, "seed": seed, "groups": groups}
     return StateVectorResult(state, state_outputs(model, state), states, default_layer,
@@ -381,7 +392,8 @@ class StateVector:
     ) -> StateVectorResult:
         return state_vector(model, task, k, n_extract, seed, template, self.optimizer,
                             self.layer, self.inner_window, self.momentum_weights,
-                            self.momentum_lr, self.groups, self.shuffles)  # fmt: skip
+                            self.momentum_lr, self.groups, self.shuffles,
+                            max_batch)  # fmt: skip
 
 
 __all__ = [
