@@ -189,6 +189,13 @@ def test_training_lowers_the_loss_and_is_seeded(tiny, chain_task):
     assert a.losses[a.best_step] == min(a.losses)
 
 
+def test_basis_does_not_depend_on_the_batch_size(tiny, chain_task):
+    kw = dict(k=3, n_prompts=5, steps=1, batch_size=2, seed=4)
+    a = ltv(tiny.model, chain_task, **kw)
+    b = ltv(tiny.model, chain_task, **kw, max_batch=2)
+    torch.testing.assert_close(a.basis, b.basis, atol=1e-5, rtol=1e-5)
+
+
 def test_method_object_and_bad_input(tiny, chain_task):
     method = LTV(steps=2, batch_size=2, combine="blocks", train_on="zero_shot")
     res = method.extract(tiny.model, chain_task, k=2, n_extract=2, seed=0, template=None)

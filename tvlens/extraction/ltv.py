@@ -187,19 +187,26 @@ def ltv(
     train_on: str = "shuffled",
     combine: str = "heads",
     progress: bool = False,
+    max_batch: int = 1024,
 ) -> LTVResult:
     """Learn the LTV of ``task`` (Saglam et al. 2025): the basis from ``n_prompts`` clean
     ``k``-shot prompts, then ``steps`` Adam steps on the weights (model frozen) over batches of
     ``batch_size`` training prompts. Pass the train split as ``task``."""
-    if steps < 1 or batch_size < 1 or lr <= 0:
+    if steps < 1 or batch_size < 1 or lr <= 0 or max_batch < 1:
         raise ConfigError(
-            f"steps, batch_size and lr must be positive, got {steps}, {batch_size}, {lr}."
+            f"steps, batch_size, lr and max_batch must be positive, got {steps}, {batch_size}, "
+            f"{lr}, {max_batch}."
         )
     if train_on == "shuffled" and train_k < 2:
         raise ConfigError(f"train_k must be >= 2 to shuffle labels, got {train_k}.")
     tmpl = model.template(template)
-    clean = tokenize_prompts(sample_prompts(task, k, n_prompts, seed=seed, template=tmpl), model)
-    basis = head_basis(model, mean_head_outputs(model, clean), combine)
+    clean = sample_prompts(task, k, n_prompts, seed=seed, template=tmpl)
+    means = sum(
+        mean_head_outputs(model, tokenize_prompts(clean[i : i + max_batch], model))
+        * len(clean[i : i + max_batch])
+        for i in range(0, len(clean), max_batch)
+    ) / len(clean)
+    basis = head_basis(model, means, combine)
     # The official code seeds torch and draws the weights first (LearnableTaskVector.__init__).
     gen = torch.Generator().manual_seed(seed)
     weights = torch.randn(model.n_layers, model.n_heads, generator=gen).to(basis.device)
@@ -270,7 +277,7 @@ class LTV:
     ) -> LTVResult:
         return ltv(model, task, k, n_extract, seed, template, self.steps, self.lr,
                    self.batch_size, self.train_k, self.train_on, self.combine,
-                   progress)  # fmt: skip
+                   progress, max_batch)  # fmt: skip
 
 
 __all__ = [
