@@ -26,8 +26,9 @@ mean ``z`` together and splits the *resulting* ``d_model`` vector into ``n_heads
 Deviations (docs/guides/methods_state_ltv.md): the mean head outputs are computed once from
 ``n_prompts`` prompts, where the official loop draws 100 new prompts every step; training
 queries come from the task given (the train split), where the official code draws them from
-the test split; the CPU defaults are ``steps=100``, ``batch_size=16``, ``lr=1e-2`` (the paper's
-5e-5 moves the weights by ~0.005 in 100 steps), all options.
+the test split; the CPU defaults are ``steps=100``, ``batch_size=16``, ``lr=0.1`` (the paper's
+5e-5 moves the weights by ~0.005 in 100 steps; on SmolLM2-135M, zero-shot objective, 1e-2
+took the loss from 10.5 to 4.8 in 40 steps and 0.1 to 0.44 in 60), all options.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def ltv(
     seed: int = 0,
     template: str | PromptTemplate | None = None,
     steps: int = 100,
-    lr: float = 1e-2,
+    lr: float = 0.1,
     batch_size: int = 16,
     train_k: int = PAPER["train_k"],
     train_on: str = "shuffled",
@@ -252,7 +253,7 @@ class LTV:
 
     steps: int = field(default=100, metadata={
         "help": "Adam steps (official: up to 100000; CPU default 100)"})  # fmt: skip
-    lr: float = field(default=1e-2, metadata={
+    lr: float = field(default=0.1, metadata={
         "help": "Adam learning rate (official: 5e-5 over 100000 steps)"})  # fmt: skip
     batch_size: int = field(default=16, metadata={
         "help": "training prompts per step (official: 32)"})  # fmt: skip
