@@ -18,7 +18,9 @@ from tvlens.injection.intervention import apply_intervention
 from tvlens.tasks import Task, sample_prompts, tokenize_prompts
 from tvlens.tasks.prompts import ICLPrompt
 
-ORACLE_ARCHS = ("gpt2", "llama")
+# GPT-2 (output bias), Llama (grouped-query attention), Gemma-2 and OLMo-2 (a norm after the
+# attention: the write must come before it, as the official o_proj hook's does).
+ORACLE_ARCHS = ("gpt2", "llama", "gemma2", "olmo2")
 K = 6  # the official momentum window needs k >= 6 demonstrations
 
 

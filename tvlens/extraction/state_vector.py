@@ -20,7 +20,8 @@ What the official code does, and what this module mirrors:
   once) and the state read at its query is the aggregate (averaged over ``n_prompts`` queries).
 - **Injection** (``intervention_mode='add#0#1'``, ``add_to='atten'``): at the query's separator
   of the zero-shot prompt, in layers ``0..L``, the attention output is *replaced* by the
-  state's attention output (``state @ W_O``).
+  state's attention output (``state @ W_O``): the ``o_proj`` output, before any norm the block
+  applies after attention (Gemma-2, OLMo-2), so tvlens writes at ``attn_module``.
 
 Deviations (see docs/guides/methods_state_ltv.md): the official code reads and writes every
 token of a multi-token separator (``→``); tvlens the last one (one position per example). On a
@@ -287,7 +288,7 @@ class StateVectorResult:
                 f"in 0..{self.outputs.shape[0] - 1}."
             )
         writes = tuple(
-            Write(x, self.outputs[x], point="attn_out", op="replace", positions="last")
+            Write(x, self.outputs[x], point="attn_module", op="replace", positions="last")
             for x in range(last + 1)
         )
         return Intervention(writes, method="state_vector")

@@ -26,10 +26,12 @@ from torch import Tensor
 from tvlens.errors import TVLensError
 from tvlens.models.tvmodel import TVModel
 
-Point = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
+Point = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "attn_module"]
 Op = Literal["replace", "add", "mix", "add_keep_norm"]
 OPS = ("replace", "add", "mix", "add_keep_norm")
-POINTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+# attn_module: the attention module's own output, before any norm the block applies to it
+# (Gemma-2, OLMo-2); the same tensor as attn_out on pre-norm blocks (TVModel.attn_module_hook).
+POINTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "attn_module")
 
 
 class InterventionError(TVLensError, ValueError):
@@ -102,6 +104,8 @@ def hook_name(model: TVModel, point: str, layer: int) -> str:
         return model.attn_out_hook(layer)
     if point == "mlp_out":
         return model.mlp_out_hook(layer)
+    if point == "attn_module":
+        return model.attn_module_hook(layer)
     raise InterventionError(
         f"point must be resid_pre/resid_mid/resid_post/attn_out/mlp_out, got {point!r}."
     )
