@@ -14,7 +14,7 @@ from tvlens.extraction.ltv import LTV, ltv, training_prompts
 from tvlens.injection.intervention import apply_intervention
 from tvlens.tasks import Task, sample_prompts, tokenize_prompts
 
-ORACLE_ARCHS = ("gpt2", "llama")
+ORACLE_ARCHS = ("gpt2", "llama", "gemma2")  # gemma2: a norm after attention
 
 
 @pytest.fixture(scope="module")
@@ -226,4 +226,24 @@ def test_hooks_are_removed_after_an_error_in_training(tiny, chain_task, monkeypa
         ltv(model, chain_task, k=2, n_prompts=2, steps=1, batch_size=2)
     monkeypatch.undo()
     assert seen and seen[0] >= model.n_layers  # the hooks were on when it failed
+    assert not [hp.name for hp in model.bridge.hook_dict.values() if hp.fwd_hooks]
+
+
+def test_both_methods_run_on_every_architecture(tiny_all, chain_task):
+    """State vectors and LTVs extract and steer on every test architecture (post-norm,
+    sliding-window, q/k-norm ones included), and their hooks are gone afterwards."""
+    from tvlens.extraction.state_vector import StateVector
+
+    model = tiny_all.model
+    batch = tokenize_prompts(sample_prompts(chain_task, 0, 3, seed=1), model)
+    with torch.no_grad():
+        plain = model(batch.tokens, attention_mask=batch.attention_mask)[:, -1]
+    sv = StateVector().extract(model, chain_task, k=6, n_extract=2, seed=0, template=None)
+    lt = LTV(steps=2, batch_size=2).extract(model, chain_task, k=3, n_extract=2, seed=0,
+                                            template=None)  # fmt: skip
+    for iv in (sv.intervention(layer=model.n_layers - 1), lt.intervention()):
+        with torch.no_grad(), apply_intervention(model, iv):
+            steered = model(batch.tokens, attention_mask=batch.attention_mask)[:, -1]
+        assert torch.isfinite(steered).all()
+        assert (steered - plain).abs().max() > 1e-4
     assert not [hp.name for hp in model.bridge.hook_dict.values() if hp.fwd_hooks]
