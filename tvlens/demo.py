@@ -24,6 +24,7 @@ import torch
 from tvlens.compare.demo_step import _atv_report, _atv_step, atv_dirs, atv_summary  # noqa: F401
 from tvlens.errors import TVLensError
 from tvlens.evaluation.icl import evaluate_icl
+from tvlens.extraction.methods import FunctionVector, HendelTaskVector
 from tvlens.extraction.registry import (
     DEFAULT_METHOD,
     get_extraction_method,
@@ -63,7 +64,7 @@ from tvlens.training.config import DEFAULT_PRESET, get_preset
 from tvlens.training.train import load_run_config, train_synthetic
 
 # The extraction methods the demo scores (its figures and README describe these two).
-DEMO_METHODS = ("hendel", "fv")
+DEMO_METHODS = (HendelTaskVector.name, FunctionVector.name)
 # Task decodability in the demo: a handful of checkpoints, 50 prompts per task (seconds).
 N_PROBE_CHECKPOINTS = 6
 N_PROBE_PROMPTS = 50
