@@ -290,6 +290,23 @@ def test_every_method_report_saves_and_loads_back(every_method, suite, tmp_path)
             saved = TaskVector.load(tmp_path / "vectors" / name / f"{task}.safetensors")
             torch.testing.assert_close(saved.vectors, tv.vectors.float())
             assert saved.info == json.loads(json.dumps(tv.info)), name
+    # the tables: the layer chosen on dev where there is one
+    from tvlens.experiments.pretrained import vector_markdown
+    from tvlens.injection.evaluate import summary_table
+
+    row = summary_table(back)[0]
+    sv = back.tasks["letters"].methods["state_vector"]
+    assert (
+        row["i2cl_layer"] == row["icv_layer"] == "all"
+        and row["state_vector_layer"] == sv.best_layer
+    )
+    rows = [{"suite": "s", "task": t, "n_test": 1, "zero_shot": 0.0, "icl": 0.0,
+             **{m: r.task_vector for m, r in res.methods.items()},
+             **{f"{m}_layer": r.best_layer for m, r in res.methods.items()}}
+            for t, res in back.tasks.items()]  # vector_table's rows  # fmt: skip
+    line = vector_markdown(rows, ["state_vector", "icv"], {"n_tasks": 2, "zero_shot": 0.0,
+                           "icl": 0.0, "state_vector": 0.0, "icv": 0.0})  # fmt: skip
+    assert f"{sv.task_vector:.2f} ({sv.best_layer}) |" in line and "(-1)" not in line
     # the layer figure: a curve per layer-choosing method, a flat line for the others
     fig = plot_layer_sweep(back)
     lines = {tr.name: tr for tr in fig.data}
