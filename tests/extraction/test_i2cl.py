@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from tvlens.errors import ConfigError
-from tvlens.extraction.i2cl import I2CL, implicit_icl
+from tvlens.extraction.i2cl import implicit_icl
 from tvlens.extraction.icv import sample_demonstrations
+from tvlens.extraction.methods import I2CL
 from tvlens.injection.intervention import apply_intervention
 from tvlens.tasks import ICLPrompt, tokenize_prompts
 from tvlens.tasks.prompts import TEMPLATES
@@ -181,7 +182,9 @@ def test_i2cl_context_vectors_and_mix_equal_the_official_procedure(
     steered logits under given coefficients equal the oracle's, on gpt2, llama, neox and
     Gemma-2 (whose post-norms sit after the modules the official code hooks)."""
     tiny = gemma2 if which == "gemma2" else sharp
-    res = I2CL(epochs=0).extract(tiny.model, letters_task, k=4, n_extract=0, seed=1, template=None)
+    ex = I2CL(epochs=0).extract(tiny.model, letters_task, k=4, n_extract=0, seed=1, template=None)
+    res = ex.extras["result"]
+    assert torch.equal(ex.vector.vectors, res.context[:, 1])  # the attention context vectors
     demos = sample_demonstrations(letters_task, 4, 1)
     torch.testing.assert_close(res.context, oracle_context(tiny, demos), atol=1e-5, rtol=1e-4)
     assert torch.equal(res.coef, torch.tensor([0.1, 1.0]).expand_as(res.coef))  # the official init

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from tvlens.errors import ConfigError
-from tvlens.extraction.icv import ICV, in_context_vector, sample_demonstrations
+from tvlens.extraction.icv import in_context_vector, sample_demonstrations
+from tvlens.extraction.methods import ICV
 from tvlens.injection.intervention import apply_intervention
 from tvlens.tasks import ICLPrompt, tokenize_prompts
 from tvlens.tasks.prompts import TEMPLATES
@@ -99,9 +100,11 @@ def gemma2(make_tiny, letters_tokenizer):
 
 @pytest.mark.parametrize("pair", ["separate", "joined"])
 def test_icv_equals_the_official_procedure(sharp, letters_task, pair):
-    res = ICV(alpha=0.3, pair=pair).extract(
+    ex = ICV(alpha=0.3, pair=pair).extract(
         sharp.model, letters_task, k=5, n_extract=0, seed=3, template=None
     )
+    res = ex.extras["result"]
+    assert ex.vector.method == "icv" and torch.equal(ex.vector.vectors, res.vectors)
     demos = sample_demonstrations(letters_task, 5, 3)
     assert res.info["demonstrations"] == [[d.input, d.output] for d in demos]
     if pair == "separate":  # the official code: bare input, bare output

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from tvlens.errors import ConfigError
-from tvlens.extraction.ltv import LTV, ltv, training_prompts
+from tvlens.extraction.ltv import ltv, training_prompts
+from tvlens.extraction.methods import LTV
 from tvlens.injection.intervention import apply_intervention
 from tvlens.tasks import Task, sample_prompts, tokenize_prompts
 
@@ -198,7 +199,9 @@ def test_basis_does_not_depend_on_the_batch_size(tiny, chain_task):
 
 def test_method_object_and_bad_input(tiny, chain_task):
     method = LTV(steps=2, batch_size=2, combine="blocks", train_on="zero_shot")
-    res = method.extract(tiny.model, chain_task, k=2, n_extract=2, seed=0, template=None)
+    ex = method.extract(tiny.model, chain_task, k=2, n_extract=2, seed=0, template=None)
+    res = ex.extras["result"]
+    assert torch.equal(ex.vector.vectors, res.vectors) and ex.vector.method == "ltv"
     iv = res.intervention(scale=2.0)
     assert iv.layers == tuple(range(tiny.model.n_layers))
     assert all(w.op == "add" and w.point == "resid_post" and w.scale == 2.0 for w in iv.writes)
@@ -232,7 +235,7 @@ def test_hooks_are_removed_after_an_error_in_training(tiny, chain_task, monkeypa
 def test_both_methods_run_on_every_architecture(tiny_all, chain_task):
     """State vectors and LTVs extract and steer on every test architecture (post-norm,
     sliding-window, q/k-norm ones included), and their hooks are gone afterwards."""
-    from tvlens.extraction.state_vector import StateVector
+    from tvlens.extraction.methods import StateVector
 
     model = tiny_all.model
     batch = tokenize_prompts(sample_prompts(chain_task, 0, 3, seed=1), model)
@@ -241,6 +244,7 @@ def test_both_methods_run_on_every_architecture(tiny_all, chain_task):
     sv = StateVector().extract(model, chain_task, k=6, n_extract=2, seed=0, template=None)
     lt = LTV(steps=2, batch_size=2).extract(model, chain_task, k=3, n_extract=2, seed=0,
                                             template=None)  # fmt: skip
+    sv, lt = sv.extras["result"], lt.extras["result"]
     for iv in (sv.intervention(layer=model.n_layers - 1), lt.intervention()):
         with torch.no_grad(), apply_intervention(model, iv):
             steered = model(batch.tokens, attention_mask=batch.attention_mask)[:, -1]

@@ -24,6 +24,7 @@ from tvlens.tasks import Task, TaskSuite
 
 ROOT = Path(__file__).resolve().parents[2]
 K = 2
+FIELD = ("icv", "i2cl", "state_vector", "ltv")  # the field's methods, registered after hendel, fv
 
 
 def worked_example() -> type:
@@ -162,7 +163,7 @@ def test_a_registered_method_is_offered_by_config_and_cli(MeanShift, registry, t
 
     registry.register_extraction_method(MeanShift)
     assert "shift" in choices(VectorsConfig, "methods")
-    assert VectorsConfig(methods="all").method_names() == ("hendel", "fv", "shift")
+    assert VectorsConfig(methods="all").method_names() == ("hendel", "fv", *FIELD, "shift")
     assert VectorsConfig(methods="shift").method_objects() == (MeanShift(),)
     with pytest.raises(ConfigError, match="already registered"):
         registry.register_extraction_method(MeanShift)
@@ -210,3 +211,131 @@ def test_report_config_is_json(MeanShift, model, suite, tmp_path):
     data = json.loads(save_report(rep, tmp_path).read_text())
     assert data["config"]["options"] == {"shift": {"alpha": 1.0}}
     assert (tmp_path / "vectors" / "shift" / "letters.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------- the field's methods
+# Small options: two calibration epochs, two LTV steps, two strengths (seconds on CPU).
+SMALL = {"icv": {"alphas": [0.1, 1.0]}, "i2cl": {"epochs": 2},
+         "ltv": {"steps": 2, "batch_size": 2}}  # fmt: skip
+
+
+def test_the_field_methods_are_registered_with_their_modules_defaults():
+    from tvlens.extraction import icv, state_vector
+    from tvlens.extraction.methods import I2CL, ICV, LTV, StateVector
+
+    assert R.extraction_choices()[:7] == ("hendel", "fv", *FIELD, "all")
+    assert [R.get_extraction_method(n) for n in FIELD] == [ICV, I2CL, StateVector, LTV]
+    # the light classes' defaults are the heavy modules' constants
+    assert ICV().alphas == icv.ALPHAS
+    assert StateVector().inner_window == state_vector.INNER_WINDOW
+    assert StateVector().momentum_weights == state_vector.MOMENTUM_WEIGHTS
+    # options from JSON (lists) make the same objects as tuples; options() is JSON
+    cfg = VectorsConfig(methods="icv,i2cl", method_options=SMALL)
+    assert cfg.method_objects() == (ICV(alphas=(0.1, 1.0)), I2CL(epochs=2))
+    assert json.loads(json.dumps(I2CL().options())) == I2CL().options()
+    with pytest.raises(ConfigError, match="pair must be"):
+        ICV(pair="both")
+    with pytest.raises(ConfigError, match=r"k \(--k\) must be >= 2 for icv"):
+        VectorsConfig(methods="hendel,icv", k=1)
+
+
+@pytest.fixture(scope="module")
+def every_method(model, suite):
+    rep = evaluate_task_vectors(model, suite, methods="all", method_options=SMALL, k=K,
+                                n_extract=4, progress=False)  # fmt: skip
+    return rep
+
+
+def test_every_registered_method_gets_a_row(every_method, model, suite):
+    """``methods="all"``: each method extracts, chooses on dev (its grid) and is scored on
+    test; the choice made is the first best on dev and is recorded."""
+    rep = every_method
+    names = ("hendel", "fv", *FIELD)
+    assert rep.config["methods"] == list(names)
+    assert rep.config["options"]["i2cl"]["epochs"] == 2
+    grids = {"icv": [{"alpha": 0.1}, {"alpha": 1.0}], "i2cl": [{}], "ltv": [{}],
+             "state_vector": [{"layer": x} for x in range(model.n_layers)]}  # fmt: skip
+    for t in rep.tasks.values():
+        assert list(t.methods) == list(names)
+        for name, m in t.methods.items():
+            assert 0.0 <= m.task_vector <= 1.0, name
+            assert all(0.0 <= a <= 1.0 for a in m.dev_by_layer + m.test_by_layer), name
+            grid = grids.get(name, [{"layer": x} for x in range(model.n_layers)])
+            assert len(m.dev_by_layer) == len(m.test_by_layer) == len(grid), name
+            best = m.dev_by_layer.index(max(m.dev_by_layer))
+            assert m.task_vector == m.test_by_layer[best], name
+            choice = grid[best]
+            assert m.best_layer == choice.get("layer", -1), name
+            assert m.chosen == ({} if set(choice) <= {"layer"} else choice), name
+    for name in names:  # one [n_layers, d_model] summary per method and task
+        for task in suite.names:
+            tv = rep.vectors[name][task]
+            assert tv.method == name and tv.d_model == model.d_model, name
+    icv_tv = rep.vectors["icv"]["letters"]
+    assert icv_tv.info["chosen"] == rep.tasks["letters"].methods["icv"].chosen
+    assert len(rep.vectors["i2cl"]["letters"].info["coef"]) == model.n_layers
+
+
+def test_every_method_report_saves_and_loads_back(every_method, suite, tmp_path):
+    from tvlens.extraction import TaskVector
+    from tvlens.injection import save_report
+    from tvlens.injection.evaluate import VectorReport
+    from tvlens.plotting import plot_layer_sweep
+
+    path = save_report(every_method, tmp_path)
+    back = VectorReport.load(path)
+    assert back.to_dict() == every_method.to_dict()
+    for name, by_task in every_method.vectors.items():
+        for task, tv in by_task.items():
+            saved = TaskVector.load(tmp_path / "vectors" / name / f"{task}.safetensors")
+            torch.testing.assert_close(saved.vectors, tv.vectors.float())
+            assert saved.info == json.loads(json.dumps(tv.info)), name
+    # the tables: the layer chosen on dev where there is one
+    from tvlens.experiments.pretrained import vector_markdown
+    from tvlens.injection.evaluate import summary_table
+
+    row = summary_table(back)[0]
+    sv = back.tasks["letters"].methods["state_vector"]
+    assert (
+        row["i2cl_layer"] == row["icv_layer"] == "all"
+        and row["state_vector_layer"] == sv.best_layer
+    )
+    rows = [{"suite": "s", "task": t, "n_test": 1, "zero_shot": 0.0, "icl": 0.0,
+             **{m: r.task_vector for m, r in res.methods.items()},
+             **{f"{m}_layer": r.best_layer for m, r in res.methods.items()}}
+            for t, res in back.tasks.items()]  # vector_table's rows  # fmt: skip
+    line = vector_markdown(rows, ["state_vector", "icv"], {"n_tasks": 2, "zero_shot": 0.0,
+                           "icl": 0.0, "state_vector": 0.0, "icv": 0.0})  # fmt: skip
+    assert f"{sv.task_vector:.2f} ({sv.best_layer}) |" in line and "(-1)" not in line
+    # the layer figure: a curve per layer-choosing method, a flat line for the others
+    fig = plot_layer_sweep(back)
+    lines = {tr.name: tr for tr in fig.data}
+    i2cl = lines[every_method.config["labels"]["i2cl"]]
+    assert len(set(i2cl.y)) == 1 and i2cl.line.dash == "dashdot"
+    assert len(lines[every_method.config["labels"]["state_vector"]].y) == 3
+
+
+def test_methods_that_write_nothing_score_zero_shot(model, suite):
+    """A known answer: ICV at α = 0 and I2CL with coefficients (context 0, keep 1) and no
+    calibration leave the model as it is, so they score exactly zero-shot."""
+    from tvlens.extraction.methods import I2CL, ICV
+
+    rep = evaluate_task_vectors(model, suite, methods=[ICV(alphas=(0.0,)),
+                                I2CL(epochs=0, init=(0.0, 1.0))], k=K, progress=False)  # fmt: skip
+    for t in rep.tasks.values():
+        assert t.methods["icv"].test_by_layer == [t.zero_shot]
+        assert t.methods["i2cl"].test_by_layer == [t.zero_shot]
+        assert t.methods["icv"].chosen == {"alpha": 0.0}
+
+
+def test_ltv_train_k_defaults_to_the_official_5_within_the_split(model):
+    from tvlens.extraction.ltv import PAPER
+    from tvlens.extraction.methods import LTV
+
+    words = ("a", "b", "c", "d", "e", "f", "g", "h", "x", "y")
+    big = Task.from_pairs("next", [(w, words[(i + 1) % 10]) for i, w in enumerate(words)])
+    small = Task.from_pairs("few", [("a", "b"), ("c", "d"), ("e", "f"), ("g", "h")])
+    for task, want in ((big, PAPER["train_k"]), (small, 3)):
+        ex = LTV(steps=1, batch_size=1).extract(model, task, k=2, n_extract=1, seed=0,
+                                                template=None)  # fmt: skip
+        assert ex.extras["result"].info["train_k"] == want == ex.vector.info["train_k"]

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tvlens.errors import ConfigError, PromptError
+from tvlens.extraction.methods import StateVector
 from tvlens.extraction.state_vector import (
-    StateVector,
     momentum_optimize,
     separator_positions,
     state_vector,
@@ -271,7 +271,9 @@ def test_states_do_not_depend_on_the_batch_size(tiny, chain_task):
 
 def test_method_object_and_bad_input(tiny, chain_task):
     method = StateVector(optimizer="inner")
-    res = method.extract(tiny.model, chain_task, k=3, n_extract=2, seed=0, template=None)
+    ex = method.extract(tiny.model, chain_task, k=3, n_extract=2, seed=0, template=None)
+    res = ex.extras["result"]
+    assert torch.equal(ex.vector.vectors, res.outputs) and ex.vector.method == "state_vector"
     assert res.optimizer == "inner" and res.states.shape[0] == 4
     assert res.intervention().layers == tuple(range(res.layer + 1))
     with pytest.raises(ConfigError, match="optimizer"):

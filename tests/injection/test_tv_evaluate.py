@@ -32,7 +32,8 @@ def result(trained, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(go.Figure, "write_image", _no_png)
         with pytest.warns(UserWarning, match="PNG not written"):
-            report = run_task_vectors(trained, out, methods="all", progress=False, k=K)
+            # the task and function vectors (all methods: tests/extraction/test_methods.py)
+            report = run_task_vectors(trained, out, methods=("hendel", "fv"), progress=False, k=K)
     return out, report, json.loads((out / "results.json").read_text())
 
 
@@ -170,7 +171,9 @@ def test_a_registered_extraction_method_runs_everywhere(trained, monkeypatch):
     monkeypatch.setattr(R, "EXTRACTION_METHODS", dict(R.EXTRACTION_METHODS))
     R.register_extraction_method(ZeroVector)
     assert "zero" in choices(VectorsConfig, "methods")
-    assert VectorsConfig(methods="all").methods == ("hendel", "fv", "zero")
+    assert VectorsConfig(methods="all").methods == (
+        "hendel", "fv", "icv", "i2cl", "state_vector", "ltv", "zero"
+    )  # fmt: skip
     suite = list(trained.training_suite())[:2]
     rep = evaluate_task_vectors(trained, suite, methods=("zero",), k=K, progress=False)
     for t in rep.tasks.values():

@@ -134,7 +134,8 @@ def test_configs_check_choices_and_bounds_once():
     with pytest.warns(DeprecationWarning, match="method= is renamed methods="):
         with pytest.warns(DeprecationWarning, match="'both' is renamed 'all'"):
             old = VectorsConfig().with_overrides(method="both")
-    assert old.methods == VectorsConfig(methods="all,fv").methods == ("hendel", "fv")
+    every = ("hendel", "fv", "icv", "i2cl", "state_vector", "ltv")  # "all": in registry order
+    assert old.methods == VectorsConfig(methods="all,fv").methods == every
     with pytest.raises(ConfigError, match="Unknown perturb_mode 'flip'"):
         EmergenceConfig(perturb_mode="flip")
     d = PatchConfig(component="resid", tasks=["latent_0"]).to_dict()

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from tvlens.errors import ConfigError
 from tvlens.extraction.config import VectorsConfig
-from tvlens.extraction.registry import ALL
+from tvlens.extraction.methods import FunctionVector, HendelTaskVector
 from tvlens.runs.config import Config, no_type_check, opt, redefault
 
 _K = "Demonstrations per prompt."
@@ -22,12 +22,15 @@ _TEMPLATE = "Prompt template (default: the model's)."
 class VectorTableConfig(VectorsConfig):
     """Zero-shot, ICL, task vector and function vector accuracy per task (Hendel et al.'s
     Table 1), with the layer curves (:func:`tvlens.experiments.vector_table`). The fields of
-    ``tvlens vectors``, with every registered method and 5 demonstrations by default, and any
-    prompt template the model knows."""
+    ``tvlens vectors``, with the task and function vectors (Table 1's two; ``methods="all"``
+    adds ICV, I2CL, state vectors and LTV, which calibrate or train per task) and 5
+    demonstrations by default, and any prompt template the model knows."""
 
     kind: ClassVar[str | None] = None  # vector_table writes its own JSON
     _kind: ClassVar[str] = "vector table"
-    methods: tuple[str, ...] = redefault(VectorsConfig, "methods", (ALL,))
+    methods: tuple[str, ...] = redefault(
+        VectorsConfig, "methods", (HendelTaskVector.name, FunctionVector.name)
+    )
     k: int = redefault(VectorsConfig, "k", 5, _K)
     template: str | None = redefault(VectorsConfig, "template", None)
 

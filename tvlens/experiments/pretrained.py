@@ -358,7 +358,11 @@ def vector_markdown(
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["suite"], r["task"], str(r["n_test"]), f"{r['zero_shot']:.2f}"]
-        cells += [f"{r['icl']:.2f}"] + [f"{r[m]:.2f} ({r[m + '_layer']})" for m in methods]
+        # the layer chosen on dev, for a method that chooses one (-1: it writes every layer)
+        cells += [f"{r['icl']:.2f}"] + [
+            f"{r[m]:.2f}" + (f" ({r[m + '_layer']})" if r[m + "_layer"] >= 0 else "")
+            for m in methods
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     mean = ["**mean**", f"{summary['n_tasks']} tasks", "", f"{summary['zero_shot']:.2f}",
             f"{summary['icl']:.2f}"] + [f"{summary[m]:.2f}" for m in methods]  # fmt: skip

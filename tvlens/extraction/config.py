@@ -82,8 +82,9 @@ class VectorsConfig(Config):
             low = (get_extraction_method(m) if isinstance(m, str) else m).min_k
             if self.k is not None and self.k < low:
                 raise ConfigError(
-                    f"k (--k) must be >= {low} for {method_name(m)} (a function vector's "
-                    f"corrupted prompts shuffle the demonstrations' labels), got {self.k}."
+                    f"k (--k) must be >= {low} for {method_name(m)} (the fewest demonstrations "
+                    f"it works with: its min_k), got {self.k}: raise k or leave {method_name(m)} "
+                    "out of methods."
                 )
 
     def method_objects(self) -> tuple[Any, ...]:

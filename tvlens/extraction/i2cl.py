@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -253,55 +253,3 @@ def implicit_icl(
               "batch_size": batch_size, "noise_scale": noise_scale, "init": list(init),
               "demonstrations": [[d.input, d.output] for d in demos]},
     )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class I2CL:
-    """Implicit in-context learning (Li et al., ICLR 2025) as an extraction method."""
-
-    epochs: int = field(default=100, metadata={"help": "calibration epochs (official: 100)"})
-    lr: float = field(default=0.01, metadata={"help": "AdamW learning rate (official: 0.01)"})
-    weight_decay: float = field(
-        default=1e-3, metadata={"help": "AdamW weight decay (official: 1e-3)"}
-    )
-    batch_size: int = field(
-        default=2, metadata={"help": "calibration examples per step (official: 2)"}
-    )
-    noise_scale: float = field(
-        default=0.001,
-        metadata={"help": "training noise, times each injected output's norm (official: "
-                  "0.001; 0 turns it off)"},
-    )  # fmt: skip
-    init: tuple[float, float] = field(
-        default=(0.1, 1.0),
-        metadata={"help": "initial (context, keep) coefficients (official: 0.1, 1.0)"},
-    )
-
-    name: ClassVar[str] = "i2cl"
-    label: ClassVar[str] = "implicit ICL (I2CL, every layer)"
-    title: ClassVar[str] = "implicit ICL"
-    description: ClassVar[str] = (
-        "Li et al. 2025: the demonstrations' mean attention and MLP outputs mixed into every "
-        "layer with coefficients calibrated on the demonstrations"
-    )
-    min_k: ClassVar[int] = 2
-
-    def extract(
-        self,
-        model: TVModel,
-        task: Task,
-        *,
-        k: int,
-        n_extract: int,
-        seed: int,
-        template: Any,
-        max_batch: int = 1024,
-        progress: bool = False,
-    ) -> I2CLResult:
-        """I2CL from ``k`` demonstrations of ``task`` (``n_extract`` is unused: the official
-        method calibrates on the demonstrations themselves)."""
-        return implicit_icl(model, task, k=k, seed=seed, template=template, epochs=self.epochs,
-                            lr=self.lr, weight_decay=self.weight_decay,
-                            batch_size=self.batch_size, noise_scale=self.noise_scale,
-                            init=self.init, progress=progress,
-                            max_batch=max(1, min(64, max_batch)))  # fmt: skip

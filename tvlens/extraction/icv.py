@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -219,49 +219,3 @@ def in_context_vector(
         info={"seed": seed, "rank": rank, "pair": pair,
               "demonstrations": [[d.input, d.output] for d in demos]},
     )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ICV:
-    """In-context vectors (Liu et al., ICML 2024) as an extraction method."""
-
-    alpha: float = field(
-        default=0.1,
-        metadata={"help": "strength λ of the shift (the official README's example: 0.1); "
-                  "tune it on dev queries"},
-    )  # fmt: skip
-    rank: int = field(
-        default=1, metadata={"help": "principal components summed into the ICV (official: 1)"}
-    )
-    pair: str = field(
-        default="separate",
-        metadata={"help": "'separate': H(output) - H(input), bare texts (official); 'joined': "
-                  "H(query prompt + answer) - H(query prompt)"},
-    )  # fmt: skip
-
-    name: ClassVar[str] = "icv"
-    label: ClassVar[str] = "in-context vector (ICV, every layer)"
-    title: ClassVar[str] = "in-context vector"
-    description: ClassVar[str] = (
-        "Liu et al. 2024: the first principal direction of the demonstrations' latent shifts "
-        "H(y) - H(x), added to every layer's MLP output with its norm kept"
-    )
-    min_k: ClassVar[int] = 2
-
-    def extract(
-        self,
-        model: TVModel,
-        task: Task,
-        *,
-        k: int,
-        n_extract: int,
-        seed: int,
-        template: Any,
-        max_batch: int = 1024,
-        progress: bool = False,
-    ) -> ICVResult:
-        """The ICV from ``k`` demonstrations of ``task`` (``n_extract`` is unused: ICV reads
-        one pair of passes per demonstration, no dummy queries)."""
-        return in_context_vector(model, task, k=k, seed=seed, template=template,
-                                 alpha=self.alpha, rank=self.rank, pair=self.pair,
-                                 batch_size=max(1, min(64, max_batch)))  # fmt: skip

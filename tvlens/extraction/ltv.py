@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
 
 import einops
 import torch
@@ -238,51 +237,7 @@ def ltv(
                      task.name, model.spec.name, info)  # fmt: skip
 
 
-@dataclass(frozen=True)
-class LTV:
-    """Learned task vectors (Saglam et al., ACL Findings 2025) as an extraction-method object."""
-
-    name: ClassVar[str] = "ltv"
-    label: ClassVar[str] = "learned task vector (add, every layer)"
-    title: ClassVar[str] = "learned task vector"
-    description: ClassVar[str] = (
-        "Saglam et al. 2025: weights over the heads' mean outputs learned by gradient "
-        "descent, added after every layer"
-    )
-    min_k: ClassVar[int] = 1
-
-    steps: int = field(default=100, metadata={
-        "help": "Adam steps (official: up to 100000; CPU default 100)"})  # fmt: skip
-    lr: float = field(default=0.1, metadata={
-        "help": "Adam learning rate (official: 5e-5 over 100000 steps)"})  # fmt: skip
-    batch_size: int = field(default=16, metadata={
-        "help": "training prompts per step (official: 32)"})  # fmt: skip
-    train_k: int = field(default=PAPER["train_k"], metadata={
-        "help": "demonstrations (labels shuffled) in training prompts (official: 5)"})  # fmt: skip
-    train_on: str = field(default="shuffled", metadata={
-        "help": "shuffled (official) or zero_shot training prompts"})  # fmt: skip
-    combine: str = field(default="heads", metadata={
-        "help": "heads (each head's output) or blocks (official language code)"})  # fmt: skip
-
-    def extract(
-        self,
-        model: TVModel,
-        task: Task,
-        *,
-        k: int,
-        n_extract: int,
-        seed: int,
-        template: Any,
-        max_batch: int = 1024,
-        progress: bool = False,
-    ) -> LTVResult:
-        return ltv(model, task, k, n_extract, seed, template, self.steps, self.lr,
-                   self.batch_size, self.train_k, self.train_on, self.combine,
-                   progress, max_batch)  # fmt: skip
-
-
 __all__ = [
-    "LTV",
     "LTVResult",
     "head_basis",
     "ltv",

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -240,3 +241,276 @@ class FunctionVector(ResidualWrite):
                                     template=template, max_batch=max_batch,
                                     answer_token="first", progress=progress)  # fmt: skip
         return Extracted(tv, {"heads": table})
+
+
+# ---------------------------------------------------------------------- the field's other methods
+# Each is written by its own module (icv.py, i2cl.py, state_vector.py, ltv.py: torch, oracle
+# tests); the classes sit here so that the registry and the CLI read them without torch. What
+# an extraction gives the report is a ``[n_layers, d_model]`` summary of what is written (a
+# TaskVector, saved with the report), and the full result under ``extras["result"]`` (what
+# the intervention is built from).
+
+
+def _result(method: ExtractionMethod, extracted: Extracted) -> Any:
+    """The method's own result (``extras["result"]``), or one clear line saying it is missing."""
+    if "result" not in extracted.extras:
+        raise ConfigError(
+            f"{method.name}: this extraction has no result (extras['result']); its "
+            "intervention is built from the result of its extract(): extract again."
+        )
+    return extracted.extras["result"]
+
+
+def _tuple(value: Any) -> Any:
+    """A sequence option as a tuple (options from JSON arrive as lists; a frozen method
+    object compares and hashes its options, and an object from a list equals one from the
+    tuple)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+@dataclass(frozen=True)
+class ICV(ExtractionMethod):
+    """Liu et al. 2024 ("In-context Vectors", ICML; :mod:`tvlens.extraction.icv`): the first
+    principal direction of the demonstrations' latent shifts ``H(y) - H(x)``, one vector per
+    layer; every layer's MLP output is turned toward it with strength α, its norm kept. α is
+    chosen on dev queries from ``alphas``."""
+
+    name: ClassVar[str] = "icv"
+    label: ClassVar[str] = "in-context vector (ICV, every layer)"
+    column: ClassVar[str] = "in-context vector (every layer)"
+    title: ClassVar[str] = "in-context vector"
+    description: ClassVar[str] = (
+        "Liu et al. 2024: the first principal direction of the demonstrations' latent shifts "
+        "H(y) - H(x), added to every layer's MLP output with its norm kept"
+    )
+    # the PCA runs over the demonstrations' shifts
+    min_k: ClassVar[int] = 2
+
+    alpha: float = option(
+        0.1, "Strength λ of the shift (the official README's example: 0.1), when it is not "
+        "tuned (alphas empty)."
+    )  # fmt: skip
+    rank: int = option(1, "Principal components summed into the ICV (official: 1).")
+    pair: str = option(
+        "separate", "'separate': H(output) - H(input), bare texts (official); 'joined': "
+        "H(query prompt + answer) - H(query prompt)."
+    )  # fmt: skip
+    # The same grid as tvlens.extraction.icv.ALPHAS (a test checks it): this module loads no torch.
+    alphas: Sequence[float] = option(
+        (0.01, 0.03, 0.1, 0.3, 1.0),
+        "Strengths α tried on dev queries, the best kept (empty: alpha alone).",
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
+        if self.pair not in ("separate", "joined"):
+            raise ConfigError(f"ICV's pair must be 'separate' or 'joined', got {self.pair!r}.")
+        if self.rank < 1:
+            raise ConfigError(f"ICV's rank must be >= 1, got {self.rank}.")
+
+    def extract(self, model, task, *, k, n_extract, seed, template, max_batch=1024,
+                progress=False):  # fmt: skip
+        """The ICV from ``k`` demonstrations of ``task`` (``n_extract`` is unused: ICV reads
+        one pair of passes per demonstration, no dummy queries)."""
+        # imported here: icv.py and vectors.py load torch (the CLI reads this module at start-up)
+        from tvlens.extraction.icv import in_context_vector
+        from tvlens.extraction.vectors import TaskVector  # torch too
+
+        res = in_context_vector(model, task, k=k, seed=seed, template=template,
+                                alpha=self.alpha, rank=self.rank, pair=self.pair,
+                                batch_size=max(1, min(64, max_batch)))  # fmt: skip
+        info = {**res.info, "alpha": res.alpha, "written": "mlp_module, icv"}
+        tv = TaskVector(res.vectors, res.layers, res.model_name, task.name, self.name, k,
+                        info=info)  # fmt: skip
+        return Extracted(tv, {"result": res})
+
+    def dev_grid(self, model: Any, extracted: Extracted) -> list[dict[str, Any]]:
+        return [{"alpha": a} for a in (self.alphas or (self.alpha,))]
+
+    def intervention(self, model: Any, extracted: Extracted, **choice: Any) -> Any:
+        return _result(self, extracted).intervention(**choice)
+
+
+@dataclass(frozen=True)
+class I2CL(ExtractionMethod):
+    """Li et al. 2025 ("Implicit In-context Learning", ICLR; :mod:`tvlens.extraction.i2cl`):
+    the demonstrations' mean attention and MLP outputs (context vectors), mixed into every
+    layer's module outputs as ``c_keep·h + c_ctx·v`` with coefficients calibrated on the
+    demonstrations. Nothing is tuned on dev queries. The saved vector is the attention
+    context vectors; the coefficients are in its ``info``."""
+
+    name: ClassVar[str] = "i2cl"
+    label: ClassVar[str] = "implicit ICL (I2CL, every layer)"
+    column: ClassVar[str] = "implicit ICL (every layer)"
+    title: ClassVar[str] = "implicit ICL"
+    description: ClassVar[str] = (
+        "Li et al. 2025: the demonstrations' mean attention and MLP outputs mixed into every "
+        "layer with coefficients calibrated on the demonstrations"
+    )
+    # calibration batches of batch_size (2) demonstrations
+    min_k: ClassVar[int] = 2
+
+    epochs: int = option(100, "Calibration epochs (official: 100).")
+    lr: float = option(0.01, "AdamW learning rate (official: 0.01).")
+    weight_decay: float = option(1e-3, "AdamW weight decay (official: 1e-3).")
+    batch_size: int = option(2, "Calibration examples per step (official: 2).")
+    noise_scale: float = option(
+        0.001, "Training noise, times each injected output's norm (official: 0.001; 0 turns "
+        "it off)."
+    )  # fmt: skip
+    init: Sequence[float] = option(
+        (0.1, 1.0), "Initial (context, keep) coefficients (official: 0.1, 1.0)."
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "init", _tuple(self.init))
+
+    def extract(self, model, task, *, k, n_extract, seed, template, max_batch=1024,
+                progress=False):  # fmt: skip
+        """I2CL from ``k`` demonstrations of ``task`` (``n_extract`` is unused: the official
+        method calibrates on the demonstrations themselves)."""
+        # imported here: i2cl.py and vectors.py load torch (the CLI reads this module at start-up)
+        from tvlens.extraction.i2cl import MODULES, implicit_icl
+        from tvlens.extraction.vectors import TaskVector  # torch too
+
+        res = implicit_icl(model, task, k=k, seed=seed, template=template, epochs=self.epochs,
+                           lr=self.lr, weight_decay=self.weight_decay,
+                           batch_size=self.batch_size, noise_scale=self.noise_scale,
+                           init=self.init, progress=progress,
+                           max_batch=max(1, min(64, max_batch)))  # fmt: skip
+        # The attention modules' context vectors; the MLP ones stay in the result.
+        tv = TaskVector(res.context[:, MODULES.index("attn")], res.layers, res.model_name,
+                        task.name, self.name, k, where="attn_module",
+                        info={**res.info, "coef": res.coef.tolist(), "modules": list(MODULES),
+                              "losses": list(res.losses),
+                              "written": "attn_module and mlp_module, mix"})  # fmt: skip
+        return Extracted(tv, {"result": res})
+
+    def dev_grid(self, model: Any, extracted: Extracted) -> list[dict[str, Any]]:
+        return [{}]  # calibrated on the demonstrations: nothing is tuned on dev
+
+    def intervention(self, model: Any, extracted: Extracted, **choice: Any) -> Any:
+        return _result(self, extracted).intervention(**choice)
+
+
+@dataclass(frozen=True)
+class StateVector(ExtractionMethod):
+    """Li et al. 2024 ("In-Context Learning State Vector with Inner and Momentum
+    Optimization", NeurIPS; :mod:`tvlens.extraction.state_vector`): attention-output states
+    at the separators, inner and momentum optimised, replacing the query's attention outputs
+    in layers ``0..L``; ``L`` is chosen on dev queries as the paper does (every layer tried),
+    unless ``layer`` is set. The saved vector is the attention output written at each layer."""
+
+    name: ClassVar[str] = "state_vector"
+    label: ClassVar[str] = "state vector (replace attn, layers 0..L)"
+    column: ClassVar[str] = "state vector (last layer L)"
+    title: ClassVar[str] = "state vector"
+    description: ClassVar[str] = (
+        "Li et al. 2024: attention-output states at the separators, inner and momentum "
+        "optimised, replacing the query's attention outputs in the first layers"
+    )
+    min_k: ClassVar[int] = 1
+
+    optimizer: str = option(
+        "momentum", "none (the query's state), inner (mean of the last states), momentum."
+    )
+    layer: int | None = option(
+        None, "Last layer written (layers 0..layer); default: chosen on dev queries (the "
+        "result alone: 0.4 * n_layers - 1)."
+    )  # fmt: skip
+    # The official defaults (the same as state_vector.INNER_WINDOW and MOMENTUM_WEIGHTS; a
+    # test checks it): this module loads no torch.
+    inner_window: int = option(7, "States averaged by the inner optimisation (official: 7).")
+    momentum_weights: Sequence[float] = option(
+        (1.0, 2.0, 4.0, 8.0, 16.0, 0.0),
+        "Weights of the last state differences (official: 1,2,4,8,16,0).",
+    )
+    momentum_lr: float = option(1.0, "Momentum step size (official: 1).")
+    groups: int = option(0, "Divide-and-conquer aggregation over this many groups of k (0: off).")
+    shuffles: int = option(5, "Orders of each group averaged in the aggregation (official: 5).")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "momentum_weights", _tuple(self.momentum_weights))
+
+    def extract(self, model, task, *, k, n_extract, seed, template, max_batch=1024,
+                progress=False):  # fmt: skip
+        """The state vector from ``n_extract`` ``k``-shot prompts of ``task`` with dummy
+        queries (or the aggregate of ``groups`` groups of ``k``)."""
+        # imported here: state_vector.py and vectors.py load torch (the CLI reads this module
+        # at start-up)
+        from tvlens.extraction.state_vector import state_vector
+        from tvlens.extraction.vectors import TaskVector  # torch too
+
+        res = state_vector(model, task, k, n_extract, seed, template, self.optimizer,
+                           self.layer, self.inner_window, self.momentum_weights,
+                           self.momentum_lr, self.groups, self.shuffles,
+                           max_batch)  # fmt: skip
+        layers = tuple(range(res.outputs.shape[0]))
+        tv = TaskVector(res.outputs, layers, res.model_name, task.name, self.name, n_extract,
+                        where="attn_module",
+                        info={**res.info, "optimizer": res.optimizer, "layer": res.layer,
+                              "written": "attn_module at the query, layers 0..L"})  # fmt: skip
+        return Extracted(tv, {"result": res})
+
+    def dev_grid(self, model: Any, extracted: Extracted) -> list[dict[str, Any]]:
+        if self.layer is not None:
+            return [{"layer": self.layer}]
+        return [{"layer": layer} for layer in range(model.n_layers)]
+
+    def intervention(self, model: Any, extracted: Extracted, **choice: Any) -> Any:
+        return _result(self, extracted).intervention(**choice)
+
+
+@dataclass(frozen=True)
+class LTV(ExtractionMethod):
+    """Saglam et al. 2025 ("Learning Task Representations from In-Context Learning", ACL
+    Findings; :mod:`tvlens.extraction.ltv`): weights over the heads' mean outputs learned by
+    gradient descent (model frozen), the vector of each layer added after it at the last
+    token. Nothing is tuned on dev queries."""
+
+    name: ClassVar[str] = "ltv"
+    label: ClassVar[str] = "learned task vector (add, every layer)"
+    column: ClassVar[str] = "learned task vector (every layer)"
+    title: ClassVar[str] = "learned task vector"
+    description: ClassVar[str] = (
+        "Saglam et al. 2025: weights over the heads' mean outputs learned by gradient "
+        "descent, added after every layer"
+    )
+    min_k: ClassVar[int] = 1
+
+    steps: int = option(100, "Adam steps (official: up to 100000; CPU default 100).")
+    lr: float = option(0.1, "Adam learning rate (official: 5e-5 over 100000 steps).")
+    batch_size: int = option(16, "Training prompts per step (official: 32).")
+    train_k: int | None = option(
+        None, "Demonstrations (labels shuffled) in training prompts; default: 5 (official), "
+        "at most the examples the task's train split holds besides the query."
+    )  # fmt: skip
+    train_on: str = option("shuffled", "shuffled (official) or zero_shot training prompts.")
+    combine: str = option("heads", "heads (each head's output) or blocks (official language code).")
+
+    def extract(self, model, task, *, k, n_extract, seed, template, max_batch=1024,
+                progress=False):  # fmt: skip
+        """The basis from ``n_extract`` clean ``k``-shot prompts of ``task``, then ``steps``
+        training steps on prompts of ``task``."""
+        # imported here: ltv.py and vectors.py load torch (the CLI reads this module at start-up)
+        from tvlens.extraction.ltv import ltv
+        from tvlens.extraction.vectors import TaskVector  # torch too
+
+        # the official 5 unless the train split is smaller (as the report's default k is)
+        train_k = min(5, len(task) - 1) if self.train_k is None else self.train_k
+        res = ltv(model, task, k, n_extract, seed, template, self.steps, self.lr,
+                  self.batch_size, train_k, self.train_on, self.combine,
+                  progress, max_batch)  # fmt: skip
+        vecs = res.vectors
+        tv = TaskVector(vecs, tuple(range(vecs.shape[0])), res.model_name, task.name,
+                        self.name, n_extract,
+                        info={**res.info, "best_step": res.best_step,
+                              "weights": res.weights.tolist(), "losses": list(res.losses),
+                              "written": "resid_post at the query, every layer, add"})  # fmt: skip
+        return Extracted(tv, {"result": res})
+
+    def dev_grid(self, model: Any, extracted: Extracted) -> list[dict[str, Any]]:
+        return [{}]  # learned on training prompts: nothing is tuned on dev
+
+    def intervention(self, model: Any, extracted: Extracted, **choice: Any) -> Any:
+        return _result(self, extracted).intervention(**choice)

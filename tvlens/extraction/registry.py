@@ -19,9 +19,13 @@ from typing import Any
 
 from tvlens.errors import ConfigError
 from tvlens.extraction.methods import (
+    I2CL,
+    ICV,
+    LTV,
     ExtractionMethod,
     FunctionVector,
     HendelTaskVector,
+    StateVector,
     method_name,
 )
 
@@ -137,6 +141,11 @@ def expand_methods(methods: Any) -> tuple[Any, ...]:
 DEFAULT_METHOD = HendelTaskVector.name
 register_extraction_method(HendelTaskVector)
 register_extraction_method(FunctionVector)
+# The field's other methods (Liu et al. 2024; Li et al. 2025; Li et al. 2024; Saglam et al. 2025).
+register_extraction_method(ICV)
+register_extraction_method(I2CL)
+register_extraction_method(StateVector)
+register_extraction_method(LTV)
 
 __all__ = [
     "ALL",

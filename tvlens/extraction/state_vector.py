@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -349,56 +349,7 @@ def state_vector(
                              task.name, model.spec.name, optimizer, info)  # fmt: skip
 
 
-# ---------------------------------------------------------------------------- method
-
-
-@dataclass(frozen=True)
-class StateVector:
-    """The state-vector method (Li et al., NeurIPS 2024) as an extraction-method object."""
-
-    name: ClassVar[str] = "state_vector"
-    label: ClassVar[str] = "state vector (replace attn, layers 0..L)"
-    title: ClassVar[str] = "state vector"
-    description: ClassVar[str] = (
-        "Li et al. 2024: attention-output states at the separators, inner and momentum "
-        "optimised, replacing the query's attention outputs in the first layers"
-    )
-    min_k: ClassVar[int] = 1
-
-    optimizer: str = field(default="momentum", metadata={
-        "help": "none (the query's state), inner (mean of the last states), momentum"})  # fmt: skip
-    layer: int | None = field(default=None, metadata={
-        "help": "last layer written (layers 0..layer); default 0.4 * n_layers - 1"})  # fmt: skip
-    inner_window: int = field(default=INNER_WINDOW, metadata={
-        "help": "states averaged by the inner optimisation (official: 7)"})  # fmt: skip
-    momentum_weights: tuple[float, ...] = field(default=MOMENTUM_WEIGHTS, metadata={
-        "help": "weights of the last state differences (official: 1,2,4,8,16,0)"})  # fmt: skip
-    momentum_lr: float = field(default=1.0, metadata={"help": "momentum step size (official: 1)"})
-    groups: int = field(default=0, metadata={
-        "help": "divide-and-conquer aggregation over this many groups of k (0: off)"})  # fmt: skip
-    shuffles: int = field(default=5, metadata={
-        "help": "orders of each group averaged in the aggregation (official: 5)"})  # fmt: skip
-
-    def extract(
-        self,
-        model: TVModel,
-        task: Task,
-        *,
-        k: int,
-        n_extract: int,
-        seed: int,
-        template: Any,
-        max_batch: int = 1024,
-        progress: bool = False,
-    ) -> StateVectorResult:
-        return state_vector(model, task, k, n_extract, seed, template, self.optimizer,
-                            self.layer, self.inner_window, self.momentum_weights,
-                            self.momentum_lr, self.groups, self.shuffles,
-                            max_batch)  # fmt: skip
-
-
 __all__ = [
-    "StateVector",
     "StateVectorResult",
     "aggregate_states",
     "inner_optimize",

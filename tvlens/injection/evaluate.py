@@ -317,7 +317,8 @@ def summary_table(report: VectorReport) -> list[dict[str, Any]]:
         row = {"task": name, "zero_shot": t.zero_shot, "icl": t.icl}
         for m, r in t.methods.items():
             row[f"{m}"] = r.task_vector
-            row[f"{m}_layer"] = r.best_layer
+            # the layer chosen on dev; "all" for a method that writes every layer (ICV, I2CL, LTV)
+            row[f"{m}_layer"] = r.best_layer if r.best_layer >= 0 else "all"
         rows.append(row)
     mean = {"task": "mean"}
     for key in rows[0]:

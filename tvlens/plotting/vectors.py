@@ -17,22 +17,34 @@ def plot_layer_sweep(results: Any, title: str = "Task-vector accuracy by layer")
     data = as_dict(results)
     tasks = data["tasks"]
     methods = list(next(iter(tasks.values()))["methods"])
-    n_layers = len(next(iter(tasks.values()))["methods"][methods[0]]["test_by_layer"])
+    first = next(iter(tasks.values()))["methods"]
+    # A method whose dev grid is the layer (one accuracy per layer) is a curve; one that
+    # writes every layer at once (ICV, I2CL, LTV: its grid is a strength, or nothing) is a
+    # flat line at its test accuracy at the choice made on dev.
+    by_layer = [m for m in methods if first[m]["best_layer"] >= 0 and not first[m].get("chosen")]
+    n_layers = int(data.get("model", {}).get("n_layers") or 0) or (
+        len(first[by_layer[0]]["test_by_layer"]) if by_layer else 1
+    )
     layers = list(range(n_layers))
     fig = go.Figure()
     names = data.get("config", {}).get("labels", {})  # the extraction registry's labels
     for i, m in enumerate(methods):
-        curve = [
-            sum(t["methods"][m]["test_by_layer"][j] for t in tasks.values()) / len(tasks)
-            for j in layers
-        ]
+        if m in by_layer:
+            curve = [
+                sum(t["methods"][m]["test_by_layer"][j] for t in tasks.values()) / len(tasks)
+                for j in range(len(first[m]["test_by_layer"]))
+            ]
+            x, mode, dash = list(range(len(curve))), "lines+markers", None
+        else:
+            val = sum(t["methods"][m]["task_vector"] for t in tasks.values()) / len(tasks)
+            x, curve, mode, dash = layers, [val] * n_layers, "lines", "dashdot"
         fig.add_trace(
             go.Scatter(
-                x=layers,
+                x=x,
                 y=curve,
                 name=names.get(m, m),
-                mode="lines+markers",
-                line={"width": 3, "color": PALETTE[i]},
+                mode=mode,
+                line={"width": 3, "color": PALETTE[i % len(PALETTE)], "dash": dash},
             )
         )
     for key, label, dash in (("icl", "ICL", "dash"), ("zero_shot", "zero-shot", "dot")):
