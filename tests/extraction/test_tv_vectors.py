@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from tvlens import __version__
 from tvlens.errors import LayerError, TVLensError
 from tvlens.extraction import TaskVector, VectorMismatchError, hendel_task_vector
+from tvlens.runs.portable import portable
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,9 @@ def test_save_writes_tensor_header_and_sidecar(tiny, tmp_path):
     assert path == tmp_path / "vecs" / "letters.safetensors" and path.is_file()
     sidecar = json.loads(path.with_suffix(".json").read_text())
     # the sidecar carries tvlens's signature (its version) so it is never taken for a user's
-    assert sidecar == {**tv.metadata(), "layers": [2, 0], "d_model": 32, "tvlens": __version__}
+    # paths written portable (the model's folder here is a temporary one)
+    expected = {**tv.metadata(), "layers": [2, 0], "d_model": 32, "tvlens": __version__}
+    assert sidecar == portable(expected)
     assert sidecar["info"] == {"heads": [[0, 1], [2, 3]], "k": 4, "nested": {"a": [1.5, None]}}
     with safe_open(str(path), framework="pt") as f:
         assert {**json.loads(f.metadata()["tvlens"]), "tvlens": __version__} == sidecar

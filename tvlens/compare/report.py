@@ -32,6 +32,7 @@ from tvlens.plotting.atv import (
 )
 from tvlens.runs import COMPARISON_FILE
 from tvlens.runs.checkpoints import write_json_atomically
+from tvlens.runs.portable import local
 
 GROUPS = ("in_domain", "unseen")
 # Two accuracies within this margin count as equal (the equal-rank claim).
@@ -45,7 +46,7 @@ def load_cells(out: Path, cfg: CompareConfig) -> tuple[dict[str, list[dict]], li
     for cell in _cells(cfg):
         p = cell_path(out, cell)
         if p.is_file():
-            c = json.loads(p.read_text())
+            c = local(json.loads(p.read_text()))  # cells are written portable
             if cell.is_sweep:
                 sweeps.append(c)
             else:

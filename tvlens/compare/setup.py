@@ -26,6 +26,7 @@ from tvlens.compare.data import (  # noqa: F401  (part of the compare's public n
 from tvlens.compare.registry import get_method_spec, variant_label
 from tvlens.models.loading import TVModel
 from tvlens.runs import CELLS_DIR
+from tvlens.runs.portable import local
 
 # ---------------------------------------------------------------------------- cells
 
@@ -119,7 +120,7 @@ def selection(cfg: CompareConfig, out: Path, method: str) -> dict[str, Any] | No
         path = cell_path(out, Cell(base, variant_label(v), 0))
         if not path.is_file():
             return None
-        cells.append((v, json.loads(path.read_text())))
+        cells.append((v, local(json.loads(path.read_text()))))  # written portable
     dev = {variant_label(v): c.get("info", {}).get("best_dev_acc", -1.0) for v, c in cells}
     best = max(range(len(cells)), key=lambda i: (dev[variant_label(cells[i][0])], -i))
     v, c = cells[best]

@@ -58,6 +58,7 @@ from tvlens.runs import (
     tidy_on_error,
     write_json,
 )
+from tvlens.runs.portable import local
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import sample_prompts, tokenize_prompts
 from tvlens.tasks.registry import get_suite
@@ -584,11 +585,12 @@ def head_comparison(
 
 
 def load_results(path: str | Path) -> dict:
-    """A JSON file this module wrote."""
+    """A JSON file this module wrote, its paths made this machine's again (they are written
+    portable: :func:`tvlens.runs.portable.local`)."""
     path = Path(path)
     if not path.is_file():
         raise TVLensError(f"No results at {str(path)!r}.")
-    return json.loads(path.read_text())
+    return local(json.loads(path.read_text()))
 
 
 @tidy_on_error

@@ -15,7 +15,7 @@ from torch import Tensor
 import tvlens
 from tvlens.errors import LayerError, TVLensError
 from tvlens.runs import claim_file
-from tvlens.runs.portable import portable
+from tvlens.runs.portable import local, portable
 
 
 class VectorMismatchError(TVLensError, ValueError):
@@ -102,7 +102,7 @@ class TaskVector:
         save_file(
             {"vectors": self.vectors.detach().float().cpu().contiguous()},
             str(path),
-            metadata={"tvlens": json.dumps(meta)},
+            metadata={"tvlens": json.dumps(portable(meta))},  # no machine paths
         )
         signed = {**meta, "tvlens": tvlens.__version__}  # tvlens's signature (tvlens.runs)
         path.with_suffix(".json").write_text(json.dumps(portable(signed), indent=2) + "\n")
@@ -130,7 +130,7 @@ class TaskVector:
             raise TVLensError(f"No vector file {str(path)!r}.")
         try:
             with safe_open(str(path), framework="pt") as f:
-                meta = json.loads((f.metadata() or {}).get("tvlens", "{}"))
+                meta = local(json.loads((f.metadata() or {}).get("tvlens", "{}")))
             vec = load_file(str(path)).get("vectors")
         except Exception as e:  # safetensors raises its own error type for a damaged file
             raise TVLensError(
