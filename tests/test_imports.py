@@ -166,9 +166,10 @@ def test_checker_finds_a_cycle_through_a_package_init(tmp_path):
 
 
 # The stages in their import order: each package (or module at tvlens/'s top level) imports only
-# those before it. The top-level modules every stage shares come first, the demo (an application
-# over every stage) last before the CLI; runs (run folders, checkpoints on disk, JSON) serves all
-# the packages. ARCHITECTURE.md draws this line (test_architecture_draws_the_stage_line).
+# those before it. The top-level modules every stage shares come first, the demo package (an
+# application over every stage) last before the CLI; runs (run folders, checkpoints on disk,
+# JSON) serves all the packages. ARCHITECTURE.md draws this line
+# (test_architecture_draws_the_stage_line).
 STAGES = ["errors", "runtime", "names", "runs", "results", "frames", "tasks", "plotting", "models",
           "training", "evaluation", "patching", "extraction", "injection", "probing", "atv",
           "compare", "experiments", "demo", "cli"]  # fmt: skip
