@@ -15,13 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "tvlens"
 
 # Cycles that are known and owned elsewhere; remove an entry when its cycle is gone.
-KNOWN_CYCLES: list[set[str]] = [
-    # The comparison's registry names its methods' classes as "module:Class" strings, and those
-    # modules import the registry back (their settings and claims): the comparison's methods
-    # are to become objects that own their options as the extraction methods are.
-    {"tvlens.compare.baselines", "tvlens.compare.config", "tvlens.compare.registry",
-     "tvlens.compare.retrieval", "tvlens.compare.setup", "tvlens.compare.tuned"},
-]  # fmt: skip
+KNOWN_CYCLES: list[set[str]] = []
 
 
 def module_names(root: Path) -> dict[str, Path]:
