@@ -217,3 +217,20 @@ def test_results_saved_under_moved_or_renamed_types_still_load(tmp_path):
                       "dev_by_layer": [0.1], "test_by_layer": [0.5]}}  # fmt: skip
     got = decode(json.loads(json.dumps(old)))
     assert isinstance(got, VectorMethodResult) and got.best_layer == 1 and got.chosen == {}
+
+
+def test_a_demo_result_saved_before_the_demo_became_a_package_loads():
+    """demo.py became the package tvlens/demo/ (issue 30): a DemoResult saved under the old
+    module path (``tvlens.demo:DemoResult``) loads as the one in tvlens.demo.report."""
+    import json
+    from pathlib import Path
+
+    from tvlens.demo.report import DemoResult
+    from tvlens.results import decode, encode
+
+    res = DemoResult(Path("run"), Path("fig"), summary={"preset": "tiny"})
+    saved = encode(res)
+    assert saved["__dataclass__"] == "tvlens.demo.report:DemoResult"
+    saved["__dataclass__"] = "tvlens.demo:DemoResult"  # as written before the move
+    got = decode(json.loads(json.dumps(saved)))
+    assert type(got) is DemoResult and got.run_dir == Path("run") and got.summary == res.summary

@@ -60,6 +60,7 @@ def encode(x: Any) -> Any:
 # Modules that moved: results saved before still load (issue 30: the comparison left atv/).
 MOVED_MODULES = {
     "tvlens.icl_accuracy": "tvlens.evaluation.icl",
+    "tvlens.demo": "tvlens.demo.report",  # demo.py became the demo package (its DemoResult)
     **{f"tvlens.atv.{old}": f"tvlens.compare.{new}" for old, new in (
         ("compare", "run"), ("compare_config", "config"), ("compare_data", "data"),
         ("compare_setup", "setup"), ("workers", "workers"), ("report", "report"),

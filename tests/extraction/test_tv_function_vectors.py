@@ -145,3 +145,17 @@ def test_head_table_ranking_property(sharp, prompts):
         assert len(top) == k
         rest = [float(aie[x]) for x in ((a, b) for a, b, _ in ranked) if x not in top]
         assert min(float(aie[x]) for x in top) >= max(rest)
+
+
+def test_function_vector_and_its_method_read_one_default():
+    """function_vector()'s k and top_k_heads defaults come from tvlens.extraction.defaults,
+    and FunctionVector's option default is the same (until methods.py reads FV_TOP_K_HEADS
+    itself, this test keeps the two from drifting apart)."""
+    import inspect
+
+    from tvlens.extraction.defaults import FV_K, FV_TOP_K_HEADS
+    from tvlens.extraction.methods import FunctionVector
+
+    params = inspect.signature(function_vector).parameters
+    assert params["k"].default == FV_K == 10  # Todd et al. 2024's 10-shot prompts
+    assert params["top_k_heads"].default == FV_TOP_K_HEADS == FunctionVector.top_k_heads == 10

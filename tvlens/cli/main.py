@@ -45,13 +45,13 @@ SYNTHETIC, REGRESSION = (PRESETS, DEFAULT_PRESET), (None, DEFAULT_REGRESSION_PRE
 ATV_RUN, COMPARISONS = (ATV_PRESETS, ATV_DEFAULT), (COMPARE_PRESETS, COMPARE_DEFAULT)
 
 # fmt: off
-add_command(app, "demo", "tvlens.demo:run_demo", presets=SYNTHETIC, inputs="device",
+add_command(app, "demo", "tvlens.demo.run:run_demo", presets=SYNTHETIC, inputs="device",
             own={"figures_dir": Input(Path, "Where figures and the report go.", Path("runs/demo")),
                  "run_dir": Input(Path, "Training run to reuse or create.", Path("runs/default")),
                  "retrain": Input(bool, "Delete the run and train again.", False)},
             help="Train (or reuse) the default synthetic ICL model and write the demo figures "
             "(to runs/demo; `tvlens regenerate` rewrites the committed figures/).")
-add_command(app, "regenerate", "tvlens.demo:regenerate_figures", inputs="device",
+add_command(app, "regenerate", "tvlens.demo.run:regenerate_figures", inputs="device",
             help="Rewrite the demo's committed figures/ (figures, demo.json, its README part) "
             "from today's code, training runs/default if missing. Run from the repository root.")
 add_command(app, "train-synthetic", "tvlens.training:train_synthetic", TrainConfig,

@@ -84,7 +84,7 @@ THREADS = Input(str | None, "CPU threads for torch: a number, or 'torch' for tor
 # What each command's output inputs hold (input: run kind), by the function the command runs:
 # checked before the command's module (torch, TransformerLens) is imported (tvlens.runs).
 WRITES: dict[str, dict[str, str]] = {
-    "tvlens.demo:run_demo": {"figures_dir": R.DEMO, "run_dir": R.TRAIN_SYNTHETIC},
+    "tvlens.demo.run:run_demo": {"figures_dir": R.DEMO, "run_dir": R.TRAIN_SYNTHETIC},
     "tvlens.training:train_synthetic": {"out": R.TRAIN_SYNTHETIC},
     "tvlens.training.regression:train_regression": {"out": R.TRAIN_REGRESSION},
     "tvlens.evaluation.icl:run_eval": {"out": R.EVAL},

@@ -6,7 +6,8 @@ Modules: ``methods`` (the one method base class, :class:`SteeringMethod`, its ze
 and ATV methods, the one :class:`MethodResult` and the small comparison loop), ``registry``
 (the comparison's methods by name: what each sees, whether it is trained, its sweep),
 ``config`` (``CompareConfig`` and presets), ``data`` (tasks, splits, instructions),
-``setup`` (the context and cells), ``run`` (``run_compare``: one cell, fit and score),
+``setup`` (the cells), ``context`` (what a cell reads; the methods import it, not the
+configuration), ``run`` (``run_compare``: one cell, fit and score),
 ``workers`` (processes sharing the cells), ``report`` (statistics, verdicts, tables),
 ``baselines`` (the untrained methods), ``tuned`` (the trained ones), ``fitting`` (what the
 trained ones share), ``retrieval`` (ELICIT-style), ``distill`` (the equal-rank distillation

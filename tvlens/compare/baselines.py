@@ -25,9 +25,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tvlens.atv.data import ATVSplits
+from tvlens.compare.context import CompareContext
 from tvlens.compare.fitting import by_task
 from tvlens.compare.methods import SteeringMethod
-from tvlens.compare.setup import CompareContext
 from tvlens.evaluation.icl import answer_correctness
 from tvlens.extraction.function_vectors import head_aie, mean_head_outputs, sum_head_outputs
 from tvlens.extraction.methods import FunctionVector, HendelTaskVector

@@ -4,7 +4,7 @@ the context every (method, seed) cell reads (:mod:`tvlens.compare.run` runs the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from tvlens.compare.config import (  # noqa: F401  (part of the compare's public
     CompareConfig,
     get_compare_preset,
 )
+from tvlens.compare.context import CompareContext
 from tvlens.compare.data import (  # noqa: F401  (part of the compare's public names)
     FV_ALIAS,
     CompareData,
@@ -29,20 +30,6 @@ from tvlens.runs import CELLS_DIR
 from tvlens.runs.portable import local
 
 # ---------------------------------------------------------------------------- cells
-
-
-@dataclass
-class CompareContext:
-    """What every cell reads: the configuration, the frozen target, the data, where to write."""
-
-    cfg: CompareConfig
-    target: TVModel
-    data: CompareData
-    out: Path
-    device: str
-    template: str
-    progress: bool = True
-    cache: dict = field(default_factory=dict)  # shared between cells (e.g. FV head ranking)
 
 
 SELECTED = "selected"  # a reported cell: the method's dev-selected variant

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from tvlens.atv.data import ATVSplits
 from tvlens.atv.model import ATV, WEIGHTS_FILE
+from tvlens.compare.context import CompareContext
 from tvlens.compare.fitting import (
     answer_ce,
     engine_fit,
@@ -29,7 +30,6 @@ from tvlens.compare.fitting import (
     trainable_state,
 )
 from tvlens.compare.methods import ATVMethod, SteeringMethod
-from tvlens.compare.setup import CompareContext
 from tvlens.errors import TVLensError
 from tvlens.evaluation.icl import evaluate_prompts
 from tvlens.extraction.residual import residual_at_query

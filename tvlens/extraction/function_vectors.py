@@ -20,6 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tvlens.errors import ConfigError
+from tvlens.extraction.defaults import FV_K, FV_TOP_K_HEADS
 from tvlens.extraction.residual import activations_at_positions
 from tvlens.extraction.vectors import TaskVector
 from tvlens.frames import tidy
@@ -129,9 +130,9 @@ def sum_head_outputs(
 def function_vector(
     model: TVModel,
     task: Task,
-    k: int = 10,
+    k: int = FV_K,
     n_prompts: int = 32,
-    top_k_heads: int = 10,
+    top_k_heads: int = FV_TOP_K_HEADS,
     seed: int = 0,
     template: str | PromptTemplate | None = None,
     max_batch: int = MAX_BATCH,
@@ -153,7 +154,7 @@ def function_vector(
     if answer_token not in ("only", "first"):
         raise ConfigError(f"answer_token must be 'only' or 'first', got {answer_token!r}.")
 
-    top_k = renamed("top_k", top_k, "top_k_heads", top_k_heads, default=10)
+    top_k = renamed("top_k", top_k, "top_k_heads", top_k_heads, default=FV_TOP_K_HEADS)
     if top_k < 1:
         raise ConfigError(
             f"top_k_heads must be >= 1 (the number of heads summed into the function vector), got "
