@@ -251,3 +251,39 @@ def test_multi_token_answers(trained):
         assert t.icl_exact <= t.icl and t.zero_shot_exact <= t.zero_shot
         r = t.methods["hendel"]
         assert r.exact_match <= r.task_vector + 1e-9
+
+
+def test_vector_table_carries_the_harness(make_tiny, letters_tokenizer, letters_task, tmp_path):
+    """vector_table's rows hold exact match, share of ICL and KL per task and method; its
+    summary the pooled intervals over suites (tasks named suite/task) and the cost; its
+    table.md the harness table; combining two halves pools their queries again."""
+    from tvlens.experiments import vector_table
+    from tvlens.experiments.pretrained import combine_vector_tables
+    from tvlens.tasks import TaskSuite
+
+    model = make_tiny("llama", "llama", letters_tokenizer).model
+    back = Task.from_pairs("back", list(zip(letters_task.outputs, letters_task.inputs,
+                                            strict=True)))  # fmt: skip
+    suites = {"a": TaskSuite("a", (letters_task,)), "b": TaskSuite("b", (back,))}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TVLENS_NO_PNG", "1")
+        res = vector_table(model, suites, tmp_path / "t", k=2, n_extract=4, progress=False)
+        for label in suites:
+            vector_table(model, {label: suites[label]}, tmp_path / label, k=2, n_extract=4,
+                         progress=False)  # fmt: skip
+        both = combine_vector_tables([tmp_path / "a", tmp_path / "b"], tmp_path / "ab")
+    s = res["summary"]
+    for r in res["rows"]:
+        rep = VectorReport.load(tmp_path / "t" / r["suite"] / "results.json")
+        t = rep.tasks[r["task"]]
+        assert r["icl_exact"] == t.icl_exact and r["zero_shot_kl"] == t.zero_shot_kl
+        for m in ("hendel", "fv"):
+            assert r[f"{m}_exact"] == t.methods[m].exact_match
+            assert r[f"{m}_kl"] == t.methods[m].kl_to_icl
+    iv = s["intervals"]
+    assert set(iv) == {"zero_shot", "icl", "hendel", "fv"}
+    assert iv["hendel"]["exact"]["n_tasks"] == 2
+    assert iv["hendel"]["exact"]["estimate"] == pytest.approx(s["hendel_exact"])
+    assert s["cost"]["fv"]["extract_forwards"] >= 1
+    assert "exact match [95% CI]" in (tmp_path / "t" / "table.md").read_text()
+    assert both["summary"]["intervals"] == iv  # the same queries, pooled the same way

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -286,22 +286,7 @@ def evaluate_task_vectors(
         tokenize_prompts(every, model).require_answer_token(answer_token)
     report = VectorReport(
         model=model.spec.to_dict(),
-        config={
-            "methods": [m.name for m in methods],
-            # how each method is shown in tables and figures (the method's own labels)
-            "labels": {m.name: m.label for m in methods},
-            "columns": {m.name: m.column for m in methods},
-            "options": {m.name: m.options() for m in methods},
-            "k": k,
-            "n_extract": config.n_extract,
-            "top_k_heads": config.top_k_heads,
-            "fv_scale": config.fv_scale,
-            "split": list(split),
-            "seed": seed,
-            "template": tmpl if isinstance(tmpl, str) else tmpl.name,
-            "prompt_bos": model.prompt_bos,
-            "answer_token": answer_token,
-        },
+        config=_report_config(model, methods, config, k, tmpl),
         tasks={},
         vectors={m.name: {} for m in methods},
     )
@@ -319,27 +304,15 @@ def evaluate_task_vectors(
         icl = float(evaluate_prompts(model, icl_test)[0].mean())
         res = TaskResult(task.name, zero, icl, len(test), k_task)
         mb = config.max_batch
-        zs_batch, icl_batch = tokenize_prompts(zs_test, model), tokenize_prompts(icl_test, model)
-        icl_scores = greedy_exact_match(model, icl_batch, batch_size=mb)
-        zs_scores = greedy_exact_match(model, zs_batch, batch_size=mb)
-        res.icl_exact, res.zero_shot_exact = _mean(icl_scores.exact), _mean(zs_scores.exact)
-        zs_kl = kl_to_reference(icl_scores.logits, zs_scores.logits)
-        res.zero_shot_kl = float(zs_kl.mean())
-        res.icl_latency_s = _seconds_per_query(model, icl_batch, None, mb)
-        res.zero_shot_latency_s = _seconds_per_query(model, zs_batch, None, mb)
-        report.queries += _records(icl_scores, ICL, torch.zeros(len(test)))
-        report.queries += _records(zs_scores, ZERO_SHOT, zs_kl)
+        zs_batch, icl_scores = _score_references(model, res, zs_test, icl_test, mb, report)
         for method in methods:
-            t0 = time.perf_counter()
-            with count_forwards(model) as calls:
-                ex = method.extract(model, train, k=k_task, n_extract=config.n_extract,
-                                    seed=s + 3, template=tmpl, max_batch=mb,
-                                    progress=progress)  # fmt: skip
-            extract_s = time.perf_counter() - t0
+            ex, cost = _extract_counted(model, method, train, k=k_task, n_extract=config.n_extract,
+                                        seed=s + 3, template=tmpl, max_batch=mb,
+                                        progress=progress)  # fmt: skip
             if "heads" in ex.extras:
                 report.heads[task.name] = ex.extras["heads"]
             r, choice = _score_and_choose(model, method, ex, zs_dev, zs_test, icl, mb, answer_token)
-            r.extract_forwards, r.extract_prompts, r.extract_s = calls[0], calls[1], extract_s
+            r.extract_forwards, r.extract_prompts, r.extract_s = cost
             scores = _score_whole_answers(model, method.intervention(model, ex, **choice),
                                           zs_batch, icl_scores, res.icl_exact, r, mb)  # fmt: skip
             report.queries += scores
@@ -350,8 +323,66 @@ def evaluate_task_vectors(
     return report
 
 
+def _report_config(
+    model: TVModel, methods: Sequence[ExtractionMethod], config: VectorsConfig, k: int, tmpl: Any
+) -> dict[str, Any]:
+    """The report's ``config``: the methods with their labels and options, and the run's
+    settings."""
+    split, seed, answer_token = config.split, config.seed, config.answer_token
+    return {
+        "methods": [m.name for m in methods],
+        # how each method is shown in tables and figures (the method's own labels)
+        "labels": {m.name: m.label for m in methods},
+        "columns": {m.name: m.column for m in methods},
+        "options": {m.name: m.options() for m in methods},
+        "k": k,
+        "n_extract": config.n_extract,
+        "top_k_heads": config.top_k_heads,
+        "fv_scale": config.fv_scale,
+        "split": list(split),
+        "seed": seed,
+        "template": tmpl if isinstance(tmpl, str) else tmpl.name,
+        "prompt_bos": model.prompt_bos,
+        "answer_token": answer_token,
+    }
+
+
 def _mean(x: Any) -> float:
     return float(np.mean(np.asarray(x, dtype=float)))
+
+
+def _score_references(
+    model: TVModel,
+    res: TaskResult,
+    zs_test: list[ICLPrompt],
+    icl_test: list[ICLPrompt],
+    max_batch: int,
+    report: VectorReport,
+) -> tuple[PromptBatch, AnswerScores]:
+    """The zero-shot and ICL rows' exact match, KL and latency into ``res``, their per-query
+    records into ``report``; the zero-shot batch and ICL's scores (every method's reference)."""
+    zs_batch, icl_batch = tokenize_prompts(zs_test, model), tokenize_prompts(icl_test, model)
+    icl_scores = greedy_exact_match(model, icl_batch, batch_size=max_batch)
+    zs_scores = greedy_exact_match(model, zs_batch, batch_size=max_batch)
+    res.icl_exact, res.zero_shot_exact = _mean(icl_scores.exact), _mean(zs_scores.exact)
+    zs_kl = kl_to_reference(icl_scores.logits, zs_scores.logits)
+    res.zero_shot_kl = float(zs_kl.mean())
+    res.icl_latency_s = _seconds_per_query(model, icl_batch, None, max_batch)
+    res.zero_shot_latency_s = _seconds_per_query(model, zs_batch, None, max_batch)
+    report.queries += _records(icl_scores, ICL, torch.zeros(len(icl_test)))
+    report.queries += _records(zs_scores, ZERO_SHOT, zs_kl)
+    return zs_batch, icl_scores
+
+
+def _extract_counted(
+    model: TVModel, method: ExtractionMethod, train: Task, **kwargs: Any
+) -> tuple[Extracted, tuple[int, int, float]]:
+    """``method.extract(model, train, **kwargs)`` and its cost: (forward calls, prompts
+    through them, seconds)."""
+    t0 = time.perf_counter()
+    with count_forwards(model) as calls:
+        ex = method.extract(model, train, **kwargs)
+    return ex, (calls[0], calls[1], time.perf_counter() - t0)
 
 
 @contextmanager
