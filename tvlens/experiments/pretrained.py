@@ -387,12 +387,16 @@ def combine_vector_tables(parts: Sequence[str | Path], out: str | Path) -> Vecto
         "rows": rows,
         "summary": summarize_vectors(rows, methods),
     }
-    records = []
-    for p, part in zip(parts, loaded, strict=True):
+    records: list[dict] = []
+    for i, (p, part) in enumerate(zip(parts, loaded, strict=True)):
+        seen = {r["task"] for r in records}
         for label in part["suites"]:
             saved = Path(p) / label / "results.json"
             if saved.is_file():
-                records += suite_records(json.loads(saved.read_text()).get("queries", []), label)
+                new = suite_records(json.loads(saved.read_text()).get("queries", []), label)
+                # a task scored by two parts is two tasks of the pooled bootstrap
+                records += [{**r, "task": f"{r['task']} ({i})"} if r["task"] in seen else r
+                            for r in new]  # fmt: skip
     every_suite = [v for part in loaded for v in part["suites"].values()]
     _harness_summary(result["summary"], records, every_suite, methods, first["config"]["seed"])
     out = Path(out)
