@@ -16,12 +16,24 @@ def plot_layer_sweep(results: Any, title: str = "Task-vector accuracy by layer")
     ``tvlens vectors``, or the :class:`VectorReport` itself)."""
     data = as_dict(results)
     tasks = data["tasks"]
-    methods = list(next(iter(tasks.values()))["methods"])
+    every = list(next(iter(tasks.values()))["methods"])
+    # Methods whose dev grid is the layers alone (one point per layer); a method that tunes
+    # something else (a strength, coefficients) has no curve by layer here.
+    methods = [
+        m for m in every if not any(t["methods"][m].get("chosen") for t in tasks.values())
+    ] or every[:1]
     n_layers = len(next(iter(tasks.values()))["methods"][methods[0]]["test_by_layer"])
+    methods = [
+        m
+        for m in methods
+        if all(len(t["methods"][m]["test_by_layer"]) == n_layers for t in tasks.values())
+    ]
     layers = list(range(n_layers))
     fig = go.Figure()
     names = data.get("config", {}).get("labels", {})  # the extraction registry's labels
-    for i, m in enumerate(methods):
+    for i, m in enumerate(every):
+        if m not in methods:
+            continue
         curve = [
             sum(t["methods"][m]["test_by_layer"][j] for t in tasks.values()) / len(tasks)
             for j in layers
@@ -32,7 +44,7 @@ def plot_layer_sweep(results: Any, title: str = "Task-vector accuracy by layer")
                 y=curve,
                 name=names.get(m, m),
                 mode="lines+markers",
-                line={"width": 3, "color": PALETTE[i]},
+                line={"width": 3, "color": PALETTE[i % len(PALETTE)]},
             )
         )
     for key, label, dash in (("icl", "ICL", "dash"), ("zero_shot", "zero-shot", "dot")):
