@@ -230,6 +230,7 @@ def test_figures_and_table_written(harness):
     labels = report.config["labels"]
     assert labels["hendel"] in names and labels["fv"] in names
     assert labels["everywhere"] not in names
+    assert (out / HARNESS_FILE).read_text() in str(report)  # what `tvlens vectors` prints
     table = (out / HARNESS_FILE).read_text().splitlines()
     assert len(table) == 2 + len(ROWS) and [r["row"] for r in harness_rows(report)] == list(ROWS)
 

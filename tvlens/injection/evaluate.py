@@ -126,8 +126,10 @@ class VectorReport(Result):
     intervals: dict[str, dict] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        """The markdown table: zero-shot, ICL and each method per task, and the mean."""
-        return format_table(summary_table(self))
+        """The markdown table: zero-shot, ICL and each method per task, and the mean; then
+        the harness table (every row on the same queries, with intervals and cost)."""
+        table = format_table(summary_table(self))
+        return table + "\n" + format_harness_table(harness_rows(self)) if self.intervals else table
 
     def mean(self, key: str, method: str | None = None) -> float:
         vals = []
