@@ -33,7 +33,13 @@ from tvlens.experiments.finetune import finetune_layers
 from tvlens.extraction.function_vectors import function_vector
 from tvlens.extraction.registry import get_extraction_method
 from tvlens.extraction.residual import activations_at_positions
-from tvlens.injection.evaluate import evaluate_task_vectors, save_report
+from tvlens.injection.evaluate import (
+    HARNESS_FIELDS,
+    VectorReport,
+    evaluate_task_vectors,
+    harness_intervals,
+    save_report,
+)
 from tvlens.models.loading import TVModel, as_model
 from tvlens.patching.run import run_patching
 from tvlens.plotting import (
@@ -260,7 +266,7 @@ def vector_table(
     suites = named_suites(suites, tasks, n_examples)
     methods = cfg.method_names()
     out = Path(out)
-    rows, per_suite, columns = [], {}, {}
+    rows, per_suite, columns, records = [], {}, {}, []
     for label, suite in suites.items():
         rep = evaluate_task_vectors(
             model, suite, cfg.with_overrides(answer_token="first"), progress=progress
@@ -272,14 +278,10 @@ def vector_table(
             plot_layer_sweep(data, title=f"{model.name}, {label}: accuracy by layer"),
             out / label / "layer_sweep",
         )
-        per_suite[label] = {"config": rep.config, "summary": data["summary"]}
-        for name, t in rep.tasks.items():
-            row = {"suite": label, "task": name, "n_test": t.n_test, "zero_shot": t.zero_shot,
-                   "icl": t.icl}  # fmt: skip
-            for m, r in t.methods.items():
-                row[m] = r.task_vector
-                row[f"{m}_layer"] = r.best_layer
-            rows.append(row)
+        per_suite[label] = {"config": rep.config, "summary": data["summary"],
+                            "intervals": rep.intervals, "cost": suite_cost(rep)}  # fmt: skip
+        rows += vector_rows(rep, label)
+        records += suite_records(rep.queries, label)
     result = {
         "model": model.spec.to_dict(),
         "config": {
@@ -298,7 +300,68 @@ def vector_table(
         "rows": rows,
         "summary": summarize_vectors(rows, methods),
     }
+    _harness_summary(result["summary"], records, list(per_suite.values()), methods, cfg.seed)
     return VectorTable(result).save_to(out)
+
+
+def vector_rows(rep: VectorReport, label: str) -> list[dict[str, Any]]:
+    """One row per task of a report: zero-shot, ICL and each method's first-token accuracy
+    and layer, and the harness's exact match, share of ICL (exact) and KL to ICL (the
+    deterministic columns; the timings are per suite, :func:`suite_cost`)."""
+    rows = []
+    for name, t in rep.tasks.items():
+        row = {"suite": label, "task": name, "n_test": t.n_test, "zero_shot": t.zero_shot,
+               "icl": t.icl, "zero_shot_exact": t.zero_shot_exact, "icl_exact": t.icl_exact,
+               "zero_shot_kl": t.zero_shot_kl}  # fmt: skip
+        for m, r in t.methods.items():
+            row[m] = r.task_vector
+            row[f"{m}_layer"] = r.best_layer
+            row[f"{m}_exact"] = r.exact_match
+            row[f"{m}_recovered_exact"] = r.recovered_exact
+            row[f"{m}_kl"] = r.kl_to_icl
+        rows.append(row)
+    return rows
+
+
+COST_FIELDS = tuple(f for f in HARNESS_FIELDS if f.startswith("extract_") or "latency" in f)
+
+
+def suite_cost(rep: VectorReport) -> dict[str, Any]:
+    """Each method's cost averaged over the suite's tasks (forward passes and seconds to
+    extract, seconds per query and added latency), and the ICL and zero-shot seconds per
+    query; ``n_tasks`` to pool suites."""
+    ts = list(rep.tasks.values())
+    out: dict[str, Any] = {"n_tasks": len(ts)}
+    for key in ("zero_shot_latency_s", "icl_latency_s"):
+        out[key] = float(np.mean([getattr(t, key) for t in ts]))
+    for m in rep.config["methods"]:
+        out[m] = {f: float(np.mean([getattr(t.methods[m], f) for t in ts])) for f in COST_FIELDS}
+    return out
+
+
+def suite_records(records: list[dict], label: str) -> list[dict]:
+    """Per-query records with the task named ``suite/task`` (suites pooled by task)."""
+    return [{**r, "task": f"{label}/{r['task']}"} for r in records]
+
+
+def _harness_summary(
+    summary: dict, records: list[dict], suites: list[dict], methods: Sequence[str], seed: int
+) -> None:
+    """Add to ``summary`` the pooled 95% intervals (over every suite's tasks and queries)
+    and the cost averaged over tasks (suites weighted by their number of tasks)."""
+    if records:
+        summary["intervals"] = harness_intervals(records, list(methods), seed=seed)
+    costs = [s["cost"] for s in suites if "cost" in s]
+    if not costs:
+        return
+    w = np.array([c["n_tasks"] for c in costs], dtype=float)
+    cost: dict[str, Any] = {}
+    for key in ("zero_shot_latency_s", "icl_latency_s"):
+        cost[key] = float(np.average([c[key] for c in costs], weights=w))
+    for m in methods:
+        cost[m] = {f: float(np.average([c[m][f] for c in costs], weights=w))
+                   for f in COST_FIELDS}  # fmt: skip
+    summary["cost"] = cost
 
 
 @tidy_on_error
@@ -325,16 +388,35 @@ def combine_vector_tables(parts: Sequence[str | Path], out: str | Path) -> Vecto
         "rows": rows,
         "summary": summarize_vectors(rows, methods),
     }
+    records: list[dict] = []
+    for i, (p, part) in enumerate(zip(parts, loaded, strict=True)):
+        seen = {r["task"] for r in records}
+        for label in part["suites"]:
+            saved = Path(p) / label / "results.json"
+            if saved.is_file():
+                new = suite_records(json.loads(saved.read_text()).get("queries", []), label)
+                # a task scored by two parts is two tasks of the pooled bootstrap
+                records += [{**r, "task": f"{r['task']} ({i})"} if r["task"] in seen else r
+                            for r in new]  # fmt: skip
+    every_suite = [v for part in loaded for v in part["suites"].values()]
+    _harness_summary(result["summary"], records, every_suite, methods, first["config"]["seed"])
     out = Path(out)
     return VectorTable(result).save_to(out)
 
 
 def summarize_vectors(rows: list[dict], methods: Sequence[str], icl_min: float = 0.4) -> dict:
-    """Means over all tasks, and recovery (vector / ICL) over the tasks where ICL ≥ ``icl_min``
+    """Means over all tasks (with the harness's exact match, share of ICL and KL where the
+    rows have them), and recovery (vector / ICL) over the tasks where ICL ≥ ``icl_min``
     (both the ratio of means and the mean of per-task ratios)."""
     out: dict[str, Any] = {"n_tasks": len(rows)}
     for key in ("zero_shot", "icl", *methods):
         out[key] = float(np.mean([r[key] for r in rows]))
+    # the harness's columns (tables written before them have none)
+    harness = ["zero_shot_exact", "icl_exact", "zero_shot_kl"]
+    harness += [f"{m}_{c}" for m in methods for c in ("exact", "recovered_exact", "kl")]
+    for key in harness:
+        if all(key in r for r in rows):
+            out[key] = float(np.mean([r[key] for r in rows]))
     good = [r for r in rows if r["icl"] >= icl_min]
     out[f"tasks_with_icl_ge_{icl_min}"] = [r["task"] for r in good]
     for m in methods:
@@ -368,6 +450,43 @@ def vector_markdown(
     mean = ["**mean**", f"{summary['n_tasks']} tasks", "", f"{summary['zero_shot']:.2f}",
             f"{summary['icl']:.2f}"] + [f"{summary[m]:.2f}" for m in methods]  # fmt: skip
     lines.append("| " + " | ".join(mean) + " |")
+    if "intervals" in summary:
+        lines += ["", harness_markdown(summary, methods, names)]
+    return "\n".join(lines) + "\n"
+
+
+def harness_markdown(summary: dict, methods: Sequence[str], names: Mapping[str, str]) -> str:
+    """Every row on the same test queries, means over all tasks: exact match and first token
+    with 95% bootstrap intervals over tasks and queries, the share of ICL recovered (exact
+    match, ratio of means), the interval of the row minus ICL, KL to ICL, and the cost."""
+    iv, cost = summary["intervals"], summary.get("cost", {})
+    head = ["", "exact match [95% CI]", "first token [95% CI]", "share of ICL (exact)",
+            "exact − ICL [95% CI]", "KL to ICL", "extract: forwards", "extract: s",
+            "added ms / query"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    nan = float("nan")
+    icl = summary.get("icl_exact", nan)
+
+    def ci(d: dict) -> str:
+        return f"{d['estimate']:.2f} [{d['low']:.2f}, {d['high']:.2f}]"
+
+    for row in ("zero_shot", "icl", *methods):
+        label = {"zero_shot": "zero-shot", "icl": "ICL"}.get(row, names.get(row, row))
+        exact = summary.get("icl_exact" if row == "icl" else f"{row}_exact", float("nan"))
+        kl = 0.0 if row == "icl" else summary.get(f"{row}_kl", float("nan"))
+        c = cost.get(row, {})
+        diff = "–" if row == "icl" else ci(iv[row]["exact_minus_icl"])
+        if row == "zero_shot":
+            added = 0.0
+        elif row == "icl":  # the demonstrations' cost at inference
+            added = cost.get("icl_latency_s", nan) - cost.get("zero_shot_latency_s", nan)
+        else:
+            added = c.get("added_latency_s", nan)
+        cells = [label, ci(iv[row]["exact"]), ci(iv[row]["first_token"]),
+                 f"{exact / icl:.2f}" if icl > 0 else "–", diff, f"{kl:.3f}",
+                 f"{c.get('extract_forwards', 0):.0f}", f"{c.get('extract_s', 0.0):.2f}",
+                 f"{1000 * added:.2f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,12 @@ from tvlens.plotting.training import (
     plot_icl_accuracy,
     plot_icl_over_checkpoints,
 )
-from tvlens.plotting.vectors import plot_head_aie, plot_layer_sweep
+from tvlens.plotting.vectors import (
+    plot_exact_match_intervals,
+    plot_head_aie,
+    plot_layer_sweep,
+    plot_recovered_heatmap,
+)
 
 __all__ = [
     "FIGURES_FILE",
@@ -43,6 +48,7 @@ __all__ = [
     "SavedFigure",
     "plot_accuracy_by_demo",
     "plot_emergence",
+    "plot_exact_match_intervals",
     "plot_finetune",
     "plot_head_aie",
     "plot_icl_accuracy",
@@ -53,6 +59,7 @@ __all__ = [
     "plot_table_bars",
     "plot_perturbation",
     "plot_projection",
+    "plot_recovered_heatmap",
     "plot_td_by_layer",
     "plot_td_heatmap",
     "plot_td_vs_accuracy",

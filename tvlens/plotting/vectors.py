@@ -85,3 +85,79 @@ def plot_head_aie(aie, title: str = "Average indirect effect per head") -> go.Fi
     fig.update_xaxes(title_text="head")
     fig.update_layout(title=title, template="plotly_white")
     return fig
+
+
+def _rows_and_labels(data: dict) -> tuple[list[str], dict[str, str]]:
+    methods = list(data.get("config", {}).get("methods") or
+                   next(iter(data["tasks"].values()))["methods"])  # fmt: skip
+    return methods, data.get("config", {}).get("labels", {})
+
+
+def plot_recovered_heatmap(
+    results: Any,
+    key: str = "recovered_exact",
+    title: str = "Share of ICL accuracy recovered (exact match)",
+) -> go.Figure:
+    """Methods × tasks heatmap of the share of ICL accuracy each method recovers on the test
+    queries (``key``: ``recovered_exact`` by greedy exact match, or ``recovered`` by first
+    token), the value written in each cell (``results.json`` of ``tvlens vectors`` or the
+    :class:`~tvlens.injection.evaluate.VectorReport`)."""
+    data = as_dict(results)
+    tasks = data["tasks"]
+    methods, names = _rows_and_labels(data)
+    z = [[tasks[t]["methods"][m].get(key, float("nan")) for t in tasks] for m in methods]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(tasks),
+            y=[names.get(m, m) for m in methods],
+            colorscale="Viridis",
+            zmin=0.0,
+            zmax=max(1.0, *(v for row in z for v in row if v == v)),
+            text=[[f"{v:.2f}" for v in row] for row in z],
+            texttemplate="%{text}",
+            colorbar={"title": "share of ICL"},
+        )
+    )
+    fig.update_xaxes(title_text="task")
+    fig.update_yaxes(title_text="method", autorange="reversed")
+    fig.update_layout(title=title, template="plotly_white")
+    return fig
+
+
+def plot_exact_match_intervals(
+    results: Any,
+    metric: str = "exact",
+    title: str = "Exact-match accuracy on the test queries (95% bootstrap interval)",
+) -> go.Figure:
+    """One bar per row of the harness (zero-shot, ICL, each method): its mean accuracy over
+    tasks (``metric``: ``exact`` or ``first_token``) with the 95% interval of the
+    hierarchical bootstrap over tasks and queries (``results["intervals"]``)."""
+    data = as_dict(results)
+    intervals = data["intervals"]
+    methods, names = _rows_and_labels(data)
+    rows = [("zero_shot", "zero-shot"), ("icl", "ICL")] + [(m, names.get(m, m)) for m in methods]
+    rows = [(r, label) for r, label in rows if r in intervals]
+    est = [intervals[r][metric]["estimate"] for r, _ in rows]
+    lo = [intervals[r][metric]["low"] for r, _ in rows]
+    hi = [intervals[r][metric]["high"] for r, _ in rows]
+    colors = ["lightgray", "gray"] + [PALETTE[i % len(PALETTE)] for i in range(len(methods))]
+    fig = go.Figure(
+        go.Bar(
+            x=[label for _, label in rows],
+            y=est,
+            marker_color=colors[: len(rows)],
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [h - e for h, e in zip(hi, est, strict=True)],
+                "arrayminus": [e - low for e, low in zip(est, lo, strict=True)],
+            },
+            text=[f"{e:.2f}" for e in est],
+            textposition="outside",
+        )
+    )
+    what = "exact match" if metric == "exact" else "first token"
+    fig.update_yaxes(title_text=f"test accuracy ({what})", range=[0, 1.1])
+    fig.update_layout(title=title, template="plotly_white", showlegend=False)
+    return fig
