@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from tvlens.compare.demo_step import _atv_report, _atv_step, atv_dirs, atv_summary  # noqa: F401
@@ -52,9 +53,11 @@ from tvlens.plotting import (
     write_json,
 )
 from tvlens.probing.emergence import emergence, series_from_emergence
+from tvlens.results import Result
 from tvlens.runs import (
     ATV_RUN,
     DEMO,
+    DEMO_FILE,
     TRAIN_SYNTHETIC,
     folder_kind,
     prepare_out_dir,
@@ -70,11 +73,27 @@ N_PROBE_PROMPTS = 50
 
 
 @dataclass
-class DemoResult:
+class DemoResult(Result):
+    """What :func:`run_demo` returns and writes as ``demo.json`` (``DemoResult.load`` reads it
+    back): the folders, the figures written and ``summary``, the numbers behind them (the
+    JSON's top level). ``to_dataframe()``: the task-vector table of the final checkpoint."""
+
     run_dir: Path
     figures_dir: Path
     figures: dict[str, SavedFigure] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return self.summary
+
+    def to_dataframe(self):
+        return pd.DataFrame(self.summary.get("task_vectors", {}).get("table", []))
+
+    def plot(self, **kwargs):
+        raise TVLensError(
+            f"A DemoResult has no single figure: the demo wrote {len(self.figures)} in "
+            f"{str(self.figures_dir)!r} (its .figures); to_dataframe() gives the table to plot."
+        )
 
     def __str__(self) -> str:
         s = self.summary
@@ -226,7 +245,7 @@ def run_demo(
         "seconds": round(time.time() - t0, 1),
         "trained_in_this_run": state != "complete",
     }
-    write_json(figures_dir / "demo.json", res.summary)
+    res.save(figures_dir / DEMO_FILE)  # DemoResult.load reads it back
     _write_report(res, ck)
     return res
 
