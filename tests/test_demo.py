@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tvlens.demo import run_demo
+from tvlens.demo import DemoResult, run_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +57,11 @@ def test_demo_writes_figures_report_and_json(tmp_path):
     for name, m in again.summary["atv"]["methods"].items():  # the same scores (not timings)
         assert m["tasks"] == atv["methods"][name]["tasks"]
     assert res.summary["config"]["steps"] == summary["config"]["steps"]
+    # demo.json loads back through its result class (issue 29), the figures with it.
+    loaded = DemoResult.load(figs / "demo.json")
+    assert isinstance(loaded, DemoResult) and loaded.summary == again.summary
+    assert loaded.figures == again.figures and loaded.figures_dir == figs
+    assert list(loaded.to_dataframe()["task"])[-1] == "mean"
 
 
 @pytest.mark.parametrize(

@@ -215,7 +215,7 @@ def test_runtime_strings_are_imports(tmp_path):
 def test_the_cli_commands_are_in_the_graph():
     """The CLI names its commands' functions as strings: each one is an edge of the graph."""
     graph = import_graph(ROOT)
-    assert {"tvlens.demo", "tvlens.evaluation.icl", "tvlens.compare.run"} <= graph[
+    assert {"tvlens.demo", "tvlens.evaluation.runner", "tvlens.compare.run"} <= graph[
         "tvlens.cli.main"
     ]
     assert "tvlens.extraction.function_vectors" in graph["tvlens.extraction.methods"]

@@ -142,13 +142,19 @@ class Result:
         wrote it (:func:`tvlens.runs.claim_file`)."""
         path = claim_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.saved(extra=extra, **to_dict_options)
+        path.write_text(json.dumps(portable(data), indent=1, allow_nan=True) + "\n")
+        return path
+
+    def saved(self, *, extra: Mapping[str, Any] | None = None, **to_dict_options: Any) -> dict:
+        """The JSON document :meth:`save` writes (before paths are made portable), for a
+        writer that writes it its own way (atomically: the comparison's ``comparison.json``)."""
         data = dict(extra or {})
         if hasattr(self, "to_dict"):
             data.update(self.to_dict(**to_dict_options))
         data[KEY] = {"type": f"{type(self).__module__}:{type(self).__qualname__}",
                      "state": encode(self)}  # fmt: skip
-        path.write_text(json.dumps(portable(data), indent=1, allow_nan=True) + "\n")
-        return path
+        return data
 
     @classmethod
     def load(cls, path: str | Path):

@@ -395,6 +395,25 @@ def test_result_round_trips_and_plots(full, tmp_path):
     assert len(full.plot().data) == 2  # in-domain and unseen bars
 
 
+def test_comparison_json_loads_back(target, tmp_path):
+    """What run_compare writes as comparison.json loads back through its result class
+    (issue 29), with the keys its readers know still at the top level."""
+    from tvlens.compare.run import CompareResult
+    from tvlens.runs import folder_kind
+
+    res = run_compare(target, tmp_path / "c", preset="tiny", seeds=1, methods=["zero_shot"],
+                      progress=False)  # fmt: skip
+    path = tmp_path / "c" / "comparison.json"
+    back = CompareResult.load(path)
+    assert isinstance(back, CompareResult) and folder_kind(tmp_path / "c") == "compare"
+    assert back.summary == res.summary and back.ran == res.ran and back.config == res.config
+    assert back.out == res.out and back.table == res.table
+    doc = json.loads(path.read_text())
+    assert doc["complete"] and doc["missing_cells"] == [] and doc["methods"] == res.summary
+    assert {"target", "device", "split", "metric", "verdicts", "config"} <= set(doc)
+    assert back.to_dataframe()["method"].tolist() == ["zero_shot"] * len(back.to_dataframe())
+
+
 def test_a_users_peft_config_is_a_method(target, tmp_path, monkeypatch):
     """A peft config of the user's joins the comparison as a method: swept, trained on the
     in-domain queries only, its parameters those of its own config."""

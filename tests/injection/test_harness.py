@@ -223,13 +223,15 @@ def test_figures_and_table_written(harness):
     hi = [report.intervals[r]["exact"]["high"] - report.intervals[r]["exact"]["estimate"]
           for r in ROWS]  # fmt: skip
     assert list(bars.error_y.array) == pytest.approx(hi)
-    # the layer curves show the methods tuned by layer alone (not a strength grid)
+    # the layer curves: a curve for the methods tuned by layer alone, a flat line at the test
+    # accuracy of its dev choice for a method tuned otherwise (a strength grid)
     from tvlens.plotting import plot_layer_sweep
 
-    names = [tr.name for tr in plot_layer_sweep(report).data]
+    traces = {tr.name: tr for tr in plot_layer_sweep(report).data}
     labels = report.config["labels"]
-    assert labels["hendel"] in names and labels["fv"] in names
-    assert labels["everywhere"] not in names
+    assert labels["hendel"] in traces and labels["fv"] in traces
+    flat = traces[labels["everywhere"]]
+    assert flat.line.dash == "dashdot" and len(set(flat.y)) == 1
     assert (out / HARNESS_FILE).read_text() in str(report)  # what `tvlens vectors` prints
     table = (out / HARNESS_FILE).read_text().splitlines()
     assert len(table) == 2 + len(ROWS) and [r["row"] for r in harness_rows(report)] == list(ROWS)

@@ -175,6 +175,41 @@ def test_a_result_save_and_a_figure_never_overwrite_a_users_file(tiny_model, tmp
     assert save_figure(go.Figure(), tmp_path / "new").html.is_file()
 
 
+def test_save_hf_model_never_writes_into_a_users_folder(make_tiny, letters_tokenizer, tmp_path):
+    """save_hf_model follows the folder rule: a folder holding files tvlens did not write (a
+    user's own HF model, their notes) or another kind of run is refused and left
+    byte-identical; a new folder is signed, saved, loads, and may be saved into again; a
+    folder inside a tvlens run (a training run's checkpoints) is the run's."""
+    from tvlens.models import load_model, save_hf_model
+    from tvlens.runs import MODEL, VECTORS, prepare_out_dir
+
+    tiny = make_tiny("gpt2", "gpt2", letters_tokenizer)
+    hf, tok = tiny.hf, tiny.tokenizer
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"model_type": "mine", "note": "my own model"}')
+    (mine / "notes.txt").write_text("my notes")
+    vectors = prepare_out_dir(tmp_path / "vectors-run", VECTORS)
+    (vectors / "results.json").write_text('{"a vectors run": 1}')
+    before = _hashes(tmp_path)
+    with pytest.raises(OutputError, match="holds files tvlens did not write"):
+        save_hf_model(hf, tok, mine)
+    with pytest.raises(OutputError, match="holds a tvlens vectors run, not a model run"):
+        save_hf_model(hf, tok, vectors)
+    with pytest.raises(OutputError, match="is an existing file"):
+        save_hf_model(hf, tok, mine / "notes.txt")
+    assert _hashes(tmp_path) == before and folder_kind(mine) is None
+    new = save_hf_model(hf, tok, tmp_path / "saved" / "model")
+    assert folder_kind(new) == MODEL and (new / "model.safetensors").is_file()
+    assert save_hf_model(hf, tok, new) == new  # its own folder: saved again
+    loaded = load_model(new, device="cpu")
+    assert loaded.cfg.n_layers == tiny.model.cfg.n_layers
+    step = vectors / "checkpoints" / "step-1"  # inside a tvlens run: the run's folder
+    step.mkdir(parents=True)
+    (step / "optimizer.pt").write_bytes(b"state")
+    assert save_hf_model(hf, tok, step) == step and not (step / RUN_MARKER).exists()
+
+
 def test_failed_commands_leave_no_folder(tiny_model, make_tiny, letters_tokenizer, tmp_path):
     from tvlens.demo import run_demo
     from tvlens.errors import TVLensError

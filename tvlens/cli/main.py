@@ -58,14 +58,14 @@ add_command(app, "train-synthetic", "tvlens.training:train_synthetic", TrainConf
             out="the run", presets=SYNTHETIC, inputs="resume device", overrides=True,
             only=("steps", "seed", "suite", "arch", "tv_loss_weight", "tv_loss_layer"),
             help="Train a small transformer from scratch on synthetic ICL tasks, with checkpoints.")
-add_command(app, "eval", "tvlens.evaluation.icl:run_eval", EvalConfig,
+add_command(app, "eval", "tvlens.evaluation.runner:run_eval", EvalConfig,
             inputs="model suite revision device",
             own={"out": Input(Path | None, "Write results JSON here.", None)})
 add_command(app, "vectors", "tvlens.injection:run_task_vectors", VectorsConfig,
             inputs="model suite revision device", out="results.json, vectors and figures",
             skip=("split", "template", "max_batch"), wrote="results.json")
-add_command(app, "probe", "tvlens.probing.run:run_probe", ProbeConfig, inputs="model suite device",
-            out="td.json and figures", wrote="td.json")
+add_command(app, "probe", "tvlens.probing.runner:run_probe", ProbeConfig,
+            inputs="model suite device", out="td.json and figures", wrote="td.json")
 add_command(app, "train-regression", "tvlens.training.regression:train_regression",
             RegressionConfig, out="the run", presets=REGRESSION, inputs="resume device",
             overrides=True, only=("mixture", "steps", "seed", "arch"),

@@ -30,8 +30,6 @@ from tvlens.plotting.atv import (
     plot_learning_curves,
     plot_overlap,
 )
-from tvlens.runs import COMPARISON_FILE
-from tvlens.runs.checkpoints import write_json_atomically
 from tvlens.runs.portable import local
 
 GROUPS = ("in_domain", "unseen")
@@ -401,9 +399,11 @@ def _write_text(path: Path, text: str) -> None:
 
 def write_outputs(
     out: Path, cfg: CompareConfig, data: CompareData, device: str
-) -> tuple[dict, str]:
+) -> tuple[dict, str, dict]:
     """Every output from the cells present (a partial compare writes a partial table, and
-    says which cells are missing); ``device`` in words, as the cells were computed."""
+    says which cells are missing); ``device`` in words, as the cells were computed. Returns
+    the summary, the table and the document of ``comparison.json``, which the caller writes
+    with its result (:class:`~tvlens.compare.run.CompareResult`, which loads it back)."""
 
     cells, sweeps = load_cells(out, cfg)
     summary, queries = summarize(cells, sweeps, cfg, data)
@@ -418,15 +418,14 @@ def write_outputs(
     _write_text(out / "overlap.csv", overlap_csv)
     _write_text(out / "overlap.md", overlap_md)
     missing = [str(c) for c in _cells(cfg) if not cell_path(out, c).is_file()]
-    write_json_atomically(
-        out / COMPARISON_FILE,
+    doc = (
         {"tvlens": tvlens.__version__, "target": cfg.target, "device": device,
          "split": data.describe(), "scale": cfg.scale_note, "config": cfg.to_dict(),
          "complete": not missing, "missing_cells": missing,
          "metric": "first answer token over the whole vocabulary (argmax), and greedy exact "
                    "match; means over tasks, then mean ± std over seeds; 95% bootstrap "
                    "intervals over test queries (resampled within tasks, seeds averaged)",
-         "verdicts": vs, "methods": summary},
+         "verdicts": vs, "methods": summary}
     )  # fmt: skip
     rows = {m: r for m, r in summary.items() if not m.startswith("_") and "skipped" not in r}
     if rows:
@@ -435,7 +434,7 @@ def write_outputs(
         if any(r.get("curve") for r in rows.values()):
             save_figure(plot_learning_curves(rows, summary.get("_sweeps", {})), out / "curves")
     save_figure(plot_overlap(data), out / "overlap", height=500)
-    return summary, table
+    return summary, table, doc
 
 
 __all__ = ["Cell", "SELECTED", "format_table", "summarize", "verdicts", "write_outputs"]

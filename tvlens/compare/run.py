@@ -68,7 +68,14 @@ from tvlens.errors import TVLensError
 from tvlens.models.loading import TVModel, default_device, load_model
 from tvlens.plotting.atv import plot_compare_bars
 from tvlens.results import Result
-from tvlens.runs import COMPARE, CONFIG_FILE, KIND_KEY, prepare_out_dir, tidy_on_error
+from tvlens.runs import (
+    COMPARE,
+    COMPARISON_FILE,
+    CONFIG_FILE,
+    KIND_KEY,
+    prepare_out_dir,
+    tidy_on_error,
+)
 from tvlens.runs.checkpoints import write_json_atomically
 from tvlens.runs.portable import portable
 
@@ -210,7 +217,8 @@ class CompareResult(Result):
     """What :func:`run_compare` returns: the folder, the configuration, per method its row
     (``summary``), the markdown table, the cells computed in this call (the others were
     reused) and the seconds it took. ``to_dataframe()``: one row per method and group;
-    ``plot()``: accuracy with 95% intervals per method; ``save`` / ``load``."""
+    ``plot()``: accuracy with 95% intervals per method; ``save`` / ``load``
+    (``CompareResult.load(out / "comparison.json")`` reads back what the run wrote)."""
 
     out: Path
     config: CompareConfig
@@ -355,8 +363,11 @@ def run_compare(
         ran = run_cells(ctx, cells, run_cell, stop_after)
     else:
         ran = run_parallel(ctx, cells, pending, n_workers, threads, run_cell)
-    summary, table = write_outputs(out, cfg, data, desc)
-    return CompareResult(out, cfg, summary, table, ran, time.time() - t0)
+    summary, table, doc = write_outputs(out, cfg, data, desc)
+    res = CompareResult(out, cfg, summary, table, ran, time.time() - t0)
+    # what readers of comparison.json know, and the result: CompareResult.load reads it back
+    write_json_atomically(out / COMPARISON_FILE, res.saved(extra=doc))
+    return res
 
 
 __all__ = [

@@ -6,20 +6,40 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from tvlens.compare.demo_step import _atv_report
+from tvlens.errors import TVLensError
 from tvlens.extraction.registry import get_extraction_method, method_object
 from tvlens.plotting import SavedFigure
+from tvlens.results import Result
 
 # figures/README.md: the text after this line is not the demo's and is kept when it is rewritten.
 KEEP_MARKER = "<!-- Not written by tvlens demo: kept when the demo rewrites this file. -->"
 
 
 @dataclass
-class DemoResult:
+class DemoResult(Result):
+    """What :func:`run_demo` returns and writes as ``demo.json`` (``DemoResult.load`` reads it
+    back): the folders, the figures written and ``summary``, the numbers behind them (the
+    JSON's top level). ``to_dataframe()``: the task-vector table of the final checkpoint."""
+
     run_dir: Path
     figures_dir: Path
     figures: dict[str, SavedFigure] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return self.summary
+
+    def to_dataframe(self):
+        return pd.DataFrame(self.summary.get("task_vectors", {}).get("table", []))
+
+    def plot(self, **kwargs):
+        raise TVLensError(
+            f"A DemoResult has no single figure: the demo wrote {len(self.figures)} in "
+            f"{str(self.figures_dir)!r} (its .figures); to_dataframe() gives the table to plot."
+        )
 
     def __str__(self) -> str:
         s = self.summary

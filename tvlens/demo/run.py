@@ -49,6 +49,7 @@ from tvlens.probing.emergence import emergence, series_from_emergence
 from tvlens.runs import (
     ATV_RUN,
     DEMO,
+    DEMO_FILE,
     TRAIN_SYNTHETIC,
     folder_kind,
     prepare_out_dir,
@@ -148,7 +149,7 @@ def run_demo(
         "seconds": round(time.time() - t0, 1),
         "trained_in_this_run": state != "complete",
     }
-    write_json(figures_dir / "demo.json", res.summary)
+    res.save(figures_dir / DEMO_FILE)  # DemoResult.load reads it back
     write_report(res, ck)
     return res
 

@@ -1,8 +1,7 @@
 """The configuration of ``tvlens vectors`` (task and function vectors, their layer sweeps and
 report): what :func:`tvlens.injection.run_task_vectors` takes, the CLI fills and the run writes
 to ``config.json``. It sits with the extraction methods it names (their registry checks it),
-in a package whose names load lazily: ``tvlens.injection`` cannot be lazy, because
-``tvlens.injection.inject`` is both a module and the function the package exports."""
+in a package whose names load lazily, so that the CLI reads it without loading torch."""
 
 from __future__ import annotations
 

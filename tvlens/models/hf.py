@@ -19,6 +19,7 @@ from tvlens.models.archs import (  # noqa: E402,F401  (public here too)
     Architecture,
 )
 from tvlens.models.families import Sizes, get_family
+from tvlens.runs import MODEL, in_run_folder, prepare_out_dir
 
 
 def build_hf_model(
@@ -71,8 +72,15 @@ def build_hf_model(
 
 
 def save_hf_model(model: PreTrainedModel, tokenizer, folder: str | Path) -> Path:
-    """``save_pretrained`` model and tokenizer side by side (what ``boot_transformers`` reads)."""
+    """``save_pretrained`` model and tokenizer side by side (what ``boot_transformers`` reads).
+
+    ``folder`` follows the folder rule (:func:`tvlens.runs.prepare_out_dir`, kind ``model``):
+    new, empty, or a model folder this function wrote (its signature); a folder holding
+    files tvlens did not write raises :class:`~tvlens.errors.OutputError` and is left as it
+    was. A folder inside a tvlens run (a training run's checkpoints) is the run's own."""
     folder = Path(folder)
+    if not in_run_folder(folder):
+        prepare_out_dir(folder, MODEL)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

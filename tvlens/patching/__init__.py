@@ -3,7 +3,8 @@ patch can change (:mod:`~tvlens.patching.exact`), attribution patching
 (:mod:`~tvlens.patching.attribution`), and last-token patching on a cached prefix
 (:mod:`~tvlens.patching.last_token`, used by task-vector layer sweeps).
 Names are imported lazily, so that the configuration (``config.py``), which the CLI reads at
-start-up, does not load torch.
+start-up, does not load torch, and :func:`run_patching` (:mod:`.runner`) refuses a bad model,
+suite or output folder before torch is imported.
 """
 
 from importlib import import_module
@@ -30,7 +31,7 @@ _NAMES = {
     "position_labels": "tvlens.patching.result",
     "PatchingRun": "tvlens.patching.run",
     "patching_prompts": "tvlens.patching.run",
-    "run_patching": "tvlens.patching.run",
+    "run_patching": "tvlens.patching.runner",  # checks first, then imports .run
 }
 __all__ = sorted(_NAMES)
 

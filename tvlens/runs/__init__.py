@@ -52,6 +52,7 @@ FINETUNE = "finetune"
 ATV_RUN = "atv"
 EVAL = "eval"
 COMPARE = "compare"
+MODEL = "model"  # a model folder written by tvlens.models.save_hf_model
 
 # Pretrained-model experiments (``tvlens pretrained ...``).
 PRETRAINED_VECTORS = "pretrained-vectors"
@@ -59,7 +60,7 @@ PRETRAINED_DECODABILITY = "pretrained-decodability"
 PRETRAINED_HEADS = "pretrained-heads"
 PRETRAINED_FINETUNE = "pretrained-finetune"
 KINDS = frozenset({TRAIN_SYNTHETIC, TRAIN_REGRESSION, VECTORS, PROBE, PATCH, EMERGENCE, DEMO,
-                   FINETUNE, ATV_RUN, EVAL, COMPARE, "train", PRETRAINED_VECTORS,
+                   FINETUNE, ATV_RUN, EVAL, COMPARE, MODEL, "train", PRETRAINED_VECTORS,
                    PRETRAINED_DECODABILITY, PRETRAINED_HEADS, PRETRAINED_FINETUNE})  # fmt: skip
 
 # Kinds written as one JSON file, not a folder (prepare_out_file).
