@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 import tvlens
 from tvlens.compare import registry
 from tvlens.compare.registry import TIME_REFERENCE, get_method_spec
 from tvlens.compare.setup import SELECTED, Cell, CompareConfig, CompareData, cell_path
 from tvlens.compare.setup import compare_cells as _cells
+from tvlens.errors import TVLensError
+from tvlens.evaluation import stats
+from tvlens.evaluation.scoring import first_token_flags
 from tvlens.plotting import save_figure
 from tvlens.plotting.atv import (
     plot_compare_bars,
@@ -166,82 +170,213 @@ def summarize(
 
 # ---------------------------------------------------------------------------- verdicts
 
-
-def paired(
-    queries: dict, a: str, b: str, group: str, idx: np.ndarray, tpl: str = "train"
-) -> dict[str, Any] | None:
-    """``a`` minus ``b`` on the same test queries: the difference and its 95% interval."""
-    qa, qb = queries.get((a, group, tpl)), queries.get((b, group, tpl))
-    if qa is None or qb is None:
-        return None
-    d = qa - qb
-    lo, hi = ci(d, idx)
-    return {"a": a, "b": b, "group": group, "diff": round(float(d.mean()), 4), "ci": [lo, hi],
-            "outcome": "better" if lo > 0 else "worse" if hi < 0 else "tie"}  # fmt: skip
+# The verdicts' metric: greedy whole-answer exact match per query ("exact" in a cell); first
+# token ("first") is a secondary column (it gives free credit to multi-token answers whose
+# first token is a bare space or shared with a sibling task: DESIGN.md §8).
+VERDICT_METRIC = "exact"
+SECONDARY_METRIC = "first"
+INSTRUCTIONS = {"train": "training instructions", "heldout": "held-out instruction"}
+# A reviewer's floor for a percentile interval's stability (stats.hierarchical_bootstrap).
+MIN_RESAMPLES = 10_000
 
 
-def _claim(name: str, tests: list[dict | None], rule: str) -> dict[str, Any]:
-    tests = [t for t in tests if t is not None]
+def query_records(cells: dict[str, list[dict]], data: CompareData) -> pd.DataFrame:
+    """One row per (group, instructions, task, query, seed, method) with both per-query
+    scores (``exact``, ``first``): the records :mod:`tvlens.evaluation.stats` resamples. A
+    method with one run has no seed level (``seed`` None); with several, each run's seed."""
+    rows = []
+    for method, runs in cells.items():
+        done = [r for r in runs if "skipped" not in r]
+        for r in done:
+            seed = r["seed"] if len(done) > 1 else None
+            for g in GROUPS:
+                test = data.groups()[g].test
+                for tpl, res in r["groups"][g].items():
+                    if VERDICT_METRIC not in res:
+                        continue
+                    if len(res[VERDICT_METRIC]) != len(test):
+                        raise TVLensError(
+                            f"Cell {method!r} seed {r['seed']} scores {len(res[VERDICT_METRIC])} "
+                            f"{g} test queries, the data has {len(test)}: the cell belongs to "
+                            "another configuration; recompute it."
+                        )
+                    for i, (p, e, f) in enumerate(
+                        zip(test, res[VERDICT_METRIC], res[SECONDARY_METRIC], strict=True)
+                    ):
+                        rows.append({"group": g, "instructions": tpl, "task": p.task, "query": i,
+                                     "seed": seed, "method": method, "exact": float(e),
+                                     "first": float(f)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def claim_word(tests: list[dict[str, Any]]) -> str:
+    """A claim's verdict from its tests' words (each from :func:`stats.verdict`): a ``beats``
+    claim is reproduced when every test is ``better``, not reproduced when any is ``worse``
+    or ``equal`` (shown within the margin, so not better); an ``equal`` claim (no worse than,
+    within the margin) is reproduced when every test is ``equal`` or ``better``, not
+    reproduced when any is ``worse``; otherwise inconclusive."""
     if not tests:
-        return {"claim": name, "verdict": "inconclusive", "why": "methods missing", "tests": []}
-    outs = [t["outcome"] for t in tests]
-    if rule == "beats":
-        verdict = ("reproduced" if all(o == "better" for o in outs)
-                   else "not reproduced" if any(o == "worse" for o in outs)
-                   else "inconclusive")  # fmt: skip
-    else:  # "equal": within the margin, or better
-        ok = [t["ci"][0] > -EQUIVALENCE_MARGIN for t in tests]
-        bad = [t["ci"][1] < -EQUIVALENCE_MARGIN for t in tests]
-        verdict = ("reproduced" if all(ok) else "not reproduced" if any(bad)
-                   else "inconclusive")  # fmt: skip
-    return {"claim": name, "verdict": verdict, "tests": tests}
+        return "inconclusive"
+    words = [(t["word"], t["rule"]) for t in tests]
+    ok = [w == "better" or (r == "equal" and w == "equal") for w, r in words]
+    bad = [w == "worse" or (r == "beats" and w == "equal") for w, r in words]
+    if all(ok):
+        return "reproduced"
+    return "not reproduced" if any(bad) else "inconclusive"
 
 
-def verdicts(queries: dict, data: CompareData, cfg: CompareConfig) -> list[dict[str, Any]]:
-    """The paper's three claims, each "reproduced", "not reproduced" or "inconclusive" from
-    paired 95% intervals: (1) ATV beats ICL and the fixed vectors in-domain; (2) ATV beats
-    zero-shot, ICL, retrieval and LoRA on unseen tasks; (3) at equal rank ATV is no worse
-    than LoRA (within ±0.05), and ATV beats prefix tuning."""
-    idx = {g: resamples(data, g, cfg.bootstrap, cfg.data_seed) for g in GROUPS}
-    claims = {
-        c.name: _claim(c.name, [paired(queries, a, b, g, idx[g]) for a, b, g in c.tests], c.rule)
-        for c in registry.CLAIMS
-    }
-    for c in registry.CLAIMS:  # a claim reported inside another: its test joins, verdicts combine
-        if c.part_of is None:
-            continue
-        part, whole = claims.pop(c.name), claims[c.part_of]
-        if part["tests"]:
-            whole["tests"].append(part["tests"][0])
-            both = (whole["verdict"], part["verdict"])
-            whole["verdict"] = ("not reproduced" if "not reproduced" in both
-                                else "reproduced" if both == ("reproduced",) * 2
-                                else "inconclusive")  # fmt: skip
-        whole["claim"] = f"{c.part_of}; {c.name}"
+def _test(
+    recs: pd.DataFrame, a: str, b: str, group: str, tpl: str, rule: str, margin: float,
+    n_resamples: int, levels: tuple[str, ...], seed: int, flagged: dict[str, int] | None,
+) -> dict[str, Any] | None:  # fmt: skip
+    sub = recs[(recs["group"] == group) & (recs["instructions"] == tpl)]
+    if not {a, b} <= set(sub["method"]):
+        return None
+    opts = {"levels": levels, "n_resamples": n_resamples, "seed": seed}
+    main = stats.hierarchical_bootstrap(sub.rename(columns={VERDICT_METRIC: "value"}), a, b,
+                                        **opts)  # fmt: skip
+    v = stats.verdict(main, margin)
+    sec = stats.hierarchical_bootstrap(sub.rename(columns={SECONDARY_METRIC: "value"}), a, b,
+                                       **opts)  # fmt: skip
+    out = {**v.to_dict(), "group": group, "instructions": tpl, "rule": rule,
+           "metric": "exact match",
+           "first_token": {"estimate": sec.estimate, "ci": list(sec.interval(0.95)),
+                           "word": stats.verdict(sec, margin).word}}  # fmt: skip
+    if flagged is not None:
+        out["first_token"]["flagged_queries"] = flagged.get(group, 0)
+    return out
+
+
+def verdicts(
+    records: pd.DataFrame, cfg: CompareConfig, flagged: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """The paper's three claims, each "reproduced", "not reproduced" or "inconclusive"
+    (:func:`claim_word`) from paired tests on whole-answer exact match, with the training
+    instructions and with the held-out one. Each test's word comes from
+    :func:`tvlens.evaluation.stats.verdict`: a hierarchical bootstrap (tasks > queries >
+    seeds, at least 10,000 resamples), ``better`` / ``worse`` from the 95% interval, ``equal``
+    by TOST (90% interval inside ± the declared margin), else ``inconclusive``; the minimal
+    detectable difference beside it. Claims: (1) ATV beats ICL and the fixed vectors
+    in-domain; (2) ATV beats zero-shot, ICL, retrieval and LoRA on unseen tasks; (3) at equal
+    rank ATV matches LoRA (TOST), and ATV beats prefix tuning. ``flagged``: per group, the
+    test queries whose first answer token is free or shared (first-token column's caveat)."""
+    margin = float(getattr(cfg, "equivalence_margin", EQUIVALENCE_MARGIN))
+    n = max(int(getattr(cfg, "bootstrap", 0)), MIN_RESAMPLES)
+    levels = tuple(getattr(cfg, "bootstrap_levels", stats.LEVELS))
+    seed = int(getattr(cfg, "data_seed", 0))
+    claims: dict[str, dict[str, Any]] = {}
+    for c in registry.CLAIMS:
+        tests = [t for tpl in INSTRUCTIONS for a, b, g in c.tests
+                 if (t := _test(records, a, b, g, tpl, c.rule, margin, n, levels, seed,
+                                flagged)) is not None]  # fmt: skip
+        name = c.part_of or c.name
+        if name not in claims:
+            claims[name] = {"claim": name, "tests": []}
+        if c.part_of is not None:
+            claims[name]["claim"] = f"{claims[name]['claim']}; {c.name}"
+        claims[name]["tests"].extend(tests)
+    for v in claims.values():
+        v["verdict"] = claim_word(v["tests"])
+        v["by_instructions"] = {
+            tpl: claim_word([t for t in v["tests"] if t["instructions"] == tpl])
+            for tpl in INSTRUCTIONS
+            if any(t["instructions"] == tpl for t in v["tests"])
+        }
+        if not v["tests"]:
+            v["why"] = "methods missing"
+        v["margin"], v["n_resamples"], v["levels"] = margin, n, list(levels)
     return list(claims.values())
 
 
-def format_verdicts(vs: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> str:
-    """Markdown: each claim's verdict and the paired differences behind it; then the trained
-    methods whose dev accuracy was still rising when their epochs ran out (their numbers are
-    lower bounds) and the seeds each method has."""
+def _n(x: float) -> str:
+    return f"{x:+.3f}"
+
+
+def verdict_sentences(vs: list[dict[str, Any]]) -> str:
+    """Markdown sentences for the README and the results page, generated from
+    :func:`verdicts`' output (never typed by hand): one per claim, with its words per
+    instruction set and its tests' numbers."""
     lines = []
     for v in vs:
+        by = "; ".join(f"{INSTRUCTIONS[k]}: {w}" for k, w in v.get("by_instructions", {}).items())
         why = f" ({v['why']})" if v.get("why") else ""
-        lines.append(f"- **{v['claim']}**: {v['verdict']}{why}")
+        lines.append(f"- **{v['claim']}**: {v['verdict']}{why} on whole-answer exact match"
+                     + (f" ({by})." if by else "."))  # fmt: skip
         for t in v["tests"]:
-            lines.append(f"  - {t['a']} − {t['b']} ({t['group']}): {t['diff']:+.3f} "
-                         f"[{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}] → {t['outcome']}")  # fmt: skip
+            tost = ""
+            if t["margin"] is not None:
+                inside = "inside" if t["within_margin"] else "not inside"
+                tost = (f", TOST 90% [{_n(t['ci_tost'][0])}, {_n(t['ci_tost'][1])}] {inside} "
+                        f"±{t['margin']:g}")  # fmt: skip
+            lines.append(
+                f"  - {t['method']} − {t['baseline']} ({t['group']}, "
+                f"{INSTRUCTIONS[t['instructions']]}): {_n(t['estimate'])}, 95% "
+                f"[{_n(t['ci'][0])}, {_n(t['ci'][1])}]{tost} → {t['label']} (MDD "
+                f"{t['mdd']:.3f})"
+            )
+    if vs:
+        v0 = vs[0]
+        lines.append(f"\nIntervals: {' > '.join(v0['levels'])} resampled {v0['n_resamples']:,} "
+                     "times (hierarchical bootstrap, tvlens.evaluation.stats); MDD: the "
+                     "smallest difference a two-sided 5% test detects with 80% power.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def verdict_table(vs: list[dict[str, Any]]) -> str:
+    """Markdown: every test behind the verdicts, exact match first, first token beside it
+    (with the count of test queries whose first token is free or shared)."""
+    head = ["comparison", "group", "instructions", "exact match", "95% interval",
+            "TOST 90% interval", "verdict", "MDD", "first token [95%]", "first-token flagged",
+            "tasks", "queries", "seeds"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v in vs:
+        for t in v["tests"]:
+            ft = t["first_token"]
+            lines.append("| " + " | ".join([
+                f"{t['method']} − {t['baseline']}", t["group"], INSTRUCTIONS[t["instructions"]],
+                _n(t["estimate"]), f"[{_n(t['ci'][0])}, {_n(t['ci'][1])}]",
+                f"[{_n(t['ci_tost'][0])}, {_n(t['ci_tost'][1])}]", t["label"], f"{t['mdd']:.3f}",
+                f"{_n(ft['estimate'])} [{_n(ft['ci'][0])}, {_n(ft['ci'][1])}]",
+                str(ft.get("flagged_queries", "-")), str(t["n_tasks"]), str(t["n_queries"]),
+                str(t["n_seeds"]),
+            ]) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def format_verdicts(vs: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> str:
+    """Markdown: the claims' sentences (:func:`verdict_sentences`), the table of tests
+    (:func:`verdict_table`); then the trained methods whose dev accuracy was still rising
+    when their epochs ran out (their numbers are lower bounds) and the seeds each method
+    has."""
+    lines = [verdict_sentences(vs), verdict_table(vs)]
     rows = {
         m: r for m, r in (summary or {}).items() if not m.startswith("_") and "skipped" not in r
     }
     rising = [m for m, r in rows.items() if r.get("still_rising")]
     if rising:
-        lines.append(f"\nStill rising when the epochs ran out (lower bounds): {', '.join(rising)}.")
+        lines.append(f"Still rising when the epochs ran out (lower bounds): {', '.join(rising)}.")
     seeds = {m: len(r["seeds"]) for m, r in rows.items()}
     if seeds:
         lines.append("Seeds per method: " + ", ".join(f"{m} {n}" for m, n in seeds.items()) + ".")
     return "\n".join(lines) + "\n"
+
+
+def first_token_flagged(data: CompareData, tokenizer: Any) -> dict[str, int]:
+    """Per group, the test queries whose answer's first token is whitespace only or the first
+    token of another task's answer (:func:`tvlens.evaluation.scoring.first_token_flags`)."""
+    groups = data.groups()
+    by_task: dict[str, list[str]] = {}  # every group's answers: siblings sit across groups
+    for s in groups.values():
+        for p in s.test:
+            by_task.setdefault(p.task, []).append(p.answer)
+    first = next((s.test[0] for s in groups.values() if s.test), None)
+    prefix = first.template.answer_prefix if first is not None else " "
+    flags = first_token_flags(by_task, tokenizer, prefix)
+    group_of = {t: g for g, s in groups.items() for t in s.tasks}
+    out = dict.fromkeys(groups, 0)
+    for f in flags:
+        out[group_of[f.task]] += int(f.flagged)
+    return out
 
 
 # ---------------------------------------------------------------------------- tables
@@ -399,20 +534,23 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def write_outputs(
-    out: Path, cfg: CompareConfig, data: CompareData, device: str
+    out: Path, cfg: CompareConfig, data: CompareData, device: str, tokenizer: Any = None
 ) -> tuple[dict, str]:
     """Every output from the cells present (a partial compare writes a partial table, and
-    says which cells are missing); ``device`` in words, as the cells were computed."""
+    says which cells are missing); ``device`` in words, as the cells were computed;
+    ``tokenizer`` (the target's): to flag free or shared first tokens."""
 
     cells, sweeps = load_cells(out, cfg)
-    summary, queries = summarize(cells, sweeps, cfg, data)
-    vs = verdicts(queries, data, cfg)
+    summary, _ = summarize(cells, sweeps, cfg, data)
+    flagged = first_token_flagged(data, tokenizer) if tokenizer is not None else None
+    vs = verdicts(query_records(cells, data), cfg, flagged)
     table = format_table(summary)
     overlap_csv, overlap_md = format_overlap(data)
     _write_text(out / "comparison.csv", _csv(summary, data))
     _write_text(out / "table.md", table)
     _write_text(out / "categories.md", format_categories(summary))
     _write_text(out / "verdicts.md", format_verdicts(vs, summary))
+    _write_text(out / "verdict_sentences.md", verdict_sentences(vs))
     _write_text(out / "curves.md", format_curves(summary))
     _write_text(out / "overlap.csv", overlap_csv)
     _write_text(out / "overlap.md", overlap_md)
@@ -423,8 +561,10 @@ def write_outputs(
          "split": data.describe(), "scale": cfg.scale_note, "config": cfg.to_dict(),
          "complete": not missing, "missing_cells": missing,
          "metric": "first answer token over the whole vocabulary (argmax), and greedy exact "
-                   "match; means over tasks, then mean ± std over seeds; 95% bootstrap "
-                   "intervals over test queries (resampled within tasks, seeds averaged)",
+                   "match; means over tasks, then mean ± std over seeds; table intervals: 95% "
+                   "bootstrap over test queries (resampled within tasks, seeds averaged); "
+                   "verdicts: whole-answer exact match, hierarchical bootstrap (tasks > "
+                   "queries > seeds), TOST for equality, MDD beside each",
          "verdicts": vs, "methods": summary},
     )  # fmt: skip
     rows = {m: r for m, r in summary.items() if not m.startswith("_") and "skipped" not in r}

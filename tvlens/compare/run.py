@@ -355,7 +355,7 @@ def run_compare(
         ran = run_cells(ctx, cells, run_cell, stop_after)
     else:
         ran = run_parallel(ctx, cells, pending, n_workers, threads, run_cell)
-    summary, table = write_outputs(out, cfg, data, desc)
+    summary, table = write_outputs(out, cfg, data, desc, model.tokenizer)
     return CompareResult(out, cfg, summary, table, ran, time.time() - t0)
 
 
