@@ -472,18 +472,31 @@ def format_curves(summary: dict[str, Any]) -> str:
 
 def format_overlap(data: CompareData) -> tuple[str, str]:
     """The input-overlap matrix (share of each task's inputs that are inputs of each
-    in-domain task) as CSV and as markdown (unseen tasks' rows)."""
+    in-domain task) as CSV (exact strings; then ``lower:`` after lowercasing and ``words:``
+    word by word, see :func:`tvlens.compare.data.input_overlap`) and as markdown: per task,
+    unseen and in-domain, its largest overlap with another in-domain task under each mode."""
     ind = data.in_domain.tasks
+    modes = data.overlap_modes or {"exact": data.overlap}
+    extra = [m for m in modes if m != "exact"]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["task", "group", *ind])
+    w.writerow(["task", "group", *ind, *[f"{m}:{d}" for m in extra for d in ind]])
     for g, s in data.groups().items():
         for t in s.tasks:
-            w.writerow([t, g, *[data.overlap[t].get(d, "") for d in ind]])
-    md = ["| unseen task | max overlap | with |", "|---|---|---|"]
-    for t in data.unseen.tasks:
-        d, v = max(data.overlap[t].items(), key=lambda x: x[1])
-        md.append(f"| {t} | {v:.0%} | {d} |")
+            w.writerow([t, g, *[data.overlap[t].get(d, "") for d in ind],
+                        *[modes[m][t].get(d, "") for m in extra for d in ind]])  # fmt: skip
+    head = " | ".join(f"max overlap, {m} | with" for m in modes)
+    md = [f"| task | group | {head} |", "|---|---|" + "---|---|" * len(modes)]
+    for g, s in data.groups().items():
+        for t in s.tasks:
+            cells = []
+            for m in modes:
+                if modes[m].get(t):
+                    d, v = max(modes[m][t].items(), key=lambda x: x[1])
+                    cells += [f"{v:.0%}", d]
+                else:
+                    cells += ["-", "-"]
+            md.append(f"| {t} | {g} | " + " | ".join(cells) + " |")
     return buf.getvalue(), "\n".join(md) + "\n"
 
 
