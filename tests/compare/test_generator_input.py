@@ -48,3 +48,19 @@ def test_unknown_generator_input_is_one_line(ctx):
     with pytest.raises(TVLensError, match="instructed") as e:
         build_method(ctx, "atv", 0, {"generator_input": "prompt+"}).build()
     assert "\n" not in str(e.value)
+
+
+def test_predictions_stored_per_query_in_order(ctx):
+    """A cell stores what the method said per query (tvlens.evaluation.icl's recorder), in the
+    queries' order although it scores them shortest first; an exact match says the answer."""
+    from tvlens.compare.run import _score
+
+    prompts = ctx.data.in_domain.test[:12]
+    hits = 0
+    for name in ("zero_shot", "icl_5"):
+        res, _, _ = _score(build_method(ctx, name, 0), prompts)
+        hits += sum(res["exact"])
+        assert len(res["pred"]) == len(prompts) and None not in res["pred"]
+        for p, e, said in zip(prompts, res["exact"], res["pred"], strict=True):
+            assert (said == p.answer) == bool(e), (name, p.query, said)
+    assert 0 < hits < 2 * len(prompts)  # both kinds of query are checked

@@ -65,6 +65,7 @@ from tvlens.compare.workers import (
     run_parallel,
 )
 from tvlens.errors import TVLensError
+from tvlens.evaluation.icl import record_predictions
 from tvlens.models.loading import TVModel, default_device, load_model
 from tvlens.plotting.atv import plot_compare_bars
 from tvlens.results import Result
@@ -90,13 +91,26 @@ def build_method(ctx: CompareContext, method: str, seed: int, variant: dict | No
     return spec.build_class().for_cell(ctx, method, seed, variant, **spec.kwargs)
 
 
+def _predictions(rec: list, prompts: list, tokenizer: Any) -> list[str | None]:
+    """What the method said per query, in ``prompts``' order (None where it was not recorded):
+    the decoded argmax at each answer position given the gold answer before it, i.e. greedy
+    decoding up to and including its first wrong token (tvlens.evaluation.icl)."""
+    said = {(task, x): ids for task, x, ids in rec}
+    out = []
+    for p in prompts:
+        ids = said.get((p.task, p.query.input))
+        out.append(None if ids is None or tokenizer is None else tokenizer.decode(ids).strip())
+    return out
+
+
 def _score(m: Any, prompts: list) -> tuple[dict[str, Any], float, float]:
     """Per-query correctness of ``prompts`` in their order (scored shortest first), per-task
     accuracy, the mean over tasks; and the seconds and mean prompt tokens it took."""
     order, lens = m.by_length(prompts)
     pos = {id(p): i for i, p in enumerate(prompts)}
     t0 = time.perf_counter()
-    first_s, exact_s = m.correctness(order)
+    with record_predictions() as rec:
+        first_s, exact_s = m.correctness(order)
     dt = time.perf_counter() - t0
     first = np.zeros(len(prompts), dtype=bool)
     exact = np.zeros(len(prompts), dtype=bool)
@@ -112,6 +126,9 @@ def _score(m: Any, prompts: list) -> tuple[dict[str, Any], float, float]:
             "tasks": tasks,
             "first": first.astype(int).tolist(),
             "exact": exact.astype(int).tolist(),
+            "pred": _predictions(
+                rec, prompts, getattr(getattr(m, "target", None), "tokenizer", None)
+            ),
         },
         dt,
         float(np.mean(lens)),
