@@ -47,7 +47,7 @@ def test_query_records_use_exact_match_and_seed_levels(data):
 
 
 def test_verdicts_from_stats_with_mdd_and_heldout_rows(data):
-    methods = {m for c in CLAIMS for m in c.methods()}
+    methods = sorted({m for c in CLAIMS for m in c.methods()})
     acc = dict.fromkeys(methods, 0.3) | {"atv": 1.0}
     cfg = get_compare_preset("tiny").with_overrides(bootstrap=200)
     vs = report.verdicts(report.query_records(_cells(data, acc, {"atv": 2}), data), cfg)
@@ -57,7 +57,7 @@ def test_verdicts_from_stats_with_mdd_and_heldout_rows(data):
     assert {t["instructions"] for t in first["tests"]} == {"train", "heldout"}
     for t in first["tests"]:
         assert t["word"] == "better" and t["n_resamples"] == report.MIN_RESAMPLES
-        assert t["levels"] == list(stats.LEVELS) and t["mdd"] > 0
+        assert t["levels"] == list(stats.LEVELS) and np.isfinite(t["mdd"])
         assert t["first_token"]["estimate"] == 0.0  # first token: all correct everywhere
     # The same numbers as stats.verdict on the same records (one function makes the words).
     recs = report.query_records(_cells(data, acc, {"atv": 2}), data)
@@ -81,7 +81,7 @@ def test_equal_needs_tost_not_a_ci_containing_zero():
 
 
 def test_sentences_are_generated_from_the_verdict_output(data):
-    methods = {m for c in CLAIMS for m in c.methods()}
+    methods = sorted({m for c in CLAIMS for m in c.methods()})
     cells = _cells(data, dict.fromkeys(methods, 0.5), {"atv": 2})
     vs = report.verdicts(report.query_records(cells, data), get_compare_preset("tiny"))
     md = report.verdict_sentences(vs)
@@ -98,3 +98,21 @@ def test_first_token_flags_count_free_and_shared_first_tokens(data, tiny):
     # first / last and first_of_2 / last_of_2 answer with the same symbols: every answer's
     # first token is another task's too
     assert out == {g: len(s.test) for g, s in data.groups().items()}
+
+
+def test_table_interval_is_the_hierarchical_one_on_exact_match(data):
+    cells = _cells(data, {"atv": 0.6, "icl_5": 0.4}, {"atv": 3})
+    recs = report.query_records(cells, data)
+    cfg = get_compare_preset("tiny")
+    lo, hi = report.method_ci(recs, "atv", "unseen", "heldout", cfg)
+    sub = recs[(recs.group == "unseen") & (recs.instructions == "heldout")]
+    res = stats.hierarchical_bootstrap(sub.rename(columns={"exact": "value"}), "atv",
+                                       n_resamples=10_000, seed=cfg.data_seed)  # fmt: skip
+    assert [lo, hi] == [round(x, 4) for x in res.interval(0.95)]
+    assert lo < res.estimate < hi and res.estimate == pytest.approx(
+        sub[sub.method == "atv"].exact.mean()
+    )
+    # tasks resampled too: wider than resampling queries with tasks fixed
+    fixed = stats.hierarchical_bootstrap(sub.rename(columns={"exact": "value"}), "atv",
+                                         levels=("query", "seed"), n_resamples=10_000)  # fmt: skip
+    assert hi - lo >= (fixed.high - fixed.low) * 0.9
