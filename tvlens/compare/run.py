@@ -226,8 +226,9 @@ def run_cell(ctx: CompareContext, cell: Cell) -> dict[str, Any]:
 class CompareResult(Result):
     """What :func:`run_compare` returns: the folder, the configuration, per method its row
     (``summary``), the markdown table, the cells computed in this call (the others were
-    reused) and the seconds it took. ``to_dataframe()``: one row per method and group;
-    ``plot()``: accuracy with 95% intervals per method; ``save`` / ``load``."""
+    reused) and the seconds it took. ``to_dataframe()``: one row per method and group
+    (``ci_low`` / ``ci_high``: the 95% interval of exact match, tasks > queries > seeds);
+    ``plot()``: exact match with 95% intervals per method; ``save`` / ``load``."""
 
     out: Path
     config: CompareConfig
@@ -263,7 +264,8 @@ class CompareResult(Result):
                     "first_token": r[f"{key}_first_token_mean"],
                     "first_token_std": r[f"{key}_first_token_std"],
                     "ci_low": r[f"{key}_ci"][0], "ci_high": r[f"{key}_ci"][1],
-                    "exact_match": r[f"{key}_exact_match_mean"], "seeds": len(r["seeds"]),
+                    "exact_match": r[f"{key}_exact_match_mean"],
+                    "exact_match_std": r[f"{key}_exact_match_std"], "seeds": len(r["seeds"]),
                     "trained": r["trained"], "oracle_label": r["oracle_label"],
                     "trainable_params": r["trainable_params"],
                 })  # fmt: skip
