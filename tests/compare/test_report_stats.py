@@ -116,3 +116,24 @@ def test_table_interval_is_the_hierarchical_one_on_exact_match(data):
     fixed = stats.hierarchical_bootstrap(sub.rename(columns={"exact": "value"}), "atv",
                                          levels=("query", "seed"), n_resamples=10_000)  # fmt: skip
     assert hi - lo >= (fixed.high - fixed.low) * 0.9
+
+
+def test_grid_position_reads_the_line_through_the_chosen_point():
+    cross = [{"lr": 1, "scale": 2}, {"lr": 3, "scale": 2}, {"lr": 9, "scale": 2},
+             {"lr": 3, "scale": 1}, {"lr": 3, "scale": 4}]  # fmt: skip
+    top = report.grid_position(cross, {"lr": 9, "scale": 2})
+    assert top["lr"] == {"chosen": 9, "grid": [1, 3, 9], "position": "top"}
+    assert top["scale"]["position"] == "not swept"  # λ swept at another learning rate only
+    mid = report.grid_position(cross, {"lr": 3, "scale": 2})
+    assert [mid[k]["position"] for k in ("lr", "scale")] == ["interior", "interior"]
+    assert report.grid_position(cross, {"lr": 3, "scale": 1})["scale"]["position"] == "bottom"
+    assert report.grid_position([{}], {}) == {}
+
+
+def test_no_cells_yet_gives_inconclusive_claims(data):
+    recs = report.query_records({}, data)
+    assert recs.empty and "method" in recs.columns
+    vs = report.verdicts(recs, get_compare_preset("tiny"))
+    assert [v["verdict"] for v in vs] == ["inconclusive"] * 3
+    assert all(v["why"] == "methods missing" for v in vs)
+    assert "methods missing" in report.verdict_sentences(vs)

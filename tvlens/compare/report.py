@@ -25,7 +25,14 @@ import pandas as pd
 import tvlens
 from tvlens.compare import registry
 from tvlens.compare.registry import TIME_REFERENCE, get_method_spec
-from tvlens.compare.setup import SELECTED, Cell, CompareConfig, CompareData, cell_path
+from tvlens.compare.setup import (
+    SELECTED,
+    Cell,
+    CompareConfig,
+    CompareData,
+    cell_path,
+    sweep_variants,
+)
 from tvlens.compare.setup import compare_cells as _cells
 from tvlens.errors import TVLensError
 from tvlens.evaluation import stats
@@ -76,6 +83,24 @@ def method_ci(records: pd.DataFrame, method: str, group: str, tpl: str, cfg: Com
         n_resamples=max(int(cfg.bootstrap), MIN_RESAMPLES), seed=int(cfg.data_seed),
     )  # fmt: skip
     return [round(x, 4) for x in res.interval(0.95)]
+
+
+def grid_position(variants: list[dict], chosen: dict) -> dict[str, dict[str, Any]]:
+    """Per swept setting of the chosen variant: its value, the grid through the chosen point
+    (the variants equal to it on every other setting) and where the value lies on it:
+    ``interior``, ``top`` or ``bottom`` of the grid (a selection at an edge says the optimum
+    may lie beyond it), or ``not swept`` (one value on that line)."""
+    out = {}
+    for k in dict.fromkeys(k for v in variants for k in v):
+        if k not in chosen:
+            continue
+        line = sorted({v[k] for v in variants if k in v and all(
+            v.get(o) == chosen.get(o) for o in chosen if o != k)})  # fmt: skip
+        c = chosen[k]
+        pos = ("not swept" if len(line) < 2 else "bottom" if c <= line[0]
+               else "top" if c >= line[-1] else "interior")  # fmt: skip
+        out[k] = {"chosen": c, "grid": line, "position": pos}
+    return out
 
 
 def summarize(
@@ -139,6 +164,15 @@ def summarize(
             row["selected"] = info[0].get("selection", {})
             row["curve"] = info[0].get("curve", [])
             row["steer_ratio"] = info[0].get("extra", {}).get("steer_ratio")
+            # Convergence, per cell: stopped by patience (else the epochs ran out), the
+            # training loss at the chosen epoch, where the chosen settings lie on their grid.
+            row["stopped_by_patience"] = [bool(i.get("stopped_early")) for i in info]
+            bl = [i["best_epoch_train_loss"] for i in info
+                  if i.get("best_epoch_train_loss") is not None]  # fmt: skip
+            row["best_epoch_train_loss"] = float(np.mean(bl)) if bl else None
+            row["grid"] = grid_position(
+                sweep_variants(cfg, method), done[0].get("variant_values") or {}
+            )
         if "dev_retrieval_accuracy" in info[0]:
             row["dev_retrieval_accuracy"] = info[0]["dev_retrieval_accuracy"]
             hits = [v.get(t, 0.0) for t, v in info[0].get("retrieved", {}).get(
@@ -198,7 +232,8 @@ def query_records(cells: dict[str, list[dict]], data: CompareData) -> pd.DataFra
                         rows.append({"group": g, "instructions": tpl, "task": p.task, "query": i,
                                      "seed": seed, "method": method, "exact": float(e),
                                      "first": float(f)})  # fmt: skip
-    return pd.DataFrame(rows)
+    cols = ["group", "instructions", "task", "query", "seed", "method", "exact", "first"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def claim_word(tests: list[dict[str, Any]]) -> str:
@@ -444,9 +479,13 @@ def format_categories(summary: dict[str, Any]) -> str:
 
 def format_curves(summary: dict[str, Any]) -> str:
     """Markdown: each trained method's dev accuracy after every epoch (its selected variant,
-    seed 0), how its training ended, and every swept variant's best dev accuracy."""
+    seed 0), how its training ended, where its chosen settings lie on their grid
+    (:func:`grid_position`), how many seeds' runs stopped by patience (generated per cell, not
+    asserted), the training loss at the chosen epoch, and every swept variant's best dev
+    accuracy."""
     sweeps = summary.get("_sweeps", {})
-    cols = ["method", "chosen", "dev accuracy by epoch", "ended", "final train loss",
+    cols = ["method", "chosen", "on its grid", "dev accuracy by epoch", "ended",
+            "stopped by patience", "train loss at chosen epoch", "final train loss",
             "sweep (best dev)"]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for m, r in summary.items():
@@ -459,7 +498,14 @@ def format_curves(summary: dict[str, Any]) -> str:
                  else "epoch budget, dev flat")  # fmt: skip
         loss = r.get("final_train_loss")
         swept = ", ".join(f"{k} {v['best_dev_acc']:.2f}" for k, v in sweeps.get(m, {}).items())
-        lines.append(f"| {m} | {r.get('selected', {}).get('label', '-')} | {curve} | {ended} | "
+        grid = "; ".join(
+            f"{k} {g['position']} of {g['grid']}" for k, g in r.get("grid", {}).items()
+        )
+        stop = r.get("stopped_by_patience", [])
+        bl = r.get("best_epoch_train_loss")
+        lines.append(f"| {m} | {r.get('selected', {}).get('label', '-')} | {grid or '-'} | "
+                     f"{curve} | {ended} | {sum(stop)} of {len(stop)} seeds | "
+                     f"{'-' if bl is None else f'{bl:.3f}'} | "
                      f"{'-' if loss is None else f'{loss:.3f}'} | {swept or '-'} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
