@@ -30,7 +30,7 @@ class ATVConfig(TrainingConfig):
         flag="--train-generator/--frozen-generator",
     )  # fmt: skip
     pooling: str = "last"
-    generator_input: str = "prompt"  # "prompt" (templated query) or "input" (raw query)
+    generator_input: str = "prompt"  # "prompt" (templated), "input" (raw) or "query" (Q/A)
     rank: int | None = opt(None, "Rank of the expansion (default: full).")
     layers: list[int] | None = opt(
         None, "Target layers to steer, e.g. 0,1,2 (default: all).", sep=","

@@ -38,7 +38,10 @@ from tvlens.tasks.prompts import (
 from tvlens.tasks.registry import get_suite
 from tvlens.tasks.synthetic import list_suite
 
-GeneratorInput = Literal["prompt", "input"]
+GeneratorInput = Literal["prompt", "input", "query"]
+# What the generator reads in Kang et al. 2025's official training script: the query alone in a
+# fixed Q/A frame, while the target reads the instructed prompt.
+QUERY_FORMAT = "Q: {x} \n A: "
 
 # A tvlens-trained target for the synthetic setting: the `tiny` model trained on first/last of
 # lists of 2-4 symbols in context (3 demonstrations), ~1 min on a 2-core CPU.
@@ -140,13 +143,19 @@ def hash_text(text: str) -> int:
 
 
 def generator_text(prompt: ICLPrompt, generator_input: GeneratorInput = "prompt") -> str:
-    """What the generator reads: the zero-shot prompt (``"prompt"``, the same text in training
-    and evaluation, unlike the official code) or the raw query input (``"input"``)."""
+    """What the generator reads: the zero-shot prompt with its instruction (``"prompt"``, the
+    same text in training and evaluation, unlike the official code), the raw query input
+    (``"input"``), or the query in the official training script's frame, ``"Q: {input} \\n A: "``
+    (``"query"``: no instruction, so the generator must infer the task from the query)."""
     if generator_input == "prompt":
         return prompt.zero_shot().text
     if generator_input == "input":
         return prompt.query.input
-    raise TVLensError(f"generator_input must be 'prompt' or 'input', got {generator_input!r}.")
+    if generator_input == "query":
+        return QUERY_FORMAT.format(x=prompt.query.input)
+    raise TVLensError(
+        f"generator_input must be 'prompt', 'input' or 'query', got {generator_input!r}."
+    )
 
 
 def encode_for_generator(

@@ -5,7 +5,8 @@ overlap of every task with the in-domain ones (the unseen split's check). ``cfg`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,45 @@ def _usable(task: Task, max_chars: int) -> Task:
     return Task(task.name, tuple(seen.values()), family=task.family)
 
 
-def input_overlap(a: Task, b: Task) -> float:
-    """The share of ``a``'s inputs that are also inputs of ``b``."""
-    ins = {e.input for e in a.examples}
-    return len(ins & {e.input for e in b.examples}) / max(len(ins), 1)
+# How two tasks' inputs are compared: as exact strings; after lowercasing and collapsing
+# whitespace (capitalize_first_letter's "whose" is lowercase_first_letter's "WHOSE"); and word
+# by word (choose_first_of_3's "play, gray, zap" and choose_middle_of_3's lists draw on the
+# same words). An unseen task whose inputs the in-domain tasks already hold under any of these
+# can only be told apart by its instruction (DESIGN.md §7).
+OVERLAP_MODES = ("exact", "lower", "words")
+_WORD = re.compile(r"\w+")
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def input_overlap(a: Task, b: Task, mode: str = "exact") -> float:
+    """The share of ``a``'s inputs that are also inputs of ``b``: ``"exact"`` strings;
+    ``"lower"``: equal after lowercasing and collapsing whitespace; ``"words"``: every word of
+    the input (lowercased, ``\\w+``) is a word of some input of ``b`` (the same vocabulary,
+    in any order or combination)."""
+    if mode == "exact":
+        ins = {e.input for e in a.examples}
+        return len(ins & {e.input for e in b.examples}) / max(len(ins), 1)
+    if mode == "lower":
+        ins = {" ".join(e.input.lower().split()) for e in a.examples}
+        return len(ins & {" ".join(e.input.lower().split()) for e in b.examples}) / max(len(ins), 1)
+    if mode == "words":
+        vocab = frozenset().union(*(_words(e.input) for e in b.examples))
+        ins = {_words(e.input) for e in a.examples} - {frozenset()}
+        return sum(w <= vocab for w in ins) / max(len(ins), 1)
+    raise TVLensError(f"Overlap mode must be one of {OVERLAP_MODES}, got {mode!r}.")
+
+
+def overlaps(tasks: dict[str, Task], against: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per mode (:data:`OVERLAP_MODES`), per task, per task of ``against`` (not itself): the
+    share of the task's inputs that are inputs of the other (:func:`input_overlap`)."""
+    return {
+        m: {t: {d: round(input_overlap(tasks[t], tasks[d], m), 4) for d in against if d != t}
+            for t in tasks}
+        for m in OVERLAP_MODES
+    }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -77,6 +113,8 @@ class CompareData:
     categories: dict[str, str]
     overlap: dict[str, dict[str, float]]  # task -> in-domain task -> share of its inputs
     instructed: bool = True
+    # The same per overlap mode ("exact", "lower", "words"; see input_overlap).
+    overlap_modes: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def groups(self) -> dict[str, ATVSplits]:
         return {"in_domain": self.in_domain, "unseen": self.unseen}
@@ -124,13 +162,17 @@ class CompareData:
                 for t, ts in self.templates.items()
             },  # fmt: skip
             "input_overlap": self.overlap,
+            "input_overlap_lower": self.overlap_modes.get("lower", {}),
+            "input_overlap_words": self.overlap_modes.get("words", {}),
             "queries_per_task": {
                 g: {k: v // max(len(s.tasks), 1) for k, v in s.counts().items()}
                 for g, s in self.groups().items()
             },
             "note": "unseen tasks: never seen by any trained method; their train queries serve "
             "only as demonstrations for ICL, task vectors and function vectors. input_overlap: "
-            "share of each task's inputs that are inputs of an in-domain task (whole files).",
+            "share of each task's inputs that are inputs of an in-domain task (whole files); "
+            "_lower: after lowercasing; _words: every word of the input is a word of the other "
+            "task's inputs.",
         }
 
 
@@ -185,9 +227,8 @@ def load_compare_data(cfg: Any, template: str) -> CompareData:
             templates,
         )
     ind = out["in_domain"].tasks
-    overlap = {
-        t: {d: round(input_overlap(full[t], full[d]), 4) for d in ind if d != t} for t in full
-    }
+    modes = overlaps(full, ind)
+    overlap = modes["exact"]
     for u in out["unseen"].tasks:
         for d, share in overlap[u].items():
             if share > cfg.max_unseen_overlap and f"{u}|{d}" not in cfg.overlap_allowed:
@@ -197,7 +238,7 @@ def load_compare_data(cfg: Any, template: str) -> CompareData:
                     f"unseen task, or state why in overlap_allowed['{u}|{d}']."
                 )
     return CompareData(out["in_domain"], out["unseen"], sources, templates, heldout, categories,
-                       overlap, instructed=instr is not None)  # fmt: skip
+                       overlap, instructed=instr is not None, overlap_modes=modes)  # fmt: skip
 
 
 def merged(a: ATVSplits, b: ATVSplits) -> ATVSplits:

@@ -1,11 +1,14 @@
-"""The comparison's outputs, from the cells on disk: per method the accuracy (mean ± std over
-seeds, and a 95% bootstrap interval over test queries) in-domain and unseen, with the training
-instructions and with the held-out one; per category; the learning curves; the three verdicts
-on the paper's claims; the tables and figures.
+"""The comparison's outputs, from the cells on disk: per method the accuracy (whole-answer
+exact match, mean ± std over seeds, and a 95% interval; first token beside it) in-domain and
+unseen, with the training instructions and with the held-out one; per category; the learning
+curves; the three verdicts on the paper's claims; the tables and figures.
 
-Intervals resample the test queries within each task (every task has the same number), with
-one set of resamples shared by all methods, so that a difference between two methods is a
-paired difference over the same queries. A query's correctness is first averaged over seeds.
+Intervals and verdicts come from :mod:`tvlens.evaluation.stats`: a hierarchical bootstrap
+that resamples tasks, then queries within each drawn task, then seeds (DESIGN.md §8: tasks
+dominate the variance, and resampling queries with tasks fixed gave intervals 2-3x too
+narrow); a difference between two methods is paired on the same task, query and seed draw;
+"equal" only by TOST within the declared margin; the minimal detectable difference beside
+each verdict.
 """
 
 from __future__ import annotations
@@ -17,12 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 import tvlens
 from tvlens.compare import registry
 from tvlens.compare.registry import TIME_REFERENCE, get_method_spec
-from tvlens.compare.setup import SELECTED, Cell, CompareConfig, CompareData, cell_path
+from tvlens.compare.setup import (
+    SELECTED,
+    Cell,
+    CompareConfig,
+    CompareData,
+    cell_path,
+    sweep_variants,
+)
 from tvlens.compare.setup import compare_cells as _cells
+from tvlens.errors import TVLensError
+from tvlens.evaluation import stats
+from tvlens.evaluation.scoring import first_token_flags
 from tvlens.plotting import save_figure
 from tvlens.plotting.atv import (
     plot_compare_bars,
@@ -57,40 +71,49 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def resamples(data: CompareData, group: str, n: int, seed: int) -> np.ndarray:
-    """``[n, queries]`` indices of the group's test queries, resampled within each task."""
-    tasks = np.array([p.task for p in data.groups()[group].test])
-    rng = np.random.default_rng([seed, GROUPS.index(group)])
-    cols = [rng.choice(np.flatnonzero(tasks == t), size=(n, int((tasks == t).sum())))
-            for t in dict.fromkeys(tasks.tolist())]  # fmt: skip
-    return np.concatenate(cols, axis=1)
+def method_ci(records: pd.DataFrame, method: str, group: str, tpl: str, cfg: CompareConfig
+              ) -> list[float]:  # fmt: skip
+    """The 95% interval of ``method``'s whole-answer exact match on ``group``'s test queries
+    in the instruction set ``tpl``: the hierarchical bootstrap (tasks > queries > seeds) that
+    the verdicts use, at least :data:`MIN_RESAMPLES` times."""
+    sub = records[(records["group"] == group) & (records["instructions"] == tpl)]
+    res = stats.hierarchical_bootstrap(
+        sub.rename(columns={VERDICT_METRIC: "value"}), method,
+        n_resamples=max(int(cfg.bootstrap), MIN_RESAMPLES), seed=int(cfg.data_seed),
+    )  # fmt: skip
+    return [round(x, 4) for x in res.interval(0.95)]
 
 
-def ci(values: np.ndarray, idx: np.ndarray) -> list[float]:
-    """The 95% percentile interval of the mean of ``values`` over the resamples ``idx``."""
-    means = values[idx].mean(axis=1)
-    return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
-
-
-def per_query(done: list[dict], group: str, tpl: str) -> np.ndarray | None:
-    """First-token correctness per test query, averaged over the seeds."""
-    rows = [r["groups"][group][tpl]["first"] for r in done if tpl in r["groups"][group]]
-    return np.mean(np.asarray(rows, dtype=float), axis=0) if rows else None
+def grid_position(variants: list[dict], chosen: dict) -> dict[str, dict[str, Any]]:
+    """Per swept setting of the chosen variant: its value, the grid through the chosen point
+    (the variants equal to it on every other setting) and where the value lies on it:
+    ``interior``, ``top`` or ``bottom`` of the grid (a selection at an edge says the optimum
+    may lie beyond it), or ``not swept`` (one value on that line)."""
+    out = {}
+    for k in dict.fromkeys(k for v in variants for k in v):
+        if k not in chosen:
+            continue
+        line = sorted({v[k] for v in variants if k in v and all(
+            v.get(o) == chosen.get(o) for o in chosen if o != k)})  # fmt: skip
+        c = chosen[k]
+        pos = ("not swept" if len(line) < 2 else "bottom" if c <= line[0]
+               else "top" if c >= line[-1] else "interior")  # fmt: skip
+        out[k] = {"chosen": c, "grid": line, "position": pos}
+    return out
 
 
 def summarize(
     cells: dict[str, list[dict]], sweeps: list[dict], cfg: CompareConfig, data: CompareData
-) -> tuple[dict[str, Any], dict[tuple[str, str, str], np.ndarray]]:
-    """Per method its row (see the module docstring); and per (method, group, instructions)
-    the per-query correctness the verdicts compare."""
-    idx = {g: resamples(data, g, cfg.bootstrap, cfg.data_seed) for g in GROUPS}
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Per method its row (see the module docstring); and the per-query records the
+    verdicts compare (:func:`query_records`)."""
+    records = query_records(cells, data)
     zs = next((r for r in cells.get(TIME_REFERENCE, []) if "skipped" not in r), None)
     ref = {}
     if zs is not None:
         ref = {"bridge": zs["infer_seconds_per_query"],
                "hf": zs["info"].get("hf_infer_seconds_per_query")}  # fmt: skip
     out: dict[str, Any] = {}
-    queries: dict[tuple[str, str, str], np.ndarray] = {}
     for method, runs in cells.items():
         spec = get_method_spec(method)
         done = [r for r in runs if "skipped" not in r]
@@ -110,9 +133,7 @@ def summarize(
                 for metric in ("first_token", "exact_match"):
                     m, s = _mean_std([r["groups"][g][tpl][metric] for r in done])
                     row[f"{key}_{metric}_mean"], row[f"{key}_{metric}_std"] = m, s
-                q = per_query(done, g, tpl)
-                queries[(method, g, tpl)] = q
-                row[f"{key}_ci"] = ci(q, idx[g])
+                row[f"{key}_ci"] = method_ci(records, method, g, tpl, cfg)
             tasks = done[0]["groups"][g]["train"]["tasks"]
             row[f"{g}_tasks"] = {
                 t: float(np.mean([r["groups"][g]["train"]["tasks"][t]["first_token"]
@@ -142,6 +163,15 @@ def summarize(
             row["selected"] = info[0].get("selection", {})
             row["curve"] = info[0].get("curve", [])
             row["steer_ratio"] = info[0].get("extra", {}).get("steer_ratio")
+            # Convergence, per cell: stopped by patience (else the epochs ran out), the
+            # training loss at the chosen epoch, where the chosen settings lie on their grid.
+            row["stopped_by_patience"] = [bool(i.get("stopped_early")) for i in info]
+            bl = [i["best_epoch_train_loss"] for i in info
+                  if i.get("best_epoch_train_loss") is not None]  # fmt: skip
+            row["best_epoch_train_loss"] = float(np.mean(bl)) if bl else None
+            row["grid"] = grid_position(
+                sweep_variants(cfg, method), done[0].get("variant_values") or {}
+            )
         if "dev_retrieval_accuracy" in info[0]:
             row["dev_retrieval_accuracy"] = info[0]["dev_retrieval_accuracy"]
             hits = [v.get(t, 0.0) for t, v in info[0].get("retrieved", {}).get(
@@ -160,98 +190,231 @@ def summarize(
         }  # fmt: skip
     if out_sweeps:
         out["_sweeps"] = out_sweeps
-    return out, queries
+    return out, records
 
 
 # ---------------------------------------------------------------------------- verdicts
 
-
-def paired(
-    queries: dict, a: str, b: str, group: str, idx: np.ndarray, tpl: str = "train"
-) -> dict[str, Any] | None:
-    """``a`` minus ``b`` on the same test queries: the difference and its 95% interval."""
-    qa, qb = queries.get((a, group, tpl)), queries.get((b, group, tpl))
-    if qa is None or qb is None:
-        return None
-    d = qa - qb
-    lo, hi = ci(d, idx)
-    return {"a": a, "b": b, "group": group, "diff": round(float(d.mean()), 4), "ci": [lo, hi],
-            "outcome": "better" if lo > 0 else "worse" if hi < 0 else "tie"}  # fmt: skip
+# The verdicts' metric: greedy whole-answer exact match per query ("exact" in a cell); first
+# token ("first") is a secondary column (it gives free credit to multi-token answers whose
+# first token is a bare space or shared with a sibling task: DESIGN.md §8).
+VERDICT_METRIC = "exact"
+SECONDARY_METRIC = "first"
+INSTRUCTIONS = {"train": "training instructions", "heldout": "held-out instruction"}
+# A reviewer's floor for a percentile interval's stability (stats.hierarchical_bootstrap).
+MIN_RESAMPLES = 10_000
 
 
-def _claim(name: str, tests: list[dict | None], rule: str) -> dict[str, Any]:
-    tests = [t for t in tests if t is not None]
+def query_records(cells: dict[str, list[dict]], data: CompareData) -> pd.DataFrame:
+    """One row per (group, instructions, task, query, seed, method) with both per-query
+    scores (``exact``, ``first``): the records :mod:`tvlens.evaluation.stats` resamples. A
+    method with one run has no seed level (``seed`` None); with several, each run's seed."""
+    rows = []
+    for method, runs in cells.items():
+        done = [r for r in runs if "skipped" not in r]
+        for r in done:
+            seed = r["seed"] if len(done) > 1 else None
+            for g in GROUPS:
+                test = data.groups()[g].test
+                for tpl, res in r["groups"][g].items():
+                    if VERDICT_METRIC not in res:
+                        continue
+                    if len(res[VERDICT_METRIC]) != len(test):
+                        raise TVLensError(
+                            f"Cell {method!r} seed {r['seed']} scores {len(res[VERDICT_METRIC])} "
+                            f"{g} test queries, the data has {len(test)}: the cell belongs to "
+                            "another configuration; recompute it."
+                        )
+                    for i, (p, e, f) in enumerate(
+                        zip(test, res[VERDICT_METRIC], res[SECONDARY_METRIC], strict=True)
+                    ):
+                        rows.append({"group": g, "instructions": tpl, "task": p.task, "query": i,
+                                     "seed": seed, "method": method, "exact": float(e),
+                                     "first": float(f)})  # fmt: skip
+    cols = ["group", "instructions", "task", "query", "seed", "method", "exact", "first"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def claim_word(tests: list[dict[str, Any]]) -> str:
+    """A claim's verdict from its tests' words (each from :func:`stats.verdict`): a ``beats``
+    claim is reproduced when every test is ``better``, not reproduced when any is ``worse``
+    or ``equal`` (shown within the margin, so not better); an ``equal`` claim (no worse than,
+    within the margin) is reproduced when every test is ``equal`` or ``better``, not
+    reproduced when any is ``worse``; otherwise inconclusive."""
     if not tests:
-        return {"claim": name, "verdict": "inconclusive", "why": "methods missing", "tests": []}
-    outs = [t["outcome"] for t in tests]
-    if rule == "beats":
-        verdict = ("reproduced" if all(o == "better" for o in outs)
-                   else "not reproduced" if any(o == "worse" for o in outs)
-                   else "inconclusive")  # fmt: skip
-    else:  # "equal": within the margin, or better
-        ok = [t["ci"][0] > -EQUIVALENCE_MARGIN for t in tests]
-        bad = [t["ci"][1] < -EQUIVALENCE_MARGIN for t in tests]
-        verdict = ("reproduced" if all(ok) else "not reproduced" if any(bad)
-                   else "inconclusive")  # fmt: skip
-    return {"claim": name, "verdict": verdict, "tests": tests}
+        return "inconclusive"
+    words = [(t["word"], t["rule"]) for t in tests]
+    ok = [w == "better" or (r == "equal" and w == "equal") for w, r in words]
+    bad = [w == "worse" or (r == "beats" and w == "equal") for w, r in words]
+    if all(ok):
+        return "reproduced"
+    return "not reproduced" if any(bad) else "inconclusive"
 
 
-def verdicts(queries: dict, data: CompareData, cfg: CompareConfig) -> list[dict[str, Any]]:
-    """The paper's three claims, each "reproduced", "not reproduced" or "inconclusive" from
-    paired 95% intervals: (1) ATV beats ICL and the fixed vectors in-domain; (2) ATV beats
-    zero-shot, ICL, retrieval and LoRA on unseen tasks; (3) at equal rank ATV is no worse
-    than LoRA (within ±0.05), and ATV beats prefix tuning."""
-    idx = {g: resamples(data, g, cfg.bootstrap, cfg.data_seed) for g in GROUPS}
-    claims = {
-        c.name: _claim(c.name, [paired(queries, a, b, g, idx[g]) for a, b, g in c.tests], c.rule)
-        for c in registry.CLAIMS
-    }
-    for c in registry.CLAIMS:  # a claim reported inside another: its test joins, verdicts combine
-        if c.part_of is None:
-            continue
-        part, whole = claims.pop(c.name), claims[c.part_of]
-        if part["tests"]:
-            whole["tests"].append(part["tests"][0])
-            both = (whole["verdict"], part["verdict"])
-            whole["verdict"] = ("not reproduced" if "not reproduced" in both
-                                else "reproduced" if both == ("reproduced",) * 2
-                                else "inconclusive")  # fmt: skip
-        whole["claim"] = f"{c.part_of}; {c.name}"
+def _test(
+    recs: pd.DataFrame, a: str, b: str, group: str, tpl: str, rule: str, margin: float,
+    n_resamples: int, levels: tuple[str, ...], seed: int, flagged: dict[str, int] | None,
+) -> dict[str, Any] | None:  # fmt: skip
+    sub = recs[(recs["group"] == group) & (recs["instructions"] == tpl)]
+    if not {a, b} <= set(sub["method"]):
+        return None
+    opts = {"levels": levels, "n_resamples": n_resamples, "seed": seed}
+    main = stats.hierarchical_bootstrap(sub.rename(columns={VERDICT_METRIC: "value"}), a, b,
+                                        **opts)  # fmt: skip
+    v = stats.verdict(main, margin)
+    sec = stats.hierarchical_bootstrap(sub.rename(columns={SECONDARY_METRIC: "value"}), a, b,
+                                       **opts)  # fmt: skip
+    out = {**v.to_dict(), "group": group, "instructions": tpl, "rule": rule,
+           "metric": "exact match",
+           "first_token": {"estimate": sec.estimate, "ci": list(sec.interval(0.95)),
+                           "word": stats.verdict(sec, margin).word}}  # fmt: skip
+    if flagged is not None:
+        out["first_token"]["flagged_queries"] = flagged.get(group, 0)
+    return out
+
+
+def verdicts(
+    records: pd.DataFrame, cfg: CompareConfig, flagged: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """The paper's three claims, each "reproduced", "not reproduced" or "inconclusive"
+    (:func:`claim_word`) from paired tests on whole-answer exact match, with the training
+    instructions and with the held-out one. Each test's word comes from
+    :func:`tvlens.evaluation.stats.verdict`: a hierarchical bootstrap (tasks > queries >
+    seeds, at least 10,000 resamples), ``better`` / ``worse`` from the 95% interval, ``equal``
+    by TOST (90% interval inside ± the declared margin), else ``inconclusive``; the minimal
+    detectable difference beside it. Claims: (1) ATV beats ICL and the fixed vectors
+    in-domain; (2) ATV beats zero-shot, ICL, retrieval and LoRA on unseen tasks; (3) at equal
+    rank ATV matches LoRA (TOST), and ATV beats prefix tuning. ``flagged``: per group, the
+    test queries whose first answer token is free or shared (first-token column's caveat)."""
+    margin = float(getattr(cfg, "equivalence_margin", EQUIVALENCE_MARGIN))
+    n = max(int(getattr(cfg, "bootstrap", 0)), MIN_RESAMPLES)
+    levels = tuple(getattr(cfg, "bootstrap_levels", stats.LEVELS))
+    seed = int(getattr(cfg, "data_seed", 0))
+    claims: dict[str, dict[str, Any]] = {}
+    for c in registry.CLAIMS:
+        tests = [t for tpl in INSTRUCTIONS for a, b, g in c.tests
+                 if (t := _test(records, a, b, g, tpl, c.rule, margin, n, levels, seed,
+                                flagged)) is not None]  # fmt: skip
+        name = c.part_of or c.name
+        if name not in claims:
+            claims[name] = {"claim": name, "tests": []}
+        if c.part_of is not None:
+            claims[name]["claim"] = f"{claims[name]['claim']}; {c.name}"
+        claims[name]["tests"].extend(tests)
+    for v in claims.values():
+        v["verdict"] = claim_word(v["tests"])
+        v["by_instructions"] = {
+            tpl: claim_word([t for t in v["tests"] if t["instructions"] == tpl])
+            for tpl in INSTRUCTIONS
+            if any(t["instructions"] == tpl for t in v["tests"])
+        }
+        if not v["tests"]:
+            v["why"] = "methods missing"
+        v["margin"], v["n_resamples"], v["levels"] = margin, n, list(levels)
     return list(claims.values())
 
 
-def format_verdicts(vs: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> str:
-    """Markdown: each claim's verdict and the paired differences behind it; then the trained
-    methods whose dev accuracy was still rising when their epochs ran out (their numbers are
-    lower bounds) and the seeds each method has."""
+def _n(x: float) -> str:
+    return f"{x:+.3f}"
+
+
+def verdict_sentences(vs: list[dict[str, Any]]) -> str:
+    """Markdown sentences for the README and the results page, generated from
+    :func:`verdicts`' output (never typed by hand): one per claim, with its words per
+    instruction set and its tests' numbers."""
     lines = []
     for v in vs:
+        by = "; ".join(f"{INSTRUCTIONS[k]}: {w}" for k, w in v.get("by_instructions", {}).items())
         why = f" ({v['why']})" if v.get("why") else ""
-        lines.append(f"- **{v['claim']}**: {v['verdict']}{why}")
+        lines.append(f"- **{v['claim']}**: {v['verdict']}{why} on whole-answer exact match"
+                     + (f" ({by})." if by else "."))  # fmt: skip
         for t in v["tests"]:
-            lines.append(f"  - {t['a']} − {t['b']} ({t['group']}): {t['diff']:+.3f} "
-                         f"[{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}] → {t['outcome']}")  # fmt: skip
+            tost = ""
+            if t["margin"] is not None:
+                inside = "inside" if t["within_margin"] else "not inside"
+                tost = (f", TOST 90% [{_n(t['ci_tost'][0])}, {_n(t['ci_tost'][1])}] {inside} "
+                        f"±{t['margin']:g}")  # fmt: skip
+            lines.append(
+                f"  - {t['method']} − {t['baseline']} ({t['group']}, "
+                f"{INSTRUCTIONS[t['instructions']]}): {_n(t['estimate'])}, 95% "
+                f"[{_n(t['ci'][0])}, {_n(t['ci'][1])}]{tost} → {t['label']} (MDD "
+                f"{t['mdd']:.3f})"
+            )
+    if vs:
+        v0 = vs[0]
+        lines.append(f"\nIntervals: {' > '.join(v0['levels'])} resampled {v0['n_resamples']:,} "
+                     "times (hierarchical bootstrap, tvlens.evaluation.stats); MDD: the "
+                     "smallest difference a two-sided 5% test detects with 80% power.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def verdict_table(vs: list[dict[str, Any]]) -> str:
+    """Markdown: every test behind the verdicts, exact match first, first token beside it
+    (with the count of test queries whose first token is free or shared)."""
+    head = ["comparison", "group", "instructions", "exact match", "95% interval",
+            "TOST 90% interval", "verdict", "MDD", "first token [95%]", "first-token flagged",
+            "tasks", "queries", "seeds"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v in vs:
+        for t in v["tests"]:
+            ft = t["first_token"]
+            lines.append("| " + " | ".join([
+                f"{t['method']} − {t['baseline']}", t["group"], INSTRUCTIONS[t["instructions"]],
+                _n(t["estimate"]), f"[{_n(t['ci'][0])}, {_n(t['ci'][1])}]",
+                f"[{_n(t['ci_tost'][0])}, {_n(t['ci_tost'][1])}]", t["label"], f"{t['mdd']:.3f}",
+                f"{_n(ft['estimate'])} [{_n(ft['ci'][0])}, {_n(ft['ci'][1])}]",
+                str(ft.get("flagged_queries", "-")), str(t["n_tasks"]), str(t["n_queries"]),
+                str(t["n_seeds"]),
+            ]) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def format_verdicts(vs: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> str:
+    """Markdown: the claims' sentences (:func:`verdict_sentences`), the table of tests
+    (:func:`verdict_table`); then the trained methods whose dev accuracy was still rising
+    when their epochs ran out (their numbers are lower bounds) and the seeds each method
+    has."""
+    lines = [verdict_sentences(vs), verdict_table(vs)]
     rows = {
         m: r for m, r in (summary or {}).items() if not m.startswith("_") and "skipped" not in r
     }
     rising = [m for m, r in rows.items() if r.get("still_rising")]
     if rising:
-        lines.append(f"\nStill rising when the epochs ran out (lower bounds): {', '.join(rising)}.")
+        lines.append(f"Still rising when the epochs ran out (lower bounds): {', '.join(rising)}.")
     seeds = {m: len(r["seeds"]) for m, r in rows.items()}
     if seeds:
         lines.append("Seeds per method: " + ", ".join(f"{m} {n}" for m, n in seeds.items()) + ".")
     return "\n".join(lines) + "\n"
 
 
+def first_token_flagged(data: CompareData, tokenizer: Any) -> dict[str, int]:
+    """Per group, the test queries whose answer's first token is whitespace only or the first
+    token of another task's answer (:func:`tvlens.evaluation.scoring.first_token_flags`)."""
+    groups = data.groups()
+    by_task: dict[str, list[str]] = {}  # every group's answers: siblings sit across groups
+    for s in groups.values():
+        for p in s.test:
+            by_task.setdefault(p.task, []).append(p.answer)
+    first = next((s.test[0] for s in groups.values() if s.test), None)
+    prefix = first.template.answer_prefix if first is not None else " "
+    flags = first_token_flags(by_task, tokenizer, prefix)
+    group_of = {t: g for g, s in groups.items() for t in s.tasks}
+    out = dict.fromkeys(groups, 0)
+    for f in flags:
+        out[group_of[f.task]] += int(f.flagged)
+    return out
+
+
 # ---------------------------------------------------------------------------- tables
 
 
 def _acc(r: dict, key: str) -> str:
-    if f"{key}_first_token_mean" not in r:
+    """Exact match mean ± std over seeds [95% hierarchical interval] (first token)."""
+    if f"{key}_exact_match_mean" not in r:
         return "-"
     lo, hi = r[f"{key}_ci"]
-    return (f"{r[f'{key}_first_token_mean']:.3f} ± {r[f'{key}_first_token_std']:.3f} "
-            f"[{lo:.2f}, {hi:.2f}]")  # fmt: skip
+    return (f"{r[f'{key}_exact_match_mean']:.3f} ± {r[f'{key}_exact_match_std']:.3f} "
+            f"[{lo:.2f}, {hi:.2f}] ({r[f'{key}_first_token_mean']:.2f})")  # fmt: skip
 
 
 def _flags(r: dict) -> str:
@@ -268,8 +431,9 @@ def _flags(r: dict) -> str:
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """Markdown: accuracy mean ± std over seeds [95% interval over queries], per group and
-    instruction set, with what each method sees and how its training ended."""
+    """Markdown: whole-answer exact match, mean ± std over seeds [95% interval, tasks >
+    queries > seeds resampled] (first-token accuracy), per group and instruction set, with
+    what each method sees and how its training ended."""
     head = ["method", "sees", "in-domain", "in-domain, held-out instr.", "unseen",
             "unseen, held-out instr.", "params", "final train loss", "epochs best/run",
             "chosen", "infer × zero-shot"]  # fmt: skip
@@ -314,9 +478,13 @@ def format_categories(summary: dict[str, Any]) -> str:
 
 def format_curves(summary: dict[str, Any]) -> str:
     """Markdown: each trained method's dev accuracy after every epoch (its selected variant,
-    seed 0), how its training ended, and every swept variant's best dev accuracy."""
+    seed 0), how its training ended, where its chosen settings lie on their grid
+    (:func:`grid_position`), how many seeds' runs stopped by patience (generated per cell, not
+    asserted), the training loss at the chosen epoch, and every swept variant's best dev
+    accuracy."""
     sweeps = summary.get("_sweeps", {})
-    cols = ["method", "chosen", "dev accuracy by epoch", "ended", "final train loss",
+    cols = ["method", "chosen", "on its grid", "dev accuracy by epoch", "ended",
+            "stopped by patience", "train loss at chosen epoch", "final train loss",
             "sweep (best dev)"]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for m, r in summary.items():
@@ -329,25 +497,45 @@ def format_curves(summary: dict[str, Any]) -> str:
                  else "epoch budget, dev flat")  # fmt: skip
         loss = r.get("final_train_loss")
         swept = ", ".join(f"{k} {v['best_dev_acc']:.2f}" for k, v in sweeps.get(m, {}).items())
-        lines.append(f"| {m} | {r.get('selected', {}).get('label', '-')} | {curve} | {ended} | "
+        grid = "; ".join(
+            f"{k} {g['position']} of {g['grid']}" for k, g in r.get("grid", {}).items()
+        )
+        stop = r.get("stopped_by_patience", [])
+        bl = r.get("best_epoch_train_loss")
+        lines.append(f"| {m} | {r.get('selected', {}).get('label', '-')} | {grid or '-'} | "
+                     f"{curve} | {ended} | {sum(stop)} of {len(stop)} seeds | "
+                     f"{'-' if bl is None else f'{bl:.3f}'} | "
                      f"{'-' if loss is None else f'{loss:.3f}'} | {swept or '-'} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 def format_overlap(data: CompareData) -> tuple[str, str]:
     """The input-overlap matrix (share of each task's inputs that are inputs of each
-    in-domain task) as CSV and as markdown (unseen tasks' rows)."""
+    in-domain task) as CSV (exact strings; then ``lower:`` after lowercasing and ``words:``
+    word by word, see :func:`tvlens.compare.data.input_overlap`) and as markdown: per task,
+    unseen and in-domain, its largest overlap with another in-domain task under each mode."""
     ind = data.in_domain.tasks
+    modes = data.overlap_modes or {"exact": data.overlap}
+    extra = [m for m in modes if m != "exact"]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["task", "group", *ind])
+    w.writerow(["task", "group", *ind, *[f"{m}:{d}" for m in extra for d in ind]])
     for g, s in data.groups().items():
         for t in s.tasks:
-            w.writerow([t, g, *[data.overlap[t].get(d, "") for d in ind]])
-    md = ["| unseen task | max overlap | with |", "|---|---|---|"]
-    for t in data.unseen.tasks:
-        d, v = max(data.overlap[t].items(), key=lambda x: x[1])
-        md.append(f"| {t} | {v:.0%} | {d} |")
+            w.writerow([t, g, *[data.overlap[t].get(d, "") for d in ind],
+                        *[modes[m][t].get(d, "") for m in extra for d in ind]])  # fmt: skip
+    head = " | ".join(f"max overlap, {m} | with" for m in modes)
+    md = [f"| task | group | {head} |", "|---|---|" + "---|---|" * len(modes)]
+    for g, s in data.groups().items():
+        for t in s.tasks:
+            cells = []
+            for m in modes:
+                if modes[m].get(t):
+                    d, v = max(modes[m][t].items(), key=lambda x: x[1])
+                    cells += [f"{v:.0%}", d]
+                else:
+                    cells += ["-", "-"]
+            md.append(f"| {t} | {g} | " + " | ".join(cells) + " |")
     return buf.getvalue(), "\n".join(md) + "\n"
 
 
@@ -398,22 +586,25 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def write_outputs(
-    out: Path, cfg: CompareConfig, data: CompareData, device: str
+    out: Path, cfg: CompareConfig, data: CompareData, device: str, tokenizer: Any = None
 ) -> tuple[dict, str, dict]:
     """Every output from the cells present (a partial compare writes a partial table, and
-    says which cells are missing); ``device`` in words, as the cells were computed. Returns
-    the summary, the table and the document of ``comparison.json``, which the caller writes
-    with its result (:class:`~tvlens.compare.run.CompareResult`, which loads it back)."""
+    says which cells are missing); ``device`` in words, as the cells were computed;
+    ``tokenizer`` (the target's): to flag free or shared first tokens. Returns the summary,
+    the table and the document of ``comparison.json``, which the caller writes with its
+    result (:class:`~tvlens.compare.run.CompareResult`, which loads it back)."""
 
     cells, sweeps = load_cells(out, cfg)
-    summary, queries = summarize(cells, sweeps, cfg, data)
-    vs = verdicts(queries, data, cfg)
+    summary, records = summarize(cells, sweeps, cfg, data)
+    flagged = first_token_flagged(data, tokenizer) if tokenizer is not None else None
+    vs = verdicts(records, cfg, flagged)
     table = format_table(summary)
     overlap_csv, overlap_md = format_overlap(data)
     _write_text(out / "comparison.csv", _csv(summary, data))
     _write_text(out / "table.md", table)
     _write_text(out / "categories.md", format_categories(summary))
     _write_text(out / "verdicts.md", format_verdicts(vs, summary))
+    _write_text(out / "verdict_sentences.md", verdict_sentences(vs))
     _write_text(out / "curves.md", format_curves(summary))
     _write_text(out / "overlap.csv", overlap_csv)
     _write_text(out / "overlap.md", overlap_md)
@@ -422,9 +613,10 @@ def write_outputs(
         {"tvlens": tvlens.__version__, "target": cfg.target, "device": device,
          "split": data.describe(), "scale": cfg.scale_note, "config": cfg.to_dict(),
          "complete": not missing, "missing_cells": missing,
-         "metric": "first answer token over the whole vocabulary (argmax), and greedy exact "
-                   "match; means over tasks, then mean ± std over seeds; 95% bootstrap "
-                   "intervals over test queries (resampled within tasks, seeds averaged)",
+         "metric": "greedy whole-answer exact match (the verdicts' metric) and first answer "
+                   "token over the whole vocabulary (argmax, secondary); means over tasks, then "
+                   "mean ± std over seeds; 95% intervals and verdicts: hierarchical bootstrap "
+                   "(tasks > queries > seeds) on exact match, TOST for equality, MDD beside each",
          "verdicts": vs, "methods": summary}
     )  # fmt: skip
     rows = {m: r for m, r in summary.items() if not m.startswith("_") and "skipped" not in r}

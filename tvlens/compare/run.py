@@ -65,6 +65,7 @@ from tvlens.compare.workers import (
     run_parallel,
 )
 from tvlens.errors import TVLensError
+from tvlens.evaluation.icl import record_predictions
 from tvlens.models.loading import TVModel, default_device, load_model
 from tvlens.plotting.atv import plot_compare_bars
 from tvlens.results import Result
@@ -97,13 +98,26 @@ def build_method(ctx: CompareContext, method: str, seed: int, variant: dict | No
     return spec.build_class().for_cell(ctx, method, seed, variant, **spec.kwargs)
 
 
+def _predictions(rec: list, prompts: list, tokenizer: Any) -> list[str | None]:
+    """What the method said per query, in ``prompts``' order (None where it was not recorded):
+    the decoded argmax at each answer position given the gold answer before it, i.e. greedy
+    decoding up to and including its first wrong token (tvlens.evaluation.icl)."""
+    said = {(task, x): ids for task, x, ids in rec}
+    out = []
+    for p in prompts:
+        ids = said.get((p.task, p.query.input))
+        out.append(None if ids is None or tokenizer is None else tokenizer.decode(ids).strip())
+    return out
+
+
 def _score(m: Any, prompts: list) -> tuple[dict[str, Any], float, float]:
     """Per-query correctness of ``prompts`` in their order (scored shortest first), per-task
     accuracy, the mean over tasks; and the seconds and mean prompt tokens it took."""
     order, lens = m.by_length(prompts)
     pos = {id(p): i for i, p in enumerate(prompts)}
     t0 = time.perf_counter()
-    first_s, exact_s = m.correctness(order)
+    with record_predictions() as rec:
+        first_s, exact_s = m.correctness(order)
     dt = time.perf_counter() - t0
     first = np.zeros(len(prompts), dtype=bool)
     exact = np.zeros(len(prompts), dtype=bool)
@@ -119,6 +133,9 @@ def _score(m: Any, prompts: list) -> tuple[dict[str, Any], float, float]:
             "tasks": tasks,
             "first": first.astype(int).tolist(),
             "exact": exact.astype(int).tolist(),
+            "pred": _predictions(
+                rec, prompts, getattr(getattr(m, "target", None), "tokenizer", None)
+            ),
         },
         dt,
         float(np.mean(lens)),
@@ -216,8 +233,9 @@ def run_cell(ctx: CompareContext, cell: Cell) -> dict[str, Any]:
 class CompareResult(Result):
     """What :func:`run_compare` returns: the folder, the configuration, per method its row
     (``summary``), the markdown table, the cells computed in this call (the others were
-    reused) and the seconds it took. ``to_dataframe()``: one row per method and group;
-    ``plot()``: accuracy with 95% intervals per method; ``save`` / ``load``
+    reused) and the seconds it took. ``to_dataframe()``: one row per method and group
+    (``ci_low`` / ``ci_high``: the 95% interval of exact match, tasks > queries > seeds);
+    ``plot()``: exact match with 95% intervals per method; ``save`` / ``load``
     (``CompareResult.load(out / "comparison.json")`` reads back what the run wrote)."""
 
     out: Path
@@ -254,7 +272,8 @@ class CompareResult(Result):
                     "first_token": r[f"{key}_first_token_mean"],
                     "first_token_std": r[f"{key}_first_token_std"],
                     "ci_low": r[f"{key}_ci"][0], "ci_high": r[f"{key}_ci"][1],
-                    "exact_match": r[f"{key}_exact_match_mean"], "seeds": len(r["seeds"]),
+                    "exact_match": r[f"{key}_exact_match_mean"],
+                    "exact_match_std": r[f"{key}_exact_match_std"], "seeds": len(r["seeds"]),
                     "trained": r["trained"], "oracle_label": r["oracle_label"],
                     "trainable_params": r["trainable_params"],
                 })  # fmt: skip
@@ -363,7 +382,7 @@ def run_compare(
         ran = run_cells(ctx, cells, run_cell, stop_after)
     else:
         ran = run_parallel(ctx, cells, pending, n_workers, threads, run_cell)
-    summary, table, doc = write_outputs(out, cfg, data, desc)
+    summary, table, doc = write_outputs(out, cfg, data, desc, model.tokenizer)
     res = CompareResult(out, cfg, summary, table, ran, time.time() - t0)
     # what readers of comparison.json know, and the result: CompareResult.load reads it back
     write_json_atomically(out / COMPARISON_FILE, res.saved(extra=doc))

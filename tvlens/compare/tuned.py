@@ -202,6 +202,10 @@ def matched_rank(budget: int, d_gen: int, n_out: int) -> int:
     return max(1, round((budget - n_out) / (d_gen + n_out)))
 
 
+# The comparison's names for what ATV's generator reads -> tvlens.atv.data.generator_text's.
+GENERATOR_INPUTS = {"instructed": "prompt", "query": "query"}
+
+
 class ATVCompareMethod(SteeringMethod):
     """:class:`tvlens.atv.model.ATV` trained on the in-domain training queries. ``kind``:
     ``atv`` (the paper: generator trained, full-rank expansion, the generator LM at
@@ -261,7 +265,23 @@ class ATVCompareMethod(SteeringMethod):
                          positions=cfg.atv_positions, rank=self.rank,
                          train_generator=trainable,
                          generator_stop_at_layer=cfg.atv_generator_stop_at_layer,
+                         generator_input=self.generator_input(),
                          template=self.ctx.template, seed=self.seed)  # fmt: skip
+
+    def generator_input(self) -> str:
+        """What the generator reads (:func:`tvlens.atv.data.generator_text`): the method
+        setting ``generator_input`` (the variant's, else the config's ``atv_generator_input``),
+        ``"instructed"`` (default: the instructed zero-shot prompt the target reads) or
+        ``"query"`` (the paper-faithful arm: ``"Q: {input} \\n A: "`` only, as in the official
+        training script, while the target still reads the instructed prompt)."""
+        value = self.variant.get(
+            "generator_input", getattr(self.ctx.cfg, "atv_generator_input", "instructed")
+        )
+        if value not in GENERATOR_INPUTS:
+            raise TVLensError(
+                f"generator_input must be one of {list(GENERATOR_INPUTS)}, got {value!r}."
+            )
+        return GENERATOR_INPUTS[value]
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The expansion at the variant's lr; the generator LM (when trained) at

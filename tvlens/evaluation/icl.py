@@ -10,7 +10,9 @@ answer ``a_1..a_m`` exactly when, for every ``j``, the argmax after ``prompt + a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,24 @@ def model_logits(model: Any, batch: PromptBatch) -> Float[Tensor, "batch pos d_v
     return out.logits if hasattr(out, "logits") else out
 
 
+# Where answer_correctness records its predictions while record_predictions() is active.
+_PREDICTIONS: ContextVar[list | None] = ContextVar("tvlens_predictions", default=None)
+
+
+@contextmanager
+def record_predictions() -> Iterator[list[tuple[str, str, list[int]]]]:
+    """Inside, every :func:`answer_correctness` call appends ``(task, query input, predicted
+    token ids)`` per row to the yielded list: the argmax at each answer position given the gold
+    answer before it (the greedy decoding up to and including its first wrong token), so a
+    comparison can store what each method said per query, whatever order it scores in."""
+    rec: list[tuple[str, str, list[int]]] = []
+    token = _PREDICTIONS.set(rec)
+    try:
+        yield rec
+    finally:
+        _PREDICTIONS.reset(token)
+
+
 @torch.no_grad()
 def answer_correctness(
     model: Any, batch: PromptBatch
@@ -122,6 +142,11 @@ def answer_correctness(
         want = torch.tensor(ans)
         first[i] = bool(got[0] == want[0])
         exact[i] = bool(torch.equal(got, want))
+    rec = _PREDICTIONS.get()
+    if rec is not None:
+        for i, p in enumerate(batch.prompts):
+            q = int(batch.query_pos[i])
+            rec.append((p.task, p.query.input, pred[i, q : q + len(batch.answer_ids[i])].tolist()))
     return first, exact
 
 

@@ -41,13 +41,13 @@ def plot_method_comparison(
 
 
 def plot_compare_bars(summary: dict, title: str = "Accuracy by method") -> go.Figure:
-    """Grouped bars: in-domain and unseen first-token accuracy per method with their 95%
+    """Grouped bars: in-domain and unseen whole-answer exact match per method with their 95%
     bootstrap intervals (``summary``: the compare's rows by method)."""
     names = list(summary)
     fig = go.Figure()
     for g, label, color in (("in_domain", "in-domain", PALETTE[0]),
                             ("unseen", "unseen", PALETTE[1])):  # fmt: skip
-        y = [summary[m][f"{g}_first_token_mean"] for m in names]
+        y = [summary[m][f"{g}_exact_match_mean"] for m in names]
         lo = [summary[m][f"{g}_ci"][0] for m in names]
         hi = [summary[m][f"{g}_ci"][1] for m in names]
         fig.add_bar(
@@ -58,7 +58,7 @@ def plot_compare_bars(summary: dict, title: str = "Accuracy by method") -> go.Fi
         )  # fmt: skip
     fig.update_layout(
         title=title, barmode="group", template="plotly_white",
-        yaxis={"title": "first-token accuracy (95% interval)", "range": [0, 1]},
+        yaxis={"title": "exact match (95% interval: tasks > queries > seeds)", "range": [0, 1]},
     )  # fmt: skip
     return fig
 
