@@ -251,14 +251,19 @@ class FunctionVector(ResidualWrite):
 # the intervention is built from).
 
 
-def _result(method: ExtractionMethod, extracted: Extracted) -> Any:
-    """The method's own result (``extras["result"]``), or one clear line saying it is missing."""
-    if "result" not in extracted.extras:
-        raise ConfigError(
-            f"{method.name}: this extraction has no result (extras['result']); its "
-            "intervention is built from the result of its extract(): extract again."
-        )
-    return extracted.extras["result"]
+@dataclass(frozen=True)
+class ResultWrite(ExtractionMethod):
+    """A method whose extraction keeps its module's own result object under
+    ``extras["result"]``, whose ``.intervention(**choice)`` says what is written (ICV, I2CL,
+    state vectors, LTV)."""
+
+    def intervention(self, model: Any, extracted: Extracted, **choice: Any) -> Any:
+        if "result" not in extracted.extras:
+            raise ConfigError(
+                f"{self.name}: this extraction has no result (extras['result']); its "
+                "intervention is built from the result of its extract(): extract again."
+            )
+        return extracted.extras["result"].intervention(**choice)
 
 
 def _tuple(value: Any) -> Any:
@@ -269,7 +274,7 @@ def _tuple(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class ICV(ExtractionMethod):
+class ICV(ResultWrite):
     """Liu et al. 2024 ("In-context Vectors", ICML; :mod:`tvlens.extraction.icv`): the first
     principal direction of the demonstrations' latent shifts ``H(y) - H(x)``, one vector per
     layer; every layer's MLP output is turned toward it with strength α, its norm kept. α is
@@ -327,12 +332,9 @@ class ICV(ExtractionMethod):
     def dev_grid(self, model: Any, extracted: Extracted) -> list[dict[str, Any]]:
         return [{"alpha": a} for a in (self.alphas or (self.alpha,))]
 
-    def intervention(self, model: Any, extracted: Extracted, **choice: Any) -> Any:
-        return _result(self, extracted).intervention(**choice)
-
 
 @dataclass(frozen=True)
-class I2CL(ExtractionMethod):
+class I2CL(ResultWrite):
     """Li et al. 2025 ("Implicit In-context Learning", ICLR; :mod:`tvlens.extraction.i2cl`):
     the demonstrations' mean attention and MLP outputs (context vectors), mixed into every
     layer's module outputs as ``c_keep·h + c_ctx·v`` with coefficients calibrated on the
@@ -389,12 +391,9 @@ class I2CL(ExtractionMethod):
     def dev_grid(self, model: Any, extracted: Extracted) -> list[dict[str, Any]]:
         return [{}]  # calibrated on the demonstrations: nothing is tuned on dev
 
-    def intervention(self, model: Any, extracted: Extracted, **choice: Any) -> Any:
-        return _result(self, extracted).intervention(**choice)
-
 
 @dataclass(frozen=True)
-class StateVector(ExtractionMethod):
+class StateVector(ResultWrite):
     """Li et al. 2024 ("In-Context Learning State Vector with Inner and Momentum
     Optimization", NeurIPS; :mod:`tvlens.extraction.state_vector`): attention-output states
     at the separators, inner and momentum optimised, replacing the query's attention outputs
@@ -457,12 +456,9 @@ class StateVector(ExtractionMethod):
             return [{"layer": self.layer}]
         return [{"layer": layer} for layer in range(model.n_layers)]
 
-    def intervention(self, model: Any, extracted: Extracted, **choice: Any) -> Any:
-        return _result(self, extracted).intervention(**choice)
-
 
 @dataclass(frozen=True)
-class LTV(ExtractionMethod):
+class LTV(ResultWrite):
     """Saglam et al. 2025 ("Learning Task Representations from In-Context Learning", ACL
     Findings; :mod:`tvlens.extraction.ltv`): weights over the heads' mean outputs learned by
     gradient descent (model frozen), the vector of each layer added after it at the last
@@ -511,6 +507,3 @@ class LTV(ExtractionMethod):
 
     def dev_grid(self, model: Any, extracted: Extracted) -> list[dict[str, Any]]:
         return [{}]  # learned on training prompts: nothing is tuned on dev
-
-    def intervention(self, model: Any, extracted: Extracted, **choice: Any) -> Any:
-        return _result(self, extracted).intervention(**choice)
