@@ -256,5 +256,13 @@ def regenerate_figures(device: str | None = None, progress: bool = True) -> Demo
     """Rewrite everything the demo owns in the committed ``figures/`` (its figures,
     ``demo.json``, ``patching.json``, ``task_vectors.md``, ``figures.json`` and its part of
     ``README.md``) from today's code, training ``runs/default`` if it is missing or stale.
-    The other folders under ``figures/`` come from the commands their README sections name."""
-    return run_demo(FIGURES_DIR, DEMO_RUN_DIR, DEFAULT_PRESET, device=device, progress=progress)
+    The other folders under ``figures/`` come from the commands their README sections name.
+    Then the numbers the README and the docs quote are refilled from the new JSON
+    (:mod:`tvlens.demo.quoted`), when run from the repository's root."""
+    from tvlens.demo.quoted import refill_docs
+
+    result = run_demo(FIGURES_DIR, DEMO_RUN_DIR, DEFAULT_PRESET, device=device, progress=progress)
+    if Path("README.md").is_file() and Path("docs").is_dir():
+        for page in refill_docs("."):
+            print(f"refilled the quoted numbers of {page}")
+    return result
