@@ -181,3 +181,89 @@ def test_demo_writes_its_own_folder_and_keeps_the_readme_tail(tmp_path):
     readme.write_text(f"# report 1\n{KEEP_MARKER}\n## mine\nkept\n")
     write_readme(readme, "# report 2")
     assert readme.read_text() == f"# report 2\n{KEEP_MARKER}\n## mine\nkept\n"
+
+
+# The committed figures equal today's code: keys exactly, numbers to this absolute tolerance
+# (the demo is deterministic for a thread count, DEMO_TOLERANCE covers another CPU's float
+# rounding in the 1800 training steps; timings are left out).
+DEMO_TOLERANCE = 1e-3
+
+
+def _numbers_close(a, b, path="demo.json"):
+    if isinstance(a, dict):
+        assert sorted(a) == sorted(b), f"{path}: keys {sorted(a)} vs {sorted(b)}"
+        for k in a:
+            _numbers_close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), f"{path}: {len(a)} vs {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _numbers_close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, abs=DEMO_TOLERANCE), f"{path}: {a} vs {b}"
+    else:
+        assert a == b, f"{path}: {a!r} vs {b!r}"
+
+
+@pytest.mark.slow
+def test_committed_demo_figures_are_what_todays_code_writes(tmp_path, monkeypatch):
+    """`tvlens regenerate`'s demo on the committed config, from scratch, one thread (about 10
+    minutes on 2 idle cores): the same JSON keys and numbers as figures/demo.json."""
+    committed = json.loads((ROOT / "figures" / "demo.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    run_demo("figures", "runs/default", preset=committed["preset"], device="cpu",
+             progress=False)  # fmt: skip
+    fresh = json.loads(Path("figures/demo.json").read_text())
+    _numbers_close(_without_timings(fresh), _without_timings(committed))
+
+
+def test_docs_quote_the_committed_numbers():
+    """Every number the README and the docs quote (`<!--q:KEY-->`) is the committed JSON's."""
+    from tvlens.demo.quoted import pages, stale_quotes
+
+    assert stale_quotes(ROOT) == []
+    quoting = [p.name for p in pages(ROOT) if "<!--q:" in p.read_text()]
+    assert {"README.md", "demo.md"} <= set(quoting)
+
+
+def test_refill_writes_the_json_number_and_refuses_unknown_keys(tmp_path):
+    from tvlens.demo.quoted import refill_docs, stale_quotes
+    from tvlens.errors import TVLensError
+
+    (tmp_path / "figures").mkdir()
+    demo = json.loads((ROOT / "figures" / "demo.json").read_text())
+    demo["task_vectors"]["summary"]["icl"] = 0.5
+    (tmp_path / "figures" / "demo.json").write_text(json.dumps(demo))
+    (tmp_path / "README.md").write_text("ICL <!--q:demo.icl-->0.99<!--/q--> here\n")
+    assert stale_quotes(tmp_path) == ["README.md: demo.icl quotes '0.99', the JSON holds '0.50'"]
+    assert refill_docs(tmp_path) == [tmp_path / "README.md"]
+    assert (tmp_path / "README.md").read_text() == "ICL <!--q:demo.icl-->0.50<!--/q--> here\n"
+    (tmp_path / "README.md").write_text("<!--q:demo.nope-->1<!--/q-->\n")
+    with pytest.raises(TVLensError, match="unknown number 'demo.nope'"):
+        refill_docs(tmp_path)
+
+
+def test_committed_notebooks_show_no_warning_path_or_cdn():
+    """The saved outputs of every notebook (executed by `python -m tvlens.demo.notebooks`)
+    hold no warning, no machine path and no plotly.js from a CDN."""
+    import nbformat
+
+    from tvlens.demo.notebooks import output_problems
+
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert output_problems(nbformat.read(path, as_version=4)) == [], path.name
+
+
+def test_output_problems_names_each_kind():
+    from tvlens.demo.notebooks import output_problems
+
+    nb = {"cells": [{"cell_type": "code", "outputs": [
+        {"output_type": "stream", "name": "stderr", "text": "TqdmWarning: IProgress not found"},
+        {"output_type": "stream", "name": "stdout", "text": "saved /tmp/x/run"},
+        {"output_type": "display_data", "data": {"text/html": '<script src="https://cdn.plot.ly/p.js">'}},
+    ]}]}  # fmt: skip
+    found = output_problems(nb)
+    assert [p.split(":")[1].strip() for p in found] == [
+        "a warning",
+        "a machine path",
+        "plotly.js from a CDN",
+    ]
