@@ -23,8 +23,10 @@ from tvlens.runs.config import MAX_BATCH, Config, method_opt, no_type_check, opt
 @no_type_check
 @dataclass(frozen=True)
 class VectorsConfig(Config):
-    """Extract task vectors (Hendel) or function vectors (Todd), sweep layers, and report
-    zero-shot / ICL / vector accuracy on held-out queries (``tvlens vectors``)."""
+    """Extract task vectors with any registered method (Hendel's task vector, Todd's function
+    vector, ICV, I2CL, state vectors, LTV), choose each one's layer or strength on dev
+    queries, and report zero-shot / ICL / vector accuracy on held-out queries (``tvlens
+    vectors``)."""
 
     kind: ClassVar[str] = VECTORS
     minimum: ClassVar[dict[str, int]] = {
