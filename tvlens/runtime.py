@@ -1,40 +1,55 @@
-"""How many CPU threads torch uses, and how its OpenMP threads wait: one policy, set here.
+"""How many CPU threads torch uses: one policy, set here.
 
-torch's default on a CPU is one intra-op thread per core, in an OpenMP team whose idle
-threads spin-wait for the next parallel region. On a machine that is doing anything else (a
+torch's default on a CPU is one intra-op thread per core, in an OpenMP team that waits at
+every parallel operation for all its threads. On a machine that is doing anything else (a
 browser, an IDE, another job) a competing process takes a core from that team: every op then
 waits for the descheduled thread, and run time multiplies (issue 33: the ``tiny`` preset took
-2.65x its idle time with one competing process on 2 cores, 15x under a load average of 4-6;
-``bench/threads.py``: 848 s against 9.8 s idle). tvlens's models are small, so one thread is as
-fast on an idle machine (9.2 s against 9.8 s); the numbers are in
-``docs/results/benchmarks.md``.
+2.65x its idle time with one competing process on 2 cores, 15x under a load average of 4-6).
+One thread never waits for another but leaves a core idle on an idle machine (the demo's
+training: 1.5x slower than torch's two threads). Measured in ``docs/results/benchmarks.md``.
+
+So the default, ``auto``, follows the machine: torch gets as many threads as there are cores
+that no other process is using, measured from ``/proc/stat`` (the CPU time of this process's
+cores, less this process's own): once when the policy is applied (a 0.2 s sample), then every
+:data:`INTERVAL_S` seconds inside training loops (:class:`ThreadGovernor`, called by the
+training engine at each step). A competing process that starts mid-run sends training to one
+thread within seconds; when it ends, training gets its cores back. Where ``/proc/stat`` is
+missing (macOS, Windows) ``auto`` is one thread.
 
 The policy, in order:
 
-* ``threads`` given to :func:`configure_threads` (the CLI's ``--threads``);
-* else the ``TVLENS_THREADS`` environment variable: a number, or ``torch`` to leave torch's
-  defaults (and OpenMP's environment) untouched;
-* else :data:`DEFAULT_THREADS`.
+* ``threads`` given to :func:`configure_threads` (the CLI's ``--threads``): a number,
+  ``auto`` or ``torch``;
+* else the ``TVLENS_THREADS`` environment variable: the same values;
+* else ``auto`` (:data:`DEFAULT_POLICY`).
 
-OpenMP reads its wait policy once, when torch loads it: :func:`set_wait_policy` (run on
-``import tvlens``) sets ``OMP_WAIT_POLICY=PASSIVE`` in the environment, which takes effect
-only if torch was not imported before tvlens. The thread count takes effect at any time.
-A user's own ``OMP_NUM_THREADS`` / ``OMP_WAIT_POLICY`` is kept.
+A fixed number of threads also asks OpenMP's idle threads to sleep rather than spin
+(``OMP_WAIT_POLICY=PASSIVE``, set on ``import tvlens`` from ``TVLENS_THREADS``; OpenMP reads it
+once, when torch loads it): with a fixed count nothing adapts to a competing process, and
+sleeping threads lose less to it. ``auto`` keeps OpenMP's default waiting, the fastest on an
+idle machine. A user's own ``OMP_NUM_THREADS`` / ``OMP_WAIT_POLICY`` is kept.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+import time
+from collections.abc import Callable
 
 from tvlens.errors import TVLensError
 
 ENV = "TVLENS_THREADS"
 TORCH_DEFAULT = "torch"
-# Intra-op threads unless told otherwise (measured: docs/results/benchmarks.md).
-DEFAULT_THREADS = 1
+AUTO = "auto"
+DEFAULT_POLICY = AUTO
+INTERVAL_S = 2.0  # how often a training loop re-reads the other processes' load
+SAMPLE_S = 0.2  # the first sample, when the policy is applied
 
 _configured: int | None = None
+_policy: str | int | None = None  # what configure_threads applied: a number, AUTO or None
+_max_threads: int | None = None  # torch's own default (one per core), the most auto uses
 
 
 def _env_policy() -> str | None:
@@ -43,59 +58,165 @@ def _env_policy() -> str | None:
 
 
 def set_wait_policy() -> None:
-    """Ask OpenMP's idle threads to sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE``),
-    unless the user set a policy or ``TVLENS_THREADS=torch``; effective only before torch
-    is imported."""
-    if _env_policy() == TORCH_DEFAULT or "torch" in sys.modules:
+    """Ask OpenMP's idle threads to sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE``) when
+    ``TVLENS_THREADS`` fixes a number of threads, unless the user set a wait policy; effective
+    only before torch is imported."""
+    env = _env_policy()
+    if env in (None, AUTO, TORCH_DEFAULT) or "torch" in sys.modules:
         return
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def parse_threads(value: str | int | None) -> int | None:
-    """``None`` / ``"torch"`` -> None (torch's default); a positive number -> that number."""
+def parse_threads(value: str | int | None) -> int | str | None:
+    """``None`` / ``"torch"`` -> None (torch's default); ``"auto"`` -> ``"auto"``; a positive
+    number -> that number."""
     if value is None or str(value).strip().lower() in ("", TORCH_DEFAULT):
         return None
+    if str(value).strip().lower() == AUTO:
+        return AUTO
     try:
         n = int(value)
     except ValueError:
         n = 0
     if n < 1:
         raise TVLensError(
-            f"threads must be a positive number or 'torch' (torch's default), got {value!r}: "
-            f"set --threads or {ENV} to e.g. 1."
+            f"threads must be a positive number, 'auto' (follow the machine's load) or 'torch' "
+            f"(torch's default), got {value!r}: set --threads or {ENV} to e.g. auto."
         )
     return n
 
 
-def default_threads() -> int | None:
-    """The thread count tvlens uses when not told (None: torch's default): ``TVLENS_THREADS``,
-    else :data:`DEFAULT_THREADS`; an explicit ``OMP_NUM_THREADS`` is the user's choice."""
+def default_policy() -> int | str | None:
+    """The policy tvlens applies when not told: ``TVLENS_THREADS``, else
+    :data:`DEFAULT_POLICY`; an explicit ``OMP_NUM_THREADS`` is the user's choice (None)."""
     env = _env_policy()
     if env is not None:
         return parse_threads(env)
-    if os.environ.get("OMP_NUM_THREADS") and os.environ.get("OMP_NUM_THREADS") != "":
+    if os.environ.get("OMP_NUM_THREADS"):
         return None  # torch already follows the user's OMP_NUM_THREADS
-    return DEFAULT_THREADS
+    return DEFAULT_POLICY
+
+
+def _cores() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def read_busy_seconds(cores: list[int]) -> float | None:
+    """CPU-seconds spent busy (all but idle and iowait) on ``cores`` since boot, from
+    ``/proc/stat``; None where it cannot be read."""
+    try:
+        lines = open("/proc/stat").read().splitlines()  # noqa: SIM115 (one read)
+    except OSError:
+        return None
+    want = {f"cpu{c}" for c in cores}
+    ticks = 0
+    for line in lines:
+        parts = line.split()
+        if parts and parts[0] in want:
+            values = [int(v) for v in parts[1:]]
+            ticks += sum(values) - values[3] - (values[4] if len(values) > 4 else 0)
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return ticks / hz
+
+
+def threads_for(other_cores: float, n_cores: int, max_threads: int) -> int:
+    """The threads to use when other processes keep ``other_cores`` cores busy: the cores
+    left, rounded (a core at least half free counts), between 1 and ``max_threads``."""
+    free = math.floor(n_cores - other_cores + 0.5)
+    return max(1, min(max_threads, free))
+
+
+class ThreadGovernor:
+    """Adapts torch's intra-op threads to the other processes' load (policy ``auto``).
+
+    Call :meth:`step` as often as convenient (every training step): at most every
+    ``interval_s`` it compares the busy CPU time of this process's cores with this process's
+    own CPU time over the last interval and sets ``torch.set_num_threads`` to the cores left
+    (:func:`threads_for`). Inactive (``step`` does nothing) unless the policy is ``auto`` and
+    ``/proc/stat`` can be read."""
+
+    def __init__(
+        self,
+        interval_s: float = INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+        reader: Callable[[list[int]], float | None] = read_busy_seconds,
+    ) -> None:
+        self.interval_s, self.clock, self.reader = interval_s, clock, reader
+        self.cores = _cores()
+        self.active = _policy == AUTO and reader(self.cores) is not None
+        self.other_cores: float | None = None
+        self._last: tuple[float, float, float] | None = None
+        self.step(force=True)
+
+    def _sample(self) -> tuple[float, float, float]:
+        return self.clock(), self.reader(self.cores) or 0.0, time.process_time()
+
+    def step(self, force: bool = False) -> int | None:
+        """Re-read the load if the interval has passed; the threads set (None: unchanged)."""
+        if not self.active:
+            return None
+        now = self.clock()
+        if not force and self._last is not None and now - self._last[0] < self.interval_s:
+            return None
+        sample = self._sample()
+        out = None
+        if self._last is not None and sample[0] > self._last[0]:
+            wall = sample[0] - self._last[0]
+            others = (sample[1] - self._last[1]) - (sample[2] - self._last[2])
+            self.other_cores = max(0.0, others / wall)
+            out = self._apply(threads_for(self.other_cores, len(self.cores), _max()))
+        self._last = sample
+        return out
+
+    @staticmethod
+    def _apply(n: int) -> int:
+        global _configured
+        import torch
+
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        _configured = n
+        return n
+
+
+def _max() -> int:
+    return _max_threads or len(_cores())
+
+
+def measure_other_cores(seconds: float = SAMPLE_S) -> float | None:
+    """The cores other processes kept busy over the next ``seconds`` (None without
+    ``/proc/stat``)."""
+    cores = _cores()
+    b0, c0, t0 = read_busy_seconds(cores), time.process_time(), time.monotonic()
+    if b0 is None:
+        return None
+    time.sleep(seconds)
+    b1, c1, t1 = read_busy_seconds(cores), time.process_time(), time.monotonic()
+    return max(0.0, ((b1 or b0) - b0 - (c1 - c0)) / max(t1 - t0, 1e-9))
 
 
 def configure_threads(threads: str | int | None = None, force: bool = False) -> int:
     """Apply the thread policy (see the module docstring) and return torch's thread count.
 
-    ``threads`` (a number, or ``"torch"``) wins over the environment; without it the policy
-    is applied once per process (``force=True`` applies it again), so that a user's own
-    ``torch.set_num_threads`` after the first call is kept."""
-    global _configured
+    ``threads`` (a number, ``"auto"`` or ``"torch"``) wins over the environment; without it
+    the policy is applied once per process (``force=True`` applies it again), so that a
+    user's own ``torch.set_num_threads`` after the first call is kept."""
+    global _configured, _policy, _max_threads
     import torch
 
-    if threads is not None:
-        n = parse_threads(threads)
-        if n is not None:
-            torch.set_num_threads(n)
-        _configured = torch.get_num_threads()
-        return _configured
-    if _configured is None or force:
-        n = default_threads()
-        if n is not None:
-            torch.set_num_threads(n)
-        _configured = torch.get_num_threads()
-    return torch.get_num_threads()
+    if _max_threads is None:
+        _max_threads = torch.get_num_threads()  # torch's default: one per core
+    if threads is None and _configured is not None and not force:
+        return torch.get_num_threads()
+    _policy = parse_threads(threads) if threads is not None else default_policy()
+    if _policy == AUTO:
+        others = measure_other_cores()
+        n = 1 if others is None else threads_for(others, len(_cores()), _max())
+        torch.set_num_threads(n)
+    elif _policy is not None:
+        torch.set_num_threads(_policy)
+    _configured = torch.get_num_threads()
+    return _configured

@@ -76,9 +76,10 @@ INPUTS = {
     "device": Input(str | None, "cuda, mps or cpu (default: the best).", None),
 }
 # Every command's: torch's CPU threads (tvlens.runtime), applied before the command runs.
-THREADS = Input(str | None, "CPU threads for torch: a number, or 'torch' for torch's default "
-                "(one per core). Default: $TVLENS_THREADS, else 1 (fast on a busy machine; "
-                "docs/results/benchmarks.md).", None)  # fmt: skip
+THREADS = Input(str | None, "CPU threads for torch: a number, 'auto' (the cores other "
+                "processes leave free, re-read while training) or 'torch' (one per core). "
+                "Default: $TVLENS_THREADS, else auto (docs/results/benchmarks.md).",
+                None)  # fmt: skip
 
 
 # What each command's output inputs hold (input: run kind), by the function the command runs:

@@ -62,7 +62,7 @@ from tvlens.runs.checkpoints import (
     list_checkpoints,
     write_json_atomically,
 )
-from tvlens.runtime import configure_threads
+from tvlens.runtime import ThreadGovernor, configure_threads
 from tvlens.training.checkpointing import (
     STATE_FILE,
     check_run_folder,
@@ -276,6 +276,7 @@ def train_run(
     """
     t0 = time.time()
     configure_threads()  # tvlens.runtime: spin-waiting threads multiply run time under load
+    governor = ThreadGovernor()  # policy "auto": the threads follow the other processes' load
     run_dir = Path(run_dir)
     # The folder's kind (``tvlens.runs``): a run kind names itself in ``run_info``.
     run_info = {KIND_KEY: "train", **run_info}
@@ -313,6 +314,7 @@ def train_run(
     for step in bar:
         if stopped:
             break
+        governor.step()
         running.append(_optimizer_step(kind, cfg, plan, step, accelerator, pmodel, params,
                                        optimizer, scheduler, dev, to_device))  # fmt: skip
         if step % cfg.log_every == 0:
