@@ -101,7 +101,9 @@ def run_demo(
 
     For a given preset and thread count (:mod:`tvlens.runtime`) the numbers are the same on
     every run: training, prompts and evaluation are seeded; only ``seconds`` and
-    ``trained_in_this_run`` differ."""
+    ``trained_in_this_run`` differ. The default thread policy (``auto``) follows the
+    machine's load, so the thread count, and with it the last digits, can change from run to
+    run; ``--threads 1`` (what ``tvlens regenerate`` uses) gives the committed numbers."""
     t0 = time.time()
     get_preset(preset)  # an unknown preset is refused before any folder is made
     run_dir, figures_dir = Path(run_dir), Path(figures_dir)
@@ -260,7 +262,11 @@ def regenerate_figures(device: str | None = None, progress: bool = True) -> Demo
     Then the numbers the README and the docs quote are refilled from the new JSON
     (:mod:`tvlens.demo.quoted`), when run from the repository's root."""
     from tvlens.demo.quoted import refill_docs
+    from tvlens.runtime import configure_threads
 
+    # One thread, whatever the policy: the committed numbers depend on the thread count (the
+    # order of floating-point sums), and `auto` would follow the machine's load.
+    configure_threads(1)
     result = run_demo(FIGURES_DIR, DEMO_RUN_DIR, DEFAULT_PRESET, device=device, progress=progress)
     if Path("README.md").is_file() and Path("docs").is_dir():
         for page in refill_docs("."):
