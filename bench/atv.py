@@ -32,7 +32,7 @@ import torch
 from tvlens.compare.fitting import answer_ce, hf_logits, lm_batch
 from tvlens.compare.methods import ICL
 from tvlens.compare.run import compare_context, get_compare_preset
-from tvlens.compare.tuned import ATVCompareMethod, PeftMethod
+from tvlens.compare.tuned import ATVMethod, PeftMethod
 from tvlens.compare.workers import device_name
 from tvlens.evaluation.icl import evaluate_prompts
 from tvlens.models import load_model
@@ -89,7 +89,7 @@ def main() -> None:
     # ---------------------------------------------------------------- training throughput
     lora = PeftMethod(ctx, "lora_qv", 0, kind="lora_qv")
     lora.model = lora.build().train()
-    atv_m = ATVCompareMethod(ctx, "atv_lora_budget", 0, kind="lora_budget")
+    atv_m = ATVMethod.for_cell(ctx, "atv_lora_budget", 0, kind="lora_budget")
     atv = atv_m.atv = atv_m.build()
     lora_batches = [lm_batch(b, target).to(args.device) for b in batches]
     atv_batches = [atv.batch(b).to(args.device) for b in batches]

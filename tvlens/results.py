@@ -103,6 +103,8 @@ def decode(x: Any) -> Any:
         for f in dataclasses.fields(cls):  # a field added since it was saved: its default
             if f.name not in x["fields"] and f.default_factory is not dataclasses.MISSING:
                 object.__setattr__(obj, f.name, f.default_factory())
+        if hasattr(cls, "upgrade_loaded"):  # a type whose fields moved: the saved ones follow
+            obj.upgrade_loaded()
         return obj
     if "__tensor__" in x:
         dtype = getattr(torch, x["dtype"])

@@ -93,7 +93,8 @@ def test_generator_made_of_first_blocks(models, prompts):
 
 def test_methods_loop_scores_alike(models):
     """One loop over methods; an ATV with λ = 0 scores exactly as zero-shot, per task."""
-    from tvlens.compare.methods import ICL, ATVMethod, ZeroShot, compare
+    from tvlens.compare.methods import ICL, ZeroShot, compare
+    from tvlens.compare.tuned import ATVMethod
 
     target, _, gen = models
     splits = split_queries(SUITE, 2, 1, 1)

@@ -235,10 +235,10 @@ def test_parameter_counts_and_the_equal_rank_pair(full, target):
     for m in ("lora_qv", "lora_all", "prefix", "lora_r1", "lora_r8"):  # trained == meta count
         kw = get_method_spec(m).kwargs
         assert s[m]["trainable_params"] == peft_parameter_count(
-            target, kw["kind"], cfg, kw.get("rank")
+            target, kw["kind"], cfg.peft, kw.get("rank")
         )
     L, d = target.n_layers, target.d_model
-    assert s["prefix"]["trainable_params"] == cfg.prefix_tokens * 2 * L * d
+    assert s["prefix"]["trainable_params"] == cfg.peft.prefix_tokens * 2 * L * d
     d_gen, d_mlp = target.d_model, 128  # the generator is a copy of the target
     for r in (1, 8):
         # rank-r expansion of the frozen generator's state vs rank-r LoRA on each block's
@@ -265,22 +265,31 @@ def test_resume_without_redoing(full, target):
     assert len(res.summary["lora_r1"]["seeds"]) == 3
 
 
-def test_folder_saved_under_an_old_option_name_resumes(full, target):
-    """``fv_top_heads`` became ``top_k_heads``: a comparison saved with the old key resumes, and
-    the old keyword still works, warned."""
+def test_folder_saved_under_old_option_names_resumes(full, target):
+    """A comparison saved with flat settings (before the method families' blocks, issue 30)
+    and the old ``fv_top_heads`` (now ``top_k_heads``) resumes without recomputing a cell; the
+    old keywords still work (the renamed one warned), and another value is refused."""
+    from tvlens.compare.options import FLAT
+
     path = full.out / "config.json"
     saved = json.loads(path.read_text())
     fp = saved["fingerprint"]
+    for old, (family, name) in FLAT.items():  # the flat form config.json had
+        fp[old] = fp[family].pop(name)
+    assert not any(fp.pop(family) for family in ("vector", "peft", "atv"))
     fp["fv_top_heads"] = fp.pop("top_k_heads")
     path.write_text(json.dumps(saved))
     with pytest.warns(DeprecationWarning, match="fv_top_heads= is renamed top_k_heads="):
         again = run_compare(target, full.out, preset="tiny", seeds=2, progress=False,
-                            fv_top_heads=fp["fv_top_heads"])  # fmt: skip
+                            fv_top_heads=fp["fv_top_heads"], lora_rank=fp["lora_rank"])  # fmt: skip
     assert again.ran == []
-    assert again.config.top_k_heads == fp["fv_top_heads"]
-    with pytest.raises(TVLensError, match="another configuration"):
-        run_compare(target, full.out, preset="tiny", seeds=2, progress=False,
-                    top_k_heads=fp["fv_top_heads"] + 1)  # fmt: skip
+    assert again.config.vector.top_k_heads == fp["fv_top_heads"]
+    other = {"top_k_heads": fp["fv_top_heads"] + 1, "lora_rank": fp["lora_rank"] + 1,
+             "atv_lrs": [*fp["atv_lrs"], 1.0]}  # fmt: skip
+    for name, value in other.items():  # each block is part of the fingerprint
+        with pytest.raises(TVLensError, match="another configuration"):
+            run_compare(target, full.out, preset="tiny", seeds=2, progress=False,
+                        **{name: value})  # fmt: skip
 
 
 def test_stopped_compare_resumes(target, tmp_path):
@@ -458,30 +467,41 @@ def test_the_claims_are_data_checked_when_the_comparison_is_configured(monkeypat
         CompareConfig()
 
 
-def test_each_setting_belongs_to_the_methods_that_read_it():
-    """CompareConfig's fields are the common ones (config.COMMON) and the settings each
-    method class declares; a method reads (``cfg.X``) only common fields and its own."""
+def test_each_block_belongs_to_the_methods_that_read_it():
+    """CompareConfig's fields are the common ones (config.COMMON) and one block per method
+    family (tvlens.compare.options), each the ``options_class`` of registered methods; a method
+    reads (``cfg.X``) only common fields, and its settings only from its own block
+    (``self.options.X``, X a field of its options class)."""
     import ast
     import inspect
     from dataclasses import fields
 
     from tvlens.compare import baselines, methods, retrieval, tuned
     from tvlens.compare.config import COMMON, CompareConfig
-    from tvlens.compare.registry import REGISTRY
+    from tvlens.compare.options import OPTIONS, PeftOptions, VectorOptions
+    from tvlens.compare.registry import REGISTRY, method_names
 
+    method_names()  # every extraction method's baseline registered too
     classes = {spec.build_class() for spec in REGISTRY.values()}
-    owned = {s for cls in classes for s in cls.settings}
     names = {f.name for f in fields(CompareConfig)}
-    assert set(COMMON) <= names and not owned & set(COMMON)
-    assert names == set(COMMON) | owned, sorted(names - set(COMMON) - owned)
+    assert set(COMMON) <= names and names - set(COMMON) == set(OPTIONS)
+    assert {cls.options_class for cls in classes} - {None} == set(OPTIONS.values())
+
+    def attrs(node, is_base) -> set[str]:
+        return {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute) and is_base(n.value)}
 
     def is_cfg(v) -> bool:  # cfg.X or self.ctx.cfg.X
         return (isinstance(v, ast.Name) and v.id == "cfg") or (
             isinstance(v, ast.Attribute) and v.attr == "cfg"
         )
 
-    def reads(node) -> set[str]:
-        return {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute) and is_cfg(n.value)}
+    def is_block(v) -> bool:  # self.options.X, or opts.X / options.X (a block in a name)
+        return (isinstance(v, ast.Name) and v.id in ("opts", "options")) or (
+            isinstance(v, ast.Attribute) and v.attr == "options"
+        )
+
+    def own(classes) -> set[str]:
+        return {f.name for c in classes if c.options_class for f in fields(c.options_class)}
 
     for module in (methods, baselines, retrieval, tuned):
         tree = ast.parse(inspect.getsource(module))
@@ -489,12 +509,18 @@ def test_each_setting_belongs_to_the_methods_that_read_it():
         for node in tree.body:
             if isinstance(node, ast.ClassDef):
                 cls = getattr(module, node.name)
-                allowed = set(COMMON) | set(getattr(cls, "settings", ()))
+                block = own([cls]) if hasattr(cls, "options_class") else set()
             elif isinstance(node, ast.FunctionDef):  # a helper of the module's methods
-                allowed = set(COMMON) | {s for c in mine for s in c.settings}
+                block = own(mine)
             else:
                 continue
-            extra = reads(node) - allowed
-            assert not extra, f"{module.__name__}.{node.name} reads {sorted(extra)}"
-    assert tuned.PeftMethod.settings_of(CompareConfig())["lora_rank"] == 8
-    assert "top_k_heads" in reads(ast.parse(inspect.getsource(baselines.FunctionVectorMethod)))
+            extra = attrs(node, is_cfg) - set(COMMON) - {"options_for"}
+            assert not extra, f"{module.__name__}.{node.name} reads cfg.{sorted(extra)}"
+            extra = attrs(node, is_block) - block
+            assert not extra, f"{module.__name__}.{node.name} reads options.{sorted(extra)}"
+    assert tuned.PeftMethod.options_class is PeftOptions
+    assert CompareConfig().options_for(PeftOptions).lora_rank == 8
+    fv = ast.parse(inspect.getsource(baselines.FunctionVectorMethod))
+    assert "top_k_heads" in attrs(fv, is_block) and baselines.TaskVectorMethod.options_class is (
+        VectorOptions
+    )

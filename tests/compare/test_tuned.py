@@ -3,13 +3,13 @@ as a text prefix (Li & Liang 2021's real-word initialisation), on GPT-2, Llama w
 grouped-query attention and NeoX."""
 
 import copy
-from types import SimpleNamespace
 
 import pytest
 import torch
 from peft import get_peft_model
 
 from tvlens.compare.fitting import hf_logits
+from tvlens.compare.options import PeftOptions
 from tvlens.compare.tuned import init_prefix_from_tokens, peft_config
 from tvlens.errors import TVLensError
 
@@ -18,7 +18,7 @@ def test_prefix_from_tokens_equals_text_prefix(tiny):
     n = 3
     pm = get_peft_model(
         copy.deepcopy(tiny.hf),
-        peft_config("prefix", SimpleNamespace(prefix_tokens=n), tiny.hf.config.model_type),
+        peft_config("prefix", PeftOptions(prefix_tokens=n), tiny.hf.config.model_type),
     )
     prefix = torch.tensor([[1, 7, 8]])
     init_prefix_from_tokens(pm, prefix)
@@ -35,7 +35,7 @@ def test_prefix_from_tokens_equals_text_prefix(tiny):
 def test_prefix_layout_mismatch_is_refused(tiny):
     pm = get_peft_model(
         copy.deepcopy(tiny.hf),
-        peft_config("prefix", SimpleNamespace(prefix_tokens=2), tiny.hf.config.model_type),
+        peft_config("prefix", PeftOptions(prefix_tokens=2), tiny.hf.config.model_type),
     )
     with pytest.raises(TVLensError, match="layout"):
         init_prefix_from_tokens(pm, torch.tensor([[1, 7, 8]]))  # 3 tokens for a 2-token prefix

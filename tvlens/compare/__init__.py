@@ -2,14 +2,16 @@
 measured): zero-shot, ICL, task and function vectors (the extraction methods), retrieval,
 LoRA, prefix tuning and ATV (:mod:`tvlens.atv`), on the same queries, scored the same way.
 
-Modules: ``methods`` (the one method base class, :class:`SteeringMethod`, its zero-shot, ICL
-and ATV methods, the one :class:`MethodResult` and the small comparison loop), ``registry``
-(the comparison's methods by name: what each sees, whether it is trained, its sweep),
-``config`` (``CompareConfig`` and presets), ``data`` (tasks, splits, instructions),
+Modules: ``methods`` (the one method base class, :class:`SteeringMethod`, its zero-shot and
+ICL methods, the one :class:`MethodResult` and the small comparison loop), ``registry``
+(the comparison's methods by name: what each sees, whether it is trained, its sweep; a
+fixed-vector baseline per extraction method), ``config`` (``CompareConfig`` and presets),
+``options`` (each method family's block of settings), ``data`` (tasks, splits, instructions),
 ``setup`` (the cells), ``context`` (what a cell reads; the methods import it, not the
 configuration), ``run`` (``run_compare``: one cell, fit and score),
 ``workers`` (processes sharing the cells), ``report`` (statistics, verdicts, tables),
-``baselines`` (the untrained methods), ``tuned`` (the trained ones), ``fitting`` (what the
+``baselines`` (the vector baselines), ``tuned`` (the trained ones, ATV's
+:class:`ATVMethod` included), ``fitting`` (what the
 trained ones share), ``retrieval`` (ELICIT-style), ``distill`` (the equal-rank distillation
 test), ``evaluate`` (``tvlens atv eval``), ``demo_step`` (the demo's ATV step).
 Names are imported lazily, so that ``tvlens --help`` does not load torch.
@@ -22,12 +24,15 @@ _NAMES = {
     "SteeringMethod": "methods",
     "ZeroShot": "methods",
     "ICL": "methods",
-    "ATVMethod": "methods",
+    "ATVMethod": "tuned",
     "MethodResult": "methods",
     "compare_methods": "methods",  # the loop (``compare`` in methods.py)
     "evaluate_run": "evaluate",
     "run_compare": "run",
     "CompareConfig": "config",
+    "VectorOptions": "options",
+    "PeftOptions": "options",
+    "ATVOptions": "options",
     "MethodSpec": "registry",
     "peft_method": "registry",
     "register_method": "registry",

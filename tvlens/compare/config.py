@@ -3,13 +3,21 @@ loads neither torch nor a model)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tvlens.compare.options import (
+    FLAT,
+    OPTIONS,
+    ATVOptions,
+    MethodOptions,
+    PeftOptions,
+    VectorOptions,
+)
 from tvlens.compare.registry import METHODS, check_claims, get_method_spec
 from tvlens.errors import TVLensError
-from tvlens.extraction.methods import FunctionVector
-from tvlens.runs.config import Config, opt
+from tvlens.runs.config import Config, no_type_check, opt
 
 # In-domain tasks: 6 categories (``tvlens/tasks/data/instructions/fv.json``). Tasks that share
 # inputs (capitalize / capitalize_first_letter, english-french / english-spanish) are told
@@ -29,10 +37,8 @@ CPU_UNSEEN = [
 
 
 # The fields every method shares (tasks, splits, seeds, the training protocol, scoring); the
-# others are settings of one method family, declared by its class
-# (``SteeringMethod.settings``: the vectors' ``tv_k``..., peft's ``lora_rank``..., ATV's
-# ``atv_*``). They stay flat fields here so that the CLI offers them and saved comparisons
-# resume.
+# others are the method families' blocks (tvlens.compare.options: ``vector``, ``peft``,
+# ``atv``), each read by the methods whose ``options_class`` it is.
 COMMON = (
     "target", "target_revision", "in_domain", "unseen", "suites", "data_dir",
     "max_input_chars", "instructions", "template", "max_unseen_overlap", "overlap_allowed",
@@ -43,6 +49,7 @@ COMMON = (
 )  # fmt: skip
 
 
+@no_type_check  # a block may arrive as a dict (config.json): made its class when checked
 @dataclass(frozen=True)
 class CompareConfig(Config):
     """Everything that determines a comparison (``DIR/config.json``).
@@ -85,15 +92,6 @@ class CompareConfig(Config):
     methods: list = opt(
         help="Comma-separated subset of the methods.", factory=lambda: list(METHODS), sep=","
     )
-    # task vectors (Hendel) and function vectors (Todd): both read the task's demonstrations
-    tv_k: int = 5
-    n_extract: int = 16
-    top_k_heads: int = FunctionVector.top_k_heads  # the extraction method's default
-    fv_aie_tasks: int = 4  # in-domain tasks whose mean AIE ranks the heads (Todd et al.)
-    fv_aie_prompts: int = 16
-    sweep_layers: list | None = None  # layers tried on dev (None: every layer)
-    retrieval_layer: int | None = None  # the query representation (None: the middle layer)
-    retrieval_k: int = 5  # nearest stored queries that vote for a task
     # training: every trained method the same queries, epochs, batch size and stopping rule
     epochs: int = opt(15, "Epochs, at most (early stopping on dev).")
     patience: int = 2  # stop after this many epochs without a better dev accuracy
@@ -107,23 +105,15 @@ class CompareConfig(Config):
     # then the reported seeds train up to ``epochs``. Seed 0 reuses its sweep cell only when
     # that run stopped on its own (patience), i.e. when a longer budget would not change it.
     sweep_epochs: int | None = None
-    peft_lrs: list = field(default_factory=lambda: [3e-4, 1e-3, 3e-3])  # LoRA, prefix
-    lora_rank: int = 8
-    lora_alpha_ratio: float = 2.0
-    prefix_tokens: int = 10
-    # ATV (Kang et al. 2025; official code: λ 0.001, lr 5e-4, weight decay 1e-5)
-    atv_generator: str | None = None  # None: a separate copy of the target
-    atv_generator_stop_at_layer: int | None = None
-    atv_scale: float = 1e-3  # λ
-    atv_scales: list = field(default_factory=lambda: [1e-3, 1e-2, 1e-1])  # λ tried
-    atv_lrs: list = field(default_factory=lambda: [2e-4, 5e-4, 2e-3])  # expansion
-    atv_generator_lr_ratio: float = 1.0  # generator LM's lr / expansion's (official: 1)
-    atv_weight_decay: float = 1e-5
-    atv_positions: str = "all"
     eval_batch_size: int = 32
     bootstrap: int = 1000  # resamples of the test queries for the 95% intervals
     mixed_precision: str = "no"
     scale_note: str = ""  # what the preset scaled down, written into the output
+    # Each method family's settings, one block each (tvlens.compare.options): a method reads
+    # its own block (SteeringMethod.options_class), the sweeps in the registry read them too.
+    vector: VectorOptions = opt(help="The fixed-vector baselines' settings.", factory=VectorOptions)
+    peft: PeftOptions = opt(help="LoRA's and prefix tuning's settings.", factory=PeftOptions)
+    atv: ATVOptions = opt(help="ATV's settings.", factory=ATVOptions)
 
     def __post_init__(self) -> None:
         for m in self.methods:
@@ -133,16 +123,63 @@ class CompareConfig(Config):
         if self.sweep_epochs is not None:
             self.check_at_least(1, "sweep_epochs")
         self.check_at_least(1, "n_train", "n_dev", "n_test")
-        if not self.peft_lrs or not self.atv_lrs or self.atv_scale not in self.atv_scales:
-            raise TVLensError(
-                "peft_lrs and atv_lrs need at least one value, and atv_scales must hold "
-                f"atv_scale ({self.atv_scale})."
-            )
+        for name, cls in OPTIONS.items():  # a dict (config.json) becomes its block
+            object.__setattr__(self, name, cls.make(getattr(self, name)))
         overlap = sorted(set(self.in_domain) & set(self.unseen))
         if overlap:
             raise TVLensError(f"Tasks {overlap} are both in-domain and unseen; pick one.")
         if not self.in_domain or not self.unseen:
             raise TVLensError("The comparison needs at least one in-domain and one unseen task.")
+
+    def options_for(self, cls: type[MethodOptions]) -> MethodOptions:
+        """The block of the options class ``cls`` (a method's ``options_class``)."""
+        block = getattr(self, cls.family, None)
+        if not isinstance(block, cls):
+            raise TVLensError(f"CompareConfig has no block of {cls.__name__}.")
+        return block
+
+    def with_overrides(self, **overrides: Any) -> CompareConfig:
+        """A copy with these fields replaced (None values: "keep"). A block is given as an
+        object (it replaces the block) or a dict of its fields (those replaced); a setting
+        also by its old flat name (``lora_rank=4``: ``peft.lora_rank``)."""
+        overrides = self.renamed_overrides(overrides)
+        changes: dict[str, dict[str, Any]] = {}
+        for old in [k for k in overrides if k in FLAT]:
+            value = overrides.pop(old)
+            if value is not None:
+                family, name = FLAT[old]
+                changes.setdefault(family, {})[name] = value
+        for family in OPTIONS:
+            given = overrides.pop(family, None)
+            block = getattr(self, family)
+            if isinstance(given, Mapping):
+                changes[family] = {**given, **changes.get(family, {})}
+            elif given is not None:
+                block = OPTIONS[family].make(given)
+            if family in changes:
+                block = block.updated(changes[family])
+            overrides[family] = block
+        return super().with_overrides(**overrides)
+
+    @classmethod
+    def upgrade(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """A saved config (or fingerprint) in today's form: old names renamed, and the
+        settings saved as flat fields (before the blocks) moved into their block, so that
+        comparisons saved before still compare equal and resume."""
+        d = super().upgrade(saved)
+        out = {k: v for k, v in d.items() if k not in FLAT}
+        for old, (family, name) in FLAT.items():
+            if old in d:
+                out[family] = {**out.get(family, {}), name: d[old]}
+        return out
+
+    def upgrade_loaded(self) -> None:
+        """Called by :func:`tvlens.results.decode` on a config rebuilt from a saved result: one
+        saved with flat settings (before the blocks) gets them in its blocks."""
+        state = vars(self)
+        old = {k: state.pop(k) for k in list(state) if k in FLAT or k in self.renamed_fields}
+        for family, values in self.upgrade(old).items():
+            object.__setattr__(self, family, getattr(self, family).updated(values))
 
     def fingerprint(self) -> dict:
         """What a finished cell depends on: everything but which methods and how many seeds
@@ -186,24 +223,16 @@ PRESETS: dict[str, CompareConfig] = {
         n_dev=8,
         n_test=16,
         seeds=2,
-        n_extract=8,
-        top_k_heads=4,
-        fv_aie_tasks=2,
-        fv_aie_prompts=8,
-        retrieval_k=3,
         epochs=3,
         patience=1,
         batch_size=8,
-        peft_lrs=[2e-3, 5e-3],
-        lora_rank=4,
-        prefix_tokens=4,
-        atv_scale=1.0,
-        atv_scales=[0.3, 1.0],
-        atv_lrs=[1e-3, 3e-3],
         eval_batch_size=64,
         bootstrap=200,
         scale_note="tiny: 24 train / 8 dev / 16 test queries per task, at most 3 epochs "
         "(mechanics).",
+        vector=VectorOptions(n_extract=8, top_k_heads=4, aie_tasks=2, aie_prompts=8, retrieval_k=3),
+        peft=PeftOptions(lrs=[2e-3, 5e-3], lora_rank=4, prefix_tokens=4),
+        atv=ATVOptions(scale=1.0, scales=[0.3, 1.0], lrs=[1e-3, 3e-3]),
     ),  # fmt: skip
     # SmolLM2-135M on a 2-core CPU in about 5 hours: every method, up to 3 seeds, scaled down
     # (scale_note); the generator is SmolLM2's own first 4 blocks.
@@ -215,24 +244,10 @@ PRESETS: dict[str, CompareConfig] = {
         n_test=16,
         seeds=3,
         demo_seeds=1,
-        n_extract=12,
-        top_k_heads=10,
-        fv_aie_tasks=2,
-        fv_aie_prompts=8,
-        sweep_layers=[3, 6, 9, 12, 15, 18, 21],
         epochs=15,
         sweep_epochs=5,
         patience=2,
         batch_size=8,
-        peft_lrs=[3e-4, 1e-3, 3e-3],
-        lora_rank=8,
-        prefix_tokens=10,
-        atv_generator="smollm2-135m",
-        atv_generator_stop_at_layer=4,
-        atv_scale=1e-2,
-        atv_scales=[1e-3, 1e-2, 1e-1],
-        atv_lrs=[2e-4, 1e-3, 5e-3],
-        atv_generator_lr_ratio=0.1,
         eval_batch_size=40,
         scale_note=(
             "cpu (2-core CPU, about 5 hours): 12 in-domain + 5 unseen tasks; 12 (not 90) "
@@ -246,6 +261,22 @@ PRESETS: dict[str, CompareConfig] = {
             "swept 3..21 step 3; the matched-budget ATV rows (atv_lora_budget, "
             "atv_prefix_budget) left out."
         ),
+        vector=VectorOptions(
+            n_extract=12,
+            top_k_heads=10,
+            aie_tasks=2,
+            aie_prompts=8,
+            sweep_layers=[3, 6, 9, 12, 15, 18, 21],
+        ),
+        peft=PeftOptions(lrs=[3e-4, 1e-3, 3e-3], lora_rank=8, prefix_tokens=10),
+        atv=ATVOptions(
+            generator="smollm2-135m",
+            generator_stop_at_layer=4,
+            scale=1e-2,
+            scales=[1e-3, 1e-2, 1e-1],
+            lrs=[2e-4, 1e-3, 5e-3],
+            generator_lr_ratio=0.1,
+        ),
     ),  # fmt: skip
     # The paper's recipe (official code): 90 queries per task, 15 epochs, batch 1, GPT-2
     # generator fully trained, λ 0.001, lr 5e-4; bf16 autocast on the GPU.
@@ -256,13 +287,11 @@ PRESETS: dict[str, CompareConfig] = {
         epochs=15,
         patience=3,
         batch_size=1,
-        atv_generator="gpt2",
-        atv_scale=1e-3,
-        atv_lrs=[2e-4, 5e-4, 1e-3],
         mixed_precision="bf16",
         eval_batch_size=64,
         scale_note="gpu: the paper's recipe (Kang et al. 2025, official code), with early "
         "stopping on dev.",
+        atv=ATVOptions(generator="gpt2", scale=1e-3, lrs=[2e-4, 5e-4, 1e-3]),
     ),  # fmt: skip
 }
 

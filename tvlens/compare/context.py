@@ -19,8 +19,8 @@ class CompareContext:
     """What every cell reads: the configuration, the frozen target, the data, where to write.
 
     ``cfg`` is the comparison's :class:`~tvlens.compare.config.CompareConfig` (typed ``Any``
-    here: see the module's docstring); a method reads its common fields and the settings its
-    class declares (``SteeringMethod.settings``)."""
+    here: see the module's docstring); a method reads its common fields and its family's block
+    (``SteeringMethod.options_class``, read as ``method.options``)."""
 
     cfg: Any
     target: TVModel

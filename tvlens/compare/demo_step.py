@@ -13,7 +13,8 @@ from tvlens.atv.config import get_preset as get_atv_preset
 from tvlens.atv.data import SYNTHETIC_TARGET, get_atv_suite
 from tvlens.atv.model import WEIGHTS_FILE
 from tvlens.atv.train import train_atv, train_synthetic_target
-from tvlens.compare.methods import ICL, ATVMethod, ZeroShot, compare
+from tvlens.compare.methods import ICL, ZeroShot, compare
+from tvlens.compare.tuned import ATVMethod
 from tvlens.plotting import (
     plot_method_comparison,
     save_figure,

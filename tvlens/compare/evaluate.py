@@ -9,7 +9,8 @@ from typing import Any
 from tvlens.atv.config import ATVConfig
 from tvlens.atv.data import get_atv_suite, split_queries
 from tvlens.atv.model import ATV, WEIGHTS_FILE
-from tvlens.compare.methods import ATVMethod, ZeroShot, compare
+from tvlens.compare.methods import ZeroShot, compare
+from tvlens.compare.tuned import ATVMethod
 from tvlens.errors import CheckpointError, TVLensError
 from tvlens.plotting import plot_method_comparison
 from tvlens.results import Report

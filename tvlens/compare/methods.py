@@ -2,7 +2,8 @@
 training queries, then scores test queries the same way (first answer token over the whole
 vocabulary, and greedy exact match, as :func:`tvlens.evaluation.icl.answer_correctness`), and
 reports its trainable parameters. The comparison with baselines (ICL, task vectors, LoRA,
-prefix tuning) adds subclasses of :class:`SteeringMethod` and nothing else.
+prefix tuning) adds subclasses of :class:`SteeringMethod` and nothing else; ATV's is
+:class:`tvlens.compare.tuned.ATVMethod` (trained ones live in :mod:`tvlens.compare.tuned`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from tvlens.atv.data import ATVSplits, hash_text
-from tvlens.atv.train import train_atv
 from tvlens.compare.fitting import fresh_hf
-from tvlens.errors import PromptError
+from tvlens.compare.options import MethodOptions
+from tvlens.errors import PromptError, TVLensError
 from tvlens.evaluation.icl import ICLEvaluation, TaskAccuracy, evaluate_prompts
 from tvlens.models.tvmodel import TVModel
 from tvlens.plotting import plot_method_comparison
@@ -47,14 +48,17 @@ class SteeringMethod(ABC):
     variant: dict = {}
     run_dir: Path | None = None  # set by a cell: where a trained method trains
     target: TVModel
-    # The CompareConfig fields this method reads beyond the common ones (config.COMMON):
-    # its own settings (the comparison's presets set them; `settings_of` reads them).
-    settings: tuple[str, ...] = ()
+    # Its family's block of the comparison's configuration, read beyond the common fields
+    # (config.COMMON) as ``self.options`` (tvlens.compare.options: VectorOptions, PeftOptions,
+    # ATVOptions); None: the common fields only.
+    options_class: ClassVar[type[MethodOptions] | None] = None
 
-    @classmethod
-    def settings_of(cls, cfg: Any) -> dict[str, Any]:
-        """This method's settings in the comparison's configuration ``cfg``."""
-        return {name: getattr(cfg, name) for name in cls.settings}
+    @property
+    def options(self) -> Any:
+        """This method's block of its cell's configuration (``cfg.vector``, ``cfg.peft``...)."""
+        if self.options_class is None or self.ctx is None:
+            raise TVLensError(f"{self.name} has no options block (it reads none, or no cell).")
+        return self.ctx.cfg.options_for(self.options_class)
 
     @classmethod
     def for_cell(
@@ -216,41 +220,6 @@ class ICL(SteeringMethod):
 
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
         return evaluate_prompts(self.target, self.prompts(prompts), batch_size=self.batch_size)
-
-
-class ATVMethod(SteeringMethod):
-    """Adaptive task vectors: trained with :func:`tvlens.atv.train.train_atv` into
-    ``run_dir`` (a finished run there is reused), or an already trained ``atv``."""
-
-    def __init__(
-        self,
-        config: Any = None,
-        run_dir: str | Path | None = None,
-        name: str = "atv",
-        atv: Any = None,
-        batch_size: int = 64,
-        **train_kwargs: Any,
-    ):
-        self.config, self.name, self.atv, self.batch_size = config, name, atv, batch_size
-        self.run_dir = None if run_dir is None else Path(run_dir)
-        self.train_kwargs = train_kwargs
-
-    def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
-
-        if self.run_dir is None:  # given trained
-            return {}
-
-        result = train_atv(self.run_dir, config=self.config, resume=True, **self.train_kwargs)
-        self.atv = result.atv
-        return {"seconds": result.seconds}
-
-    def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
-        if self.atv is None:
-            raise RuntimeError("Call fit() first.")
-        return self.atv.correctness(prompts, batch_size=self.batch_size)
-
-    def trainable_parameters(self) -> int:
-        return 0 if self.atv is None else self.atv.trainable_parameters()
 
 
 @dataclass(frozen=True)

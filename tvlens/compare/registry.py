@@ -5,7 +5,8 @@ methods from here.
 
 Adding a method is one class (a :class:`tvlens.compare.methods.SteeringMethod`) and one
 :func:`register_method` call; the class is named as ``"module:Class"`` and imported when a
-cell is built, so this module imports none of them.
+cell is built, so this module imports none of them. An extraction method needs neither: every
+registered one is the comparison method ``vector:<name>`` (:func:`method_names` lists them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tvlens.errors import TVLensError
+from tvlens.extraction.methods import FunctionVector, HendelTaskVector
+from tvlens.extraction.registry import ALL, extraction_choices, get_extraction_method
 
 Variant = dict[str, float]
 
@@ -70,20 +73,20 @@ def variant_label(variant: Variant) -> str:
 
 
 def _peft_sweep(cfg: Any) -> list[Variant]:
-    return [{"lr": lr} for lr in cfg.peft_lrs]
+    return [{"lr": lr} for lr in cfg.peft.lrs]
 
 
 def _atv_frozen_sweep(cfg: Any) -> list[Variant]:
-    return [{"lr": lr, "scale": cfg.atv_scale} for lr in cfg.atv_lrs]
+    return [{"lr": lr, "scale": cfg.atv.scale} for lr in cfg.atv.lrs]
 
 
 def _atv_sweep(cfg: Any) -> list[Variant]:
     """The learning rate at the configured λ, then the other λ values at the middle rate:
-    5 runs instead of a 9-run grid (the generator's rate is ``atv_generator_lr_ratio`` times
+    5 runs instead of a 9-run grid (the generator's rate is ``atv.generator_lr_ratio`` times
     the expansion's)."""
-    mid = cfg.atv_lrs[len(cfg.atv_lrs) // 2]
+    lrs = cfg.atv.lrs
     out = _atv_frozen_sweep(cfg)
-    out += [{"lr": mid, "scale": s} for s in cfg.atv_scales if s != cfg.atv_scale]
+    out += [{"lr": lrs[len(lrs) // 2], "scale": s} for s in cfg.atv.scales if s != cfg.atv.scale]
     return out
 
 
@@ -91,6 +94,56 @@ _BASE = "tvlens.compare.baselines"
 _METHODS = "tvlens.compare.methods"
 _TUNED = "tvlens.compare.tuned"
 REGISTRY: dict[str, MethodSpec] = {}
+
+# The fixed-vector baselines come from the extraction registry (tvlens.extraction.registry,
+# entry points included): every extraction method is the comparison method
+# ``vector:<its name>`` (baselines.ExtractionVectorMethod), registered on first use, so a new
+# extraction method needs nothing here. Two keep the comparison's own class and their table
+# names (committed results are labelled so): Hendel's task vector and Todd's function vector,
+# extracted over every training instruction, the function vector's heads ranked once on the
+# in-domain tasks, as the paper compares them.
+VECTOR_PREFIX = "vector:"
+OWN_VECTOR_METHODS: dict[str, tuple[str, str, str]] = {
+    HendelTaskVector.name: ("task_vector", "TaskVectorMethod",
+                            "Hendel et al. 2023; the test task's own vector"),
+    FunctionVector.name: ("function_vector", "FunctionVectorMethod",
+                          "Todd et al. 2023; the test task's own vector"),
+}  # fmt: skip
+
+
+def vector_method_name(extraction: str) -> str:
+    """The comparison's name of the extraction method ``extraction``'s baseline."""
+    own = OWN_VECTOR_METHODS.get(extraction)
+    return own[0] if own else f"{VECTOR_PREFIX}{extraction}"
+
+
+def vector_spec(extraction: str) -> MethodSpec:
+    """The fixed-vector baseline of a registered extraction method: it reads the test task's
+    demonstrations and is told its task (it takes the task's own vector: oracle label)."""
+    if extraction in OWN_VECTOR_METHODS:  # no registry read here: it loads the entry points
+        name, impl, what = OWN_VECTOR_METHODS[extraction]
+        kwargs = {}
+    else:
+        cls = get_extraction_method(extraction)
+        name, impl = vector_method_name(extraction), "ExtractionVectorMethod"
+        kwargs = {"extraction": extraction}
+        what = f"{cls.description or cls.__name__}; the test task's own vector"
+    return MethodSpec(name, f"{_BASE}:{impl}", kwargs, demonstrations=True, oracle_label=True,
+                      description=what)  # fmt: skip
+
+
+def vector_methods() -> list[str]:
+    """The fixed-vector baseline of every registered extraction method, by its comparison
+    name (registered here on first use)."""
+    names = []
+    for extraction in extraction_choices():
+        if extraction == ALL:
+            continue
+        name = vector_method_name(extraction)
+        if name not in REGISTRY:
+            register_method(vector_spec(extraction))
+        names.append(name)
+    return names
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
@@ -114,10 +167,7 @@ for _spec in (
                description="instruction, 5 demonstrations, query"),
     MethodSpec("icl_16", f"{_METHODS}:ICL", {"k": 16}, demonstrations=True,
                description="instruction, 16 demonstrations, query"),
-    MethodSpec("task_vector", f"{_BASE}:TaskVectorMethod", demonstrations=True,
-               oracle_label=True, description="Hendel et al. 2023; the test task's own vector"),
-    MethodSpec("function_vector", f"{_BASE}:FunctionVectorMethod", demonstrations=True,
-               oracle_label=True, description="Todd et al. 2023; the test task's own vector"),
+    *(vector_spec(name) for name in OWN_VECTOR_METHODS),  # task_vector, function_vector
     MethodSpec("retrieval", "tvlens.compare.retrieval:RetrievalMethod",
                description="ELICIT-style: the in-domain task vector nearest the query, no label"),
     MethodSpec("lora_qv", f"{_TUNED}:PeftMethod", {"kind": "lora_qv"}, trained=True,
@@ -126,15 +176,15 @@ for _spec in (
                sweep=_peft_sweep, description="LoRA on every linear layer"),
     MethodSpec("prefix", f"{_TUNED}:PeftMethod", {"kind": "prefix"}, trained=True,
                sweep=_peft_sweep, description="prefix tuning from real tokens"),
-    MethodSpec("atv", f"{_TUNED}:ATVCompareMethod", {"kind": "atv"}, trained=True,
+    MethodSpec("atv", f"{_TUNED}:ATVMethod", {"kind": "atv"}, trained=True,
                sweep=_atv_sweep, description="ATV as published: generator trained, full rank"),
-    MethodSpec("atv_noinstr", f"{_TUNED}:ATVCompareMethod", {"kind": "atv"}, trained=True,
+    MethodSpec("atv_noinstr", f"{_TUNED}:ATVMethod", {"kind": "atv"}, trained=True,
                instructed=False, inherits="atv", max_seeds=1,
                description="ablation: ATV on bare prompts (atv's chosen variant)"),
-    MethodSpec("atv_lora_budget", f"{_TUNED}:ATVCompareMethod", {"kind": "lora_budget"},
+    MethodSpec("atv_lora_budget", f"{_TUNED}:ATVMethod", {"kind": "lora_budget"},
                trained=True, sweep=_atv_frozen_sweep,
                description="frozen generator, expansion at LoRA-q,v's parameter count"),
-    MethodSpec("atv_prefix_budget", f"{_TUNED}:ATVCompareMethod", {"kind": "prefix_budget"},
+    MethodSpec("atv_prefix_budget", f"{_TUNED}:ATVMethod", {"kind": "prefix_budget"},
                trained=True, sweep=_atv_frozen_sweep,
                description="frozen generator, expansion at prefix tuning's parameter count"),
 ):  # fmt: skip
@@ -146,7 +196,7 @@ def rank_pair_specs(rank: int) -> tuple[MethodSpec, MethodSpec]:
     (``atv_r{rank}``) and rank-``rank`` LoRA on each block's residual write
     (``lora_r{rank}``)."""
     return (
-        MethodSpec(f"atv_r{rank}", f"{_TUNED}:ATVCompareMethod", {"kind": "rank", "rank": rank},
+        MethodSpec(f"atv_r{rank}", f"{_TUNED}:ATVMethod", {"kind": "rank", "rank": rank},
                    trained=True, sweep=_atv_frozen_sweep,
                    description=f"frozen generator, rank-{rank} expansion (pair of lora_r{rank})"),
         MethodSpec(f"lora_r{rank}", f"{_TUNED}:PeftMethod", {"kind": "lora_sites", "rank": rank},
@@ -227,15 +277,30 @@ def check_claims(claims: tuple[Claim, ...] | None = None) -> None:
             raise TVLensError(f"The claim {c.name!r} is part of an unknown claim {c.part_of!r}.")
 
 
+def method_names() -> list[str]:
+    """Every method the comparison offers: the registered ones (:data:`METHODS` first, in the
+    order of the table) and the fixed-vector baseline of every extraction method."""
+    vector_methods()
+    return list(REGISTRY)
+
+
 def get_method_spec(name: str) -> MethodSpec:
+    if name not in REGISTRY and name.startswith(VECTOR_PREFIX):
+        extraction = name.removeprefix(VECTOR_PREFIX)
+        if extraction in OWN_VECTOR_METHODS:
+            raise TVLensError(
+                f"{name!r} is {vector_method_name(extraction)!r} in the comparison: use that name."
+            )
+        if extraction in extraction_choices() and extraction != ALL:
+            register_method(vector_spec(extraction))
     if name not in REGISTRY:
-        raise TVLensError(f"Unknown compare method {name!r}; use some of {list(REGISTRY)}.")
+        raise TVLensError(f"Unknown compare method {name!r}; use some of {method_names()}.")
     return REGISTRY[name]
 
 
 def peft_method(name: str, config: Any, description: str = "") -> MethodSpec:
     """A comparison method from a user's peft config (``LoraConfig``, ``PrefixTuningConfig``,
-    ...): trained like the built-in LoRA rows, its learning rate swept over ``peft_lrs``.
+    ...): trained like the built-in LoRA rows, its learning rate swept over ``cfg.peft.lrs``.
     Pass it in ``run_compare(methods=[...])``."""
     what = description or f"peft: {type(config).__name__}"
     return MethodSpec(name, f"{_TUNED}:PeftMethod", {"config": config}, trained=True,

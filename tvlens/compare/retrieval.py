@@ -6,7 +6,8 @@ task's label. On an unseen task it is the nearest in-domain task's vector.
 The library's vectors are Hendel et al.'s task vectors at each task's dev-chosen layer
 (:class:`tvlens.compare.baselines.TaskVectorMethod`); a query is represented by the target's
 residual at its last token after ``retrieval_layer`` (default: the middle layer), and the
-``retrieval_k`` nearest stored training queries (cosine) vote for a task.
+``retrieval_k`` nearest stored training queries (cosine) vote for a task (both settings in the
+``cfg.vector`` block, with the library's).
 """
 
 from __future__ import annotations
@@ -29,12 +30,9 @@ from tvlens.tasks.prompts import ICLPrompt, tokenize_prompts
 class RetrievalMethod(TaskVectorMethod):
     """Task vectors of the in-domain tasks, retrieved by the query (no label at test time)."""
 
-    settings = (*TaskVectorMethod.settings, "retrieval_layer", "retrieval_k")
-
     def layer(self) -> int:
-        cfg = self.ctx.cfg
-        mid = self.target.n_layers // 2
-        return self.target.check_layer(mid if cfg.retrieval_layer is None else cfg.retrieval_layer)
+        chosen = self.options.retrieval_layer
+        return self.target.check_layer(self.target.n_layers // 2 if chosen is None else chosen)
 
     def represent(self, prompts: Sequence[ICLPrompt]) -> Float[Tensor, "batch d_model"]:
         """Each prompt's residual after :meth:`layer` at its last token, unit length."""
@@ -58,7 +56,7 @@ class RetrievalMethod(TaskVectorMethod):
         names = sorted(set(self.library_tasks))
         col = torch.tensor([names.index(t) for t in self.library_tasks])
         sims = self.represent(prompts) @ self.library.T.to(self.target.device)
-        k = min(self.ctx.cfg.retrieval_k, sims.shape[1])
+        k = min(self.options.retrieval_k, sims.shape[1])
         top, idx = sims.topk(k, dim=-1)
         votes = torch.zeros(len(prompts), len(names))
         votes.scatter_add_(1, col[idx.cpu()], top.cpu().clamp(min=0) + 1e-6)

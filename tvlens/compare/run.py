@@ -329,8 +329,11 @@ def run_compare(
             and ``cores // workers`` torch threads; ``"auto"``: one per core (at most 4) on
             a CPU, one on an accelerator. Cells are claimed through files, so processes
             started by hand on the same ``out`` share the work too.
-        overrides: Any :class:`CompareConfig` field (``seeds=3``, ``data_dir=...``);
-            ``methods=[...]`` takes names and the user's own methods as
+        overrides: Any :class:`CompareConfig` field (``seeds=3``, ``data_dir=...``), a
+            method family's block or some of its fields (``peft={"lora_rank": 4}``), or one
+            setting by its flat name (``lora_rank=4``);
+            ``methods=[...]`` takes names (``vector:icv``: any extraction method's
+            baseline) and the user's own methods as
             :class:`~tvlens.compare.registry.MethodSpec` objects, e.g.
             ``peft_method("my_lora", LoraConfig(r=4, target_modules=["q_proj"]))``.
     """

@@ -55,12 +55,13 @@ class Cell:
 
 
 def cell_path(out: Path, cell: Cell) -> Path:
-    return out / CELLS_DIR / f"{cell.method}__{cell.variant}__seed{cell.seed}.json"
+    return out / CELLS_DIR / f"{run_name(cell)}.json"
 
 
 def run_name(cell: Cell) -> str:
-    """The cell's training run folder name (``DIR/runs/<name>``)."""
-    return f"{cell.method}__{cell.variant}__seed{cell.seed}"
+    """The cell's file name part, also its training run folder's (``DIR/runs/<name>``); the
+    ``:`` of ``vector:<name>`` is written ``-`` (a file name on every system)."""
+    return f"{cell.method.replace(':', '-')}__{cell.variant}__seed{cell.seed}"
 
 
 def method_seeds(cfg: CompareConfig, method: str) -> list[int]:

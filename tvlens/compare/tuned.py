@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from tvlens.atv.data import ATVSplits
 from tvlens.atv.model import ATV, WEIGHTS_FILE
+from tvlens.atv.train import train_atv
 from tvlens.compare.context import CompareContext
 from tvlens.compare.fitting import (
     answer_ce,
@@ -29,7 +30,8 @@ from tvlens.compare.fitting import (
     load_trainable,
     trainable_state,
 )
-from tvlens.compare.methods import ATVMethod, SteeringMethod
+from tvlens.compare.methods import SteeringMethod
+from tvlens.compare.options import ATVOptions, PeftOptions
 from tvlens.errors import TVLensError
 from tvlens.evaluation.icl import evaluate_prompts
 from tvlens.extraction.residual import residual_at_query
@@ -41,24 +43,25 @@ from tvlens.tasks.prompts import ICLPrompt, tokenize_prompts
 PEFT_KINDS = ("lora_qv", "lora_all", "lora_sites", "prefix")
 
 
-def peft_config(kind: str, cfg: Any, model_type: str, rank: int | None = None):
-    """The peft config of ``lora_qv`` / ``lora_all`` / ``lora_sites`` / ``prefix``
-    (``rank``: the LoRA rank, default ``cfg.lora_rank``)."""
+def peft_config(kind: str, options: PeftOptions, model_type: str, rank: int | None = None):
+    """The peft config of ``lora_qv`` / ``lora_all`` / ``lora_sites`` / ``prefix`` with the
+    comparison's peft settings ``options`` (``rank``: the LoRA rank, default
+    ``options.lora_rank``)."""
     from peft import LoraConfig, PrefixTuningConfig
 
     if kind not in PEFT_KINDS:
         raise TVLensError(f"Unknown peft kind {kind!r}; use one of {list(PEFT_KINDS)}.")
     if kind == "prefix":
-        return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.prefix_tokens)
+        return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=options.prefix_tokens)
     # q and v projections (fused with k in GPT-2 and NeoX: LoRA then adapts the fused matrix);
     # lora_sites: each block's MLP output projection, where ATV adds its vector (the sites of
     # the equal-rank pair). Both from the model family's record (Llama's names when none).
     targets = {"lora_all": "all-linear", "lora_qv": lora_query_value(model_type),
                "lora_sites": residual_write_sites(model_type)}[kind]  # fmt: skip
-    rank = rank or cfg.lora_rank
+    rank = rank or options.lora_rank
     return LoraConfig(
         r=rank,
-        lora_alpha=cfg.lora_alpha_ratio * rank,
+        lora_alpha=options.lora_alpha_ratio * rank,
         lora_dropout=0.0,
         target_modules=targets,
         task_type="CAUSAL_LM",
@@ -66,11 +69,11 @@ def peft_config(kind: str, cfg: Any, model_type: str, rank: int | None = None):
 
 
 def peft_parameter_count(
-    target: TVModel, kind: str, cfg: Any, rank: int | None = None, config: Any = None
+    target: TVModel, kind: str, options: PeftOptions, rank: int | None = None, config: Any = None
 ) -> int:
-    """Trainable parameters of a peft method on ``target`` (``config``: a user's peft config
-    instead of ``kind``'s), counted on a weightless (meta) copy of its architecture: exact,
-    and nothing is loaded."""
+    """Trainable parameters of a peft method on ``target`` with the peft settings ``options``
+    (``config``: a user's peft config instead of ``kind``'s), counted on a weightless (meta)
+    copy of its architecture: exact, and nothing is loaded."""
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -82,7 +85,7 @@ def peft_parameter_count(
     with torch.device("meta"), quiet_transformers():
         model = AutoModelForCausalLM.from_config(hf_cfg)
     conf = copy.deepcopy(config) if config is not None else None
-    pm = get_peft_model(model, conf or peft_config(kind, cfg, hf_cfg.model_type, rank))
+    pm = get_peft_model(model, conf or peft_config(kind, options, hf_cfg.model_type, rank))
     return sum(p.numel() for p in pm.parameters() if p.requires_grad)
 
 
@@ -132,7 +135,7 @@ class PeftMethod(SteeringMethod):
     :func:`tvlens.compare.registry.peft_method`)."""
 
     path = "hf"
-    settings = ("peft_lrs", "lora_rank", "lora_alpha_ratio", "prefix_tokens")
+    options_class = PeftOptions
 
     def __init__(
         self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None,
@@ -144,14 +147,14 @@ class PeftMethod(SteeringMethod):
             self.kind = "prefix" if type(config).__name__ == "PrefixTuningConfig" else "user"
         self.model: nn.Module | None = None
         if kind == "prefix":
-            self.virtual_tokens = ctx.cfg.prefix_tokens
+            self.virtual_tokens = self.options.prefix_tokens
 
     def build(self) -> nn.Module:
         from peft import get_peft_model
 
         hf = fresh_hf(self.target)
         conf = copy.deepcopy(self.config) if self.config is not None else None
-        conf = conf or peft_config(self.kind, self.ctx.cfg, hf.config.model_type, self.rank)
+        conf = conf or peft_config(self.kind, self.options, hf.config.model_type, self.rank)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             return get_peft_model(hf, conf)
@@ -168,7 +171,7 @@ class PeftMethod(SteeringMethod):
             loss=lambda m, b: answer_ce(hf_logits(m, b.tokens, b.attention_mask), b.labels),
             splits=splits,
             collate=lambda ps: lm_batch(ps, target),
-            lr=self.variant.get("lr", self.ctx.cfg.peft_lrs[0]),
+            lr=self.variant.get("lr", self.options.lrs[0]),
             weight_decay=self.ctx.cfg.weight_decay,
         )  # fmt: skip
         self.model.eval()
@@ -188,7 +191,7 @@ class PeftMethod(SteeringMethod):
 
     def trainable_parameters(self) -> int:
         if self.model is None:
-            return peft_parameter_count(self.target, self.kind, self.ctx.cfg, self.rank,
+            return peft_parameter_count(self.target, self.kind, self.options, self.rank,
                                         self.config)  # fmt: skip
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
@@ -206,45 +209,57 @@ def matched_rank(budget: int, d_gen: int, n_out: int) -> int:
 GENERATOR_INPUTS = {"instructed": "prompt", "query": "query"}
 
 
-class ATVCompareMethod(SteeringMethod):
-    """:class:`tvlens.atv.model.ATV` trained on the in-domain training queries. ``kind``:
-    ``atv`` (the paper: generator trained, full-rank expansion, the generator LM at
-    ``atv_generator_lr_ratio`` times the expansion's learning rate); ``lora_budget`` /
+class ATVMethod(SteeringMethod):
+    """Adaptive task vectors (:class:`tvlens.atv.model.ATV`), the one ATV method: on its own
+    (the demo, ``tvlens atv eval``) an already trained ``atv``, or one trained by
+    :func:`tvlens.atv.train.train_atv` into ``run_dir`` (a finished run there is reused); in a
+    comparison cell (:meth:`for_cell`) trained on the in-domain training queries with the
+    cell's ``cfg.atv`` block (:class:`~tvlens.compare.options.ATVOptions`). ``kind``: ``atv``
+    (the paper: generator trained, full-rank expansion, the generator LM at
+    ``generator_lr_ratio`` times the expansion's learning rate); ``lora_budget`` /
     ``prefix_budget`` (frozen generator, low-rank expansion at LoRA-q,v's / prefix tuning's
-    parameter count); ``rank`` (frozen generator, rank-``rank`` expansion). The variant sets
-    the learning rate ``lr`` and λ ``scale``."""
+    parameter count, counted with the cell's ``cfg.peft``); ``rank`` (frozen generator,
+    rank-``rank`` expansion). A cell's variant sets the learning rate ``lr`` and λ ``scale``."""
 
-    settings = (
-        "atv_generator",
-        "atv_generator_stop_at_layer",
-        "atv_scale",
-        "atv_scales",
-        "atv_lrs",
-        "atv_generator_lr_ratio",
-        "atv_weight_decay",
-        "atv_positions",
-    )
+    options_class = ATVOptions
+    KINDS = ("atv", "lora_budget", "prefix_budget", "rank")
 
     def __init__(
-        self, ctx: CompareContext, name: str, seed: int, variant: dict | None = None,
-        kind: str = "atv", rank: int | None = None,
-    ) -> None:  # fmt: skip
-        self.bind(ctx, name, seed, variant)
-        if kind not in ("atv", "lora_budget", "prefix_budget", "rank"):
-            raise TVLensError(f"Unknown ATV kind {kind!r}.")
-        self.kind, self.rank, self.budget = kind, rank, None
-        self.atv = None
+        self,
+        config: Any = None,
+        run_dir: str | Path | None = None,
+        name: str = "atv",
+        atv: Any = None,
+        batch_size: int = 64,
+        **train_kwargs: Any,
+    ) -> None:
+        self.atv, self.config, self.name, self.batch_size = atv, config, name, batch_size
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.train_kwargs = train_kwargs
+        self.kind, self.rank, self.budget = "atv", None, None
+
+    @classmethod
+    def for_cell(
+        cls, ctx: CompareContext, name: str, seed: int, variant: dict | None = None,
+        kind: str = "atv", rank: int | None = None, **kwargs: Any,
+    ) -> ATVMethod:  # fmt: skip
+        if kind not in cls.KINDS:
+            raise TVLensError(f"Unknown ATV kind {kind!r}; use one of {list(cls.KINDS)}.")
+        method = cls(name=name, batch_size=ctx.cfg.eval_batch_size)
+        method.bind(ctx, name, seed, variant)
+        method.kind, method.rank = kind, rank
+        return method
 
     def generator_lm(self, trainable: bool) -> TVModel:
 
-        cfg = self.ctx.cfg
-        if cfg.atv_generator is None and self.target.spec.source == "memory":
+        opts = self.options
+        if opts.generator is None and self.target.spec.source == "memory":
             raise TVLensError(
                 "ATV's generator is a fresh copy of the target by default, and a model passed "
-                "in memory cannot be loaded again: set atv_generator= to a model name or "
-                "folder, or pass the target by folder."
+                "in memory cannot be loaded again: set atv={'generator': ...} (atv_generator=) "
+                "to a model name or folder, or pass the target by folder."
             )
-        src = cfg.atv_generator or (self.target.spec.path or self.target.spec.name)
+        src = opts.generator or (self.target.spec.path or self.target.spec.name)
         if trainable:  # modified by training: a fresh copy per cell
             return load_model(src, device=self.ctx.device)
         key = ("frozen_generator", src)
@@ -254,29 +269,28 @@ class ATVCompareMethod(SteeringMethod):
 
     def build(self):
 
-        cfg, t = self.ctx.cfg, self.target
+        opts, t = self.options, self.target
         trainable = self.kind == "atv"
         gen = self.generator_lm(trainable)
         if self.kind.endswith("_budget"):
             peft = "lora_qv" if self.kind == "lora_budget" else "prefix"
-            self.budget = peft_parameter_count(t, peft, cfg)
+            # the budget is the peft method's parameter count, with the comparison's peft block
+            self.budget = peft_parameter_count(t, peft, self.ctx.cfg.options_for(PeftOptions))
             self.rank = matched_rank(self.budget, gen.d_model, t.n_layers * t.d_model)
-        return ATV.build(t, gen, scale=self.variant.get("scale", cfg.atv_scale),
-                         positions=cfg.atv_positions, rank=self.rank,
+        return ATV.build(t, gen, scale=self.variant.get("scale", opts.scale),
+                         positions=opts.positions, rank=self.rank,
                          train_generator=trainable,
-                         generator_stop_at_layer=cfg.atv_generator_stop_at_layer,
+                         generator_stop_at_layer=opts.generator_stop_at_layer,
                          generator_input=self.generator_input(),
                          template=self.ctx.template, seed=self.seed)  # fmt: skip
 
     def generator_input(self) -> str:
-        """What the generator reads (:func:`tvlens.atv.data.generator_text`): the method
-        setting ``generator_input`` (the variant's, else the config's ``atv_generator_input``),
-        ``"instructed"`` (default: the instructed zero-shot prompt the target reads) or
-        ``"query"`` (the paper-faithful arm: ``"Q: {input} \\n A: "`` only, as in the official
-        training script, while the target still reads the instructed prompt)."""
-        value = self.variant.get(
-            "generator_input", getattr(self.ctx.cfg, "atv_generator_input", "instructed")
-        )
+        """What the generator reads (:func:`tvlens.atv.data.generator_text`): the variant's
+        ``generator_input``, ``"instructed"`` (default: the instructed zero-shot prompt the
+        target reads) or ``"query"`` (the paper-faithful arm: ``"Q: {input} \\n A: "`` only,
+        as in the official training script, while the target still reads the instructed
+        prompt)."""
+        value = self.variant.get("generator_input", "instructed")
         if value not in GENERATOR_INPUTS:
             raise TVLensError(
                 f"generator_input must be one of {list(GENERATOR_INPUTS)}, got {value!r}."
@@ -285,12 +299,12 @@ class ATVCompareMethod(SteeringMethod):
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The expansion at the variant's lr; the generator LM (when trained) at
-        ``atv_generator_lr_ratio`` times it."""
-        gen, lr = self.atv.generator, self.variant.get("lr", self.ctx.cfg.atv_lrs[0])
+        ``generator_lr_ratio`` times it."""
+        gen, lr = self.atv.generator, self.variant.get("lr", self.options.lrs[0])
         expansion = [p for p in gen.expansion.parameters() if p.requires_grad]
         lm = [p for p in gen.lm.parameters() if p.requires_grad]
         return [{"params": expansion, "lr": lr},
-                {"params": lm, "lr": lr * self.ctx.cfg.atv_generator_lr_ratio}]  # fmt: skip
+                {"params": lm, "lr": lr * self.options.generator_lr_ratio}]  # fmt: skip
 
     def steer_ratio(self, prompts: Sequence[ICLPrompt]) -> dict[str, Any]:
         """‖λ v_l‖ / ‖h_l‖ per target layer, averaged over ``prompts``: how large the written
@@ -310,7 +324,12 @@ class ATVCompareMethod(SteeringMethod):
         return {"steer_ratio": [round(float(x), 5) for x in ratio]}
 
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
-
+        if self.ctx is None:  # on its own: given trained, or trained by train_atv
+            if self.run_dir is None:
+                return {}
+            result = train_atv(self.run_dir, config=self.config, resume=True, **self.train_kwargs)
+            self.atv = result.atv
+            return {"seconds": result.seconds}
         atv = self.atv = self.build()
         probe = splits.dev[:: max(1, len(splits.dev) // 32)]
         info = engine_fit(
@@ -318,8 +337,8 @@ class ATVCompareMethod(SteeringMethod):
             loss=lambda m, b: atv.loss(b, generator=m),
             splits=splits,
             collate=lambda ps: atv.batch(ps),
-            lr=self.variant.get("lr", self.ctx.cfg.atv_lrs[0]),
-            weight_decay=self.ctx.cfg.atv_weight_decay,
+            lr=self.variant.get("lr", self.options.lrs[0]),
+            weight_decay=self.options.weight_decay,
             save=lambda folder, step: atv.save(folder / WEIGHTS_FILE, extra={"step": step}),
             load=lambda folder, device: atv.load_weights(folder / WEIGHTS_FILE),
             required=(WEIGHTS_FILE,),
@@ -328,7 +347,7 @@ class ATVCompareMethod(SteeringMethod):
         )  # fmt: skip
         return {**info, "kind": self.kind, "rank": self.rank, "matched_budget": self.budget,
                 "generator": atv.spec.generator["name"], "scale": atv.spec.scale,
-                "generator_lr_ratio": self.ctx.cfg.atv_generator_lr_ratio}  # fmt: skip
+                "generator_lr_ratio": self.options.generator_lr_ratio}  # fmt: skip
 
     def save_best(self, path: Path) -> None:
         self.atv.save(path)
@@ -337,14 +356,10 @@ class ATVCompareMethod(SteeringMethod):
         self.atv = self.build()
         self.atv.load_weights(path)
 
-    @property
-    def method(self) -> ATVMethod:
-        """The demo's :class:`~tvlens.compare.methods.ATVMethod` on this cell's ATV (the one
-        that scores it), as the zero-shot and ICL cells wrap the demo's classes."""
-        return ATVMethod(atv=self.atv, batch_size=self.batch_size)
-
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
-        return self.method.correctness(list(prompts))
+        if self.atv is None:
+            raise TVLensError(f"{self.name}: call fit() first (or pass a trained atv).")
+        return self.atv.correctness(list(prompts), batch_size=self.batch_size)
 
     def trainable_parameters(self) -> int:
-        return self.method.trainable_parameters()
+        return 0 if self.atv is None else self.atv.trainable_parameters()

@@ -121,6 +121,15 @@ def record_predictions() -> Iterator[list[tuple[str, str, list[int]]]]:
         _PREDICTIONS.reset(token)
 
 
+def note_predictions(rows: Sequence[tuple[str, str, list[int]]]) -> None:
+    """Add ``(task, query input, predicted token ids)`` rows to the list of an active
+    :func:`record_predictions` (for a method scored by decoding instead of
+    :func:`answer_correctness`); nothing when none is active."""
+    rec = _PREDICTIONS.get()
+    if rec is not None:
+        rec.extend(rows)
+
+
 @torch.no_grad()
 def answer_correctness(
     model: Any, batch: PromptBatch

@@ -615,7 +615,7 @@ def _score_and_choose(
         dev_c, test_c = (
             torch.stack(
                 [
-                    _first_token_correct(model, ps, method.intervention(model, ex, **c), max_batch)
+                    first_token_correct(model, ps, method.intervention(model, ex, **c), max_batch)
                     for c in grid
                 ],
                 dim=1,
@@ -647,7 +647,7 @@ def _score_and_choose(
 
 
 @torch.no_grad()
-def _first_token_correct(
+def first_token_correct(
     model: TVModel, prompts: list[ICLPrompt], intervention: Any, max_batch: int
 ) -> torch.Tensor:
     """Whether the first answer token is the argmax at the last prompt token (left padding),

@@ -122,13 +122,18 @@ class Config:
             )
         return value
 
-    def with_overrides(self, **overrides: Any):
-        """A copy with these fields replaced (None values are ignored: "keep")."""
-        names = {f.name for f in fields(self)}  # type: ignore[arg-type]
+    def renamed_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """``overrides`` with old field names (``renamed_fields``) replaced, warned."""
         for old, new in self.renamed_fields.items():
             if old in overrides:
                 overrides = dict(overrides)
                 overrides[new] = renamed(old, overrides.pop(old), new, overrides.get(new))
+        return overrides
+
+    def with_overrides(self, **overrides: Any):
+        """A copy with these fields replaced (None values are ignored: "keep")."""
+        names = {f.name for f in fields(self)}  # type: ignore[arg-type]
+        overrides = self.renamed_overrides(overrides)
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ConfigError(f"Unknown {self._kind} option(s) {unknown}; valid: {sorted(names)}.")
