@@ -136,6 +136,19 @@ def test_commands_take_defaults_choices_and_help_from_their_config(command, conf
         assert "[resid|attn|mlp|heads]" in res.output  # the Literal's values
 
 
+def test_every_early_out_check_names_a_command_s_function():
+    """``WRITES`` (the output inputs checked before the heavy imports) is keyed by the
+    ``"module:function"`` a command runs: a key spelling the function another way
+    (``tvlens.probing.run:run_probe`` for ``tvlens.probing.runner:run_probe``) would skip its
+    command's early check without a word."""
+    from tvlens.cli.options import WRITES
+
+    runners = {cmd.callback.runner for _, cmd in _commands()}
+    assert set(WRITES) - runners == set()
+    for name in ("eval", "probe", "patch", "vectors", "train-synthetic"):
+        assert dict(_commands())[name].callback.runner in WRITES, name
+
+
 def test_cli_imports_no_torch():
     """The configs the CLI reads at start-up are torch-free modules (``tvlens --help`` is fast)."""
     import subprocess
@@ -213,7 +226,8 @@ def _library_functions_and_configs():
     import importlib
 
     from tvlens.extraction.config import VectorsConfig
-    from tvlens.injection.evaluate import evaluate_task_vectors, run_task_vectors
+    from tvlens.injection import run_task_vectors
+    from tvlens.injection.evaluate import evaluate_task_vectors
 
     out = [(evaluate_task_vectors, VectorsConfig), (run_task_vectors, VectorsConfig)]
     for _name, cmd in _commands():
