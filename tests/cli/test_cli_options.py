@@ -12,6 +12,7 @@ import typer
 from typer.main import get_command
 from typer.testing import CliRunner
 
+from tests.test_defaults import CLI_OWN_DEFAULTS  # where the CLI's default is its own
 from tvlens.cli import app
 from tvlens.cli.options import Input, add_command
 from tvlens.evaluation.config import EvalConfig
@@ -168,17 +169,6 @@ def _commands(group: Any = None, path: tuple[str, ...] = ()) -> list:
         else:
             out.append((" ".join((*path, name)), cmd))
     return out
-
-
-# Where the CLI's default is not the function's, on purpose.
-CLI_OWN_DEFAULTS = {
-    # The CLI computes cells in parallel; from Python (notebooks) one process unless asked.
-    ("atv compare", "workers"): ("auto", 1),
-    # --out is required by every command (issue 33); from Python the comparison keeps its
-    # folder runs/compare (the functions move to tvlens/compare/ with their defaults).
-    ("atv compare", "out"): (None, "runs/compare"),
-    ("atv distill", "out"): (None, "runs/compare"),
-}
 
 
 @pytest.mark.parametrize("name, cmd", _commands(), ids=lambda x: x if isinstance(x, str) else "")
