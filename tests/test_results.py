@@ -70,7 +70,7 @@ def _round_trip(result, tmp_path):
 def test_computed_results_round_trip_and_plot(model, suite, tmp_path):
     from tvlens.evaluation.icl import evaluate_icl
     from tvlens.injection.evaluate import evaluate_task_vectors
-    from tvlens.patching.run import run_patching
+    from tvlens.patching import run_patching
     from tvlens.plotting import plot_td_by_layer
     from tvlens.probing import td_by_layer
     from tvlens.probing.series import TDSeries

@@ -12,6 +12,7 @@ import typer
 from typer.main import get_command
 from typer.testing import CliRunner
 
+from tests.test_defaults import CLI_OWN_DEFAULTS  # where the CLI's default is its own
 from tvlens.cli import app
 from tvlens.cli.options import Input, add_command
 from tvlens.evaluation.config import EvalConfig
@@ -136,6 +137,19 @@ def test_commands_take_defaults_choices_and_help_from_their_config(command, conf
         assert "[resid|attn|mlp|heads]" in res.output  # the Literal's values
 
 
+def test_every_early_out_check_names_a_command_s_function():
+    """``WRITES`` (the output inputs checked before the heavy imports) is keyed by the
+    ``"module:function"`` a command runs: a key spelling the function another way
+    (``tvlens.probing.run:run_probe`` for ``tvlens.probing.runner:run_probe``) would skip its
+    command's early check without a word."""
+    from tvlens.cli.options import WRITES
+
+    runners = {cmd.callback.runner for _, cmd in _commands()}
+    assert set(WRITES) - runners == set()
+    for name in ("eval", "probe", "patch", "vectors", "train-synthetic"):
+        assert dict(_commands())[name].callback.runner in WRITES, name
+
+
 def test_cli_imports_no_torch():
     """The configs the CLI reads at start-up are torch-free modules (``tvlens --help`` is fast)."""
     import subprocess
@@ -155,17 +169,6 @@ def _commands(group: Any = None, path: tuple[str, ...] = ()) -> list:
         else:
             out.append((" ".join((*path, name)), cmd))
     return out
-
-
-# Where the CLI's default is not the function's, on purpose.
-CLI_OWN_DEFAULTS = {
-    # The CLI computes cells in parallel; from Python (notebooks) one process unless asked.
-    ("atv compare", "workers"): ("auto", 1),
-    # --out is required by every command (issue 33); from Python the comparison keeps its
-    # folder runs/compare (the functions move to tvlens/compare/ with their defaults).
-    ("atv compare", "out"): (None, "runs/compare"),
-    ("atv distill", "out"): (None, "runs/compare"),
-}
 
 
 @pytest.mark.parametrize("name, cmd", _commands(), ids=lambda x: x if isinstance(x, str) else "")
@@ -213,7 +216,8 @@ def _library_functions_and_configs():
     import importlib
 
     from tvlens.extraction.config import VectorsConfig
-    from tvlens.injection.evaluate import evaluate_task_vectors, run_task_vectors
+    from tvlens.injection import run_task_vectors
+    from tvlens.injection.evaluate import evaluate_task_vectors
 
     out = [(evaluate_task_vectors, VectorsConfig), (run_task_vectors, VectorsConfig)]
     for _name, cmd in _commands():

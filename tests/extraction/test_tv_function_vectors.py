@@ -149,8 +149,8 @@ def test_head_table_ranking_property(sharp, prompts):
 
 def test_function_vector_and_its_method_read_one_default():
     """function_vector()'s k and top_k_heads defaults come from tvlens.extraction.defaults,
-    and FunctionVector's option default is the same (until methods.py reads FV_TOP_K_HEADS
-    itself, this test keeps the two from drifting apart)."""
+    and FunctionVector's option default is read from there too (issue 30: the number is
+    written once, in tvlens.extraction.defaults)."""
     import inspect
 
     from tvlens.extraction.defaults import FV_K, FV_TOP_K_HEADS

@@ -78,7 +78,7 @@ def test_a_model_in_memory_is_probed_like_its_folder(run, tmp_path):
     """An HF model object with its tokenizer: the same TD and accuracy as its folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tvlens.probing.run import run_probe
+    from tvlens.probing import run_probe
 
     folder = list_checkpoints(run)[-1].path
     on_disk = load_model(folder, device="cpu")

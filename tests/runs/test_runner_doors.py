@@ -75,23 +75,31 @@ def test_runner_refuses_bad_paths_before_torch(fn, tmp_path):
     assert not (tmp_path / "new-out").exists()  # nothing created by a refused call
 
 
-def test_light_runners_are_the_packages_and_the_cli_s():
-    """The package's name is the light runner, which hands over to the stage's own (the same
-    parameters, so that both take the same calls)."""
-    import inspect
+# runner: (the stage's module that does the work, the CLI command that runs it)
+STAGES = {
+    "run_task_vectors": ("evaluate", "vectors"),
+    "run_patching": ("run", "patch"),
+    "run_probe": ("run", "probe"),
+    "run_eval": ("icl", "eval"),
+    "train_synthetic": ("train", "train-synthetic"),
+}
 
-    from tvlens.evaluation import icl, run_eval
-    from tvlens.injection import evaluate, run_task_vectors
-    from tvlens.patching import run, run_patching
-    from tvlens.probing import run as probe_run
-    from tvlens.probing import run_probe
-    from tvlens.training import train, train_synthetic
 
-    pairs = [(run_task_vectors, evaluate.run_task_vectors), (run_patching, run.run_patching),
-             (run_probe, probe_run.run_probe), (run_eval, icl.run_eval),
-             (train_synthetic, train.train_synthetic)]  # fmt: skip
-    for light, heavy in pairs:
-        assert light.__module__.endswith(".runner")
-        assert list(inspect.signature(light).parameters) == list(
-            inspect.signature(heavy).parameters
-        )
+@pytest.mark.parametrize("fn", sorted(RUNNERS))
+def test_each_runner_is_written_once_and_is_the_cli_s(fn):
+    """One definition per runner (issue 30): the package's name is its ``runner`` module's
+    function (signature, defaults and docstring written there only), the stage's module that
+    does the work defines no second one, and the CLI command calls that same function."""
+    import importlib
+
+    from typer.main import get_command
+
+    from tvlens.cli import app
+
+    package = RUNNERS[fn][0]
+    stage, command = STAGES[fn]
+    runner = importlib.import_module(f"{package}.runner")
+    assert getattr(importlib.import_module(package), fn) is getattr(runner, fn)
+    assert getattr(runner, fn).__module__ == f"{package}.runner"
+    assert not hasattr(importlib.import_module(f"{package}.{stage}"), fn)
+    assert get_command(app).commands[command].callback.runner == f"{package}.runner:{fn}"

@@ -108,7 +108,8 @@ def _runners(model, letters_task, tmp: Path):
     )
     from tvlens.injection import run_task_vectors
     from tvlens.patching import run_patching
-    from tvlens.probing.run import run_emergence, run_probe
+    from tvlens.probing import run_probe
+    from tvlens.probing.run import run_emergence
     from tvlens.tasks import TaskSuite
     from tvlens.training import train_synthetic
     from tvlens.training.regression import train_regression

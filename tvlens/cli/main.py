@@ -54,14 +54,14 @@ add_command(app, "demo", "tvlens.demo.run:run_demo", presets=SYNTHETIC, inputs="
 add_command(app, "regenerate", "tvlens.demo.run:regenerate_figures", inputs="device",
             help="Rewrite the demo's committed figures/ (figures, demo.json, its README part) "
             "from today's code, training runs/default if missing. Run from the repository root.")
-add_command(app, "train-synthetic", "tvlens.training:train_synthetic", TrainConfig,
+add_command(app, "train-synthetic", "tvlens.training.runner:train_synthetic", TrainConfig,
             out="the run", presets=SYNTHETIC, inputs="resume device", overrides=True,
             only=("steps", "seed", "suite", "arch", "tv_loss_weight", "tv_loss_layer"),
             help="Train a small transformer from scratch on synthetic ICL tasks, with checkpoints.")
 add_command(app, "eval", "tvlens.evaluation.runner:run_eval", EvalConfig,
             inputs="model suite revision device",
             own={"out": Input(Path | None, "Write results JSON here.", None)})
-add_command(app, "vectors", "tvlens.injection:run_task_vectors", VectorsConfig,
+add_command(app, "vectors", "tvlens.injection.runner:run_task_vectors", VectorsConfig,
             inputs="model suite revision device", out="results.json, vectors and figures",
             skip=("split", "template", "max_batch"), wrote="results.json")
 add_command(app, "probe", "tvlens.probing.runner:run_probe", ProbeConfig,
@@ -75,7 +75,7 @@ add_command(app, "emergence", "tvlens.probing.run:run_emergence", EmergenceConfi
             out="JSON and figures", skip=("revisions", "perturb_prompts", "perturb_steps"),
             own={"run": Input(Path, "tvlens run (token suite or regression).")},
             wrote="emergence.json")
-add_command(app, "patch", "tvlens.patching:run_patching", PatchConfig, wrote="patching.json",
+add_command(app, "patch", "tvlens.patching.runner:run_patching", PatchConfig, wrote="patching.json",
             inputs="model suite revision device", out="patching.json and the heatmap")
 add_command(app, "suites", "tvlens.tasks.registry:describe_suites",
             own={"name": Input(str | None, "Show the tasks of this suite.", None, argument=True)},

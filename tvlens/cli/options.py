@@ -86,13 +86,13 @@ THREADS = Input(str | None, "CPU threads for torch: a number, 'auto' (the cores 
 # checked before the command's module (torch, TransformerLens) is imported (tvlens.runs).
 WRITES: dict[str, dict[str, str]] = {
     "tvlens.demo.run:run_demo": {"figures_dir": R.DEMO, "run_dir": R.TRAIN_SYNTHETIC},
-    "tvlens.training:train_synthetic": {"out": R.TRAIN_SYNTHETIC},
+    "tvlens.training.runner:train_synthetic": {"out": R.TRAIN_SYNTHETIC},
     "tvlens.training.regression:train_regression": {"out": R.TRAIN_REGRESSION},
-    "tvlens.evaluation.icl:run_eval": {"out": R.EVAL},
-    "tvlens.injection:run_task_vectors": {"out": R.VECTORS},
-    "tvlens.probing.run:run_probe": {"out": R.PROBE},
+    "tvlens.evaluation.runner:run_eval": {"out": R.EVAL},
+    "tvlens.injection.runner:run_task_vectors": {"out": R.VECTORS},
+    "tvlens.probing.runner:run_probe": {"out": R.PROBE},
     "tvlens.probing.run:run_emergence": {"out": R.EMERGENCE},
-    "tvlens.patching:run_patching": {"out": R.PATCH},
+    "tvlens.patching.runner:run_patching": {"out": R.PATCH},
     "tvlens.atv.train:train_atv": {"out": R.ATV_RUN},
     "tvlens.compare.run:run_compare": {"out": R.COMPARE},
     "tvlens.experiments.pretrained:vector_table": {"out": R.PRETRAINED_VECTORS},
@@ -293,6 +293,6 @@ def add_command(
     command.__name__, command.__doc__ = name.replace("-", "_"), plain_help(help or config.__doc__)
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.runner, command.inputs = runner, names  # type: ignore[attr-defined]  # for tests
-    command.config = config  # type: ignore[attr-defined]  # for tests
+    command.config, command.overrides = config, overrides  # type: ignore[attr-defined]  # tests
     writes = writes if writes is not None else WRITES.get(runner if isinstance(runner, str) else "")
     app.command(name)(one_line_errors(command, writes))

@@ -57,7 +57,8 @@ from tvlens.runs import (
 )
 from tvlens.runs.checkpoints import list_checkpoints
 from tvlens.training.config import DEFAULT_PRESET, get_preset
-from tvlens.training.train import load_run_config, train_synthetic
+from tvlens.training.runner import train_synthetic
+from tvlens.training.train import load_run_config
 
 # Task decodability in the demo: a handful of checkpoints, 50 prompts per task (seconds).
 # The extraction methods the demo scores (its figures and README describe these two).

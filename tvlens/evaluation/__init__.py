@@ -16,7 +16,7 @@ _NAMES = {
     "evaluate_icl": "icl",
     "evaluate_prompts": "icl",
     "model_logits": "icl",
-    "run_eval": "runner",  # checks first, then imports .icl
+    "run_eval": "runner",  # torch-free: checks first, then imports .icl
 }
 __all__ = sorted(_NAMES)
 

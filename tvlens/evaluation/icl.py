@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,10 +24,8 @@ from torch import Tensor
 
 from tvlens.errors import ConfigError
 from tvlens.evaluation.config import EvalConfig
-from tvlens.models.loading import model_and_suite
 from tvlens.plotting import plot_icl_accuracy
 from tvlens.results import Result
-from tvlens.runs import prepare_out_file
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.prompts import (
     PaddingSide,
@@ -228,32 +225,3 @@ def evaluate_icl(
         results[task.name] = TaskAccuracy(task.name, float(f.mean()), float(e.mean()), len(f))
     tname = template if isinstance(template, str) else template.name
     return ICLEvaluation(k=k, template=tname, tasks=results)
-
-
-def run_eval(
-    model: Any,
-    out: str | Path | None = None,
-    suite: TaskSuite | str | None = None,
-    config: EvalConfig | None = None,
-    revision: str | None = None,
-    device: str | None = None,
-    progress: bool = True,
-    **options: Any,
-) -> ICLEvaluation:
-    """``tvlens eval``: :func:`evaluate_icl` on ``model`` (a loaded model, or a name, folder or
-    tvlens run with its ``revision``) and ``suite`` (default: the one the model was trained on),
-    as ``config`` says (an :class:`~tvlens.evaluation.config.EvalConfig`, or its fields as
-    ``options``);
-    with ``out``, the config, the model's spec and the result are written there as JSON (a new
-    file or an earlier eval result, never another file)."""
-    cfg = (config or EvalConfig()).with_overrides(**options)
-    if out is not None:
-        prepare_out_file(out, cfg.kind)
-    m, s = model_and_suite(model, suite, revision, device)
-    res = evaluate_icl(m, s, k=cfg.k, n_prompts=cfg.n_prompts, seed=cfg.seed,
-                       template=cfg.template, batch_size=cfg.batch_size,
-                       progress=progress)  # fmt: skip
-    if out is not None:
-        # ICLEvaluation.load(out) reads it back
-        res.save(out, extra={**cfg.to_dict(), "model": m.spec.to_dict()})
-    return res

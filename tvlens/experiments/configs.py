@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 from tvlens.errors import ConfigError
 from tvlens.extraction.config import VectorsConfig
 from tvlens.extraction.methods import FunctionVector, HendelTaskVector
+from tvlens.probing.config import KNN_K
 from tvlens.runs.config import Config, no_type_check, opt, redefault
 
 _K = "Demonstrations per prompt."
@@ -47,7 +48,7 @@ class DecodabilityConfig(Config):
     n_prompts: int = opt(40, "Prompts per task.")
     seed: int = opt(0, _SEED)
     template: str | None = opt(None, _TEMPLATE)
-    knn_k: int = opt(10, "Neighbours of the leave-one-out k-NN.")
+    knn_k: int = opt(KNN_K, "Neighbours of the leave-one-out k-NN.")
     batch_size: int = opt(16, "Prompts per forward pass.")
 
 

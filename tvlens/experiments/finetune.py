@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from tvlens.errors import TVLensError
 from tvlens.models.families import family_of_model_type
 from tvlens.plotting import plot_finetune
+from tvlens.probing.config import KNN_K
 from tvlens.probing.emergence import layer_td
 from tvlens.probing.family import NULL, TaskFamily
 from tvlens.results import Result
@@ -96,7 +97,7 @@ class FinetuneResult(Result):
         }
 
 
-def _evaluate_family(model, family, n_prompts: int, seed: int, knn_k: int = 10):
+def _evaluate_family(model, family, n_prompts: int, seed: int, knn_k: int = KNN_K):
     names = family.task_names + [NULL]
     outs = {t: family.run(model, t, n_prompts, seed=seed + 1000 * i) for i, t in enumerate(names)}
     td, _ = layer_td(outs, knn_k)

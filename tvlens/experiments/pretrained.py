@@ -41,7 +41,7 @@ from tvlens.injection.evaluate import (
     save_report,
 )
 from tvlens.models.loading import TVModel, as_model
-from tvlens.patching.run import run_patching
+from tvlens.patching.runner import run_patching
 from tvlens.plotting import (
     plot_finetune,
     plot_head_aie,

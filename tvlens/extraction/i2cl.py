@@ -45,6 +45,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tvlens.errors import ConfigError
+from tvlens.extraction import defaults as D
 from tvlens.extraction.icv import last_token_activations, sample_demonstrations, token_rows
 from tvlens.extraction.writes import Intervention, Write
 from tvlens.models.tvmodel import TVModel
@@ -141,12 +142,12 @@ def calibrate(
     context: Float[Tensor, "layer module d_model"],
     prompts: Sequence[ICLPrompt],
     *,
-    epochs: int = 100,
-    lr: float = 0.01,
-    weight_decay: float = 1e-3,
-    batch_size: int = 2,
-    noise_scale: float = 0.001,
-    init: tuple[float, float] = (0.1, 1.0),
+    epochs: int = D.I2CL_EPOCHS,  # the I2CL method's options (defaults.py)
+    lr: float = D.I2CL_LR,
+    weight_decay: float = D.I2CL_WEIGHT_DECAY,
+    batch_size: int = D.I2CL_BATCH_SIZE,
+    noise_scale: float = D.I2CL_NOISE_SCALE,
+    init: tuple[float, float] = D.I2CL_INIT,
     seed: int = 0,
     progress: bool = False,
 ) -> tuple[Float[Tensor, "layer module 2"], list[float]]:
@@ -227,12 +228,12 @@ def implicit_icl(
     seed: int = 0,
     template: str | PromptTemplate | None = None,
     *,
-    epochs: int = 100,
-    lr: float = 0.01,
-    weight_decay: float = 1e-3,
-    batch_size: int = 2,
-    noise_scale: float = 0.001,
-    init: tuple[float, float] = (0.1, 1.0),
+    epochs: int = D.I2CL_EPOCHS,  # the I2CL method's options (defaults.py)
+    lr: float = D.I2CL_LR,
+    weight_decay: float = D.I2CL_WEIGHT_DECAY,
+    batch_size: int = D.I2CL_BATCH_SIZE,
+    noise_scale: float = D.I2CL_NOISE_SCALE,
+    init: tuple[float, float] = D.I2CL_INIT,
     progress: bool = False,
     max_batch: int = 64,
 ) -> I2CLResult:

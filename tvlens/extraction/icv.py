@@ -35,14 +35,16 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tvlens.errors import ConfigError
+from tvlens.extraction import defaults as D
 from tvlens.extraction.writes import Intervention, Write, apply_intervention
 from tvlens.models.tvmodel import TVModel
 from tvlens.tasks.core import Example, Task
 from tvlens.tasks.prompts import PromptBatch, PromptTemplate, get_template
 
 PAIRS = ("separate", "joined")
-# α tried by :func:`tune_alpha` (the official README and notebook use 0.1 and 0.12).
-ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0)
+# α tried by :func:`tune_alpha` (the official README and notebook use 0.1 and 0.12): the ICV
+# method's grid, written in tvlens.extraction.defaults.
+ALPHAS = D.ICV_ALPHAS
 
 
 def sample_demonstrations(task: Task, k: int, seed: int) -> list[Example]:
@@ -104,7 +106,7 @@ def last_token_activations(
 
 
 def pca_direction(
-    shifts: Float[Tensor, "demo feature"], rank: int = 1
+    shifts: Float[Tensor, "demo feature"], rank: int = D.ICV_RANK
 ) -> Float[Tensor, " feature"]:
     """The official ICV's PCA (``utils/pca.py`` and ``obtain_icv``): centre the shifts, SVD,
     make the largest-magnitude entry of each column of ``U`` positive, and return the sum of
@@ -181,9 +183,9 @@ def in_context_vector(
     k: int = 5,
     seed: int = 0,
     template: str | PromptTemplate | None = None,
-    alpha: float = 0.1,
-    rank: int = 1,
-    pair: str = "separate",
+    alpha: float = D.ICV_ALPHA,  # the ICV method's options (defaults.py)
+    rank: int = D.ICV_RANK,
+    pair: str = D.ICV_PAIR,
     batch_size: int = 64,
 ) -> ICVResult:
     """The ICV of ``task`` from ``k`` of its examples (draw them from the train split).

@@ -43,9 +43,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tvlens.errors import ConfigError
+from tvlens.extraction import defaults as D
 from tvlens.extraction.function_vectors import mean_head_outputs
 from tvlens.extraction.writes import Intervention, Write, apply_intervention
 from tvlens.models.tvmodel import TVModel
+from tvlens.runs.config import MAX_BATCH
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import (
     ICLPrompt,
@@ -59,11 +61,11 @@ from tvlens.tasks.prompts import (
 COMBINE = ("heads", "blocks")
 TRAIN_ON = ("shuffled", "zero_shot")
 # The official defaults (train_LTV.py): n_examples=5, sgd_batch_size=32, lr=5e-5, n_iter=1e5.
-PAPER = {"train_k": 5, "batch_size": 32, "lr": 5e-5, "steps": 100_000}
+PAPER = {"train_k": D.LTV_TRAIN_K, "batch_size": 32, "lr": 5e-5, "steps": 100_000}
 
 
 def head_basis(
-    model: TVModel, means: Float[Tensor, "layer head d_head"], combine: str = "heads"
+    model: TVModel, means: Float[Tensor, "layer head d_head"], combine: str = D.LTV_COMBINE
 ) -> Float[Tensor, "layer head d_model"]:
     """What the weights combine: ``basis[l, h]`` (see the module docstring for ``combine``)."""
     if combine not in COMBINE:
@@ -114,7 +116,7 @@ def training_prompts(
     seed: int,
     step: int,
     template: str | PromptTemplate = "arrow",
-    train_on: str = "shuffled",
+    train_on: str = D.LTV_TRAIN_ON,
 ) -> list[ICLPrompt]:
     """The prompts of training step ``step``: ``k`` demonstrations with shuffled labels and a
     query (``"shuffled"``, the official ``sample_data``), or the queries alone
@@ -180,14 +182,14 @@ def ltv(
     n_prompts: int = 100,
     seed: int = 0,
     template: str | PromptTemplate | None = None,
-    steps: int = 100,
-    lr: float = 0.1,
-    batch_size: int = 16,
-    train_k: int = PAPER["train_k"],
-    train_on: str = "shuffled",
-    combine: str = "heads",
+    steps: int = D.LTV_STEPS,  # the LTV method's options (defaults.py)
+    lr: float = D.LTV_LR,
+    batch_size: int = D.LTV_BATCH_SIZE,
+    train_k: int = D.LTV_TRAIN_K,
+    train_on: str = D.LTV_TRAIN_ON,
+    combine: str = D.LTV_COMBINE,
     progress: bool = False,
-    max_batch: int = 1024,
+    max_batch: int = MAX_BATCH,
 ) -> LTVResult:
     """Learn the LTV of ``task`` (Saglam et al. 2025): the basis from ``n_prompts`` clean
     ``k``-shot prompts, then ``steps`` Adam steps on the weights (model frozen) over batches of

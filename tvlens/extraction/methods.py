@@ -38,6 +38,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from tvlens.errors import ConfigError
+from tvlens.extraction import defaults as D
+from tvlens.runs.config import MAX_BATCH
 
 
 def option(default: Any, help: str, **meta: Any) -> Any:
@@ -219,7 +221,7 @@ class FunctionVector(ResidualWrite):
     mode: ClassVar[str] = "add"
     one_vector: ClassVar[bool] = True
 
-    top_k_heads: int = option(10, "Heads in a function vector.")
+    top_k_heads: int = option(D.FV_TOP_K_HEADS, "Heads in a function vector.")
     scale: float = option(1.0, "Scale of the added function vector.")
 
     def __post_init__(self) -> None:
@@ -292,17 +294,16 @@ class ICV(ResultWrite):
     min_k: ClassVar[int] = 2
 
     alpha: float = option(
-        0.1, "Strength λ of the shift (the official README's example: 0.1), when it is not "
+        D.ICV_ALPHA, "Strength λ of the shift (the official README's example: 0.1), when it is not "
         "tuned (alphas empty)."
     )  # fmt: skip
-    rank: int = option(1, "Principal components summed into the ICV (official: 1).")
+    rank: int = option(D.ICV_RANK, "Principal components summed into the ICV (official: 1).")
     pair: str = option(
-        "separate", "'separate': H(output) - H(input), bare texts (official); 'joined': "
+        D.ICV_PAIR, "'separate': H(output) - H(input), bare texts (official); 'joined': "
         "H(query prompt + answer) - H(query prompt)."
     )  # fmt: skip
-    # The same grid as tvlens.extraction.icv.ALPHAS (a test checks it): this module loads no torch.
     alphas: Sequence[float] = option(
-        (0.01, 0.03, 0.1, 0.3, 1.0),
+        D.ICV_ALPHAS,
         "Strengths α tried on dev queries, the best kept (empty: alpha alone).",
     )
 
@@ -313,7 +314,7 @@ class ICV(ResultWrite):
         if self.rank < 1:
             raise ConfigError(f"ICV's rank must be >= 1, got {self.rank}.")
 
-    def extract(self, model, task, *, k, n_extract, seed, template, max_batch=1024,
+    def extract(self, model, task, *, k, n_extract, seed, template, max_batch=MAX_BATCH,
                 progress=False):  # fmt: skip
         """The ICV from ``k`` demonstrations of ``task`` (``n_extract`` is unused: ICV reads
         one pair of passes per demonstration, no dummy queries)."""
@@ -352,22 +353,22 @@ class I2CL(ResultWrite):
     # calibration batches of batch_size (2) demonstrations
     min_k: ClassVar[int] = 2
 
-    epochs: int = option(100, "Calibration epochs (official: 100).")
-    lr: float = option(0.01, "AdamW learning rate (official: 0.01).")
-    weight_decay: float = option(1e-3, "AdamW weight decay (official: 1e-3).")
-    batch_size: int = option(2, "Calibration examples per step (official: 2).")
+    epochs: int = option(D.I2CL_EPOCHS, "Calibration epochs (official: 100).")
+    lr: float = option(D.I2CL_LR, "AdamW learning rate (official: 0.01).")
+    weight_decay: float = option(D.I2CL_WEIGHT_DECAY, "AdamW weight decay (official: 1e-3).")
+    batch_size: int = option(D.I2CL_BATCH_SIZE, "Calibration examples per step (official: 2).")
     noise_scale: float = option(
-        0.001, "Training noise, times each injected output's norm (official: 0.001; 0 turns "
-        "it off)."
+        D.I2CL_NOISE_SCALE, "Training noise, times each injected output's norm (official: "
+        "0.001; 0 turns it off)."
     )  # fmt: skip
     init: Sequence[float] = option(
-        (0.1, 1.0), "Initial (context, keep) coefficients (official: 0.1, 1.0)."
+        D.I2CL_INIT, "Initial (context, keep) coefficients (official: 0.1, 1.0)."
     )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "init", _tuple(self.init))
 
-    def extract(self, model, task, *, k, n_extract, seed, template, max_batch=1024,
+    def extract(self, model, task, *, k, n_extract, seed, template, max_batch=MAX_BATCH,
                 progress=False):  # fmt: skip
         """I2CL from ``k`` demonstrations of ``task`` (``n_extract`` is unused: the official
         method calibrates on the demonstrations themselves)."""
@@ -411,27 +412,31 @@ class StateVector(ResultWrite):
     min_k: ClassVar[int] = 1
 
     optimizer: str = option(
-        "momentum", "none (the query's state), inner (mean of the last states), momentum."
+        D.SV_OPTIMIZER, "none (the query's state), inner (mean of the last states), momentum."
     )
     layer: int | None = option(
         None, "Last layer written (layers 0..layer); default: chosen on dev queries (the "
         "result alone: 0.4 * n_layers - 1)."
     )  # fmt: skip
-    # The official defaults (the same as state_vector.INNER_WINDOW and MOMENTUM_WEIGHTS; a
-    # test checks it): this module loads no torch.
-    inner_window: int = option(7, "States averaged by the inner optimisation (official: 7).")
+    inner_window: int = option(
+        D.SV_INNER_WINDOW, "States averaged by the inner optimisation (official: 7)."
+    )
     momentum_weights: Sequence[float] = option(
-        (1.0, 2.0, 4.0, 8.0, 16.0, 0.0),
+        D.SV_MOMENTUM_WEIGHTS,
         "Weights of the last state differences (official: 1,2,4,8,16,0).",
     )
-    momentum_lr: float = option(1.0, "Momentum step size (official: 1).")
-    groups: int = option(0, "Divide-and-conquer aggregation over this many groups of k (0: off).")
-    shuffles: int = option(5, "Orders of each group averaged in the aggregation (official: 5).")
+    momentum_lr: float = option(D.SV_MOMENTUM_LR, "Momentum step size (official: 1).")
+    groups: int = option(
+        D.SV_GROUPS, "Divide-and-conquer aggregation over this many groups of k (0: off)."
+    )
+    shuffles: int = option(
+        D.SV_SHUFFLES, "Orders of each group averaged in the aggregation (official: 5)."
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "momentum_weights", _tuple(self.momentum_weights))
 
-    def extract(self, model, task, *, k, n_extract, seed, template, max_batch=1024,
+    def extract(self, model, task, *, k, n_extract, seed, template, max_batch=MAX_BATCH,
                 progress=False):  # fmt: skip
         """The state vector from ``n_extract`` ``k``-shot prompts of ``task`` with dummy
         queries (or the aggregate of ``groups`` groups of ``k``)."""
@@ -474,17 +479,19 @@ class LTV(ResultWrite):
     )
     min_k: ClassVar[int] = 1
 
-    steps: int = option(100, "Adam steps (official: up to 100000; CPU default 100).")
-    lr: float = option(0.1, "Adam learning rate (official: 5e-5 over 100000 steps).")
-    batch_size: int = option(16, "Training prompts per step (official: 32).")
+    steps: int = option(D.LTV_STEPS, "Adam steps (official: up to 100000; CPU default 100).")
+    lr: float = option(D.LTV_LR, "Adam learning rate (official: 5e-5 over 100000 steps).")
+    batch_size: int = option(D.LTV_BATCH_SIZE, "Training prompts per step (official: 32).")
     train_k: int | None = option(
         None, "Demonstrations (labels shuffled) in training prompts; default: 5 (official), "
         "at most the examples the task's train split holds besides the query."
     )  # fmt: skip
-    train_on: str = option("shuffled", "shuffled (official) or zero_shot training prompts.")
-    combine: str = option("heads", "heads (each head's output) or blocks (official language code).")
+    train_on: str = option(D.LTV_TRAIN_ON, "shuffled (official) or zero_shot training prompts.")
+    combine: str = option(
+        D.LTV_COMBINE, "heads (each head's output) or blocks (official language code)."
+    )
 
-    def extract(self, model, task, *, k, n_extract, seed, template, max_batch=1024,
+    def extract(self, model, task, *, k, n_extract, seed, template, max_batch=MAX_BATCH,
                 progress=False):  # fmt: skip
         """The basis from ``n_extract`` clean ``k``-shot prompts of ``task``, then ``steps``
         training steps on prompts of ``task``."""
@@ -493,7 +500,7 @@ class LTV(ResultWrite):
         from tvlens.extraction.vectors import TaskVector  # torch too
 
         # the official 5 unless the train split is smaller (as the report's default k is)
-        train_k = min(5, len(task) - 1) if self.train_k is None else self.train_k
+        train_k = min(D.LTV_TRAIN_K, len(task) - 1) if self.train_k is None else self.train_k
         res = ltv(model, task, k, n_extract, seed, template, self.steps, self.lr,
                   self.batch_size, train_k, self.train_on, self.combine,
                   progress, max_batch)  # fmt: skip

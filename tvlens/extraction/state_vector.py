@@ -45,8 +45,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tvlens.errors import ConfigError, PromptError
+from tvlens.extraction import defaults as D
 from tvlens.extraction.writes import Intervention, Write
 from tvlens.models.tvmodel import TVModel
+from tvlens.runs.config import MAX_BATCH
 from tvlens.tasks.core import Task
 from tvlens.tasks.prompts import (
     ICLPrompt,
@@ -58,9 +60,10 @@ from tvlens.tasks.prompts import (
 )
 
 OPTIMIZERS = ("none", "inner", "momentum")
-# The official defaults (state_vector_optimize.py): beta=[1]*7, weight=[1,2,4,8,16,0], lr=1.
-INNER_WINDOW = 7
-MOMENTUM_WEIGHTS = (1.0, 2.0, 4.0, 8.0, 16.0, 0.0)
+# The official defaults (state_vector_optimize.py: beta=[1]*7, weight=[1,2,4,8,16,0], lr=1),
+# written in tvlens.extraction.defaults with the StateVector method's other options.
+INNER_WINDOW = D.SV_INNER_WINDOW
+MOMENTUM_WEIGHTS = D.SV_MOMENTUM_WEIGHTS
 
 
 # ---------------------------------------------------------------------------- positions
@@ -151,7 +154,7 @@ def inner_optimize(
 def momentum_optimize(
     states: Float[Tensor, "example layer head d_head"],
     weights: Sequence[float] = MOMENTUM_WEIGHTS,
-    lr: float = 1.0,
+    lr: float = D.SV_MOMENTUM_LR,
     window: int = INNER_WINDOW,
 ) -> Float[Tensor, "layer head d_head"]:
     """Momentum optimisation (the official ``fix-one-step``): ``s̄`` = the inner average; the
@@ -175,10 +178,10 @@ def momentum_optimize(
 
 def optimize_states(
     states: Float[Tensor, "example layer head d_head"],
-    optimizer: str = "momentum",
+    optimizer: str = D.SV_OPTIMIZER,
     window: int = INNER_WINDOW,
     weights: Sequence[float] = MOMENTUM_WEIGHTS,
-    lr: float = 1.0,
+    lr: float = D.SV_MOMENTUM_LR,
 ) -> Float[Tensor, "layer head d_head"]:
     """The state vector from the states of ``k`` demonstrations and the query (last row)."""
     if optimizer == "none":
@@ -194,7 +197,7 @@ def mean_states(
     model: TVModel,
     prompts: Sequence[ICLPrompt],
     n_layers: int | None = None,
-    max_batch: int = 1024,
+    max_batch: int = MAX_BATCH,
 ) -> Float[Tensor, "example layer head d_head"]:
     """The states at every demonstration's separator and at the query, averaged over prompts
     (in forward passes of at most ``max_batch`` prompts)."""
@@ -218,7 +221,7 @@ def aggregate_states(
     k: int,
     groups: int,
     n_prompts: int,
-    shuffles: int = 5,
+    shuffles: int = D.SV_SHUFFLES,
     seed: int = 0,
     template: str | PromptTemplate = "arrow",
 ) -> Float[Tensor, "layer head d_head"]:
@@ -315,14 +318,14 @@ def state_vector(
     n_prompts: int = 1,
     seed: int = 0,
     template: str | PromptTemplate | None = None,
-    optimizer: str = "momentum",
+    optimizer: str = D.SV_OPTIMIZER,  # the StateVector method's options (defaults.py)
     layer: int | None = None,
     inner_window: int = INNER_WINDOW,
     momentum_weights: Sequence[float] = MOMENTUM_WEIGHTS,
-    momentum_lr: float = 1.0,
-    groups: int = 0,
-    shuffles: int = 5,
-    max_batch: int = 1024,
+    momentum_lr: float = D.SV_MOMENTUM_LR,
+    groups: int = D.SV_GROUPS,
+    shuffles: int = D.SV_SHUFFLES,
+    max_batch: int = MAX_BATCH,
 ) -> StateVectorResult:
     """The state vector of ``task`` (Li et al. 2024) from ``n_prompts`` k-shot prompts whose
     queries are dummy queries (pass the train split as ``task``); with ``groups > 0``, the

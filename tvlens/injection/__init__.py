@@ -20,7 +20,7 @@ _NAMES = {
     "format_table": "evaluate",
     "save_report": "evaluate",
     "summary_table": "evaluate",
-    "run_task_vectors": "runner",  # checks first, then imports .evaluate
+    "run_task_vectors": "runner",  # torch-free: checks first, then imports .evaluate
     "inject": "inject",
     "injection_hook": "inject",
     "layer_sweep_correct": "sweep",

@@ -13,7 +13,6 @@ intervals over tasks and queries (:func:`tvlens.evaluation.stats.hierarchical_bo
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,12 +41,10 @@ from tvlens.extraction.methods import Extracted, ExtractionMethod, ResidualWrite
 from tvlens.extraction.vectors import TaskVector
 from tvlens.injection.intervention import apply_intervention
 from tvlens.injection.sweep import best_on_dev, layer_sweep_correct
-from tvlens.models.loading import model_and_suite
 from tvlens.models.tvmodel import TVModel
-from tvlens.plotting import plot_head_aie, plot_layer_sweep, save_figure
+from tvlens.plotting import plot_layer_sweep, save_figure
 from tvlens.plotting.vectors import plot_exact_match_intervals, plot_recovered_heatmap
 from tvlens.results import Result
-from tvlens.runs import CONFIG_FILE, TABLE_FILE, VECTORS, prepare_out_dir, tidy_on_error
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.prompts import ICLPrompt, PromptBatch, sample_prompts, tokenize_prompts
 
@@ -701,60 +698,6 @@ def summary_table(report: VectorReport) -> list[dict[str, Any]]:
             mean[key] = float(np.mean([r[key] for r in rows]))
     rows.append(mean)
     return rows
-
-
-@tidy_on_error
-def run_task_vectors(
-    model: TVModel | str,
-    out: str | Path,
-    suite: TaskSuite | str | None = None,
-    config: VectorsConfig | None = None,
-    revision: str | None = None,
-    device: str | None = None,
-    progress: bool = True,
-    **options: Any,
-) -> VectorReport:
-    """What ``tvlens vectors`` runs: evaluate, then write ``out/results.json``, the vectors
-    (``out/vectors/{method}/{task}.safetensors``), ``out/table.md``, ``out/config.json`` and the
-    figures ``out/layer_sweep.{html,png}`` (and ``out/head_aie.{html,png}`` for FV), with
-    the harness's ``out/harness.md``, ``out/recovered_heatmap`` and ``out/exact_match``
-    (:func:`save_report`).
-
-    ``config``, or its fields as keyword ``options`` (``methods="all"``, ``k=4``...): a
-    :class:`~tvlens.extraction.config.VectorsConfig`. ``suite`` defaults to the suite the model was
-    trained on.
-    """
-
-    if config is not None and options:
-        raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")
-    config = config or VectorsConfig().with_overrides(**options)  # old names too
-    out = prepare_out_dir(out, VECTORS)
-    model, suite = model_and_suite(model, suite, revision, device)
-    report = evaluate_task_vectors(model, suite, config, progress=progress)
-    primary = config.method_names()[0]
-    save_report(report, out, primary=primary)
-    data = report.to_dict(primary)
-    (out / CONFIG_FILE).write_text(
-        json.dumps(
-            {
-                **config.to_dict(),
-                "model": model.spec.to_dict(),
-                "suite": getattr(suite, "spec", {}),
-                **report.config,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    (out / TABLE_FILE).write_text(format_table(summary_table(report)))
-    save_figure(plot_layer_sweep(data), out / "layer_sweep")
-    if report.heads:
-        mean_aie = torch.stack([h.aie for h in report.heads.values()]).mean(0)
-        save_figure(
-            plot_head_aie(mean_aie, "Function-vector heads: AIE averaged over tasks"),
-            out / "head_aie",
-        )
-    return report
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

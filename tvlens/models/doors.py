@@ -1,8 +1,8 @@
 """The cheap checks every runner makes first (issue 29): a model or suite name that cannot
 load, an output folder or file the run may not write, refused in one line before torch,
-transformers or TransformerLens are imported. The runners' light modules
-(``tvlens.{injection,patching,probing,evaluation,training}.runner``) call
-:func:`check_run_inputs`, then import the stage that does the work."""
+transformers or TransformerLens are imported. The runners
+(``tvlens.{injection,patching,probing,evaluation,training}.runner``, importable without torch)
+call :func:`check_run_inputs` first, then import the stage that does the work."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ _NAMES = {
     "position_labels": "tvlens.patching.result",
     "PatchingRun": "tvlens.patching.run",
     "patching_prompts": "tvlens.patching.run",
-    "run_patching": "tvlens.patching.runner",  # checks first, then imports .run
+    "run_patching": "tvlens.patching.runner",  # torch-free: checks first, then the stage
 }
 __all__ = sorted(_NAMES)
 

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from tvlens.models import adapter
 from tvlens.models.tvmodel import TVModel
+from tvlens.patching.config import PatchConfig
 from tvlens.patching.inputs import Tokens, metric_value, prepare, source_acts
 from tvlens.patching.metrics import Metric
 from tvlens.patching.result import PatchResult, make_result
@@ -45,10 +46,10 @@ def attribution_patch(
     clean: PromptBatch | Tensor | None,
     corrupted: PromptBatch | Tensor,
     metric: Metric,
-    component: str = "heads",
-    positions: str = "all",
+    component: str = PatchConfig.component,  # `tvlens patch`'s defaults, written once
+    positions: str = PatchConfig.positions,
     *,
-    head_act: str = "z",
+    head_act: str = PatchConfig.head_act,
     layers: list[int] | None = None,
     source: Literal["clean", "mean", "zero"] | str | Mapping[str, Tensor] = "clean",
 ) -> PatchResult:

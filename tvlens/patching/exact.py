@@ -47,6 +47,7 @@ from tvlens.models.resume import (
 from tvlens.models.tvmodel import TVModel
 from tvlens.patching.attn_shortcut import linear_heads, may_skip_attention, patched_attention
 from tvlens.patching.attribution import attribution_patch
+from tvlens.patching.config import PatchConfig
 from tvlens.patching.copies import Job, group_jobs, plan_jobs, writer
 from tvlens.patching.inputs import (
     Component,
@@ -69,13 +70,13 @@ def patch(
     clean: PromptBatch | Tensor | None,
     corrupted: PromptBatch | Tensor,
     metric: Metric,
-    component: Component | str = "heads",
-    positions: Positions | str = "all",
+    component: Component | str = PatchConfig.component,  # `tvlens patch`'s defaults, written once
+    positions: Positions | str = PatchConfig.positions,
     *,
-    head_act: HeadAct | str = "z",
+    head_act: HeadAct | str = PatchConfig.head_act,
     layers: list[int] | None = None,
     source: Literal["clean", "mean", "zero"] | str | Mapping[str, Tensor] = "clean",
-    method: Literal["exact", "attribution"] | str = "exact",
+    method: Literal["exact", "attribution"] | str = PatchConfig.method,
     max_batch: int = MAX_BATCH,
     progress: bool = True,
 ) -> PatchResult:

@@ -1,4 +1,5 @@
-"""Patching experiments on a task suite: what ``tvlens patch`` runs.
+"""Patching experiments on a task suite: the prompts and the result of what ``tvlens patch``
+runs (:func:`tvlens.patching.runner.run_patching`).
 
 Clean prompts are k-shot prompts of the suite's tasks; the corruption is one of
 ``shuffled`` (the same prompts with shuffled demonstration labels: which components carry the
@@ -9,27 +10,21 @@ clean answer's first token at the query.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from tvlens.errors import ConfigError, EmptyTaskError, PromptError
-from tvlens.models.loading import model_and_suite
 from tvlens.models.tvmodel import TVModel
 from tvlens.names import renamed
 from tvlens.patching.attribution import rank_correlation
 from tvlens.patching.config import PatchConfig
-from tvlens.patching.exact import PatchResult, patch
-from tvlens.patching.metrics import AnswerProb
-from tvlens.plotting import plot_patching, save_figure
+from tvlens.patching.exact import PatchResult
+from tvlens.plotting import plot_patching
 from tvlens.results import Result
-from tvlens.runs import CONFIG_FILE, PATCH, PATCHING_FILE, prepare_out_dir, tidy_on_error
 from tvlens.runs.config import choices
-from tvlens.runs.portable import portable
 from tvlens.tasks.core import TaskSuite
 from tvlens.tasks.prompts import (
     ICLPrompt,
@@ -136,68 +131,3 @@ def patching_prompts(
     clean = tokenize_prompts([a for a, _ in keep], model, padding_side="left")
     corrupted = tokenize_prompts([b for _, b in keep], model, padding_side="left")
     return clean, corrupted
-
-
-@tidy_on_error
-def run_patching(
-    model: TVModel | str,
-    out: str | Path | None,
-    suite: TaskSuite | str | None = None,
-    config: PatchConfig | None = None,
-    revision: str | None = None,
-    device: str | None = None,
-    progress: bool = True,
-    **options: Any,
-) -> PatchingRun:
-    """Patch a component of ``model`` on prompts of ``suite`` (default: its training suite)
-    as ``config`` says (a :class:`~tvlens.patching.config.PatchConfig`, or its fields as keyword
-    ``options``: ``component="resid"``, ``k=4``...) and, with ``out``, write
-    ``out/patching.json``, ``out/config.json`` and the heatmap
-    ``out/patching_{component}.{html,png}`` (``..._attribution`` too with ``method="both"``).
-    """
-
-    if config is not None and options:
-        raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")
-    cfg = config or PatchConfig(**options)
-    if out is not None:
-        out = prepare_out_dir(out, PATCH)
-    model, suite = model_and_suite(model, suite, revision, device)
-    component, positions, method, head_act = cfg.component, cfg.positions, cfg.method, cfg.head_act
-    corruption, n_prompts, seed, max_batch = cfg.corruption, cfg.n_prompts, cfg.seed, cfg.max_batch
-    tasks = list(cfg.tasks) if cfg.tasks is not None else None
-    k = cfg.k if cfg.k is not None else int(model.spec.train_info.get("k", 5))
-    clean, corrupted = patching_prompts(model, suite, k, n_prompts, seed=seed, tasks=tasks)
-    metric = AnswerProb.from_batch(clean)
-    if corruption == "shuffled":
-        pair: tuple[Any, Any] = (clean, corrupted)
-        source: str = "clean"
-    else:  # ablate each component of the clean run itself
-        pair, source = (clean, clean), corruption
-    config = {
-        **cfg.to_dict(),
-        "model": model.spec.name,
-        "revision": model.spec.revision,
-        "suite": suite.name,
-        "metric": "probability of the clean answer's first token at the query",
-        "k": k,
-        "prompt_bos": model.prompt_bos,
-        "n_prompts": len(clean),
-        "n_tokens": int(clean.tokens.shape[1]),
-    }
-    kw = {"head_act": head_act, "source": source}
-    exact = attribution = None
-    if method in ("exact", "both"):
-        exact = patch(model, *pair, metric, component, positions, max_batch=max_batch,
-                      progress=progress, **kw)  # fmt: skip
-    if method in ("attribution", "both"):
-        attribution = patch(model, *pair, metric, component, positions, method="attribution",
-                            progress=progress, **kw)  # fmt: skip
-    run = PatchingRun(exact, attribution, config)
-    if out is not None:
-        run.save(out / PATCHING_FILE)  # PatchingRun.load(out / "patching.json") reads it back
-        (out / CONFIG_FILE).write_text(json.dumps(portable(config), indent=2) + "\n")
-        for res in (exact, attribution):
-            if res is not None:
-                suffix = "" if res is run.main else f"_{res.method}"
-                save_figure(plot_patching(res), out / f"patching_{component}{suffix}")
-    return run

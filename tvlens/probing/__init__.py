@@ -2,9 +2,9 @@
 
 The seed paper's experiments: task families (:mod:`.family`), emergence (:mod:`.emergence`);
 the perturbation test (:mod:`.perturbation`: a task's mean state written over another's);
-what ``tvlens probe`` / ``tvlens emergence`` run is :mod:`.run` (not imported here, nor the
-perturbation test: they load the injection stage); :func:`run_probe` here is :mod:`.runner`'s,
-which refuses a bad model, suite or output folder before torch is imported.
+what ``tvlens emergence`` runs is :mod:`.run` (not imported here, nor the perturbation test:
+they load the injection stage); what ``tvlens probe`` runs is :func:`run_probe`
+(:mod:`.runner`), which refuses a bad model, suite or output folder before torch is imported.
 Names are imported lazily, so that the configuration (``config.py``), which the CLI reads at
 start-up, does not load torch.
 """

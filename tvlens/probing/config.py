@@ -1,5 +1,6 @@
 """The configurations of ``tvlens probe`` and ``tvlens emergence``: what
-:mod:`tvlens.probing.run` takes, the CLI fills and the runs write to ``config.json``."""
+:func:`tvlens.probing.runner.run_probe` and :func:`tvlens.probing.run.run_emergence` take, the
+CLI fills and the runs write to ``config.json``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from typing import ClassVar, Literal
 
 from tvlens.runs import EMERGENCE, PROBE
 from tvlens.runs.config import Config, no_type_check, opt
+
+# Neighbours of task decodability's leave-one-out k-NN (Han et al. 2025): the one default of
+# every ``knn_k`` (the probing functions' and ``tvlens pretrained decodability``'s).
+KNN_K = 10
 
 
 @no_type_check

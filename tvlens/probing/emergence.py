@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from tvlens.errors import TVLensError
 from tvlens.frames import tidy
 from tvlens.plotting import plot_emergence
+from tvlens.probing.config import KNN_K, EmergenceConfig
 from tvlens.probing.family import NULL, RunOutput, TaskFamily, family_for_run
 from tvlens.probing.layers import LayerTD
 from tvlens.probing.measures import project_2d, task_decodability
@@ -151,10 +152,10 @@ class EmergenceResult(Result):
 def emergence(
     run: str | Path,
     family: TaskFamily | None = None,
-    revisions: Sequence[str | int] | None = None,
-    n_prompts: int = 100,
-    seed: int = 0,
-    knn_k: int = 10,
+    revisions: Sequence[str | int] | None = EmergenceConfig.revisions,  # `tvlens emergence`'s
+    n_prompts: int = EmergenceConfig.n_prompts,
+    seed: int = EmergenceConfig.seed,
+    knn_k: int = KNN_K,
     device: str | None = None,
     progress: bool = True,
 ) -> EmergenceResult:

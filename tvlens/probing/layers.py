@@ -12,6 +12,7 @@ from tvlens.extraction.residual import residual_at_query
 from tvlens.frames import tidy
 from tvlens.models.tvmodel import TVModel
 from tvlens.plotting import plot_td_by_layer
+from tvlens.probing.config import KNN_K, ProbeConfig
 from tvlens.probing.measures import (
     probe_accuracy,
     project_2d,
@@ -82,13 +83,13 @@ class LayerTD(Result):
 def td_by_layer(
     model: TVModel,
     suite: TaskSuite,
-    k: int | None = None,
-    n_prompts: int = 100,
-    seed: int = 0,
+    k: int | None = ProbeConfig.k,  # the defaults are `tvlens probe`'s (ProbeConfig), written once
+    n_prompts: int = ProbeConfig.n_prompts,
+    seed: int = ProbeConfig.seed,
     template: str | None = None,
     include_null: bool = True,
-    knn_k: int = 10,
-    probe: bool = False,
+    knn_k: int = KNN_K,
+    probe: bool = ProbeConfig.probe,
     batch_size: int = 64,
     progress: bool = True,
 ) -> LayerTD:

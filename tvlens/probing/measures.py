@@ -26,6 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
 from tvlens.errors import EmptyTaskError
+from tvlens.probing.config import KNN_K
 
 Points = Float[np.ndarray, "n d"] | Float[Tensor, "n d"]
 
@@ -54,7 +55,7 @@ class TDResult:
 
 
 def loo_knn_predict(
-    X: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"], k: int = 10
+    X: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"], k: int = KNN_K
 ) -> Int[np.ndarray, " n"]:
     """Leave-one-out kNN predictions (uniform majority vote, ties to the smallest label, as
     scikit-learn's ``KNeighborsClassifier``)."""
@@ -73,7 +74,7 @@ def loo_knn_predict(
     return preds
 
 
-def task_decodability(hidden: Points, labels: Sequence, k: int = 10) -> TDResult:
+def task_decodability(hidden: Points, labels: Sequence, k: int = KNN_K) -> TDResult:
     """TD of points ``hidden`` ``[n, d]`` labelled by task (include the Null task's points)."""
     X = _as_numpy(hidden)
     y, names = _encode_labels(labels)

@@ -1,5 +1,6 @@
-"""What ``tvlens probe`` and ``tvlens emergence`` run: an analysis, then its JSON and figures in
-an output folder."""
+"""What ``tvlens emergence`` runs: the emergence analysis and the perturbation test, then their
+JSON and figures in an output folder. (``tvlens probe`` runs
+:func:`tvlens.probing.runner.run_probe`.)"""
 
 from __future__ import annotations
 
@@ -14,94 +15,21 @@ from tvlens.errors import ConfigError, LayerError
 from tvlens.plotting import (
     plot_emergence,
     plot_perturbation,
-    plot_projection,
-    plot_td_by_layer,
-    plot_td_heatmap,
-    plot_td_vs_accuracy,
     save_figure,
 )
-from tvlens.probing.config import EmergenceConfig, ProbeConfig
-from tvlens.probing.emergence import EmergenceResult, emergence, series_from_emergence
-from tvlens.probing.family import family_for_run, is_regression_run
+from tvlens.probing.config import EmergenceConfig
+from tvlens.probing.emergence import EmergenceResult, emergence
+from tvlens.probing.family import family_for_run
 from tvlens.probing.perturbation import perturbation
-from tvlens.probing.series import TDSeries, save_series, td_over_checkpoints
 from tvlens.results import Result
 from tvlens.runs import (
     CONFIG_FILE,
     EMERGENCE_FILE,
     PERTURBATION_FILE,
-    PROBE,
     prepare_out_dir,
     tidy_on_error,
 )
 from tvlens.runs.checkpoints import write_json_atomically
-from tvlens.runs.portable import portable
-from tvlens.tasks.core import TaskSuite
-from tvlens.tasks.registry import get_suite
-
-
-@tidy_on_error
-def run_probe(
-    model: str | Path | Any,
-    out: str | Path,
-    suite: TaskSuite | str | None = None,
-    config: ProbeConfig | None = None,
-    device: str | None = None,
-    progress: bool = True,
-    **options: Any,
-) -> TDSeries:
-    """What ``tvlens probe`` runs: :func:`td_over_checkpoints` as ``config`` says (a
-    :class:`~tvlens.probing.config.ProbeConfig`, or its fields as keyword ``options``), then
-    ``out/td.json``, ``out/config.json`` and the figures ``td_by_layer``, ``td_heatmap``,
-    ``td_vs_accuracy`` and ``projection`` (the last checkpoint's peak layer), as HTML and PNG.
-    ``model`` may be a model object (see :func:`td_over_checkpoints`)."""
-
-    if config is not None and options:
-        raise ConfigError(f"Pass config= or its fields {sorted(options)}, not both.")
-    cfg = config or ProbeConfig(**options)
-    out = prepare_out_dir(out, PROBE)
-    if isinstance(suite, str):
-        suite = get_suite(suite)
-    if isinstance(model, str | Path) and is_regression_run(model):
-        # The regression family has no tokens: same TD (Null task included) from the
-        # emergence module, explained variance in place of accuracy.
-        em = emergence(
-            model,
-            revisions=cfg.revisions,
-            n_prompts=cfg.n_prompts,
-            seed=cfg.seed,
-            device=device,
-            progress=progress,
-        )
-        series = series_from_emergence(em, str(model))
-    else:
-        series = td_over_checkpoints(
-            model,
-            cfg.revisions,
-            suite=suite,
-            k=cfg.k,
-            n_prompts=cfg.n_prompts,
-            seed=cfg.seed,
-            probe=cfg.probe,
-            device=device,
-            progress=progress,
-        )
-    save_series(series, out)
-    (out / CONFIG_FILE).write_text(
-        json.dumps(portable({**cfg.to_dict(), "model": series.model}), indent=2)
-    )
-    data = series.to_dict()
-    save_figure(plot_td_by_layer(data), out / "td_by_layer")
-    save_figure(plot_td_heatmap(data), out / "td_heatmap")
-    save_figure(plot_td_vs_accuracy(data), out / "td_vs_accuracy")
-    last = series.by_checkpoint[-1]
-    save_figure(
-        plot_projection(
-            last.projection, last.labels, f"Layer {last.peak_layer} at {series.revisions[-1]} (PCA)"
-        ),
-        out / "projection",
-    )
-    return series
 
 
 @dataclass

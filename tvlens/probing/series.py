@@ -17,6 +17,7 @@ from tvlens.errors import TVLensError
 from tvlens.evaluation.icl import evaluate_icl
 from tvlens.models.loading import load_model
 from tvlens.models.tvmodel import TVModel
+from tvlens.probing.config import ProbeConfig
 from tvlens.probing.layers import LayerTD, td_by_layer
 from tvlens.results import Result
 from tvlens.runs import TD_FILE
@@ -132,10 +133,10 @@ def td_over_checkpoints(
     model: str | Path | Any,
     revisions: Sequence[str | int] | None = None,
     suite: TaskSuite | None = None,
-    k: int | None = None,
-    n_prompts: int = 100,
-    seed: int = 0,
-    probe: bool = False,
+    k: int | None = ProbeConfig.k,  # the defaults are `tvlens probe`'s (ProbeConfig), written once
+    n_prompts: int = ProbeConfig.n_prompts,
+    seed: int = ProbeConfig.seed,
+    probe: bool = ProbeConfig.probe,
     device: str | None = None,
     progress: bool = True,
     **load_kwargs: Any,

@@ -21,7 +21,7 @@ _NAMES = {
     "TrainResult": "engine",
     "train_run": "engine",
     "evaluate_checkpoint": "train",
-    "train_synthetic": "runner",  # checks first, then imports .train
+    "train_synthetic": "runner",  # torch-free: checks first, then imports .train
 }
 __all__ = sorted(_NAMES)
 

@@ -164,7 +164,7 @@ def train_regression(
 ) -> TrainResult:
     """Train a read-in/read-out transformer on the regression mixture; same folder layout,
     atomic checkpoints at log-spaced steps and exact resume as
-    :func:`~tvlens.training.train.train_synthetic`."""
+    :func:`~tvlens.training.runner.train_synthetic`."""
     return train_from_preset(
         TRAIN_REGRESSION, regression_kind, get_regression_preset, out, preset, config, overrides,
         resume=resume, device=device, stop_after=stop_after, progress=progress,

@@ -1,6 +1,8 @@
-"""What ``tvlens train-synthetic`` runs, importable without torch: :func:`train_synthetic`
-refuses an output folder it may not write at once (:func:`~tvlens.models.doors.check_run_inputs`),
-then imports :mod:`tvlens.training.train`, which does the work (issue 29)."""
+"""What ``tvlens train-synthetic`` runs: :func:`train_synthetic`, importable without torch. It
+refuses an output folder it may not write at once
+(:func:`~tvlens.models.doors.check_run_inputs`, issue 29), then imports
+:mod:`tvlens.training.train` (the token ICL run kind) and the training engine, which do the
+work. Its signature, defaults and docstring are written here only (issue 30)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tvlens.models.doors import check_run_inputs
 from tvlens.runs import TRAIN_SYNTHETIC
-from tvlens.training.config import DEFAULT_PRESET
+from tvlens.training.config import DEFAULT_PRESET, get_preset
 
 if TYPE_CHECKING:
     from tvlens.training.config import TrainConfig
@@ -40,6 +42,10 @@ def train_synthetic(
     """
     check_run_inputs(TRAIN_SYNTHETIC, out=out)
     # start-up time: torch is imported only after the cheap checks
-    from tvlens.training.train import train_synthetic as run
+    from tvlens.training.engine import train_from_preset  # torch: after the checks
+    from tvlens.training.train import token_kind  # torch too
 
-    return run(out, preset, config, resume, device, stop_after, progress, **overrides)
+    return train_from_preset(
+        TRAIN_SYNTHETIC, token_kind, get_preset, out, preset, config, overrides, resume=resume,
+        device=device, stop_after=stop_after, progress=progress,
+    )  # fmt: skip

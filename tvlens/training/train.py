@@ -12,7 +12,6 @@ this module is the token ICL run kind: its model, batches, loss and evaluation.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import einops
@@ -33,9 +32,9 @@ from tvlens.training.checkpointing import (
     load_run_config,
     write_hf_folder,
 )
-from tvlens.training.config import DEFAULT_PRESET, TrainConfig, get_preset
+from tvlens.training.config import TrainConfig
 from tvlens.training.data import ICLBatcher, TrainBatch
-from tvlens.training.engine import RunKind, StepData, TrainResult, train_from_preset
+from tvlens.training.engine import RunKind, StepData, TrainResult
 
 __all__ = [
     "TrainResult",
@@ -47,7 +46,6 @@ __all__ = [
     "run_vocabulary",
     "same_task_partner",
     "token_kind",
-    "train_synthetic",
     "tv_prompting_loss",
 ]
 
@@ -165,33 +163,6 @@ def evaluate_checkpoint(model, batch: TrainBatch, task_names: list[str]) -> dict
         "mean_icl_accuracy": float(np.mean(list(icl.values()))),
         "accuracy_by_demo": [float(x) for x in correct.mean(0)],
     }
-
-
-def train_synthetic(
-    out: str | Path,
-    preset: str = DEFAULT_PRESET,
-    config: TrainConfig | None = None,
-    resume: bool = False,
-    device: str | None = None,
-    stop_after: int | None = None,
-    progress: bool = True,
-    **overrides: Any,
-) -> TrainResult:
-    """Train a model from scratch on synthetic ICL tasks and save a checkpoint series.
-
-    Args:
-        out: Run folder (created).
-        preset: ``"tiny"`` (seconds, tests), ``"default"`` (CPU demo), ``"gpu"``.
-        config: A full :class:`TrainConfig` instead of a preset.
-        resume: Continue an existing run in ``out`` from its last complete checkpoint.
-        device: ``"cuda"``, ``"cpu"``...; default: the best available.
-        stop_after: Stop (as if killed) once this step is done, without finishing the run.
-        overrides: Any :class:`TrainConfig` field, e.g. ``steps=2000``, ``seed=1``.
-    """
-    return train_from_preset(
-        TRAIN_SYNTHETIC, token_kind, get_preset, out, preset, config, overrides, resume=resume,
-        device=device, stop_after=stop_after, progress=progress,
-    )  # fmt: skip
 
 
 def token_kind(cfg: TrainConfig, preset_name: str | None = None) -> tuple[RunKind, dict]:
