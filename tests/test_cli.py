@@ -42,6 +42,7 @@ def test_unknown_suite_is_a_one_line_error():
     assert "Traceback" not in res.output
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_train_eval_info_vectors_on_tiny(tmp_path):
     run = tmp_path / "run"
     train = ["train-synthetic", "--out", str(run), "--preset", "tiny", "--steps", "15"]
@@ -288,6 +289,7 @@ def test_no_command_writes_into_a_users_folder(command, tmp_path):
     assert (user / "metrics.json").read_text() == '{"mine": 1}'
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_probe_a_plain_model_folder(make_tiny, letters_tokenizer, tmp_path):
     """An HF folder is probed as it is (it used to ask for revisions, then reject each)."""
     tiny = make_tiny("gpt2", "gpt2", letters_tokenizer)

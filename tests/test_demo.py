@@ -13,6 +13,7 @@ from tvlens.demo import DemoResult, run_demo
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_demo_writes_figures_report_and_json(tmp_path):
     res = run_demo(
         tmp_path / "figures", tmp_path / "run", preset="tiny", device="cpu", progress=False
@@ -67,7 +68,8 @@ def test_demo_writes_figures_report_and_json(tmp_path):
 @pytest.mark.parametrize(
     "name",
     [
-        "01_quickstart.ipynb",
+        # ~30 s: `-m slow` keeps the default run under 10 minutes
+        pytest.param("01_quickstart.ipynb", marks=pytest.mark.slow),
         # ~32 s; its steps (extraction, layer sweeps, reports) have their own tests: run with
         # `-m slow` to keep the default run under 10 minutes
         pytest.param("02_task_vectors.ipynb", marks=pytest.mark.slow),

@@ -160,6 +160,7 @@ def test_sweep_selects_on_dev_and_stops_early(full):
     assert {lb.split("scale=")[1] for lb in labels} == {"0.3", "1"}  # λ is swept too
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_a_shorter_sweep_then_the_full_budget(target, tmp_path):
     """``sweep_epochs``: the sweep cells train at most that many epochs; seed 0 trains again
     with the full budget unless its sweep run had stopped on its own (patience)."""
@@ -248,6 +249,7 @@ def test_parameter_counts_and_the_equal_rank_pair(full, target):
     assert s["atv"]["trainable_params"] > s["atv_lora_budget"]["trainable_params"]
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_resume_without_redoing(full, target):
     out = full.out
     before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
@@ -306,6 +308,7 @@ def test_stopped_compare_resumes(target, tmp_path):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_two_processes_share_the_cells(full, target_run, tmp_path):
     """workers=2: a spawned process and this one compute the cells between them, each once,
     leave no claim behind, and get the one-process numbers (up to float summation order)."""
@@ -326,6 +329,7 @@ def test_two_processes_share_the_cells(full, target_run, tmp_path):
             assert res.summary[m][f"{g}_first_token_mean"] == pytest.approx(one, abs=0.05)
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_claimed_cells_are_left_to_their_process(target, tmp_path):
     """A cell claimed by a live process is skipped (the compare stays incomplete); a claim
     whose process is gone is taken over."""
@@ -387,6 +391,7 @@ def test_cli(target_run, tmp_path):
     assert bad.exit_code == 2 and "positive integer" in bad.output
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_notebook_runs(tmp_path, run_notebook):
     run_notebook("06_atv_compare.ipynb", tmp_path)
 

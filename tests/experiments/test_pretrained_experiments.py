@@ -37,6 +37,7 @@ def test_sized_suite_caps_and_dedups():
     assert len(sized_suite(TaskSuite("s", (dup,)))["d"]) == 2
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_vector_table_matches_its_rows(make_tiny, letters_tokenizer, suite, tmp_path):
     model = make_tiny("llama", "llama", letters_tokenizer).model
     res = vector_table(model, {"letters": suite}, tmp_path, k=2, n_extract=4, progress=False)
@@ -147,6 +148,7 @@ def test_layer_finetuning_bad_fraction_is_one_line(suite, tmp_path):
         layer_finetuning("nowhere", suite, tmp_path, train_fraction=1.0)
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_pretrained_commands_take_names(make_tiny, letters_tokenizer, suite, tmp_path):
     """`tvlens pretrained ...` on a model folder and a suite folder, through the names path
     (``named_suites``: one task kept, pairs capped): the same table as the call on objects."""

@@ -234,6 +234,7 @@ def test_failed_commands_leave_no_folder(tiny_model, make_tiny, letters_tokenize
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e"] and not any(empty.iterdir())
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_every_command_output_loads_back_through_its_result_class(make_tiny, letters_tokenizer,
                                                                    tmp_path):  # fmt: skip
     """vectors, probe, patch and eval, run by the CLI on a tiny model: each main file loads

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from tvlens.compare.demo_step import _atv_step, atv_dirs
+from tvlens.demo.quoted import refill_docs
 from tvlens.demo.report import DemoResult, top_position_by_layer, write_report
 from tvlens.errors import TVLensError
 from tvlens.evaluation.icl import evaluate_icl
@@ -56,6 +57,7 @@ from tvlens.runs import (
     tidy_on_error,
 )
 from tvlens.runs.checkpoints import list_checkpoints
+from tvlens.runtime import configure_threads
 from tvlens.training.config import DEFAULT_PRESET, get_preset
 from tvlens.training.runner import train_synthetic
 from tvlens.training.train import load_run_config
@@ -262,9 +264,6 @@ def regenerate_figures(device: str | None = None, progress: bool = True) -> Demo
     The other folders under ``figures/`` come from the commands their README sections name.
     Then the numbers the README and the docs quote are refilled from the new JSON
     (:mod:`tvlens.demo.quoted`), when run from the repository's root."""
-    from tvlens.demo.quoted import refill_docs
-    from tvlens.runtime import configure_threads
-
     # One thread, whatever the policy: the committed numbers depend on the thread count (the
     # order of floating-point sums), and `auto` would follow the machine's load.
     configure_threads(1)
