@@ -36,7 +36,7 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
-def demo_numbers(d: dict[str, Any]) -> dict[str, str]:
+def demo_numbers(d: dict[str, Any], folder: Path | None = None) -> dict[str, str]:
     """``figures/demo.json`` (written by ``tvlens regenerate``)."""
     tv = d["task_vectors"]["summary"]
     rows = [r for r in d["task_vectors"]["table"] if r["task"] != "mean"]
@@ -85,29 +85,143 @@ def demo_numbers(d: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def vector_table_numbers(prefix: str) -> Callable[[dict[str, Any]], dict[str, str]]:
-    """A ``vectors.json`` of ``tvlens pretrained vectors``: per suite and overall, each
-    method's mean first-token and exact-match accuracy and share of ICL."""
+def _ci(iv: dict[str, Any] | None, signed: bool = False) -> str:
+    if not iv:
+        return "[n/a]"
+    f = (lambda x: f"{x:+.2f}".replace("-", "−")) if signed else (lambda x: f"{x:.2f}")
+    return f"[{f(iv['low'])}, {f(iv['high'])}]"
 
-    def numbers(d: dict[str, Any]) -> dict[str, str]:
+
+def methods_table_numbers(prefix: str) -> Callable[[dict[str, Any]], dict[str, str]]:
+    """A combined ``vectors.json`` of the method harness (``tvlens pretrained vectors
+    --methods all``, then ``combine``): per suite and pooled (``all``), each row's mean exact
+    match and first token with the 95% interval (tasks, then queries), each method's share of
+    ICL, KL to ICL and difference to ICL, and the cost."""
+
+    def numbers(d: dict[str, Any], folder: Path | None = None) -> dict[str, str]:
+        methods = d["config"]["methods"]
         out: dict[str, str] = {}
-        summary = d.get("summary", {})
-        for key, value in _flat(summary).items():
-            if isinstance(value, float):
-                out[f"{prefix}.{key}"] = _pct(value) if "recovered" in key else _f(value)
+        groups = {s: [r for r in d["rows"] if r["suite"] == s] for s in d["suites"]}
+        groups["all"] = d["rows"]
+        for s, rows in groups.items():
+            iv = d["summary"].get("intervals", {}) if s == "all" else d["suites"][s]["intervals"]
+            out[f"{prefix}.{s}.n_tasks"] = str(len(rows))
+
+            def mean(key: str, rows: list[dict] = rows) -> float:
+                return statistics.mean(r[key] for r in rows)
+
+            for row in ("zero_shot", "icl", *methods):
+                key = f"{prefix}.{s}.{row}"
+                out[f"{key}.exact"] = _f(mean(f"{row}_exact"))
+                out[f"{key}.first"] = _f(mean(row))
+                out[f"{key}.exact_ci"] = _ci(iv.get(row, {}).get("exact"))
+                if row in methods:
+                    out[f"{key}.share"] = _pct(mean(f"{row}_recovered_exact"))
+                    out[f"{key}.kl"] = _f(mean(f"{row}_kl"))
+                elif row == "zero_shot":
+                    out[f"{key}.kl"] = _f(mean("zero_shot_kl"))
+                if row != "icl":
+                    d_icl = iv.get(row, {}).get("exact_minus_icl")
+                    if d_icl:
+                        est = f"{d_icl['estimate']:+.2f}".replace("-", "−")
+                        out[f"{key}.minus_icl"] = f"{est} {_ci(d_icl, signed=True)}"
+        cost = d["summary"].get("cost", {})
+        icl_fwd = cost.get("icl_latency_s")
+        for m in methods:
+            c = cost.get(m)
+            if not c or not icl_fwd:
+                continue
+            out[f"{prefix}.cost.{m}.extract_s"] = f"{c['extract_s']:.1f}"
+            out[f"{prefix}.cost.{m}.forwards"] = f"{c['extract_forwards']:.0f}"
+            out[f"{prefix}.cost.{m}.extract_per_icl"] = f"{c['extract_s'] / icl_fwd:,.0f}"
+            out[f"{prefix}.cost.{m}.added_per_icl"] = f"{c['added_latency_s'] / icl_fwd:.2f}"
+        records = _records(folder) if folder is not None else []
+        out.update(_claims(prefix, d, groups, methods, records))
+        if icl_fwd:
+            out[f"{prefix}.cost.icl_ms"] = f"{1000 * icl_fwd:.1f}"
+            out[f"{prefix}.cost.zero_shot_per_icl"] = f"{cost['zero_shot_latency_s'] / icl_fwd:.2f}"
         return out
 
     return numbers
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+# The margin within which two methods count as equal (TOST on the 90% interval).
+CLAIM_MARGIN = 0.10
+
+
+def _records(folder: Path) -> list[dict[str, Any]]:
+    """Every suite's per-query records (``{suite}/queries.json``), tasks named by suite."""
+    out = []
+    for f in sorted(folder.glob("*/queries.json")):
+        for r in json.loads(f.read_text())["queries"]:
+            out.append({**r, "task": f"{f.parent.name}/{r['task']}"})
+    return out
+
+
+def _paired(records: list[dict], a: str, b: str, group: str | None) -> tuple[str, str]:
+    """``a - b`` on exact match over the same queries (``group``: one suite's), by the
+    hierarchical bootstrap: the estimate with its 95% interval, and the verdict word."""
+    from tvlens.evaluation.stats import hierarchical_bootstrap, verdict_word  # pandas, numpy
+
+    rs = [r for r in records if group is None or r["task"].startswith(f"{group}/")]
+    res = hierarchical_bootstrap(rs, a, b, n_resamples=10_000, seed=0)
+    lo, hi = res.interval(0.95)
+    word = verdict_word((lo, hi), res.interval(0.90), CLAIM_MARGIN)
+    text = f"{res.estimate:+.2f} [{lo:+.2f}, {hi:+.2f}]".replace("-", "−")
+    return text, word
+
+
+def _claims(
+    prefix: str,
+    d: dict[str, Any],
+    groups: dict[str, list[dict]],
+    methods: list[str],
+    records: list[dict],
+) -> dict[str, str]:
+    """Each method against its paper's headline claim, by the rule the results page states
+    (``reproduced`` / ``not reproduced`` / ``inconclusive`` / ``not comparable``): paired
+    differences of exact match over the same queries, 95% intervals over tasks then queries,
+    equality by TOST within :data:`CLAIM_MARGIN`."""
     out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
+    rows = groups["all"]
+
+    def exact(m: str, rows: list[dict]) -> float:
+        return statistics.mean(r[f"{m}_exact"] for r in rows)
+
+    def claim(key: str, a: str, b: str, group: str | None, wanted: tuple[str, ...]) -> None:
+        text, word = _paired(records, a, b, group)
+        out[f"{prefix}.claim.{key}.diff"] = text
+        out[f"{prefix}.claim.{key}.word"] = word
+        out[f"{prefix}.claim.{key}"] = (
+            "reproduced" if word in wanted else "inconclusive" if word == "inconclusive"
+            else "not reproduced"
+        )  # fmt: skip
+
+    if "hendel" in methods:  # Hendel et al.: the task vector keeps 83-91% of ICL (first token)
+        good = [r for r in rows if r["icl"] >= 0.4]
+        share = statistics.mean(r["hendel"] for r in good) / statistics.mean(r["icl"] for r in good)
+        out[f"{prefix}.claim.hendel.share_first"] = _pct(share)
+        out[f"{prefix}.claim.hendel.n_tasks"] = str(len(good))
+        out[f"{prefix}.claim.hendel"] = "reproduced" if share >= 0.8 else "not reproduced"
+    if not records:
+        return out
+    if "fv" in methods:  # Todd et al.: the FV makes zero-shot prompts do the task
+        claim("fv", "fv", "zero_shot", None, ("better",))
+    if "i2cl" in methods:  # Li et al. 2025: I2CL near few-shot accuracy at zero-shot cost
+        claim("i2cl", "i2cl", "icl", None, ("equal", "better"))
+    # state vectors (Li et al. 2024) and LTV (Saglam et al. 2025): above the task and function
+    # vectors; LTV on the function-vector tasks, the files its paper evaluates on
+    for m, group in (("state_vector", None), ("ltv", "abstractive")):
+        rs = groups.get(group, rows) if group else rows
+        if m in methods and {"hendel", "fv"} <= set(methods):
+            best = max(("hendel", "fv"), key=lambda f: exact(f, rs))
+            out[f"{prefix}.claim.{m}.best_fixed"] = {
+                "hendel": "task vector",
+                "fv": "function vector",
+            }[best]
+            claim(m, m, best, group, ("better",))
+    if "icv" in methods:  # Liu et al.: style, safety, role-play and format tasks, not these
+        out[f"{prefix}.claim.icv"] = "not comparable"
     return out
 
 
@@ -115,7 +229,7 @@ def threads_numbers(prefix: str) -> Callable[[Any], dict[str, str]]:
     """The rows of ``bench/threads.py --json``: per policy and number of competing
     processes the median training time, and its ratio to the same policy idle."""
 
-    def numbers(rows: list[dict[str, Any]]) -> dict[str, str]:
+    def numbers(rows: list[dict[str, Any]], folder: Path | None = None) -> dict[str, str]:
         out: dict[str, str] = {}
         cells: dict[tuple[str, int], list[float]] = {}
         for r in rows:
@@ -136,22 +250,24 @@ def threads_numbers(prefix: str) -> Callable[[Any], dict[str, str]]:
 
 
 # (JSON file relative to the root, the function of its content)
-SOURCES: tuple[tuple[str, Callable[[dict[str, Any]], dict[str, str]]], ...] = (
+SOURCES: tuple[tuple[str, Callable[[Any, Path], dict[str, str]]], ...] = (
     ("figures/demo.json", demo_numbers),
+    ("figures/pretrained/methods/vectors.json", methods_table_numbers("methods")),
     ("figures/benchmarks/threads_tiny.json", threads_numbers("threads.tiny")),
     ("figures/benchmarks/threads_default.json", threads_numbers("threads.default")),
 )
 
 
 def quoted_numbers(root: str | Path) -> dict[str, str]:
-    """Every quotable key with its text, from the committed JSON under ``root``."""
+    """Every quotable key with its text, from the committed JSON under ``root`` (a source
+    whose file is missing gives no keys)."""
     root = Path(root)
     out: dict[str, str] = {}
     for rel, fn in SOURCES:
         path = root / rel
-        if not path.is_file():
-            raise TVLensError(f"{rel} is missing: run `tvlens regenerate` to write it.")
-        out.update(fn(json.loads(path.read_text())))
+        if not path.is_file():  # its keys are then unknown: a page quoting one is refused
+            continue
+        out.update(fn(json.loads(path.read_text()), path.parent))
     return out
 
 
@@ -172,8 +288,9 @@ def refill(text: str, numbers: dict[str, str], where: str = "") -> str:
         key = m.group(1)
         if key not in numbers:
             raise TVLensError(
-                f"{where}: quotes an unknown number {key!r}; known keys start with "
-                f"{sorted({k.split('.')[0] for k in numbers})} (tvlens.demo.quoted.SOURCES)."
+                f"{where}: quotes an unknown number {key!r}: its JSON is missing (the command "
+                "of its results page writes it) or no source gives the key "
+                f"(tvlens.demo.quoted.SOURCES; known: {sorted({k.split('.')[0] for k in numbers})})"
             )
         return f"<!--q:{key}-->{numbers[key]}<!--/q-->"
 

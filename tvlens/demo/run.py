@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 from tvlens.compare.demo_step import _atv_step, atv_dirs
-from tvlens.demo.quoted import refill_docs
 from tvlens.demo.report import DemoResult, top_position_by_layer, write_report
 from tvlens.errors import TVLensError
 from tvlens.evaluation.icl import evaluate_icl
@@ -264,6 +263,9 @@ def regenerate_figures(device: str | None = None, progress: bool = True) -> Demo
     The other folders under ``figures/`` come from the commands their README sections name.
     Then the numbers the README and the docs quote are refilled from the new JSON
     (:mod:`tvlens.demo.quoted`), when run from the repository's root."""
+    # imported here: `python -m tvlens.demo.quoted` runs that module as __main__
+    from tvlens.demo.quoted import refill_docs
+
     # One thread, whatever the policy: the committed numbers depend on the thread count (the
     # order of floating-point sums), and `auto` would follow the machine's load.
     configure_threads(1)
