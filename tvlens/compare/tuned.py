@@ -35,7 +35,7 @@ from tvlens.compare.options import ATVOptions, PeftOptions
 from tvlens.errors import TVLensError
 from tvlens.evaluation.icl import evaluate_prompts
 from tvlens.extraction.residual import residual_at_query
-from tvlens.models.families import lora_query_value, residual_write_sites
+from tvlens.models.families import family_of_model_type, lora_query_value, residual_write_sites
 from tvlens.models.hf import quiet_transformers
 from tvlens.models.loading import TVModel, load_model
 from tvlens.tasks.prompts import ICLPrompt, tokenize_prompts
@@ -59,12 +59,15 @@ def peft_config(kind: str, options: PeftOptions, model_type: str, rank: int | No
     targets = {"lora_all": "all-linear", "lora_qv": lora_query_value(model_type),
                "lora_sites": residual_write_sites(model_type)}[kind]  # fmt: skip
     rank = rank or options.lora_rank
+    family = family_of_model_type(model_type)
     return LoraConfig(
         r=rank,
         lora_alpha=options.lora_alpha_ratio * rank,
         lora_dropout=0.0,
         target_modules=targets,
         task_type="CAUSAL_LM",
+        # GPT-2's Conv1D stores weights transposed (peft warns and corrects it otherwise)
+        fan_in_fan_out=bool(family and family.conv1d),
     )
 
 

@@ -24,6 +24,11 @@ from tvlens.errors import TVLensError
 NOTEBOOKS_DIR = Path("notebooks")
 # An absolute path of a machine: a home, a temporary or a work folder, a virtualenv.
 MACHINE_PATH = re.compile(r"(?<![\w.<])/(?:home|tmp|work|root|Users|private|var/folders)/")
+# plotly.js loaded from the CDN (a <script src>, or require.js's path in `notebook_connected`);
+# the bundled plotly.js itself mentions cdn.plot.ly in strings, which loads nothing
+CDN = re.compile(
+    r"""src=["']https://cdn\.plot\.ly|['"]plotly['"]\s*:\s*['"]https://cdn\.plot\.ly"""
+)
 CELL_TIMEOUT = 900
 
 
@@ -43,7 +48,7 @@ def output_problems(nb: dict) -> list[str]:
                 problems.append(f"cell {i}: a warning: {text.strip()[:160]}")
             if MACHINE_PATH.search(text):
                 problems.append(f"cell {i}: a machine path: {MACHINE_PATH.search(text)[0]}...")
-            if "cdn.plot.ly" in text:
+            if CDN.search(text):
                 problems.append(f"cell {i}: plotly.js from a CDN")
     return problems
 
