@@ -36,7 +36,7 @@ from tvlens.errors import TVLensError
 from tvlens.evaluation.icl import evaluate_prompts
 from tvlens.extraction.residual import residual_at_query
 from tvlens.models.families import family_of_model_type, lora_query_value, residual_write_sites
-from tvlens.models.hf import quiet_transformers
+from tvlens.models.hf import get_peft_model_quietly, quiet_transformers
 from tvlens.models.loading import TVModel, load_model
 from tvlens.tasks.prompts import ICLPrompt, tokenize_prompts
 
@@ -77,7 +77,6 @@ def peft_parameter_count(
     """Trainable parameters of a peft method on ``target`` with the peft settings ``options``
     (``config``: a user's peft config instead of ``kind``'s), counted on a weightless (meta)
     copy of its architecture: exact, and nothing is loaded."""
-    from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if target.spec.source == "memory":  # nothing to read from disk: the model's own config
@@ -88,7 +87,7 @@ def peft_parameter_count(
     with torch.device("meta"), quiet_transformers():
         model = AutoModelForCausalLM.from_config(hf_cfg)
     conf = copy.deepcopy(config) if config is not None else None
-    pm = get_peft_model(model, conf or peft_config(kind, options, hf_cfg.model_type, rank))
+    pm = get_peft_model_quietly(model, conf or peft_config(kind, options, hf_cfg.model_type, rank))
     return sum(p.numel() for p in pm.parameters() if p.requires_grad)
 
 
@@ -153,14 +152,12 @@ class PeftMethod(SteeringMethod):
             self.virtual_tokens = self.options.prefix_tokens
 
     def build(self) -> nn.Module:
-        from peft import get_peft_model
-
         hf = fresh_hf(self.target)
         conf = copy.deepcopy(self.config) if self.config is not None else None
         conf = conf or peft_config(self.kind, self.options, hf.config.model_type, self.rank)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            return get_peft_model(hf, conf)
+            return get_peft_model_quietly(hf, conf)
 
     def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
         self.model = self.build()

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from tvlens.errors import TVLensError
 from tvlens.models.families import family_of_model_type
+from tvlens.models.hf import get_peft_model_quietly
 from tvlens.plotting import plot_finetune
 from tvlens.probing.config import KNN_K
 from tvlens.probing.emergence import layer_td
@@ -277,7 +278,7 @@ def _finetune_blocks(
 def with_lora(hf, blocks: list[int], rank: int):
     """``hf`` with peft LoRA adapters on the attention and MLP matrices of ``blocks`` only
     (the family record's ``lora_targets``)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     kind = hf.config.model_type
     family = family_of_model_type(kind)
@@ -291,4 +292,4 @@ def with_lora(hf, blocks: list[int], rank: int):
         layers_to_transform=blocks,
         fan_in_fan_out=family.conv1d,  # GPT-2's Conv1D stores weights transposed
     )
-    return get_peft_model(hf, cfg)
+    return get_peft_model_quietly(hf, cfg)

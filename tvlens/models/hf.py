@@ -87,6 +87,22 @@ def save_hf_model(model: PreTrainedModel, tokenizer, folder: str | Path) -> Path
     return folder
 
 
+def get_peft_model_quietly(model, config):
+    """``peft.get_peft_model(model, config)`` without the deprecation one library raises
+    about another (peft reads transformers' ``is_gradient_checkpointing``, renamed in
+    transformers 5): not the user's to act on, and it would print in every notebook that
+    trains LoRA. Any other warning still shows."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning
+        )
+        return get_peft_model(model, config)
+
+
 @contextmanager
 def quiet_transformers():
     """Silence transformers' per-call progress bars ("Loading weights", "Writing model
