@@ -37,6 +37,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from tvlens.errors import TVLensError
 
@@ -108,7 +109,7 @@ def read_busy_seconds(cores: list[int]) -> float | None:
     """CPU-seconds spent busy (all but idle and iowait) on ``cores`` since boot, from
     ``/proc/stat``; None where it cannot be read."""
     try:
-        lines = open("/proc/stat").read().splitlines()  # noqa: SIM115 (one read)
+        lines = Path("/proc/stat").read_text().splitlines()
     except OSError:
         return None
     want = {f"cpu{c}" for c in cores}
@@ -120,6 +121,27 @@ def read_busy_seconds(cores: list[int]) -> float | None:
             ticks += sum(values) - values[3] - (values[4] if len(values) > 4 else 0)
     hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     return ticks / hz
+
+
+# (wall clock s, busy CPU-seconds of the process's cores, this process's CPU-seconds)
+Sample = tuple[float, float, float]
+
+
+def take_sample(
+    cores: list[int],
+    reader: Callable[[list[int]], float | None] = read_busy_seconds,
+    clock: Callable[[], float] = time.monotonic,
+) -> Sample | None:
+    """Now, the busy CPU-seconds of ``cores`` and this process's CPU-seconds (None without
+    ``/proc/stat``)."""
+    busy = reader(cores)
+    return None if busy is None else (clock(), busy, time.process_time())
+
+
+def other_cores_between(a: Sample, b: Sample) -> float:
+    """The cores other processes kept busy between two samples: the busy CPU time of this
+    process's cores less this process's own, per second of wall time."""
+    return max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / max(b[0] - a[0], 1e-9))
 
 
 def threads_for(other_cores: float, n_cores: int, max_threads: int) -> int:
@@ -146,13 +168,12 @@ class ThreadGovernor:
     ) -> None:
         self.interval_s, self.clock, self.reader = interval_s, clock, reader
         self.cores = _cores()
-        self.active = _policy == AUTO and reader(self.cores) is not None
         self.other_cores: float | None = None
-        self._last: tuple[float, float, float] | None = None
-        self.step(force=True)
+        self._last: Sample | None = self._sample() if _policy == AUTO else None
+        self.active = self._last is not None
 
-    def _sample(self) -> tuple[float, float, float]:
-        return self.clock(), self.reader(self.cores) or 0.0, time.process_time()
+    def _sample(self) -> Sample | None:
+        return take_sample(self.cores, self.reader, self.clock)
 
     def step(self, force: bool = False) -> int | None:
         """Re-read the load if the interval has passed; the threads set (None: unchanged)."""
@@ -162,11 +183,11 @@ class ThreadGovernor:
         if not force and self._last is not None and now - self._last[0] < self.interval_s:
             return None
         sample = self._sample()
+        if sample is None:  # /proc/stat gone: leave the threads as they are
+            return None
         out = None
         if self._last is not None and sample[0] > self._last[0]:
-            wall = sample[0] - self._last[0]
-            others = (sample[1] - self._last[1]) - (sample[2] - self._last[2])
-            self.other_cores = max(0.0, others / wall)
+            self.other_cores = other_cores_between(self._last, sample)
             out = self._apply(threads_for(self.other_cores, len(self.cores), _max()))
         self._last = sample
         return out
@@ -190,12 +211,12 @@ def measure_other_cores(seconds: float = SAMPLE_S) -> float | None:
     """The cores other processes kept busy over the next ``seconds`` (None without
     ``/proc/stat``)."""
     cores = _cores()
-    b0, c0, t0 = read_busy_seconds(cores), time.process_time(), time.monotonic()
-    if b0 is None:
+    first = take_sample(cores)
+    if first is None:
         return None
     time.sleep(seconds)
-    b1, c1, t1 = read_busy_seconds(cores), time.process_time(), time.monotonic()
-    return max(0.0, ((b1 or b0) - b0 - (c1 - c0)) / max(t1 - t0, 1e-9))
+    second = take_sample(cores)
+    return None if second is None else other_cores_between(first, second)
 
 
 def configure_threads(threads: str | int | None = None, force: bool = False) -> int:
