@@ -18,6 +18,7 @@ import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from unittest import mock
 
 from tvlens.errors import TVLensError
 
@@ -71,9 +72,7 @@ def execute_notebooks(names: Sequence[str] | None = None, root: str | Path = "."
         raise TVLensError(f"No notebook {missing}; the notebooks are in {folder}.")
     env = {"TVLENS_NOTEBOOK_PRESET": "tiny", "TVLENS_NOTEBOOK_RUN_DIR": "runs"}
     written, failed = [], []
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernel inherits the environment
-    try:
+    with mock.patch.dict(os.environ, env):  # the kernel inherits the environment
         for path in paths:
             nb = nbformat.read(path, as_version=4)
             with tempfile.TemporaryDirectory() as cwd:
@@ -86,12 +85,6 @@ def execute_notebooks(names: Sequence[str] | None = None, root: str | Path = "."
                 continue
             nbformat.write(nb, path)
             written.append(path)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     if failed:
         raise TVLensError("Not written back: " + " | ".join(failed))
     return written
