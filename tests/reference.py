@@ -62,3 +62,11 @@ def reference_layer_sweep(
         with inject(model, v, layer=layer, mode=mode, scale=scale):
             out.append(model(batch.tokens, attention_mask=batch.attention_mask)[:, -1])
     return torch.stack(out, dim=1)
+
+
+def attn_out_proj(hf: torch.nn.Module, layer: int) -> torch.nn.Module:
+    """A plain HF model's attention output projection at ``layer`` (GPT-2's ``c_proj``, the
+    others' ``o_proj``): where the official state-vector and LTV code hook the heads."""
+    if hasattr(hf, "transformer"):
+        return hf.transformer.h[layer].attn.c_proj
+    return hf.model.layers[layer].self_attn.o_proj

@@ -9,19 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.reference import attn_out_proj
 from tvlens.errors import ConfigError
 from tvlens.extraction.ltv import ltv, training_prompts
 from tvlens.extraction.methods import LTV
 from tvlens.injection.intervention import apply_intervention
-from tvlens.tasks import Task, sample_prompts, tokenize_prompts
+from tvlens.tasks import sample_prompts, tokenize_prompts
 
 ORACLE_ARCHS = ("gpt2", "llama", "gemma2")  # gemma2: a norm after attention
-
-
-@pytest.fixture(scope="module")
-def chain_task() -> Task:
-    w = ("a", "b", "c", "d", "e", "f", "g", "h", "x", "y")
-    return Task.from_pairs("next", [(w[i], w[(i + 1) % len(w)]) for i in range(len(w))])
 
 
 @pytest.fixture(scope="module", params=ORACLE_ARCHS)
@@ -30,12 +25,6 @@ def arch_model(request, make_tiny, letters_tokenizer):
 
 
 # ---------------------------------------------------------------------------- the oracle
-
-
-def out_proj(hf, layer):
-    if hasattr(hf, "transformer"):
-        return hf.transformer.h[layer].attn.c_proj
-    return hf.model.layers[layer].self_attn.o_proj
 
 
 def blocks(hf):
@@ -56,7 +45,7 @@ def oracle_mean_z(hf, token_rows):
     for ids in token_rows:
         got = {}
         handles = [
-            out_proj(hf, x).register_forward_pre_hook(
+            attn_out_proj(hf, x).register_forward_pre_hook(
                 lambda m, a, x=x, got=got: got.__setitem__(x, a[0][0, -1].clone())
             )
             for x in range(L)
@@ -80,7 +69,7 @@ def oracle_attn_out(hf, mean_z, combine):
     dh = D // H
     out = []
     for x in range(L):
-        proj = out_proj(hf, x)
+        proj = attn_out_proj(hf, x)
         if combine == "blocks":
             out.append(proj(mean_z[x][None, None])[0, 0].view(H, dh))
         else:

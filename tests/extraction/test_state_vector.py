@@ -7,6 +7,7 @@ the steered logits must agree to float tolerance."""
 import pytest
 import torch
 
+from tests.reference import attn_out_proj
 from tvlens.errors import ConfigError, PromptError
 from tvlens.extraction.methods import StateVector
 from tvlens.extraction.state_vector import (
@@ -15,7 +16,7 @@ from tvlens.extraction.state_vector import (
     state_vector,
 )
 from tvlens.injection.intervention import apply_intervention
-from tvlens.tasks import Task, sample_prompts, tokenize_prompts
+from tvlens.tasks import sample_prompts, tokenize_prompts
 from tvlens.tasks.prompts import ICLPrompt
 
 # GPT-2 (output bias), Llama (grouped-query attention), Gemma-2 and OLMo-2 (a norm after the
@@ -24,26 +25,12 @@ ORACLE_ARCHS = ("gpt2", "llama", "gemma2", "olmo2")
 K = 6  # the official momentum window needs k >= 6 demonstrations
 
 
-@pytest.fixture(scope="module")
-def chain_task() -> Task:
-    """Ten single-token pairs over the letters vocabulary (each letter to the next)."""
-    w = ("a", "b", "c", "d", "e", "f", "g", "h", "x", "y")
-    return Task.from_pairs("next", [(w[i], w[(i + 1) % len(w)]) for i in range(len(w))])
-
-
 @pytest.fixture(scope="module", params=ORACLE_ARCHS)
 def arch_model(request, make_tiny, letters_tokenizer):
     return make_tiny(request.param, request.param, letters_tokenizer)
 
 
 # ---------------------------------------------------------------------------- the oracle
-
-
-def out_proj(hf, layer):
-    """The attention output projection the official code hooks (``num2attn``)."""
-    if hasattr(hf, "transformer"):
-        return hf.transformer.h[layer].attn.c_proj
-    return hf.model.layers[layer].self_attn.o_proj
 
 
 def n_layers_of(hf):
@@ -90,7 +77,7 @@ def oracle_read(hf, ids, mask, k, write=None):
             got[layer] = x[0].clone()
             return (x,)
 
-        handles.append(out_proj(hf, layer).register_forward_pre_hook(pre))
+        handles.append(attn_out_proj(hf, layer).register_forward_pre_hook(pre))
     try:
         hf(ids)
     finally:
@@ -140,7 +127,7 @@ def oracle_steered_logits(hf, ids, mask, vector):
             x[0, idx] = v
             return (x,)
 
-        handles.append(out_proj(hf, layer).register_forward_pre_hook(pre))
+        handles.append(attn_out_proj(hf, layer).register_forward_pre_hook(pre))
     try:
         return hf(ids).logits[0, -1]
     finally:
