@@ -28,6 +28,10 @@ QUOTE = re.compile(r"<!--q:([\w.\-]+)-->(.*?)<!--/q-->", re.S)
 PAGES = ("README.md", "docs")
 
 
+# A source: the JSON file's content and its folder -> {key: text}.
+Source = Callable[[Any, Path], dict[str, str]]
+
+
 def _f(x: float, digits: int = 2) -> str:
     return f"{x:.{digits}f}"
 
@@ -85,14 +89,19 @@ def demo_numbers(d: dict[str, Any], folder: Path | None = None) -> dict[str, str
     return out
 
 
+def _signed(x: float) -> str:
+    """``+0.21`` / ``−0.28`` (a typographic minus, as the pages write it)."""
+    return f"{x:+.2f}".replace("-", "−")
+
+
 def _ci(iv: dict[str, Any] | None, signed: bool = False) -> str:
     if not iv:
         return "[n/a]"
-    f = (lambda x: f"{x:+.2f}".replace("-", "−")) if signed else (lambda x: f"{x:.2f}")
+    f = _signed if signed else _f
     return f"[{f(iv['low'])}, {f(iv['high'])}]"
 
 
-def methods_table_numbers(prefix: str) -> Callable[[dict[str, Any]], dict[str, str]]:
+def methods_table_numbers(prefix: str) -> Source:
     """A combined ``vectors.json`` of the method harness (``tvlens pretrained vectors
     --methods all``, then ``combine``): per suite and pooled (``all``), each row's mean exact
     match and first token with the 95% interval (tasks, then queries), each method's share of
@@ -123,7 +132,7 @@ def methods_table_numbers(prefix: str) -> Callable[[dict[str, Any]], dict[str, s
                 if row != "icl":
                     d_icl = iv.get(row, {}).get("exact_minus_icl")
                     if d_icl:
-                        est = f"{d_icl['estimate']:+.2f}".replace("-", "−")
+                        est = _signed(d_icl["estimate"])
                         out[f"{key}.minus_icl"] = f"{est} {_ci(d_icl, signed=True)}"
         cost = d["summary"].get("cost", {})
         icl_fwd = cost.get("icl_latency_s")
@@ -167,7 +176,7 @@ def _paired(records: list[dict], a: str, b: str, group: str | None) -> tuple[str
     res = hierarchical_bootstrap(rs, a, b, n_resamples=10_000, seed=0)
     lo, hi = res.interval(0.95)
     word = verdict_word((lo, hi), res.interval(0.90), CLAIM_MARGIN)
-    text = f"{res.estimate:+.2f} [{lo:+.2f}, {hi:+.2f}]".replace("-", "−")
+    text = f"{_signed(res.estimate)} [{_signed(lo)}, {_signed(hi)}]"
     return text, word
 
 
@@ -225,7 +234,7 @@ def _claims(
     return out
 
 
-def threads_numbers(prefix: str) -> Callable[[Any], dict[str, str]]:
+def threads_numbers(prefix: str) -> Source:
     """The rows of ``bench/threads.py --json``: per policy and number of competing
     processes the median training time, and its ratio to the same policy idle."""
 
@@ -250,7 +259,7 @@ def threads_numbers(prefix: str) -> Callable[[Any], dict[str, str]]:
 
 
 # (JSON file relative to the root, the function of its content)
-SOURCES: tuple[tuple[str, Callable[[Any, Path], dict[str, str]]], ...] = (
+SOURCES: tuple[tuple[str, Source], ...] = (
     ("figures/demo.json", demo_numbers),
     ("figures/pretrained/methods/vectors.json", methods_table_numbers("methods")),
     ("figures/benchmarks/threads_tiny.json", threads_numbers("threads.tiny")),
