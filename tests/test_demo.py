@@ -269,3 +269,12 @@ def test_output_problems_names_each_kind():
         "a machine path",
         "plotly.js from a CDN",
     ]
+
+
+def test_executing_a_missing_notebook_is_refused_in_one_line(tmp_path):
+    from tvlens.demo.notebooks import execute_notebooks
+    from tvlens.errors import TVLensError
+
+    (tmp_path / "notebooks").mkdir()
+    with pytest.raises(TVLensError, match=r"No notebook \[.*nope\.ipynb'\]; the notebooks are in"):
+        execute_notebooks(["nope.ipynb"], root=tmp_path)
