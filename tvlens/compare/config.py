@@ -45,8 +45,11 @@ COMMON = (
     "n_train", "n_dev", "n_test", "data_seed", "seeds", "demo_seeds", "methods", "epochs",
     "patience", "batch_size", "weight_decay", "warmup_steps", "grad_clip", "sweep",
     "sweep_default_index", "sweep_epochs", "eval_batch_size", "bootstrap", "mixed_precision",
-    "scale_note",
+    "scale_note", "seed_train_queries", "equivalence_margin", "bootstrap_levels",
 )  # fmt: skip
+# What only the report reads (a finished cell does not depend on it).
+REPORT_FIELDS = ("bootstrap", "equivalence_margin", "bootstrap_levels", "scale_note")
+BOOTSTRAP_LEVELS = ("task", "query", "seed")  # tvlens.evaluation.stats.LEVELS (no numpy here)
 
 
 @no_type_check  # a block may arrive as a dict (config.json): made its class when checked
@@ -61,7 +64,8 @@ class CompareConfig(Config):
 
     _kind = "compare"
     renamed_fields = {"fv_top_heads": "top_k_heads"}  # old name -> new
-    _omit_at_default = ("sweep_epochs",)  # added later: older comparisons still resume
+    # added later: older comparisons still resume
+    _omit_at_default = ("sweep_epochs", "seed_train_queries")
 
     target: str = opt("", "Frozen target: HF name, folder or tvlens run.")
     target_revision: str | None = None
@@ -87,6 +91,10 @@ class CompareConfig(Config):
     n_dev: int = 20
     n_test: int = opt(50, "Test queries per task.")
     data_seed: int = 0
+    # Seeds of a trained method draw their own training queries (seed 0: the split's; seed s:
+    # n_train drawn from every query of the task outside dev and test), so that seeds resample
+    # the training data too, not only initialisation and order; dev and test stay fixed.
+    seed_train_queries: bool = False
     seeds: int = opt(3, "Seeds per trained method.")
     demo_seeds: int | None = None  # seeds of the demonstration methods (None: ``seeds``)
     methods: list = opt(
@@ -94,7 +102,7 @@ class CompareConfig(Config):
     )
     # training: every trained method the same queries, epochs, batch size and stopping rule
     epochs: int = opt(15, "Epochs, at most (early stopping on dev).")
-    patience: int = 2  # stop after this many epochs without a better dev accuracy
+    patience: int = 5  # stop after this many epochs without a better dev accuracy
     batch_size: int = 8
     weight_decay: float = 0.0
     warmup_steps: int = 0
@@ -106,7 +114,12 @@ class CompareConfig(Config):
     # that run stopped on its own (patience), i.e. when a longer budget would not change it.
     sweep_epochs: int | None = None
     eval_batch_size: int = 32
-    bootstrap: int = 1000  # resamples of the test queries for the 95% intervals
+    bootstrap: int = 10_000  # hierarchical bootstrap resamples (at least 10,000 for verdicts)
+    # "Equal" is claimed by TOST: the 90% interval of the difference inside ± this margin
+    # (whole-answer exact match; tvlens.evaluation.stats.verdict).
+    equivalence_margin: float = 0.05
+    # What the bootstrap resamples, outermost first (a subset of task, query, seed).
+    bootstrap_levels: list = field(default_factory=lambda: list(BOOTSTRAP_LEVELS))
     mixed_precision: str = "no"
     scale_note: str = ""  # what the preset scaled down, written into the output
     # Each method family's settings, one block each (tvlens.compare.options): a method reads
@@ -123,6 +136,17 @@ class CompareConfig(Config):
         if self.sweep_epochs is not None:
             self.check_at_least(1, "sweep_epochs")
         self.check_at_least(1, "n_train", "n_dev", "n_test")
+        if not 0 < self.equivalence_margin < 1:
+            raise TVLensError(
+                f"equivalence_margin must be in (0, 1) (a difference in accuracy), got "
+                f"{self.equivalence_margin}."
+            )
+        bad = [x for x in self.bootstrap_levels if x not in BOOTSTRAP_LEVELS]
+        if bad or not self.bootstrap_levels:
+            raise TVLensError(
+                f"bootstrap_levels must be a non-empty subset of {list(BOOTSTRAP_LEVELS)}, got "
+                f"{self.bootstrap_levels}."
+            )
         for name, cls in OPTIONS.items():  # a dict (config.json) becomes its block
             object.__setattr__(self, name, cls.make(getattr(self, name)))
         overlap = sorted(set(self.in_domain) & set(self.unseen))
@@ -185,8 +209,14 @@ class CompareConfig(Config):
         """What a finished cell depends on: everything but which methods and how many seeds
         are asked for (adding a method or a seed reuses the cells already there)."""
         d = self.to_dict()
-        for k in ("methods", "seeds", "demo_seeds"):
+        for k in ("methods", "seeds", "demo_seeds", *REPORT_FIELDS):
             d.pop(k, None)
+        return d
+
+    def _as_dict(self) -> dict[str, Any]:
+        d = super()._as_dict()
+        for family in OPTIONS:  # a block's newer fields left out at their defaults
+            d[family] = getattr(self, family).saved(d[family])
         return d
 
 
@@ -207,6 +237,27 @@ TINY_INSTRUCTIONS = {"tasks": {
     "last_of_2": {"category": "list", "train": ["s1 s2 -> s2", "s3 s4 -> s4", "s5 s6 -> s6"],
                   "heldout": "s13 s14 -> s14"},
 }}  # fmt: skip
+
+# The paper-faithful arm (issue 32): label and multiple-choice tasks whose task can be read
+# from the query alone (mc/<task>: a function-vector task recast as 4-option multiple choice
+# with letter answers), unseen tasks that share the in-domain answer formats (letters, one
+# label word) as ATV's own unseen tasks do (Kang et al. 2025: BBQ, AQuA, MMLU, BBH, CoLA), and
+# the generator reading the bare query while the target reads the instructed prompt.
+PAPER_IN_DOMAIN = [
+    "fv/sentiment", "fv/person-sport", "fv/commonsense_qa", "mc/country-capital",
+    "mc/antonym", "mc/english-french", "mc/present-past", "mc/landmark-country",
+]  # fmt: skip
+PAPER_UNSEEN = [
+    "fv/person-instrument", "fv/ag_news", "mc/person-occupation", "mc/product-company",
+    "mc/singular-plural",
+]  # fmt: skip
+# The paper-faithful arm's methods, in the order its cells run: the untrained rows and the
+# methods of the first two claims first, then the equal-rank rows, I2CL last (its extraction
+# is the slowest of the fixed-vector methods: tvlens.extraction, bench/methods.py).
+PAPER_METHODS = [
+    "zero_shot", "icl_5", "icl_16", "task_vector", "function_vector", "retrieval", "atv",
+    "lora_qv", "prefix", "atv_r1", "lora_r1", "atv_r8", "lora_r8", "vector:i2cl",
+]  # fmt: skip
 
 DEFAULT_PRESET = "cpu"  # when none is named: the committed run
 PRESETS: dict[str, CompareConfig] = {
@@ -276,6 +327,54 @@ PRESETS: dict[str, CompareConfig] = {
             scales=[1e-3, 1e-2, 1e-1],
             lrs=[2e-4, 1e-3, 5e-3],
             generator_lr_ratio=0.1,
+        ),
+    ),  # fmt: skip
+    # The paper-faithful arm on SmolLM2-135M, scaled to a 2-core CPU (scale_note).
+    "paper_cpu": CompareConfig(
+        target="smollm2-135m",
+        in_domain=list(PAPER_IN_DOMAIN),
+        unseen=list(PAPER_UNSEEN),
+        instructions="paper",
+        max_input_chars=160,
+        methods=list(PAPER_METHODS),
+        n_train=20,
+        n_dev=10,
+        n_test=50,
+        seed_train_queries=True,
+        seeds=3,
+        demo_seeds=1,
+        epochs=8,
+        sweep_epochs=2,
+        patience=5,
+        batch_size=8,
+        eval_batch_size=40,
+        scale_note=(
+            "paper_cpu (2-core CPU): the paper-faithful arm; 8 in-domain + 5 unseen label and "
+            "multiple-choice tasks; 20 (not 90) training queries, 10 dev and 50 (not 100) test "
+            "queries per task (test queries trimmed first); each seed of a trained method draws "
+            "its own 20 training queries; batch 8 (not 1); learning rates over a 4-value grid "
+            "(ATV also λ in {1e-3, 1e-2, 1e-1} at the second rate; λ 1e-3 official) chosen on "
+            "dev with seed 0 in runs of 2 epochs, then 3 seeds trained for at most 8 "
+            "epochs, stopped after 5 epochs without a better dev accuracy, best-dev epoch "
+            "kept; generator = SmolLM2's first 4 blocks (not GPT-2) reading 'Q: {input} \\n A: "
+            "' only, at 0.1x the expansion's lr; demonstration methods 1 seed."
+        ),
+        vector=VectorOptions(
+            n_extract=12,
+            top_k_heads=10,
+            aie_tasks=2,
+            aie_prompts=8,
+            sweep_layers=[3, 6, 9, 12, 15, 18, 21],
+        ),
+        peft=PeftOptions(lrs=[3e-4, 1e-3, 3e-3, 1e-2], lora_rank=8, prefix_tokens=10),
+        atv=ATVOptions(
+            generator="smollm2-135m",
+            generator_stop_at_layer=4,
+            scale=1e-3,
+            scales=[1e-3, 1e-2, 1e-1],
+            lrs=[2e-4, 1e-3, 5e-3, 2.5e-2],
+            generator_lr_ratio=0.1,
+            generator_input="query",
         ),
     ),  # fmt: skip
     # The paper's recipe (official code): 90 queries per task, 15 epochs, batch 1, GPT-2

@@ -10,16 +10,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tvlens.atv.data import ATVSplits, get_atv_suite, hash_text, split_queries
 from tvlens.errors import TVLensError, UnknownTaskError
 from tvlens.tasks.core import Task, TaskSuite
 from tvlens.tasks.instructions import load_instructions
 from tvlens.tasks.prompts import ICLPrompt, PromptTemplate, get_template
+from tvlens.tasks.recast import multiple_choice
 from tvlens.tasks.registry import FV_DATA_DIR
 
 # The function-vector datasets (Todd et al. 2023, shipped with tvlens): ``fv/<task>`` resolves
 # to ``<data_dir>/abstractive/<task>.json`` or ``<data_dir>/extractive/<task>.json``.
 FV_ALIAS = "fv"
+# ``mc/<task>``: the function-vector task recast as 4-option multiple choice with letter
+# answers (tvlens.tasks.recast), named ``mc_<task>``: the answer format of ATV's unseen tasks.
+MC_ALIAS = "mc"
+MC_OPTIONS = 4
 
 
 def resolve_task(ref: str, cfg: Any, cache: dict[str, TaskSuite]) -> Task:
@@ -36,6 +43,9 @@ def _resolve(ref: str, cfg: Any, cache: dict[str, TaskSuite]) -> Task:
         raise UnknownTaskError(
             f"Task reference {ref!r} is not 'alias/task' (e.g. 'fv/antonym', 'words/antonyms')."
         )
+    if alias == MC_ALIAS:  # distinct short source inputs, then the options added
+        source = _usable(_resolve(f"{FV_ALIAS}/{name}", cfg, cache), cfg.max_input_chars)
+        return multiple_choice(source, MC_OPTIONS, seed=cfg.data_seed)
     if alias == FV_ALIAS:
         root = Path(cfg.data_dir) if cfg.data_dir is not None else FV_DATA_DIR
         for sub in ("abstractive", "extractive", "."):
@@ -49,10 +59,11 @@ def _resolve(ref: str, cfg: Any, cache: dict[str, TaskSuite]) -> Task:
 
 
 def _usable(task: Task, max_chars: int) -> Task:
-    """Distinct short inputs only (first occurrence kept)."""
+    """Distinct short inputs only (first occurrence kept; a recast task's options are not
+    counted in its length)."""
     seen: dict[str, Any] = {}
     for ex in task.examples:
-        if len(ex.input) <= max_chars and ex.input not in seen:
+        if len(ex.input.split("\n")[0]) <= max_chars and ex.input not in seen:
             seen[ex.input] = ex
     return Task(task.name, tuple(seen.values()), family=task.family)
 
@@ -115,6 +126,27 @@ class CompareData:
     instructed: bool = True
     # The same per overlap mode ("exact", "lower", "words"; see input_overlap).
     overlap_modes: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # Per in-domain task, every query outside its dev and test queries: what a seed's own
+    # training queries are drawn from (seeded_train).
+    train_pool: dict[str, list[ICLPrompt]] = field(default_factory=dict)
+    data_seed: int = 0
+
+    def seeded_train(self, seed: int) -> ATVSplits:
+        """The in-domain splits with seed ``seed``'s own training queries: seed 0 the split's,
+        seed s as many drawn (seeded by the data seed, the seed and the task) from the task's
+        pool (dev and test unchanged, so every seed is scored on the same queries)."""
+        s = self.in_domain
+        if seed == 0 or not self.train_pool:
+            return s
+        train = []
+        for ti, task in enumerate(s.tasks):
+            n = sum(p.task == task for p in s.train)
+            pool = self.train_pool[task]
+            pick = np.random.default_rng([self.data_seed, seed, ti]).choice(
+                len(pool), size=min(n, len(pool)), replace=False
+            )
+            train += [pool[i] for i in sorted(pick)]
+        return ATVSplits(train, s.dev, s.test, s.tasks)
 
     def groups(self) -> dict[str, ATVSplits]:
         return {"in_domain": self.in_domain, "unseen": self.unseen}
@@ -138,7 +170,7 @@ class CompareData:
         return replace(
             self, in_domain=strip_splits(self.in_domain), unseen=strip_splits(self.unseen),
             templates=bare_t, heldout_templates={t: ts[0] for t, ts in bare_t.items()},
-            instructed=False,
+            instructed=False, train_pool={t: strip(ps) for t, ps in self.train_pool.items()},
         )  # fmt: skip
 
     def train_template(self, prompt: ICLPrompt, seed: int, epoch: int) -> ICLPrompt:
@@ -237,8 +269,24 @@ def load_compare_data(cfg: Any, template: str) -> CompareData:
                     f"{d!r} (more than max_unseen_overlap={cfg.max_unseen_overlap}): pick another "
                     f"unseen task, or state why in overlap_allowed['{u}|{d}']."
                 )
+    pool = _train_pool(out["in_domain"], full, base, templates) if cfg.seed_train_queries else {}
     return CompareData(out["in_domain"], out["unseen"], sources, templates, heldout, categories,
-                       overlap, instructed=instr is not None, overlap_modes=modes)  # fmt: skip
+                       overlap, instructed=instr is not None, overlap_modes=modes,
+                       train_pool=pool, data_seed=cfg.data_seed)  # fmt: skip
+
+
+def _train_pool(
+    splits: ATVSplits, full: dict[str, Task], base: PromptTemplate,
+    templates: dict[str, list[PromptTemplate]],
+) -> dict[str, list[ICLPrompt]]:  # fmt: skip
+    """Per task, its queries that are neither dev nor test queries (inputs never shared)."""
+    held = {(p.task, p.query.input) for p in splits.dev + splits.test}
+    out = {}
+    for task in splits.tasks:
+        ps = [ICLPrompt(task, (), ex, base) for ex in full[task].examples
+              if (task, ex.input) not in held]  # fmt: skip
+        out[task] = _templated(ATVSplits(ps, [], [], [task]), templates).train
+    return out
 
 
 def merged(a: ATVSplits, b: ATVSplits) -> ATVSplits:

@@ -33,6 +33,9 @@ class MethodOptions:
 
     family: ClassVar[str] = ""
     flat: ClassVar[dict[str, str]] = {}
+    # Fields left out of config.json while at their default (added after comparisons were
+    # saved without them: those still resume).
+    omit_at_default: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -64,6 +67,12 @@ class MethodOptions:
         """A copy with ``values`` (field names) replaced."""
         self.check_names(values)
         return replace(self, **values)
+
+    def saved(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` (this block as a dict) without the fields at their omitted defaults."""
+        defaults = {f.name: f.default for f in fields(self)}
+        return {k: v for k, v in values.items()
+                if not (k in self.omit_at_default and v == defaults[k])}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,7 @@ class ATVOptions(MethodOptions):
         "atv_generator_lr_ratio": "generator_lr_ratio", "atv_weight_decay": "weight_decay",
         "atv_positions": "positions",
     }  # fmt: skip
+    omit_at_default: ClassVar[tuple[str, ...]] = ("generator_input",)
 
     generator: str | None = opt(None, "The generator LM (None: a separate copy of the target).")
     generator_stop_at_layer: int | None = opt(None, "Use only the generator's first N blocks.")
@@ -135,8 +145,18 @@ class ATVOptions(MethodOptions):
     generator_lr_ratio: float = opt(1.0, "The generator LM's lr / the expansion's (official: 1).")
     weight_decay: float = opt(1e-5, "ATV's weight decay.")
     positions: str = opt("all", "Where the vectors are added: all or last.")
+    # The official training script's generator reads "Q: {input} \n A: " only, while the
+    # target reads the instructed prompt (Kang et al. 2025; the paper-faithful arm).
+    generator_input: str = opt(
+        "instructed", "What the generator reads: instructed (the target's prompt) or query."
+    )
 
     def __post_init__(self) -> None:
+        if self.generator_input not in ("instructed", "query"):
+            raise ConfigError(
+                "atv.generator_input must be 'instructed' or 'query', got "
+                f"{self.generator_input!r}."
+            )
         if not self.lrs or self.scale not in self.scales:
             raise ConfigError(
                 "atv.lrs (atv_lrs) needs at least one learning rate, and atv.scales (atv_scales) "

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 import tvlens
-from tvlens.compare.config import DEFAULT_PRESET
+from tvlens.compare.config import DEFAULT_PRESET, REPORT_FIELDS
 from tvlens.compare.fitting import patience_ran_out
 from tvlens.compare.registry import METHODS, as_method_name, get_method_spec, variant_label
 from tvlens.compare.report import write_outputs
@@ -180,6 +180,8 @@ def run_cell(ctx: CompareContext, cell: Cell) -> dict[str, Any]:
     # A method that reads no demonstrations of the test task sees only in-domain queries.
     in_domain_only = spec.trained or not spec.demonstrations
     fit_on = data.in_domain if in_domain_only else merged(*data.groups().values())
+    if spec.trained and cfg.seed_train_queries:  # each seed its own training queries
+        fit_on = data.seeded_train(cell.seed)
     t0 = time.perf_counter()
     source = sel["source"] if sel else None
     best = None
@@ -299,7 +301,10 @@ def _check_out(out: Path, cfg: CompareConfig) -> None:
         except json.JSONDecodeError:
             old = {}
         fp = cfg.fingerprint()  # stored with portable paths (tvlens.runs.portable)
-        if CompareConfig.upgrade(old.get("fingerprint") or {}) not in (fp, portable(fp)):
+        saved = CompareConfig.upgrade(old.get("fingerprint") or {})
+        for k in REPORT_FIELDS:  # saved before they left the fingerprint: not a cell's input
+            saved.pop(k, None)
+        if saved not in (fp, portable(fp)):
             raise TVLensError(
                 f"{str(out)!r} holds a comparison with another configuration; use the same "
                 "preset and options to resume it, or choose another --out."

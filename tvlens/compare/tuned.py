@@ -286,11 +286,11 @@ class ATVMethod(SteeringMethod):
 
     def generator_input(self) -> str:
         """What the generator reads (:func:`tvlens.atv.data.generator_text`): the variant's
-        ``generator_input``, ``"instructed"`` (default: the instructed zero-shot prompt the
-        target reads) or ``"query"`` (the paper-faithful arm: ``"Q: {input} \\n A: "`` only,
-        as in the official training script, while the target still reads the instructed
-        prompt)."""
-        value = self.variant.get("generator_input", "instructed")
+        ``generator_input``, else ``atv.generator_input``: ``"instructed"`` (the instructed
+        zero-shot prompt the target reads) or ``"query"`` (the paper-faithful arm: ``"Q:
+        {input} \\n A: "`` only, as in the official training script, while the target still
+        reads the instructed prompt)."""
+        value = self.variant.get("generator_input", self.options.generator_input)
         if value not in GENERATOR_INPUTS:
             raise TVLensError(
                 f"generator_input must be one of {list(GENERATOR_INPUTS)}, got {value!r}."

@@ -1,0 +1,63 @@
+"""The paper-faithful arm's data (issue 32): ``mc/<task>`` recasts, the ``paper`` instructions,
+tasks told apart by the query alone, and each seed of a trained method drawing its own
+training queries while dev and test stay fixed."""
+
+import pytest
+
+from tvlens.compare.config import PRESETS, CompareConfig
+from tvlens.compare.data import load_compare_data
+from tvlens.errors import TVLensError
+
+
+@pytest.fixture(scope="module")
+def paper():
+    cfg = PRESETS["paper_cpu"].with_overrides(n_train=6, n_dev=3, n_test=4)
+    return cfg, load_compare_data(cfg, "qa")
+
+
+def test_paper_arm_tasks_share_answer_formats_and_no_inputs(paper):
+    cfg, data = paper
+    assert data.in_domain.tasks[:3] == ["sentiment", "person-sport", "commonsense_qa"]
+    assert "mc_country-capital" in data.in_domain.tasks
+    letters = {p.query.output for p in data.in_domain.test if p.task.startswith("mc_")}
+    assert letters <= set("abcd")
+    # an unseen task's inputs are never an in-domain task's, in any overlap mode
+    for mode in ("exact", "lower"):
+        assert all(v == 0 for u in data.unseen.tasks for v in data.overlap_modes[mode][u].values())
+    # every task has its instruction, and the held-out one is new wording
+    for t in data.in_domain.tasks + data.unseen.tasks:
+        assert data.heldout_templates[t].instruction not in [x.instruction for x in
+                                                             data.templates[t]]  # fmt: skip
+
+
+def test_each_seed_draws_its_own_training_queries(paper):
+    cfg, data = paper
+    s0, s1, s2 = (data.seeded_train(s) for s in (0, 1, 2))
+    assert s0 is data.in_domain  # seed 0: the split's own (what the sweep trained on)
+    held = {(p.task, p.query.input) for p in data.in_domain.dev + data.in_domain.test}
+    for s in (s1, s2):
+        assert s.dev == s0.dev and s.test == s0.test
+        assert not held & {(p.task, p.query.input) for p in s.train}
+        for t in s.tasks:  # as many per task as the split's
+            assert sum(p.task == t for p in s.train) == sum(p.task == t for p in s0.train)
+    assert [p.query for p in s1.train] != [p.query for p in s0.train]
+    assert [p.query for p in s1.train] != [p.query for p in s2.train]
+    assert [p.query for p in data.seeded_train(1).train] == [p.query for p in s1.train]
+    # the bare (no-instruction) data draws the same queries
+    assert [p.query for p in data.bare().seeded_train(1).train] == [p.query for p in s1.train]
+
+
+def test_report_settings_are_checked_and_leave_the_fingerprint():
+    base = CompareConfig()
+    assert base.with_overrides(equivalence_margin=0.1).fingerprint() == base.fingerprint()
+    assert base.with_overrides(bootstrap_levels=["task"]).fingerprint() == base.fingerprint()
+    assert base.with_overrides(seed_train_queries=True).fingerprint() != base.fingerprint()
+    with pytest.raises(TVLensError, match="equivalence_margin must be in"):
+        base.with_overrides(equivalence_margin=0)
+    with pytest.raises(TVLensError, match="bootstrap_levels must be a non-empty subset"):
+        base.with_overrides(bootstrap_levels=["tasks"])
+    with pytest.raises(TVLensError, match="generator_input must be"):
+        base.with_overrides(atv={"generator_input": "prompt"})
+    # written only when not at its default: comparisons saved before it still resume
+    assert "generator_input" not in base.to_dict()["atv"]
+    assert PRESETS["paper_cpu"].to_dict()["atv"]["generator_input"] == "query"
