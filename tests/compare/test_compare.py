@@ -12,6 +12,7 @@ import platform
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tvlens.atv.data import generator_text
@@ -246,7 +247,34 @@ def test_parameter_counts_and_the_equal_rank_pair(full, target):
         # MLP output projection (d_mlp -> d_model): the sites where ATV adds its vector
         assert s[f"atv_r{r}"]["trainable_params"] == r * (d_gen + L * d) + L * d
         assert s[f"lora_r{r}"]["trainable_params"] == L * r * (d_mlp + d)
+        # the theorem's static affine ATV: LoRA's U, V on the same sites plus a bias
+        assert s[f"atv_affine_r{r}"]["trainable_params"] == L * (r * (d + d_mlp) + d)
     assert s["atv"]["trainable_params"] > s["atv_lora_budget"]["trainable_params"]
+
+
+def test_static_affine_atv_cell_and_its_weights_round_trip(target, tmp_path):
+    """``atv_affine_r1`` (the theorem's form) runs as a cell, swept over LoRA's learning rates,
+    with its parameter count; its best weights saved and restored score the same."""
+    res = run_compare(target, tmp_path, preset="tiny", seeds=1, methods=["atv_affine_r1"],
+                      progress=False)  # fmt: skip
+    cfg, L, d = res.config, target.n_layers, target.d_model
+    cell = _cell(tmp_path, "atv_affine_r1")
+    assert cell["trainable_params"] == L * (1 * (d + 128) + d)
+    assert cell["info"]["scaling"] == cfg.peft.lora_alpha_ratio
+    assert cell["info"]["selection"]["label"] in {f"lr={lr:g}" for lr in cfg.peft.lrs}
+    assert 0.0 <= cell["groups"]["in_domain"]["train"]["exact_match"] <= 1.0
+    ctx = compare_context(cfg, target, tmp_path / "again")
+    m = build_method(ctx, "atv_affine_r1", 0, {"lr": cfg.peft.lrs[-1]})
+    m.run_dir = tmp_path / "again" / "run"
+    m.fit(ctx.data.in_domain)
+    assert m.atv.U.abs().sum() > 0  # it trained
+    m.save_best(tmp_path / "best.safetensors")
+    back = build_method(ctx, "atv_affine_r1", 0, {"lr": cfg.peft.lrs[-1]})
+    back.restore(tmp_path / "best.safetensors")
+    prompts = ctx.data.in_domain.test
+    for a, b in zip(m.correctness(prompts), back.correctness(prompts), strict=True):
+        assert a.tolist() == b.tolist()
+    assert torch.equal(back.atv.U, m.atv.U) and torch.equal(back.atv.b, m.atv.b)
 
 
 @pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
@@ -464,6 +492,8 @@ def test_the_claims_are_data_checked_when_the_comparison_is_configured(monkeypat
         "equal rank: ATV matches LoRA",
     ]
     assert ("atv_r8", "lora_r8", "in_domain") in R.CLAIMS[2].tests
+    for r in R.PAIR_RANKS:  # the theorem's static affine form beside the rank-r pair
+        assert (f"atv_affine_r{r}", f"lora_r{r}", "in_domain") in R.CLAIMS[2].tests
     monkeypatch.setattr(R, "CLAIMS", (R.Claim("x", (("atv", "nope", "in_domain"),)),))
     with pytest.raises(TVLensError, match=r"unregistered methods \['nope'\]"):
         CompareConfig()

@@ -2,6 +2,7 @@
 vector per layer into a frozen target.
 
 Modules: ``generator`` (LM + expansion), ``steering`` (the ``steer`` context manager),
+``affine`` (the static affine ATV of the paper's equal-rank theorem, no generator),
 ``data`` (splits, batches, the synthetic setting), ``model`` (``ATV``: forward, loss,
 prediction, save / load), ``train`` (training on tvlens's engine), ``config`` (options and
 presets). The comparison of ATV with the other methods is :mod:`tvlens.compare`.
@@ -17,6 +18,8 @@ _NAMES = {
     "ATVMismatchError": "model",
     "ATVGenerator": "generator",
     "steer": "steering",
+    "StaticAffineATV": "affine",
+    "steer_affine": "affine",
     "ATVConfig": "config",
     "train_atv": "train",
     "train_synthetic_target": "train",

@@ -191,10 +191,12 @@ for _spec in (
     register_method(_spec)
 
 
-def rank_pair_specs(rank: int) -> tuple[MethodSpec, MethodSpec]:
-    """The equal-rank pair at ``rank``: a frozen generator with a rank-``rank`` expansion
-    (``atv_r{rank}``) and rank-``rank`` LoRA on each block's residual write
-    (``lora_r{rank}``)."""
+def rank_pair_specs(rank: int) -> tuple[MethodSpec, MethodSpec, MethodSpec]:
+    """The equal-rank methods at ``rank``: a frozen generator with a rank-``rank`` expansion
+    (``atv_r{rank}``), rank-``rank`` LoRA on each block's residual write (``lora_r{rank}``),
+    and the static affine ATV of the paper's theorem at the same rank and sites
+    (``atv_affine_r{rank}``, swept over LoRA's learning rates: it shares LoRA's start and
+    scaling, see :class:`tvlens.compare.tuned.StaticAffineATVMethod`)."""
     return (
         MethodSpec(f"atv_r{rank}", f"{_TUNED}:ATVMethod", {"kind": "rank", "rank": rank},
                    trained=True, sweep=_atv_frozen_sweep,
@@ -202,7 +204,11 @@ def rank_pair_specs(rank: int) -> tuple[MethodSpec, MethodSpec]:
         MethodSpec(f"lora_r{rank}", f"{_TUNED}:PeftMethod", {"kind": "lora_sites", "rank": rank},
                    trained=True, sweep=_peft_sweep,
                    description=f"rank-{rank} LoRA on each block's residual write (pair of "
-                   f"atv_r{rank})"),
+                   f"atv_r{rank} and atv_affine_r{rank})"),
+        MethodSpec(f"atv_affine_r{rank}", f"{_TUNED}:StaticAffineATVMethod",
+                   {"kind": "affine", "rank": rank}, trained=True, sweep=_peft_sweep,
+                   description=f"static affine ATV (the theorem's form): b + U V^T a at each "
+                   f"MLP output, rank {rank}, no generator; pair of lora_r{rank}"),
     )  # fmt: skip
 
 
@@ -215,13 +221,15 @@ for _rank in PAIR_RANKS:
 
 def rank_pair(rank: int) -> tuple[str, str]:
     """The names ``(lora_r{rank}, atv_r{rank})`` of the equal-rank pair at any ``rank >= 1``
-    (registered on first use); a bad rank is refused in one line, before any model loads."""
+    (registered on first use, with ``atv_affine_r{rank}``); a bad rank is refused in one line,
+    before any model loads."""
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise TVLensError(f"rank (--rank) must be an integer >= 1, got {rank!r}.")
-    atv, lora = rank_pair_specs(rank)
-    for spec in (atv, lora):
+    specs = rank_pair_specs(rank)
+    for spec in specs:
         if spec.name not in REGISTRY:
             register_method(spec)
+    atv, lora = specs[:2]
     return lora.name, atv.name
 
 
@@ -253,8 +261,8 @@ CLAIMS: tuple[Claim, ...] = (
                 for b in ("icl_5", "task_vector", "function_vector", "retrieval"))),
     Claim("ATV generalises to unseen tasks",
           tuple(("atv", b, "unseen") for b in ("zero_shot", "icl_5", "retrieval", "lora_qv"))),
-    Claim(_EQUAL_RANK, tuple((f"atv_r{r}", f"lora_r{r}", "in_domain") for r in PAIR_RANKS),
-          "equal"),
+    Claim(_EQUAL_RANK, tuple((atv, f"lora_r{r}", "in_domain") for r in PAIR_RANKS
+                             for atv in (f"atv_r{r}", f"atv_affine_r{r}")), "equal"),
     Claim("ATV beats prefix tuning", (("atv", "prefix", "in_domain"),), part_of=_EQUAL_RANK),
 )  # fmt: skip
 # The method whose inference time is the reference of the others' (the target alone).

@@ -1,6 +1,7 @@
 """The comparison's trained methods: LoRA and prefix tuning (peft, on the plain HF model), ATV as
 published, ATV with a frozen generator at matched parameter budgets, and the equal-rank pair
-(a rank-r ATV expansion against rank-r LoRA on each block's residual write). All train through
+(a rank-r ATV expansion against rank-r LoRA on each block's residual write), with the static
+affine ATV of the paper's theorem beside it (:class:`StaticAffineATVMethod`). All train through
 :func:`tvlens.compare.fitting.engine_fit` (early stopping on dev, best-dev weights kept)."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from jaxtyping import Int
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from tvlens.atv.affine import AffineSteered, StaticAffineATV, mlp_width
 from tvlens.atv.data import ATVSplits
 from tvlens.atv.model import ATV, WEIGHTS_FILE
 from tvlens.atv.train import train_atv
@@ -363,3 +365,60 @@ class ATVMethod(SteeringMethod):
 
     def trainable_parameters(self) -> int:
         return 0 if self.atv is None else self.atv.trainable_parameters()
+
+
+class StaticAffineATVMethod(ATVMethod):
+    """The static affine ATV (:class:`tvlens.atv.affine.StaticAffineATV`, the form Kang et al.
+    2025's equal-rank theorem covers): ``b_l + s · U_l V_lᵀ a_l`` added to each block's MLP
+    output, rank ``rank``, no generator. Beside ``atv_r{rank}`` in the equal-rank test against
+    ``lora_r{rank}``. Its settings are its LoRA pair's (``cfg.peft``): the same learning rates
+    swept, the same start (``U = 0``, ``V`` as LoRA's ``A``) and ``s = alpha / r``, so that the
+    multiplicative term trains as that LoRA does and the pair differs by the bias ``b``
+    alone, which is what the theorem says the two families differ by."""
+
+    options_class = PeftOptions
+    KINDS = ("affine",)
+
+    def build(self) -> StaticAffineATV:
+        t = self.target
+        t.bridge.requires_grad_(False)  # the target is frozen, as under ATV
+        t.bridge.eval()
+        module = StaticAffineATV(range(t.n_layers), t.d_model, mlp_width(t), self.rank,
+                                 scaling=self.options.lora_alpha_ratio, seed=self.seed)  # fmt: skip
+        return module.to(t.device)
+
+    def fit(self, splits: ATVSplits, suite: Any = None) -> dict[str, Any]:
+        module = self.atv = self.build()
+        target = self.target
+        steered = AffineSteered(target, module)
+        info = engine_fit(
+            self, module,
+            loss=lambda m, b: answer_ce(steered(b.tokens, b.attention_mask), b.labels),
+            splits=splits,
+            collate=lambda ps: lm_batch(ps, target),
+            lr=self.variant.get("lr", self.options.lrs[0]),
+            weight_decay=self.ctx.cfg.weight_decay,
+        )  # fmt: skip
+        module.eval()
+        return {**info, "kind": self.kind, "rank": self.rank, "scaling": module.scaling}
+
+    def save_best(self, path: Path) -> None:
+        save_file(trainable_state(self.atv), str(path))
+
+    def restore(self, path: Path) -> None:
+        self.atv = self.build()
+        load_trainable(self.atv, path)
+        self.atv.eval()
+
+    def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
+        if self.atv is None:
+            raise TVLensError(f"{self.name}: call fit() first.")
+        with torch.no_grad():
+            return evaluate_prompts(AffineSteered(self.target, self.atv), list(prompts),
+                                    tokenizer=self.target, batch_size=self.batch_size)  # fmt: skip
+
+    def trainable_parameters(self) -> int:
+        if self.atv is not None:
+            return self.atv.trainable_parameters()
+        t = self.target
+        return t.n_layers * (self.rank * (t.d_model + mlp_width(t)) + t.d_model)
