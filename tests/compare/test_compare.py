@@ -29,7 +29,7 @@ from tvlens.compare.run import (
     run_compare,
 )
 from tvlens.compare.tuned import peft_parameter_count
-from tvlens.compare.workers import available_cores, claim_cell, resolve_workers
+from tvlens.compare.workers import available_cores, claim_cell, resolve_workers, watch_parent
 from tvlens.errors import TVLensError
 from tvlens.models import load_model
 
@@ -559,3 +559,11 @@ def test_each_block_belongs_to_the_methods_that_read_it():
     assert "top_k_heads" in attrs(fv, is_block) and baselines.TaskVectorMethod.options_class is (
         VectorOptions
     )
+
+
+def test_a_worker_stops_when_its_parent_is_gone():
+    """A killed compare runs no clean-up: its workers watch their parent and stop."""
+    parents = iter([41, 41, 41, 1])  # re-parented to init after the third look
+    slept, stopped = [], []
+    watch_parent(41, getppid=lambda: next(parents), stop=stopped.append, sleep=slept.append)
+    assert stopped == [1] and len(slept) == 3

@@ -25,6 +25,7 @@ import pandas as pd
 import tvlens
 from tvlens.compare import registry
 from tvlens.compare.registry import TIME_REFERENCE, get_method_spec
+from tvlens.compare.sentences import INSTRUCTIONS, verdict_sentences, verdict_table
 from tvlens.compare.setup import (
     SELECTED,
     Cell,
@@ -200,7 +201,6 @@ def summarize(
 # first token is a bare space or shared with a sibling task: DESIGN.md §8).
 VERDICT_METRIC = "exact"
 SECONDARY_METRIC = "first"
-INSTRUCTIONS = {"train": "training instructions", "heldout": "held-out instruction"}
 # A reviewer's floor for a percentile interval's stability (stats.hierarchical_bootstrap).
 MIN_RESAMPLES = 10_000
 
@@ -312,61 +312,6 @@ def verdicts(
             v["why"] = "methods missing"
         v["margin"], v["n_resamples"], v["levels"] = margin, n, list(levels)
     return list(claims.values())
-
-
-def _n(x: float) -> str:
-    return f"{x:+.3f}"
-
-
-def verdict_sentences(vs: list[dict[str, Any]]) -> str:
-    """Markdown sentences for the README and the results page, generated from
-    :func:`verdicts`' output (never typed by hand): one per claim, with its words per
-    instruction set and its tests' numbers."""
-    lines = []
-    for v in vs:
-        by = "; ".join(f"{INSTRUCTIONS[k]}: {w}" for k, w in v.get("by_instructions", {}).items())
-        why = f" ({v['why']})" if v.get("why") else ""
-        lines.append(f"- **{v['claim']}**: {v['verdict']}{why} on whole-answer exact match"
-                     + (f" ({by})." if by else "."))  # fmt: skip
-        for t in v["tests"]:
-            tost = ""
-            if t["margin"] is not None:
-                inside = "inside" if t["within_margin"] else "not inside"
-                tost = (f", TOST 90% [{_n(t['ci_tost'][0])}, {_n(t['ci_tost'][1])}] {inside} "
-                        f"±{t['margin']:g}")  # fmt: skip
-            lines.append(
-                f"  - {t['method']} − {t['baseline']} ({t['group']}, "
-                f"{INSTRUCTIONS[t['instructions']]}): {_n(t['estimate'])}, 95% "
-                f"[{_n(t['ci'][0])}, {_n(t['ci'][1])}]{tost} → {t['label']} (MDD "
-                f"{t['mdd']:.3f})"
-            )
-    if vs:
-        v0 = vs[0]
-        lines.append(f"\nIntervals: {' > '.join(v0['levels'])} resampled {v0['n_resamples']:,} "
-                     "times (hierarchical bootstrap, tvlens.evaluation.stats); MDD: the "
-                     "smallest difference a two-sided 5% test detects with 80% power.")  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def verdict_table(vs: list[dict[str, Any]]) -> str:
-    """Markdown: every test behind the verdicts, exact match first, first token beside it
-    (with the count of test queries whose first token is free or shared)."""
-    head = ["comparison", "group", "instructions", "exact match", "95% interval",
-            "TOST 90% interval", "verdict", "MDD", "first token [95%]", "first-token flagged",
-            "tasks", "queries", "seeds"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for v in vs:
-        for t in v["tests"]:
-            ft = t["first_token"]
-            lines.append("| " + " | ".join([
-                f"{t['method']} − {t['baseline']}", t["group"], INSTRUCTIONS[t["instructions"]],
-                _n(t["estimate"]), f"[{_n(t['ci'][0])}, {_n(t['ci'][1])}]",
-                f"[{_n(t['ci_tost'][0])}, {_n(t['ci_tost'][1])}]", t["label"], f"{t['mdd']:.3f}",
-                f"{_n(ft['estimate'])} [{_n(ft['ci'][0])}, {_n(ft['ci'][1])}]",
-                str(ft.get("flagged_queries", "-")), str(t["n_tasks"]), str(t["n_queries"]),
-                str(t["n_seeds"]),
-            ]) + " |")  # fmt: skip
-    return "\n".join(lines) + "\n"
 
 
 def format_verdicts(vs: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -94,9 +95,25 @@ def _claim_alive(claim: Path) -> bool:
     return True
 
 
+def watch_parent(
+    parent: int,
+    getppid: Callable[[], int] = os.getppid,
+    stop: Callable[[int], None] = os._exit,
+    sleep: Callable[[float], None] = time.sleep,
+    every: float = 2.0,
+) -> None:
+    """Stop this process once ``parent`` is no longer its parent. A killed compare (SIGTERM,
+    SIGKILL) runs no clean-up, so its daemon workers would otherwise go on computing cells
+    of a run nobody waits for (and write them into a folder that may since be another)."""
+    while getppid() == parent:
+        sleep(every)
+    stop(1)
+
+
 def _worker(target: str, revision: str | None, out: str, cfg: CompareConfig, device: str,
-            threads: int, index: int, compute: Callable) -> None:  # fmt: skip
+            threads: int, index: int, compute: Callable, parent: int) -> None:  # fmt: skip
     """One extra compare process: its own target, the same cells, claimed one at a time."""
+    threading.Thread(target=watch_parent, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)
     model = load_model(target, revision=revision, device=device)
     ctx = compare_context(cfg, model, Path(out), progress=False)
@@ -118,7 +135,8 @@ def run_parallel(
     spawn = mp.get_context("spawn")
     procs = [
         spawn.Process(target=_worker, args=(ctx.cfg.target, ctx.cfg.target_revision,
-                      str(ctx.out), ctx.cfg, ctx.device, threads, i, compute), daemon=True)
+                      str(ctx.out), ctx.cfg, ctx.device, threads, i, compute, os.getpid()),
+                      daemon=True)
         for i in range(1, n)
     ]  # fmt: skip
     before = torch.get_num_threads()

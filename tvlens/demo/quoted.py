@@ -258,8 +258,39 @@ def threads_numbers(prefix: str) -> Source:
     return numbers
 
 
+def compare_numbers(prefix: str) -> Source:
+    """A comparison's ``comparison.json``: ``PREFIX.verdicts`` (the claims' summary,
+    :func:`tvlens.compare.sentences.verdict_summary`), ``PREFIX.claimN`` (claim N's word),
+    and per method and group (``in_domain``, ``unseen``, with ``_heldout``) whole-answer
+    exact match with its 95% interval (``PREFIX.METHOD.GROUP``), first token
+    (``...GROUP.first``) and seeds (``PREFIX.METHOD.seeds``)."""
+
+    def numbers(doc: dict[str, Any], folder: Path | None = None) -> dict[str, str]:
+        from tvlens.compare.sentences import verdict_summary
+
+        vs = doc.get("verdicts") or []
+        out = {f"{prefix}.verdicts": verdict_summary(vs)}
+        out.update({f"{prefix}.claim{i}": v["verdict"] for i, v in enumerate(vs, 1)})
+        for m, r in doc.get("methods", {}).items():
+            if m.startswith("_") or "skipped" in r:
+                continue
+            out[f"{prefix}.{m}.seeds"] = str(len(r.get("seeds", [])))
+            for g in ("in_domain", "in_domain_heldout", "unseen", "unseen_heldout"):
+                if f"{g}_exact_match_mean" in r:
+                    lo, hi = r[f"{g}_ci"]
+                    out[f"{prefix}.{m}.{g}"] = (
+                        f"{_f(r[f'{g}_exact_match_mean'])} [{_f(lo)}, {_f(hi)}]"
+                    )
+                    out[f"{prefix}.{m}.{g}.first"] = _f(r[f"{g}_first_token_mean"])
+        return out
+
+    return numbers
+
+
 # (JSON file relative to the root, the function of its content)
 SOURCES: tuple[tuple[str, Source], ...] = (
+    ("figures/atv_compare/cpu_v3/comparison.json", compare_numbers("atv.cpu_v3")),
+    ("figures/atv_compare/paper_cpu/comparison.json", compare_numbers("atv.paper_cpu")),
     ("figures/demo.json", demo_numbers),
     ("figures/pretrained/methods/vectors.json", methods_table_numbers("methods")),
     ("figures/benchmarks/threads_tiny.json", threads_numbers("threads.tiny")),
