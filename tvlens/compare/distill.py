@@ -340,9 +340,8 @@ def distill_pair(
     teachers, infos = train_teachers(ctx, rank, seed)
     batch_of = teachers["atv"].atv.batch  # the target's tokens (and the generator's)
     out = DistillResult(rank, seed)
-    scale = {}
+    scale, prompts = {}, _prompts(ctx)
     for fam, t in teachers.items():
-        prompts = _prompts(ctx)
         scale[fam] = {s: distill_metrics(t, ctx.target, prompts[s], batch_of)["kl"] for s in SETS}
         out.teachers[fam] = {"method": names[fam], "variant": t.variant,
                              "accuracy": _accuracy(t, ctx),
