@@ -1,13 +1,32 @@
-"""The distillation test of the equal-rank claim on the tiny preset: the KL is the textbook
-KL, a student identical to its teacher has none, distillation lowers the KL it starts from,
-and only in-domain training queries are used."""
+"""The distillation test of the equal-rank claim (issue 32) on the tiny preset: the KL is the
+textbook KL taken over every answer token, a student identical to its teacher has none, the
+students stop when the KL stops falling and keep their lowest-KL weights, the four directions
+(two same-family floors) are measured on training and held-out queries, and a run resumes by
+its (rank, seed) cells."""
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from tvlens.compare.distill import DistillResult, kl, run_distill
+import tvlens.compare.distill as D
+from tvlens.compare.distill import (
+    DistillReport,
+    DistillResult,
+    distill_metrics,
+    fresh_student,
+    kl,
+    kl_stopped,
+    last_fall,
+    run_distill,
+)
+from tvlens.compare.fitting import hf_logits, trainable_state
 from tvlens.compare.run import compare_context, get_compare_preset
+from tvlens.errors import TVLensError
 from tvlens.models import load_model
+from tvlens.tasks.core import Example
 
 
 def test_kl_is_the_textbook_kl():
@@ -18,47 +37,174 @@ def test_kl_is_the_textbook_kl():
     assert torch.allclose(kl(p, p), torch.zeros(3), atol=1e-6) and (kl(p, q) > 0).all()
 
 
-def test_any_rank_is_a_pair_and_a_bad_one_is_refused_before_loading(monkeypatch):
-    import tvlens.compare.distill as D
+def test_the_students_stop_when_the_kl_stops_falling():
+    """Scripted KL curves: a fall counts when it is more than rel_tol below the KL of the last
+    fall (slow steady falls add up; noise below the tolerance does not)."""
+    assert last_fall([1.0, 0.5, 0.25]) == 2 and not kl_stopped([1.0, 0.5, 0.25], patience=1)
+    assert last_fall([1.0, 0.5, 0.499, 0.4985], rel_tol=0.01) == 1  # within 1%: not falling
+    assert kl_stopped([1.0, 0.5, 0.499, 0.4985], patience=2, rel_tol=0.01)
+    assert not kl_stopped([1.0, 0.5, 0.499], patience=2, rel_tol=0.01)
+    assert last_fall([1.0, 0.995, 0.991, 0.989], rel_tol=0.01) == 3  # 1.1% below epoch 0
+    assert kl_stopped([1.0, 0.5, 0.7, 0.6], patience=2)  # rising again: stop
+    assert last_fall([1.0, 0.5, 0.499], rel_tol=0.0) == 2  # any fall counts at 0
+    assert not kl_stopped([1.0], patience=1)
+
+
+def test_bad_arguments_are_refused_before_loading(monkeypatch):
     import tvlens.compare.registry as R
-    from tvlens.errors import TVLensError
 
     monkeypatch.setattr(R, "REGISTRY", dict(R.REGISTRY))
     assert R.rank_pair(4) == ("lora_r4", "atv_r4")
     assert R.get_method_spec("lora_r4").kwargs == {"kind": "lora_sites", "rank": 4}
     assert R.get_method_spec("atv_r4").kwargs == {"kind": "rank", "rank": 4}
-    assert R.rank_pair(4) == ("lora_r4", "atv_r4")  # registered once
     assert R.get_method_spec("lora_r1") == R.rank_pair_specs(1)[1]
 
     def no_model(*args, **kwargs):
-        raise AssertionError("the model was loaded before the rank was checked")
+        raise AssertionError("the model was loaded before the arguments were checked")
 
     monkeypatch.setattr(D, "as_model", no_model)
-    for bad in (0, -1):
-        with pytest.raises(TVLensError, match="rank"):
-            run_distill("/no/such/model", rank=bad)
+    bad = [({"rank": 0}, "rank"), ({"ranks": (1, -1)}, "rank"), ({"ranks": ()}, "No rank"),
+           ({"seeds": 0}, "seeds"), ({"rel_tol": 1.5}, "rel_tol"),
+           ({"student_epochs": 0}, "student_epochs"),
+           ({"rank": 2, "ranks": (4,)}, "not both")]  # fmt: skip
+    for kwargs, says in bad:
+        with pytest.raises(TVLensError, match=says):
+            run_distill("/no/such/model", **kwargs)
+
+
+# ---------------------------------------------------------------------------- KL by hand
 
 
 @pytest.fixture(scope="module")
-def result(atv_target, tmp_path_factory):
-    """``run_distill`` (what ``tvlens atv distill`` runs) on the tiny preset, shortened."""
+def ctx(atv_target, tmp_path_factory):
+    out = tmp_path_factory.mktemp("distill_ctx")
+    return compare_context(get_compare_preset("tiny"), load_model(atv_target, device="cpu"), out)
+
+
+def _perturbed(ctx, name, seed):
+    """A fresh method whose trainable weights are random (not the target's)."""
+    method, module, _ = fresh_student(ctx, name, seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return method, module
+
+
+def _long_answers(ctx, n=6):
+    """Training queries whose answer is several tokens (the answer, then the input)."""
+    return [replace(p, query=Example(p.query.input, f"{p.query.output} {p.query.input}"))
+            for p in ctx.data.in_domain.train[:n]]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["lora_r1", "atv_r1"])
+def test_a_student_identical_to_its_teacher_has_no_kl_on_any_answer_token(ctx, name):
+    teacher, t_module = _perturbed(ctx, name, 0)
+    student, s_module, _ = fresh_student(ctx, name, 5)
+    batch_of = fresh_student(ctx, "atv_r1", 0)[0].atv.batch
+    prompts = _long_answers(ctx)
+    differs = distill_metrics(teacher, student, prompts, batch_of)
+    assert differs["kl"] > 1e-3 and differs["tokens"] > len(prompts)  # several per answer
+    state = trainable_state(t_module)
+    with torch.no_grad():
+        for n, p in s_module.named_parameters():
+            if p.requires_grad:
+                p.copy_(state[n])
+    same = distill_metrics(teacher, student, prompts, batch_of)
+    assert same["kl"] == pytest.approx(0, abs=1e-5) and same["agreement"] == 1.0
+    assert same["kl_first"] == pytest.approx(0, abs=1e-5) and same["agreement_first"] == 1.0
+    assert distill_metrics(teacher, ctx.target, prompts, batch_of)["kl"] > 1e-3
+
+
+def test_the_kl_over_answer_tokens_is_the_one_computed_from_both_models_logits(ctx):
+    """A LoRA teacher and an ATV student: every answer token's KL and argmax from their full
+    logits, position by position, against :func:`distill_metrics`."""
+    teacher, _ = _perturbed(ctx, "lora_r1", 0)
+    student, _ = _perturbed(ctx, "atv_r1", 1)
+    batch_of = student.atv.batch
+    prompts = _long_answers(ctx)
+    got = distill_metrics(teacher, student, prompts, batch_of)
+    b = batch_of(prompts)
+    with torch.no_grad():
+        t_logits = hf_logits(teacher.model, b.tokens, b.attention_mask).float()
+        s_logits = student.atv.logits(b).float()
+    kls, agree, first = [], [], []
+    for i in range(len(prompts)):
+        for j in range(1, b.tokens.shape[1]):
+            if b.labels[i, j] == -100:
+                continue
+            t, s = F.log_softmax(t_logits[i, j - 1], -1), F.log_softmax(s_logits[i, j - 1], -1)
+            kls.append(float(F.kl_div(s, t, log_target=True, reduction="sum")))
+            agree.append(float(t.argmax() == s.argmax()))
+            if j - 1 == b.query_pos[i]:
+                first.append(kls[-1])
+    assert got["tokens"] == len(kls) == sum(len(p.query.output.split()) for p in prompts)
+    assert got["kl"] == pytest.approx(np.mean(kls), rel=1e-4)
+    assert got["agreement"] == pytest.approx(np.mean(agree))
+    assert len(first) == len(prompts) and got["kl_first"] == pytest.approx(np.mean(first), rel=1e-4)
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+@pytest.fixture(scope="module")
+def distilled(atv_target, tmp_path_factory):
+    """``run_distill`` (what ``tvlens atv distill`` runs) on the tiny preset, one rank and
+    one seed, shortened."""
     out = tmp_path_factory.mktemp("distill")
-    res = run_distill(str(atv_target), out, preset="tiny", device="cpu", epochs=2, patience=1)
-    ctx = compare_context(get_compare_preset("tiny"), load_model(atv_target, device="cpu"), out)
-    return res, ctx
+    kw = {"target": str(atv_target), "out": out, "preset": "tiny", "device": "cpu",
+          "ranks": (1,), "seeds": 1, "epochs": 2, "patience": 1, "student_epochs": 3}  # fmt: skip
+    return run_distill(**kw), out, kw
 
 
-def test_distillation_lowers_the_kl_on_held_out_queries(result):
-    res, ctx = result
-    assert set(res.directions) == {"lora->atv", "atv->lora"}
-    for d in res.directions.values():
-        for g in ("in_domain", "unseen"):
-            v = d["groups"][g]
-            assert v["teacher_to_target"] > 0 and 0 <= v["student_accuracy"] <= 1
-        ind = d["groups"]["in_domain"]
-        assert ind["student_after"] < ind["student_before"]  # it learned the teacher
-    back = DistillResult.load(ctx.out / "distill_r1.json")  # written by run_distill
-    assert back.directions == res.directions
-    assert set(res.to_dataframe()["group"]) == {"in_domain", "unseen"}
-    runs = sorted(p.name for p in (ctx.out / "runs").iterdir())
-    assert runs[0].startswith("distill_r1_") and len(runs) == 4  # two teachers, two students
+def test_four_directions_measured_on_training_and_held_out_queries(distilled):
+    res, out, _ = distilled
+    (cell,) = res.cells
+    assert set(cell.directions) == {"lora->atv", "atv->lora", "lora->lora", "atv->atv"}
+    for name, d in cell.directions.items():
+        assert set(d["sets"]) == {"train", "in_domain", "unseen"}
+        for v in d["sets"].values():
+            assert v["teacher_to_target"] > 0 and v["tokens"] > 0
+            assert 0 <= v["agreement"] <= 1 and 0 <= v["agreement_before"] <= 1
+        train = d["sets"]["train"]
+        assert train["kl"] < train["kl_before"], name  # it learned its teacher
+        if name.endswith("->lora"):  # a fresh LoRA (B = 0) is the target: before = the scale
+            for v in d["sets"].values():
+                assert v["kl_before"] == pytest.approx(v["teacher_to_target"], rel=1e-3, abs=1e-6)
+        # the weights kept are the lowest-KL epoch's: measured again, the same KL
+        kls = [e["train_kl"] for e in d["curve"]]
+        assert train["kl"] == pytest.approx(min(kls), rel=1e-4)
+        assert 1 <= d["epochs_run"] == len(kls) <= 3 and d["student_seed"] == 1000
+    for fam in ("lora", "atv"):
+        acc = cell.teachers[fam]["accuracy"]
+        assert set(acc) == {"in_domain", "unseen"}
+        assert all(0 <= a["exact_match"] <= a["first_token"] <= 1 for a in acc.values())
+    assert "fallen by more than 1%" in res.stopping and "Stopping rule" in res.table
+
+
+def test_the_outputs_are_written_and_load_back(distilled):
+    res, out, _ = distilled
+    cell = DistillResult.load(out / "distill" / "r1_seed0.json")
+    assert cell.directions == res.cells[0].directions and cell.teachers == res.cells[0].teachers
+    back = DistillReport.load(out / "distill.json")
+    assert back.summary == res.summary and back.table == (out / "distill.md").read_text()
+    df = res.to_dataframe()
+    assert len(df) == 4 * 3 and {"kl", "kl_min", "kl_max", "agreement"} <= set(df.columns)
+    assert set(cell.to_dataframe()["set"]) == {"train", "in_domain", "unseen"}
+    assert res.plot() is not None and cell.plot() is not None
+    assert res.table.count("- rank 1,") == 2  # one reading per teacher
+
+
+def test_a_finished_run_resumes_by_cells_and_refuses_other_settings(distilled, monkeypatch):
+    res, out, kw = distilled
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a finished cell was computed again")
+
+    monkeypatch.setattr(D, "as_model", no_work)
+    monkeypatch.setattr(D, "distill_pair", no_work)
+    again = run_distill(**kw)
+    assert again.ran == [] and again.summary == res.summary and res.ran == ["r1_seed0"]
+    with pytest.raises(TVLensError, match="another configuration"):
+        run_distill(**{**kw, "rel_tol": 0.05})

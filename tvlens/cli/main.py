@@ -10,7 +10,7 @@ import typer
 from tvlens.atv.config import DEFAULT_PRESET as ATV_DEFAULT
 from tvlens.atv.config import PRESETS as ATV_PRESETS
 from tvlens.atv.config import ATVConfig
-from tvlens.cli.options import Input, add_command, json_value
+from tvlens.cli.options import Input, add_command, comma_separated, json_value
 from tvlens.compare.config import DEFAULT_PRESET as COMPARE_DEFAULT
 from tvlens.compare.config import PRESETS as COMPARE_PRESETS
 from tvlens.compare.config import CompareConfig
@@ -117,12 +117,23 @@ add_command(atv, "compare", "tvlens.compare.run:run_compare", CompareConfig,
             "and ATV on instructed in-domain and unseen tasks; writes OUT/comparison.{json,csv}, "
             "the tables, the verdicts and figures. Resumes.")
 add_command(atv, "distill", "tvlens.compare.distill:run_distill", presets=COMPARISONS,
-            inputs="target out rank seed device", wrote="distill_r{rank}.json",
+            inputs="target out ranks seeds rank student_epochs rel_tol device",
+            wrote="distill.json",
             own={**COMPARISON, "target": Input(str, "Frozen target: HF name, folder or run."),
-                 "rank": Input(int, "Rank of the ATV expansion and of LoRA.", 1),
-                 "seed": Input(int, "Seed of the teachers.", 0)},
-            help="The equal-rank distillation test: rank-r ATV and LoRA teachers, each family's "
-            "student trained to match the other's (on the comparison's dev-chosen variants).")
+                 "ranks": Input(str, "Ranks of the ATV expansion and of LoRA, comma-separated.",
+                                "1,8", parser=comma_separated("--ranks", int),
+                                metavar="<int>,..."),
+                 "seeds": Input(int, "Seeds per rank (0, 1, ...): teachers and students.", 3),
+                 "rank": Input(int | None, "One rank instead of --ranks.", None),
+                 "student_epochs": Input(int | None, "Most epochs a student trains (default: "
+                                         "the preset's epochs).", None),
+                 "rel_tol": Input(float, "A student stops when its KL has not fallen by more "
+                                  "than this share for the preset's patience epochs.", 0.01)},
+            help="The equal-rank distillation test of expressivity: per rank and seed, rank-r "
+            "ATV and LoRA teachers, and a fresh student of each family distilled from each "
+            "teacher (cross-family, and same-family as the floor) over every answer token "
+            "until the KL stops falling; writes OUT/distill/ (one cell per rank and seed: it "
+            "resumes), OUT/distill.json and OUT/distill.md.")
 
 # tvlens pretrained ...: the default model is the embedded SmolLM2-135M.
 SMOLLM2, WORDS = {"model": "smollm2-135m"}, Input(str, "Suite name, folder or task file.", "words")

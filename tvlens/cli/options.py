@@ -43,11 +43,14 @@ class Input:
     flag: str | None = None  # the option's name when not --{name}
     argument: bool = False
     parser: Callable[[str], Any] | None = None
+    metavar: str | None = None  # the value's placeholder in the help, when not its type's
 
     def parameter(self, name: str, default: Any = REQUIRED) -> inspect.Parameter:
         default = self.default if default is REQUIRED else default
         default = inspect.Parameter.empty if default is REQUIRED else default
         kw = {"help": self.help, **({"parser": self.parser} if self.parser else {})}
+        if self.metavar:
+            kw["metavar"] = self.metavar
         item, _ = _base(self.type)
         if get_origin(item) is list and not self.argument:  # not <list[str]>: the item's type
             kw["metavar"] = f"<{getattr(get_args(item)[0], '__name__', 'value').lower()}>"
@@ -173,6 +176,12 @@ def _split(flag: str, cast: Any, item: Callable[[str], Any] = str) -> Callable[[
             raise typer.BadParameter(says) from None
 
     return parse
+
+
+def comma_separated(flag: str, cast: Any = str) -> Callable[[str], list]:
+    """A typer ``parser`` for an own input written ``a,b,c`` (numbers: each must parse; a
+    bad one is click's one-line error)."""
+    return _split(flag, cast)
 
 
 def _option(config: type, f: Field, hint: Any, overrides: bool) -> tuple[Any, Any, bool]:

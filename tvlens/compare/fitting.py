@@ -2,7 +2,7 @@
 loss, the plain HF forward, trainable state on disk, and :func:`engine_fit`, which trains any
 of them through :func:`tvlens.training.engine.train_run` with the comparison's protocol:
 instructions redrawn per query and epoch, dev accuracy after every epoch, early stopping, and
-the best-dev epoch's weights kept."""
+the best-dev epoch's weights kept (another criterion: :class:`FitCriterion`)."""
 
 from __future__ import annotations
 
@@ -120,6 +120,33 @@ def patience_ran_out(epochs_run: int, best_epoch: int, patience: int) -> bool:
     return epochs_run - best_epoch >= patience
 
 
+@dataclass(frozen=True)
+class FitCriterion:
+    """What :func:`engine_fit` measures after every epoch (``evaluate``: metrics, JSON types),
+    which epoch's weights it keeps (``best``: an index into the entries so far) and when it
+    stops (``stop``); ``keys``: the metrics its learning curve reports. The default is the
+    comparison's: dev accuracy, patience (:func:`dev_accuracy_criterion`); the distillation
+    test stops on the KL to its teacher instead (:mod:`tvlens.compare.distill`)."""
+
+    evaluate: Callable[[], dict[str, Any]]
+    best: Callable[[list[dict[str, Any]]], int]
+    stop: Callable[[list[dict[str, Any]]], bool]
+    keys: tuple[str, ...]
+    postfix: Callable[[dict[str, Any]], dict[str, str]]
+
+
+def dev_accuracy_criterion(method: Any, dev: Sequence[ICLPrompt], patience: int) -> FitCriterion:
+    """Dev accuracy after every epoch, the first best-dev epoch kept, stopped after
+    ``patience`` epochs without a better one."""
+    return FitCriterion(
+        evaluate=lambda: dev_accuracy(method, dev),
+        best=best_entry,
+        stop=lambda es: patience_ran_out(len(es), best_entry(es) + 1, patience),
+        keys=("dev_acc", "dev_exact"),
+        postfix=lambda e: {"dev": f"{e['dev_acc']:.3f}"},
+    )
+
+
 def engine_fit(
     method: Any,
     module: nn.Module,
@@ -133,14 +160,17 @@ def engine_fit(
     required: tuple[str, ...] = (WEIGHTS,),
     param_groups: Callable[[], list[dict[str, Any]]] | None = None,
     evaluate_extra: Callable[[], dict[str, Any]] | None = None,
+    criterion: FitCriterion | None = None,
 ) -> dict[str, Any]:
     """Train ``module`` on ``splits.train`` with the comparison's protocol, in
     ``method.run_dir``: every query in one of its task's training instructions, redrawn per
     epoch (:meth:`CompareData.train_template`); dev accuracy after every epoch; stop after
     ``cfg.patience`` epochs without a better one (at most ``cfg.epochs``); then the best-dev
-    epoch's weights are loaded back. Returns the learning curve and the training loss."""
+    epoch's weights are loaded back (``criterion``: another measure, rule and choice of
+    epoch). Returns the learning curve and the training loss."""
     ctx, cfg, seed = method.ctx, method.ctx.cfg, method.seed
-    train, dev = splits.train, splits.dev
+    train = splits.train
+    crit = criterion or dev_accuracy_criterion(method, splits.dev, cfg.patience)
     # The schedule stays constant (no decay over the budget): a run stopped by patience is the
     # same under any longer budget, which lets seed 0 reuse its sweep cell (compare._same_run).
     tcfg = TrainingConfig(
@@ -165,13 +195,10 @@ def engine_fit(
         load_trainable(module, folder / WEIGHTS)
 
     def evaluate(model: nn.Module, step: int) -> dict[str, Any]:
-        out: dict[str, Any] = dev_accuracy(method, dev)
+        out: dict[str, Any] = crit.evaluate()
         if evaluate_extra is not None:
             out.update(evaluate_extra())
         return out
-
-    def stop(entries: list[dict[str, Any]]) -> bool:
-        return patience_ran_out(len(entries), best_entry(entries) + 1, cfg.patience)
 
     data = EpochData(
         n_examples=len(train),
@@ -183,9 +210,8 @@ def engine_fit(
     )
     kind = RunKind(
         model=module, data=data, loss=loss, save=save or save_weights,
-        load=load or load_weights, evaluate=evaluate, required_files=required, stop=stop,
-        param_groups=param_groups,
-        postfix=lambda e: {"dev": f"{e['dev_acc']:.3f}"},
+        load=load or load_weights, evaluate=evaluate, required_files=required, stop=crit.stop,
+        param_groups=param_groups, postfix=crit.postfix,
     )  # fmt: skip
     info = {"kind": f"compare/{method.name}", "config": {**tcfg.to_dict(), "method": method.name,
             "variant": method.variant, "epochs": cfg.epochs, "patience": cfg.patience,
@@ -193,18 +219,22 @@ def engine_fit(
     res = train_run(kind, tcfg, run_dir, info, resume=True, device=ctx.device,
                     progress=ctx.progress, desc=f"{method.name} s{seed}")  # fmt: skip
     entries = res.metrics["checkpoints"]
-    best = best_entry(entries)
+    best = crit.best(entries)
     ckpt = {c.step: c for c in list_checkpoints(run_dir)}[entries[best]["step"]]
     (load or load_weights)(ckpt.path, torch.device(ctx.device))
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return _fit_report(res, best, lr, cfg.epochs)
+    return _fit_report(res, best, lr, cfg.epochs, crit.keys)
 
 
-def _fit_report(res: Any, best: int, lr: float, epochs: int) -> dict[str, Any]:
+def _fit_report(
+    res: Any, best: int, lr: float, epochs: int, keys: tuple[str, ...] = ("dev_acc", "dev_exact")
+) -> dict[str, Any]:
     """What :func:`engine_fit` reports of a finished run (``res``, a ``TrainResult``) whose
-    best-dev checkpoint is ``best``: the dev curve, the training loss (over the last and the
-    best epoch), whether patience stopped it or the dev curve was still rising."""
+    kept checkpoint is ``best``: the curve of the criterion's ``keys``, the training loss
+    (over the last and the best epoch), whether the criterion stopped it or the curve was
+    still improving at its last epoch."""
     entries = res.metrics["checkpoints"]
+    curve_keys = ("step", "epoch", *keys)
     losses = res.metrics.get("train_loss", [])
     steps_per_epoch = entries[0]["step"] if entries else 1
     last_epoch = [v for s, v in losses if s > entries[-1]["step"] - steps_per_epoch]
@@ -213,24 +243,18 @@ def _fit_report(res: Any, best: int, lr: float, epochs: int) -> dict[str, Any]:
     stopped_early = len(entries) < epochs
     return {
         "lr": lr,
-        "curve": [
-            {k: e[k] for k in e if k in ("step", "epoch", "dev_acc", "dev_exact")} for e in entries
-        ],  # fmt: skip
+        "curve": [{k: e[k] for k in e if k in curve_keys} for e in entries],
         "train_loss_curve": losses,
         "best_epoch": entries[best].get("epoch"),
-        "best_dev_acc": entries[best]["dev_acc"],
+        "best_dev_acc": entries[best].get("dev_acc"),
         "epochs_run": len(entries),
         "stopped_early": stopped_early,
-        # The dev curve was still rising when the epochs ran out: say so next to the number.
+        # The curve was still improving when the epochs ran out: say so next to the number.
         "still_rising": not stopped_early and best == len(entries) - 1 and len(entries) > 1,
         "final_train_loss": float(np.mean(last_epoch)) if last_epoch else None,
         "best_epoch_train_loss": float(np.mean(best_epoch)) if best_epoch else None,
         "steps": entries[-1]["step"] if entries else 0,
-        "extra": {
-            k: v
-            for k, v in entries[best].items()
-            if k not in ("step", "epoch", "dev_acc", "dev_exact")
-        },  # fmt: skip
+        "extra": {k: v for k, v in entries[best].items() if k not in curve_keys},
         "engine_seconds": round(res.seconds, 2),
     }
 
