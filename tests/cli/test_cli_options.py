@@ -190,6 +190,8 @@ def test_every_command_calls_its_function_with_its_defaults(name, cmd):
         if default is inspect.Parameter.empty:
             continue  # the library asks for it; the CLI may offer one (smollm2-135m...)
         cli = params[key].default
+        if isinstance(default, tuple | list):  # a comma-separated option: "1,8" is (1, 8)
+            default = ",".join(map(str, default))
         if (name, key) in CLI_OWN_DEFAULTS:
             assert (cli, default) == CLI_OWN_DEFAULTS[name, key]
         else:

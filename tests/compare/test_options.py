@@ -23,6 +23,7 @@ from tvlens.compare.options import (
     PeftOptions,
     VectorOptions,
 )
+from tvlens.compare.registry import METHODS
 from tvlens.errors import ConfigError, TVLensError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +48,8 @@ ISSUE_32_DEFAULTS = {"patience": (2, 5), "bootstrap": (1000, 10_000)}
 
 def _as_today(name: str, old: dict) -> dict:
     new = {**old, **ISSUE_32}
+    if old["methods"] == [m for m in METHODS if "_affine_" not in m]:  # every method then
+        new["methods"] = list(METHODS)  # ... and the static affine rows since issue 32
     for k, (was, now) in ISSUE_32_DEFAULTS.items():
         if old[k] == was and k not in PRESET_SETS.get(name, ()):
             new[k] = now
@@ -63,7 +66,7 @@ def test_presets_have_their_flat_settings(name):
     assert _flat(cfg) == old  # every setting, common or a family's, as it was
     assert CompareConfig.upgrade(old) == cfg.to_dict()  # what a flat config.json upgrades to
     assert CompareConfig(**json.loads(json.dumps(cfg.to_dict()))) == cfg  # config.json loads
-    omitted = {"sweep_epochs", "seed_train_queries"}  # left out of config.json at default
+    omitted = {"sweep_epochs", "seed_train_queries", "sweep_widen"}  # left out at default
     assert set(old) - set(FLAT) - omitted == set(COMMON) - omitted
 
 
@@ -96,17 +99,20 @@ def test_overrides_by_block_and_by_flat_name():
 
 
 def test_committed_flat_comparison_resumes_without_recomputing(tmp_path):
-    """``figures/atv_compare/cpu_v3`` was saved with flat settings: its fingerprint matches
-    the ``cpu`` preset's, and every cell the preset asks for is there (none recomputed)."""
+    """``figures/atv_compare/cpu_v3`` was saved with flat settings (``data/
+    cpu_v3_flat_config.json``): its fingerprint matches the ``cpu`` preset's, and every cell
+    the preset asks for is there (none recomputed)."""
     from tvlens.compare.registry import get_method_spec
     from tvlens.compare.run import SELECTED, Cell, _check_out, cell_path, compare_cells, selection
 
     committed = ROOT / "figures/atv_compare/cpu_v3"
-    saved = json.loads((committed / "config.json").read_text())
+    # its config.json as the flat config wrote it (today's code has since rewritten it)
+    flat = Path(__file__).parent / "data" / "cpu_v3_flat_config.json"
+    saved = json.loads(flat.read_text())
     assert "lora_rank" in saved["fingerprint"] and "peft" not in saved["fingerprint"]
     out = tmp_path / "cpu_v3"
     out.mkdir()
-    shutil.copy(committed / "config.json", out / "config.json")
+    shutil.copy(flat, out / "config.json")
     shutil.copytree(committed / "cells", out / "cells")
     cfg = PRESETS["cpu"].with_overrides(target=saved["config"]["target"])
     _check_out(out, cfg)  # the same configuration: no error
@@ -125,7 +131,7 @@ def test_a_result_saved_with_a_flat_config_loads_into_the_blocks():
     from tvlens.results import decode, encode
 
     saved = encode(PRESETS["tiny"])
-    saved["fields"] = {**dict(FLAT_PRESETS["tiny"]), "sweep_epochs": None}  # as it was saved
+    saved["fields"] = {**_as_today("tiny", FLAT_PRESETS["tiny"]), "sweep_epochs": None}
     saved["fields"]["fv_top_heads"] = saved["fields"].pop("top_k_heads")  # an older name too
     back = decode(json.loads(json.dumps(saved)))
     assert back == PRESETS["tiny"] and not hasattr(back, "lora_rank")

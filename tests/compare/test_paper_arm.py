@@ -61,3 +61,36 @@ def test_report_settings_are_checked_and_leave_the_fingerprint():
     # written only when not at its default: comparisons saved before it still resume
     assert "generator_input" not in base.to_dict()["atv"]
     assert PRESETS["paper_cpu"].to_dict()["atv"]["generator_input"] == "query"
+
+
+def _grid(devs):
+    return lambda v: devs.get(v["lr"])
+
+
+def test_a_grid_widens_while_its_best_rate_is_on_an_edge():
+    from tvlens.compare.setup import widened
+
+    base = [{"lr": 1e-3}, {"lr": 3e-3}, {"lr": 1e-2}]
+    # best at the top: one more value a grid step (x ~3.33) above, then it is interior
+    devs = {1e-3: 0.2, 3e-3: 0.4, 1e-2: 0.5, 0.0333: 0.45}
+    assert [v["lr"] for v in widened(base, 2, _grid(devs))] == [1e-3, 3e-3, 1e-2, 0.0333]
+    # best at the bottom: one below (1e-3 * 1e-3 / 3e-3)
+    devs = {1e-3: 0.6, 3e-3: 0.4, 1e-2: 0.1, 3.33e-4: 0.7, 1.11e-4: 0.71}
+    assert [v["lr"] for v in widened(base, 2, _grid(devs))][3:] == [3.33e-4, 1.11e-4]
+    assert len(widened(base, 1, _grid(devs))) == 4  # at most `steps` values added
+    # interior: unchanged; a variant not done yet: the grid waits for it
+    assert widened(base, 2, _grid({1e-3: 0.1, 3e-3: 0.5, 1e-2: 0.2})) == base
+    assert widened(base, 2, _grid({1e-3: 0.1, 3e-3: 0.5})) == base
+
+
+def test_a_widened_grid_keeps_the_best_variants_other_settings():
+    from tvlens.compare.setup import widened
+
+    base = [{"lr": 1e-3, "scale": 0.01}, {"lr": 5e-3, "scale": 0.01},
+            {"lr": 1e-3, "scale": 0.1}]  # fmt: skip
+    devs = {(1e-3, 0.01): 0.3, (5e-3, 0.01): 0.6, (1e-3, 0.1): 0.4, (0.025, 0.01): 0.5}
+    out = widened(base, 2, lambda v: devs.get((v["lr"], v["scale"])))
+    assert out[3:] == [{"lr": 0.025, "scale": 0.01}]
+    # the best at λ 0.1 is alone on its line: nothing to widen along
+    devs[(1e-3, 0.1)] = 0.9
+    assert widened(base, 2, lambda v: devs.get((v["lr"], v["scale"]))) == base

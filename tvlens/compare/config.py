@@ -45,7 +45,7 @@ COMMON = (
     "n_train", "n_dev", "n_test", "data_seed", "seeds", "demo_seeds", "methods", "epochs",
     "patience", "batch_size", "weight_decay", "warmup_steps", "grad_clip", "sweep",
     "sweep_default_index", "sweep_epochs", "eval_batch_size", "bootstrap", "mixed_precision",
-    "scale_note", "seed_train_queries", "equivalence_margin", "bootstrap_levels",
+    "scale_note", "seed_train_queries", "equivalence_margin", "bootstrap_levels", "sweep_widen",
 )  # fmt: skip
 # What only the report reads (a finished cell does not depend on it).
 REPORT_FIELDS = ("bootstrap", "equivalence_margin", "bootstrap_levels", "scale_note")
@@ -65,7 +65,7 @@ class CompareConfig(Config):
     _kind = "compare"
     renamed_fields = {"fv_top_heads": "top_k_heads"}  # old name -> new
     # added later: older comparisons still resume
-    _omit_at_default = ("sweep_epochs", "seed_train_queries")
+    _omit_at_default = ("sweep_epochs", "seed_train_queries", "sweep_widen")
 
     target: str = opt("", "Frozen target: HF name, folder or tvlens run.")
     target_revision: str | None = None
@@ -109,6 +109,9 @@ class CompareConfig(Config):
     grad_clip: float = 1.0
     sweep: bool = True  # learning rates (and ATV's λ) tried on seed 0, chosen on dev
     sweep_default_index: int = 1  # the variant used without a sweep
+    # While a sweep's best learning rate is the smallest or largest of its grid, add one more
+    # value a grid step beyond it, at most this many times (tvlens.compare.setup.widened).
+    sweep_widen: int = 0
     # Epochs of the sweep cells (None: ``epochs``): a shorter sweep picks the learning rate,
     # then the reported seeds train up to ``epochs``. Seed 0 reuses its sweep cell only when
     # that run stopped on its own (patience), i.e. when a longer budget would not change it.
@@ -347,6 +350,7 @@ PRESETS: dict[str, CompareConfig] = {
         demo_seeds=1,
         epochs=8,
         sweep_epochs=2,
+        sweep_widen=2,
         patience=5,
         batch_size=8,
         eval_batch_size=40,
@@ -355,7 +359,8 @@ PRESETS: dict[str, CompareConfig] = {
             "multiple-choice tasks; 20 (not 90) training queries, 10 dev and 50 (not 100) test "
             "queries per task (test queries trimmed first); each seed of a trained method draws "
             "its own 20 training queries; batch 8 (not 1); learning rates over a 4-value grid "
-            "(ATV also λ in {1e-3, 1e-2, 1e-1} at the second rate; λ 1e-3 official) chosen on "
+            "(ATV also λ in {1e-3, 1e-2, 1e-1} at the second rate; λ 1e-3 official), widened by "
+            "up to 2 values while the best is on its edge, chosen on "
             "dev with seed 0 in runs of 2 epochs, then 3 seeds trained for at most 8 "
             "epochs, stopped after 5 epochs without a better dev accuracy, best-dev epoch "
             "kept; generator = SmolLM2's first 4 blocks (not GPT-2) reading 'Q: {input} \\n A: "

@@ -56,7 +56,7 @@ def load_cells(out: Path, cfg: CompareConfig) -> tuple[dict[str, list[dict]], li
     """The reported cells by method (one per seed), and the sweep cells."""
     reported: dict[str, list[dict]] = {}
     sweeps: list[dict] = []
-    for cell in _cells(cfg):
+    for cell in _cells(cfg, out):
         p = cell_path(out, cell)
         if p.is_file():
             c = local(json.loads(p.read_text()))  # cells are written portable
@@ -171,7 +171,9 @@ def summarize(
                   if i.get("best_epoch_train_loss") is not None]  # fmt: skip
             row["best_epoch_train_loss"] = float(np.mean(bl)) if bl else None
             row["grid"] = grid_position(
-                sweep_variants(cfg, method), done[0].get("variant_values") or {}
+                [c["variant_values"] for c in sweeps if c.get("method") == method]
+                or sweep_variants(cfg, method),
+                done[0].get("variant_values") or {},
             )
         if "dev_retrieval_accuracy" in info[0]:
             row["dev_retrieval_accuracy"] = info[0]["dev_retrieval_accuracy"]
@@ -553,7 +555,7 @@ def write_outputs(
     _write_text(out / "curves.md", format_curves(summary))
     _write_text(out / "overlap.csv", overlap_csv)
     _write_text(out / "overlap.md", overlap_md)
-    missing = [str(c) for c in _cells(cfg) if not cell_path(out, c).is_file()]
+    missing = [str(c) for c in _cells(cfg, out) if not cell_path(out, c).is_file()]
     doc = (
         {"tvlens": tvlens.__version__, "target": cfg.target, "device": device,
          "split": data.describe(), "scale": cfg.scale_note, "config": cfg.to_dict(),

@@ -159,7 +159,7 @@ def run_cell(ctx: CompareContext, cell: Cell) -> dict[str, Any]:
     data = ctx.data if spec.instructed else ctx.data.bare()
     cfg = ctx.cfg
     if cell.is_sweep:
-        variant = next(v for v in sweep_variants(cfg, cell.method)
+        variant = next(v for v in sweep_variants(cfg, cell.method, ctx.out)
                        if variant_label(v) == cell.variant)  # fmt: skip
         sel = None
         if cfg.sweep_epochs is not None:  # the sweep's own, shorter budget
@@ -371,7 +371,7 @@ def run_compare(
     ctx = compare_context(cfg, model, out, progress)
     device, template, data = ctx.device, ctx.template, ctx.data
     out.mkdir(parents=True, exist_ok=True)
-    cells = compare_cells(cfg)
+    cells = compare_cells(cfg, out)
     pending = [c for c in cells if not cell_path(out, c).is_file()]
     n_workers = 1 if stop_after is not None else max(1, min(n_workers, len(pending)))
     threads = torch.get_num_threads()

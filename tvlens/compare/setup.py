@@ -4,6 +4,7 @@ the context every (method, seed) cell reads (:mod:`tvlens.compare.run` runs the 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,19 +73,56 @@ def method_seeds(cfg: CompareConfig, method: str) -> list[int]:
     return list(range(min(n, spec.max_seeds or n)))
 
 
-def sweep_variants(cfg: CompareConfig, method: str) -> list[dict]:
-    """The variants a method's sweep tries on seed 0 (one: no sweep cells)."""
-    return get_method_spec(method).variants(cfg)
+def sweep_variants(cfg: CompareConfig, method: str, out: Path | None = None) -> list[dict]:
+    """The variants a method's sweep tries on seed 0 (one: no sweep cells); with
+    ``cfg.sweep_widen`` and the comparison's folder ``out``, the grid widened until the best
+    learning rate is interior (:func:`widened`)."""
+    vs = get_method_spec(method).variants(cfg)
+    if out is None or len(vs) < 2 or not getattr(cfg, "sweep_widen", 0):
+        return vs
+    return widened(vs, cfg.sweep_widen, lambda v: _best_dev(out, Cell(method, variant_label(v), 0)))
 
 
-def compare_cells(cfg: CompareConfig) -> list[Cell]:
+def _best_dev(out: Path, cell: Cell) -> float | None:
+    path = cell_path(out, cell)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("info", {}).get("best_dev_acc", -1.0)
+
+
+def widened(
+    variants: list[dict], steps: int, dev: Callable[[dict], float | None], key: str = "lr"
+) -> list[dict]:
+    """``variants`` with up to ``steps`` more values of ``key`` (the learning rate): while
+    the best variant's (by ``dev``; None: not done yet, so the grid waits) ``key`` is the
+    smallest or largest tried with its other settings (e.g. ATV's λ), one more value a grid
+    step beyond it (the ratio of the two values at that edge) is added. A sweep whose best
+    value sits on the edge of its grid may not have found its optimum; the report says where
+    each chosen value lies (``grid_position``)."""
+    vs = list(variants)
+    for _ in range(steps):
+        scores = [dev(v) for v in vs]
+        if any(x is None for x in scores):
+            return vs
+        best = vs[max(range(len(vs)), key=lambda i: (scores[i], -i))]
+        others = {k: x for k, x in best.items() if k != key}
+        line = sorted(v[key] for v in vs if {k: x for k, x in v.items() if k != key} == others)
+        if len(line) < 2 or line[0] < best[key] < line[-1]:
+            return vs
+        edge, inner = (line[-1], line[-2]) if best[key] == line[-1] else (line[0], line[1])
+        vs.append({**best, key: float(f"{edge * edge / inner:.3g}")})
+    return vs
+
+
+def compare_cells(cfg: CompareConfig, out: Path | None = None) -> list[Cell]:
     """Every cell, in the order they are computed: the sweeps first (the reported cells of a
     swept method wait for them), then the reported cells seed by seed (a compare stopped
-    early has every method's first seeds)."""
+    early has every method's first seeds). With ``cfg.sweep_widen``, the sweep cells depend
+    on those done in ``out`` (the grid widens while its best value is on an edge)."""
     sweeps = [
         Cell(m, variant_label(v), 0)
         for m in cfg.methods
-        if len(vs := sweep_variants(cfg, m)) > 1
+        if len(vs := sweep_variants(cfg, m, out)) > 1
         for v in vs
     ]
     reported = [Cell(m, SELECTED, s) for m in cfg.methods for s in method_seeds(cfg, m)]
@@ -99,7 +137,7 @@ def selection(cfg: CompareConfig, out: Path, method: str) -> dict[str, Any] | No
     is not part of the comparison)."""
     spec = get_method_spec(method)
     base = spec.inherits or method
-    vs = get_method_spec(base).variants(cfg)
+    vs = sweep_variants(cfg, base, out)  # widened by the cells done (cfg.sweep_widen)
     if len(vs) == 1 or base not in cfg.methods:
         v = vs[0] if len(vs) == 1 else get_method_spec(base).sweep(cfg)[cfg.sweep_default_index]
         return {"variant": v, "label": variant_label(v), "source": None, "dev": {}}

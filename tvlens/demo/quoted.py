@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tvlens.compare.sentences import verdict_summary
 from tvlens.errors import TVLensError
 
 QUOTE = re.compile(r"<!--q:([\w.\-]+)-->(.*?)<!--/q-->", re.S)
@@ -266,8 +267,6 @@ def compare_numbers(prefix: str) -> Source:
     (``...GROUP.first``) and seeds (``PREFIX.METHOD.seeds``)."""
 
     def numbers(doc: dict[str, Any], folder: Path | None = None) -> dict[str, str]:
-        from tvlens.compare.sentences import verdict_summary
-
         vs = doc.get("verdicts") or []
         out = {f"{prefix}.verdicts": verdict_summary(vs)}
         out.update({f"{prefix}.claim{i}": v["verdict"] for i, v in enumerate(vs, 1)})
