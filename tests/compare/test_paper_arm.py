@@ -94,3 +94,16 @@ def test_a_widened_grid_keeps_the_best_variants_other_settings():
     # the best at λ 0.1 is alone on its line: nothing to widen along
     devs[(1e-3, 0.1)] = 0.9
     assert widened(base, 2, lambda v: devs.get((v["lr"], v["scale"]))) == base
+
+
+def test_overlaps_table_equals_input_overlap_pair_by_pair():
+    from tvlens.compare.data import OVERLAP_MODES, input_overlap, overlaps
+    from tvlens.tasks.core import Example, Task
+
+    a = Task("a", (Example("Red fox", "x"), Example("blue  cat", "y"), Example("owl", "z")))
+    b = Task("b", (Example("red fox", "p"), Example("cat blue", "q"), Example("Emu", "r")))
+    table = overlaps({"a": a, "b": b}, ["a", "b"])
+    for m in OVERLAP_MODES:
+        assert table[m]["a"]["b"] == round(input_overlap(a, b, m), 4)
+        assert table[m]["b"]["a"] == round(input_overlap(b, a, m), 4)
+    assert table["words"]["a"]["b"] == round(2 / 3, 4) and table["exact"]["a"]["b"] == 0
