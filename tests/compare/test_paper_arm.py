@@ -91,9 +91,12 @@ def test_a_widened_grid_keeps_the_best_variants_other_settings():
     devs = {(1e-3, 0.01): 0.3, (5e-3, 0.01): 0.6, (1e-3, 0.1): 0.4, (0.025, 0.01): 0.5}
     out = widened(base, 2, lambda v: devs.get((v["lr"], v["scale"])))
     assert out[3:] == [{"lr": 0.025, "scale": 0.01}]
-    # the best at λ 0.1 is alone on its line: nothing to widen along
-    devs[(1e-3, 0.1)] = 0.9
-    assert widened(base, 2, lambda v: devs.get((v["lr"], v["scale"]))) == base
+    # the best at λ 0.1: alone on its learning-rate line, on the top of its λ line (at lr
+    # 1e-3): widened along λ
+    devs[(1e-3, 0.1)], devs[(1e-3, 1.0)] = 0.9, 0.2
+    out = widened(base, 2, lambda v: devs.get((v["lr"], v["scale"])))
+    assert out[3:] == [{"lr": 1e-3, "scale": 1.0}]
+    assert widened(base, 2, lambda v: devs.get((v["lr"], v["scale"])), keys=("lr",)) == base
 
 
 def test_overlaps_table_equals_input_overlap_pair_by_pair():

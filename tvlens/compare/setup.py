@@ -91,11 +91,12 @@ def _best_dev(out: Path, cell: Cell) -> float | None:
 
 
 def widened(
-    variants: list[dict], steps: int, dev: Callable[[dict], float | None], key: str = "lr"
-) -> list[dict]:
-    """``variants`` with up to ``steps`` more values of ``key`` (the learning rate): while
-    the best variant's (by ``dev``; None: not done yet, so the grid waits) ``key`` is the
-    smallest or largest tried with its other settings (e.g. ATV's λ), one more value a grid
+    variants: list[dict], steps: int, dev: Callable[[dict], float | None],
+    keys: tuple[str, ...] = ("lr", "scale"),
+) -> list[dict]:  # fmt: skip
+    """``variants`` with up to ``steps`` more: while the best variant (by ``dev``; None: not
+    done yet, so the grid waits) has a setting among ``keys`` (the learning rate, then ATV's
+    λ) that is the smallest or largest tried with its other settings, one more value a grid
     step beyond it (the ratio of the two values at that edge) is added. A sweep whose best
     value sits on the edge of its grid may not have found its optimum; the report says where
     each chosen value lies (``grid_position``)."""
@@ -105,13 +106,22 @@ def widened(
         if any(x is None for x in scores):
             return vs
         best = vs[max(range(len(vs)), key=lambda i: (scores[i], -i))]
-        others = {k: x for k, x in best.items() if k != key}
-        line = sorted(v[key] for v in vs if {k: x for k, x in v.items() if k != key} == others)
-        if len(line) < 2 or line[0] < best[key] < line[-1]:
+        extra = next((x for k in keys if k in best and (x := _beyond(vs, best, k))), None)
+        if extra is None:
             return vs
-        edge, inner = (line[-1], line[-2]) if best[key] == line[-1] else (line[0], line[1])
-        vs.append({**best, key: float(f"{edge * edge / inner:.3g}")})
+        vs.append(extra)
     return vs
+
+
+def _beyond(vs: list[dict], best: dict, key: str) -> dict | None:
+    """The variant one grid step past ``best`` along ``key`` when ``best`` is on the edge of
+    its line (the variants equal to it but in ``key``), else None."""
+    others = {k: x for k, x in best.items() if k != key}
+    line = sorted(v[key] for v in vs if {k: x for k, x in v.items() if k != key} == others)
+    if len(line) < 2 or line[0] < best[key] < line[-1]:
+        return None
+    edge, inner = (line[-1], line[-2]) if best[key] == line[-1] else (line[0], line[1])
+    return {**best, key: float(f"{edge * edge / inner:.3g}")}
 
 
 def compare_cells(cfg: CompareConfig, out: Path | None = None) -> list[Cell]:
