@@ -90,13 +90,18 @@ def test_a_widened_grid_keeps_the_best_variants_other_settings():
             {"lr": 1e-3, "scale": 0.1}]  # fmt: skip
     devs = {(1e-3, 0.01): 0.3, (5e-3, 0.01): 0.6, (1e-3, 0.1): 0.4, (0.025, 0.01): 0.5}
     out = widened(base, 2, lambda v: devs.get((v["lr"], v["scale"])))
-    assert out[3:] == [{"lr": 0.025, "scale": 0.01}]
-    # the best at λ 0.1: alone on its learning-rate line, on the top of its λ line (at lr
-    # 1e-3): widened along λ
+    # lr: one step above 5e-3; then λ: the best was tried at λ 0.01 only, its neighbour 0.1
+    assert out[3:] == [{"lr": 0.025, "scale": 0.01}, {"lr": 5e-3, "scale": 0.1}]
+    assert widened(base, 2, lambda v: devs.get((v["lr"], v["scale"])), keys=("lr",))[3:] == [
+        {"lr": 0.025, "scale": 0.01}
+    ]
+    # the best at λ 0.1, alone on its learning-rate line: the neighbouring rate is tried at
+    # it first (and the grid waits for that cell); along λ only, one λ step above 0.1
     devs[(1e-3, 0.1)], devs[(1e-3, 1.0)] = 0.9, 0.2
     out = widened(base, 2, lambda v: devs.get((v["lr"], v["scale"])))
+    assert out[3:] == [{"lr": 5e-3, "scale": 0.1}]
+    out = widened(base, 2, lambda v: devs.get((v["lr"], v["scale"])), keys=("scale",))
     assert out[3:] == [{"lr": 1e-3, "scale": 1.0}]
-    assert widened(base, 2, lambda v: devs.get((v["lr"], v["scale"])), keys=("lr",)) == base
 
 
 def test_overlaps_table_equals_input_overlap_pair_by_pair():
@@ -110,3 +115,19 @@ def test_overlaps_table_equals_input_overlap_pair_by_pair():
         assert table[m]["a"]["b"] == round(input_overlap(a, b, m), 4)
         assert table[m]["b"]["a"] == round(input_overlap(b, a, m), 4)
     assert table["words"]["a"]["b"] == round(2 / 3, 4) and table["exact"]["a"]["b"] == 0
+
+
+def test_a_best_variant_alone_on_its_line_gets_its_neighbours():
+    """ATV's cross-shaped sweep: λ values at one learning rate. When the best λ was tried at
+    that rate only, the neighbouring rates are tried at it (then the usual widening)."""
+    from tvlens.compare.setup import widened
+
+    base = [{"lr": 1e-3, "scale": 1e-3}, {"lr": 5e-3, "scale": 1e-3}, {"lr": 2.5e-2, "scale": 1e-3},
+            {"lr": 5e-3, "scale": 1e-2}]  # fmt: skip
+    devs = {(1e-3, 1e-3): 0.2, (5e-3, 1e-3): 0.3, (2.5e-2, 1e-3): 0.3, (5e-3, 1e-2): 0.4,
+            (2.5e-2, 1e-2): 0.35, (1e-3, 1e-2): 0.1}  # fmt: skip
+    out = widened(base, 3, lambda v: devs.get((v["lr"], v["scale"])))
+    # above first, then (still on the edge of [5e-3, 2.5e-2]) one step below: interior;
+    # then λ, on the top edge of [1e-3, 1e-2] at lr 5e-3: one step above
+    assert out[4:] == [{"lr": 2.5e-2, "scale": 1e-2}, {"lr": 1e-3, "scale": 1e-2},
+                       {"lr": 5e-3, "scale": 0.1}]  # fmt: skip

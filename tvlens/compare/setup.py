@@ -115,10 +115,16 @@ def widened(
 
 def _beyond(vs: list[dict], best: dict, key: str) -> dict | None:
     """The variant one grid step past ``best`` along ``key`` when ``best`` is on the edge of
-    its line (the variants equal to it but in ``key``), else None."""
+    its line (the variants equal to it but in ``key``); when ``best`` is alone on its line
+    (a cross-shaped sweep: ATV's λ values tried at one learning rate), the nearest value of
+    ``key`` tried elsewhere, above it first; else None."""
     others = {k: x for k, x in best.items() if k != key}
     line = sorted(v[key] for v in vs if {k: x for k, x in v.items() if k != key} == others)
-    if len(line) < 2 or line[0] < best[key] < line[-1]:
+    if len(line) < 2:
+        tried = sorted({v[key] for v in vs if key in v})
+        near = [x for x in tried if x > best[key]][:1] + [x for x in tried if x < best[key]][-1:]
+        return {**best, key: near[0]} if near else None
+    if line[0] < best[key] < line[-1]:
         return None
     edge, inner = (line[-1], line[-2]) if best[key] == line[-1] else (line[0], line[1])
     return {**best, key: float(f"{edge * edge / inner:.3g}")}
