@@ -131,3 +131,11 @@ def test_a_best_variant_alone_on_its_line_gets_its_neighbours():
     # then λ, on the top edge of [1e-3, 1e-2] at lr 5e-3: one step above
     assert out[4:] == [{"lr": 2.5e-2, "scale": 1e-2}, {"lr": 1e-3, "scale": 1e-2},
                        {"lr": 5e-3, "scale": 0.1}]  # fmt: skip
+
+
+def test_the_configs_bootstrap_levels_are_the_statistics_levels():
+    """The configuration keeps its own copy (it imports no numpy): the same names."""
+    from tvlens.compare.config import BOOTSTRAP_LEVELS
+    from tvlens.evaluation.stats import LEVELS
+
+    assert BOOTSTRAP_LEVELS == LEVELS

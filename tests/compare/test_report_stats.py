@@ -64,9 +64,16 @@ def test_verdicts_from_stats_with_mdd_and_heldout_rows(data):
     sub = recs[(recs.group == "in_domain") & (recs.instructions == "train")]
     v = stats.verdict(stats.hierarchical_bootstrap(sub.rename(columns={"exact": "value"}),
                                                    "atv", "icl_5", n_resamples=10_000),
-                      report.EQUIVALENCE_MARGIN)  # fmt: skip
+                      cfg.equivalence_margin)  # fmt: skip
     t = first["tests"][0]
     assert (t["method"], t["baseline"], t["word"]) == ("atv", "icl_5", v.word)
+    # the margin and the levels are the configuration's
+    wide = report.verdicts(
+        recs, cfg.with_overrides(equivalence_margin=0.1, bootstrap_levels=["task", "query"])
+    )
+    assert {(x["margin"], tuple(x["levels"])) for c in wide for x in c["tests"]} == {
+        (0.1, ("task", "query"))
+    }
     assert t["ci"] == pytest.approx(list(v.ci)) and t["mdd"] == pytest.approx(v.mdd)
 
 

@@ -263,6 +263,13 @@ PAPER_METHODS = [
     "atv_affine_r8", "vector:i2cl",
 ]  # fmt: skip
 
+# The fixed-vector baselines on SmolLM2-135M on 2 cores (the cpu and paper_cpu presets): 12
+# extraction prompts, 10 heads, the AIE on 2 tasks x 8 prompts, every third layer from 3 to 21.
+CPU_VECTOR = VectorOptions(
+    n_extract=12, top_k_heads=10, aie_tasks=2, aie_prompts=8,
+    sweep_layers=[3, 6, 9, 12, 15, 18, 21],
+)  # fmt: skip
+
 DEFAULT_PRESET = "cpu"  # when none is named: the committed run
 PRESETS: dict[str, CompareConfig] = {
     # Seconds: the synthetic setting's target (tvlens.atv.data.SYNTHETIC_TARGET, first / last
@@ -317,13 +324,7 @@ PRESETS: dict[str, CompareConfig] = {
             "swept 3..21 step 3; the matched-budget ATV rows (atv_lora_budget, "
             "atv_prefix_budget) left out."
         ),
-        vector=VectorOptions(
-            n_extract=12,
-            top_k_heads=10,
-            aie_tasks=2,
-            aie_prompts=8,
-            sweep_layers=[3, 6, 9, 12, 15, 18, 21],
-        ),
+        vector=CPU_VECTOR,
         peft=PeftOptions(lrs=[3e-4, 1e-3, 3e-3], lora_rank=8, prefix_tokens=10),
         atv=ATVOptions(
             generator="smollm2-135m",
@@ -366,13 +367,7 @@ PRESETS: dict[str, CompareConfig] = {
             "kept; generator = SmolLM2's first 4 blocks (not GPT-2) reading 'Q: {input} \\n A: "
             "' only, at 0.1x the expansion's lr; demonstration methods 1 seed."
         ),
-        vector=VectorOptions(
-            n_extract=12,
-            top_k_heads=10,
-            aie_tasks=2,
-            aie_prompts=8,
-            sweep_layers=[3, 6, 9, 12, 15, 18, 21],
-        ),
+        vector=CPU_VECTOR,
         peft=PeftOptions(lrs=[3e-4, 1e-3, 3e-3, 1e-2], lora_rank=8, prefix_tokens=10),
         atv=ATVOptions(
             generator="smollm2-135m",

@@ -49,7 +49,6 @@ from tvlens.runs.portable import local
 
 GROUPS = ("in_domain", "unseen")
 # Two accuracies within this margin count as equal (the equal-rank claim).
-EQUIVALENCE_MARGIN = 0.05
 
 
 def load_cells(out: Path, cfg: CompareConfig) -> tuple[dict[str, list[dict]], list[dict]]:
@@ -288,10 +287,8 @@ def verdicts(
     in-domain; (2) ATV beats zero-shot, ICL, retrieval and LoRA on unseen tasks; (3) at equal
     rank ATV matches LoRA (TOST), and ATV beats prefix tuning. ``flagged``: per group, the
     test queries whose first answer token is free or shared (first-token column's caveat)."""
-    margin = float(getattr(cfg, "equivalence_margin", EQUIVALENCE_MARGIN))
-    n = max(int(getattr(cfg, "bootstrap", 0)), MIN_RESAMPLES)
-    levels = tuple(getattr(cfg, "bootstrap_levels", stats.LEVELS))
-    seed = int(getattr(cfg, "data_seed", 0))
+    margin, n = cfg.equivalence_margin, max(cfg.bootstrap, MIN_RESAMPLES)
+    levels, seed = tuple(cfg.bootstrap_levels), cfg.data_seed
     claims: dict[str, dict[str, Any]] = {}
     for c in registry.CLAIMS:
         tests = [t for tpl in INSTRUCTIONS for a, b, g in c.tests

@@ -78,7 +78,7 @@ def sweep_variants(cfg: CompareConfig, method: str, out: Path | None = None) -> 
     ``cfg.sweep_widen`` and the comparison's folder ``out``, the grid widened until the best
     learning rate is interior (:func:`widened`)."""
     vs = get_method_spec(method).variants(cfg)
-    if out is None or len(vs) < 2 or not getattr(cfg, "sweep_widen", 0):
+    if out is None or len(vs) < 2 or not cfg.sweep_widen:
         return vs
     return widened(vs, cfg.sweep_widen, lambda v: _best_dev(out, Cell(method, variant_label(v), 0)))
 

@@ -182,7 +182,7 @@ def run_cells(
     announce = ctx.progress if announce is None else announce
     ran: list[Cell] = []
     while True:
-        if getattr(ctx.cfg, "sweep_widen", 0):  # a widened grid adds sweep cells as they finish
+        if ctx.cfg.sweep_widen:  # a widened grid adds sweep cells as they finish
             cells = compare_cells(ctx.cfg, ctx.out)
         todo = [c for c in cells if not cell_path(ctx.out, c).is_file()]
         if not todo or (stop_after is not None and len(ran) >= stop_after):
