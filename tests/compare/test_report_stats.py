@@ -144,3 +144,24 @@ def test_no_cells_yet_gives_inconclusive_claims(data):
     assert [v["verdict"] for v in vs] == ["inconclusive"] * 3
     assert all(v["why"] == "methods missing" for v in vs)
     assert "methods missing" in report.verdict_sentences(vs)
+
+
+def test_a_claim_is_not_reproduced_on_part_of_its_tests(data):
+    # the rank-8 pair alone, both always right: its test is "equal", but the claim has four
+    # more tests (rank 1, the static affine rows, prefix) that were not run
+    cells = _cells(data, {"atv_r8": 1.0, "lora_r8": 1.0}, {"atv_r8": 2, "lora_r8": 2})
+    vs = report.verdicts(report.query_records(cells, data), get_compare_preset("tiny"))
+    rank = next(v for v in vs if v["claim"].startswith("equal rank"))
+    assert {t["word"] for t in rank["tests"]} == {"equal"}
+    assert rank["verdict"] == "inconclusive" and set(rank["by_instructions"].values()) == {
+        "inconclusive"
+    }
+    assert rank["not_run"] == ["atv_r1 − lora_r1 (in_domain)",
+                               "atv_affine_r1 − lora_r1 (in_domain)",
+                               "atv_affine_r8 − lora_r8 (in_domain)",
+                               "atv − prefix (in_domain)"]  # fmt: skip
+    assert rank["why"] == "4 of its 5 tests not run"
+    assert "not run (a method without results): atv_r1 − lora_r1" in report.verdict_sentences(vs)
+    # one failed test refutes a claim even when others were not run
+    assert report.claim_word([{"word": "worse", "rule": "equal"}], not_run=3) == "not reproduced"
+    assert report.claim_word([{"word": "equal", "rule": "equal"}], not_run=1) == "inconclusive"

@@ -236,20 +236,22 @@ def query_records(cells: dict[str, list[dict]], data: CompareData) -> pd.DataFra
     return pd.DataFrame(rows, columns=cols)
 
 
-def claim_word(tests: list[dict[str, Any]]) -> str:
+def claim_word(tests: list[dict[str, Any]], not_run: int = 0) -> str:
     """A claim's verdict from its tests' words (each from :func:`stats.verdict`): a ``beats``
     claim is reproduced when every test is ``better``, not reproduced when any is ``worse``
     or ``equal`` (shown within the margin, so not better); an ``equal`` claim (no worse than,
     within the margin) is reproduced when every test is ``equal`` or ``better``, not
-    reproduced when any is ``worse``; otherwise inconclusive."""
+    reproduced when any is ``worse``; otherwise inconclusive. ``not_run``: the claim's tests
+    whose methods the run lacks; one failed test still refutes the claim, but a claim is
+    never reproduced on part of its tests."""
     if not tests:
         return "inconclusive"
     words = [(t["word"], t["rule"]) for t in tests]
     ok = [w == "better" or (r == "equal" and w == "equal") for w, r in words]
     bad = [w == "worse" or (r == "beats" and w == "equal") for w, r in words]
-    if all(ok):
-        return "reproduced"
-    return "not reproduced" if any(bad) else "inconclusive"
+    if any(bad):
+        return "not reproduced"
+    return "reproduced" if all(ok) and not not_run else "inconclusive"
 
 
 def _test(
@@ -290,25 +292,38 @@ def verdicts(
     margin, n = cfg.equivalence_margin, max(cfg.bootstrap, MIN_RESAMPLES)
     levels, seed = tuple(cfg.bootstrap_levels), cfg.data_seed
     claims: dict[str, dict[str, Any]] = {}
+    tpls = [tpl for tpl in INSTRUCTIONS if (records["instructions"] == tpl).any()]
     for c in registry.CLAIMS:
-        tests = [t for tpl in INSTRUCTIONS for a, b, g in c.tests
+        tests = [t for tpl in tpls for a, b, g in c.tests
                  if (t := _test(records, a, b, g, tpl, c.rule, margin, n, levels, seed,
                                 flagged)) is not None]  # fmt: skip
         name = c.part_of or c.name
         if name not in claims:
-            claims[name] = {"claim": name, "tests": []}
+            claims[name] = {"claim": name, "tests": [], "declared": []}
         if c.part_of is not None:
             claims[name]["claim"] = f"{claims[name]['claim']}; {c.name}"
         claims[name]["tests"].extend(tests)
+        claims[name]["declared"].extend((a, b, g) for a, b, g in c.tests)
     for v in claims.values():
-        v["verdict"] = claim_word(v["tests"])
+        declared = v.pop("declared")
+        # The claim's tests the run could not make (a method without records).
+        done = {(t["method"], t["baseline"], t["group"], t["instructions"]) for t in v["tests"]}
+        missing = {tpl: [f"{a} − {b} ({g})" for a, b, g in declared
+                         if (a, b, g, tpl) not in done] for tpl in tpls}  # fmt: skip
+        v["not_run"] = sorted({x for xs in missing.values() for x in xs},
+                              key=[f"{a} − {b} ({g})" for a, b, g in declared].index)  # fmt: skip
+        v["verdict"] = claim_word(v["tests"], len(v["not_run"]))
         v["by_instructions"] = {
-            tpl: claim_word([t for t in v["tests"] if t["instructions"] == tpl])
-            for tpl in INSTRUCTIONS
+            tpl: claim_word(
+                [t for t in v["tests"] if t["instructions"] == tpl], len(missing[tpl])
+            )  # fmt: skip
+            for tpl in tpls
             if any(t["instructions"] == tpl for t in v["tests"])
         }
         if not v["tests"]:
             v["why"] = "methods missing"
+        elif v["not_run"]:
+            v["why"] = f"{len(v['not_run'])} of its {len(declared)} tests not run"
         v["margin"], v["n_resamples"], v["levels"] = margin, n, list(levels)
     return list(claims.values())
 

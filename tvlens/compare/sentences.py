@@ -24,6 +24,8 @@ def verdict_sentences(vs: list[dict[str, Any]]) -> str:
         why = f" ({v['why']})" if v.get("why") else ""
         lines.append(f"- **{v['claim']}**: {v['verdict']}{why} on whole-answer exact match"
                      + (f" ({by})." if by else "."))  # fmt: skip
+        if v.get("not_run") and v["tests"]:
+            lines.append(f"  - not run (a method without results): {', '.join(v['not_run'])}")
         for t in v["tests"]:
             tost = ""
             if t["margin"] is not None:
