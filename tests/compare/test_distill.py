@@ -66,10 +66,45 @@ def test_bad_arguments_are_refused_before_loading(monkeypatch):
     bad = [({"rank": 0}, "rank"), ({"ranks": (1, -1)}, "rank"), ({"ranks": ()}, "No rank"),
            ({"seeds": 0}, "seeds"), ({"rel_tol": 1.5}, "rel_tol"),
            ({"student_epochs": 0}, "student_epochs"),
-           ({"rank": 2, "ranks": (4,)}, "not both")]  # fmt: skip
+           ({"rank": 2, "ranks": (4,)}, "not both"), ({"lora_lr": 0.0}, "lora_lr"),
+           ({"atv_lr": -1e-3}, "atv_lr"), ({"atv_scale": -0.5}, "atv_scale")]  # fmt: skip
     for kwargs, says in bad:
         with pytest.raises(TVLensError, match=says):
             run_distill("/no/such/model", **kwargs)
+
+
+def test_the_cli_flags_reproduce_the_committed_run(tmp_path, monkeypatch):
+    """``tvlens atv distill`` with the flags the results page gives computes the committed
+    run's cells' configuration: its cells are reused, none recomputed (the script's overrides
+    and the flags are one configuration)."""
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from tvlens.cli import app
+    from tvlens.runs.portable import portable
+
+    committed = Path(__file__).parents[2] / "figures" / "atv_compare" / "distill_cpu"
+    settings = json.loads((committed / "distill" / "r1_seed0.json").read_text())["settings"]
+    tasks = "fv/country-capital,fv/english-french,fv/antonym,fv/present-past," \
+            "fv/choose_first_of_3,fv/sentiment"  # fmt: skip
+    cfg = D.distill_config("smollm2-135m", "cpu", lora_lr=3e-3, atv_lr=5e-3, atv_scale=1e-2,
+                           in_domain=tasks.split(","), epochs=6)  # fmt: skip
+    assert json.loads(json.dumps(portable(cfg.fingerprint()))) == settings["config"]
+    # the CLI reaches run_distill with the same arguments
+    seen = {}
+    monkeypatch.setattr(D, "run_distill", lambda target, **kw: seen.update(kw, target=target))
+    args = ["atv", "distill", "--target", "smollm2-135m", "--out", str(tmp_path), "--ranks",
+            "1,8", "--seeds", "1", "--student-epochs", "6", "--in-domain", tasks, "--epochs",
+            "6", "--lora-lr", "3e-3", "--atv-lr", "5e-3", "--atv-scale", "1e-2"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    kw = {k: seen[k] for k in ("lora_lr", "atv_lr", "atv_scale", "epochs", "in_domain")}
+    preset = seen["preset"]
+    seen_cfg = D.distill_config(seen["target"], preset, **kw)
+    assert seen_cfg.fingerprint() == cfg.fingerprint()
+    assert seen["student_epochs"] == 6 and list(seen["ranks"]) == [1, 8]
 
 
 # ---------------------------------------------------------------------------- KL by hand

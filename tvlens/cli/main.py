@@ -116,8 +116,11 @@ add_command(atv, "compare", "tvlens.compare.run:run_compare", CompareConfig,
             help="Compare zero-shot, ICL, task / function vectors, retrieval, LoRA, prefix tuning "
             "and ATV on instructed in-domain and unseen tasks; writes OUT/comparison.{json,csv}, "
             "the tables, the verdicts and figures. Resumes.")
-add_command(atv, "distill", "tvlens.compare.distill:run_distill", presets=COMPARISONS,
-            inputs="target out ranks seeds rank student_epochs rel_tol device",
+add_command(atv, "distill", "tvlens.compare.distill:run_distill", CompareConfig,
+            presets=COMPARISONS, overrides=True,
+            only=("in_domain", "data_dir", "n_train", "epochs"),
+            inputs="target out ranks seeds rank student_epochs rel_tol lora_lr atv_lr atv_scale "
+            "device",
             wrote="distill.json",
             own={**COMPARISON, "target": Input(str, "Frozen target: HF name, folder or run."),
                  "ranks": Input(str, "Ranks of the ATV expansion and of LoRA, comma-separated.",
@@ -128,7 +131,14 @@ add_command(atv, "distill", "tvlens.compare.distill:run_distill", presets=COMPAR
                  "student_epochs": Input(int | None, "Most epochs a student trains (default: "
                                          "the preset's epochs).", None),
                  "rel_tol": Input(float, "A student stops when its KL has not fallen by more "
-                                  "than this share for the preset's patience epochs.", 0.01)},
+                                  "than this share for the preset's patience epochs.", 0.01),
+                 "lora_lr": Input(float | None, "One learning rate for the LoRA teachers and "
+                                  "students (default: the comparison's choice on dev, else "
+                                  "the preset's).", None),
+                 "atv_lr": Input(float | None, "One learning rate for the ATV teachers and "
+                                 "students (default: as for --lora-lr).", None),
+                 "atv_scale": Input(float | None, "The ATV expansion's λ (default: the "
+                                    "preset's).", None)},
             help="The equal-rank distillation test of expressivity: per rank and seed, rank-r "
             "ATV and LoRA teachers, and a fresh student of each family distilled from each "
             "teacher (cross-family, and same-family as the floor) over every answer token "

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from tvlens.compare.config import DEFAULT_PRESET, get_compare_preset
+from tvlens.compare.config import DEFAULT_PRESET, CompareConfig, get_compare_preset
 from tvlens.compare.fitting import FitCriterion, engine_fit, hf_logits
 from tvlens.compare.registry import rank_pair
 from tvlens.compare.run import build_method
@@ -508,6 +508,35 @@ def _reuse(path: Path, settings: dict[str, Any]) -> DistillResult | None:
     return DistillResult.load(path)
 
 
+def distill_config(
+    target: str | Any, preset: str = DEFAULT_PRESET, lora_lr: float | None = None,
+    atv_lr: float | None = None, atv_scale: float | None = None, **overrides: Any,
+) -> CompareConfig:  # fmt: skip
+    """The comparison configuration a distillation runs with: ``preset`` with ``overrides``
+    (any :class:`CompareConfig` field), the target recorded by name or folder, and the single
+    learning rates (``lora_lr``, ``atv_lr``) and λ (``atv_scale``) given, each refused in one
+    line unless positive."""
+    for name, x in (("lora_lr", lora_lr), ("atv_lr", atv_lr), ("atv_scale", atv_scale)):
+        if x is not None and (isinstance(x, bool) or not isinstance(x, int | float) or x <= 0):
+            raise TVLensError(f"{name} (--{name.replace('_', '-')}) must be a positive number, "
+                              f"e.g. 0.003; got {x!r}.")  # fmt: skip
+    if lora_lr is not None:
+        overrides["peft"] = {**overrides.get("peft", {}), "lrs": [float(lora_lr)]}
+    atv = {**overrides.get("atv", {})}
+    if atv_lr is not None:
+        atv["lrs"] = [float(atv_lr)]
+    if atv_scale is not None:
+        atv["scale"] = float(atv_scale)
+    if atv:
+        overrides["atv"] = atv
+    cfg = get_compare_preset(preset).with_overrides(**overrides)
+    if isinstance(target, TVModel):
+        return cfg.with_overrides(target=target.spec.path or target.spec.name)
+    if isinstance(target, str | Path):  # recorded as the comparison's target
+        return cfg.with_overrides(target=str(target))
+    return cfg
+
+
 def run_distill(
     target: str | Any,
     out: str | Path = "runs/compare",
@@ -518,6 +547,9 @@ def run_distill(
     student_epochs: int | None = None,
     rel_tol: float = REL_TOL,
     device: str | None = None,
+    lora_lr: float | None = None,
+    atv_lr: float | None = None,
+    atv_scale: float | None = None,
     **overrides: Any,
 ) -> DistillReport:
     """``tvlens atv distill``: :func:`distill_pair` for each rank of ``ranks`` (``rank``: one
@@ -527,14 +559,12 @@ def run_distill(
     ``student_epochs`` (default: the comparison's ``epochs``) and stop when the KL has not
     fallen by more than ``rel_tol`` for ``patience`` epochs. Each cell is written to
     ``out/distill/`` as it finishes (a stopped run resumes by cells); then ``out/distill.json``
-    and ``out/distill.md``."""
+    and ``out/distill.md``. ``lora_lr``, ``atv_lr``, ``atv_scale``: one learning rate for the
+    LoRA teachers and students, one learning rate and λ for the ATV ones, instead of the
+    preset's grids (:func:`distill_config`)."""
     ranks = _checked(ranks, seeds, rank, rel_tol, student_epochs)
     out = Path(out)
-    cfg = get_compare_preset(preset).with_overrides(**overrides)
-    if isinstance(target, TVModel):
-        cfg = cfg.with_overrides(target=target.spec.path or target.spec.name)
-    elif isinstance(target, str | Path):  # recorded as the comparison's target
-        cfg = cfg.with_overrides(target=str(target))
+    cfg = distill_config(target, preset, lora_lr, atv_lr, atv_scale, **overrides)
     epochs = student_epochs or cfg.epochs
     stopping = stopping_rule(cfg.patience, rel_tol, epochs)
     settings = json.loads(json.dumps(portable({"config": cfg.fingerprint(), "rel_tol": rel_tol,

@@ -314,9 +314,7 @@ def verdicts(
                               key=[f"{a} − {b} ({g})" for a, b, g in declared].index)  # fmt: skip
         v["verdict"] = claim_word(v["tests"], len(v["not_run"]))
         v["by_instructions"] = {
-            tpl: claim_word(
-                [t for t in v["tests"] if t["instructions"] == tpl], len(missing[tpl])
-            )  # fmt: skip
+            tpl: claim_word([t for t in v["tests"] if t["instructions"] == tpl], len(missing[tpl]))
             for tpl in tpls
             if any(t["instructions"] == tpl for t in v["tests"])
         }
