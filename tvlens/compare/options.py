@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from tvlens.errors import ConfigError
 from tvlens.extraction.methods import FunctionVector
-from tvlens.runs.config import method_opt, opt
+from tvlens.runs.config import method_opt, opt, without_defaults
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,7 @@ class MethodOptions:
 
     def saved(self, values: dict[str, Any]) -> dict[str, Any]:
         """``values`` (this block as a dict) without the fields at their omitted defaults."""
-        defaults = {f.name: f.default for f in fields(self)}
-        return {k: v for k, v in values.items()
-                if not (k in self.omit_at_default and v == defaults[k])}  # fmt: skip
+        return without_defaults(self, values, self.omit_at_default)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import typing
+from collections.abc import Sequence
 from dataclasses import MISSING, Field, asdict, field, fields, replace
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
@@ -79,6 +80,15 @@ def redefault(config: type, name: str, default: Any, help: str | None = None) ->
     return field(default=default, metadata=meta)
 
 
+def without_defaults(obj: Any, values: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """``values`` (the dataclass ``obj`` as a dict) less the fields in ``names`` that are at
+    their defaults: a field added after runs were saved is written only when set, so those
+    runs' configs still compare equal and resume (:meth:`Config.to_dict`, and the option
+    blocks' ``saved``)."""
+    defaults = {f.name: f.default for f in fields(obj)}
+    return {k: v for k, v in values.items() if not (k in names and v == defaults[k])}
+
+
 class Config:
     """What every configuration shares. A subclass is a frozen dataclass; its fields' choices
     are ``Literal`` types (or a registry, :func:`opt`) and its lower bounds ``minimum``, both
@@ -148,11 +158,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """As written to ``config.json`` (JSON types: tuples become lists; the run's kind
         first where it has one), so that it compares equal to a saved config."""
-        d = json.loads(json.dumps(self._as_dict()))
-        defaults = {f.name: f.default for f in fields(self)}  # type: ignore[arg-type]
-        for name in self._omit_at_default:
-            if name in d and d[name] == defaults[name]:
-                del d[name]
+        d = without_defaults(self, json.loads(json.dumps(self._as_dict())), self._omit_at_default)
         return {KIND_KEY: self.kind, **d} if self.kind else d
 
     def _as_dict(self) -> dict[str, Any]:
