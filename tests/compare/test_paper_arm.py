@@ -139,3 +139,21 @@ def test_the_configs_bootstrap_levels_are_the_statistics_levels():
     from tvlens.evaluation.stats import LEVELS
 
     assert BOOTSTRAP_LEVELS == LEVELS
+
+
+def test_a_cell_read_by_the_planner_is_read_again_when_rewritten(tmp_path):
+    """The planner parses a cell once per version (it polls every few seconds), and never
+    serves the old content of a file written again (a sweep cell recomputed)."""
+    import json
+    import os
+
+    from tvlens.compare.setup import read_cell
+
+    path = tmp_path / "cell.json"
+    path.write_text(json.dumps({"info": {"best_dev_acc": 0.25}}))
+    first = read_cell(path)
+    assert read_cell(path) is first  # parsed once
+    path.write_text(json.dumps({"info": {"best_dev_acc": 0.5}}))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # coarse clocks: a new mtime
+    assert read_cell(path)["info"]["best_dev_acc"] == 0.5

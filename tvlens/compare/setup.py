@@ -3,6 +3,7 @@ the context every (method, seed) cell reads (:mod:`tvlens.compare.run` runs the 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,7 +88,19 @@ def _best_dev(out: Path, cell: Cell) -> float | None:
     path = cell_path(out, cell)
     if not path.is_file():
         return None
-    return json.loads(path.read_text()).get("info", {}).get("best_dev_acc", -1.0)
+    return read_cell(path).get("info", {}).get("best_dev_acc", -1.0)
+
+
+def read_cell(path: Path) -> dict[str, Any]:
+    """A finished cell's JSON, parsed once per version of the file: the planner asks for
+    the sweep cells' dev accuracies on every poll (:func:`widened`, :func:`selection`)."""
+    st = path.stat()
+    return _read_cell(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_cell(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
 
 
 def widened(
@@ -162,7 +175,7 @@ def selection(cfg: CompareConfig, out: Path, method: str) -> dict[str, Any] | No
         path = cell_path(out, Cell(base, variant_label(v), 0))
         if not path.is_file():
             return None
-        cells.append((v, local(json.loads(path.read_text()))))  # written portable
+        cells.append((v, local(read_cell(path))))  # written portable
     dev = {variant_label(v): c.get("info", {}).get("best_dev_acc", -1.0) for v, c in cells}
     best = max(range(len(cells)), key=lambda i: (dev[variant_label(cells[i][0])], -i))
     v, c = cells[best]
