@@ -243,3 +243,39 @@ def test_a_finished_run_resumes_by_cells_and_refuses_other_settings(distilled, m
     assert again.ran == [] and again.summary == res.summary and res.ran == ["r1_seed0"]
     with pytest.raises(TVLensError, match="another configuration"):
         run_distill(**{**kw, "rel_tol": 0.05})
+
+
+def test_stop_after_summarises_the_cells_done_and_lists_the_others(distilled, monkeypatch):
+    res, out, kw = distilled
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("stop_after=0 computed a cell")
+
+    monkeypatch.setattr(D, "as_model", no_work)
+    monkeypatch.setattr(D, "distill_pair", no_work)
+    part = run_distill(**{**kw, "seeds": 2}, stop_after=0)
+    assert part.ran == [] and part.missing == ["r1_seed1"]
+    assert part.summary == res.summary  # the done seed alone
+    assert "Not computed yet (resume with the same command): r1_seed1." in part.table
+    assert DistillReport.load(out / "distill.json").missing == ["r1_seed1"]
+    with pytest.raises(TVLensError, match="stop_after"):
+        run_distill(**kw, stop_after=-1)
+    run_distill(**kw)  # the folder's summary back to the finished run's
+
+
+def test_the_reading_does_not_call_a_budget_limit_inexpressible():
+    from types import SimpleNamespace
+
+    def cell(cross_kl, floor_kl, falling):
+        def d(kl, f):
+            return {"sets": {"train": {"kl": kl, "teacher_to_target": 2.0}}, "still_falling": f}
+
+        return SimpleNamespace(rank=1, directions={
+            "lora->atv": d(cross_kl, falling), "lora->lora": d(floor_kl, False),
+            "atv->lora": d(floor_kl, False), "atv->atv": d(floor_kl, False)})  # fmt: skip
+
+    assert "close to the floor" in D.reading([cell(0.1, 0.2, False)], 1, "lora")
+    falling = D.reading([cell(1.0, 0.1, True)], 1, "lora")
+    assert "still falling" in falling and "not within this budget" not in falling
+    assert "within this budget (an upper bound)" in falling and "at this rank" not in falling
+    assert "not expressed at this rank" in D.reading([cell(1.0, 0.1, False)], 1, "lora")

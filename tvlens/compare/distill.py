@@ -214,13 +214,15 @@ class DistillReport(Result):
     stopping: str
     table: str
     ran: list[str] = field(default_factory=list)  # the cells computed by this call
+    missing: list[str] = field(default_factory=list)  # cells not computed yet (stop_after)
 
     def __str__(self) -> str:
         return self.table
 
     def to_dict(self) -> dict[str, Any]:
         return {"ranks": self.ranks, "seeds": self.seeds, "stopping": self.stopping,
-                "summary": self.summary, "teachers": self.teachers, "ran": self.ran}  # fmt: skip
+                "summary": self.summary, "teachers": self.teachers, "ran": self.ran,
+                "missing": self.missing}  # fmt: skip
 
     def to_dataframe(self):
         return pd.DataFrame(self.summary)
@@ -425,6 +427,10 @@ def reading(cells: Sequence[DistillResult], rank: int, teacher: str) -> str:
     if min(cross) <= max(floor):
         return f"{say}: close to the floor, expressible at this rank."
     ratio = np.mean(cross) / max(np.mean(floor), 1e-12)
+    if any(d["still_falling"] for d in ds[other]):  # the budget ended them, not the family
+        return (f"{say}: above the floor in every seed ({ratio:.3g}x), but the "
+                f"{names[other]} students were still falling: not expressed within this "
+                "budget (an upper bound), not shown inexpressible.")  # fmt: skip
     return f"{say}: above the floor in every seed ({ratio:.3g}x), not expressed at this rank."
 
 
@@ -460,7 +466,12 @@ def distill_table(report: DistillReport) -> str:
         lines.append(f"| {t['rank']} | {t['teacher']} | {t['group']} "
                      f"| {_fmt(t, 'first_token')} | {_fmt(t, 'exact_match')} |")  # fmt: skip
     lines += ["", "Reading (cross-family KL against the same teacher's same-family floor):", ""]
-    lines += [f"- {reading(report.cells, r, t)}" for r in report.ranks for t in ("lora", "atv")]
+    done = {c.rank for c in report.cells}
+    lines += [f"- {reading(report.cells, r, t)}" for r in report.ranks if r in done
+              for t in ("lora", "atv")]  # fmt: skip
+    if report.missing:
+        lines += ["", f"Not computed yet (resume with the same command): "
+                  f"{', '.join(report.missing)}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -550,6 +561,7 @@ def run_distill(
     lora_lr: float | None = None,
     atv_lr: float | None = None,
     atv_scale: float | None = None,
+    stop_after: int | None = None,
     **overrides: Any,
 ) -> DistillReport:
     """``tvlens atv distill``: :func:`distill_pair` for each rank of ``ranks`` (``rank``: one
@@ -561,8 +573,11 @@ def run_distill(
     ``out/distill/`` as it finishes (a stopped run resumes by cells); then ``out/distill.json``
     and ``out/distill.md``. ``lora_lr``, ``atv_lr``, ``atv_scale``: one learning rate for the
     LoRA teachers and students, one learning rate and λ for the ATV ones, instead of the
-    preset's grids (:func:`distill_config`)."""
+    preset's grids (:func:`distill_config`). ``stop_after``: compute at most this many cells
+    (0: none), then summarise the cells done; the others are listed as ``missing``."""
     ranks = _checked(ranks, seeds, rank, rel_tol, student_epochs)
+    if stop_after is not None and (isinstance(stop_after, bool) or stop_after < 0):
+        raise TVLensError(f"stop_after is a number of cells, at least 0; got {stop_after!r}.")
     out = Path(out)
     cfg = distill_config(target, preset, lora_lr, atv_lr, atv_scale, **overrides)
     epochs = student_epochs or cfg.epochs
@@ -575,14 +590,18 @@ def run_distill(
     for r, s in todo:
         if cells[r, s] is not None:
             continue
+        if stop_after is not None and len(ran) >= stop_after:
+            break
         if ctx is None:  # loaded only when a cell is left to compute
             ctx = compare_context(cfg, as_model(target, device=device), out)
         res = distill_pair(ctx, rank=r, seed=s, rel_tol=rel_tol, student_epochs=epochs)
         write_json_atomically(cell_file(out, r, s), res.saved(extra={"settings": settings}))
         cells[r, s], ran = res, [*ran, f"r{r}_seed{s}"]
-    done = [cells[key] for key in todo]
+    done = [cells[key] for key in todo if cells[key] is not None]
+    missing = [f"r{r}_seed{s}" for r, s in todo if cells[r, s] is None]
     rows, teachers = summarize(done)
-    report = DistillReport(ranks, list(range(seeds)), done, rows, teachers, stopping, "", ran)
+    report = DistillReport(ranks, list(range(seeds)), done, rows, teachers, stopping, "", ran,
+                           missing)  # fmt: skip
     report.table = distill_table(report)
     write_json_atomically(out / "distill.json", report.saved())
     (out / "distill.md").write_text(report.table)
