@@ -165,3 +165,14 @@ def test_a_claim_is_not_reproduced_on_part_of_its_tests(data):
     # one failed test refutes a claim even when others were not run
     assert report.claim_word([{"word": "worse", "rule": "equal"}], not_run=3) == "not reproduced"
     assert report.claim_word([{"word": "equal", "rule": "equal"}], not_run=1) == "inconclusive"
+
+
+def test_verdicts_md_names_the_configured_methods_without_results(data):
+    cells = _cells(data, {"atv": 0.6, "icl_5": 0.4}, {"atv": 2})
+    vs = report.verdicts(report.query_records(cells, data), get_compare_preset("tiny"))
+    summary = {"atv": {"seeds": [0, 1]}, "icl_5": {"seeds": [0]}, "prefix": {"skipped": "x"}}
+    md = report.format_verdicts(vs, summary, ["icl_5", "atv", "prefix", "lora_r8"])
+    assert "Seeds per method: atv 2, icl_5 1." in md
+    assert md.rstrip().endswith("No result yet (`missing_cells` in `comparison.json`): "
+                                "prefix, lora_r8.")  # fmt: skip
+    assert "No result yet" not in report.format_verdicts(vs, summary, ["atv"])

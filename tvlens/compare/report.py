@@ -326,11 +326,14 @@ def verdicts(
     return list(claims.values())
 
 
-def format_verdicts(vs: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> str:
+def format_verdicts(
+    vs: list[dict[str, Any]], summary: dict[str, Any] | None = None,
+    methods: list[str] | None = None,
+) -> str:  # fmt: skip
     """Markdown: the claims' sentences (:func:`verdict_sentences`), the table of tests
     (:func:`verdict_table`); then the trained methods whose dev accuracy was still rising
-    when their epochs ran out (their numbers are lower bounds) and the seeds each method
-    has."""
+    when their epochs ran out (their numbers are lower bounds), the seeds each method has,
+    and the configured ``methods`` without any result yet."""
     lines = [verdict_sentences(vs), verdict_table(vs)]
     rows = {
         m: r for m, r in (summary or {}).items() if not m.startswith("_") and "skipped" not in r
@@ -341,6 +344,8 @@ def format_verdicts(vs: list[dict[str, Any]], summary: dict[str, Any] | None = N
     seeds = {m: len(r["seeds"]) for m, r in rows.items()}
     if seeds:
         lines.append("Seeds per method: " + ", ".join(f"{m} {n}" for m, n in seeds.items()) + ".")
+    if none := [m for m in methods or () if m not in rows]:
+        lines.append(f"No result yet (`missing_cells` in `comparison.json`): {', '.join(none)}.")
     return "\n".join(lines) + "\n"
 
 
@@ -560,7 +565,7 @@ def write_outputs(
     _write_text(out / "comparison.csv", _csv(summary, data))
     _write_text(out / "table.md", table)
     _write_text(out / "categories.md", format_categories(summary))
-    _write_text(out / "verdicts.md", format_verdicts(vs, summary))
+    _write_text(out / "verdicts.md", format_verdicts(vs, summary, list(cfg.methods)))
     _write_text(out / "verdict_sentences.md", verdict_sentences(vs))
     _write_text(out / "curves.md", format_curves(summary))
     _write_text(out / "overlap.csv", overlap_csv)
