@@ -125,6 +125,15 @@ def test_committed_flat_comparison_resumes_without_recomputing(tmp_path):
     for changed in ({"lora_rank": 4}, {"vector": {"k": 4}}, {"atv_scale": 1e-3}):
         with pytest.raises(TVLensError, match="another configuration"):
             _check_out(out, cfg.with_overrides(**changed))
+    # every reported cell holds the variant its sweep chooses (none stale), and the folder
+    # may widen its grids later: the widened sweep cells are the only new work
+    from tvlens.compare.setup import cell_state
+
+    assert {cell_state(cfg, out, c) for c in compare_cells(cfg, out)} == {"done"}
+    wide = cfg.with_overrides(sweep_widen=1)
+    _check_out(out, wide)
+    new = [c for c in compare_cells(wide, out) if cell_state(wide, out, c) != "done"]
+    assert new and all(c.is_sweep for c in new)
 
 
 def test_a_result_saved_with_a_flat_config_loads_into_the_blocks():

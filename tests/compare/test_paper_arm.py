@@ -157,3 +157,61 @@ def test_a_cell_read_by_the_planner_is_read_again_when_rewritten(tmp_path):
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # coarse clocks: a new mtime
     assert read_cell(path)["info"]["best_dev_acc"] == 0.5
+
+
+def _write(path, doc):
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+
+
+def test_a_reported_cell_is_computed_again_when_the_widened_sweep_chooses_another_rate(
+    tmp_path, atv_target
+):
+    """``sweep_widen`` is outside the fingerprint (a folder may widen later): a reported cell
+    checks its own variant against the sweep's choice; stale cells are moved under stale/
+    (nothing lost) and computed again, and the report leaves them out meanwhile."""
+    from tvlens.compare.context import CompareContext
+    from tvlens.compare.run import get_compare_preset
+    from tvlens.compare.setup import Cell, cell_path, cell_state, compare_cells
+    from tvlens.compare.workers import run_cells
+
+    cfg = get_compare_preset("tiny").with_overrides(methods=["lora_qv"], seeds=2, sweep_widen=1)
+    assert cfg.fingerprint() == cfg.with_overrides(sweep_widen=0).fingerprint()
+    out = tmp_path
+    for lr, dev in ((0.002, 0.3), (0.005, 0.5)):
+        _write(cell_path(out, Cell("lora_qv", f"lr={lr}", 0)), {"info": {"best_dev_acc": dev}})
+    sel = [Cell("lora_qv", "selected", s) for s in (0, 1)]
+    for c in sel:
+        _write(cell_path(out, c), {"variant_values": {"lr": 0.005}, "seed": c.seed})
+        _write(out / "runs" / f"lora_qv__selected__seed{c.seed}" / "metrics.json", {})
+    # best on the top edge: the grid widens by one value, and the choice waits for it
+    extra = Cell("lora_qv", "lr=0.0125", 0)
+    assert compare_cells(cfg, out)[-3:] == [extra, *sel]
+    assert [cell_state(cfg, out, c) for c in (extra, *sel)] == ["missing", "done", "done"]
+    # the new rate wins on dev: the reported cells were trained with another rate
+    _write(cell_path(out, extra), {"info": {"best_dev_acc": 0.7}})
+    assert [cell_state(cfg, out, c) for c in sel] == ["stale", "stale"]
+    from tvlens.compare.report import load_cells
+
+    assert load_cells(out, cfg)[0] == {}  # the report leaves stale cells out
+    computed = []
+
+    def compute(ctx, cell):
+        computed.append(cell)
+        return {"variant_values": {"lr": 0.0125}, "seed": cell.seed}
+
+    from tvlens.compare.data import load_compare_data
+    from tvlens.models import load_model
+
+    target, data = load_model(atv_target, device="cpu"), load_compare_data(cfg, "arrow")
+    ctx = CompareContext(cfg, target, data, out, "cpu", "arrow", progress=False)
+    assert run_cells(ctx, compare_cells(cfg, out), compute) == sel and computed == sel
+    assert [cell_state(cfg, out, c) for c in sel] == ["done", "done"]
+    stale = sorted(p.name.split("__2")[0] for p in (out / "cells" / "stale").iterdir())
+    assert stale == ["lora_qv__selected__seed0", "lora_qv__selected__seed1"]
+    assert len(list((out / "runs" / "stale").iterdir())) == 2
+    # a value equal but for float rounding is the same variant (a widened value is rounded)
+    _write(cell_path(out, sel[0]), {"variant_values": {"lr": 0.0125 * (1 + 1e-12)}})
+    assert cell_state(cfg, out, sel[0]) == "done"

@@ -49,6 +49,9 @@ COMMON = (
 )  # fmt: skip
 # What only the report reads (a finished cell does not depend on it).
 REPORT_FIELDS = ("bootstrap", "equivalence_margin", "bootstrap_levels", "scale_note")
+# What only plans which cells run: a widened grid adds sweep cells, and a reported cell whose
+# variant the widened sweep no longer chooses is computed again (tvlens.compare.setup.cell_state).
+PLAN_FIELDS = ("sweep_widen",)
 BOOTSTRAP_LEVELS = ("task", "query", "seed")  # tvlens.evaluation.stats.LEVELS (no numpy here)
 
 
@@ -210,9 +213,11 @@ class CompareConfig(Config):
 
     def fingerprint(self) -> dict:
         """What a finished cell depends on: everything but which methods and how many seeds
-        are asked for (adding a method or a seed reuses the cells already there)."""
+        are asked for (adding a method or a seed reuses the cells already there), what only
+        the report reads, and how far a sweep widens (``sweep_widen``: the cells check their
+        chosen variant themselves)."""
         d = self.to_dict()
-        for k in ("methods", "seeds", "demo_seeds", *REPORT_FIELDS):
+        for k in ("methods", "seeds", "demo_seeds", *REPORT_FIELDS, *PLAN_FIELDS):
             d.pop(k, None)
         return d
 

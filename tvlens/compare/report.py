@@ -32,6 +32,7 @@ from tvlens.compare.setup import (
     CompareConfig,
     CompareData,
     cell_path,
+    cell_state,
     sweep_variants,
 )
 from tvlens.compare.setup import compare_cells as _cells
@@ -57,7 +58,7 @@ def load_cells(out: Path, cfg: CompareConfig) -> tuple[dict[str, list[dict]], li
     sweeps: list[dict] = []
     for cell in _cells(cfg, out):
         p = cell_path(out, cell)
-        if p.is_file():
+        if cell_state(cfg, out, cell) == "done":  # a stale cell waits to be computed again
             c = local(json.loads(p.read_text()))  # cells are written portable
             if cell.is_sweep:
                 sweeps.append(c)
@@ -570,7 +571,9 @@ def write_outputs(
     _write_text(out / "curves.md", format_curves(summary))
     _write_text(out / "overlap.csv", overlap_csv)
     _write_text(out / "overlap.md", overlap_md)
-    missing = [str(c) for c in _cells(cfg, out) if not cell_path(out, c).is_file()]
+    states = {c: cell_state(cfg, out, c) for c in _cells(cfg, out)}
+    missing = [str(c) + (" (stale: the sweep now chooses another variant)" if s == "stale" else "")
+               for c, s in states.items() if s != "done"]  # fmt: skip
     doc = (
         {"tvlens": tvlens.__version__, "target": cfg.target, "device": device,
          "split": data.describe(), "scale": cfg.scale_note, "config": cfg.to_dict(),

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 import tvlens
-from tvlens.compare.config import DEFAULT_PRESET, REPORT_FIELDS
+from tvlens.compare.config import DEFAULT_PRESET, PLAN_FIELDS, REPORT_FIELDS
 from tvlens.compare.fitting import patience_ran_out
 from tvlens.compare.registry import METHODS, as_method_name, get_method_spec, variant_label
 from tvlens.compare.report import write_outputs
@@ -46,6 +46,7 @@ from tvlens.compare.setup import (  # noqa: F401  (the public names of the compa
     CompareContext,
     CompareData,
     cell_path,
+    cell_state,
     compare_cells,
     compare_context,
     get_compare_preset,
@@ -302,7 +303,7 @@ def _check_out(out: Path, cfg: CompareConfig) -> None:
             old = {}
         fp = cfg.fingerprint()  # stored with portable paths (tvlens.runs.portable)
         saved = CompareConfig.upgrade(old.get("fingerprint") or {})
-        for k in REPORT_FIELDS:  # saved before they left the fingerprint: not a cell's input
+        for k in (*REPORT_FIELDS, *PLAN_FIELDS):  # saved before they left the fingerprint
             saved.pop(k, None)
         if saved not in (fp, portable(fp)):
             raise TVLensError(
@@ -372,7 +373,7 @@ def run_compare(
     device, template, data = ctx.device, ctx.template, ctx.data
     out.mkdir(parents=True, exist_ok=True)
     cells = compare_cells(cfg, out)
-    pending = [c for c in cells if not cell_path(out, c).is_file()]
+    pending = [c for c in cells if cell_state(cfg, out, c) != "done"]
     n_workers = 1 if stop_after is not None else max(1, min(n_workers, len(pending)))
     threads = torch.get_num_threads()
     if n_workers > 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,50 @@ def selection(cfg: CompareConfig, out: Path, method: str) -> dict[str, Any] | No
     v, c = cells[best]
     return {"variant": v, "label": variant_label(v), "dev": dev,
             "source": c if base == method else None}  # fmt: skip
+
+
+def _same_variant(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """The same settings, floats equal to 9 significant digits (a widened value is written
+    rounded, ``widened``)."""
+    if set(a) != set(b):
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if isinstance(x, float | int) and isinstance(y, float | int) and not isinstance(x, bool):
+            if abs(x - y) > 1e-9 * max(abs(x), abs(y)):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def cell_state(cfg: CompareConfig, out: Path, cell: Cell) -> str:
+    """``"missing"`` (no file), ``"done"``, or ``"stale"``: a reported cell of a swept method
+    whose variant is not the one the sweep now chooses (the grid widened after it was
+    computed, and a new value won on dev). A stale cell is computed again
+    (:func:`retire_stale`) and left out of the report meanwhile; while the sweep is not
+    finished a reported cell counts as done (it is judged once the choice is known)."""
+    path = cell_path(out, cell)
+    if not path.is_file():
+        return "missing"
+    if cell.is_sweep:
+        return "done"
+    sel = selection(cfg, out, cell.method)
+    if sel is None or not sel["dev"]:  # sweep not finished, or not a swept method
+        return "done"
+    values = read_cell(path).get("variant_values")
+    return "stale" if values is not None and not _same_variant(values, sel["variant"]) else "done"
+
+
+def retire_stale(out: Path, cell: Cell) -> None:
+    """Move a stale cell's JSON and its training folder under ``stale/`` (``cells/stale/``,
+    ``runs/stale/``, named with the time), so that it is computed again and nothing is lost."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for src in (cell_path(out, cell), out / "runs" / run_name(cell)):
+        if src.exists():
+            dest = src.parent / "stale" / f"{src.stem}__{stamp}{src.suffix}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            src.rename(dest)
 
 
 def compare_context(

@@ -18,8 +18,10 @@ from tvlens.compare.setup import (
     CompareConfig,
     CompareContext,
     cell_path,
+    cell_state,
     compare_cells,
     compare_context,
+    retire_stale,
     selection,
 )
 from tvlens.errors import TVLensError
@@ -154,13 +156,13 @@ def run_parallel(
                 p.terminate()
                 p.join()
     failed = [i for i, p in enumerate(procs, 1) if p.exitcode != 0]
-    missing = [c for c in cells if not cell_path(ctx.out, c).is_file()]
+    missing = [c for c in cells if cell_state(ctx.cfg, ctx.out, c) != "done"]
     if failed and missing:
         raise TVLensError(
             f"Compare worker(s) {failed} failed (traceback above); cells not computed: "
             f"{[str(c) for c in missing]}. Rerun the same command to resume."
         )
-    return [c for c in pending if cell_path(ctx.out, c).is_file()]
+    return [c for c in pending if cell_state(ctx.cfg, ctx.out, c) == "done"]
 
 
 def _ready(ctx: CompareContext, cell: Cell) -> bool:
@@ -184,7 +186,7 @@ def run_cells(
     while True:
         if ctx.cfg.sweep_widen:  # a widened grid adds sweep cells as they finish
             cells = compare_cells(ctx.cfg, ctx.out)
-        todo = [c for c in cells if not cell_path(ctx.out, c).is_file()]
+        todo = [c for c in cells if cell_state(ctx.cfg, ctx.out, c) != "done"]
         if not todo or (stop_after is not None and len(ran) >= stop_after):
             return ran
         ready = [c for c in todo if _ready(ctx, c)]
@@ -196,8 +198,11 @@ def run_cells(
             continue
         path = cell_path(ctx.out, cell)
         try:
-            if path.is_file():  # finished by another process since the check above
+            state = cell_state(ctx.cfg, ctx.out, cell)
+            if state == "done":  # finished by another process since the check above
                 continue
+            if state == "stale":  # the sweep's choice changed: computed again
+                retire_stale(ctx.out, cell)
             if announce:
                 print(f"[{tag}] {cell}", flush=True)
             res = compute(ctx, cell)
