@@ -152,7 +152,7 @@ def test_a_result_saved_with_a_flat_config_loads_into_the_blocks():
 COMPARE_FLAGS = [
     "--out", "--device", "--workers", "--preset", "--target", "--in-domain", "--unseen",
     "--data-dir", "--data", "--n-train", "--n-test", "--seeds", "--methods", "--epochs",
-    "--threads", "--help",
+    "--sweep-widen", "--threads", "--help",
 ]  # fmt: skip
 
 
@@ -163,5 +163,5 @@ def test_cli_offers_the_same_options():
     assert res.exit_code == 0, res.output
     flags = re.findall(r"^\s+(--[\w-]+)(?:, (--[\w-]+))?", res.output, re.M)
     assert [f for pair in flags for f in pair if f] == COMPARE_FLAGS
-    assert res.output.count("(default: the preset's)") == 9
+    assert res.output.count("(default: the preset's)") == 10
     assert "[default: cpu]" in res.output and "[default: auto]" in res.output

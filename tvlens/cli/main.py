@@ -109,7 +109,7 @@ COMPARISON = {"out": Input(Path, "The comparison's folder.")}
 add_command(atv, "compare", "tvlens.compare.run:run_compare", CompareConfig,
             presets=COMPARISONS, inputs="out device workers", overrides=True,
             only=("target", "seeds", "methods", "data_dir", "in_domain", "unseen", "epochs",
-                  "n_train", "n_test"),
+                  "n_train", "n_test", "sweep_widen"),
             own={**COMPARISON, "workers": Input(str, "Processes computing cells at once, each "
                  "with its own target copy; auto: one per core (at most 4) on a CPU, one on an "
                  "accelerator.", "auto")},
@@ -126,7 +126,8 @@ add_command(atv, "distill", "tvlens.compare.distill:run_distill", CompareConfig,
                  "ranks": Input(str, "Ranks of the ATV expansion and of LoRA, comma-separated.",
                                 "1,8", parser=comma_separated("--ranks", int),
                                 metavar="<int>,..."),
-                 "seeds": Input(int, "Seeds per rank (0, 1, ...): teachers and students.", 3),
+                 "seeds": Input(int | None, "Seeds per rank (0, 1, ...): teachers and "
+                                "students (default: the preset's).", None),
                  "rank": Input(int | None, "One rank instead of --ranks.", None),
                  "student_epochs": Input(int | None, "Most epochs a student trains (default: "
                                          "the preset's epochs).", None),

@@ -114,7 +114,9 @@ class CompareConfig(Config):
     sweep_default_index: int = 1  # the variant used without a sweep
     # While a sweep's best learning rate is the smallest or largest of its grid, add one more
     # value a grid step beyond it, at most this many times (tvlens.compare.setup.widened).
-    sweep_widen: int = 0
+    sweep_widen: int = opt(
+        0, "Widen a sweep's grid up to N values while its best value is on an edge."
+    )
     # Epochs of the sweep cells (None: ``epochs``): a shorter sweep picks the learning rate,
     # then the reported seeds train up to ``epochs``. Seed 0 reuses its sweep cell only when
     # that run stopped on its own (patience), i.e. when a longer budget would not change it.
@@ -142,6 +144,7 @@ class CompareConfig(Config):
         if self.sweep_epochs is not None:
             self.check_at_least(1, "sweep_epochs")
         self.check_at_least(1, "n_train", "n_dev", "n_test")
+        self.check_at_least(0, "sweep_widen")
         if not 0 < self.equivalence_margin < 1:
             raise TVLensError(
                 f"equivalence_margin must be in (0, 1) (a difference in accuracy), got "

@@ -553,7 +553,7 @@ def run_distill(
     out: str | Path = "runs/compare",
     preset: str = DEFAULT_PRESET,
     ranks: Sequence[int] = (1, 8),
-    seeds: int = 3,
+    seeds: int | None = None,
     rank: int | None = None,
     student_epochs: int | None = None,
     rel_tol: float = REL_TOL,
@@ -565,8 +565,9 @@ def run_distill(
     **overrides: Any,
 ) -> DistillReport:
     """``tvlens atv distill``: :func:`distill_pair` for each rank of ``ranks`` (``rank``: one
-    rank instead) and each of ``seeds`` seeds (0, 1, ...), for the comparison in ``out`` (its
-    ``preset`` with ``overrides``; its dev-chosen variants when it has swept them) on
+    rank instead) and each of ``seeds`` seeds (0, 1, ...; default: the preset's), for the
+    comparison in ``out`` (its ``preset`` with ``overrides``; its dev-chosen variants when it
+    has swept them) on
     ``target`` (a name, folder or tvlens run, or a loaded model). Students train for at most
     ``student_epochs`` (default: the comparison's ``epochs``) and stop when the KL has not
     fallen by more than ``rel_tol`` for ``patience`` epochs. Each cell is written to
@@ -575,11 +576,12 @@ def run_distill(
     LoRA teachers and students, one learning rate and λ for the ATV ones, instead of the
     preset's grids (:func:`distill_config`). ``stop_after``: compute at most this many cells
     (0: none), then summarise the cells done; the others are listed as ``missing``."""
+    cfg = distill_config(target, preset, lora_lr, atv_lr, atv_scale, **overrides)
+    seeds = cfg.seeds if seeds is None else seeds
     ranks = _checked(ranks, seeds, rank, rel_tol, student_epochs)
     if stop_after is not None and (isinstance(stop_after, bool) or stop_after < 0):
         raise TVLensError(f"stop_after is a number of cells, at least 0; got {stop_after!r}.")
     out = Path(out)
-    cfg = distill_config(target, preset, lora_lr, atv_lr, atv_scale, **overrides)
     epochs = student_epochs or cfg.epochs
     stopping = stopping_rule(cfg.patience, rel_tol, epochs)
     settings = json.loads(json.dumps(portable({"config": cfg.fingerprint(), "rel_tol": rel_tol,
