@@ -94,7 +94,8 @@ def _best_dev(out: Path, cell: Cell) -> float | None:
 
 def read_cell(path: Path) -> dict[str, Any]:
     """A finished cell's JSON, parsed once per version of the file: the planner asks for
-    the sweep cells' dev accuracies on every poll (:func:`widened`, :func:`selection`)."""
+    the sweep cells' dev accuracies on every poll (:func:`widened`, :func:`selection`). The
+    dict is shared between callers: read it, or copy it (``local``) before changing it."""
     st = path.stat()
     return _read_cell(str(path), st.st_mtime_ns, st.st_size)
 
