@@ -192,7 +192,7 @@ def test_the_checked_commands_are_the_runs():
     config would compare nothing)."""
     with_config = {name for name, cmd in commands() if cmd.callback.config is not None}
     assert {"train-synthetic", "train-regression", "eval", "vectors", "probe", "patch",
-            "emergence", "atv train", "atv compare", "pretrained vectors",
+            "emergence", "atv train", "atv compare", "atv distill", "pretrained vectors",
             "pretrained decodability", "pretrained heads",
             "pretrained finetune"} == with_config  # fmt: skip
 
