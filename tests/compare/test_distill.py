@@ -260,6 +260,11 @@ def test_stop_after_summarises_the_cells_done_and_lists_the_others(distilled, mo
     assert DistillReport.load(out / "distill.json").missing == ["r1_seed1"]
     with pytest.raises(TVLensError, match="stop_after"):
         run_distill(**kw, stop_after=-1)
+    # one seed alone: its cell only (here not computed), the others untouched
+    one = run_distill(**{**kw, "seeds": 2}, seed=1, stop_after=0)
+    assert one.seeds == [1] and one.missing == ["r1_seed1"] and one.cells == []
+    with pytest.raises(TVLensError, match="seed must be"):
+        run_distill(**kw, seed=-1)
     run_distill(**kw)  # the folder's summary back to the finished run's
 
 

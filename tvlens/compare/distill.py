@@ -562,6 +562,7 @@ def run_distill(
     atv_lr: float | None = None,
     atv_scale: float | None = None,
     stop_after: int | None = None,
+    seed: int | None = None,
     **overrides: Any,
 ) -> DistillReport:
     """``tvlens atv distill``: :func:`distill_pair` for each rank of ``ranks`` (``rank``: one
@@ -575,7 +576,9 @@ def run_distill(
     and ``out/distill.md``. ``lora_lr``, ``atv_lr``, ``atv_scale``: one learning rate for the
     LoRA teachers and students, one learning rate and λ for the ATV ones, instead of the
     preset's grids (:func:`distill_config`). ``stop_after``: compute at most this many cells
-    (0: none), then summarise the cells done; the others are listed as ``missing``."""
+    (0: none), then summarise the cells done; the others are listed as ``missing``.
+    ``seed``: that seed alone instead of ``seeds`` (one process per seed or rank can share a
+    folder: their cells and training folders are distinct)."""
     cfg = distill_config(target, preset, lora_lr, atv_lr, atv_scale, **overrides)
     seeds = cfg.seeds if seeds is None else seeds
     ranks = _checked(ranks, seeds, rank, rel_tol, student_epochs)
@@ -586,7 +589,10 @@ def run_distill(
     stopping = stopping_rule(cfg.patience, rel_tol, epochs)
     settings = json.loads(json.dumps(portable({"config": cfg.fingerprint(), "rel_tol": rel_tol,
                                                "student_epochs": epochs})))  # fmt: skip
-    todo = [(r, s) for s in range(seeds) for r in ranks]  # seed by seed: every rank's first
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise TVLensError(f"seed must be an integer >= 0 (or None: seeds 0, 1, ...); got {seed!r}.")
+    run_seeds = range(seeds) if seed is None else [seed]
+    todo = [(r, s) for s in run_seeds for r in ranks]  # seed by seed: every rank's first
     cells = {key: _reuse(cell_file(out, *key), settings) for key in todo}
     ctx, ran = None, []
     for r, s in todo:
@@ -602,7 +608,7 @@ def run_distill(
     done = [cells[key] for key in todo if cells[key] is not None]
     missing = [f"r{r}_seed{s}" for r, s in todo if cells[r, s] is None]
     rows, teachers = summarize(done)
-    report = DistillReport(ranks, list(range(seeds)), done, rows, teachers, stopping, "", ran,
+    report = DistillReport(ranks, list(run_seeds), done, rows, teachers, stopping, "", ran,
                            missing)  # fmt: skip
     report.table = distill_table(report)
     write_json_atomically(out / "distill.json", report.saved())
