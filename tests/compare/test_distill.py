@@ -284,3 +284,40 @@ def test_the_reading_does_not_call_a_budget_limit_inexpressible(distilled):
     falling = D.reading([cell(1.0, 0.1, True)], 1, "lora")
     assert "within this budget (an upper bound)" in falling and "at this rank" not in falling
     assert "not expressed at this rank" in D.reading([cell(1.0, 0.1, False)], 1, "lora")
+
+
+def test_a_killed_cell_resumes_from_its_finished_teachers_and_students(
+    distilled, tmp_path, monkeypatch
+):
+    """The cell's JSON is written at its end; a cell killed after some of its six runs
+    loads its finished teachers (weights) and students (records) instead of training them
+    again, and gives the same result."""
+    import shutil
+
+    import tvlens.compare.fitting as fitting
+
+    res, out, kw = distilled
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "distill" / "r1_seed0.json").unlink()  # killed before the cell was written
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished teacher or student was trained again")
+
+    monkeypatch.setattr(fitting, "engine_fit", no_training)
+    monkeypatch.setattr(D, "engine_fit", no_training)
+    again = run_distill(**{**kw, "out": copy})
+    assert again.ran == ["r1_seed0"] and again.summary == res.summary
+    assert again.cells[0].teachers == res.cells[0].teachers
+    # another students' setting: the teachers (same settings) are loaded, the students'
+    # records do not match, so a student trains
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    (other / "distill" / "r1_seed0.json").unlink()
+
+    def student_trains(*args, **kwargs):
+        raise AssertionError("a student trains")
+
+    monkeypatch.setattr(D, "engine_fit", student_trains)
+    with pytest.raises(AssertionError, match="a student trains"):
+        run_distill(**{**kw, "out": other, "rel_tol": 0.2})

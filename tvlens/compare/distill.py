@@ -260,20 +260,48 @@ def _accuracy(method: Any, ctx: CompareContext) -> dict[str, dict[str, float]]:
     return out
 
 
+# A finished teacher's or student's record in its run folder: a killed cell resumes from its
+# finished runs instead of training them again (the cell's JSON is written at its end).
+DONE_FILE = "distill_done.json"
+TEACHER_WEIGHTS = "teacher.safetensors"
+
+
+def _key(ctx: CompareContext, **what: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(portable({"config": ctx.cfg.fingerprint(), **what})))
+
+
+def _finished(run_dir: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The result recorded in ``run_dir`` by a run with this ``key``, else None."""
+    path = run_dir / DONE_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return saved["result"] if saved.get("key") == key else None
+
+
 def train_teachers(
     ctx: CompareContext, rank: int, seed: int
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The ``lora`` and ``atv`` teachers of ``rank``, trained on the gold answers of the
-    in-domain training queries (in ``ctx.out/runs/distill_r{rank}_teacher_*``), and what
-    their training reported."""
+    in-domain training queries (in ``ctx.out/runs/distill_r{rank}_teacher_*``; a teacher
+    finished there with the same settings is loaded, not trained again), and what their
+    training reported (``key``: the settings, which the students' records name)."""
     lora, atv = rank_pair(rank)
     teachers, infos = {}, {}
     for fam, name in (("lora", lora), ("atv", atv)):
         m = build_method(ctx, name, seed, _variant(ctx, name))
         m.run_dir = ctx.out / "runs" / f"distill_r{rank}_teacher_{fam}__seed{seed}"
-        infos[fam] = m.fit(ctx.data.in_domain)
+        key = _key(ctx, method=name, seed=seed, variant=m.variant)
+        done = _finished(m.run_dir, key)
+        if done is not None and (m.run_dir / TEACHER_WEIGHTS).is_file():
+            m.restore(m.run_dir / TEACHER_WEIGHTS)
+            info = done
+        else:
+            info = m.fit(ctx.data.in_domain) or {}
+            m.save_best(m.run_dir / TEACHER_WEIGHTS)
+            write_json_atomically(m.run_dir / DONE_FILE, {"key": key, "result": info})
         (m.model if fam == "lora" else m.atv.generator).eval()
-        teachers[fam] = m
+        teachers[fam], infos[fam] = m, {**info, "key": key}
     return teachers, infos
 
 
@@ -302,11 +330,14 @@ def measure(teacher: Any, student: Any, ctx: CompareContext, batch_of: Any) -> d
 
 def distill_direction(
     ctx: CompareContext, teacher: Any, student_name: str, seed: int, run_dir: Path,
-    batch_of: Any, rel_tol: float,
+    batch_of: Any, rel_tol: float, key: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """A fresh ``student_name`` (seed ``seed``) distilled from ``teacher`` on the in-domain
     training queries until the KL stops falling (:func:`kl_criterion`), measured before and
-    after on :data:`SETS`."""
+    after on :data:`SETS`. With ``key`` (the settings and the teacher's), a student finished
+    in ``run_dir`` with the same key is read back, not trained again."""
+    if key is not None and (done := _finished(run_dir, key)) is not None:
+        return done
     student, module, extra = fresh_student(ctx, student_name, seed)
     student.run_dir = run_dir
     before = measure(teacher, student, ctx, batch_of)
@@ -325,10 +356,13 @@ def distill_direction(
     after = measure(teacher, student, ctx, batch_of)
     sets = {s: {**after[s], **{f"{k}_before": v for k, v in before[s].items() if k != "tokens"}}
             for s in SETS}  # fmt: skip
-    return {"student": student_name, "student_seed": seed, "lr": lr, "sets": sets,
-            "curve": info["curve"], "epochs_run": info["epochs_run"],
-            "best_epoch": info["best_epoch"], "stopped_early": info["stopped_early"],
-            "still_falling": info["still_rising"]}  # fmt: skip
+    res = {"student": student_name, "student_seed": seed, "lr": lr, "sets": sets,
+           "curve": info["curve"], "epochs_run": info["epochs_run"],
+           "best_epoch": info["best_epoch"], "stopped_early": info["stopped_early"],
+           "still_falling": info["still_rising"]}  # fmt: skip
+    if key is not None:
+        write_json_atomically(run_dir / DONE_FILE, {"key": key, "result": res})
+    return res
 
 
 def distill_pair(
@@ -353,8 +387,10 @@ def distill_pair(
         ctx, cfg=ctx.cfg.with_overrides(epochs=student_epochs))  # fmt: skip
     for t_fam, s_fam in DIRECTIONS:
         run_dir = ctx.out / "runs" / f"distill_r{rank}_{t_fam}_to_{s_fam}__seed{seed}"
+        key = _key(sctx, teacher=infos[t_fam]["key"], student=names[s_fam],
+                   seed=seed + STUDENT_SEED, rel_tol=rel_tol)  # fmt: skip
         d = distill_direction(sctx, teachers[t_fam], names[s_fam], seed + STUDENT_SEED, run_dir,
-                              batch_of, rel_tol)  # fmt: skip
+                              batch_of, rel_tol, key)  # fmt: skip
         for s in SETS:
             d["sets"][s]["teacher_to_target"] = scale[t_fam][s]
         out.directions[f"{t_fam}->{s_fam}"] = d
