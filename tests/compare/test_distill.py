@@ -231,14 +231,19 @@ def test_the_outputs_are_written_and_load_back(distilled):
     assert res.table.count("- rank 1,") == 2  # one reading per teacher
 
 
-def test_a_finished_run_resumes_by_cells_and_refuses_other_settings(distilled, monkeypatch):
-    res, out, kw = distilled
+def _forbid_computing(monkeypatch, why: str) -> None:
+    """Loading the model or computing a cell fails the test with ``why``."""
 
     def no_work(*args, **kwargs):
-        raise AssertionError("a finished cell was computed again")
+        raise AssertionError(why)
 
     monkeypatch.setattr(D, "as_model", no_work)
     monkeypatch.setattr(D, "distill_pair", no_work)
+
+
+def test_a_finished_run_resumes_by_cells_and_refuses_other_settings(distilled, monkeypatch):
+    res, out, kw = distilled
+    _forbid_computing(monkeypatch, "a finished cell was computed again")
     again = run_distill(**kw)
     assert again.ran == [] and again.summary == res.summary and res.ran == ["r1_seed0"]
     with pytest.raises(TVLensError, match="another configuration"):
@@ -247,12 +252,7 @@ def test_a_finished_run_resumes_by_cells_and_refuses_other_settings(distilled, m
 
 def test_stop_after_summarises_the_cells_done_and_lists_the_others(distilled, monkeypatch):
     res, out, kw = distilled
-
-    def no_work(*args, **kwargs):
-        raise AssertionError("stop_after=0 computed a cell")
-
-    monkeypatch.setattr(D, "as_model", no_work)
-    monkeypatch.setattr(D, "distill_pair", no_work)
+    _forbid_computing(monkeypatch, "stop_after=0 computed a cell")
     part = run_distill(**{**kw, "seeds": 2}, stop_after=0)
     assert part.ran == [] and part.missing == ["r1_seed1"]
     assert part.summary == res.summary  # the done seed alone

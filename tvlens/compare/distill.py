@@ -266,8 +266,10 @@ DONE_FILE = "distill_done.json"
 TEACHER_WEIGHTS = "teacher.safetensors"
 
 
-def _key(ctx: CompareContext, **what: Any) -> dict[str, Any]:
-    return json.loads(json.dumps(portable({"config": ctx.cfg.fingerprint(), **what})))
+def _key(cfg: CompareConfig, **what: Any) -> dict[str, Any]:
+    """What a run's or cell's result depends on, as JSON with portable paths: the comparison's
+    fingerprint and ``what``."""
+    return json.loads(json.dumps(portable({"config": cfg.fingerprint(), **what})))
 
 
 def _finished(run_dir: Path, key: dict[str, Any]) -> dict[str, Any] | None:
@@ -291,7 +293,7 @@ def train_teachers(
     for fam, name in (("lora", lora), ("atv", atv)):
         m = build_method(ctx, name, seed, _variant(ctx, name))
         m.run_dir = ctx.out / "runs" / f"distill_r{rank}_teacher_{fam}__seed{seed}"
-        key = _key(ctx, method=name, seed=seed, variant=m.variant)
+        key = _key(ctx.cfg, method=name, seed=seed, variant=m.variant)
         done = _finished(m.run_dir, key)
         if done is not None and (m.run_dir / TEACHER_WEIGHTS).is_file():
             m.restore(m.run_dir / TEACHER_WEIGHTS)
@@ -387,7 +389,7 @@ def distill_pair(
         ctx, cfg=ctx.cfg.with_overrides(epochs=student_epochs))  # fmt: skip
     for t_fam, s_fam in DIRECTIONS:
         run_dir = ctx.out / "runs" / f"distill_r{rank}_{t_fam}_to_{s_fam}__seed{seed}"
-        key = _key(sctx, teacher=infos[t_fam]["key"], student=names[s_fam],
+        key = _key(sctx.cfg, teacher=infos[t_fam]["key"], student=names[s_fam],
                    seed=seed + STUDENT_SEED, rel_tol=rel_tol)  # fmt: skip
         d = distill_direction(sctx, teachers[t_fam], names[s_fam], seed + STUDENT_SEED, run_dir,
                               batch_of, rel_tol, key)  # fmt: skip
@@ -623,8 +625,7 @@ def run_distill(
     out = Path(out)
     epochs = student_epochs or cfg.epochs
     stopping = stopping_rule(cfg.patience, rel_tol, epochs)
-    settings = json.loads(json.dumps(portable({"config": cfg.fingerprint(), "rel_tol": rel_tol,
-                                               "student_epochs": epochs})))  # fmt: skip
+    settings = _key(cfg, rel_tol=rel_tol, student_epochs=epochs)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise TVLensError(f"seed must be an integer >= 0 (or None: seeds 0, 1, ...); got {seed!r}.")
     run_seeds = range(seeds) if seed is None else [seed]

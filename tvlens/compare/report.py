@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from tvlens.compare.setup import (
     CompareData,
     cell_path,
     cell_state,
+    read_cell,
     sweep_variants,
 )
 from tvlens.compare.setup import compare_cells as _cells
@@ -49,7 +49,6 @@ from tvlens.plotting.atv import (
 from tvlens.runs.portable import local
 
 GROUPS = ("in_domain", "unseen")
-# Two accuracies within this margin count as equal (the equal-rank claim).
 
 
 def load_cells(out: Path, cfg: CompareConfig) -> tuple[dict[str, list[dict]], list[dict]]:
@@ -59,7 +58,7 @@ def load_cells(out: Path, cfg: CompareConfig) -> tuple[dict[str, list[dict]], li
     for cell in _cells(cfg, out):
         p = cell_path(out, cell)
         if cell_state(cfg, out, cell) == "done":  # a stale cell waits to be computed again
-            c = local(json.loads(p.read_text()))  # cells are written portable
+            c = local(read_cell(p))  # cells are written portable
             if cell.is_sweep:
                 sweeps.append(c)
             else:

@@ -177,27 +177,16 @@ def selection(cfg: CompareConfig, out: Path, method: str) -> dict[str, Any] | No
         path = cell_path(out, Cell(base, variant_label(v), 0))
         if not path.is_file():
             return None
-        cells.append((v, local(read_cell(path))))  # written portable
+        cells.append((v, read_cell(path)))
     dev = {variant_label(v): c.get("info", {}).get("best_dev_acc", -1.0) for v, c in cells}
     best = max(range(len(cells)), key=lambda i: (dev[variant_label(cells[i][0])], -i))
     v, c = cells[best]
-    return {"variant": v, "label": variant_label(v), "dev": dev,
-            "source": c if base == method else None}  # fmt: skip
-
-
-def _same_variant(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """The same settings, floats equal to 9 significant digits (a widened value is written
-    rounded, ``widened``)."""
-    if set(a) != set(b):
-        return False
-    for k in a:
-        x, y = a[k], b[k]
-        if isinstance(x, float | int) and isinstance(y, float | int) and not isinstance(x, bool):
-            if abs(x - y) > 1e-9 * max(abs(x), abs(y)):
-                return False
-        elif x != y:
-            return False
-    return True
+    return {
+        "variant": v,
+        "label": variant_label(v),
+        "dev": dev,
+        "source": local(c) if base == method else None,
+    }  # written portable; a copy
 
 
 def cell_state(cfg: CompareConfig, out: Path, cell: Cell) -> str:
@@ -214,8 +203,8 @@ def cell_state(cfg: CompareConfig, out: Path, cell: Cell) -> str:
     sel = selection(cfg, out, cell.method)
     if sel is None or not sel["dev"]:  # sweep not finished, or not a swept method
         return "done"
-    values = read_cell(path).get("variant_values")
-    return "stale" if values is not None and not _same_variant(values, sel["variant"]) else "done"
+    values = read_cell(path).get("variant_values")  # a variant is its label (its file name)
+    return "stale" if values is not None and variant_label(values) != sel["label"] else "done"
 
 
 def retire_stale(out: Path, cell: Cell) -> None:
