@@ -165,3 +165,10 @@ def test_cli_offers_the_same_options():
     assert [f for pair in flags for f in pair if f] == COMPARE_FLAGS
     assert res.output.count("(default: the preset's)") == 10
     assert "[default: cpu]" in res.output and "[default: auto]" in res.output
+
+
+def test_a_negative_sweep_widen_is_refused_in_one_line():
+    from tvlens.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sweep_widen must be >= 0, got -1"):
+        PRESETS["tiny"].with_overrides(sweep_widen=-1)
