@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from tvlens.atv.data import generator_text
 from tvlens.compare.registry import get_method_spec, methods_where, variant_label
+from tvlens.compare.report import UNRECORDED_DEVICE, cell_devices
 from tvlens.compare.run import (
     METHODS,
     SELECTED,
@@ -29,7 +30,13 @@ from tvlens.compare.run import (
     run_compare,
 )
 from tvlens.compare.tuned import peft_parameter_count
-from tvlens.compare.workers import available_cores, claim_cell, resolve_workers, watch_parent
+from tvlens.compare.workers import (
+    available_cores,
+    claim_cell,
+    device_name,
+    resolve_workers,
+    watch_parent,
+)
 from tvlens.errors import TVLensError
 from tvlens.models import load_model
 
@@ -454,6 +461,15 @@ def test_comparison_json_loads_back(target, tmp_path):
     assert doc["complete"] and doc["missing_cells"] == [] and doc["methods"] == res.summary
     assert {"target", "device", "split", "metric", "verdicts", "config"} <= set(doc)
     assert back.to_dataframe()["method"].tolist() == ["zero_shot"] * len(back.to_dataframe())
+    # each cell records the device that computed it; the report counts them
+    cell = _cell(tmp_path / "c", "zero_shot")
+    assert cell["device"] == device_name("cpu", cell["torch_threads"])
+    assert doc["cell_devices"] == {cell["device"]: 1}
+
+
+def test_cells_without_a_recorded_device_are_counted_as_such():
+    a, b = {"device": "cpu (X, 2 cores, 1 threads)"}, {"torch_threads": 2}
+    assert cell_devices([a, b, a]) == {"cpu (X, 2 cores, 1 threads)": 2, UNRECORDED_DEVICE: 1}
 
 
 def test_a_users_peft_config_is_a_method(target, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -547,11 +548,23 @@ def _write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+UNRECORDED_DEVICE = "not recorded (cells written before tvlens recorded each cell's device)"
+
+
+def cell_devices(cells: list[dict]) -> dict[str, int]:
+    """How many cells each device computed, in words (:func:`device_name` of the process
+    that computed the cell, its torch threads included): ``device`` is the report writer's,
+    which may not be the machine, or the share of it, that trained the cells."""
+    counts = Counter(c.get("device") or UNRECORDED_DEVICE for c in cells)
+    return dict(sorted(counts.items()))
+
+
 def write_outputs(
     out: Path, cfg: CompareConfig, data: CompareData, device: str, tokenizer: Any = None
 ) -> tuple[dict, str, dict]:
     """Every output from the cells present (a partial compare writes a partial table, and
-    says which cells are missing); ``device`` in words, as the cells were computed;
+    says which cells are missing); ``device``: this process's, in words (each cell's own
+    is counted in ``cell_devices``);
     ``tokenizer`` (the target's): to flag free or shared first tokens. Returns the summary,
     the table and the document of ``comparison.json``, which the caller writes with its
     result (:class:`~tvlens.compare.run.CompareResult`, which loads it back)."""
@@ -575,6 +588,7 @@ def write_outputs(
                for c, s in states.items() if s != "done"]  # fmt: skip
     doc = (
         {"tvlens": tvlens.__version__, "target": cfg.target, "device": device,
+         "cell_devices": cell_devices([*sweeps, *(c for cs in cells.values() for c in cs)]),
          "split": data.describe(), "scale": cfg.scale_note, "config": cfg.to_dict(),
          "complete": not missing, "missing_cells": missing,
          "metric": "greedy whole-answer exact match (the verdicts' metric) and first answer "

@@ -132,7 +132,24 @@ def init_prefix_from_tokens(model: nn.Module, ids: Int[Tensor, "1 n"]) -> None:
         raise TVLensError("peft unpacks the prefix in another layout than this copy assumed.")
 
 
-class PeftMethod(SteeringMethod):
+class TrainableWeights:
+    """Best-dev weights of a method whose trained module (attribute ``trained``) is a plain
+    ``nn.Module``: its trainable parameters saved as safetensors, restored into a fresh
+    :meth:`build` (the frozen rest comes from the target, as at fit time)."""
+
+    trained: str = "model"
+
+    def save_best(self, path: Path) -> None:
+        save_file(trainable_state(getattr(self, self.trained)), str(path))
+
+    def restore(self, path: Path) -> None:
+        module = self.build()
+        load_trainable(module, path)
+        module.eval()
+        setattr(self, self.trained, module)
+
+
+class PeftMethod(TrainableWeights, SteeringMethod):
     """LoRA or prefix tuning (peft) on a fresh plain HF copy of the target, trained on the
     in-domain training queries (``kind``: see :func:`peft_config`; ``rank``: LoRA's; or
     ``config``: any peft config of the user's, e.g. ``LoraConfig(...)``, see
@@ -178,14 +195,6 @@ class PeftMethod(SteeringMethod):
         )  # fmt: skip
         self.model.eval()
         return {**info, "kind": self.kind, "rank": self.rank}
-
-    def save_best(self, path: Path) -> None:
-        save_file(trainable_state(self.model), str(path))
-
-    def restore(self, path: Path) -> None:
-        self.model = self.build()
-        load_trainable(self.model, path)
-        self.model.eval()
 
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
         return evaluate_prompts(self.model, list(prompts), tokenizer=self.target,
@@ -367,7 +376,7 @@ class ATVMethod(SteeringMethod):
         return 0 if self.atv is None else self.atv.trainable_parameters()
 
 
-class StaticAffineATVMethod(ATVMethod):
+class StaticAffineATVMethod(TrainableWeights, ATVMethod):
     """The static affine ATV (:class:`tvlens.atv.affine.StaticAffineATV`, the form Kang et al.
     2025's equal-rank theorem covers): ``b_l + s · U_l V_lᵀ a_l`` added to each block's MLP
     output, rank ``rank``, no generator. Beside ``atv_r{rank}`` in the equal-rank test against
@@ -378,6 +387,7 @@ class StaticAffineATVMethod(ATVMethod):
 
     options_class = PeftOptions
     KINDS = ("affine",)
+    trained = "atv"
 
     def build(self) -> StaticAffineATV:
         t = self.target
@@ -401,14 +411,6 @@ class StaticAffineATVMethod(ATVMethod):
         )  # fmt: skip
         module.eval()
         return {**info, "kind": self.kind, "rank": self.rank, "scaling": module.scaling}
-
-    def save_best(self, path: Path) -> None:
-        save_file(trainable_state(self.atv), str(path))
-
-    def restore(self, path: Path) -> None:
-        self.atv = self.build()
-        load_trainable(self.atv, path)
-        self.atv.eval()
 
     def correctness(self, prompts: Sequence[ICLPrompt]) -> tuple[np.ndarray, np.ndarray]:
         if self.atv is None:

@@ -208,6 +208,7 @@ def run_cells(
             res = compute(ctx, cell)
             res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
             res["torch_threads"] = torch.get_num_threads()
+            res["device"] = device_name(ctx.device)  # this process's, as it computed the cell
             write_json_atomically(path, res)
             ran.append(cell)
         finally:
