@@ -137,6 +137,19 @@ def test_grid_position_reads_the_line_through_the_chosen_point():
     assert report.grid_position([{}], {}) == {}
 
 
+def test_grid_summary_counts_the_methods_on_an_edge():
+    def row(pos):
+        return {"grid": {"lr": {"position": pos}, "scale": {"position": "top"}}}
+
+    summary = {"a": row("interior"), "b": row("top"), "c": row("not swept"), "d": {},
+               "e": {"skipped": "x"}, "_sweeps": {}}  # fmt: skip
+    assert report.grid_summary(summary) == (
+        "\nChosen lr interior to its grid: 1 of 2 swept methods; on an edge: b (top).\n"
+    )
+    assert report.grid_summary({"a": row("interior")}).endswith("1 of 1 swept methods.\n")
+    assert report.grid_summary({"d": {}}) == ""
+
+
 def test_no_cells_yet_gives_inconclusive_claims(data):
     recs = report.query_records({}, data)
     assert recs.empty and "method" in recs.columns

@@ -469,7 +469,23 @@ def format_curves(summary: dict[str, Any]) -> str:
                      f"{curve} | {ended} | {sum(stop)} of {len(stop)} seeds | "
                      f"{'-' if bl is None else f'{bl:.3f}'} | "
                      f"{'-' if loss is None else f'{loss:.3f}'} | {swept or '-'} |")  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + grid_summary(summary)
+
+
+def grid_summary(summary: dict[str, Any], key: str = "lr") -> str:
+    """One generated line under the curves: how many swept methods chose a learning rate
+    (``key``) interior to its grid, and which sit on an edge (their optimum may lie beyond:
+    widen with ``sweep_widen``)."""
+    grids = {m: r.get("grid", {}).get(key, {}) for m, r in summary.items()
+             if not m.startswith("_") and "skipped" not in r}  # fmt: skip
+    pos = {m: g["position"] for m, g in grids.items() if g.get("position", "not swept")
+           != "not swept"}  # fmt: skip
+    if not pos:
+        return ""
+    edge = [f"{m} ({p})" for m, p in pos.items() if p != "interior"]
+    n_in = len(pos) - len(edge)
+    line = f"\nChosen {key} interior to its grid: {n_in} of {len(pos)} swept methods"
+    return line + (f"; on an edge: {', '.join(edge)}.\n" if edge else ".\n")
 
 
 def format_overlap(data: CompareData) -> tuple[str, str]:
