@@ -467,6 +467,18 @@ def test_comparison_json_loads_back(target, tmp_path):
     assert doc["cell_devices"] == {cell["device"]: 1}
 
 
+def test_a_folder_keeps_the_widest_sweep_widening_it_was_run_with(target, tmp_path):
+    """A grid widened once stays widened: resuming without ``--sweep-widen`` plans (and
+    reports) on the widened grid, so the cells chosen on it are not read as stale."""
+    kw = {"preset": "tiny", "seeds": 1, "methods": ["zero_shot"], "progress": False}
+    out = tmp_path / "c"
+    assert run_compare(target, out, sweep_widen=2, **kw).config.sweep_widen == 2
+    again = run_compare(target, out, **kw)
+    assert again.config.sweep_widen == 2 and again.ran == []
+    assert json.loads((out / "config.json").read_text())["config"]["sweep_widen"] == 2
+    assert run_compare(target, out, sweep_widen=3, **kw).config.sweep_widen == 3  # wider: taken
+
+
 def test_cells_without_a_recorded_device_are_counted_as_such():
     a, b = {"device": "cpu (X, 2 cores, 1 threads)"}, {"torch_threads": 2}
     assert cell_devices([a, b, a]) == {"cpu (X, 2 cores, 1 threads)": 2, UNRECORDED_DEVICE: 1}

@@ -114,8 +114,10 @@ def test_committed_flat_comparison_resumes_without_recomputing(tmp_path):
     out.mkdir()
     shutil.copy(flat, out / "config.json")
     shutil.copytree(committed / "cells", out / "cells")
-    cfg = PRESETS["cpu"].with_overrides(target=saved["config"]["target"])
-    _check_out(out, cfg)  # the same configuration: no error
+    # its grids were widened in place since (``--sweep-widen``, outside the fingerprint)
+    widen = json.loads((committed / "config.json").read_text())["config"]["sweep_widen"]
+    cfg = PRESETS["cpu"].with_overrides(target=saved["config"]["target"], sweep_widen=widen)
+    assert _check_out(out, cfg) == cfg  # the same configuration: no error
     assert [str(c) for c in compare_cells(cfg) if not cell_path(out, c).is_file()] == []
     swept = [m for m in cfg.methods if len(get_method_spec(m).variants(cfg)) > 1]
     assert len(swept) >= 6
@@ -125,15 +127,17 @@ def test_committed_flat_comparison_resumes_without_recomputing(tmp_path):
     for changed in ({"lora_rank": 4}, {"vector": {"k": 4}}, {"atv_scale": 1e-3}):
         with pytest.raises(TVLensError, match="another configuration"):
             _check_out(out, cfg.with_overrides(**changed))
-    # every reported cell holds the variant its sweep chooses (none stale), and the folder
-    # may widen its grids later: the widened sweep cells are the only new work
+    # every reported cell holds the variant its widened sweep chooses (none stale); every
+    # chosen rate is interior, so widening further plans no new cell
     from tvlens.compare.setup import cell_state
 
     assert {cell_state(cfg, out, c) for c in compare_cells(cfg, out)} == {"done"}
-    wide = cfg.with_overrides(sweep_widen=1)
-    _check_out(out, wide)
-    new = [c for c in compare_cells(wide, out) if cell_state(wide, out, c) != "done"]
-    assert new and all(c.is_sweep for c in new)
+    wide = cfg.with_overrides(sweep_widen=widen + 1)
+    assert [c for c in compare_cells(wide, out) if cell_state(wide, out, c) != "done"] == []
+    # on the preset's own grid, the methods whose choice the widening changed read stale
+    narrow = cfg.with_overrides(sweep_widen=0)
+    stale = {c.method for c in compare_cells(narrow, out) if cell_state(narrow, out, c) == "stale"}
+    assert stale == {"prefix", "atv_r1", "lora_r1"}
 
 
 def test_a_result_saved_with_a_flat_config_loads_into_the_blocks():

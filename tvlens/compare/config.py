@@ -115,7 +115,9 @@ class CompareConfig(Config):
     # While a sweep's best learning rate is the smallest or largest of its grid, add one more
     # value a grid step beyond it, at most this many times (tvlens.compare.setup.widened).
     sweep_widen: int = opt(
-        0, "Widen a sweep's grid up to N values while its best value is on an edge."
+        0,
+        "Widen a sweep's grid up to N values while its best value is on an edge (a folder "
+        "keeps the widest N it was run with).",
     )
     # Epochs of the sweep cells (None: ``epochs``): a shorter sweep picks the learning rate,
     # then the reported seeds train up to ``epochs``. Seed 0 reuses its sweep cell only when

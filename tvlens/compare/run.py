@@ -292,8 +292,11 @@ class CompareResult(Result):
                 "methods": self.summary}  # fmt: skip
 
 
-def _check_out(out: Path, cfg: CompareConfig) -> None:
-    """The rule of every run folder (new, empty or a compare), then: the same configuration."""
+def _check_out(out: Path, cfg: CompareConfig) -> CompareConfig:
+    """The rule of every run folder (new, empty or a compare), then: the same configuration.
+    Returns ``cfg`` with the widest ``sweep_widen`` the folder was run with: a grid widened
+    once stays widened (its reported cells were chosen on it; a narrower plan would read
+    them as stale and train the old choice again)."""
     prepare_out_dir(out, COMPARE)
     path = out / CONFIG_FILE
     if path.is_file():
@@ -301,6 +304,9 @@ def _check_out(out: Path, cfg: CompareConfig) -> None:
             old = json.loads(path.read_text())
         except json.JSONDecodeError:
             old = {}
+        widen = (old.get("config") or {}).get("sweep_widen", 0)
+        if isinstance(widen, int) and widen > cfg.sweep_widen:
+            cfg = cfg.with_overrides(sweep_widen=widen)
         fp = cfg.fingerprint()  # stored with portable paths (tvlens.runs.portable)
         saved = CompareConfig.upgrade(old.get("fingerprint") or {})
         for k in (*REPORT_FIELDS, *PLAN_FIELDS):  # saved before they left the fingerprint
@@ -310,6 +316,7 @@ def _check_out(out: Path, cfg: CompareConfig) -> None:
                 f"{str(out)!r} holds a comparison with another configuration; use the same "
                 "preset and options to resume it, or choose another --out."
             )
+    return cfg
 
 
 @tidy_on_error
@@ -366,7 +373,7 @@ def run_compare(
         device = device or default_device()
         model = None
     n_workers = resolve_workers(workers, device or str(target.device), loaded=model is not None)
-    _check_out(out, cfg)
+    cfg = _check_out(out, cfg)
     if model is None:
         model = load_model(cfg.target, revision=cfg.target_revision, device=device)
     ctx = compare_context(cfg, model, out, progress)
