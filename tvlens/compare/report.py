@@ -478,8 +478,8 @@ def grid_summary(summary: dict[str, Any], key: str = "lr") -> str:
     widen with ``sweep_widen``)."""
     grids = {m: r.get("grid", {}).get(key, {}) for m, r in summary.items()
              if not m.startswith("_") and "skipped" not in r}  # fmt: skip
-    pos = {m: g["position"] for m, g in grids.items() if g.get("position", "not swept")
-           != "not swept"}  # fmt: skip
+    pos = {m: g["position"] for m, g in grids.items()
+           if g.get("position") not in (None, "not swept")}  # fmt: skip
     if not pos:
         return ""
     edge = [f"{m} ({p})" for m, p in pos.items() if p != "interior"]
