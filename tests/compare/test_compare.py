@@ -468,8 +468,9 @@ def test_comparison_json_loads_back(target, tmp_path):
 
 
 def test_a_folder_keeps_the_widest_sweep_widening_it_was_run_with(target, tmp_path):
-    """A grid widened once stays widened: resuming without ``--sweep-widen`` plans (and
-    reports) on the widened grid, so the cells chosen on it are not read as stale."""
+    """A grid widened (or completed) once stays so: resuming without ``--sweep-widen``
+    (``--sweep-joint``) plans and reports on that grid, so the cells chosen on it are not
+    read as stale."""
     kw = {"preset": "tiny", "seeds": 1, "methods": ["zero_shot"], "progress": False}
     out = tmp_path / "c"
     assert run_compare(target, out, sweep_widen=2, **kw).config.sweep_widen == 2
@@ -477,6 +478,10 @@ def test_a_folder_keeps_the_widest_sweep_widening_it_was_run_with(target, tmp_pa
     assert again.config.sweep_widen == 2 and again.ran == []
     assert json.loads((out / "config.json").read_text())["config"]["sweep_widen"] == 2
     assert run_compare(target, out, sweep_widen=3, **kw).config.sweep_widen == 3  # wider: taken
+    # a folder swept jointly stays joint (its choice may be a pair the cross never tries)
+    assert run_compare(target, out, sweep_joint=True, **kw).config.sweep_joint
+    assert run_compare(target, out, **kw).config.sweep_joint
+    assert json.loads((out / "config.json").read_text())["config"]["sweep_joint"] is True
 
 
 def test_cells_without_a_recorded_device_are_counted_as_such():

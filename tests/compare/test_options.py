@@ -66,7 +66,7 @@ def test_presets_have_their_flat_settings(name):
     assert _flat(cfg) == old  # every setting, common or a family's, as it was
     assert CompareConfig.upgrade(old) == cfg.to_dict()  # what a flat config.json upgrades to
     assert CompareConfig(**json.loads(json.dumps(cfg.to_dict()))) == cfg  # config.json loads
-    omitted = {"sweep_epochs", "seed_train_queries", "sweep_widen"}  # left out at default
+    omitted = {"sweep_epochs", "seed_train_queries", "sweep_widen", "sweep_joint"}  # at default
     assert set(old) - set(FLAT) - omitted == set(COMMON) - omitted
 
 
@@ -156,7 +156,7 @@ def test_a_result_saved_with_a_flat_config_loads_into_the_blocks():
 COMPARE_FLAGS = [
     "--out", "--device", "--workers", "--preset", "--target", "--in-domain", "--unseen",
     "--data-dir", "--data", "--n-train", "--n-test", "--seeds", "--methods", "--epochs",
-    "--sweep-widen", "--threads", "--help",
+    "--sweep-widen", "--sweep-joint", "--threads", "--help",
 ]  # fmt: skip
 
 
@@ -167,7 +167,7 @@ def test_cli_offers_the_same_options():
     assert res.exit_code == 0, res.output
     flags = re.findall(r"^\s+(--[\w-]+)(?:, (--[\w-]+))?", res.output, re.M)
     assert [f for pair in flags for f in pair if f] == COMPARE_FLAGS
-    assert res.output.count("(default: the preset's)") == 10
+    assert res.output.count("(default: the preset's)") == 11
     assert "[default: cpu]" in res.output and "[default: auto]" in res.output
 
 

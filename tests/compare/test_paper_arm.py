@@ -104,6 +104,33 @@ def test_a_widened_grid_keeps_the_best_variants_other_settings():
     assert out[3:] == [{"lr": 1e-3, "scale": 1.0}]
 
 
+def test_a_joint_sweep_tries_every_pair_of_the_values_tried():
+    from tvlens.compare import report
+    from tvlens.compare.setup import grid_gaps, widened
+
+    # a cross: the rates at λ 0.01, the λ values at rate 5e-3
+    cross = [{"lr": 1e-3, "scale": 0.01}, {"lr": 5e-3, "scale": 0.01},
+             {"lr": 5e-3, "scale": 0.001}, {"lr": 5e-3, "scale": 0.1}]  # fmt: skip
+    corners = [{"lr": 1e-3, "scale": 0.001}, {"lr": 1e-3, "scale": 0.1}]
+    assert grid_gaps(cross) == corners
+    assert grid_gaps([{"lr": 1.0}, {"lr": 2.0}]) == []  # one setting: nothing to pair
+    # no dev needed to complete the grid (steps 0); the cross itself is kept first, in order
+    assert widened(cross, 0, lambda v: None, joint=True) == cross + corners
+    assert widened(cross, 0, lambda v: None) == cross
+    # the best rate at the top: the widened rate is tried with every λ too, and the grid
+    # waits for those cells before it looks at the best again
+    devs = {(v["lr"], v["scale"]): 0.3 for v in cross + corners} | {(5e-3, 0.01): 0.6}
+    out = widened(cross, 2, lambda v: devs.get((v["lr"], v["scale"])), joint=True)
+    assert out[6:] == [{"lr": 0.025, "scale": s} for s in (0.01, 0.001, 0.1)]
+    devs.update({(0.025, s): 0.4 for s in (0.01, 0.001, 0.1)})  # interior now: no more values
+    assert widened(cross, 2, lambda v: devs.get((v["lr"], v["scale"])), joint=True) == out
+    # a corner the cross never tried can win; the report reads where it lies on the full grid
+    assert report.grid_position(out, {"lr": 1e-3, "scale": 0.1}) == {
+        "lr": {"chosen": 1e-3, "grid": [1e-3, 5e-3, 0.025], "position": "bottom"},
+        "scale": {"chosen": 0.1, "grid": [0.001, 0.01, 0.1], "position": "top"},
+    }
+
+
 def test_overlaps_table_equals_input_overlap_pair_by_pair():
     from tvlens.compare.data import OVERLAP_MODES, input_overlap, overlaps
     from tvlens.tasks.core import Example, Task

@@ -148,6 +148,13 @@ def test_grid_summary_counts_the_methods_on_an_edge():
     )
     assert report.grid_summary({"a": row("interior")}).endswith("1 of 1 swept methods.\n")
     assert report.grid_summary({"d": {}}) == ""
+    # methods sweeping the learning rate and λ say whether every pair was tried
+    cross, full = row("interior"), row("interior")
+    cross["grid_pairs"], full["grid_pairs"] = {"tried": 8, "of": 12}, {"tried": 12, "of": 12}
+    assert report.grid_summary({"atv": cross, "atv2": full}).endswith(
+        "\nLearning rate and λ swept: atv a cross (8 of the 12 pairs); atv2 every pair "
+        "(12 of the 12 pairs).\n"
+    )
 
 
 def test_no_cells_yet_gives_inconclusive_claims(data):

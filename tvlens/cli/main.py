@@ -109,7 +109,7 @@ COMPARISON = {"out": Input(Path, "The comparison's folder.")}
 add_command(atv, "compare", "tvlens.compare.run:run_compare", CompareConfig,
             presets=COMPARISONS, inputs="out device workers", overrides=True,
             only=("target", "seeds", "methods", "data_dir", "in_domain", "unseen", "epochs",
-                  "n_train", "n_test", "sweep_widen"),
+                  "n_train", "n_test", "sweep_widen", "sweep_joint"),
             own={**COMPARISON, "workers": Input(str, "Processes computing cells at once, each "
                  "with its own target copy; auto: one per core (at most 4) on a CPU, one on an "
                  "accelerator.", "auto")},

@@ -46,12 +46,14 @@ COMMON = (
     "patience", "batch_size", "weight_decay", "warmup_steps", "grad_clip", "sweep",
     "sweep_default_index", "sweep_epochs", "eval_batch_size", "bootstrap", "mixed_precision",
     "scale_note", "seed_train_queries", "equivalence_margin", "bootstrap_levels", "sweep_widen",
+    "sweep_joint",
 )  # fmt: skip
 # What only the report reads (a finished cell does not depend on it).
 REPORT_FIELDS = ("bootstrap", "equivalence_margin", "bootstrap_levels", "scale_note")
-# What only plans which cells run: a widened grid adds sweep cells, and a reported cell whose
-# variant the widened sweep no longer chooses is computed again (tvlens.compare.setup.cell_state).
-PLAN_FIELDS = ("sweep_widen",)
+# What only plans which cells run: a widened (or joint) grid adds sweep cells, and a reported
+# cell whose variant the larger sweep no longer chooses is computed again
+# (tvlens.compare.setup.cell_state).
+PLAN_FIELDS = ("sweep_widen", "sweep_joint")
 BOOTSTRAP_LEVELS = ("task", "query", "seed")  # tvlens.evaluation.stats.LEVELS (no numpy here)
 
 
@@ -68,7 +70,7 @@ class CompareConfig(Config):
     _kind = "compare"
     renamed_fields = {"fv_top_heads": "top_k_heads"}  # old name -> new
     # added later: older comparisons still resume
-    _omit_at_default = ("sweep_epochs", "seed_train_queries", "sweep_widen")
+    _omit_at_default = ("sweep_epochs", "seed_train_queries", "sweep_widen", "sweep_joint")
 
     target: str = opt("", "Frozen target: HF name, folder or tvlens run.")
     target_revision: str | None = None
@@ -118,6 +120,13 @@ class CompareConfig(Config):
         0,
         "Widen a sweep's grid up to N values while its best value is on an edge (a folder "
         "keeps the widest N it was run with).",
+    )
+    # ATV's sweep is a cross (λ tried at one learning rate); joint: every learning rate tried
+    # is also tried with every λ tried, widened values included (tvlens.compare.setup.widened).
+    sweep_joint: bool = opt(
+        False,
+        "Sweep ATV's learning rate and λ jointly: every pair of the values tried, not a cross "
+        "(a folder swept jointly stays so).",
     )
     # Epochs of the sweep cells (None: ``epochs``): a shorter sweep picks the learning rate,
     # then the reported seeds train up to ``epochs``. Seed 0 reuses its sweep cell only when

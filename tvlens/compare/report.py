@@ -33,6 +33,7 @@ from tvlens.compare.setup import (
     CompareData,
     cell_path,
     cell_state,
+    grid_gaps,
     read_cell,
     sweep_variants,
 )
@@ -170,11 +171,11 @@ def summarize(
             bl = [i["best_epoch_train_loss"] for i in info
                   if i.get("best_epoch_train_loss") is not None]  # fmt: skip
             row["best_epoch_train_loss"] = float(np.mean(bl)) if bl else None
-            row["grid"] = grid_position(
-                [c["variant_values"] for c in sweeps if c.get("method") == method]
-                or sweep_variants(cfg, method),
-                done[0].get("variant_values") or {},
-            )
+            tried = ([c["variant_values"] for c in sweeps if c.get("method") == method]
+                     or sweep_variants(cfg, method))  # fmt: skip
+            row["grid"] = grid_position(tried, done[0].get("variant_values") or {})
+            if sum(len({v[k] for v in tried}) > 1 for k in tried[0]) > 1:  # lr and λ swept
+                row["grid_pairs"] = {"tried": len(tried), "of": len(tried) + len(grid_gaps(tried))}
         if "dev_retrieval_accuracy" in info[0]:
             row["dev_retrieval_accuracy"] = info[0]["dev_retrieval_accuracy"]
             hits = [v.get(t, 0.0) for t, v in info[0].get("retrieved", {}).get(
@@ -485,7 +486,14 @@ def grid_summary(summary: dict[str, Any], key: str = "lr") -> str:
     edge = [f"{m} ({p})" for m, p in pos.items() if p != "interior"]
     n_in = len(pos) - len(edge)
     line = f"\nChosen {key} interior to its grid: {n_in} of {len(pos)} swept methods"
-    return line + (f"; on an edge: {', '.join(edge)}.\n" if edge else ".\n")
+    line += f"; on an edge: {', '.join(edge)}.\n" if edge else ".\n"
+    pairs = {m: r["grid_pairs"] for m, r in summary.items()
+             if not m.startswith("_") and "grid_pairs" in r}  # fmt: skip
+    if pairs:  # a cross tries λ at one learning rate: the joint optimum may lie off it
+        shape = [f"{m} {'every pair' if p['tried'] >= p['of'] else 'a cross'} "
+                 f"({p['tried']} of the {p['of']} pairs)" for m, p in pairs.items()]  # fmt: skip
+        line += f"\nLearning rate and λ swept: {'; '.join(shape)}.\n"
+    return line
 
 
 def format_overlap(data: CompareData) -> tuple[str, str]:

@@ -294,9 +294,10 @@ class CompareResult(Result):
 
 def _check_out(out: Path, cfg: CompareConfig) -> CompareConfig:
     """The rule of every run folder (new, empty or a compare), then: the same configuration.
-    Returns ``cfg`` with the widest ``sweep_widen`` the folder was run with: a grid widened
-    once stays widened (its reported cells were chosen on it; a narrower plan would read
-    them as stale and train the old choice again)."""
+    Returns ``cfg`` with the widest ``sweep_widen`` the folder was run with, and
+    ``sweep_joint`` if it was ever swept jointly: a grid widened or completed once stays so
+    (its reported cells were chosen on it; a smaller plan would read them as stale and
+    train the old choice again)."""
     prepare_out_dir(out, COMPARE)
     path = out / CONFIG_FILE
     if path.is_file():
@@ -307,6 +308,8 @@ def _check_out(out: Path, cfg: CompareConfig) -> CompareConfig:
         widen = (old.get("config") or {}).get("sweep_widen", 0)
         if isinstance(widen, int) and widen > cfg.sweep_widen:
             cfg = cfg.with_overrides(sweep_widen=widen)
+        if (old.get("config") or {}).get("sweep_joint") is True and not cfg.sweep_joint:
+            cfg = cfg.with_overrides(sweep_joint=True)
         fp = cfg.fingerprint()  # stored with portable paths (tvlens.runs.portable)
         saved = CompareConfig.upgrade(old.get("fingerprint") or {})
         for k in (*REPORT_FIELDS, *PLAN_FIELDS):  # saved before they left the fingerprint

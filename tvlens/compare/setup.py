@@ -4,6 +4,7 @@ the context every (method, seed) cell reads (:mod:`tvlens.compare.run` runs the 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -78,11 +79,17 @@ def method_seeds(cfg: CompareConfig, method: str) -> list[int]:
 def sweep_variants(cfg: CompareConfig, method: str, out: Path | None = None) -> list[dict]:
     """The variants a method's sweep tries on seed 0 (one: no sweep cells); with
     ``cfg.sweep_widen`` and the comparison's folder ``out``, the grid widened until the best
-    learning rate is interior (:func:`widened`)."""
+    learning rate is interior; with ``cfg.sweep_joint``, every pair of the values tried
+    (:func:`widened`)."""
     vs = get_method_spec(method).variants(cfg)
-    if out is None or len(vs) < 2 or not cfg.sweep_widen:
+    if len(vs) < 2 or not (cfg.sweep_joint or (out is not None and cfg.sweep_widen)):
         return vs
-    return widened(vs, cfg.sweep_widen, lambda v: _best_dev(out, Cell(method, variant_label(v), 0)))
+    steps = cfg.sweep_widen if out is not None else 0
+
+    def dev(v: dict) -> float | None:
+        return None if out is None else _best_dev(out, Cell(method, variant_label(v), 0))
+
+    return widened(vs, steps, dev, joint=cfg.sweep_joint)
 
 
 def _best_dev(out: Path, cell: Cell) -> float | None:
@@ -107,16 +114,22 @@ def _read_cell(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
 
 def widened(
     variants: list[dict], steps: int, dev: Callable[[dict], float | None],
-    keys: tuple[str, ...] = ("lr", "scale"),
+    keys: tuple[str, ...] = ("lr", "scale"), joint: bool = False,
 ) -> list[dict]:  # fmt: skip
     """``variants`` with up to ``steps`` more: while the best variant (by ``dev``; None: not
     done yet, so the grid waits) has a setting among ``keys`` (the learning rate, then ATV's
     λ) that is the smallest or largest tried with its other settings, one more value a grid
     step beyond it (the ratio of the two values at that edge) is added. A sweep whose best
     value sits on the edge of its grid may not have found its optimum; the report says where
-    each chosen value lies (``grid_position``)."""
+    each chosen value lies (``grid_position``). ``joint``: before each look at the best, the
+    grid is completed to every combination of the values tried (:func:`grid_gaps`), so a
+    cross becomes a full grid and a widened value is tried with every λ."""
     vs = list(variants)
-    for _ in range(steps):
+    for step in range(steps + 1):
+        if joint:
+            vs += grid_gaps(vs)
+        if step == steps:
+            return vs
         scores = [dev(v) for v in vs]
         if any(x is None for x in scores):
             return vs
@@ -126,6 +139,16 @@ def widened(
             return vs
         vs.append(extra)
     return vs
+
+
+def grid_gaps(variants: list[dict]) -> list[dict]:
+    """The combinations of the values the variants try (per setting) that none of them is,
+    in grid order: what completes a cross-shaped sweep to a full grid."""
+    keys = list(variants[0])
+    values = {k: sorted({v[k] for v in variants}) for k in keys}
+    seen = {tuple(v[k] for k in keys) for v in variants}
+    combos = itertools.product(*(values[k] for k in keys))
+    return [dict(zip(keys, c, strict=True)) for c in combos if c not in seen]
 
 
 def _beyond(vs: list[dict], best: dict, key: str) -> dict | None:
