@@ -114,9 +114,13 @@ def test_committed_flat_comparison_resumes_without_recomputing(tmp_path):
     out.mkdir()
     shutil.copy(flat, out / "config.json")
     shutil.copytree(committed / "cells", out / "cells")
-    # its grids were widened in place since (``--sweep-widen``, outside the fingerprint)
-    widen = json.loads((committed / "config.json").read_text())["config"]["sweep_widen"]
-    cfg = PRESETS["cpu"].with_overrides(target=saved["config"]["target"], sweep_widen=widen)
+    # its grids were widened in place since, and ATV's swept jointly (``--sweep-widen``,
+    # ``--sweep-joint``: outside the fingerprint)
+    now = json.loads((committed / "config.json").read_text())["config"]
+    widen, joint = now["sweep_widen"], now["sweep_joint"]
+    assert joint is True
+    cfg = PRESETS["cpu"].with_overrides(target=saved["config"]["target"], sweep_widen=widen,
+                                        sweep_joint=joint)  # fmt: skip
     assert _check_out(out, cfg) == cfg  # the same configuration: no error
     assert [str(c) for c in compare_cells(cfg) if not cell_path(out, c).is_file()] == []
     swept = [m for m in cfg.methods if len(get_method_spec(m).variants(cfg)) > 1]
@@ -129,7 +133,7 @@ def test_committed_flat_comparison_resumes_without_recomputing(tmp_path):
             _check_out(out, cfg.with_overrides(**changed))
     # every reported cell holds the variant its widened sweep chooses (none stale); every
     # chosen rate is interior, so widening further plans no new cell
-    from tvlens.compare.setup import cell_state
+    from tvlens.compare.setup import cell_state, sweep_variants
 
     assert {cell_state(cfg, out, c) for c in compare_cells(cfg, out)} == {"done"}
     wide = cfg.with_overrides(sweep_widen=widen + 1)
@@ -138,6 +142,10 @@ def test_committed_flat_comparison_resumes_without_recomputing(tmp_path):
     narrow = cfg.with_overrides(sweep_widen=0)
     stale = {c.method for c in compare_cells(narrow, out) if cell_state(narrow, out, c) == "stale"}
     assert stale == {"prefix", "atv_r1", "lora_r1"}
+    # the joint grid found no better pair than the cross: the cross chooses the same ATV
+    cross = cfg.with_overrides(sweep_joint=False)
+    assert selection(cross, out, "atv")["label"] == selection(cfg, out, "atv")["label"]
+    assert len(sweep_variants(cfg, "atv", out)) == 12 > len(sweep_variants(cross, "atv", out))
 
 
 def test_a_result_saved_with_a_flat_config_loads_into_the_blocks():
