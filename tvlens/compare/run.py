@@ -294,10 +294,10 @@ class CompareResult(Result):
 
 def _check_out(out: Path, cfg: CompareConfig) -> CompareConfig:
     """The rule of every run folder (new, empty or a compare), then: the same configuration.
-    Returns ``cfg`` with the widest ``sweep_widen`` the folder was run with, and
-    ``sweep_joint`` if it was ever swept jointly: a grid widened or completed once stays so
-    (its reported cells were chosen on it; a smaller plan would read them as stale and
-    train the old choice again)."""
+    Returns ``cfg`` with each plan field (``PLAN_FIELDS``: the widest ``sweep_widen``,
+    ``sweep_joint`` once true) at the largest value the folder was run with: a grid widened
+    or completed once stays so (its reported cells were chosen on it; a smaller plan would
+    read them as stale and train the old choice again)."""
     prepare_out_dir(out, COMPARE)
     path = out / CONFIG_FILE
     if path.is_file():
@@ -305,11 +305,11 @@ def _check_out(out: Path, cfg: CompareConfig) -> CompareConfig:
             old = json.loads(path.read_text())
         except json.JSONDecodeError:
             old = {}
-        widen = (old.get("config") or {}).get("sweep_widen", 0)
-        if isinstance(widen, int) and widen > cfg.sweep_widen:
-            cfg = cfg.with_overrides(sweep_widen=widen)
-        if (old.get("config") or {}).get("sweep_joint") is True and not cfg.sweep_joint:
-            cfg = cfg.with_overrides(sweep_joint=True)
+        ran = old.get("config") or {}
+        for k in PLAN_FIELDS:  # a plan field only grows (more sweep cells, never fewer)
+            v, now = ran.get(k), getattr(cfg, k)
+            if type(v) is type(now) and v > now:
+                cfg = cfg.with_overrides(**{k: v})
         fp = cfg.fingerprint()  # stored with portable paths (tvlens.runs.portable)
         saved = CompareConfig.upgrade(old.get("fingerprint") or {})
         for k in (*REPORT_FIELDS, *PLAN_FIELDS):  # saved before they left the fingerprint

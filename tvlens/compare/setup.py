@@ -82,12 +82,12 @@ def sweep_variants(cfg: CompareConfig, method: str, out: Path | None = None) -> 
     learning rate is interior; with ``cfg.sweep_joint``, every pair of the values tried
     (:func:`widened`)."""
     vs = get_method_spec(method).variants(cfg)
-    if len(vs) < 2 or not (cfg.sweep_joint or (out is not None and cfg.sweep_widen)):
+    steps = cfg.sweep_widen if out is not None else 0  # widening reads the folder's cells
+    if len(vs) < 2 or not (steps or cfg.sweep_joint):
         return vs
-    steps = cfg.sweep_widen if out is not None else 0
 
-    def dev(v: dict) -> float | None:
-        return None if out is None else _best_dev(out, Cell(method, variant_label(v), 0))
+    def dev(v: dict) -> float | None:  # only called when steps > 0, i.e. with a folder
+        return _best_dev(out, Cell(method, variant_label(v), 0)) if out else None
 
     return widened(vs, steps, dev, joint=cfg.sweep_joint)
 
